@@ -1,0 +1,109 @@
+/* ctx.c: execution context, scratch workspace and arena allocator. */
+#include "ctx.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "../ops/blas.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int env_int(const char *name) {
+    const char *s = getenv(name);
+    if (!s || !*s) return 0;
+    char *end;
+    long v = strtol(s, &end, 10);
+    return (*end == '\0' && v > 0 && v < 4096) ? (int)v : 0;
+}
+
+int ap_ctx_init(ap_ctx *ctx, int n_threads) {
+    memset(ctx, 0, sizeof *ctx);
+    ctx->backend = AP_BACKEND_CPU;
+    if (n_threads <= 0) n_threads = env_int("AP_NUM_THREADS");
+    if (n_threads <= 0) n_threads = env_int("OMP_NUM_THREADS");
+#ifdef _OPENMP
+    if (n_threads <= 0) n_threads = omp_get_num_procs();
+#endif
+    if (n_threads <= 0) n_threads = 1;
+    ctx->n_threads = n_threads;
+    /* Ops split work across threads themselves and call single-threaded BLAS. */
+    ap_blas_single_thread();
+    return AP_OK;
+}
+
+void ap_ctx_free(ap_ctx *ctx) {
+    free(ctx->scratch);
+    memset(ctx, 0, sizeof *ctx);
+}
+
+int ap_ctx_reserve(ap_ctx *ctx, size_t bytes) {
+    bytes = ap_align64(bytes);
+    if (bytes <= ctx->scratch_cap) return AP_OK;
+    if (ctx->scratch_fixed)
+        return ap_fail("scratch workspace is fixed at %zu bytes; %zu requested",
+                       ctx->scratch_cap, bytes);
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes) != 0)
+        return ap_fail("out of memory: %zu bytes for the scratch workspace", bytes);
+    free(ctx->scratch);
+    ctx->scratch = p;
+    ctx->scratch_cap = bytes;
+    return AP_OK;
+}
+
+void ap_ctx_fix_scratch(ap_ctx *ctx) { ctx->scratch_fixed = 1; }
+
+void *ap_scratch(ap_ctx *ctx, size_t bytes, const char *what) {
+    if (bytes > ctx->scratch_peak) ctx->scratch_peak = bytes;
+    if (bytes > ctx->scratch_cap) {
+        if (ctx->scratch_fixed) {
+            ap_fail("scratch workspace too small: %s needs %zu bytes, %zu planned",
+                    what, bytes, ctx->scratch_cap);
+            return NULL;
+        }
+        if (ap_ctx_reserve(ctx, bytes) != 0) {
+            ap_err_prefix("%s: ", what);
+            return NULL;
+        }
+    }
+    return ctx->scratch;
+}
+
+int ap_arena_init(ap_arena *a, size_t bytes, const char *what) {
+    memset(a, 0, sizeof *a);
+    a->what = what;
+    bytes = ap_align64(bytes);
+    void *p = NULL;
+    if (bytes && posix_memalign(&p, 64, bytes) != 0)
+        return ap_fail("out of memory: %zu bytes for %s", bytes, what);
+    a->base = p;
+    a->cap = bytes;
+    return AP_OK;
+}
+
+void ap_arena_free(ap_arena *a) {
+    free(a->base);
+    memset(a, 0, sizeof *a);
+}
+
+void *ap_arena_alloc(ap_arena *a, size_t bytes, const char *what) {
+    size_t need = ap_align64(bytes);
+    if (need > a->cap - a->used) {
+        ap_fail("%s: out of planned space: %s needs %zu bytes, %zu of %zu left",
+                a->what ? a->what : "arena", what, need, a->cap - a->used, a->cap);
+        return NULL;
+    }
+    void *p = a->base + a->used;
+    a->used += need;
+    if (a->used > a->peak) a->peak = a->used;
+    return p;
+}
+
+float *ap_arena_floats(ap_arena *a, size_t n, const char *what) {
+    return ap_arena_alloc(a, n * sizeof(float), what);
+}
+
+void ap_arena_reset(ap_arena *a) { a->used = 0; }

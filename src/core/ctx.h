@@ -1,0 +1,61 @@
+/* ctx.h: execution context and workspaces.
+ *
+ * Every op takes an ap_ctx: which backend runs it (CPU threads now, a CUDA
+ * stream later), how many threads, and a scratch workspace for temporaries
+ * (im2col columns, attention tiles). Scratch is planned by the caller with
+ * ap_ctx_reserve() using the ops' *_scratch_bytes() functions; an op then
+ * takes it with ap_scratch() at entry, never in an inner loop. A context
+ * created with ap_ctx_init() grows scratch on demand (convenient for tools
+ * and tests); ap_ctx_fix_scratch() forbids growth so a training loop fails
+ * loudly instead of allocating mid-step.
+ *
+ * ap_arena is a bump allocator for longer-lived buffers (activations saved
+ * for backward, parameter and gradient blocks): one allocation, carved.
+ */
+#ifndef AP_CTX_H
+#define AP_CTX_H
+
+#include <stddef.h>
+
+typedef enum { AP_BACKEND_CPU = 0, AP_BACKEND_CUDA = 1 } ap_backend;
+
+typedef struct ap_arena {
+    char *base;
+    size_t cap;
+    size_t used;
+    size_t peak;
+    const char *what; /* what the arena holds, for error messages */
+} ap_arena;
+
+typedef struct ap_ctx {
+    ap_backend backend;
+    int n_threads;      /* CPU threads used by ops */
+    void *stream;       /* cudaStream_t on the CUDA backend; NULL on CPU */
+    char *scratch;      /* 64-byte aligned */
+    size_t scratch_cap; /* bytes */
+    size_t scratch_peak;
+    int scratch_fixed; /* 1: ap_scratch never grows */
+} ap_ctx;
+
+/* n_threads <= 0 picks $AP_NUM_THREADS, else $OMP_NUM_THREADS, else all cores. */
+int ap_ctx_init(ap_ctx *ctx, int n_threads);
+void ap_ctx_free(ap_ctx *ctx);
+/* Make sure scratch holds at least bytes. */
+int ap_ctx_reserve(ap_ctx *ctx, size_t bytes);
+/* Forbid further growth of scratch (after planning). */
+void ap_ctx_fix_scratch(ap_ctx *ctx);
+/* Scratch of at least bytes, valid until the next ap_scratch call; NULL and
+ * an error naming bytes and what when it cannot be had. */
+void *ap_scratch(ap_ctx *ctx, size_t bytes, const char *what);
+
+int ap_arena_init(ap_arena *a, size_t bytes, const char *what);
+void ap_arena_free(ap_arena *a);
+/* 64-byte aligned block; NULL with an error naming bytes, what and the arena. */
+void *ap_arena_alloc(ap_arena *a, size_t bytes, const char *what);
+float *ap_arena_floats(ap_arena *a, size_t n, const char *what);
+void ap_arena_reset(ap_arena *a);
+
+/* Round bytes up to the 64-byte alignment every workspace block uses. */
+static inline size_t ap_align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+
+#endif

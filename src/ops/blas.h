@@ -1,0 +1,27 @@
+/* blas.h: the one place that includes CBLAS (OpenBLAS on Debian).
+ *
+ * ap_gemm is the GEMM every op uses: row-major C = alpha*op(A)*op(B) + beta*C,
+ * split across ctx->n_threads OpenMP threads along M or N, each thread calling
+ * single-threaded BLAS. Inside an existing parallel region call
+ * ap_gemm_serial instead.
+ */
+#ifndef AP_BLAS_H
+#define AP_BLAS_H
+
+#include <stddef.h>
+
+struct ap_ctx;
+
+/* Make the BLAS library itself single-threaded (ops own the threading). */
+void ap_blas_single_thread(void);
+
+/* Row-major GEMM: C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C.
+ * ta/tb: 0 = as stored, 1 = transposed. lda/ldb/ldc are row strides. */
+void ap_gemm(const struct ap_ctx *ctx, int ta, int tb, int M, int N, int K,
+             float alpha, const float *A, int lda, const float *B, int ldb,
+             float beta, float *C, int ldc);
+void ap_gemm_serial(int ta, int tb, int M, int N, int K, float alpha,
+                    const float *A, int lda, const float *B, int ldb, float beta,
+                    float *C, int ldc);
+
+#endif
