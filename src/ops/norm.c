@@ -20,6 +20,103 @@
  * depends only on the shape, never on the thread count. */
 #define LN_CHUNKS 64
 
+/* ---- summation helpers --------------------------------------------------- */
+
+/* Sums run in LANES float accumulators (vectorisable, fixed order) over blocks
+ * of BLOCK elements; block results are added in double. The float error is
+ * that of ~BLOCK / LANES additions (~2e-6 relative at worst), independent of
+ * the length, and the order never depends on threads. */
+#define LANES 16
+#define LANES3 8 /* for three sums at once (register pressure) */
+#define BLOCK 512
+
+/* sum x[i] */
+static double sum_f(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
+        const int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
+        const float *xb = x + b0;
+        float acc[LANES] = {0};
+        int64_t i = 0;
+        for (; i + LANES <= len; i += LANES)
+            for (int k = 0; k < LANES; k++) acc[k] += xb[i + k];
+        for (; i < len; i++) acc[0] += xb[i];
+        for (int k = 0; k < LANES; k++) s += acc[k];
+    }
+    return s;
+}
+
+/* s[0] = sum (x[i] - m), s[1] = sum (x[i] - m)^2 */
+static void sum_dev(const float *x, int64_t n, float m, double s[2]) {
+    s[0] = s[1] = 0;
+    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
+        const int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
+        const float *xb = x + b0;
+        float a1[LANES] = {0}, a2[LANES] = {0};
+        int64_t i = 0;
+        for (; i + LANES <= len; i += LANES)
+            for (int k = 0; k < LANES; k++) {
+                const float d = xb[i + k] - m;
+                a1[k] += d;
+                a2[k] += d * d;
+            }
+        for (; i < len; i++) a1[0] += xb[i] - m, a2[0] += (xb[i] - m) * (xb[i] - m);
+        for (int k = 0; k < LANES; k++) s[0] += a1[k], s[1] += a2[k];
+    }
+}
+
+/* Mean and rstd of x[0..n), two passes: m0 = float(sum / n), then the sums of
+ * d = x - m0 and d^2, which are exact-ish even when |mean| >> std. *mean is
+ * the float mean, *delta = true mean - *mean (below half an ulp of *mean),
+ * which the caller subtracts as well: x - true mean = (x - *mean) - *delta. */
+static void moments(const float *x, int64_t n, float eps, float *mean, float *delta,
+                    float *rstd) {
+    const float m0 = (float)(sum_f(x, n) / (double)n);
+    double s[2];
+    sum_dev(x, n, m0, s);
+    const double d0 = s[0] / (double)n, m = m0 + d0;
+    double var = s[1] / (double)n - d0 * d0;
+    if (var < 0) var = 0;
+    *mean = (float)m;
+    *delta = (float)(m - (double)*mean);
+    *rstd = (float)(1.0 / sqrt(var + (double)eps));
+}
+
+/* With d = x[i] - m and w = g[i] (1 when g is NULL):
+ * s[0] = sum w dy, s[1] = sum w dy d, s[2] = sum d. */
+static void sums_bwd(const float *dy, const float *x, const float *g, int64_t n, float m,
+                     double s[3]) {
+    s[0] = s[1] = s[2] = 0;
+    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
+        const int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
+        const float *xb = x + b0, *db = dy + b0, *gb = g ? g + b0 : NULL;
+        float a1[LANES3] = {0}, a2[LANES3] = {0}, a3[LANES3] = {0};
+        int64_t i = 0;
+        if (gb) {
+            for (; i + LANES3 <= len; i += LANES3)
+                for (int k = 0; k < LANES3; k++) {
+                    const float w = db[i + k] * gb[i + k], d = xb[i + k] - m;
+                    a1[k] += w;
+                    a2[k] += w * d;
+                    a3[k] += d;
+                }
+        } else {
+            for (; i + LANES3 <= len; i += LANES3)
+                for (int k = 0; k < LANES3; k++) {
+                    const float d = xb[i + k] - m;
+                    a1[k] += db[i + k];
+                    a2[k] += db[i + k] * d;
+                    a3[k] += d;
+                }
+        }
+        for (; i < len; i++) {
+            const float w = gb ? db[i] * gb[i] : db[i], d = xb[i] - m;
+            a1[0] += w, a2[0] += w * d, a3[0] += d;
+        }
+        for (int k = 0; k < LANES3; k++) s[0] += a1[k], s[1] += a2[k], s[2] += a3[k];
+    }
+}
+
 /* ---- GroupNorm ----------------------------------------------------------- */
 
 typedef struct {
@@ -66,17 +163,8 @@ int ap_group_norm_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *me
     for (int64_t bg = 0; bg < nbg; bg++) {
         const float *xg = x + bg * n; /* (cg, S) block of group g of batch b */
         float *yg = y + bg * n;
-        double s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int64_t i = 0; i < n; i++) s += xg[i];
-        const double m = s / (double)n;
-        double v = 0;
-#pragma omp simd reduction(+ : v)
-        for (int64_t i = 0; i < n; i++) {
-            double dv = (double)xg[i] - m;
-            v += dv * dv;
-        }
-        const float mf = (float)m, rf = (float)(1.0 / sqrt(v / (double)n + (double)eps));
+        float mf, dm, rf;
+        moments(xg, n, eps, &mf, &dm, &rf);
         mu[bg] = mf;
         rs[bg] = rf;
         const int64_t c0 = (bg % groups) * d.cg;
@@ -85,7 +173,7 @@ int ap_group_norm_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *me
             const float *xc = xg + c * d.S;
             float *yc = yg + c * d.S;
 #pragma omp simd
-            for (int64_t i = 0; i < d.S; i++) yc[i] = (xc[i] - mf) * a + sh;
+            for (int64_t i = 0; i < d.S; i++) yc[i] = ((xc[i] - mf) - dm) * a + sh;
         }
     }
     return AP_OK;
@@ -125,26 +213,28 @@ int ap_group_norm_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
         const int64_t c0 = (bg % groups) * d.cg; /* first channel of the group */
         const int64_t bc0 = bg * d.cg;           /* its index in (B, C) */
         const float mf = mu[bg], rf = rs[bg];
-        double m1 = 0, m2 = 0; /* sum d, sum d * x̂ over the group */
+        /* Per channel: sum dy, sum dy (x - mf), and sum (x - mf) for the
+         * residual dm = true mean - mf (see moments()). */
+        double sxc = 0;
         for (int64_t c = 0; c < d.cg; c++) {
-            const float *xc = x + (bc0 + c) * d.S, *dyc = dy + (bc0 + c) * d.S;
-            double s1 = 0, s2 = 0;
-#pragma omp simd reduction(+ : s1, s2)
-            for (int64_t i = 0; i < d.S; i++) {
-                s1 += dyc[i];
-                s2 += (double)dyc[i] * (double)(xc[i] - mf);
-            }
-            s2 *= rf;
-            sum_dy[bc0 + c] = s1;
-            sum_dyxh[bc0 + c] = s2;
+            double s[3];
+            sums_bwd(dy + (bc0 + c) * d.S, x + (bc0 + c) * d.S, NULL, d.S, mf, s);
+            sum_dy[bc0 + c] = s[0];
+            sum_dyxh[bc0 + c] = s[1];
+            sxc += s[2];
+        }
+        const double dm = sxc / (double)n;
+        double m1 = 0, m2 = 0; /* sum d, sum d * x̂ over the group, d = dy * gamma */
+        for (int64_t c = 0; c < d.cg; c++) {
+            sum_dyxh[bc0 + c] = rf * (sum_dyxh[bc0 + c] - dm * sum_dy[bc0 + c]);
             const double gc = g ? g[c0 + c] : 1.0;
-            m1 += gc * s1;
-            m2 += gc * s2;
+            m1 += gc * sum_dy[bc0 + c];
+            m2 += gc * sum_dyxh[bc0 + c];
         }
         if (!want_dx) continue;
-        /* din = rstd*gamma*dy - rstd*mean(d) - rstd^2*mean(d x̂)*(x - mean) */
-        const float k0 = (float)(-rf * m1 / (double)n);
-        const float kx = (float)(-(double)rf * rf * m2 / (double)n);
+        /* din = rstd*gamma*dy - rstd*mean(d) - rstd^2*mean(d x̂)*(x - mf - dm) */
+        const double kxd = -(double)rf * rf * m2 / (double)n;
+        const float kx = (float)kxd, k0 = (float)(-rf * m1 / (double)n - kxd * dm);
         for (int64_t c = 0; c < d.cg; c++) {
             const float *xc = x + (bc0 + c) * d.S, *dyc = dy + (bc0 + c) * d.S;
             float *dxc = dx + (bc0 + c) * d.S;
@@ -202,25 +292,16 @@ int ap_layer_norm_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *me
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * C;
         float *yr = y + r * C;
-        double s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int64_t i = 0; i < C; i++) s += xr[i];
-        const double m = s / (double)C;
-        double v = 0;
-#pragma omp simd reduction(+ : v)
-        for (int64_t i = 0; i < C; i++) {
-            double dv = (double)xr[i] - m;
-            v += dv * dv;
-        }
-        const float mf = (float)m, rf = (float)(1.0 / sqrt(v / (double)C + (double)eps));
+        float mf, dm, rf;
+        moments(xr, C, eps, &mf, &dm, &rf);
         mu[r] = mf;
         rs[r] = rf;
         if (g && bt) {
 #pragma omp simd
-            for (int64_t i = 0; i < C; i++) yr[i] = (xr[i] - mf) * rf * g[i] + bt[i];
+            for (int64_t i = 0; i < C; i++) yr[i] = ((xr[i] - mf) - dm) * rf * g[i] + bt[i];
         } else {
             for (int64_t i = 0; i < C; i++)
-                yr[i] = (xr[i] - mf) * rf * (g ? g[i] : 1.0f) + (bt ? bt[i] : 0.0f);
+                yr[i] = ((xr[i] - mf) - dm) * rf * (g ? g[i] : 1.0f) + (bt ? bt[i] : 0.0f);
         }
     }
     return AP_OK;
@@ -270,25 +351,15 @@ int ap_layer_norm_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
         for (int64_t r = k * rows / nch; r < (k + 1) * rows / nch; r++) {
             const float *xr = x + r * C, *dyr = dy + r * C;
             const float mf = mu[r], rf = rs[r];
-            double m1 = 0, m2 = 0; /* sum d, sum d * x̂ */
-            if (g) {
-#pragma omp simd reduction(+ : m1, m2)
-                for (int64_t i = 0; i < C; i++) {
-                    const double dd = (double)dyr[i] * g[i];
-                    m1 += dd;
-                    m2 += dd * (double)((xr[i] - mf) * rf);
-                }
-            } else {
-#pragma omp simd reduction(+ : m1, m2)
-                for (int64_t i = 0; i < C; i++) {
-                    m1 += dyr[i];
-                    m2 += (double)dyr[i] * (double)((xr[i] - mf) * rf);
-                }
-            }
+            /* sum d, sum d (x - mf), sum (x - mf), d = dy * gamma */
+            double sm[3];
+            sums_bwd(dyr, xr, g, C, mf, sm);
+            const float dm = (float)(sm[2] / (double)C); /* true mean - mf */
+            const double m1 = sm[0], m2 = rf * (sm[1] - dm * sm[0]); /* sum d, sum d x̂ */
             if (want_w) {
 #pragma omp simd
                 for (int64_t i = 0; i < C; i++) {
-                    pg[i] += (double)dyr[i] * (double)((xr[i] - mf) * rf);
+                    pg[i] += (double)dyr[i] * (double)(((xr[i] - mf) - dm) * rf);
                     pb[i] += dyr[i];
                 }
             }
@@ -297,7 +368,7 @@ int ap_layer_norm_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
             float *dxr = dx + r * C;
 #pragma omp simd
             for (int64_t i = 0; i < C; i++) {
-                const float xh = (xr[i] - mf) * rf;
+                const float xh = ((xr[i] - mf) - dm) * rf;
                 dxr[i] = rf * (dyr[i] * (g ? g[i] : 1.0f) - k1 - xh * k2);
             }
         }
