@@ -119,7 +119,7 @@ int ap_quick_gelu_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > 32768)
     for (int64_t i = 0; i < n; i++) {
         float s = 1.0f / (1.0f + expf(-QUICK_GELU_A * x[i]));
-        dx[i] = dy[i] * (s + QUICK_GELU_A * x[i] * s * (1.0f - s));
+        dx[i] = dy[i] * (s + x[i] * (QUICK_GELU_A * s * (1.0f - s))); /* no inf * 0 */
     }
     return AP_OK;
 }

@@ -46,7 +46,8 @@ static void gradcheck_norm(ap_ctx *ctx, int layer, const char *name, int ndim,
     const int64_t rows = n / C, B = shape[0];
     float *x = tu_alloc(n), *y = tu_alloc(n), *proj = tu_alloc(n), *dx = tu_alloc(n);
     float *g = tu_alloc(C), *b = tu_alloc(C), *dg = tu_alloc(C), *db = tu_alloc(C);
-    float *mu = tu_alloc(rows), *rs = tu_alloc(rows);
+    const int64_t nstat = layer ? rows : B * groups; /* (rows) or (B, groups) */
+    float *mu = tu_alloc(nstat), *rs = tu_alloc(nstat);
     tu_fill_normal(x, n, 11, 1.3f);
     for (int64_t i = 0; i < n; i++) x[i] += 0.4f;
     tu_fill_normal(proj, n, 12, 1.0f);
