@@ -1,7 +1,9 @@
 /* norm.c: GroupNorm and LayerNorm (CPU reference).
  *
  * Accumulation rule: dgamma, dbeta +=; din =.
- * Forward statistics are two-pass in double. Backward, for one group / row of
+ * Forward statistics take two passes (mean, then deviations from the float
+ * mean, whose rounding residual is kept: see moments()), summed in float lanes
+ * over short blocks and in double across blocks. Backward, for one group / row of
  * n elements with x̂ = (x - mean) * rstd and d = dout * gamma:
  *   din = rstd * (d - mean(d) - x̂ * mean(d * x̂)),
  *   dgamma[c] += sum dout * x̂, dbeta[c] += sum dout (over batch and positions).
