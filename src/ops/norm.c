@@ -24,12 +24,12 @@
 
 /* ---- summation helpers --------------------------------------------------- */
 
-/* Sums run in LANES float accumulators (vectorisable, fixed order) over blocks
- * of BLOCK elements; block results are added in double. The float error is
- * that of ~BLOCK / LANES additions (~2e-6 relative at worst), independent of
- * the length, and the order never depends on threads. */
-#define LANES 16
-#define LANES3 8 /* for three sums at once (register pressure) */
+/* Sums run in float over blocks of BLOCK elements, vectorised with an OpenMP
+ * simd reduction (a few float lanes, fixed order for a given build), and the
+ * block results are added in double. The float error is that of ~BLOCK / lanes
+ * additions (~1e-6 relative), independent of the length, and the order never
+ * depends on the thread count. (Arrays of explicit lane accumulators compiled
+ * 5-10x slower with GCC 12 -O3 at SSE2.) */
 #define BLOCK 512
 
 /* sum x[i] */
@@ -38,12 +38,10 @@ static double sum_f(const float *x, int64_t n) {
     for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
         const int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
         const float *xb = x + b0;
-        float acc[LANES] = {0};
-        int64_t i = 0;
-        for (; i + LANES <= len; i += LANES)
-            for (int k = 0; k < LANES; k++) acc[k] += xb[i + k];
-        for (; i < len; i++) acc[0] += xb[i];
-        for (int k = 0; k < LANES; k++) s += acc[k];
+        float t = 0;
+#pragma omp simd reduction(+ : t)
+        for (int64_t i = 0; i < len; i++) t += xb[i];
+        s += t;
     }
     return s;
 }
@@ -54,16 +52,14 @@ static void sum_dev(const float *x, int64_t n, float m, double s[2]) {
     for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
         const int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
         const float *xb = x + b0;
-        float a1[LANES] = {0}, a2[LANES] = {0};
-        int64_t i = 0;
-        for (; i + LANES <= len; i += LANES)
-            for (int k = 0; k < LANES; k++) {
-                const float d = xb[i + k] - m;
-                a1[k] += d;
-                a2[k] += d * d;
-            }
-        for (; i < len; i++) a1[0] += xb[i] - m, a2[0] += (xb[i] - m) * (xb[i] - m);
-        for (int k = 0; k < LANES; k++) s[0] += a1[k], s[1] += a2[k];
+        float t1 = 0, t2 = 0;
+#pragma omp simd reduction(+ : t1, t2)
+        for (int64_t i = 0; i < len; i++) {
+            const float d = xb[i] - m;
+            t1 += d;
+            t2 += d * d;
+        }
+        s[0] += t1, s[1] += t2;
     }
 }
 
@@ -92,30 +88,25 @@ static void sums_bwd(const float *dy, const float *x, const float *g, int64_t n,
     for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
         const int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
         const float *xb = x + b0, *db = dy + b0, *gb = g ? g + b0 : NULL;
-        float a1[LANES3] = {0}, a2[LANES3] = {0}, a3[LANES3] = {0};
-        int64_t i = 0;
+        float t1 = 0, t2 = 0, t3 = 0;
         if (gb) {
-            for (; i + LANES3 <= len; i += LANES3)
-                for (int k = 0; k < LANES3; k++) {
-                    const float w = db[i + k] * gb[i + k], d = xb[i + k] - m;
-                    a1[k] += w;
-                    a2[k] += w * d;
-                    a3[k] += d;
-                }
+#pragma omp simd reduction(+ : t1, t2, t3)
+            for (int64_t i = 0; i < len; i++) {
+                const float w = db[i] * gb[i], d = xb[i] - m;
+                t1 += w;
+                t2 += w * d;
+                t3 += d;
+            }
         } else {
-            for (; i + LANES3 <= len; i += LANES3)
-                for (int k = 0; k < LANES3; k++) {
-                    const float d = xb[i + k] - m;
-                    a1[k] += db[i + k];
-                    a2[k] += db[i + k] * d;
-                    a3[k] += d;
-                }
+#pragma omp simd reduction(+ : t1, t2, t3)
+            for (int64_t i = 0; i < len; i++) {
+                const float d = xb[i] - m;
+                t1 += db[i];
+                t2 += db[i] * d;
+                t3 += d;
+            }
         }
-        for (; i < len; i++) {
-            const float w = gb ? db[i] * gb[i] : db[i], d = xb[i] - m;
-            a1[0] += w, a2[0] += w * d, a3[0] += d;
-        }
-        for (int k = 0; k < LANES3; k++) s[0] += a1[k], s[1] += a2[k], s[2] += a3[k];
+        s[0] += t1, s[1] += t2, s[2] += t3;
     }
 }
 

@@ -263,12 +263,14 @@ static void test_sd_size(void) {
     rc |= ap_group_norm_backward(&c2, &tdx, &tdg, &tdb, &tdy, &tx, &tm, &tr, &tg, (int)G);
     tu_check(rc == 0, "group_norm 2x320x64x64 runs");
     /* Against double: out is O(3) with ~1 ulp rounding of x - mean, scale and
-     * shift (~1e-6); din sums 40960 terms per group (~1e-6 observed);
-     * dgamma / dbeta sum 8192 O(1) terms per channel in double, then round. */
+     * shift (~1e-6 observed); din likewise (~1e-6 observed). dgamma / dbeta
+     * sum 8192 O(1) terms per channel (|value| ~ 90) in float blocks of 512:
+     * ~6e-5 observed, i.e. ~7e-7 of the typical value (PyTorch fp32 on the
+     * same kind of input: 1e-3 and 1e-4). atol 2e-4 = ~2e-6 of |value|. */
     tu_compare("SD group_norm out vs double", y, yr, n, 5e-6, 1e-5);
     tu_compare("SD group_norm din vs double", dx, dxr, n, 5e-6, 1e-5);
-    tu_compare("SD group_norm dgamma vs double", dg, dgr, C, 1e-4, 1e-6);
-    tu_compare("SD group_norm dbeta vs double", db, dbr, C, 1e-4, 1e-6);
+    tu_compare("SD group_norm dgamma vs double", dg, dgr, C, 2e-4, 1e-6);
+    tu_compare("SD group_norm dbeta vs double", db, dbr, C, 2e-4, 1e-6);
 
     /* Thread-count determinism: 1 and 3 threads give the same bits as 2. */
     for (int k = 0; k < 2; k++) {
