@@ -16,22 +16,6 @@
 
 #include "core/err.h"
 
-static const struct {
-    const char *name;
-    int size;
-} g_dtypes[AP_DT_COUNT] = {
-    [AP_DT_F32] = {"float32", 4}, [AP_DT_F16] = {"float16", 2},
-    [AP_DT_BF16] = {"bfloat16", 2}, [AP_DT_F64] = {"float64", 8},
-    [AP_DT_I64] = {"int64", 8},   [AP_DT_I32] = {"int32", 4},
-    [AP_DT_I16] = {"int16", 2},   [AP_DT_I8] = {"int8", 1},
-    [AP_DT_U8] = {"uint8", 1},    [AP_DT_BOOL] = {"bool", 1},
-};
-
-const char *ap_dtype_name(int dt) {
-    return dt >= 0 && dt < AP_DT_COUNT ? g_dtypes[dt].name : "?";
-}
-int ap_dtype_size(int dt) { return dt >= 0 && dt < AP_DT_COUNT ? g_dtypes[dt].size : 0; }
-
 /* The allow-list: module, name, meaning. */
 static const struct {
     const char *module, *name;

@@ -22,24 +22,7 @@
 #include <stdint.h>
 
 #include "core/tensor.h"
-
-/* Element types of torch storages. */
-typedef enum {
-    AP_DT_F32 = 0,
-    AP_DT_F16,
-    AP_DT_BF16,
-    AP_DT_F64,
-    AP_DT_I64,
-    AP_DT_I32,
-    AP_DT_I16,
-    AP_DT_I8,
-    AP_DT_U8,
-    AP_DT_BOOL,
-    AP_DT_COUNT
-} ap_dtype;
-
-const char *ap_dtype_name(int dtype); /* "float32", "float16", ... */
-int ap_dtype_size(int dtype);         /* bytes per element */
+#include "io/dtype.h" /* ap_dtype of a storage */
 
 typedef enum {
     AP_PK_NONE,

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "io/dtype.h"
 #include "io/pickle.h"
 #include "io/zip.h"
 
@@ -33,14 +34,19 @@ typedef struct pth_entry {
     const ap_zip_entry *rec;     /* <prefix>/data/<key> */
 } pth_entry;
 
+typedef struct name_index {
+    const char *name;
+    int i; /* index into e[] */
+} name_index;
+
 struct ap_pth_file {
     char *path;
     uint8_t *map;
     uint64_t size;
     ap_zip zip;
     int n, cap;
-    pth_entry *e;  /* (n) pickle order */
-    int *sorted;   /* (n) indices sorted by name */
+    pth_entry *e;       /* (n) pickle order */
+    name_index *sorted; /* (n) sorted by name, for lookups */
 };
 
 /* Walk state while flattening the pickle tree. */
@@ -76,11 +82,10 @@ static int add_tensor(flat *fl, const char *name, const ap_pk_value *t) {
                                &bytes) ||
         (uint64_t)bytes != ze->size)
         return ap_fail("%s: tensor '%s': storage '%s' should hold %lld %s elements "
-                       "(%lld bytes), the record has %llu bytes",
+                       "of %zu bytes, the record has %llu bytes",
                        f->path, name, rec, (long long)s->u.storage.numel,
                        ap_dtype_name(s->u.storage.dtype),
-                       (long long)s->u.storage.numel * ap_dtype_size(s->u.storage.dtype),
-                       (unsigned long long)ze->size);
+                       ap_dtype_size(s->u.storage.dtype), (unsigned long long)ze->size);
     if (f->n == f->cap) {
         int nc = f->cap ? f->cap * 2 : 64;
         pth_entry *ne = realloc(f->e, (size_t)nc * sizeof *ne);
@@ -175,34 +180,28 @@ static int walk(flat *fl, const char *name, const ap_pk_value *v, int depth) {
     }
 }
 
-static const ap_pth_file *g_sort_file; /* qsort has no context argument */
-static int cmp_idx(const void *a, const void *b) {
-    return strcmp(g_sort_file->e[*(const int *)a].name,
-                  g_sort_file->e[*(const int *)b].name);
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(((const name_index *)a)->name, ((const name_index *)b)->name);
 }
 
 static int index_names(ap_pth_file *f) {
     f->sorted = ap_malloc((size_t)(f->n ? f->n : 1) * sizeof *f->sorted, "name index");
     if (!f->sorted) return AP_ERR;
-    for (int i = 0; i < f->n; i++) f->sorted[i] = i;
-    g_sort_file = f;
-    qsort(f->sorted, (size_t)f->n, sizeof *f->sorted, cmp_idx);
+    for (int i = 0; i < f->n; i++) f->sorted[i] = (name_index){f->e[i].name, i};
+    qsort(f->sorted, (size_t)f->n, sizeof *f->sorted, cmp_name);
     for (int i = 1; i < f->n; i++)
-        if (strcmp(f->e[f->sorted[i]].name, f->e[f->sorted[i - 1]].name) == 0)
+        if (strcmp(f->sorted[i].name, f->sorted[i - 1].name) == 0)
             return ap_fail("%s: tensor name '%s' occurs twice after flattening", f->path,
-                           f->e[f->sorted[i]].name);
+                           f->sorted[i].name);
     return 0;
 }
 
 int ap_pth_find(const ap_pth_file *f, const char *name) {
-    int lo = 0, hi = f->n - 1;
-    while (lo <= hi) {
-        int mid = lo + (hi - lo) / 2, c = strcmp(f->e[f->sorted[mid]].name, name);
-        if (c == 0) return f->sorted[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
-    }
-    return -1;
+    if (!f->sorted) return -1;
+    name_index key = {name, -1};
+    const name_index *hit =
+        bsearch(&key, f->sorted, (size_t)f->n, sizeof key, cmp_name);
+    return hit ? hit->i : -1;
 }
 
 /* Find "<prefix>/data.pkl" (prefix without '/'); copy prefix into out. */
@@ -355,36 +354,11 @@ int ap_pth_layout(const ap_pth_file *f, const char *name, int64_t *stride,
     return 0;
 }
 
-static float half_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | man << 13; /* inf / nan */
-    } else if (exp == 0) {
-        if (man == 0) {
-            bits = sign;
-        } else { /* subnormal: renormalise */
-            int e = -1;
-            do {
-                e++;
-                man <<= 1;
-            } while (!(man & 0x400));
-            bits = sign | (uint32_t)(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
-        }
-    } else {
-        bits = sign | (exp + 127 - 15) << 23 | man << 13;
-    }
-    float x;
-    memcpy(&x, &bits, 4);
-    return x;
-}
-
 /* Element at byte pointer p of dtype dt, as float. */
 static float elem_f32(const uint8_t *p, int dt) {
     union {
         float f;
         double d;
-        uint32_t u32;
         uint16_t u16;
         int64_t i64;
         int32_t i32;
@@ -392,8 +366,8 @@ static float elem_f32(const uint8_t *p, int dt) {
     } u;
     switch (dt) {
     case AP_DT_F32: memcpy(&u.f, p, 4); return u.f;
-    case AP_DT_F16: memcpy(&u.u16, p, 2); return half_to_f32(u.u16);
-    case AP_DT_BF16: memcpy(&u.u16, p, 2); u.u32 = (uint32_t)u.u16 << 16; return u.f;
+    case AP_DT_F16: memcpy(&u.u16, p, 2); return ap_f16_to_f32(u.u16);
+    case AP_DT_BF16: memcpy(&u.u16, p, 2); return ap_bf16_to_f32(u.u16);
     case AP_DT_F64: memcpy(&u.d, p, 8); return (float)u.d;
     case AP_DT_I64: memcpy(&u.i64, p, 8); return (float)u.i64;
     case AP_DT_I32: memcpy(&u.i32, p, 4); return (float)u.i32;
@@ -407,7 +381,7 @@ static float elem_f32(const uint8_t *p, int dt) {
 
 /* Gather the strided view into dst (row-major), converting each element. */
 static void gather(float *dst, const uint8_t *base, const pth_entry *e, int64_t numel) {
-    int es = ap_dtype_size(e->dtype);
+    int64_t es = (int64_t)ap_dtype_size(e->dtype);
     int contiguous = 1;
     int64_t want = 1;
     for (int i = e->ndim - 1; i >= 0; i--) {
@@ -416,8 +390,8 @@ static void gather(float *dst, const uint8_t *base, const pth_entry *e, int64_t 
     }
     const uint8_t *src = base + e->offset * es;
     if (contiguous) {
-        if (e->dtype == AP_DT_F32) {
-            memcpy(dst, src, (size_t)numel * 4);
+        if (ap_dtype_is_float(e->dtype)) {
+            ap_convert_to_f32(dst, src, e->dtype, (size_t)numel);
         } else {
             for (int64_t k = 0; k < numel; k++) dst[k] = elem_f32(src + k * es, e->dtype);
         }

@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #include "core/tensor.h"
-#include "io/pickle.h" /* ap_dtype: AP_DT_F32, AP_DT_F16, ... */
+#include "io/dtype.h" /* ap_dtype: AP_DT_F32, AP_DT_F16, ... */
 
 typedef struct ap_pth_file ap_pth_file;
 
