@@ -210,22 +210,28 @@ int ap_add_channel_bias_backward(ap_ctx *ctx, const ap_tensor *din, const ap_ten
 
 /* ---- NCHW <-> (B, H*W, C) ----------------------------------------------- */
 
-#define TILE 32
+/* Tile of the transpose: TILE_R source rows x TILE_C source columns. The
+ * inner loop runs down a source column so the writes are contiguous runs of
+ * TILE_R floats; reads touch TILE_C consecutive floats of each row. Measured
+ * on (4, 320, 4096) both ways, 1 thread: 64 x 8 took 6-8 ms where square
+ * 32 x 32 tiles took 14-50 ms (power-of-two strides thrash the L1 sets). */
+#define TILE_R 64
+#define TILE_C 8
 
-/* dst (B, cols, rows) = transpose of src (B, rows, cols), per batch, in
- * TILE x TILE blocks so both sides stream through cache lines. */
+/* dst (B, cols, rows) = transpose of src (B, rows, cols), per batch. */
 static void transpose_batched(ap_ctx *ctx, float *dst, const float *src, int64_t B,
                               int64_t rows, int64_t cols) {
-    int64_t tr = (rows + TILE - 1) / TILE, tc = (cols + TILE - 1) / TILE;
+    int64_t tr = (rows + TILE_R - 1) / TILE_R, tc = (cols + TILE_C - 1) / TILE_C;
     int64_t tiles = B * tr * tc;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (B * rows * cols > PAR_MIN)
     for (int64_t t = 0; t < tiles; t++) {
-        int64_t b = t / (tr * tc), r0 = (t / tc) % tr * TILE, c0 = t % tc * TILE;
-        int64_t r1 = r0 + TILE < rows ? r0 + TILE : rows, c1 = c0 + TILE < cols ? c0 + TILE : cols;
+        int64_t b = t / (tr * tc), r0 = (t / tc) % tr * TILE_R, c0 = t % tc * TILE_C;
+        int64_t r1 = r0 + TILE_R < rows ? r0 + TILE_R : rows;
+        int64_t c1 = c0 + TILE_C < cols ? c0 + TILE_C : cols;
         const float *s = src + b * rows * cols;
         float *d = dst + b * rows * cols;
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t c = c0; c < c1; c++) d[c * rows + r] = s[r * cols + c];
+        for (int64_t c = c0; c < c1; c++)
+            for (int64_t r = r0; r < r1; r++) d[c * rows + r] = s[r * cols + c];
     }
 }
 

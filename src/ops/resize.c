@@ -5,13 +5,18 @@
  * Bilinear arithmetic, matched bit for bit against PyTorch 1.13's CPU
  * upsample_bilinear2d (align_corners=False, size given, no scale_factor):
  *   s      = (float)in / (float)out                          (float)
- *   src(d) = max(0, (double)s * (d + 0.5) - 0.5)            (double)
+ *   src(d) = max(0, (double)s * (d + 0.5) - 0.5)            (double: acc_type)
  *   i0 = (int)src, i1 = i0 + (i0 < in - 1), l1 = (float)(src - i0), l0 = 1 - l1
- *   forward: w_ab = (float)(lh_a * lw_b); out = (float)(sum in double of
- *            w00*x00 + w01*x01 + w10*x10 + w11*x11, in that order)
- *   backward: per output pixel in row-major order, din[..] = fmaf(w_ab, g, din[..])
- *            for ab = 00, 01, 10, 11 (PyTorch's AVX2 build contracts to FMA).
+ *   forward (NCHW kernel; GCC contracted it to FMA in the AVX2 build):
+ *     t0 = fmaf(x00, lw0, x01*lw1), t1 = fmaf(x10, lw0, x11*lw1),
+ *     out = fmaf(t0, lh0, t1*lh1)
+ *   backward: per output pixel in row-major order,
+ *     din[..] = fmaf(lh_a*lw_b, g, din[..]) for ab = 00, 01, 10, 11.
  * When in == out on an axis, the taps are (d, d) with weights (1, 0).
+ * One PyTorch exception: an input with C == 1 is also channels-last
+ * contiguous and PyTorch then runs its channels-last kernel, whose forward
+ * rounding differs (<= 1 ulp); the RGB images AlignProp resizes (C = 3) take
+ * the NCHW kernel reproduced here.
  * Threads: the forward splits output rows; the backward splits whole
  * (b, c) planes so each din element is written by one thread in one order.
  */
@@ -81,12 +86,9 @@ int ap_resize_bilinear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tenso
         float *yr = y + r * Wo;
         for (int64_t ow = 0; ow < Wo; ow++) {
             const axis_tap w = tw[ow];
-            float w00 = h.l0 * w.l0, w01 = h.l0 * w.l1, w10 = h.l1 * w.l0, w11 = h.l1 * w.l1;
-            double acc = (double)w00 * x0[w.i0];
-            acc += (double)w01 * x0[w.i1];
-            acc += (double)w10 * x1[w.i0];
-            acc += (double)w11 * x1[w.i1];
-            yr[ow] = (float)acc;
+            float t0 = fmaf(x0[w.i0], w.l0, x0[w.i1] * w.l1);
+            float t1 = fmaf(x1[w.i0], w.l0, x1[w.i1] * w.l1);
+            yr[ow] = fmaf(t0, h.l0, t1 * h.l1);
         }
     }
     return AP_OK;
