@@ -20,7 +20,8 @@ void ap_params_free(ap_params *p) {
     memset(p, 0, sizeof *p);
 }
 
-int ap_params_add(ap_params *p, int ndim, const int64_t *shape, const char *fmt, ...) {
+int ap_params_add(ap_params *p, ap_tensor *dst, int ndim, const int64_t *shape,
+                  const char *fmt, ...) {
     if (p->count == p->cap) {
         int nc = p->cap ? p->cap * 2 : 64;
         ap_param *n = realloc(p->items, (size_t)nc * sizeof *n);
@@ -39,6 +40,8 @@ int ap_params_add(ap_params *p, int ndim, const int64_t *shape, const char *fmt,
     if (!s->name) return ap_fail("out of memory"), -1;
     s->t = ap_tn(NULL, ndim, shape);
     s->offset = p->total;
+    s->dst = dst;
+    if (dst) *dst = s->t;
     p->total += (size_t)ap_numel(&s->t);
     return p->count++;
 }
@@ -47,7 +50,10 @@ int ap_params_alloc(ap_params *p, const char *what) {
     free(p->flat);
     p->flat = ap_calloc(p->total ? p->total : 1, sizeof(float), what);
     if (!p->flat) return AP_ERR;
-    for (int i = 0; i < p->count; i++) p->items[i].t.data = p->flat + p->items[i].offset;
+    for (int i = 0; i < p->count; i++) {
+        p->items[i].t.data = p->flat + p->items[i].offset;
+        if (p->items[i].dst) *p->items[i].dst = p->items[i].t;
+    }
     return AP_OK;
 }
 

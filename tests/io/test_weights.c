@@ -18,9 +18,12 @@ int main(void) {
 
     ap_params p;
     ap_params_init(&p);
-    ap_params_add(&p, 2, (int64_t[]){3, 5}, "f%d", 32);
-    ap_params_add(&p, 2, (int64_t[]){3, 5}, "bf16");
+    ap_params_add(&p, NULL, 2, (int64_t[]){3, 5}, "f%d", 32);
+    ap_tensor bound;
+    ap_params_add(&p, &bound, 2, (int64_t[]){3, 5}, "bf16");
     ap_params_alloc(&p, "test params");
+    tu_check(bound.data == p.flat + 15 && bound.shape[1] == 5,
+             "a bound field gets its slot's data pointer and shape");
     const char *ignore[] = {"f16", "f64", "i64", "scalar", "empty", NULL};
     int rc = ap_params_fill(&p, w, "", ignore);
     tu_check(rc == 0, "fill f32 and bf16 slots%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
@@ -29,10 +32,10 @@ int main(void) {
     ap_params_free(&p);
 
     ap_params_init(&p);
-    ap_params_add(&p, 2, (int64_t[]){3, 5}, "f32");
-    ap_params_add(&p, 2, (int64_t[]){5, 3}, "f16");
-    ap_params_add(&p, 1, (int64_t[]){4}, "down.0.weight");
-    ap_params_add(&p, 2, (int64_t[]){2, 3}, "i64");
+    ap_params_add(&p, NULL, 2, (int64_t[]){3, 5}, "f32");
+    ap_params_add(&p, NULL, 2, (int64_t[]){5, 3}, "f16");
+    ap_params_add(&p, NULL, 1, (int64_t[]){4}, "down.0.weight");
+    ap_params_add(&p, NULL, 2, (int64_t[]){2, 3}, "i64");
     ap_params_alloc(&p, "test params");
     tu_expect_error("missing and wrong-shape tensors",
                     ap_params_fill(&p, w, "", NULL), path, "1 missing tensor",
