@@ -1,7 +1,8 @@
 /* weights.h: two-phase model loading.
  *
  * Phase 1 (ap_wsrc): index every tensor of every checkpoint file given
- * (.safetensors now; .pth/.bin/.ckpt through the pickle reader), without
+ * (.safetensors, or PyTorch zip-pickle .pth/.pt/.bin/.ckpt told apart by
+ * their first bytes), without
  * reading data. Phase 2 (ap_params_fill): a model declares its named slots
  * (checkpoint key, shape, destination) in an ap_params list; filling copies
  * each tensor converted to float32 into its slot and reports, in one message,
