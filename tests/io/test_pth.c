@@ -104,9 +104,10 @@ static void test_aesthetic(ap_st_file *ex, const char *tmp) {
                  nd == k_aesthetic[i].ndim && sh[0] == k_aesthetic[i].shape[0] &&
                  (nd == 1 || sh[1] == k_aesthetic[i].shape[1]) && off == 0 &&
                  st[nd - 1] == 1 && (nd == 1 || st[0] == sh[1]);
-        tu_check(ok, "aesthetic[%d] = %s F32 shape (%lld%s%lld) contiguous, offset 0 "
-                 "(formats.md 4.3)", i, nm, (long long)sh[0], nd == 2 ? ", " : "",
-                 nd == 2 ? (long long)sh[1] : 0LL);
+        ap_tensor shape = ap_tn(NULL, nd, sh);
+        char ss[64];
+        tu_check(ok, "aesthetic[%d] = %s F32 shape %s contiguous, offset 0 (formats.md 4.3)", i,
+                 nm, ap_shape_str(&shape, ss, sizeof ss));
     }
     double t1 = now();
     for (int i = 0; i < 10; i++) {
