@@ -1,0 +1,51 @@
+/* mha.h: the multi-head attention module of diffusers' Attention (UNet attn1
+ * and attn2, VAE mid-block attention) and of CLIP / OpenCLIP encoder layers:
+ *
+ *   Q = proj_q(x), K = proj_k(src), V = proj_v(src)   (src = x for self-attention)
+ *   O = softmax(scale·Q·Kᵀ [causal mask]) · V  per head (channel = head·d + j)
+ *   out = proj_o(O)
+ *
+ * Each projection may carry LoRA (proj.h); frozen weights get no gradients.
+ * Saved on the tape by forward: Q, K, V, O (B, ·, C), the softmax log-sum-exp
+ * (B, heads, N) and the LoRA u's; the input x and src are the caller's and
+ * must stay alive until backward. Backward temporaries (dO, dQ, dK, dV) come
+ * from the tmp arena and are released before it returns.
+ */
+#ifndef AP_NN_MHA_H
+#define AP_NN_MHA_H
+
+#include "core/ctx.h"
+#include "core/tensor.h"
+#include "nn/proj.h"
+
+typedef struct ap_mha {
+    ap_proj q, k, v, o; /* q: (C, C), k/v: (C, C_kv), o: (C, C) */
+    int heads;
+    float scale; /* usually 1/sqrt(C/heads) */
+    int causal;  /* CLIP text towers */
+} ap_mha;
+
+typedef struct ap_mha_saved {
+    ap_tensor x, src;            /* inputs (caller-owned) */
+    ap_tensor q, k, v, att, lse; /* (B,N,C) (B,M,C) (B,M,C) (B,N,C) (B,heads,N) */
+    ap_proj_saved sq, sk, sv, so;
+} ap_mha_saved;
+
+/* Tape floats ap_mha_forward takes for x (B, N, C) and src (B, M, C_kv). */
+size_t ap_mha_saved_floats(const ap_mha *m, int64_t B, int64_t N, int64_t M);
+/* tmp-arena bytes ap_mha_backward needs (see ap_arena). */
+size_t ap_mha_backward_tmp_bytes(const ap_mha *m, int64_t B, int64_t N, int64_t M);
+
+/* out (B, N, C) = attention of x (B, N, C) over src (B, M, C_kv), or over x
+ * when src is NULL. tape keeps what backward needs; NULL for inference (the
+ * intermediates then come from tmp, which must then be given). */
+int ap_mha_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_mha_saved *sv,
+                   const ap_mha *m, const ap_tensor *out, const ap_tensor *x,
+                   const ap_tensor *src);
+
+/* dout (B, N, C) -> dx (=, (B, N, C)) and, for cross-attention, dsrc (=, may be
+ * NULL when src needs no gradient); LoRA grads +=. */
+int ap_mha_backward(ap_ctx *ctx, ap_arena *tmp, const ap_mha *m, const ap_mha_saved *sv,
+                    const ap_tensor *dx, const ap_tensor *dsrc, const ap_tensor *dout);
+
+#endif

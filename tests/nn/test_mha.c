@@ -1,0 +1,115 @@
+/* test_mha.c: the attention module with LoRA on all four projections against
+ * diffusers 0.17.1 Attention + LoRAAttnProcessor (forward output, gradients of
+ * the input, the cross-attention source and the eight LoRA matrices). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/safetensors.h"
+#include "nn/mha.h"
+#include "testutil.h"
+
+/* fp32 vs fp32 through a few GEMMs and a softmax of O(1) values: 1e-5
+ * absolute on O(1) outputs leaves room for summation-order differences only. */
+#define ATOL 2e-5
+#define RTOL 1e-4
+
+static const char *kProj[4] = {"to_q", "to_k", "to_v", "to_out"};
+
+static void run_case(ap_ctx *ctx, ap_st_file *f, const char *name, int heads, int cross) {
+    char key[256];
+    ap_tensor x, src, out_ref, proj, gx_ref, gsrc_ref;
+    ap_mha m;
+    memset(&m, 0, sizeof m);
+    ap_lora lora[4];
+    ap_tensor grads_ref[4][2];
+    ap_proj *projs[4] = {&m.q, &m.k, &m.v, &m.o};
+    const char *wkeys[4] = {"to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight"};
+    printf(" case %s (%s-attention, %d heads)\n", name, cross ? "cross" : "self", heads);
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof key, "%s.%s", name, wkeys[i]);
+        tu_fixture(f, key, &projs[i]->w);
+        snprintf(key, sizeof key, "%s.processor.%s_lora.down.weight", name, kProj[i]);
+        tu_fixture(f, key, &lora[i].down);
+        snprintf(key, sizeof key, "%s.processor.%s_lora.up.weight", name, kProj[i]);
+        tu_fixture(f, key, &lora[i].up);
+        snprintf(key, sizeof key, "%s.grad.processor.%s_lora.down.weight", name, kProj[i]);
+        tu_fixture(f, key, &grads_ref[i][0]);
+        snprintf(key, sizeof key, "%s.grad.processor.%s_lora.up.weight", name, kProj[i]);
+        tu_fixture(f, key, &grads_ref[i][1]);
+        lora[i].ddown = lora[i].down;
+        lora[i].ddown.data = tu_alloc(ap_numel(&lora[i].down));
+        lora[i].dup = lora[i].up;
+        lora[i].dup.data = tu_alloc(ap_numel(&lora[i].up));
+        lora[i].scale = 1.0f;
+        projs[i]->lora = &lora[i];
+    }
+    snprintf(key, sizeof key, "%s.to_out.0.bias", name);
+    tu_fixture(f, key, &m.o.b);
+    m.heads = heads;
+    int64_t C = m.q.w.shape[0];
+    m.scale = 1.0f / sqrtf((float)(C / heads));
+    snprintf(key, sizeof key, "%s.x", name);
+    tu_fixture(f, key, &x);
+    if (cross) {
+        snprintf(key, sizeof key, "%s.src", name);
+        tu_fixture(f, key, &src);
+        snprintf(key, sizeof key, "%s.grad_src", name);
+        tu_fixture(f, key, &gsrc_ref);
+    }
+    snprintf(key, sizeof key, "%s.out", name);
+    tu_fixture(f, key, &out_ref);
+    snprintf(key, sizeof key, "%s.proj", name);
+    tu_fixture(f, key, &proj);
+    snprintf(key, sizeof key, "%s.grad_x", name);
+    tu_fixture(f, key, &gx_ref);
+
+    int64_t B = x.shape[0], N = x.shape[1], M = cross ? src.shape[1] : N;
+    ap_arena tape, tmp;
+    ap_arena_init(&tape, ap_mha_saved_floats(&m, B, N, M) * sizeof(float) + 4096, "mha tape");
+    ap_arena_init(&tmp, ap_mha_backward_tmp_bytes(&m, B, N, M), "mha backward tmp");
+    ap_mha_saved sv;
+    ap_tensor out = out_ref;
+    out.data = tu_alloc(ap_numel(&out_ref));
+    int rc = ap_mha_forward(ctx, &tape, NULL, &sv, &m, &out, &x, cross ? &src : NULL);
+    if (!tu_check(rc == 0, "forward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return;
+    tu_compare("out vs diffusers", out.data, out_ref.data, ap_numel(&out), ATOL, RTOL);
+    ap_tensor dx = x, dsrc;
+    dx.data = tu_alloc(ap_numel(&x));
+    if (cross) {
+        dsrc = src;
+        dsrc.data = tu_alloc(ap_numel(&src));
+    }
+    rc = ap_mha_backward(ctx, &tmp, &m, &sv, &dx, cross ? &dsrc : NULL, &proj);
+    if (!tu_check(rc == 0, "backward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return;
+    tu_compare("grad x vs autograd", dx.data, gx_ref.data, ap_numel(&dx), ATOL, RTOL);
+    if (cross) tu_compare("grad src vs autograd", dsrc.data, gsrc_ref.data, ap_numel(&dsrc), ATOL, RTOL);
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof key, "grad %s_lora.down", kProj[i]);
+        tu_compare(key, lora[i].ddown.data, grads_ref[i][0].data, ap_numel(&lora[i].down), ATOL, RTOL);
+        snprintf(key, sizeof key, "grad %s_lora.up", kProj[i]);
+        tu_compare(key, lora[i].dup.data, grads_ref[i][1].data, ap_numel(&lora[i].up), ATOL, RTOL);
+    }
+    tu_check(tmp.used == 0, "backward released its temporaries");
+    if (cross)
+        tu_expect_error("src with C channels where C_kv are expected",
+                        ap_mha_forward(ctx, &tape, NULL, &sv, &m, &out, &x, &x), "proj_forward",
+                        "expected last dim 6", NULL);
+    ap_arena_free(&tape);
+    ap_arena_free(&tmp);
+}
+
+int main(void) {
+    printf("test_mha: attention module + LoRA vs diffusers 0.17.1\n");
+    ap_ctx ctx;
+    ap_ctx_init(&ctx, 0);
+    ap_st_file *f = tu_fixture_open("nn_attn");
+    if (f) {
+        run_case(&ctx, f, "cross", 2, 1);
+        run_case(&ctx, f, "self", 2, 0);
+        ap_st_close(f);
+    }
+    ap_ctx_free(&ctx);
+    return tu_exit();
+}
