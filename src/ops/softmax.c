@@ -18,13 +18,15 @@
 /* exp(x) for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-7
  * polynomial, scale by 2^n through the exponent bits). Values below
  * -87.3 (results under 1.2e-38, where floats turn denormal) give exactly 0,
- * as does -inf. Integer masks instead of ?: keep the loop vectorisable. */
+ * as does -inf; NaN gives NaN. Integer masks instead of ?: keep the loop
+ * vectorisable. */
 static inline float exp_nonpos(float x) {
     int32_t ix;
     memcpy(&ix, &x, sizeof ix);
     ix &= 0x7fffffff;                /* bits of |x| */
+    const int32_t nan = -(ix > 0x7f800000);
     const int32_t lim = 0x42ae999a;  /* 87.3f */
-    const int32_t under = ix > lim;  /* also -inf */
+    const int32_t under = ix > lim;  /* also -inf (and NaN, restored below) */
     ix -= (ix - lim) & -under;       /* |x| clamped to 87.3 */
     float a;
     memcpy(&a, &ix, sizeof a);
@@ -45,7 +47,8 @@ static inline float exp_nonpos(float x) {
     e = p * sc;
     int32_t eb;
     memcpy(&eb, &e, sizeof eb);
-    eb &= under - 1; /* 0 where under */
+    eb &= under - 1;                            /* 0 where under */
+    eb = (eb & ~nan) | (0x7fc00000 & nan);      /* NaN stays NaN */
     memcpy(&e, &eb, sizeof e);
     return e;
 }

@@ -54,6 +54,12 @@ static void test_extremes(ap_ctx *ctx) {
     tu_check(y[4] == 0.5f && y[5] == 0 && y[6] == 0 && y[7] == 0.5f,
              "softmax of [3e38, -3e38, 1e30, 3e38] = [0.5, 0, 0, 0.5] (got %g %g %g %g)", y[4],
              y[5], y[6], y[7]);
+    float xn[3] = {1.0f, NAN, 2.0f}, yn[3];
+    ap_tensor txn = ap_t1(xn, 3), tyn = ap_t1(yn, 3);
+    rc = ap_softmax_forward(ctx, &tyn, &txn);
+    tu_check(rc == 0 && isnan(yn[0]) && isnan(yn[1]) && isnan(yn[2]),
+             "softmax of [1, NaN, 2] is all NaN, as in PyTorch (got %g %g %g)", yn[0], yn[1],
+             yn[2]);
 }
 
 /* The vectorised exp over its whole range: rows (0, x) for x in [-87, 0]
