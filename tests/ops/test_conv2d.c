@@ -209,7 +209,8 @@ static void test_chunked(ap_ctx *ctx) {
 }
 
 static const char *GOLDEN_CASES[] = {"conv3x3s1p1", "conv3x3s2p1", "conv1x1",
-                                     "conv1x1s2", "conv2x2s2", "conv3x2s3p1"};
+                                     "conv1x1s2", "conv2x2s2", "conv3x2s3p1",
+                                     "conv3x3c16"};
 
 static void test_golden(ap_st_file *f, ap_ctx *ctx, const char *name) {
     char key[128], what[192];
@@ -231,18 +232,20 @@ static void test_golden(ap_st_file *f, ap_ctx *ctx, const char *name) {
                  ap_conv2d_backward(ctx, &dx, &dw, bias ? &db : NULL, &proj, &x, &w, s,
                                     p) == 0,
              "conv2d %s runs on %d thread(s) %s", name, ctx->n_threads, ap_errmsg());
-    /* Both sides are fp32 with different summation orders over at most
-     * C*kh*kw = 27 (out, din) or B*Ho*Wo = 70 (dw, db) terms of size ~1-3:
-     * rounding differences ~1e-6; atol 2e-5, rtol 1e-5 leaves ~10x margin. */
+    /* Both sides are fp32 with different summation orders over up to
+     * C*kh*kw = 144 (out, din) or B*Ho*Wo = 198 (dw, db) products of normal
+     * values (terms up to ~10, results up to ~40): rounding differences
+     * ~sqrt(n) * 6e-8 * 10 ~ 1e-5 (measured max 1.3e-5); atol 1e-4 + rtol 1e-5
+     * leaves ~10x margin. */
     snprintf(what, sizeof what, "%s out vs torch (%dT)", name, ctx->n_threads);
-    tu_compare(what, y.data, want_y.data, ny, 2e-5, 1e-5);
+    tu_compare(what, y.data, want_y.data, ny, 1e-4, 1e-5);
     snprintf(what, sizeof what, "%s grad_in vs torch (%dT)", name, ctx->n_threads);
-    tu_compare(what, dx.data, want_dx.data, nx, 2e-5, 1e-5);
+    tu_compare(what, dx.data, want_dx.data, nx, 1e-4, 1e-5);
     snprintf(what, sizeof what, "%s grad_weight vs torch (%dT)", name, ctx->n_threads);
-    tu_compare(what, dw.data, want_dw.data, nw, 2e-5, 1e-5);
+    tu_compare(what, dw.data, want_dw.data, nw, 1e-4, 1e-5);
     if (bias) {
         snprintf(what, sizeof what, "%s grad_bias vs torch (%dT)", name, ctx->n_threads);
-        tu_compare(what, db.data, want_db.data, w.shape[0], 2e-5, 1e-5);
+        tu_compare(what, db.data, want_db.data, w.shape[0], 1e-4, 1e-5);
     }
     free(x.data), free(w.data), free(b.data), free(proj.data), free(want_y.data);
     free(want_dx.data), free(want_dw.data), free(want_db.data), free(st.data), free(pd.data);
