@@ -2,7 +2,10 @@
  *
  * Accumulation rule: parameter grads (dw, db) +=, activation grads (din) =.
  *
- * Per image b and chunk of output rows [i0, i1) (n = (i1 - i0) * Wo columns):
+ * Forward on CPUs with AVX-512F: the packed GEMM below, with the columns
+ * gathered from the image straight into its L1-resident B panels (no column
+ * buffer; scratch holds the packed weights). Otherwise, and for backward,
+ * per image b and chunk of output rows [i0, i1) (n = (i1 - i0) * Wo columns):
  *   col (C*kh*kw, n)   = im2col(in_b)              row r = (c, u, v)
  *   forward:  out_b[:, i0*Wo : i1*Wo]  = w (O, CKK) . col  (+ bias, pre-filled)
  *   backward: dw (O, CKK)            += dout_b[:, chunk] . col^T
@@ -18,10 +21,124 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "blas.h"
 #include "core/err.h"
+
+/* ---- AVX-512 packed GEMM with fused operand packing (x86-64, GCC/Clang) ----
+ *
+ * C (M, N) row-major (+)= A (M, K) . B (K, N). A is packed once per call into
+ * panels of MR rows (per KC block: Ap[panel][k][MR], zero rows past M); B is
+ * packed by a callback into one KC x NR panel at a time on the stack (L1
+ * resident), so the convolution's columns are gathered straight from the
+ * image and never written to memory. Micro-kernel: MR x NR = 12 x 32 (24 zmm
+ * accumulators). Threads take (column block, row group) tasks. Used when the
+ * CPU has AVX-512F; otherwise (or with AP_CONV2D_BLAS=1 in the environment)
+ * conv2d runs im2col + ap_gemm.
+ */
+#if defined(__GNUC__) && defined(__x86_64__)
+#define PG_HAVE 1
+#include <immintrin.h>
+
+enum { PG_MR = 12, PG_NR = 32, PG_KC = 256, PG_NC = 512, PG_MCP = 32 };
+
+/* Fills dst[k][j] (k < kc, j < PG_NR) with B[k0 + k][n0 + j], zero for j >= nr. */
+typedef void (*pg_pack_b)(const void *arg, int k0, int kc, int n0, int nr, float *dst);
+
+static int pg_mpad(int M) { return (M + PG_MR - 1) / PG_MR * PG_MR; }
+
+/* Packs row-major A (M, K), row stride lda. */
+static void pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K,
+                      float *Ap) {
+    const int npanel = pg_mpad(M) / PG_MR, Mp = pg_mpad(M);
+    const int nkb = (K + PG_KC - 1) / PG_KC;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) collapse(2)
+    for (int kb = 0; kb < nkb; kb++)
+        for (int ip = 0; ip < npanel; ip++) {
+            int k0 = kb * PG_KC, kc = K - k0 < PG_KC ? K - k0 : PG_KC;
+            float *dst = Ap + (size_t)Mp * k0 + (size_t)ip * PG_MR * kc;
+            for (int k = 0; k < kc; k++)
+                for (int r = 0; r < PG_MR; r++) {
+                    int m = ip * PG_MR + r;
+                    dst[k * PG_MR + r] = m < M ? A[(size_t)m * lda + k0 + k] : 0.0f;
+                }
+        }
+}
+
+#define PG_TARGET __attribute__((target("avx512f,fma")))
+
+/* C[0:mr, 0:nr] (+)= Ap (kc x 12) . Bp (kc x 32). */
+PG_TARGET static void pg_kernel(int kc, const float *Ap, const float *Bp, float *C,
+                                int ldc, int accum, int mr, int nr) {
+    __m512 c0[PG_MR], c1[PG_MR];
+#pragma GCC unroll 12
+    for (int r = 0; r < PG_MR; r++) c0[r] = _mm512_setzero_ps(), c1[r] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+#pragma GCC unroll 12
+        for (int r = 0; r < PG_MR; r++) {
+            __m512 a = _mm512_set1_ps(Ap[r]);
+            c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
+            c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
+        }
+        Ap += PG_MR, Bp += PG_NR;
+    }
+    __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+#pragma GCC unroll 12
+    for (int r = 0; r < PG_MR; r++) {
+        if (r >= mr) break;
+        float *cr = C + (size_t)r * ldc;
+        if (accum) {
+            c0[r] = _mm512_add_ps(c0[r], _mm512_maskz_loadu_ps(m0, cr));
+            c1[r] = _mm512_add_ps(c1[r], _mm512_maskz_loadu_ps(m1, cr + 16));
+        }
+        _mm512_mask_storeu_ps(cr, m0, c0[r]);
+        _mm512_mask_storeu_ps(cr + 16, m1, c1[r]);
+    }
+}
+
+/* C (M, N) = (accum ? C : 0) + A . B with Ap from pg_pack_a and B from pack. */
+static void pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap,
+                    pg_pack_b pack, const void *arg, float *C, int ldc, int accum) {
+    const int Mp = pg_mpad(M), npanel = Mp / PG_MR, nt = ctx->n_threads;
+    const int ncb = (N + PG_NC - 1) / PG_NC;
+    int mgroups = ncb >= nt ? 1 : (nt + ncb - 1) / ncb;
+    if (mgroups > npanel) mgroups = npanel;
+    const int per_group = (npanel + mgroups - 1) / mgroups;
+#pragma omp parallel for num_threads(nt) schedule(dynamic) collapse(2)
+    for (int cb = 0; cb < ncb; cb++)
+        for (int g = 0; g < mgroups; g++) {
+            _Alignas(64) float Bp[PG_KC * PG_NR];
+            int p0 = g * per_group, p1 = p0 + per_group < npanel ? p0 + per_group : npanel;
+            int nend = (cb + 1) * PG_NC < N ? (cb + 1) * PG_NC : N;
+            /* Row blocks of at most PG_MCP panels keep A's KC slice and the
+             * C block in L2; B panels are repacked per row block. */
+            int nmb = (p1 - p0 + PG_MCP - 1) / PG_MCP;
+            for (int mb = 0; mb < nmb; mb++) {
+                int q0 = p0 + (int)((int64_t)(p1 - p0) * mb / nmb);
+                int q1 = p0 + (int)((int64_t)(p1 - p0) * (mb + 1) / nmb);
+                for (int k0 = 0; k0 < K; k0 += PG_KC) {
+                    int kc = K - k0 < PG_KC ? K - k0 : PG_KC;
+                    for (int n0 = cb * PG_NC; n0 < nend; n0 += PG_NR) {
+                        int nr = nend - n0 < PG_NR ? nend - n0 : PG_NR;
+                        pack(arg, k0, kc, n0, nr, Bp);
+                        for (int ip = q0; ip < q1; ip++) {
+                            int m0 = ip * PG_MR, mr = M - m0 < PG_MR ? M - m0 : PG_MR;
+                            pg_kernel(kc, Ap + (size_t)Mp * k0 + (size_t)ip * PG_MR * kc,
+                                      Bp, C + (size_t)m0 * ldc + n0, ldc, accum || k0 > 0,
+                                      mr, nr);
+                        }
+                    }
+                }
+            }
+        }
+}
+#else
+#define PG_HAVE 0
+#endif
 
 typedef struct {
     int B, C, H, W;  /* input (B, C, H, W) */
@@ -32,6 +149,8 @@ typedef struct {
     int rows;        /* output rows per chunk */
     int direct;      /* 1x1 / s1 / p0: no im2col */
 } conv_dims;
+
+static size_t packed_a_floats(const conv_dims *d);
 
 /* Output rows per chunk: the fewest equal chunks whose columns fit the budget. */
 static int chunk_rows(int K, int Ho, int Wo) {
@@ -61,8 +180,9 @@ size_t ap_conv2d_scratch_bytes(int B, int C, int H, int W, int O, int kh, int kw
         return 0;
     conv_dims d;
     dims_init(&d, B, C, H, W, O, kh, kw, stride, pad);
-    if (d.direct) return 0;
-    return (size_t)d.K * (size_t)d.rows * (size_t)d.Wo * sizeof(float);
+    size_t ncol = d.direct ? 0 : (size_t)d.K * (size_t)d.rows * (size_t)d.Wo;
+    size_t nap = packed_a_floats(&d);
+    return sizeof(float) * (ncol > nap ? ncol : nap);
 }
 
 /* Re-records the current error with the shapes of in and w appended, so every
@@ -185,6 +305,99 @@ static void col2im(const ap_ctx *ctx, const conv_dims *d, const float *col, int 
     }
 }
 
+#if PG_HAVE
+/* B = im2col(x_b): dst[k][j] = col[k0 + k][n0 + j] for one panel of pixels. */
+typedef struct {
+    const conv_dims *d;
+    const float *x; /* (C, H, W) of one image */
+} pack_im2col_arg;
+
+static void pack_im2col(const void *arg, int k0, int kc, int n0, int nr, float *dst) {
+    const pack_im2col_arg *a = arg;
+    const conv_dims *d = a->d;
+    const int s = d->s, p = d->p, H = d->H, W = d->W, Wo = d->Wo;
+    int c = k0 / (d->kh * d->kw), u = (k0 / d->kw) % d->kh, v = k0 % d->kw;
+    int i = n0 / Wo, j0 = n0 % Wo;
+    if (j0 + nr <= Wo) { /* the panel lies in one output row */
+        for (int k = 0; k < kc; k++, dst += PG_NR) {
+            int y = i * s + u - p, jlo = 0, jhi = 0;
+            if (y >= 0 && y < H) {
+                int lo = p - v > 0 ? (p - v + s - 1) / s : 0;
+                int hi = W - 1 + p - v >= 0 ? (W - 1 + p - v) / s + 1 : 0;
+                jlo = lo - j0 > 0 ? lo - j0 : 0;
+                jhi = hi - j0 < nr ? hi - j0 : nr;
+                if (jhi < jlo) jhi = jlo;
+                const float *row = a->x + ((size_t)c * H + y) * W;
+                if (s == 1) {
+                    if (jhi > jlo)
+                        memcpy(dst + jlo, row + j0 + jlo + v - p,
+                               sizeof(float) * (size_t)(jhi - jlo));
+                } else {
+                    for (int j = jlo; j < jhi; j++) dst[j] = row[(j0 + j) * s + v - p];
+                }
+            }
+            for (int j = 0; j < jlo; j++) dst[j] = 0.0f;
+            for (int j = jhi; j < PG_NR; j++) dst[j] = 0.0f;
+            if (++v == d->kw) v = 0, u++;
+            if (u == d->kh) u = 0, c++;
+        }
+        return;
+    }
+    int y0[PG_NR], x0[PG_NR]; /* top-left input pixel of each output pixel */
+    for (int j = 0; j < nr; j++) {
+        int n = n0 + j;
+        y0[j] = n / Wo * s - p, x0[j] = n % Wo * s - p;
+    }
+    for (int k = 0; k < kc; k++, dst += PG_NR) {
+        const float *xc = a->x + (size_t)c * H * W;
+        for (int j = 0; j < nr; j++) {
+            int y = y0[j] + u, xx = x0[j] + v;
+            dst[j] = y >= 0 && y < H && xx >= 0 && xx < W ? xc[(size_t)y * W + xx] : 0.0f;
+        }
+        for (int j = nr; j < PG_NR; j++) dst[j] = 0.0f;
+        if (++v == d->kw) v = 0, u++;
+        if (u == d->kh) u = 0, c++;
+    }
+}
+
+/* B row-major (K, N) with row stride ld: dst[k][j] = B[(k0 + k)*ld + n0 + j]. */
+typedef struct {
+    const float *b;
+    int ld;
+} pack_plain_arg;
+
+static void pack_plain(const void *arg, int k0, int kc, int n0, int nr, float *dst) {
+    const pack_plain_arg *a = arg;
+    const float *src = a->b + (size_t)k0 * a->ld + n0;
+    for (int k = 0; k < kc; k++, dst += PG_NR, src += a->ld) {
+        memcpy(dst, src, sizeof(float) * (size_t)nr);
+        for (int j = nr; j < PG_NR; j++) dst[j] = 0.0f;
+    }
+}
+#endif
+
+/* The packed AVX-512 GEMM runs when the CPU has it and AP_CONV2D_BLAS is not
+ * set to a non-empty value (tests use it to cover the im2col + BLAS path). */
+static int use_pg(void) {
+#if PG_HAVE
+    const char *e = getenv("AP_CONV2D_BLAS");
+    if (e && *e && *e != '0') return 0;
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+/* Floats of the forward's packed weights (O rounded up to 12, K). */
+static size_t packed_a_floats(const conv_dims *d) {
+#if PG_HAVE
+    return (size_t)pg_mpad(d->O) * d->K;
+#else
+    (void)d;
+    return 0;
+#endif
+}
+
 int ap_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
                       const ap_tensor *w, const ap_tensor *b, int stride, int pad) {
     static const char *op = "conv2d_forward";
@@ -194,9 +407,15 @@ int ap_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
     int bias = ap_present(b);
     if (bias && ap_expect1(op, "bias", b, d.O)) return fail_ctx(in, w, stride, pad);
 
-    const int HW = d.H * d.W, HoWo = d.Ho * d.Wo;
-    float *col = NULL;
-    if (!d.direct) {
+    const int HW = d.H * d.W, HoWo = d.Ho * d.Wo, pg = use_pg();
+    float *col = NULL, *Ap = NULL;
+    if (pg) {
+        Ap = ap_scratch(ctx, sizeof(float) * packed_a_floats(&d), "conv2d_forward packed weights");
+        if (!Ap) return AP_ERR;
+#if PG_HAVE
+        pg_pack_a(ctx, w->data, d.K, d.O, d.K, Ap);
+#endif
+    } else if (!d.direct) {
         col = ap_scratch(ctx, (size_t)d.K * d.rows * d.Wo * sizeof(float),
                          "conv2d_forward columns");
         if (!col) return AP_ERR;
@@ -212,6 +431,17 @@ int ap_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
                 for (int k = 0; k < HoWo; k++) yo[k] = bo;
             }
         }
+#if PG_HAVE
+        if (pg) {
+            pack_im2col_arg ai = {&d, x};
+            pack_plain_arg ap = {x, HW};
+            if (d.direct)
+                pg_gemm(ctx, d.O, HoWo, d.K, Ap, pack_plain, &ap, y, HoWo, bias);
+            else
+                pg_gemm(ctx, d.O, HoWo, d.K, Ap, pack_im2col, &ai, y, HoWo, bias);
+            continue;
+        }
+#endif
         float beta = bias ? 1.0f : 0.0f;
         if (d.direct) {
             ap_gemm(ctx, 0, 0, d.O, HW, d.C, 1.0f, w->data, d.C, x, HW, beta, y, HW);

@@ -10,8 +10,11 @@
  * number of output rows processed at once: all Ho rows when the columns of one
  * image fit AP_CONV2D_COL_FLOATS, else as many as fit (at least one). Images
  * are processed one at a time, so scratch does not grow with B. A 1x1 kernel
- * with stride 1 and pad 0 is a plain GEMM and needs no scratch. Forward and
- * backward take the same amount: ap_conv2d_scratch_bytes().
+ * with stride 1 and pad 0 is a plain GEMM and needs no columns. On x86-64
+ * CPUs with AVX-512F the forward instead packs the weights (O rounded up to
+ * 12, C*kh*kw floats) and gathers columns on the fly; set AP_CONV2D_BLAS=1 in
+ * the environment to force im2col + BLAS. ap_conv2d_scratch_bytes() covers
+ * forward and backward on either path (the larger of the two buffers).
  */
 #ifndef AP_CONV2D_H
 #define AP_CONV2D_H
@@ -22,13 +25,15 @@
 #include "core/tensor.h"
 
 /* Column buffer budget per chunk: 8 Mi floats (32 MiB). Large layers are cut
- * into chunks of output rows of at most this size (SD UNet 64x64x320 3x3:
- * the whole image, 2880 x 4096 = 11.3 Mi floats, is cut into 2 chunks; the
- * VAE 512x512x256 3x3 layer into chunks of 3 rows of 512). */
+ * into equal chunks of output rows of at most this size (SD UNet 64x64x320
+ * 3x3: 2880 x 4096 = 11.3 Mi floats per image -> 2 chunks of 32 rows, 22.5
+ * MiB; VAE decoder 512x512x256 3x3: 2304 x 262144 = 576 Mi floats -> 74
+ * chunks of 7 rows, 31.5 MiB). */
 #define AP_CONV2D_COL_FLOATS ((size_t)8 << 20)
 
 /* Scratch bytes ap_conv2d_forward/backward take for these dimensions:
- * C*kh*kw * rows * Wo * 4 (see above), 0 for 1x1/s1/p0 or invalid dims. */
+ * 4 * max(C*kh*kw * rows * Wo (0 for 1x1/s1/p0), packed weights) (see
+ * above); 0 for invalid dims. SD 64x64x320 3x3: 23.6 MB. */
 size_t ap_conv2d_scratch_bytes(int B, int C, int H, int W, int O, int kh, int kw,
                                int stride, int pad);
 

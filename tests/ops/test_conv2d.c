@@ -1,7 +1,7 @@
 /* test_conv2d.c: conv2d forward/backward against finite differences, a naive
  * double-precision reference (including a layer large enough to be cut into
  * row chunks), PyTorch goldens (tools/fixtures/ops_conv.py) on 1 and 2
- * threads, the accumulation rule, and shape errors. */
+ * threads, the accumulation rule, shape errors, and both forward paths. */
 #include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -318,6 +318,21 @@ int main(void) {
     }
     printf("test_conv2d: shape errors\n");
     test_shapes(&ctx2);
+    /* The forward has two paths (packed AVX-512 GEMM where the CPU has it,
+     * im2col + BLAS otherwise); cover the BLAS one here too. */
+    printf("test_conv2d: im2col + BLAS forward (AP_CONV2D_BLAS=1)\n");
+    setenv("AP_CONV2D_BLAS", "1", 1);
+    test_case(&ctx2, (geom){2, 3, 9, 7, 5, 3, 3, 2, 1, 1}, 2);
+    test_case(&ctx2, (geom){2, 5, 3, 7, 4, 1, 1, 1, 0, 1}, 4);
+    test_case(&ctx2, (geom){1, 2, 3, 2, 3, 5, 4, 1, 2, 1}, 8);
+    test_chunked(&ctx2);
+    f = tu_fixture_open("ops_conv");
+    if (f) {
+        for (size_t k = 0; k < sizeof GOLDEN_CASES / sizeof *GOLDEN_CASES; k++)
+            test_golden(f, &ctx2, GOLDEN_CASES[k]);
+        ap_st_close(f);
+    }
+    unsetenv("AP_CONV2D_BLAS");
     ap_ctx_free(&ctx1);
     ap_ctx_free(&ctx2);
     return tu_exit();
