@@ -1,0 +1,55 @@
+/* conv2d.h: 2-D convolution (PyTorch Conv2d, no groups, no dilation),
+ * forward and backward, as im2col + GEMM.
+ *
+ * Accumulation rule (every op file): parameter grads +=, activation grads =.
+ * Conv2d is a cross-correlation (spec/README.md, conventions):
+ *   out[b, o, i, j] = bias[o] + sum_{c,u,v} w[o, c, u, v] * in[b, c, i*s + u - p, j*s + v - p]
+ * with zeros outside the input; Ho = (H + 2p - kh)/s + 1, Wo likewise.
+ *
+ * Scratch: one column buffer (C*kh*kw, rows*Wo) floats, where rows is the
+ * number of output rows processed at once: all Ho rows when the columns of one
+ * image fit AP_CONV2D_COL_FLOATS, else as many as fit (at least one). Images
+ * are processed one at a time, so scratch does not grow with B. A 1x1 kernel
+ * with stride 1 and pad 0 is a plain GEMM and needs no columns. On x86-64
+ * CPUs with AVX-512F the forward instead packs the weights (O rounded up to
+ * 12, C*kh*kw floats) and gathers columns on the fly; set AP_CONV2D_BLAS=1 in
+ * the environment to force im2col + BLAS. ap_conv2d_scratch_bytes() covers
+ * forward and backward on either path (the larger of the two buffers).
+ */
+#ifndef AP_CONV2D_H
+#define AP_CONV2D_H
+
+#include <stddef.h>
+
+#include "core/ctx.h"
+#include "core/tensor.h"
+
+/* Column buffer budget per chunk: 8 Mi floats (32 MiB). Large layers are cut
+ * into equal chunks of output rows of at most this size (SD UNet 64x64x320
+ * 3x3: 2880 x 4096 = 11.3 Mi floats per image -> 2 chunks of 32 rows, 22.5
+ * MiB; VAE decoder 512x512x256 3x3: 2304 x 262144 = 576 Mi floats -> 74
+ * chunks of 7 rows, 31.5 MiB). */
+#define AP_CONV2D_COL_FLOATS ((size_t)8 << 20)
+
+/* Scratch bytes ap_conv2d_forward/backward take for these dimensions:
+ * 4 * max(C*kh*kw * rows * Wo (0 for 1x1/s1/p0), packed weights) (see
+ * above); 0 for invalid dims. SD 64x64x320 3x3: 23.6 MB. */
+size_t ap_conv2d_scratch_bytes(int B, int C, int H, int W, int O, int kh, int kw,
+                               int stride, int pad);
+
+/* out (B, O, Ho, Wo) = conv(in (B, C, H, W), w (O, C, kh, kw)) + b (O).
+ * b may be NULL (no bias). stride >= 1, pad >= 0. */
+int ap_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
+                      const ap_tensor *w, const ap_tensor *b, int stride, int pad);
+
+/* Given dout (B, O, Ho, Wo):
+ *   din (B, C, H, W)   = conv_transpose(dout, w)          (=, NULL: not wanted)
+ *   dw  (O, C, kh, kw) += sum_b dout_b . im2col(in_b)^T   (+=, NULL: not wanted)
+ *   db  (O)            += sum over B, Ho, Wo of dout      (+=, NULL: not wanted)
+ * in and w are the forward's inputs (in is needed only for dw). */
+int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
+                       const ap_tensor *db, const ap_tensor *dout,
+                       const ap_tensor *in, const ap_tensor *w, int stride,
+                       int pad);
+
+#endif

@@ -1,0 +1,119 @@
+/* linear.c: fully connected layer (CPU reference).
+ *
+ * Accumulation rule: parameter grads (dw, db) +=, activation grads (din) =.
+ *
+ * in is viewed as a (rows, I) matrix, rows = numel(in) / I:
+ *   forward:  out (rows, O) = bias (pre-filled) + in . w^T     one ap_gemm
+ *   backward: din (rows, I) = dout . w                         one ap_gemm
+ *             dw (O, I)    += dout^T . in                      one ap_gemm
+ *             db (O)       += column sums of dout (double accumulation)
+ */
+#include "linear.h"
+
+#include <limits.h>
+#include <stdio.h>
+
+#include "blas.h"
+#include "core/err.h"
+
+/* Re-records the current error with the shapes of in and w appended. */
+static int fail_ctx(const ap_tensor *in, const ap_tensor *w) {
+    char msg[1024], si[160] = "(none)", sw[160] = "(none)";
+    snprintf(msg, sizeof msg, "%s", ap_errmsg());
+    if (in && in->data) ap_shape_str(in, si, sizeof si);
+    if (w && w->data) ap_shape_str(w, sw, sizeof sw);
+    return ap_fail("%s (in %s, weight %s)", msg, si, sw);
+}
+
+/* Validates in (..., I) and w (O, I); sets rows, I, O. */
+static int check_in_w(const char *op, const ap_tensor *in, const ap_tensor *w,
+                      int *rows, int *I, int *O) {
+    if (!in || !in->data || in->ndim < 1 || in->ndim > AP_MAX_DIMS) {
+        char si[160] = "(none)";
+        if (in && in->data) ap_shape_str(in, si, sizeof si);
+        ap_fail("%s: in: expected a tensor of shape (..., I), found %s", op, si);
+        return fail_ctx(in, w);
+    }
+    int64_t nin = in->shape[in->ndim - 1];
+    static const int64_t any[AP_MAX_DIMS] = {-1, -1, -1, -1, -1, -1};
+    if (ap_expect(op, "in", in, in->ndim, any) || ap_expect2(op, "weight", w, -1, nin))
+        return fail_ctx(in, w);
+    int64_t nrows = ap_numel(in) / nin;
+    if (ap_numel(in) > INT_MAX || ap_numel(w) > INT_MAX ||
+        nrows * w->shape[0] > INT_MAX) {
+        ap_fail("%s: tensors too large for 32-bit GEMM indexing", op);
+        return fail_ctx(in, w);
+    }
+    *rows = (int)nrows, *I = (int)nin, *O = (int)w->shape[0];
+    return AP_OK;
+}
+
+/* Checks t has in's leading dims and last dim O. */
+static int check_rows(const char *op, const char *arg, const ap_tensor *t,
+                      const ap_tensor *in, const ap_tensor *w, int O) {
+    int64_t want[AP_MAX_DIMS];
+    for (int i = 0; i < in->ndim; i++) want[i] = in->shape[i];
+    want[in->ndim - 1] = O;
+    if (ap_expect(op, arg, t, in->ndim, want)) return fail_ctx(in, w);
+    return AP_OK;
+}
+
+int ap_linear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
+                      const ap_tensor *w, const ap_tensor *b) {
+    static const char *op = "linear_forward";
+    int rows, I, O;
+    AP_TRY(check_in_w(op, in, w, &rows, &I, &O));
+    AP_TRY(check_rows(op, "out", out, in, w, O));
+    int bias = ap_present(b);
+    if (bias && ap_expect1(op, "bias", b, O)) return fail_ctx(in, w);
+
+    float *y = out->data;
+    if (bias) {
+        const float *bb = b->data;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if ((int64_t)rows * O > 32768)
+        for (int r = 0; r < rows; r++) {
+            float *yr = y + (size_t)r * O;
+            for (int o = 0; o < O; o++) yr[o] = bb[o];
+        }
+    }
+    ap_gemm(ctx, 0, 1, rows, O, I, 1.0f, in->data, I, w->data, I, bias ? 1.0f : 0.0f,
+            y, O);
+    return AP_OK;
+}
+
+/* db[o] += sum_r g[r, o], columns split over threads in blocks of 64. */
+static void bias_grad(const ap_ctx *ctx, float *db, const float *g, int rows, int O) {
+    enum { BLK = 64 };
+    int nblk = (O + BLK - 1) / BLK;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if ((int64_t)rows * O > 32768)
+    for (int blk = 0; blk < nblk; blk++) {
+        int o0 = blk * BLK, n = O - o0 < BLK ? O - o0 : BLK;
+        double acc[BLK] = {0};
+        for (int r = 0; r < rows; r++) {
+            const float *gr = g + (size_t)r * O + o0;
+            for (int k = 0; k < n; k++) acc[k] += gr[k];
+        }
+        for (int k = 0; k < n; k++) db[o0 + k] += (float)acc[k];
+    }
+}
+
+int ap_linear_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
+                       const ap_tensor *db, const ap_tensor *dout,
+                       const ap_tensor *in, const ap_tensor *w) {
+    static const char *op = "linear_backward";
+    int rows, I, O;
+    AP_TRY(check_in_w(op, in, w, &rows, &I, &O));
+    AP_TRY(check_rows(op, "dout", dout, in, w, O));
+    int want_dx = ap_present(din), want_dw = ap_present(dw), want_db = ap_present(db);
+    if (want_dx && ap_expect_same(op, "in", in, "din", din)) return fail_ctx(in, w);
+    if (want_dw && ap_expect_same(op, "weight", w, "dweight", dw)) return fail_ctx(in, w);
+    if (want_db && ap_expect1(op, "dbias", db, O)) return fail_ctx(in, w);
+
+    const float *g = dout->data;
+    if (want_db) bias_grad(ctx, db->data, g, rows, O);
+    if (want_dw)
+        ap_gemm(ctx, 1, 0, O, I, rows, 1.0f, g, O, in->data, I, 1.0f, dw->data, I);
+    if (want_dx)
+        ap_gemm(ctx, 0, 0, rows, I, O, 1.0f, g, O, w->data, I, 0.0f, din->data, I);
+    return AP_OK;
+}

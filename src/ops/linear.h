@@ -1,0 +1,27 @@
+/* linear.h: fully connected layer (PyTorch Linear), forward and backward.
+ *
+ * Accumulation rule (every op file): parameter grads +=, activation grads =.
+ * y = x . w^T + b over every leading index of x (spec/README.md, conventions).
+ * One GEMM each way (ap_gemm, threaded); no scratch.
+ */
+#ifndef AP_LINEAR_H
+#define AP_LINEAR_H
+
+#include "core/ctx.h"
+#include "core/tensor.h"
+
+/* out (..., O) = in (..., I) . w (O, I)^T + b (O). b may be NULL (no bias).
+ * out has the leading dims of in; rows = numel(in) / I. */
+int ap_linear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
+                      const ap_tensor *w, const ap_tensor *b);
+
+/* Given dout (..., O):
+ *   din (..., I) = dout . w                 (=,  NULL: not wanted)
+ *   dw  (O, I)  += dout^T . in over all rows (+=, NULL: not wanted)
+ *   db  (O)     += sum of dout over all rows (+=, NULL: not wanted)
+ * in is the forward's input (needed only for dw). */
+int ap_linear_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
+                       const ap_tensor *db, const ap_tensor *dout,
+                       const ap_tensor *in, const ap_tensor *w);
+
+#endif
