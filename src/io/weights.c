@@ -1,12 +1,14 @@
 /* weights.c: checkpoint tensor index and named-slot filling. */
 #include "weights.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/err.h"
+#include "io/pth.h"
 #include "io/safetensors.h"
 
 /* ---- parameter slots ---------------------------------------------------- */
@@ -20,7 +22,8 @@ void ap_params_free(ap_params *p) {
     memset(p, 0, sizeof *p);
 }
 
-int ap_params_add(ap_params *p, int ndim, const int64_t *shape, const char *fmt, ...) {
+int ap_params_add(ap_params *p, ap_tensor *dst, int ndim, const int64_t *shape,
+                  const char *fmt, ...) {
     if (p->count == p->cap) {
         int nc = p->cap ? p->cap * 2 : 64;
         ap_param *n = realloc(p->items, (size_t)nc * sizeof *n);
@@ -39,6 +42,8 @@ int ap_params_add(ap_params *p, int ndim, const int64_t *shape, const char *fmt,
     if (!s->name) return ap_fail("out of memory"), -1;
     s->t = ap_tn(NULL, ndim, shape);
     s->offset = p->total;
+    s->dst = dst;
+    if (dst) *dst = s->t;
     p->total += (size_t)ap_numel(&s->t);
     return p->count++;
 }
@@ -47,7 +52,10 @@ int ap_params_alloc(ap_params *p, const char *what) {
     free(p->flat);
     p->flat = ap_calloc(p->total ? p->total : 1, sizeof(float), what);
     if (!p->flat) return AP_ERR;
-    for (int i = 0; i < p->count; i++) p->items[i].t.data = p->flat + p->items[i].offset;
+    for (int i = 0; i < p->count; i++) {
+        p->items[i].t.data = p->flat + p->items[i].offset;
+        if (p->items[i].dst) *p->items[i].dst = p->items[i].t;
+    }
     return AP_OK;
 }
 
@@ -59,14 +67,20 @@ ap_param *ap_params_find(const ap_params *p, const char *name) {
 
 /* ---- tensor index ------------------------------------------------------- */
 
+/* One checkpoint file: safetensors or a PyTorch zip-pickle (.pth/.pt/.bin/.ckpt). */
+typedef struct {
+    ap_st_file *st;
+    ap_pth_file *pth;
+} wfile;
+
 typedef struct {
     const char *name;
-    ap_st_file *st; /* owning file */
+    const wfile *file; /* owning file */
 } entry;
 
 struct ap_wsrc {
-    ap_st_file **files;
-    int nfiles;
+    wfile *files; /* pointers into it stay valid: the array is sized up front */
+    int nfiles, capfiles;
     entry *entries;
     int count;
     char *file_list;
@@ -76,37 +90,100 @@ static int cmp_entry(const void *a, const void *b) {
     return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
 }
 
-int ap_wsrc_add(ap_wsrc *w, const char *path) {
-    ap_st_file *f = NULL;
-    AP_TRY(ap_st_open(&f, path));
-    ap_st_file **files = realloc(w->files, (size_t)(w->nfiles + 1) * sizeof *files);
-    if (!files) { ap_st_close(f); return ap_fail("out of memory"); }
-    w->files = files;
-    w->files[w->nfiles++] = f;
-    int n = ap_st_count(f);
-    entry *e = realloc(w->entries, (size_t)(w->count + n + 1) * sizeof *e);
-    if (!e) return ap_fail("out of memory");
-    w->entries = e;
-    for (int i = 0; i < n; i++) {
-        const ap_st_tensor *t = ap_st_at(f, i);
-        entry key = {t->name, f};
-        /* A key present in two shards is an error: which one is meant? */
-        for (int j = 0; j < w->count; j++)
-            if (strcmp(w->entries[j].name, t->name) == 0)
-                return ap_fail("%s: tensor %s is also in %s", path, t->name,
-                               ap_st_path(w->entries[j].st));
-        w->entries[w->count++] = key;
+static const char *wfile_path(const wfile *f) {
+    return f->st ? ap_st_path(f->st) : ap_pth_path(f->pth);
+}
+
+static int wfile_open(wfile *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    unsigned char magic[4] = {0};
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return ap_fail("%s: cannot open: %s", path, strerror(errno));
+    size_t got = fread(magic, 1, 4, fp);
+    fclose(fp);
+    if (got == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4)
+        return ap_pth_open(&f->pth, path);
+    return ap_st_open(&f->st, path);
+}
+
+static void wfile_close(wfile *f) {
+    ap_st_close(f->st);
+    ap_pth_close(f->pth);
+}
+
+static int wfile_count(const wfile *f) {
+    return f->st ? ap_st_count(f->st) : ap_pth_count(f->pth);
+}
+
+static const char *wfile_name(const wfile *f, int i) {
+    return f->st ? ap_st_at(f->st, i)->name : ap_pth_name(f->pth, i);
+}
+
+/* Stored shape of a tensor known to be in f. */
+static ap_tensor wfile_shape(const wfile *f, const char *name) {
+    if (f->st) {
+        const ap_st_tensor *t = ap_st_find(f->st, name);
+        return ap_tn((float *)1, t->ndim, t->shape);
     }
+    int dtype, ndim = 0;
+    int64_t shape[AP_MAX_DIMS] = {0};
+    ap_pth_info(f->pth, name, &dtype, &ndim, shape);
+    return ap_tn((float *)1, ndim, shape);
+}
+
+static int wfile_read(const wfile *f, const char *name, float *dst, size_t n) {
+    if (f->st) return ap_st_read_f32(f->st, name, 0, NULL, dst);
+    ap_tensor t;
+    AP_TRY(ap_pth_load_f32(f->pth, name, 0, NULL, &t));
+    memcpy(dst, t.data, n * sizeof(float));
+    free(t.data);
+    return AP_OK;
+}
+
+int ap_wsrc_add(ap_wsrc *w, const char *path) {
+    if (w->nfiles == w->capfiles) {
+        /* entries point at files: grow by rebuilding those pointers */
+        int nc = w->capfiles ? w->capfiles * 2 : 4;
+        wfile *nf = calloc((size_t)nc, sizeof *nf);
+        if (!nf) return ap_fail("out of memory");
+        if (w->nfiles) memcpy(nf, w->files, (size_t)w->nfiles * sizeof *nf);
+        for (int i = 0; i < w->count; i++) w->entries[i].file = nf + (w->entries[i].file - w->files);
+        free(w->files);
+        w->files = nf;
+        w->capfiles = nc;
+    }
+    wfile *f = &w->files[w->nfiles];
+    AP_TRY(wfile_open(f, path));
+    int n = wfile_count(f);
+    entry *e = realloc(w->entries, (size_t)(w->count + n + 1) * sizeof *e);
+    if (!e) {
+        wfile_close(f);
+        return ap_fail("out of memory");
+    }
+    w->entries = e;
+    w->nfiles++;
+    for (int i = 0; i < n; i++) {
+        entry key = {wfile_name(f, i), f};
+        /* A key present in two shards is an error: which one is meant? */
+        entry *dup = w->count ? bsearch(&key, w->entries, (size_t)w->count, sizeof key, cmp_entry)
+                              : NULL;
+        if (dup)
+            return ap_fail("%s: tensor %s is also in %s", path, key.name, wfile_path(dup->file));
+    }
+    for (int i = 0; i < n; i++) w->entries[w->count++] = (entry){wfile_name(f, i), f};
     qsort(w->entries, (size_t)w->count, sizeof *w->entries, cmp_entry);
+    for (int i = 1; i < w->count; i++)
+        if (strcmp(w->entries[i].name, w->entries[i - 1].name) == 0)
+            return ap_fail("%s: tensor %s appears twice", path, w->entries[i].name);
     size_t len = 0;
-    for (int i = 0; i < w->nfiles; i++) len += strlen(ap_st_path(w->files[i])) + 2;
+    for (int i = 0; i < w->nfiles; i++) len += strlen(wfile_path(&w->files[i])) + 2;
     char *fl = realloc(w->file_list, len + 1);
     if (!fl) return ap_fail("out of memory");
     w->file_list = fl;
     fl[0] = '\0';
     for (int i = 0; i < w->nfiles; i++) {
         if (i) strcat(fl, ", ");
-        strcat(fl, ap_st_path(w->files[i]));
+        strcat(fl, wfile_path(&w->files[i]));
     }
     return AP_OK;
 }
@@ -125,7 +202,7 @@ int ap_wsrc_open(ap_wsrc **out, const char *path) {
 
 void ap_wsrc_close(ap_wsrc *w) {
     if (!w) return;
-    for (int i = 0; i < w->nfiles; i++) ap_st_close(w->files[i]);
+    for (int i = 0; i < w->nfiles; i++) wfile_close(&w->files[i]);
     free(w->files);
     free(w->entries);
     free(w->file_list);
@@ -194,8 +271,7 @@ int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
         const entry *e = find(w, key);
         if (!e) { sl_add(&missing, "%s %s", key, ap_shape_str(&s->t, (char[160]){0}, 160)); continue; }
         used[e - w->entries] = 1;
-        const ap_st_tensor *t = ap_st_find(e->st, key);
-        ap_tensor got = ap_tn((float *)1, t->ndim, t->shape);
+        ap_tensor got = wfile_shape(e->file, key);
         int same = got.ndim == s->t.ndim;
         for (int d = 0; same && d < got.ndim; d++) same = got.shape[d] == s->t.shape[d];
         if (!same) {
@@ -204,7 +280,7 @@ int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
                    ap_shape_str(&got, b, sizeof b));
             continue;
         }
-        if (ap_st_read_f32(e->st, key, 0, NULL, s->t.data) != 0) {
+        if (wfile_read(e->file, key, s->t.data, (size_t)ap_numel(&s->t)) != 0) {
             sl_add(&shape, "%s", ap_errmsg());
         }
     }

@@ -1,7 +1,8 @@
 /* weights.h: two-phase model loading.
  *
  * Phase 1 (ap_wsrc): index every tensor of every checkpoint file given
- * (.safetensors now; .pth/.bin/.ckpt through the pickle reader), without
+ * (.safetensors, or PyTorch zip-pickle .pth/.pt/.bin/.ckpt told apart by
+ * their first bytes), without
  * reading data. Phase 2 (ap_params_fill): a model declares its named slots
  * (checkpoint key, shape, destination) in an ap_params list; filling copies
  * each tensor converted to float32 into its slot and reports, in one message,
@@ -20,9 +21,10 @@
 #include "core/tensor.h"
 
 typedef struct ap_param {
-    char *name; /* checkpoint key */
-    ap_tensor t; /* shape; data points into the list's flat buffer once allocated */
-    size_t offset; /* in floats, inside the flat buffer */
+    char *name;     /* checkpoint key */
+    ap_tensor t;    /* shape; data points into the list's flat buffer once allocated */
+    size_t offset;  /* in floats, inside the flat buffer */
+    ap_tensor *dst; /* the model's field bound to this slot (may be NULL) */
 } ap_param;
 
 typedef struct ap_params {
@@ -34,10 +36,14 @@ typedef struct ap_params {
 
 void ap_params_init(ap_params *p);
 void ap_params_free(ap_params *p);
-/* Declare a slot; name is printf-formatted. Returns its index or -1. */
-int ap_params_add(ap_params *p, int ndim, const int64_t *shape, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-/* Allocate the flat buffer and point every slot at its part (zeroed). */
+/* Declare a slot; name is printf-formatted. dst (may be NULL) is the model's
+ * tensor field for this parameter: it gets the shape now and its data pointer
+ * at ap_params_alloc, so a model declares each parameter with one call and
+ * never looks it up again (dst must not move until then).
+ * Returns the slot's index or -1. */
+int ap_params_add(ap_params *p, ap_tensor *dst, int ndim, const int64_t *shape,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Allocate the flat buffer, point every slot (and its dst) at its part (zeroed). */
 int ap_params_alloc(ap_params *p, const char *what);
 /* Slot by name or NULL. */
 ap_param *ap_params_find(const ap_params *p, const char *name);

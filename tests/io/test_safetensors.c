@@ -24,6 +24,7 @@ static unsigned char *slurp(const char *path, size_t *n) {
 }
 
 static void spit(const char *path, const void *b, size_t n) {
+    unlink(path); /* a fresh file: rewriting in place makes ext4 flush on close */
     FILE *f = fopen(path, "wb");
     if (f) {
         fwrite(b, 1, n, f);

@@ -3,7 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "io/safetensors.h"
 #include "io/weights.h"
+#include <stdlib.h>
 #include "testutil.h"
 
 int main(void) {
@@ -18,9 +20,12 @@ int main(void) {
 
     ap_params p;
     ap_params_init(&p);
-    ap_params_add(&p, 2, (int64_t[]){3, 5}, "f%d", 32);
-    ap_params_add(&p, 2, (int64_t[]){3, 5}, "bf16");
+    ap_params_add(&p, NULL, 2, (int64_t[]){3, 5}, "f%d", 32);
+    ap_tensor bound;
+    ap_params_add(&p, &bound, 2, (int64_t[]){3, 5}, "bf16");
     ap_params_alloc(&p, "test params");
+    tu_check(bound.data == p.flat + 15 && bound.shape[1] == 5,
+             "a bound field gets its slot's data pointer and shape");
     const char *ignore[] = {"f16", "f64", "i64", "scalar", "empty", NULL};
     int rc = ap_params_fill(&p, w, "", ignore);
     tu_check(rc == 0, "fill f32 and bf16 slots%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
@@ -29,10 +34,10 @@ int main(void) {
     ap_params_free(&p);
 
     ap_params_init(&p);
-    ap_params_add(&p, 2, (int64_t[]){3, 5}, "f32");
-    ap_params_add(&p, 2, (int64_t[]){5, 3}, "f16");
-    ap_params_add(&p, 1, (int64_t[]){4}, "down.0.weight");
-    ap_params_add(&p, 2, (int64_t[]){2, 3}, "i64");
+    ap_params_add(&p, NULL, 2, (int64_t[]){3, 5}, "f32");
+    ap_params_add(&p, NULL, 2, (int64_t[]){5, 3}, "f16");
+    ap_params_add(&p, NULL, 1, (int64_t[]){4}, "down.0.weight");
+    ap_params_add(&p, NULL, 2, (int64_t[]){2, 3}, "i64");
     ap_params_alloc(&p, "test params");
     tu_expect_error("missing and wrong-shape tensors",
                     ap_params_fill(&p, w, "", NULL), path, "1 missing tensor",
@@ -40,5 +45,35 @@ int main(void) {
                     "expected a floating dtype", NULL);
     ap_params_free(&p);
     ap_wsrc_close(w);
+
+    /* The same mechanism over a PyTorch zip-pickle checkpoint with a nested
+     * {'state_dict': ...} (as HPSv2 and Lightning .ckpt files): slots are
+     * looked up under the "state_dict." prefix. */
+    snprintf(path, sizeof path, "%s/pth/nested.ckpt", dir);
+    if (tu_check(ap_wsrc_open(&w, path) == 0, "index %s (zip-pickle)", path)) {
+        ap_params_init(&p);
+        ap_tensor cw, cb;
+        ap_params_add(&p, &cw, 4, (int64_t[]){3, 2, 3, 3}, "0.weight");
+        ap_params_add(&p, &cb, 1, (int64_t[]){3}, "0.bias");
+        ap_params_add(&p, NULL, 1, (int64_t[]){3}, "1.weight");
+        ap_params_add(&p, NULL, 1, (int64_t[]){3}, "1.bias");
+        ap_params_alloc(&p, "test params");
+        rc = ap_params_fill(&p, w, "state_dict.", NULL);
+        tu_check(rc == 0, "fill from state_dict.*%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
+        snprintf(path, sizeof path, "%s/io_pth.safetensors", dir);
+        ap_st_file *ref = NULL;
+        if (rc == 0 && ap_st_open(&ref, path) == 0) {
+            ap_tensor t;
+            tu_fixture(ref, "nested:state_dict.0.weight", &t);
+            tu_compare("conv weight from .ckpt (exact)", cw.data, t.data, ap_numel(&cw), 0, 0);
+            free(t.data);
+            tu_fixture(ref, "nested:state_dict.0.bias", &t);
+            tu_compare("conv bias from .ckpt (exact)", cb.data, t.data, 3, 0, 0);
+            free(t.data);
+            ap_st_close(ref);
+        }
+        ap_params_free(&p);
+        ap_wsrc_close(w);
+    }
     return tu_exit();
 }

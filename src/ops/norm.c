@@ -1,0 +1,383 @@
+/* norm.c: GroupNorm and LayerNorm (CPU reference).
+ *
+ * Accumulation rule: dgamma, dbeta +=; din =.
+ * Forward statistics take two passes (mean, then deviations from the float
+ * mean, whose rounding residual is kept: see moments()), summed in float lanes
+ * over short blocks and in double across blocks. Backward, for one group / row of
+ * n elements with x̂ = (x - mean) * rstd and d = dout * gamma:
+ *   din = rstd * (d - mean(d) - x̂ * mean(d * x̂)),
+ *   dgamma[c] += sum dout * x̂, dbeta[c] += sum dout (over batch and positions).
+ * Channel sums are formed in double per (batch, channel) (GroupNorm) or per
+ * fixed row chunk (LayerNorm) in scratch, then reduced in a fixed order: the
+ * result is the same for any number of threads.
+ */
+#include "norm.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/err.h"
+
+/* LayerNorm backward splits rows into at most this many chunks; the split
+ * depends only on the shape, never on the thread count. */
+#define LN_CHUNKS 64
+
+/* ---- summation helpers --------------------------------------------------- */
+
+/* Sums run in float over blocks of BLOCK elements, vectorised with an OpenMP
+ * simd reduction (a few float lanes, fixed order for a given build), and the
+ * block results are added in double. The float error is that of ~BLOCK / lanes
+ * additions (~1e-6 relative), independent of the length, and the order never
+ * depends on the thread count. (Arrays of explicit lane accumulators compiled
+ * 5-10x slower with GCC 12 -O3 at SSE2.) */
+#define BLOCK 512
+
+/* sum x[i] */
+static double sum_f(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
+        const int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
+        const float *xb = x + b0;
+        float t = 0;
+#pragma omp simd reduction(+ : t)
+        for (int64_t i = 0; i < len; i++) t += xb[i];
+        s += t;
+    }
+    return s;
+}
+
+/* s[0] = sum (x[i] - m), s[1] = sum (x[i] - m)^2 */
+static void sum_dev(const float *x, int64_t n, float m, double s[2]) {
+    s[0] = s[1] = 0;
+    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
+        const int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
+        const float *xb = x + b0;
+        float t1 = 0, t2 = 0;
+#pragma omp simd reduction(+ : t1, t2)
+        for (int64_t i = 0; i < len; i++) {
+            const float d = xb[i] - m;
+            t1 += d;
+            t2 += d * d;
+        }
+        s[0] += t1, s[1] += t2;
+    }
+}
+
+/* Mean and rstd of x[0..n), two passes: m0 = float(sum / n), then the sums of
+ * d = x - m0 and d^2, which are exact-ish even when |mean| >> std. *mean is
+ * the float mean, *delta = true mean - *mean (below half an ulp of *mean),
+ * which the caller subtracts as well: x - true mean = (x - *mean) - *delta. */
+static void moments(const float *x, int64_t n, float eps, float *mean, float *delta,
+                    float *rstd) {
+    const float m0 = (float)(sum_f(x, n) / (double)n);
+    double s[2];
+    sum_dev(x, n, m0, s);
+    const double d0 = s[0] / (double)n, m = m0 + d0;
+    double var = s[1] / (double)n - d0 * d0;
+    if (var < 0) var = 0;
+    *mean = (float)m;
+    *delta = (float)(m - (double)*mean);
+    *rstd = (float)(1.0 / sqrt(var + (double)eps));
+}
+
+/* With d = x[i] - m and w = g[i] (1 when g is NULL):
+ * s[0] = sum w dy, s[1] = sum w dy d, s[2] = sum d. */
+static void sums_bwd(const float *dy, const float *x, const float *g, int64_t n, float m,
+                     double s[3]) {
+    s[0] = s[1] = s[2] = 0;
+    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {
+        const int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;
+        const float *xb = x + b0, *db = dy + b0, *gb = g ? g + b0 : NULL;
+        float t1 = 0, t2 = 0, t3 = 0;
+        if (gb) {
+#pragma omp simd reduction(+ : t1, t2, t3)
+            for (int64_t i = 0; i < len; i++) {
+                const float w = db[i] * gb[i], d = xb[i] - m;
+                t1 += w;
+                t2 += w * d;
+                t3 += d;
+            }
+        } else {
+#pragma omp simd reduction(+ : t1, t2, t3)
+            for (int64_t i = 0; i < len; i++) {
+                const float d = xb[i] - m;
+                t1 += db[i];
+                t2 += db[i] * d;
+                t3 += d;
+            }
+        }
+        s[0] += t1, s[1] += t2, s[2] += t3;
+    }
+}
+
+/* ---- GroupNorm ----------------------------------------------------------- */
+
+typedef struct {
+    int64_t B, C, S, cg; /* batch, channels, spatial size, channels per group */
+} gn_dims;
+
+/* Validates in (B, C, *), groups, and optional gamma/beta; fills dims. */
+static int gn_dims_of(const char *op, const ap_tensor *in, int groups,
+                      const ap_tensor *gamma, const ap_tensor *beta, gn_dims *d) {
+    char s[96];
+    if (!ap_present(in)) return ap_fail("%s: in: missing tensor", op);
+    if (in->ndim < 2)
+        return ap_fail("%s: in: expected shape (B, C, *) with at least 2 dims, found %s",
+                       op, ap_shape_str(in, s, sizeof s));
+    d->B = in->shape[0];
+    d->C = in->shape[1];
+    d->S = 1;
+    for (int i = 2; i < in->ndim; i++) d->S *= in->shape[i];
+    if (groups <= 0 || d->C % groups != 0)
+        return ap_fail("%s: in %s: C = %lld channels are not divisible into groups = %d",
+                       op, ap_shape_str(in, s, sizeof s), (long long)d->C, groups);
+    d->cg = d->C / groups;
+    if (ap_present(gamma)) AP_TRY(ap_expect1(op, "gamma", gamma, d->C));
+    if (ap_present(beta)) AP_TRY(ap_expect1(op, "beta", beta, d->C));
+    return AP_OK;
+}
+
+int ap_group_norm_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *mean,
+                          const ap_tensor *rstd, const ap_tensor *in,
+                          const ap_tensor *gamma, const ap_tensor *beta, int groups,
+                          float eps) {
+    const char *op = "group_norm_forward";
+    gn_dims d;
+    AP_TRY(gn_dims_of(op, in, groups, gamma, beta, &d));
+    AP_TRY(ap_expect_same(op, "in", in, "out", out));
+    AP_TRY(ap_expect2(op, "mean", mean, d.B, groups));
+    AP_TRY(ap_expect2(op, "rstd", rstd, d.B, groups));
+    const float *x = in->data;
+    const float *g = ap_present(gamma) ? gamma->data : NULL;
+    const float *bt = ap_present(beta) ? beta->data : NULL;
+    float *y = out->data, *mu = mean->data, *rs = rstd->data;
+    const int64_t n = d.cg * d.S, nbg = d.B * groups;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(dynamic, 1) if (nbg * n > 32768)
+    for (int64_t bg = 0; bg < nbg; bg++) {
+        const float *xg = x + bg * n; /* (cg, S) block of group g of batch b */
+        float *yg = y + bg * n;
+        float mf, dm, rf;
+        moments(xg, n, eps, &mf, &dm, &rf);
+        mu[bg] = mf;
+        rs[bg] = rf;
+        const int64_t c0 = (bg % groups) * d.cg;
+        for (int64_t c = 0; c < d.cg; c++) {
+            const float a = g ? rf * g[c0 + c] : rf, sh = bt ? bt[c0 + c] : 0.0f;
+            const float *xc = xg + c * d.S;
+            float *yc = yg + c * d.S;
+#pragma omp simd
+            for (int64_t i = 0; i < d.S; i++) yc[i] = ((xc[i] - mf) - dm) * a + sh;
+        }
+    }
+    return AP_OK;
+}
+
+size_t ap_group_norm_scratch_bytes(int64_t batch, int64_t channels) {
+    return ap_align64(2 * (size_t)batch * (size_t)channels * sizeof(double));
+}
+
+int ap_group_norm_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dgamma,
+                           const ap_tensor *dbeta, const ap_tensor *dout,
+                           const ap_tensor *in, const ap_tensor *mean,
+                           const ap_tensor *rstd, const ap_tensor *gamma, int groups) {
+    const char *op = "group_norm_backward";
+    gn_dims d;
+    AP_TRY(gn_dims_of(op, in, groups, gamma, NULL, &d));
+    AP_TRY(ap_expect_same(op, "in", in, "dout", dout));
+    if (ap_present(din)) AP_TRY(ap_expect_same(op, "in", in, "din", din));
+    if (ap_present(dgamma)) AP_TRY(ap_expect1(op, "dgamma", dgamma, d.C));
+    if (ap_present(dbeta)) AP_TRY(ap_expect1(op, "dbeta", dbeta, d.C));
+    AP_TRY(ap_expect2(op, "mean", mean, d.B, groups));
+    AP_TRY(ap_expect2(op, "rstd", rstd, d.B, groups));
+    const int want_dx = ap_present(din);
+    const int want_w = ap_present(dgamma) || ap_present(dbeta);
+    if (!want_dx && !want_w) return AP_OK;
+    /* (B, C) sums of dout and of dout * x̂ per channel, in double. */
+    double *sum_dy = ap_scratch(ctx, ap_group_norm_scratch_bytes(d.B, d.C),
+                                "group_norm_backward channel sums");
+    if (!sum_dy) return AP_ERR;
+    double *sum_dyxh = sum_dy + d.B * d.C;
+    const float *x = in->data, *dy = dout->data, *mu = mean->data, *rs = rstd->data;
+    const float *g = ap_present(gamma) ? gamma->data : NULL;
+    float *dx = want_dx ? din->data : NULL;
+    const int64_t n = d.cg * d.S, nbg = d.B * groups;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(dynamic, 1) if (nbg * n > 32768)
+    for (int64_t bg = 0; bg < nbg; bg++) {
+        const int64_t c0 = (bg % groups) * d.cg; /* first channel of the group */
+        const int64_t bc0 = bg * d.cg;           /* its index in (B, C) */
+        const float mf = mu[bg], rf = rs[bg];
+        /* Per channel: sum dy, sum dy (x - mf), and sum (x - mf) for the
+         * residual dm = true mean - mf (see moments()). */
+        double sxc = 0;
+        for (int64_t c = 0; c < d.cg; c++) {
+            double s[3];
+            sums_bwd(dy + (bc0 + c) * d.S, x + (bc0 + c) * d.S, NULL, d.S, mf, s);
+            sum_dy[bc0 + c] = s[0];
+            sum_dyxh[bc0 + c] = s[1];
+            sxc += s[2];
+        }
+        const double dm = sxc / (double)n;
+        double m1 = 0, m2 = 0; /* sum d, sum d * x̂ over the group, d = dy * gamma */
+        for (int64_t c = 0; c < d.cg; c++) {
+            sum_dyxh[bc0 + c] = rf * (sum_dyxh[bc0 + c] - dm * sum_dy[bc0 + c]);
+            const double gc = g ? g[c0 + c] : 1.0;
+            m1 += gc * sum_dy[bc0 + c];
+            m2 += gc * sum_dyxh[bc0 + c];
+        }
+        if (!want_dx) continue;
+        /* din = rstd*gamma*dy - rstd*mean(d) - rstd^2*mean(d x̂)*(x - mf - dm) */
+        const double kxd = -(double)rf * rf * m2 / (double)n;
+        const float kx = (float)kxd, k0 = (float)(-rf * m1 / (double)n - kxd * dm);
+        for (int64_t c = 0; c < d.cg; c++) {
+            const float *xc = x + (bc0 + c) * d.S, *dyc = dy + (bc0 + c) * d.S;
+            float *dxc = dx + (bc0 + c) * d.S;
+            const float a = g ? rf * g[c0 + c] : rf;
+#pragma omp simd
+            for (int64_t i = 0; i < d.S; i++) dxc[i] = a * dyc[i] + kx * (xc[i] - mf) + k0;
+        }
+    }
+    if (!want_w) return AP_OK;
+    float *dg = ap_present(dgamma) ? dgamma->data : NULL;
+    float *db = ap_present(dbeta) ? dbeta->data : NULL;
+    for (int64_t c = 0; c < d.C; c++) { /* fixed order over the batch */
+        double sg = 0, sb = 0;
+        for (int64_t b = 0; b < d.B; b++) {
+            sg += sum_dyxh[b * d.C + c];
+            sb += sum_dy[b * d.C + c];
+        }
+        if (dg) dg[c] += (float)sg;
+        if (db) db[c] += (float)sb;
+    }
+    return AP_OK;
+}
+
+/* ---- LayerNorm ----------------------------------------------------------- */
+
+/* Validates in (..., C) and optional gamma/beta; returns C, rows via *rows. */
+static int ln_dims_of(const char *op, const ap_tensor *in, const ap_tensor *gamma,
+                      const ap_tensor *beta, int64_t *C, int64_t *rows) {
+    char s[96];
+    if (!ap_present(in)) return ap_fail("%s: in: missing tensor", op);
+    if (in->ndim < 1 || in->shape[in->ndim - 1] <= 0)
+        return ap_fail("%s: in: expected shape (..., C) with C > 0, found %s", op,
+                       ap_shape_str(in, s, sizeof s));
+    *C = in->shape[in->ndim - 1];
+    *rows = ap_numel(in) / *C;
+    if (ap_present(gamma)) AP_TRY(ap_expect1(op, "gamma", gamma, *C));
+    if (ap_present(beta)) AP_TRY(ap_expect1(op, "beta", beta, *C));
+    return AP_OK;
+}
+
+int ap_layer_norm_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *mean,
+                          const ap_tensor *rstd, const ap_tensor *in,
+                          const ap_tensor *gamma, const ap_tensor *beta, float eps) {
+    const char *op = "layer_norm_forward";
+    int64_t C, rows;
+    AP_TRY(ln_dims_of(op, in, gamma, beta, &C, &rows));
+    AP_TRY(ap_expect_same(op, "in", in, "out", out));
+    AP_TRY(ap_expect1(op, "mean", mean, rows));
+    AP_TRY(ap_expect1(op, "rstd", rstd, rows));
+    const float *x = in->data;
+    const float *g = ap_present(gamma) ? gamma->data : NULL;
+    const float *bt = ap_present(beta) ? beta->data : NULL;
+    float *y = out->data, *mu = mean->data, *rs = rstd->data;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (rows * C > 32768)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * C;
+        float *yr = y + r * C;
+        float mf, dm, rf;
+        moments(xr, C, eps, &mf, &dm, &rf);
+        mu[r] = mf;
+        rs[r] = rf;
+        if (g && bt) {
+#pragma omp simd
+            for (int64_t i = 0; i < C; i++) yr[i] = ((xr[i] - mf) - dm) * rf * g[i] + bt[i];
+        } else {
+            for (int64_t i = 0; i < C; i++)
+                yr[i] = ((xr[i] - mf) - dm) * rf * (g ? g[i] : 1.0f) + (bt ? bt[i] : 0.0f);
+        }
+    }
+    return AP_OK;
+}
+
+static int64_t ln_chunks(int64_t rows) { return rows < LN_CHUNKS ? rows : LN_CHUNKS; }
+
+size_t ap_layer_norm_scratch_bytes(int64_t rows, int64_t channels) {
+    return ap_align64(2 * (size_t)ln_chunks(rows) * (size_t)channels * sizeof(double));
+}
+
+int ap_layer_norm_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dgamma,
+                           const ap_tensor *dbeta, const ap_tensor *dout,
+                           const ap_tensor *in, const ap_tensor *mean,
+                           const ap_tensor *rstd, const ap_tensor *gamma) {
+    const char *op = "layer_norm_backward";
+    int64_t C, rows;
+    AP_TRY(ln_dims_of(op, in, gamma, NULL, &C, &rows));
+    AP_TRY(ap_expect_same(op, "in", in, "dout", dout));
+    if (ap_present(din)) AP_TRY(ap_expect_same(op, "in", in, "din", din));
+    if (ap_present(dgamma)) AP_TRY(ap_expect1(op, "dgamma", dgamma, C));
+    if (ap_present(dbeta)) AP_TRY(ap_expect1(op, "dbeta", dbeta, C));
+    AP_TRY(ap_expect1(op, "mean", mean, rows));
+    AP_TRY(ap_expect1(op, "rstd", rstd, rows));
+    const int want_dx = ap_present(din);
+    const int want_w = ap_present(dgamma) || ap_present(dbeta);
+    if (!want_dx && !want_w) return AP_OK;
+    const int64_t nch = ln_chunks(rows);
+    /* (nch, C) partial sums of dout * x̂ and dout per row chunk, in double. */
+    double *part_g = NULL, *part_b = NULL;
+    if (want_w) {
+        part_g = ap_scratch(ctx, ap_layer_norm_scratch_bytes(rows, C),
+                            "layer_norm_backward chunk sums");
+        if (!part_g) return AP_ERR;
+        part_b = part_g + nch * C;
+    }
+    const float *x = in->data, *dy = dout->data, *mu = mean->data, *rs = rstd->data;
+    const float *g = ap_present(gamma) ? gamma->data : NULL;
+    float *dx = want_dx ? din->data : NULL;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (rows * C > 32768)
+    for (int64_t k = 0; k < nch; k++) {
+        double *pg = want_w ? part_g + k * C : NULL, *pb = want_w ? part_b + k * C : NULL;
+        if (want_w) {
+            memset(pg, 0, (size_t)C * sizeof(double));
+            memset(pb, 0, (size_t)C * sizeof(double));
+        }
+        for (int64_t r = k * rows / nch; r < (k + 1) * rows / nch; r++) {
+            const float *xr = x + r * C, *dyr = dy + r * C;
+            const float mf = mu[r], rf = rs[r];
+            /* sum d, sum d (x - mf), sum (x - mf), d = dy * gamma */
+            double sm[3];
+            sums_bwd(dyr, xr, g, C, mf, sm);
+            const float dm = (float)(sm[2] / (double)C); /* true mean - mf */
+            const double m1 = sm[0], m2 = rf * (sm[1] - dm * sm[0]); /* sum d, sum d x̂ */
+            if (want_w) {
+#pragma omp simd
+                for (int64_t i = 0; i < C; i++) {
+                    pg[i] += (double)dyr[i] * (double)(((xr[i] - mf) - dm) * rf);
+                    pb[i] += dyr[i];
+                }
+            }
+            if (!want_dx) continue;
+            const float k1 = (float)(m1 / (double)C), k2 = (float)(m2 / (double)C);
+            float *dxr = dx + r * C;
+#pragma omp simd
+            for (int64_t i = 0; i < C; i++) {
+                const float xh = ((xr[i] - mf) - dm) * rf;
+                dxr[i] = rf * (dyr[i] * (g ? g[i] : 1.0f) - k1 - xh * k2);
+            }
+        }
+    }
+    if (!want_w) return AP_OK;
+    float *dg = ap_present(dgamma) ? dgamma->data : NULL;
+    float *db = ap_present(dbeta) ? dbeta->data : NULL;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (nch * C > 32768)
+    for (int64_t i = 0; i < C; i++) { /* fixed order over chunks */
+        double sg = 0, sb = 0;
+        for (int64_t k = 0; k < nch; k++) {
+            sg += part_g[k * C + i];
+            sb += part_b[k * C + i];
+        }
+        if (dg) dg[i] += (float)sg;
+        if (db) db[i] += (float)sb;
+    }
+    return AP_OK;
+}
