@@ -1,6 +1,8 @@
 /* testutil.c: comparison, gradcheck and reporting helpers for tests. */
 #include "testutil.h"
 
+#include "io/safetensors.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -165,4 +167,36 @@ int tu_skip(const char *fmt, ...) {
 int tu_exit(void) {
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
+}
+
+ap_st_file *tu_fixture_open(const char *module) {
+    const char *dir = tu_fixtures_dir();
+    if (!dir) {
+        printf("  FAIL fixtures: AP_FIXTURES_DIR is not set to a directory\n");
+        g_fail++;
+        return NULL;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.safetensors", dir, module);
+    ap_st_file *f = NULL;
+    if (ap_st_open(&f, path) != 0) {
+        printf("  FAIL fixture %s: %s (regenerate: tools/make_fixtures.py %s)\n", module,
+               ap_errmsg(), module);
+        g_fail++;
+        return NULL;
+    }
+    const char *gen = ap_st_meta(f, "generator"), *tv = ap_st_meta(f, "torch");
+    printf("  fixture %s.safetensors: %d tensors from %s (torch %s)\n", module,
+           ap_st_count(f), gen ? gen : "?", tv ? tv : "?");
+    return f;
+}
+
+float *tu_fixture(ap_st_file *f, const char *name, ap_tensor *t) {
+    if (ap_st_load_f32(f, name, 0, NULL, t) != 0) {
+        printf("  FAIL fixture tensor: %s\n", ap_errmsg());
+        g_fail++;
+        printf("%d passed, %d failed\n", g_pass, g_fail);
+        exit(1);
+    }
+    return t->data;
 }

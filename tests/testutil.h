@@ -48,6 +48,13 @@ double tu_dot(const float *a, const float *b, int64_t n);
 const char *tu_fixtures_dir(void);
 const char *tu_shared_dir(void);
 
+/* Fixture file $AP_FIXTURES_DIR/<module>.safetensors (written by
+ * tools/make_fixtures.py <module>); NULL with the reason printed when absent. */
+struct ap_st_file *tu_fixture_open(const char *module);
+/* Load a fixture tensor as float32 (any shape) into *t; a missing or
+ * non-float tensor fails the test at once with the reader's message. */
+float *tu_fixture(struct ap_st_file *f, const char *name, ap_tensor *t);
+
 int tu_skip(const char *fmt, ...);
 /* Print the summary line "N passed, N failed" and return the exit code. */
 int tu_exit(void);

@@ -1,0 +1,87 @@
+/* dtype.c: element type table and float conversions. */
+#include "dtype.h"
+
+#include <string.h>
+
+static const struct {
+    const char *name;
+    size_t size;
+} k_types[AP_DT_COUNT] = {
+    [AP_DT_F32] = {"F32", 4}, [AP_DT_F16] = {"F16", 2}, [AP_DT_BF16] = {"BF16", 2},
+    [AP_DT_F64] = {"F64", 8}, [AP_DT_I64] = {"I64", 8}, [AP_DT_I32] = {"I32", 4},
+    [AP_DT_I16] = {"I16", 2}, [AP_DT_I8] = {"I8", 1},   [AP_DT_U8] = {"U8", 1},
+    [AP_DT_BOOL] = {"BOOL", 1},
+};
+
+size_t ap_dtype_size(ap_dtype t) { return (unsigned)t < AP_DT_COUNT ? k_types[t].size : 0; }
+
+const char *ap_dtype_name(ap_dtype t) {
+    return (unsigned)t < AP_DT_COUNT ? k_types[t].name : "?";
+}
+
+int ap_dtype_parse(const char *s) {
+    for (int t = 0; t < AP_DT_COUNT; t++)
+        if (strcmp(s, k_types[t].name) == 0) return t;
+    return -1;
+}
+
+int ap_dtype_is_float(ap_dtype t) {
+    return t == AP_DT_F32 || t == AP_DT_F16 || t == AP_DT_BF16 || t == AP_DT_F64;
+}
+
+float ap_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do { e++; man <<= 1; } while (!(man & 0x400));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3FF) << 13);
+        }
+    } else if (exp == 0x1F) {
+        bits = sign | 0x7F800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+float ap_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+void ap_convert_to_f32(float *dst, const void *src, ap_dtype t, size_t n) {
+    const unsigned char *s = src;
+    switch (t) {
+    case AP_DT_F32: memcpy(dst, s, n * 4); break;
+    case AP_DT_F16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = ap_f16_to_f32(h);
+        }
+        break;
+    case AP_DT_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = ap_bf16_to_f32(h);
+        }
+        break;
+    case AP_DT_F64:
+        for (size_t i = 0; i < n; i++) {
+            double d;
+            memcpy(&d, s + 8 * i, 8);
+            dst[i] = (float)d;
+        }
+        break;
+    default: memset(dst, 0, n * 4); break;
+    }
+}

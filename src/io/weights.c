@@ -1,0 +1,234 @@
+/* weights.c: checkpoint tensor index and named-slot filling. */
+#include "weights.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "io/safetensors.h"
+
+/* ---- parameter slots ---------------------------------------------------- */
+
+void ap_params_init(ap_params *p) { memset(p, 0, sizeof *p); }
+
+void ap_params_free(ap_params *p) {
+    for (int i = 0; i < p->count; i++) free(p->items[i].name);
+    free(p->items);
+    free(p->flat);
+    memset(p, 0, sizeof *p);
+}
+
+int ap_params_add(ap_params *p, int ndim, const int64_t *shape, const char *fmt, ...) {
+    if (p->count == p->cap) {
+        int nc = p->cap ? p->cap * 2 : 64;
+        ap_param *n = realloc(p->items, (size_t)nc * sizeof *n);
+        if (!n) return ap_fail("out of memory for %d parameter slots", nc), -1;
+        p->items = n;
+        p->cap = nc;
+    }
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    ap_param *s = &p->items[p->count];
+    memset(s, 0, sizeof *s);
+    s->name = strdup(name);
+    if (!s->name) return ap_fail("out of memory"), -1;
+    s->t = ap_tn(NULL, ndim, shape);
+    s->offset = p->total;
+    p->total += (size_t)ap_numel(&s->t);
+    return p->count++;
+}
+
+int ap_params_alloc(ap_params *p, const char *what) {
+    free(p->flat);
+    p->flat = ap_calloc(p->total ? p->total : 1, sizeof(float), what);
+    if (!p->flat) return AP_ERR;
+    for (int i = 0; i < p->count; i++) p->items[i].t.data = p->flat + p->items[i].offset;
+    return AP_OK;
+}
+
+ap_param *ap_params_find(const ap_params *p, const char *name) {
+    for (int i = 0; i < p->count; i++)
+        if (strcmp(p->items[i].name, name) == 0) return &p->items[i];
+    return NULL;
+}
+
+/* ---- tensor index ------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    ap_st_file *st; /* owning file */
+} entry;
+
+struct ap_wsrc {
+    ap_st_file **files;
+    int nfiles;
+    entry *entries;
+    int count;
+    char *file_list;
+};
+
+static int cmp_entry(const void *a, const void *b) {
+    return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
+}
+
+int ap_wsrc_add(ap_wsrc *w, const char *path) {
+    ap_st_file *f = NULL;
+    AP_TRY(ap_st_open(&f, path));
+    ap_st_file **files = realloc(w->files, (size_t)(w->nfiles + 1) * sizeof *files);
+    if (!files) { ap_st_close(f); return ap_fail("out of memory"); }
+    w->files = files;
+    w->files[w->nfiles++] = f;
+    int n = ap_st_count(f);
+    entry *e = realloc(w->entries, (size_t)(w->count + n + 1) * sizeof *e);
+    if (!e) return ap_fail("out of memory");
+    w->entries = e;
+    for (int i = 0; i < n; i++) {
+        const ap_st_tensor *t = ap_st_at(f, i);
+        entry key = {t->name, f};
+        /* A key present in two shards is an error: which one is meant? */
+        for (int j = 0; j < w->count; j++)
+            if (strcmp(w->entries[j].name, t->name) == 0)
+                return ap_fail("%s: tensor %s is also in %s", path, t->name,
+                               ap_st_path(w->entries[j].st));
+        w->entries[w->count++] = key;
+    }
+    qsort(w->entries, (size_t)w->count, sizeof *w->entries, cmp_entry);
+    size_t len = 0;
+    for (int i = 0; i < w->nfiles; i++) len += strlen(ap_st_path(w->files[i])) + 2;
+    char *fl = realloc(w->file_list, len + 1);
+    if (!fl) return ap_fail("out of memory");
+    w->file_list = fl;
+    fl[0] = '\0';
+    for (int i = 0; i < w->nfiles; i++) {
+        if (i) strcat(fl, ", ");
+        strcat(fl, ap_st_path(w->files[i]));
+    }
+    return AP_OK;
+}
+
+int ap_wsrc_open(ap_wsrc **out, const char *path) {
+    *out = NULL;
+    ap_wsrc *w = calloc(1, sizeof *w);
+    if (!w) return ap_fail("out of memory");
+    if (ap_wsrc_add(w, path) != 0) {
+        ap_wsrc_close(w);
+        return AP_ERR;
+    }
+    *out = w;
+    return AP_OK;
+}
+
+void ap_wsrc_close(ap_wsrc *w) {
+    if (!w) return;
+    for (int i = 0; i < w->nfiles; i++) ap_st_close(w->files[i]);
+    free(w->files);
+    free(w->entries);
+    free(w->file_list);
+    free(w);
+}
+
+int ap_wsrc_count(const ap_wsrc *w) { return w->count; }
+const char *ap_wsrc_name(const ap_wsrc *w, int i) { return w->entries[i].name; }
+const char *ap_wsrc_files(const ap_wsrc *w) { return w->file_list ? w->file_list : ""; }
+
+static const entry *find(const ap_wsrc *w, const char *name) {
+    entry key = {name, NULL};
+    return bsearch(&key, w->entries, (size_t)w->count, sizeof key, cmp_entry);
+}
+
+/* ---- filling ------------------------------------------------------------ */
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int n;
+} strlist;
+
+static void sl_add(strlist *s, const char *fmt, ...) {
+    char item[768];
+    va_list ap;
+    va_start(ap, fmt);
+    int l = vsnprintf(item, sizeof item, fmt, ap);
+    va_end(ap);
+    if (l < 0) return;
+    if ((size_t)l >= sizeof item) l = (int)sizeof item - 1;
+    s->n++;
+    if (s->n > 20) return; /* the count says the rest */
+    if (s->len + (size_t)l + 3 > s->cap) {
+        size_t nc = (s->cap + (size_t)l + 3) * 2;
+        char *b = realloc(s->buf, nc);
+        if (!b) return;
+        s->buf = b;
+        s->cap = nc;
+    }
+    if (s->len) { memcpy(s->buf + s->len, "; ", 2); s->len += 2; }
+    memcpy(s->buf + s->len, item, (size_t)l);
+    s->len += (size_t)l;
+    s->buf[s->len] = '\0';
+}
+
+static int ignored(const char *name, const char *const *ignore) {
+    size_t ln = strlen(name);
+    for (; ignore && *ignore; ignore++) {
+        size_t ls = strlen(*ignore);
+        if (ln >= ls && strcmp(name + ln - ls, *ignore) == 0) return 1;
+    }
+    return 0;
+}
+
+int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
+                   const char *const *ignore) {
+    if (!p->flat) return ap_fail("ap_params_fill: slots not allocated (call ap_params_alloc)");
+    unsigned char *used = calloc((size_t)w->count + 1, 1);
+    if (!used) return ap_fail("out of memory");
+    strlist missing = {0}, shape = {0}, unused = {0};
+    char key[640];
+    for (int i = 0; i < p->count; i++) {
+        ap_param *s = &p->items[i];
+        snprintf(key, sizeof key, "%s%s", prefix ? prefix : "", s->name);
+        const entry *e = find(w, key);
+        if (!e) { sl_add(&missing, "%s %s", key, ap_shape_str(&s->t, (char[160]){0}, 160)); continue; }
+        used[e - w->entries] = 1;
+        const ap_st_tensor *t = ap_st_find(e->st, key);
+        ap_tensor got = ap_tn((float *)1, t->ndim, t->shape);
+        int same = got.ndim == s->t.ndim;
+        for (int d = 0; same && d < got.ndim; d++) same = got.shape[d] == s->t.shape[d];
+        if (!same) {
+            char a[160], b[160];
+            sl_add(&shape, "%s expected %s, found %s", key, ap_shape_str(&s->t, a, sizeof a),
+                   ap_shape_str(&got, b, sizeof b));
+            continue;
+        }
+        if (ap_st_read_f32(e->st, key, 0, NULL, s->t.data) != 0) {
+            sl_add(&shape, "%s", ap_errmsg());
+        }
+    }
+    size_t plen = prefix ? strlen(prefix) : 0;
+    for (int i = 0; i < w->count; i++)
+        if (!used[i] && !ignored(w->entries[i].name, ignore) &&
+            strncmp(w->entries[i].name, prefix ? prefix : "", plen) == 0)
+            sl_add(&unused, "%s", w->entries[i].name);
+    free(used);
+    int rc = AP_OK;
+    if (missing.n || shape.n) {
+        rc = ap_fail("%s: %d missing tensor%s%s%s%s; %d wrong shape or type%s%s%s",
+                     ap_wsrc_files(w), missing.n, missing.n == 1 ? "" : "s",
+                     missing.n ? " (" : "", missing.n ? missing.buf : "",
+                     missing.n ? (missing.n > 20 ? ", ...)" : ")") : "", shape.n,
+                     shape.n ? " (" : "", shape.n ? shape.buf : "",
+                     shape.n ? (shape.n > 20 ? ", ...)" : ")") : "");
+    } else if (unused.n) {
+        fprintf(stderr, "warning: %s: %d tensor%s not used by the model: %s%s\n",
+                ap_wsrc_files(w), unused.n, unused.n == 1 ? "" : "s", unused.buf,
+                unused.n > 20 ? ", ..." : "");
+    }
+    free(missing.buf);
+    free(shape.buf);
+    free(unused.buf);
+    return rc;
+}

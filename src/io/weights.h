@@ -1,0 +1,65 @@
+/* weights.h: two-phase model loading.
+ *
+ * Phase 1 (ap_wsrc): index every tensor of every checkpoint file given
+ * (.safetensors now; .pth/.bin/.ckpt through the pickle reader), without
+ * reading data. Phase 2 (ap_params_fill): a model declares its named slots
+ * (checkpoint key, shape, destination) in an ap_params list; filling copies
+ * each tensor converted to float32 into its slot and reports, in one message,
+ * every missing tensor, every wrong shape, and (as a warning) every tensor of
+ * the files that no slot used. Missing or wrong-shape tensors are fatal.
+ *
+ * Parameters of a model live in one flat float buffer carved by the list
+ * (llm.c style), so optimizers and all-reduces are one loop over one buffer.
+ */
+#ifndef AP_WEIGHTS_H
+#define AP_WEIGHTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/tensor.h"
+
+typedef struct ap_param {
+    char *name; /* checkpoint key */
+    ap_tensor t; /* shape; data points into the list's flat buffer once allocated */
+    size_t offset; /* in floats, inside the flat buffer */
+} ap_param;
+
+typedef struct ap_params {
+    ap_param *items;
+    int count, cap;
+    size_t total; /* floats */
+    float *flat;  /* one allocation for every slot, after ap_params_alloc */
+} ap_params;
+
+void ap_params_init(ap_params *p);
+void ap_params_free(ap_params *p);
+/* Declare a slot; name is printf-formatted. Returns its index or -1. */
+int ap_params_add(ap_params *p, int ndim, const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Allocate the flat buffer and point every slot at its part (zeroed). */
+int ap_params_alloc(ap_params *p, const char *what);
+/* Slot by name or NULL. */
+ap_param *ap_params_find(const ap_params *p, const char *name);
+
+typedef struct ap_wsrc ap_wsrc;
+
+/* Index the tensors of one checkpoint file (format from its contents). */
+int ap_wsrc_open(ap_wsrc **out, const char *path);
+/* Add another file to the same index (sharded checkpoints). */
+int ap_wsrc_add(ap_wsrc *w, const char *path);
+void ap_wsrc_close(ap_wsrc *w);
+int ap_wsrc_count(const ap_wsrc *w);
+const char *ap_wsrc_name(const ap_wsrc *w, int i);
+/* Files of the index, joined with ", " (for messages). */
+const char *ap_wsrc_files(const ap_wsrc *w);
+
+/* Fill every slot from the index. prefix is prepended to slot names when
+ * looking them up ("" or e.g. "state_dict."). ignore: NULL-terminated list of
+ * key suffixes that are known and unused (e.g. "position_ids") and therefore
+ * not reported. On success prints nothing unless unused tensors remain, in
+ * which case a one-line warning goes to stderr. */
+int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
+                   const char *const *ignore);
+
+#endif
