@@ -191,6 +191,12 @@ static int thread_id(void) {
 #endif
 }
 
+/* Below about 2 MFLOP (tiny test shapes, one CLIP head) thread start-up and
+ * barriers cost more than the work: run on the calling thread. */
+static int worth_threads(const attn_dims *d) {
+    return 4.0 * (double)(d->B * d->H) * (double)d->Lq * (double)d->Lk * (double)d->D > 2e6;
+}
+
 /* ---- forward ----------------------------------------------------------- */
 
 /* Queries [q0, q0 + mq) of head h of batch b. */
@@ -258,7 +264,8 @@ int ap_attention_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *lse
     if (!ws) return AP_ERR;
     int64_t nqb = (d.Lq + AP_ATTN_BQ - 1) / AP_ATTN_BQ, items = d.B * d.H * nqb;
     float *lse_data = ap_present(lse) ? lse->data : NULL;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    int par = worth_threads(&d);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (par)
     for (int64_t it = 0; it < items; it++) {
         int64_t bh = it / nqb, q0 = (it % nqb) * AP_ATTN_BQ;
         int mq = (int)(d.Lq - q0 < AP_ATTN_BQ ? d.Lq - q0 : AP_ATTN_BQ);
@@ -374,7 +381,8 @@ int ap_attention_backward(ap_ctx *ctx, const ap_tensor *dq, const ap_tensor *dk,
                   ap_present(dv) ? dv->data : NULL, (float *)(ws + tiles), splits,
                   scale, causal};
     int64_t nkb = (d.Lk + AP_ATTN_BK - 1) / AP_ATTN_BK, items = d.B * d.H * splits;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    int par = worth_threads(&d);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (par)
     for (int64_t it = 0; it < items; it++) {
         int64_t bh = it / splits, s = it % splits;
         int64_t ka = (nkb * s / splits) * AP_ATTN_BK;
@@ -385,7 +393,7 @@ int ap_attention_backward(ap_ctx *ctx, const ap_tensor *dq, const ap_tensor *dk,
     if (a.dq && splits > 1) {
         /* dq[b, i, h*D + j] = sum over key chunks of the private buffers. */
         int64_t rows = d.B * d.Lq;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (par)
         for (int64_t r = 0; r < rows; r++) {
             int64_t b = r / d.Lq, i = r % d.Lq;
             for (int64_t h = 0; h < d.H; h++) {

@@ -166,6 +166,61 @@ static void test_goldens(ap_ctx *ctx) {
     ap_st_close(f);
 }
 
+/* ---- thread counts ---------------------------------------------------- */
+
+/* Runs forward + backward of one random case on ctx into res (out, dq, dk, dv). */
+static void run_case(ap_ctx *ctx, int64_t B, int64_t L, int H, int64_t D, int causal,
+                     float *res[4]) {
+    int64_t n = B * L * H * D;
+    float *q = tu_alloc(n), *k = tu_alloc(n), *v = tu_alloc(n), *g = tu_alloc(n);
+    float *lse = tu_alloc(B * H * L);
+    tu_fill_normal(q, n, 50, 1.0f);
+    tu_fill_normal(k, n, 51, 1.0f);
+    tu_fill_normal(v, n, 52, 1.0f);
+    tu_fill_normal(g, n, 53, 1.0f);
+    ap_tensor tq = ap_t3(q, B, L, H * D), tk = ap_t3(k, B, L, H * D),
+              tv = ap_t3(v, B, L, H * D), tg = ap_t3(g, B, L, H * D),
+              tl = ap_t3(lse, B, H, L), to = ap_t3(res[0], B, L, H * D),
+              tdq = ap_t3(res[1], B, L, H * D), tdk = ap_t3(res[2], B, L, H * D),
+              tdv = ap_t3(res[3], B, L, H * D);
+    float scale = 1.0f / sqrtf((float)D);
+    int rc = ap_attention_forward(ctx, &to, &tl, &tq, &tk, &tv, H, scale, causal);
+    rc |= ap_attention_backward(ctx, &tdq, &tdk, &tdv, &tg, &tq, &tk, &tv, &to, &tl, H,
+                                scale, causal);
+    tu_check(rc == 0, "attention runs on %d threads: %s", ctx->n_threads, ap_errmsg());
+    free(q), free(k), free(v), free(g), free(lse);
+}
+
+/* Work items own disjoint outputs and sum in a fixed order, so 2 threads and
+ * 5 threads (> B*H = 4: keys split into chunks with private dq buffers) must
+ * reproduce the 1-thread result; atol 1e-6 only guards against BLAS kernels
+ * that differ between calls. Shapes are large enough to run threaded. */
+static void test_threads(void) {
+    const int64_t B = 2, L = 300, H = 2, D = 8, n = B * L * H * D;
+    const char *names[4] = {"out", "dq", "dk", "dv"};
+    for (int causal = 0; causal <= 1; causal++) {
+        float *ref[4], *got[4];
+        for (int i = 0; i < 4; i++) ref[i] = tu_alloc(n), got[i] = tu_alloc(n);
+        ap_ctx one;
+        ap_ctx_init(&one, 1);
+        run_case(&one, B, L, H, D, causal, ref);
+        ap_ctx_free(&one);
+        for (int nt = 2; nt <= 5; nt += 3) {
+            ap_ctx many;
+            ap_ctx_init(&many, nt);
+            run_case(&many, B, L, H, D, causal, got);
+            ap_ctx_free(&many);
+            for (int i = 0; i < 4; i++) {
+                char what[96];
+                snprintf(what, sizeof what, "%s %d threads vs 1 (B=2 L=300 H=2 D=8%s)",
+                         names[i], nt, causal ? " causal" : "");
+                tu_compare(what, got[i], ref[i], n, 1e-6, 0);
+            }
+        }
+        for (int i = 0; i < 4; i++) free(ref[i]), free(got[i]);
+    }
+}
+
 /* ---- shape errors ------------------------------------------------------ */
 
 static void test_shapes(ap_ctx *ctx) {
@@ -218,6 +273,7 @@ int main(void) {
     printf("test_attention: fused multi-head attention (%d threads)\n", ctx.n_threads);
     test_gradchecks(&ctx);
     test_goldens(&ctx);
+    test_threads();
     test_shapes(&ctx);
     test_scratch();
     ap_ctx_free(&ctx);
