@@ -16,14 +16,16 @@
  * causal: query i attends keys j <= i (CLIP text), which requires Lq == Lk.
  *
  * Memory: the (Lq, Lk) score matrix is never stored. Each thread holds one
- * score tile of AP_ATTN_BQ x AP_ATTN_BK floats (two in backward). Exact
+ * score tile of AP_ATTN_BQ x AP_ATTN_BK floats (two in backward: P and dP)
+ * plus three row vectors: 263,680 bytes a thread, whatever L is. Exact
  * scratch: ap_attention_scratch_bytes(). Examples with 2 threads:
  *   SD self-attention B=2, L=4096, H=8, D=40:   527,360 bytes (forward+backward)
  *   CLIP text B=2, L=77, H=12, D=64, causal:    527,360 bytes
  * (PyTorch's explicit path materialises (B*H, Lq, Lk) scores and
  * probabilities: 1 GiB each for the first example.) When B*H is smaller than
  * the thread count the backward splits keys across threads and adds one
- * private (Lq, D) dq buffer per work item.
+ * private (Lq, D) dq buffer per work item. Saved for backward: lse only,
+ * B*H*Lq floats (256 KiB for the SD example).
  */
 #ifndef AP_ATTENTION_H
 #define AP_ATTENTION_H
