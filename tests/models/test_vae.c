@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io/compvis.h"
 #include "io/safetensors.h"
 #include "models/vae.h"
 #include "testutil.h"
@@ -104,7 +105,38 @@ static const char *make_dir(const char *name, const char *config_path) {
     return dir;
 }
 
+/* Run fn(arg) with stderr going to a file; returns the bytes it printed. */
+static long quiet(int (*fn)(void *), void *arg, int *rc) {
+    char err[300];
+    snprintf(err, sizeof err, "%s/stderr.txt", g_tmpdir);
+    fflush(stderr);
+    int saved = dup(2), fd = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 2);
+    close(fd);
+    *rc = fn(arg);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    long n = file_size(err);
+    if (n > 0) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "cat '%s'", err);
+        if (system(cmd)) {}
+    }
+    return n;
+}
+
 /* ---- golden decode ------------------------------------------------------ */
+
+typedef struct {
+    ap_vae *v;
+    const char *dir;
+} dir_load;
+
+static int load_dir(void *p) {
+    dir_load *d = p;
+    return ap_vae_load(d->v, d->dir);
+}
 
 typedef struct {
     ap_ctx *ctx;
@@ -134,24 +166,14 @@ static void golden(ap_ctx *ctx, const char *fixdir) {
 
     char dir[4096], err[4096];
     snprintf(dir, sizeof dir, "%s/vae_tiny", fixdir);
+
     ap_vae v;
     /* loading must not warn: encoder / quant_conv tensors are known-unused */
-    snprintf(err, sizeof err, "%s/stderr.txt", g_tmpdir);
-    fflush(stderr);
-    int saved = dup(2), fd = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    dup2(fd, 2);
-    close(fd);
-    int rc = ap_vae_load(&v, dir);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
+    dir_load dl_args = {&v, dir};
+    int rc;
+    long ew = quiet(load_dir, &dl_args, &rc);
     if (!tu_check(rc == 0, "load %s%s%s", dir, rc ? ": " : "", rc ? ap_errmsg() : "")) return;
-    long ew = file_size(err);
-    if (!tu_check(ew == 0, "loading printed no warning (found %ld bytes on stderr)", ew)) {
-        char cmd[4200];
-        snprintf(cmd, sizeof cmd, "cat '%s'", err);
-        if (system(cmd)) {}
-    }
+    tu_check(ew == 0, "loading printed no warning (found %ld bytes on stderr)", ew);
     tu_check(v.cfg.n_blocks == 2 && v.cfg.block_out[1] == 16 && v.cfg.layers_per_block == 1 &&
                  v.cfg.groups == 4 && v.cfg.scaling_factor == 0.13025f,
              "config.json read (2 blocks, (8, 16), 1 layer, 4 groups, scaling 0.13025)");
@@ -267,6 +289,73 @@ static void golden(ap_ctx *ctx, const char *fixdir) {
     free(out), free(out2), free(dl);
     free(lat.data), free(img.data), free(proj.data), free(glat.data);
     ap_vae_free(&v);
+    ap_st_close(g);
+}
+
+/* ---- single-file CompVis checkpoints -------------------------------------- */
+
+typedef struct {
+    ap_vae *v;
+    const ap_vae_config *cfg;
+    const char *path;
+    ap_compvis_layout layout;
+} single;
+
+static int load_single(void *p) {
+    single *s = p;
+    ap_wsrc *w = NULL;
+    int rc = ap_compvis_open(&w, s->path, &s->layout);
+    if (!rc) rc = ap_vae_declare(s->v, s->cfg);
+    if (!rc) rc = ap_vae_alloc(s->v);
+    if (!rc) rc = ap_vae_fill(s->v, w, "vae.");
+    ap_wsrc_close(w);
+    return rc;
+}
+
+/* The tiny VAE as first_stage_model.* in a .safetensors and (decoder only,
+ * under state_dict.) a .ckpt, with 4-D attention weights and other models'
+ * keys beside it: same weights, identical decode, no warning. */
+static void single_file(ap_ctx *ctx, const char *fixdir) {
+    char dir[4096], path[4096];
+    snprintf(dir, sizeof dir, "%s/vae_tiny", fixdir);
+    ap_vae ref;
+    if (!tu_check(ap_vae_load(&ref, dir) == 0, "load %s: %s", dir, ap_errmsg())) return;
+    ap_st_file *g = tu_fixture_open("vae");
+    if (!g) return;
+    ap_tensor lat, img;
+    tu_fixture(g, "golden.latent", &lat);
+    tu_fixture(g, "golden.image", &img);
+    int64_t B = lat.shape[0], h = lat.shape[2], w = lat.shape[3];
+    float *want = tu_alloc(ap_numel(&img)), *got = tu_alloc(ap_numel(&img));
+    ap_tensor image = ap_tn(want, 4, img.shape);
+    ap_vae_plan(&ref, ctx, B, h, w);
+    ap_vae_forward(ctx, &ref, NULL, &image, &lat);
+    const char *files[] = {"vae_tiny_compvis.safetensors", "vae_tiny_compvis.ckpt"};
+    for (int f = 0; f < 2; f++) {
+        snprintf(path, sizeof path, "%s/%s", fixdir, files[f]);
+        ap_vae v;
+        single s = {&v, &ref.cfg, path, {0, 0}};
+        int rc;
+        long warn = quiet(load_single, &s, &rc);
+        if (!tu_check(rc == 0, "load the VAE from %s%s%s", path, rc ? ": " : "",
+                      rc ? ap_errmsg() : ""))
+            continue;
+        tu_check(warn == 0, "%s: no warning (UNet / text / schedule keys belong to no VAE "
+                 "slot; found %ld bytes on stderr)", files[f], warn);
+        tu_check(s.layout.vae_blocks == 2, "%s: 2 VAE blocks read off the keys (found %d)",
+                 files[f], s.layout.vae_blocks);
+        tu_compare("CompVis-layout weights == diffusers-layout weights (exact)", v.params.flat,
+                   ref.params.flat, (int64_t)ref.params.total, 0, 0);
+        image.data = got;
+        ap_vae_plan(&v, ctx, B, h, w);
+        rc = ap_vae_forward(ctx, &v, NULL, &image, &lat);
+        tu_check(rc == 0, "forward%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
+        tu_compare("single-file decode == vae_tiny decode (exact)", got, want, ap_numel(&img), 0,
+                   0);
+        ap_vae_free(&v);
+    }
+    free(want), free(got), free(lat.data), free(img.data);
+    ap_vae_free(&ref);
     ap_st_close(g);
 }
 
@@ -420,6 +509,7 @@ int main(void) {
     ap_ctx ctx;
     ap_ctx_init(&ctx, 0);
     golden(&ctx, fixdir);
+    single_file(&ctx, fixdir);
     manifest(fixdir);
     bad_input(fixdir);
     ap_ctx_free(&ctx);
