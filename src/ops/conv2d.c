@@ -463,6 +463,15 @@ int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
                        const ap_tensor *in, const ap_tensor *w, int stride,
                        int pad) {
     static const char *op = "conv2d_backward";
+    /* in is read only for dweight; without dweight a shape-only descriptor
+     * (data NULL) is enough, so frozen layers need not keep their inputs. */
+    static float shape_only_marker;
+    ap_tensor in_shape;
+    if (!ap_present(dw) && in && !in->data) {
+        in_shape = *in;
+        in_shape.data = &shape_only_marker;
+        in = &in_shape;
+    }
     conv_dims d;
     AP_TRY(check_geometry(op, &d, in, w, stride, pad));
     AP_TRY(check_out(op, "dout", &d, dout, in, w));

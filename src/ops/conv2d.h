@@ -46,7 +46,9 @@ int ap_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
  *   din (B, C, H, W)   = conv_transpose(dout, w)          (=, NULL: not wanted)
  *   dw  (O, C, kh, kw) += sum_b dout_b . im2col(in_b)^T   (+=, NULL: not wanted)
  *   db  (O)            += sum over B, Ho, Wo of dout      (+=, NULL: not wanted)
- * in and w are the forward's inputs (in is needed only for dw). */
+ * in and w are the forward's inputs. in is read only for dw: when dw is NULL,
+ * in may be a shape-only descriptor (data NULL), so a frozen layer's input
+ * need not be kept for backward. */
 int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
                        const ap_tensor *db, const ap_tensor *dout,
                        const ap_tensor *in, const ap_tensor *w, int stride,

@@ -173,6 +173,16 @@ static void test_accumulate(ap_ctx *ctx) {
     tu_check(ap_conv2d_backward(ctx, &tdx, NULL, NULL, &c.proj, &c.x, &c.w, g.s, g.p) == 0,
              "conv2d_backward with din only runs");
     tu_compare("conv2d din alone == din with dw, db", dx2, c.dx.data, nx, 0, 0);
+    /* din only needs the input's shape: a frozen layer may drop its input. */
+    ap_tensor shape_only = c.x;
+    shape_only.data = NULL;
+    memset(dx2, 0, (size_t)nx * sizeof(float));
+    tu_check(ap_conv2d_backward(ctx, &tdx, NULL, NULL, &c.proj, &shape_only, &c.w, g.s, g.p) == 0,
+             "conv2d_backward din-only with a shape-only input descriptor runs");
+    tu_compare("conv2d din from a shape-only input == din", dx2, c.dx.data, nx, 0, 0);
+    tu_expect_error("shape-only input when dweight is wanted",
+                    ap_conv2d_backward(ctx, NULL, &tdw, NULL, &c.proj, &shape_only, &c.w, g.s, g.p),
+                    "conv2d_backward", "in", NULL);
     free(dw2), free(db2), free(dx2), free(want_w), free(want_b);
     case_free(&c);
 }
