@@ -253,7 +253,11 @@ static int ignored(const char *name, const char *const *ignore) {
     size_t ln = strlen(name);
     for (; ignore && *ignore; ignore++) {
         size_t ls = strlen(*ignore);
-        if (ln >= ls && strcmp(name + ln - ls, *ignore) == 0) return 1;
+        if (ls && (*ignore)[ls - 1] == '*') { /* "text_model.*": a prefix */
+            if (strncmp(name, *ignore, ls - 1) == 0) return 1;
+        } else if (ln >= ls && strcmp(name + ln - ls, *ignore) == 0) {
+            return 1;
+        }
     }
     return 0;
 }

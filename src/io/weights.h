@@ -62,8 +62,8 @@ const char *ap_wsrc_files(const ap_wsrc *w);
 
 /* Fill every slot from the index. prefix is prepended to slot names when
  * looking them up ("" or e.g. "state_dict."). ignore: NULL-terminated list of
- * key suffixes that are known and unused (e.g. "position_ids") and therefore
- * not reported. On success prints nothing unless unused tensors remain, in
+ * keys that are known and unused and therefore not reported: a key suffix
+ * ("position_ids"), or a key prefix when the entry ends in '*' ("text_model.*"). On success prints nothing unless unused tensors remain, in
  * which case a one-line warning goes to stderr. */
 int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
                    const char *const *ignore);

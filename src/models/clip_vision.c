@@ -252,7 +252,8 @@ int ap_clip_vision_load(ap_clip_vision *m, const char *dir) {
     ap_wsrc *w = NULL;
     /* the CLIPModel file also holds the text side, text_projection and
      * logit_scale; text_model.* is reported as unused (a warning) */
-    static const char *const ignore[] = {"position_ids", "text_projection.weight", "logit_scale", NULL};
+    static const char *const ignore[] = {"position_ids", "text_model.*", "text_projection.weight",
+                                         "logit_scale", NULL};
     rc = ap_wsrc_open(&w, wpath);
     if (!rc) rc = ap_params_fill(&m->params, w, "", ignore);
     ap_wsrc_close(w);
