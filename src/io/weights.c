@@ -218,6 +218,14 @@ static const entry *find(const ap_wsrc *w, const char *name) {
     return bsearch(&key, w->entries, (size_t)w->count, sizeof key, cmp_entry);
 }
 
+int ap_wsrc_shape(const ap_wsrc *w, const char *name, ap_tensor *shape) {
+    const entry *e = find(w, name);
+    if (!e) return ap_fail("%s: tensor %s: missing", ap_wsrc_files(w), name);
+    *shape = wfile_shape(e->file, name);
+    shape->data = NULL;
+    return AP_OK;
+}
+
 /* ---- filling ------------------------------------------------------------ */
 
 typedef struct {

@@ -57,6 +57,8 @@ int ap_wsrc_add(ap_wsrc *w, const char *path);
 void ap_wsrc_close(ap_wsrc *w);
 int ap_wsrc_count(const ap_wsrc *w);
 const char *ap_wsrc_name(const ap_wsrc *w, int i);
+/* Stored shape of tensor name as a descriptor without data; fails when absent. */
+int ap_wsrc_shape(const ap_wsrc *w, const char *name, ap_tensor *shape);
 /* Files of the index, joined with ", " (for messages). */
 const char *ap_wsrc_files(const ap_wsrc *w);
 
