@@ -280,6 +280,14 @@ static const entry *find(const ap_wsrc *w, const char *name) {
     return bsearch(&key, w->entries, (size_t)w->count, sizeof key, cmp_entry);
 }
 
+int ap_wsrc_shape(const ap_wsrc *w, const char *name, ap_tensor *shape) {
+    const entry *e = find(w, name);
+    if (!e) return ap_fail("%s: tensor %s: missing", ap_wsrc_files(w), name);
+    *shape = wfile_shape(e->file, e->key);
+    shape->data = NULL;
+    return AP_OK;
+}
+
 /* ---- filling ------------------------------------------------------------ */
 
 typedef struct {
@@ -316,7 +324,7 @@ static int ignored(const char *name, const char *const *ignore) {
     size_t ln = strlen(name);
     for (; ignore && *ignore; ignore++) {
         size_t ls = strlen(*ignore);
-        if (ls && (*ignore)[ls - 1] == '*') {
+        if (ls && (*ignore)[ls - 1] == '*') { /* "text_model.*": a prefix */
             if (strncmp(name, *ignore, ls - 1) == 0) return 1;
         } else if (ln >= ls && strcmp(name + ln - ls, *ignore) == 0) {
             return 1;

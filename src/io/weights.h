@@ -60,6 +60,9 @@ int ap_wsrc_count(const ap_wsrc *w);
  * in the file (the same string unless a rename hook renamed it). */
 const char *ap_wsrc_name(const ap_wsrc *w, int i);
 const char *ap_wsrc_key(const ap_wsrc *w, int i);
+/* Stored shape of the entry called name, as a descriptor without data; fails
+ * when absent. */
+int ap_wsrc_shape(const ap_wsrc *w, const char *name, ap_tensor *shape);
 /* Files of the index, joined with ", " (for messages). */
 const char *ap_wsrc_files(const ap_wsrc *w);
 
@@ -84,9 +87,9 @@ int ap_wsrc_set_rename(ap_wsrc *w, ap_wsrc_rename_fn fn, void *ctx);
  * looking them up ("" or e.g. "state_dict."). ignore: NULL-terminated list of
  * key suffixes that are known and unused (e.g. "position_ids") and therefore
  * not reported; an entry ending in '*' matches a key prefix instead
- * ("encoder.*"). Only index names under prefix are reported, and patterns
- * match those names with prefix removed. On success prints nothing unless unused tensors remain, in
- * which case a one-line warning goes to stderr. */
+ * ("text_model.*"). Only index names under prefix are reported, and patterns
+ * match those names with prefix removed. On success prints nothing unless
+ * unused tensors remain, in * which case a one-line warning goes to stderr. */
 int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
                    const char *const *ignore);
 

@@ -1,0 +1,279 @@
+/* unet_run.c: UNet forward over the step list, backward over it in reverse,
+ * and the arena planning both need.
+ *
+ * Accumulation rule: LoRA grads +=, activation grads =. A skip tensor's
+ * gradient is the sum of its two uses: the next down-path layer (the running
+ * gradient) and its up-path concatenation (kept in dskip[k] until the reverse
+ * walk reaches the step that produced it). */
+#include <string.h>
+
+#include "core/err.h"
+#include "models/unet.h"
+#include "ops/activation.h"
+#include "ops/conv2d.h"
+#include "ops/elementwise.h"
+#include "ops/linear.h"
+#include "ops/norm.h"
+#include "ops/resize.h"
+#include "ops/timestep.h"
+
+static float *take(ap_arena *a, int64_t n, const char *what) {
+    return ap_arena_floats(a, (size_t)n, what);
+}
+static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
+static size_t fl(int64_t n) { return (size_t)n * sizeof(float) + 64; }
+
+/* channels and level of the input of step i */
+static void step_in(const ap_unet *m, int i, int *c, int *lvl) {
+    if (i == 0) *c = m->cfg.in_channels, *lvl = 0;
+    else *c = m->steps[i - 1].c, *lvl = m->steps[i - 1].level;
+}
+
+static size_t conv_scr(int64_t B, int C, int64_t H, int64_t W, int O, int k, int s, int p) {
+    return ap_conv2d_scratch_bytes((int)B, C, (int)H, (int)W, O, k, k, s, p);
+}
+
+int ap_unet_plan_sizes(const ap_unet *m, int64_t B, int64_t H, int64_t W, int64_t L,
+                       int n_threads, ap_unet_plan *p) {
+    const ap_unet_config *c = &m->cfg;
+    int64_t f = (int64_t)1 << (c->levels - 1);
+    if (B < 1 || H < 1 || W < 1 || L < 1 || H % f || W % f)
+        return ap_fail("unet_plan: expected B, L >= 1 and H, W multiples of %lld, found B %lld, "
+                       "H %lld, W %lld, L %lld", (long long)f, (long long)B, (long long)H,
+                       (long long)W, (long long)L);
+    int C0 = c->block_out[0], T = c->time_embed_dim;
+    size_t keep = fl(B * T) * 2, fwd = fl(B * C0) + fl(B * T), bwd = 0, persist = 0, scr = 0;
+    int64_t maxact = B * c->in_channels * H * W;
+    for (int i = 0; i < m->n_steps; i++) {
+        const ap_unet_step *st = &m->steps[i];
+        int cin, lin;
+        step_in(m, i, &cin, &lin);
+        int64_t h = H >> st->level, w = W >> st->level, hi = H >> lin, wi = W >> lin;
+        int64_t n = B * st->c * h * w;
+        if (n > maxact) maxact = n;
+        if (st->op != AP_UNET_OUT) keep += fl(n);
+        if (st->push >= 0) persist += fl(n);
+        switch (st->op) {
+        case AP_UNET_CONV_IN:
+            scr = zmax(scr, conv_scr(B, cin, h, w, st->c, 3, 1, 1));
+            break;
+        case AP_UNET_RESNET: {
+            const ap_resnet *r = &m->res[st->idx];
+            keep += ap_resnet_saved_floats(r, B, h, w) * sizeof(float);
+            size_t t = ap_resnet_tmp_bytes(r, B, h, w);
+            fwd = zmax(fwd, t), bwd = zmax(bwd, t);
+            scr = zmax(scr, conv_scr(B, r->cin, h, w, r->cout, 3, 1, 1));
+            scr = zmax(scr, conv_scr(B, r->cout, h, w, r->cout, 3, 1, 1));
+            scr = zmax(scr, conv_scr(B, r->cin, h, w, r->cout, 1, 1, 0));
+            scr = zmax(scr, ap_group_norm_scratch_bytes(B, r->cin));
+            break;
+        }
+        case AP_UNET_ATTN: {
+            const ap_transformer2d *t = &m->tf[st->idx];
+            keep += ap_transformer2d_saved_floats(t, B, h, w, L) * sizeof(float);
+            size_t tb = ap_transformer2d_tmp_bytes(t, B, h, w, L);
+            fwd = zmax(fwd, tb), bwd = zmax(bwd, tb);
+            scr = zmax(scr, ap_transformer2d_scratch_bytes(t, B, h, w, L, n_threads));
+            break;
+        }
+        case AP_UNET_DOWN:
+            scr = zmax(scr, conv_scr(B, cin, hi, wi, st->c, 3, 2, 1));
+            break;
+        case AP_UNET_UP:
+            fwd = zmax(fwd, fl(n)), bwd = zmax(bwd, fl(n));
+            scr = zmax(scr, conv_scr(B, st->c, h, w, st->c, 3, 1, 1));
+            break;
+        case AP_UNET_CONCAT: break;
+        case AP_UNET_OUT:
+            keep += fl(B * C0 * H * W) + fl(2 * B * c->groups);
+            fwd = zmax(fwd, fl(B * C0 * H * W)), bwd = zmax(bwd, fl(B * C0 * H * W));
+            scr = zmax(scr, conv_scr(B, C0, H, W, st->c, 3, 1, 1));
+            scr = zmax(scr, ap_group_norm_scratch_bytes(B, C0));
+            break;
+        }
+    }
+    p->tape_bytes = keep;
+    /* inference keeps the activations in tmp too */
+    p->tmp_bytes = zmax(keep + fwd, 2 * fl(maxact) + persist + bwd);
+    p->scratch_bytes = scr;
+    return AP_OK;
+}
+
+int ap_unet_forward(ap_ctx *ctx, ap_unet *m, ap_arena *tape, ap_arena *tmp,
+                    const ap_tensor *eps, const ap_tensor *x, const ap_tensor *t,
+                    const ap_tensor *context) {
+    const char *op = "unet_forward";
+    const ap_unet_config *c = &m->cfg;
+    if (!m->params.flat) return ap_fail("%s: the model's parameters are not allocated", op);
+    AP_TRY(ap_expect(op, "x", x, 4, (int64_t[]){-1, c->in_channels, -1, -1}));
+    int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3], f = (int64_t)1 << (c->levels - 1);
+    if (H % f || W % f)
+        return ap_fail("%s: x: expected H and W multiples of %lld (%d levels), found %lld x %lld",
+                       op, (long long)f, c->levels, (long long)H, (long long)W);
+    AP_TRY(ap_expect4(op, "eps", eps, B, c->out_channels, H, W));
+    AP_TRY(ap_expect1(op, "timesteps", t, B));
+    AP_TRY(ap_expect(op, "context", context, 3, (int64_t[]){B, -1, c->cross_dim}));
+    if (!tmp) return ap_fail("%s: expected a tmp arena, found none", op);
+    ap_arena *keep = tape ? tape : tmp;
+    size_t tmark = tmp->used;
+    int C0 = c->block_out[0], T = c->time_embed_dim, G = c->groups;
+    m->taped = 0;
+    m->x = *x;
+
+    /* emb_act = SiLU(linear_2(SiLU(linear_1(sinusoid(t))))), once for every resnet */
+    float *te = take(tmp, B * C0, "timestep sinusoid"), *e1 = take(tmp, B * T, "linear_1 output"),
+          *ea = take(keep, B * T, "SiLU(emb)");
+    if (!te || !e1 || !ea) return AP_ERR;
+    ap_tensor tte = ap_t2(te, B, C0), te1 = ap_t2(e1, B, T);
+    m->emb_act = ap_t2(ea, B, T);
+    AP_TRY(ap_timestep_embedding_forward(ctx, &tte, t, c->flip_sin_to_cos, c->freq_shift, 1.0f,
+                                         10000));
+    AP_TRY(ap_linear_forward(ctx, &te1, &tte, &m->te1_w, &m->te1_b));
+    AP_TRY(ap_silu_forward(ctx, &te1, &te1));
+    AP_TRY(ap_linear_forward(ctx, &m->emb_act, &te1, &m->te2_w, &m->te2_b));
+    AP_TRY(ap_silu_forward(ctx, &m->emb_act, &m->emb_act));
+
+    for (int i = 0; i < m->n_steps; i++) {
+        ap_unet_step *st = &m->steps[i];
+        const ap_tensor *in = i ? &m->steps[i - 1].out : x;
+        int64_t h = H >> st->level, w = W >> st->level;
+        if (st->op != AP_UNET_OUT) {
+            float *o = take(keep, B * st->c * h * w, "UNet block output");
+            if (!o) return AP_ERR;
+            st->out = ap_t4(o, B, st->c, h, w);
+        }
+        size_t mark = tmp->used;
+        switch (st->op) {
+        case AP_UNET_CONV_IN:
+            AP_TRY(ap_conv2d_forward(ctx, &st->out, x, &m->conv_in_w, &m->conv_in_b, 1, 1));
+            break;
+        case AP_UNET_RESNET:
+            AP_TRY(ap_resnet_forward(ctx, tape, tmp, &m->res_sv[st->idx], &m->res[st->idx],
+                                     &st->out, in, &m->emb_act));
+            break;
+        case AP_UNET_ATTN:
+            AP_TRY(ap_transformer2d_forward(ctx, tape, tmp, &m->tf_sv[st->idx], &m->tf[st->idx],
+                                            &st->out, in, context));
+            break;
+        case AP_UNET_DOWN:
+            AP_TRY(ap_conv2d_forward(ctx, &st->out, in, &m->down_w[st->idx], &m->down_b[st->idx],
+                                     2, 1));
+            break;
+        case AP_UNET_UP: {
+            float *u = take(tmp, B * st->c * h * w, "nearest x2 output");
+            if (!u) return AP_ERR;
+            ap_tensor tu = ap_t4(u, B, st->c, h, w);
+            AP_TRY(ap_upsample_nearest2x_forward(ctx, &tu, in));
+            AP_TRY(ap_conv2d_forward(ctx, &st->out, &tu, &m->up_w[st->idx], &m->up_b[st->idx], 1, 1));
+            break;
+        }
+        case AP_UNET_CONCAT:
+            AP_TRY(ap_concat_channels_forward(ctx, &st->out, in,
+                                              &m->steps[m->skip_step[st->idx]].out));
+            break;
+        case AP_UNET_OUT: {
+            float *g = take(keep, B * C0 * H * W, "conv_norm_out output"),
+                  *s = take(keep, 2 * B * G, "conv_norm_out statistics"),
+                  *a = take(tmp, B * C0 * H * W, "conv_norm_out SiLU");
+            if (!g || !s || !a) return AP_ERR;
+            m->gn_out = ap_t4(g, B, C0, H, W);
+            m->gn_mean = ap_t2(s, B, G), m->gn_rstd = ap_t2(s + B * G, B, G);
+            ap_tensor ta = ap_t4(a, B, C0, H, W);
+            AP_TRY(ap_group_norm_forward(ctx, &m->gn_out, &m->gn_mean, &m->gn_rstd, in,
+                                         &m->out_norm_w, &m->out_norm_b, G, c->norm_eps));
+            AP_TRY(ap_silu_forward(ctx, &ta, &m->gn_out));
+            AP_TRY(ap_conv2d_forward(ctx, eps, &ta, &m->conv_out_w, &m->conv_out_b, 1, 1));
+            break;
+        }
+        }
+        tmp->used = mark;
+    }
+    m->taped = tape != NULL;
+    tmp->used = tmark; /* inference: everything, activations included, was in tmp */
+    return AP_OK;
+}
+
+int ap_unet_backward(ap_ctx *ctx, ap_unet *m, ap_arena *tmp, const ap_tensor *dx,
+                     const ap_tensor *deps) {
+    const char *op = "unet_backward";
+    const ap_unet_config *c = &m->cfg;
+    if (!m->taped) return ap_fail("%s: expected a forward with a tape before backward", op);
+    int64_t B = m->x.shape[0], H = m->x.shape[2], W = m->x.shape[3];
+    AP_TRY(ap_expect4(op, "deps", deps, B, c->out_channels, H, W));
+    if (dx) AP_TRY(ap_expect_same(op, "x", &m->x, "dx", dx));
+    size_t mark = tmp->used;
+    int64_t maxact = ap_numel(&m->x);
+    for (int i = 0; i < m->n_steps; i++)
+        if (m->steps[i].op != AP_UNET_OUT && ap_numel(&m->steps[i].out) > maxact)
+            maxact = ap_numel(&m->steps[i].out);
+    float *buf[2] = {take(tmp, maxact, "UNet gradient A"), take(tmp, maxact, "UNet gradient B")};
+    if (!buf[0] || !buf[1]) return AP_ERR;
+    for (int k = 0; k < m->n_skips; k++)
+        if (!(m->dskip[k] = take(tmp, ap_numel(&m->steps[m->skip_step[k]].out), "skip gradient")))
+            goto fail;
+    ap_tensor cur = *deps, din;
+    int which = 0, G = c->groups;
+    for (int i = m->n_steps - 1; i >= 0; i--) {
+        const ap_unet_step *st = &m->steps[i];
+        const ap_tensor *in = i ? &m->steps[i - 1].out : &m->x;
+        if (st->push >= 0) {
+            ap_tensor dsk = ap_tn(m->dskip[st->push], 4, st->out.shape);
+            if (ap_axpy(ctx, &cur, 1.0f, &dsk)) goto fail;
+        }
+        if (i > 0) {
+            din = ap_tn(buf[which], 4, in->shape);
+            which ^= 1;
+        } else if (dx) {
+            din = *dx;
+        }
+        size_t smark = tmp->used;
+        int rc = AP_OK;
+        switch (st->op) {
+        case AP_UNET_CONV_IN:
+            if (dx) rc = ap_conv2d_backward(ctx, &din, NULL, NULL, &cur, in, &m->conv_in_w, 1, 1);
+            break;
+        case AP_UNET_RESNET:
+            rc = ap_resnet_backward(ctx, tmp, &m->res[st->idx], &m->res_sv[st->idx], &din, &cur);
+            break;
+        case AP_UNET_ATTN:
+            rc = ap_transformer2d_backward(ctx, tmp, &m->tf[st->idx], &m->tf_sv[st->idx], &din,
+                                           &cur);
+            break;
+        case AP_UNET_DOWN:
+            rc = ap_conv2d_backward(ctx, &din, NULL, NULL, &cur, in, &m->down_w[st->idx], 2, 1);
+            break;
+        case AP_UNET_UP: {
+            float *u = take(tmp, ap_numel(&st->out), "nearest x2 gradient");
+            if (!u) goto fail;
+            ap_tensor tu = ap_tn(u, 4, st->out.shape);
+            rc = ap_conv2d_backward(ctx, &tu, NULL, NULL, &cur, &tu, &m->up_w[st->idx], 1, 1);
+            if (!rc) rc = ap_upsample_nearest2x_backward(ctx, &din, &tu);
+            break;
+        }
+        case AP_UNET_CONCAT: {
+            ap_tensor dsk = ap_tn(m->dskip[st->idx], 4, m->steps[m->skip_step[st->idx]].out.shape);
+            rc = ap_concat_channels_backward(ctx, &din, &dsk, &cur);
+            break;
+        }
+        case AP_UNET_OUT: {
+            float *a = take(tmp, ap_numel(&m->gn_out), "conv_norm_out gradient");
+            if (!a) goto fail;
+            ap_tensor ta = ap_tn(a, 4, m->gn_out.shape);
+            rc = ap_conv2d_backward(ctx, &ta, NULL, NULL, &cur, &ta, &m->conv_out_w, 1, 1);
+            if (!rc) rc = ap_silu_backward(ctx, &ta, &ta, &m->gn_out);
+            if (!rc)
+                rc = ap_group_norm_backward(ctx, &din, NULL, NULL, &ta, in, &m->gn_mean,
+                                            &m->gn_rstd, &m->out_norm_w, G);
+            break;
+        }
+        }
+        tmp->used = smark;
+        if (rc) goto fail;
+        cur = din;
+    }
+    tmp->used = mark;
+    return AP_OK;
+fail:
+    tmp->used = mark;
+    return AP_ERR;
+}
