@@ -1,6 +1,8 @@
-/* main.c: the alignprop-mpi command line. */
+/* main.c: the alignprop-mpi command line: dispatches to the subcommands. */
 #include <stdio.h>
 #include <string.h>
+
+#include "cli/commands.h"
 
 #ifndef AP_VERSION
 #define AP_VERSION "unknown"
@@ -8,11 +10,15 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: alignprop-mpi [options] CONFIG.yaml\n"
-            "       mpirun -np N alignprop-mpi CONFIG.yaml\n"
+            "usage: alignprop-mpi COMMAND [options]     (alignprop-mpi COMMAND --help)\n"
+            "       alignprop-mpi [options] CONFIG.yaml  (training: not implemented yet)\n"
             "\n"
             "Fine-tunes LoRA adapters of Stable Diffusion v1.5 by backpropagating a\n"
             "differentiable reward (aesthetic, HPSv2) through the DDIM sampler.\n"
+            "\n"
+            "commands:\n"
+            "  sample        generate PNG images from prompts (a diffusers model directory,\n"
+            "                optionally with LoRA, or the tiny in-process model)\n"
             "\n"
             "options:\n"
             "  --help        show this help and exit\n"
@@ -20,6 +26,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "sample")) return ap_cmd_sample(argc - 1, argv + 1);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -31,6 +38,7 @@ int main(int argc, char **argv) {
         }
     }
     usage(stderr);
-    fprintf(stderr, "alignprop-mpi: the training job is not implemented yet\n");
+    if (argc >= 2)
+        fprintf(stderr, "alignprop-mpi: %s: the training job is not implemented yet\n", argv[1]);
     return 2;
 }

@@ -69,11 +69,15 @@ def save_safetensors(path, tensors, metadata):
 
 def patch_baddbmm(torch):
     """diffusers passes torch.empty to baddbmm with beta=0; torch 1.13 CPU
-    multiplies that garbage by 0, so NaN/Inf leak in. Use zeros instead."""
+    multiplies that garbage by 0, so NaN/Inf leak in. Use zeros instead, but
+    only when beta is 0: with beta != 0 the input is real data (e.g. the
+    attention mask nn.MultiheadAttention adds through baddbmm)."""
     orig = torch.baddbmm
 
     def baddbmm(inp, *args, **kw):
-        return orig(torch.zeros_like(inp), *args, **kw)
+        if kw.get("beta", 1) == 0:
+            inp = torch.zeros_like(inp)
+        return orig(inp, *args, **kw)
 
     torch.baddbmm = baddbmm
 

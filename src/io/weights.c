@@ -74,8 +74,10 @@ typedef struct {
 } wfile;
 
 typedef struct {
-    const char *name;
+    const char *name;  /* the name slots look up: the key, or its rename */
+    const char *key;   /* the key as stored in the file */
     const wfile *file; /* owning file */
+    int flags;         /* AP_WSRC_* from the rename hook (0 without one) */
 } entry;
 
 struct ap_wsrc {
@@ -84,6 +86,8 @@ struct ap_wsrc {
     entry *entries;
     int count;
     char *file_list;
+    ap_wsrc_rename_fn rename; /* NULL: names are the keys */
+    void *rename_ctx;
 };
 
 static int cmp_entry(const void *a, const void *b) {
@@ -140,6 +144,48 @@ static int wfile_read(const wfile *f, const char *name, float *dst, size_t n) {
     return AP_OK;
 }
 
+/* Give e its lookup name: the key, or the rename hook's name (owned). */
+static int name_entry(const ap_wsrc *w, entry *e) {
+    e->name = e->key;
+    e->flags = 0;
+    if (!w->rename) return AP_OK;
+    char buf[640];
+    buf[0] = '\0';
+    int r = w->rename(w->rename_ctx, e->key, buf, sizeof buf);
+    if (r < 0) return ap_err_prefix("%s: tensor %s: ", wfile_path(e->file), e->key);
+    e->flags = r;
+    if (!(r & AP_WSRC_RENAMED)) return AP_OK;
+    if (strlen(buf) >= sizeof buf - 1)
+        return ap_fail("%s: tensor %s: renamed key too long", wfile_path(e->file), e->key);
+    char *n = strdup(buf);
+    if (!n) return ap_fail("out of memory");
+    e->name = n;
+    return AP_OK;
+}
+
+static void free_names(entry *e, int n) {
+    for (int i = 0; i < n; i++)
+        if (e[i].name != e[i].key) free((char *)e[i].name);
+}
+
+/* Sort the index by name; two entries of one name are an error (which one
+ * is meant?), naming both keys when a rename made them collide. */
+static int sort_index(ap_wsrc *w) {
+    qsort(w->entries, (size_t)w->count, sizeof *w->entries, cmp_entry);
+    for (int i = 1; i < w->count; i++) {
+        const entry *a = &w->entries[i - 1], *b = &w->entries[i];
+        if (strcmp(a->name, b->name) != 0) continue;
+        if (a->file != b->file)
+            return ap_fail("%s: tensor %s is also in %s", wfile_path(b->file), b->name,
+                           wfile_path(a->file));
+        if (strcmp(a->key, b->key) != 0)
+            return ap_fail("%s: tensors %s and %s both map to the name %s (renaming)",
+                           wfile_path(a->file), a->key, b->key, a->name);
+        return ap_fail("%s: tensor %s appears twice", wfile_path(a->file), a->name);
+    }
+    return AP_OK;
+}
+
 int ap_wsrc_add(ap_wsrc *w, const char *path) {
     if (w->nfiles == w->capfiles) {
         /* entries point at files: grow by rebuilding those pointers */
@@ -163,18 +209,12 @@ int ap_wsrc_add(ap_wsrc *w, const char *path) {
     w->entries = e;
     w->nfiles++;
     for (int i = 0; i < n; i++) {
-        entry key = {wfile_name(f, i), f};
-        /* A key present in two shards is an error: which one is meant? */
-        entry *dup = w->count ? bsearch(&key, w->entries, (size_t)w->count, sizeof key, cmp_entry)
-                              : NULL;
-        if (dup)
-            return ap_fail("%s: tensor %s is also in %s", path, key.name, wfile_path(dup->file));
+        entry *x = &w->entries[w->count];
+        *x = (entry){NULL, wfile_name(f, i), f, 0};
+        if (name_entry(w, x) != 0) return AP_ERR;
+        w->count++;
     }
-    for (int i = 0; i < n; i++) w->entries[w->count++] = (entry){wfile_name(f, i), f};
-    qsort(w->entries, (size_t)w->count, sizeof *w->entries, cmp_entry);
-    for (int i = 1; i < w->count; i++)
-        if (strcmp(w->entries[i].name, w->entries[i - 1].name) == 0)
-            return ap_fail("%s: tensor %s appears twice", path, w->entries[i].name);
+    AP_TRY(sort_index(w));
     size_t len = 0;
     for (int i = 0; i < w->nfiles; i++) len += strlen(wfile_path(&w->files[i])) + 2;
     char *fl = realloc(w->file_list, len + 1);
@@ -186,6 +226,26 @@ int ap_wsrc_add(ap_wsrc *w, const char *path) {
         strcat(fl, wfile_path(&w->files[i]));
     }
     return AP_OK;
+}
+
+/* Names back to the stored keys (those were checked unique when added). */
+static void plain_names(ap_wsrc *w) {
+    free_names(w->entries, w->count);
+    for (int i = 0; i < w->count; i++) w->entries[i].name = w->entries[i].key, w->entries[i].flags = 0;
+    w->rename = NULL;
+    w->rename_ctx = NULL;
+    qsort(w->entries, (size_t)w->count, sizeof *w->entries, cmp_entry);
+}
+
+int ap_wsrc_set_rename(ap_wsrc *w, ap_wsrc_rename_fn fn, void *ctx) {
+    plain_names(w);
+    w->rename = fn;
+    w->rename_ctx = ctx;
+    int rc = AP_OK;
+    for (int i = 0; i < w->count && !rc; i++) rc = name_entry(w, &w->entries[i]);
+    if (!rc) rc = sort_index(w);
+    if (rc) plain_names(w); /* on failure the index keeps the stored keys */
+    return rc;
 }
 
 int ap_wsrc_open(ap_wsrc **out, const char *path) {
@@ -202,6 +262,7 @@ int ap_wsrc_open(ap_wsrc **out, const char *path) {
 
 void ap_wsrc_close(ap_wsrc *w) {
     if (!w) return;
+    free_names(w->entries, w->count);
     for (int i = 0; i < w->nfiles; i++) wfile_close(&w->files[i]);
     free(w->files);
     free(w->entries);
@@ -211,11 +272,20 @@ void ap_wsrc_close(ap_wsrc *w) {
 
 int ap_wsrc_count(const ap_wsrc *w) { return w->count; }
 const char *ap_wsrc_name(const ap_wsrc *w, int i) { return w->entries[i].name; }
+const char *ap_wsrc_key(const ap_wsrc *w, int i) { return w->entries[i].key; }
 const char *ap_wsrc_files(const ap_wsrc *w) { return w->file_list ? w->file_list : ""; }
 
 static const entry *find(const ap_wsrc *w, const char *name) {
-    entry key = {name, NULL};
+    entry key = {name, NULL, NULL, 0};
     return bsearch(&key, w->entries, (size_t)w->count, sizeof key, cmp_entry);
+}
+
+int ap_wsrc_shape(const ap_wsrc *w, const char *name, ap_tensor *shape) {
+    const entry *e = find(w, name);
+    if (!e) return ap_fail("%s: tensor %s: missing", ap_wsrc_files(w), name);
+    *shape = wfile_shape(e->file, e->key);
+    shape->data = NULL;
+    return AP_OK;
 }
 
 /* ---- filling ------------------------------------------------------------ */
@@ -249,13 +319,28 @@ static void sl_add(strlist *s, const char *fmt, ...) {
     s->buf[s->len] = '\0';
 }
 
+/* name: an index name with the fill prefix removed. */
 static int ignored(const char *name, const char *const *ignore) {
     size_t ln = strlen(name);
     for (; ignore && *ignore; ignore++) {
         size_t ls = strlen(*ignore);
-        if (ln >= ls && strcmp(name + ln - ls, *ignore) == 0) return 1;
+        if (ls && (*ignore)[ls - 1] == '*') { /* "text_model.*": a prefix */
+            if (strncmp(name, *ignore, ls - 1) == 0) return 1;
+        } else if (ln >= ls && strcmp(name + ln - ls, *ignore) == 0) {
+            return 1;
+        }
     }
     return 0;
+}
+
+/* got equals want, or (squeeze) equals want followed by size-1 dims. */
+static int shape_ok(const ap_tensor *got, const ap_tensor *want, int squeeze) {
+    if (got->ndim < want->ndim || (got->ndim > want->ndim && !squeeze)) return 0;
+    for (int d = 0; d < want->ndim; d++)
+        if (got->shape[d] != want->shape[d]) return 0;
+    for (int d = want->ndim; d < got->ndim; d++)
+        if (got->shape[d] != 1) return 0;
+    return 1;
 }
 
 int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
@@ -271,23 +356,21 @@ int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
         const entry *e = find(w, key);
         if (!e) { sl_add(&missing, "%s %s", key, ap_shape_str(&s->t, (char[160]){0}, 160)); continue; }
         used[e - w->entries] = 1;
-        ap_tensor got = wfile_shape(e->file, key);
-        int same = got.ndim == s->t.ndim;
-        for (int d = 0; same && d < got.ndim; d++) same = got.shape[d] == s->t.shape[d];
-        if (!same) {
+        ap_tensor got = wfile_shape(e->file, e->key);
+        if (!shape_ok(&got, &s->t, e->flags & AP_WSRC_SQUEEZE)) {
             char a[160], b[160];
             sl_add(&shape, "%s expected %s, found %s", key, ap_shape_str(&s->t, a, sizeof a),
                    ap_shape_str(&got, b, sizeof b));
             continue;
         }
-        if (wfile_read(e->file, key, s->t.data, (size_t)ap_numel(&s->t)) != 0) {
+        if (wfile_read(e->file, e->key, s->t.data, (size_t)ap_numel(&s->t)) != 0) {
             sl_add(&shape, "%s", ap_errmsg());
         }
     }
     size_t plen = prefix ? strlen(prefix) : 0;
     for (int i = 0; i < w->count; i++)
-        if (!used[i] && !ignored(w->entries[i].name, ignore) &&
-            strncmp(w->entries[i].name, prefix ? prefix : "", plen) == 0)
+        if (!used[i] && strncmp(w->entries[i].name, prefix ? prefix : "", plen) == 0 &&
+            !ignored(w->entries[i].name + plen, ignore))
             sl_add(&unused, "%s", w->entries[i].name);
     free(used);
     int rc = AP_OK;

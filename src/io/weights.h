@@ -56,15 +56,40 @@ int ap_wsrc_open(ap_wsrc **out, const char *path);
 int ap_wsrc_add(ap_wsrc *w, const char *path);
 void ap_wsrc_close(ap_wsrc *w);
 int ap_wsrc_count(const ap_wsrc *w);
+/* Entry i (sorted by name): the name slots look it up by, and the key stored
+ * in the file (the same string unless a rename hook renamed it). */
 const char *ap_wsrc_name(const ap_wsrc *w, int i);
+const char *ap_wsrc_key(const ap_wsrc *w, int i);
+/* Stored shape of the entry called name, as a descriptor without data; fails
+ * when absent. */
+int ap_wsrc_shape(const ap_wsrc *w, const char *name, ap_tensor *shape);
 /* Files of the index, joined with ", " (for messages). */
 const char *ap_wsrc_files(const ap_wsrc *w);
+
+/* Rename hook: lets a model load checkpoints whose keys follow another
+ * layout (legacy diffusers names, single-file CompVis checkpoints). Given a
+ * key as stored in a file, write the name slots should find it under into
+ * name (cap bytes, NUL-terminated) and return a combination of
+ *   AP_WSRC_RENAMED  the entry is known by name instead of its key;
+ *   AP_WSRC_SQUEEZE  the stored tensor may also fill a slot whose shape is
+ *                    its shape without trailing size-1 dims (a 1x1 conv
+ *                    weight (O, I, 1, 1) filling a linear weight (O, I));
+ * 0 keeps the key as the name; -1 is an error (after ap_fail). */
+enum { AP_WSRC_RENAMED = 1, AP_WSRC_SQUEEZE = 2 };
+typedef int (*ap_wsrc_rename_fn)(void *ctx, const char *key, char *name, size_t cap);
+/* Apply fn (ctx must outlive w) to every entry of the index and to those of
+ * files added later; fn NULL restores the stored keys. Two keys renamed to
+ * one name are an error naming both; after an error the index is back to
+ * the stored keys without a hook. */
+int ap_wsrc_set_rename(ap_wsrc *w, ap_wsrc_rename_fn fn, void *ctx);
 
 /* Fill every slot from the index. prefix is prepended to slot names when
  * looking them up ("" or e.g. "state_dict."). ignore: NULL-terminated list of
  * key suffixes that are known and unused (e.g. "position_ids") and therefore
- * not reported. On success prints nothing unless unused tensors remain, in
- * which case a one-line warning goes to stderr. */
+ * not reported; an entry ending in '*' matches a key prefix instead
+ * ("text_model.*"). Only index names under prefix are reported, and patterns
+ * match those names with prefix removed. On success prints nothing unless
+ * unused tensors remain, in * which case a one-line warning goes to stderr. */
 int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
                    const char *const *ignore);
 

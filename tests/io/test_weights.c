@@ -8,6 +8,13 @@
 #include <stdlib.h>
 #include "testutil.h"
 
+/* A rename hook: f32 -> m.weight, bf16 -> m.other (both -> m.x when ctx). */
+static int rename_test(void *ctx, const char *key, char *name, size_t cap) {
+    if (strcmp(key, "f32") && strcmp(key, "bf16")) return 0;
+    snprintf(name, cap, "%s", ctx ? "m.x" : !strcmp(key, "f32") ? "m.weight" : "m.other");
+    return AP_WSRC_RENAMED;
+}
+
 int main(void) {
     printf("test_weights: named slots filled from a safetensors index\n");
     const char *dir = tu_fixtures_dir();
@@ -26,9 +33,10 @@ int main(void) {
     ap_params_alloc(&p, "test params");
     tu_check(bound.data == p.flat + 15 && bound.shape[1] == 5,
              "a bound field gets its slot's data pointer and shape");
-    const char *ignore[] = {"f16", "f64", "i64", "scalar", "empty", NULL};
+    const char *ignore[] = {"f16", "f64", "i64", "scalar", "empty", "expect.*", NULL};
     int rc = ap_params_fill(&p, w, "", ignore);
-    tu_check(rc == 0, "fill f32 and bf16 slots%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
+    tu_check(rc == 0, "fill f32 and bf16 slots (expect.* ignored by prefix)%s%s", rc ? ": " : "",
+             rc ? ap_errmsg() : "");
     tu_check(p.total == 30 && p.items[1].t.data == p.flat + 15,
              "slots are carved from one flat buffer of 30 floats");
     ap_params_free(&p);
@@ -44,6 +52,29 @@ int main(void) {
                     "down.0.weight (4)", "f16 expected (5, 3), found (3, 5)",
                     "expected a floating dtype", NULL);
     ap_params_free(&p);
+
+    /* A rename hook gives entries other names; key prefixes can be ignored. */
+    rc = ap_wsrc_set_rename(w, rename_test, NULL);
+    tu_check(rc == 0, "set a rename hook%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
+    int found = 0;
+    for (int i = 0; i < ap_wsrc_count(w); i++)
+        found += !strcmp(ap_wsrc_name(w, i), "m.weight") && !strcmp(ap_wsrc_key(w, i), "f32");
+    tu_check(found == 1, "renamed entry: name m.weight, key f32");
+    ap_params_init(&p);
+    ap_tensor mw;
+    ap_params_add(&p, &mw, 2, (int64_t[]){3, 5}, "weight");
+    ap_params_alloc(&p, "test params");
+    const char *ignore_m[] = {"oth*", NULL};
+    rc = ap_params_fill(&p, w, "m.", ignore_m);
+    tu_check(rc == 0, "fill slot 'weight' under prefix m. from renamed f32, m.other ignored by "
+             "the pattern oth*%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
+    ap_params_free(&p);
+    tu_expect_error("two keys renamed to one name", ap_wsrc_set_rename(w, rename_test, "both"),
+                    "tensors bf16 and f32 both map to the name m.x", NULL);
+    rc = ap_wsrc_set_rename(w, NULL, NULL);
+    found = 0;
+    for (int i = 0; i < ap_wsrc_count(w); i++) found += !strcmp(ap_wsrc_name(w, i), "f32");
+    tu_check(rc == 0 && found == 1, "removing the hook restores the stored keys");
     ap_wsrc_close(w);
 
     /* The same mechanism over a PyTorch zip-pickle checkpoint with a nested

@@ -1,0 +1,8 @@
+/* commands.h: the subcommands of the alignprop-mpi program. Each returns the
+ * process exit status (0 ok, 1 failure, 2 usage error). */
+#ifndef AP_CLI_COMMANDS_H
+#define AP_CLI_COMMANDS_H
+
+int ap_cmd_sample(int argc, char **argv);
+
+#endif

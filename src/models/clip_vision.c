@@ -1,0 +1,268 @@
+/* clip_vision.c: CLIP ViT image tower forward / pixel-gradient backward and
+ * the transformers CLIPModel (vision side) loader.
+ *
+ * Accumulation rule: frozen weights; dpixels is written (=). */
+#include "clip_vision.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "models/clip_common.h"
+#include "ops/blas.h"
+#include "ops/conv2d.h"
+#include "ops/linear.h"
+#include "ops/norm.h"
+
+static int64_t grid(const ap_vit *v) { return (v->image_size - v->patch) / v->patch + 1; }
+
+int64_t ap_vit_tokens(const ap_vit *v) { return grid(v) * grid(v) + 1; }
+
+size_t ap_vit_tape_bytes(const ap_vit *v, int64_t B) {
+    int64_t T = ap_vit_tokens(v), C = v->C;
+    size_t fl = (size_t)(B * T * C * (2 + v->layers) + 2 * B * T + 2 * B * C + 2 * B);
+    size_t b = fl * sizeof(float) + 64 * 8 + ap_align64((size_t)(v->layers + 1) * sizeof(ap_tensor)) +
+               ap_align64((size_t)v->layers * sizeof(ap_enc_saved));
+    for (int l = 0; l < v->layers; l++) b += ap_enc_tape_bytes(&v->layer[l], B, T);
+    return b;
+}
+
+size_t ap_vit_tmp_bytes(const ap_vit *v, int64_t B) {
+    int64_t T = ap_vit_tokens(v), C = v->C, g = grid(v);
+    size_t enc = v->layers ? ap_enc_tmp_bytes(&v->layer[0], B, T) : 0;
+    /* forward: conv output, + (inference) emb, stats, h, cls, pooled */
+    size_t fwd = (size_t)(B * C * g * g + 2 * B * T * C + 2 * B * T + 2 * B * C + 2 * B) *
+                     sizeof(float) + 64 * 8;
+    /* backward: dpooled, dcls, two (B, T, C) gradients, dconv */
+    size_t bwd = (size_t)(2 * B * C + 2 * B * T * C + B * C * g * g) * sizeof(float) + 64 * 5;
+    return (fwd > bwd ? fwd : bwd) + enc;
+}
+
+size_t ap_vit_scratch_bytes(const ap_vit *v, int64_t B, int n_threads) {
+    int64_t T = ap_vit_tokens(v);
+    size_t a = v->layers ? ap_enc_scratch_bytes(&v->layer[0], B, T, n_threads) : 0;
+    size_t c = ap_conv2d_scratch_bytes((int)B, v->channels, v->image_size, v->image_size, v->C,
+                                       v->patch, v->patch, v->patch, 0);
+    size_t n = ap_layer_norm_scratch_bytes(B * T, v->C);
+    return a > c ? (a > n ? a : n) : (c > n ? c : n);
+}
+
+static float *take(ap_arena *a, int64_t n, const char *what) {
+    return ap_arena_floats(a, (size_t)n, what);
+}
+
+int ap_vit_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_vit_saved *sv,
+                   const ap_vit *v, const ap_tensor *out, const ap_tensor *pixels) {
+    const char *op = "vit_forward";
+    AP_TRY(ap_expect(op, "pixels", pixels, 4, (int64_t[]){-1, v->channels, v->image_size, v->image_size}));
+    int64_t B = pixels->shape[0], C = v->C, T = ap_vit_tokens(v), g = grid(v), P = v->proj_dim;
+    AP_TRY(ap_expect2(op, "out", out, B, P));
+    if (!tmp) return ap_fail("%s: expected a tmp arena, found none", op);
+    if (tape && !sv) return ap_fail("%s: a tape needs a saved struct (sv)", op);
+    ap_arena *keep = tape ? tape : tmp;
+    size_t tmark = tmp->used;
+    int rc = AP_ERR;
+    ap_vit_saved local, *s = tape ? sv : &local;
+    memset(s, 0, sizeof *s);
+    s->pixels = *pixels;
+    if (tape) {
+        s->h = ap_arena_alloc(tape, (size_t)(v->layers + 1) * sizeof(ap_tensor), "vit hidden list");
+        s->ls = ap_arena_alloc(tape, (size_t)(v->layers ? v->layers : 1) * sizeof(ap_enc_saved),
+                               "vit layer records");
+        if (!s->h || !s->ls) goto out;
+    }
+    float *xc = take(tmp, B * C * g * g, "vit patch embeddings"), *emb = take(keep, B * T * C, "vit embeddings"),
+          *st = take(keep, 2 * B * T, "vit ln_pre statistics"), *h0 = take(keep, B * T * C, "vit ln_pre output");
+    if (!xc || !emb || !st || !h0) goto out;
+    ap_tensor txc = ap_t4(xc, B, C, g, g), th = ap_t3(h0, B, T, C);
+    s->emb = ap_t3(emb, B, T, C);
+    s->pre_mean = ap_t1(st, B * T), s->pre_rstd = ap_t1(st + B * T, B * T);
+    if (ap_conv2d_forward(ctx, &txc, pixels, &v->patch_w, NULL, v->patch, 0)) goto out;
+    for (int64_t b = 0; b < B; b++) {
+        float *e = emb + b * T * C;
+        for (int64_t c = 0; c < C; c++) e[c] = v->cls.data[c] + v->pos.data[c];
+        for (int64_t c = 0; c < C; c++) {
+            const float *xp = xc + (b * C + c) * g * g;
+            for (int64_t p = 0; p < g * g; p++) e[(1 + p) * C + c] = xp[p] + v->pos.data[(1 + p) * C + c];
+        }
+    }
+    if (ap_layer_norm_forward(ctx, &th, &s->pre_mean, &s->pre_rstd, &s->emb, &v->pre_w, &v->pre_b,
+                              v->eps))
+        goto out;
+    for (int l = 0; l < v->layers; l++) {
+        if (tape) {
+            s->h[l] = th;
+            float *hn = take(tape, B * T * C, "vit layer output");
+            if (!hn) goto out;
+            ap_tensor tn = ap_t3(hn, B, T, C);
+            if (ap_enc_forward(ctx, tape, tmp, &s->ls[l], &v->layer[l], &tn, &th)) goto out;
+            th = tn;
+        } else if (ap_enc_forward(ctx, NULL, tmp, NULL, &v->layer[l], &th, &th)) {
+            goto out;
+        }
+    }
+    if (tape) s->h[v->layers] = th;
+    float *cls = take(keep, B * C, "vit class tokens"), *pst = take(keep, 2 * B, "vit ln_post statistics"),
+          *pooled = take(keep, B * C, "vit pooled");
+    if (!cls || !pst || !pooled) goto out;
+    for (int64_t b = 0; b < B; b++) memcpy(cls + b * C, th.data + b * T * C, (size_t)C * sizeof(float));
+    s->cls_tok = ap_t2(cls, B, C);
+    s->post_mean = ap_t1(pst, B), s->post_rstd = ap_t1(pst + B, B);
+    s->pooled = ap_t2(pooled, B, C);
+    if (ap_layer_norm_forward(ctx, &s->pooled, &s->post_mean, &s->post_rstd, &s->cls_tok, &v->post_w,
+                              &v->post_b, v->eps))
+        goto out;
+    if (v->proj_in_out)
+        ap_gemm(ctx, 0, 0, (int)B, (int)P, (int)C, 1.0f, pooled, (int)C, v->proj.data, (int)P, 0.0f,
+                out->data, (int)P);
+    else if (ap_linear_forward(ctx, out, &s->pooled, &v->proj, NULL))
+        goto out;
+    rc = AP_OK;
+out:
+    tmp->used = tmark;
+    return rc;
+}
+
+int ap_vit_backward(ap_ctx *ctx, ap_arena *tmp, const ap_vit *v, const ap_vit_saved *s,
+                    const ap_tensor *dpixels, const ap_tensor *dout) {
+    const char *op = "vit_backward";
+    if (!s->h || !s->pooled.data)
+        return ap_fail("%s: the forward kept nothing for backward (run it with a tape)", op);
+    AP_TRY(ap_expect_same(op, "pixels", &s->pixels, "dpixels", dpixels));
+    int64_t B = s->pixels.shape[0], C = v->C, T = ap_vit_tokens(v), g = grid(v), P = v->proj_dim;
+    AP_TRY(ap_expect2(op, "dout", dout, B, P));
+    size_t mark = tmp->used;
+    int rc = AP_ERR;
+    float *dpool = take(tmp, B * C, "vit d(pooled)"), *dcls = take(tmp, B * C, "vit d(class tokens)"),
+          *d0 = take(tmp, B * T * C, "vit hidden gradient A"), *d1 = take(tmp, B * T * C, "vit hidden gradient B"),
+          *dxc = take(tmp, B * C * g * g, "vit d(patch embeddings)");
+    if (!dpool || !dcls || !d0 || !d1 || !dxc) goto out;
+    ap_tensor tdpool = ap_t2(dpool, B, C), tdcls = ap_t2(dcls, B, C);
+    if (v->proj_in_out)
+        ap_gemm(ctx, 0, 1, (int)B, (int)C, (int)P, 1.0f, dout->data, (int)P, v->proj.data, (int)P,
+                0.0f, dpool, (int)C);
+    else if (ap_linear_backward(ctx, &tdpool, NULL, NULL, dout, &tdpool, &v->proj))
+        goto out;
+    if (ap_layer_norm_backward(ctx, &tdcls, NULL, NULL, &tdpool, &s->cls_tok, &s->post_mean,
+                               &s->post_rstd, &v->post_w))
+        goto out;
+    /* only the class tokens of the last output receive gradient */
+    memset(d0, 0, (size_t)(B * T * C) * sizeof(float));
+    for (int64_t b = 0; b < B; b++) memcpy(d0 + b * T * C, dcls + b * C, (size_t)C * sizeof(float));
+    ap_tensor dcur = ap_t3(d0, B, T, C), dnext = ap_t3(d1, B, T, C);
+    for (int l = v->layers - 1; l >= 0; l--) {
+        if (ap_enc_backward(ctx, tmp, &v->layer[l], &s->ls[l], &dnext, &dcur)) goto out;
+        ap_tensor t = dcur;
+        dcur = dnext, dnext = t;
+    }
+    /* ln_pre: d(emb) into the free buffer */
+    if (ap_layer_norm_backward(ctx, &dnext, NULL, NULL, &dcur, &s->emb, &s->pre_mean, &s->pre_rstd,
+                               &v->pre_w))
+        goto out;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t c = 0; c < C; c++) {
+            float *dp = dxc + (b * C + c) * g * g;
+            const float *de = dnext.data + b * T * C;
+            for (int64_t p = 0; p < g * g; p++) dp[p] = de[(1 + p) * C + c];
+        }
+    ap_tensor tdxc = ap_t4(dxc, B, C, g, g);
+    if (ap_conv2d_backward(ctx, dpixels, NULL, NULL, &tdxc, &s->pixels, &v->patch_w, v->patch, 0))
+        goto out;
+    rc = AP_OK;
+out:
+    tmp->used = mark;
+    return rc;
+}
+
+int ap_clip_vision_config(ap_clip_vision *m, const ap_json *cfg, const char *what) {
+    ap_vit *v = &m->v;
+    const ap_json *vc = ap_json_get(cfg, "vision_config");
+    if (!vc || vc->type != AP_JSON_OBJ)
+        return ap_fail("%s: key \"vision_config\": expected an object (a CLIPModel config), found %s",
+                       what, vc ? ap_json_type_name(vc->type) : "nothing");
+    double eps;
+    const char *act = "quick_gelu";
+    /* transformers 4.30.2 CLIPVisionConfig / CLIPConfig defaults */
+    AP_TRY(ap_cfg_int(vc, "hidden_size", what, 768, 1, 1 << 16, &v->C));
+    AP_TRY(ap_cfg_int(vc, "intermediate_size", what, 3072, 1, 1 << 18, &v->F));
+    AP_TRY(ap_cfg_int(vc, "num_hidden_layers", what, 12, 0, 1024, &v->layers));
+    AP_TRY(ap_cfg_int(vc, "num_attention_heads", what, 12, 1, 1024, &v->heads));
+    AP_TRY(ap_cfg_int(vc, "image_size", what, 224, 1, 1 << 14, &v->image_size));
+    AP_TRY(ap_cfg_int(vc, "patch_size", what, 32, 1, 1 << 14, &v->patch));
+    AP_TRY(ap_cfg_int(vc, "num_channels", what, 3, 1, 64, &v->channels));
+    AP_TRY(ap_cfg_num(vc, "layer_norm_eps", what, 1e-5, &eps));
+    AP_TRY(ap_cfg_int(cfg, "projection_dim", what, 512, 1, 1 << 16, &v->proj_dim));
+    if (ap_json_get(vc, "hidden_act")) AP_TRY(ap_json_get_str(vc, "hidden_act", what, &act));
+    if (strcmp(act, "quick_gelu") == 0) v->act = AP_ACT_QUICK_GELU;
+    else if (strcmp(act, "gelu") == 0) v->act = AP_ACT_GELU;
+    else return ap_fail("%s: vision_config key \"hidden_act\": expected \"quick_gelu\" or \"gelu\", "
+                        "found \"%s\"", what, act);
+    if (v->C % v->heads || v->patch > v->image_size)
+        return ap_fail("%s: vision_config: expected hidden_size %% num_attention_heads == 0 and "
+                       "patch_size <= image_size, found %d, %d, %d, %d", what, v->C, v->heads,
+                       v->patch, v->image_size);
+    v->eps = (float)eps;
+    v->proj_in_out = 0;
+    return AP_OK;
+}
+
+int ap_clip_vision_declare(ap_clip_vision *m) {
+    ap_vit *v = &m->v;
+    ap_params_init(&m->params);
+    free(v->layer);
+    v->layer = ap_calloc((size_t)(v->layers ? v->layers : 1), sizeof *v->layer, "vision layers");
+    if (!v->layer) return AP_ERR;
+    ap_params *p = &m->params;
+    int64_t C = v->C, T = ap_vit_tokens(v);
+    int ok = 1;
+    ok &= ap_params_add(p, &v->cls, 1, (int64_t[]){C}, "vision_model.embeddings.class_embedding") >= 0;
+    ok &= ap_params_add(p, &v->patch_w, 4, (int64_t[]){C, v->channels, v->patch, v->patch},
+                        "vision_model.embeddings.patch_embedding.weight") >= 0;
+    ok &= ap_params_add(p, &v->pos, 2, (int64_t[]){T, C},
+                        "vision_model.embeddings.position_embedding.weight") >= 0;
+    ok &= ap_params_add(p, &v->pre_w, 1, (int64_t[]){C}, "vision_model.pre_layrnorm.weight") >= 0;
+    ok &= ap_params_add(p, &v->pre_b, 1, (int64_t[]){C}, "vision_model.pre_layrnorm.bias") >= 0;
+    char pre[96];
+    for (int l = 0; l < v->layers; l++) {
+        snprintf(pre, sizeof pre, "vision_model.encoder.layers.%d", l);
+        ok &= ap_enc_declare(&v->layer[l], p, pre, AP_ENC_KEYS_HF, v->C, v->F, v->heads, v->act, 0,
+                             v->eps) == 0;
+    }
+    ok &= ap_params_add(p, &v->post_w, 1, (int64_t[]){C}, "vision_model.post_layernorm.weight") >= 0;
+    ok &= ap_params_add(p, &v->post_b, 1, (int64_t[]){C}, "vision_model.post_layernorm.bias") >= 0;
+    ok &= ap_params_add(p, &v->proj, 2, (int64_t[]){v->proj_dim, C}, "visual_projection.weight") >= 0;
+    return ok ? AP_OK : AP_ERR;
+}
+
+int ap_clip_vision_load(ap_clip_vision *m, const char *dir) {
+    memset(m, 0, sizeof *m);
+    char cpath[1024], wpath[1024];
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    ap_json *cfg = NULL;
+    AP_TRY(ap_json_parse_file(&cfg, cpath));
+    int rc = ap_clip_vision_config(m, cfg, cpath);
+    ap_json_free(cfg);
+    AP_TRY(rc);
+    AP_TRY(ap_model_weights_path(dir, wpath, sizeof wpath));
+    if (ap_clip_vision_declare(m) || ap_params_alloc(&m->params, "CLIP vision parameters")) {
+        ap_clip_vision_free(m);
+        return AP_ERR;
+    }
+    ap_wsrc *w = NULL;
+    /* the CLIPModel file also holds the text side, text_projection and
+     * logit_scale; text_model.* is reported as unused (a warning) */
+    static const char *const ignore[] = {"position_ids", "text_model.*", "text_projection.weight",
+                                         "logit_scale", NULL};
+    rc = ap_wsrc_open(&w, wpath);
+    if (!rc) rc = ap_params_fill(&m->params, w, "", ignore);
+    ap_wsrc_close(w);
+    if (rc) ap_clip_vision_free(m);
+    return rc;
+}
+
+void ap_clip_vision_free(ap_clip_vision *m) {
+    ap_params_free(&m->params);
+    free(m->v.layer);
+    memset(m, 0, sizeof *m);
+}

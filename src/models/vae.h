@@ -1,0 +1,129 @@
+/* vae.h: the decoder half of diffusers 0.17.1 AutoencoderKL as AlignProp
+ * uses it (spec/vae.md), forward and backward w.r.t. the latent only (all
+ * weights frozen):
+ *
+ *   image = decoder(post_quant_conv(latent / scaling_factor))
+ *
+ * The division by scaling_factor (0.18215 for SD v1.5) is INSIDE forward, so
+ * the caller passes the raw DDIM latent, and backward returns the gradient
+ * w.r.t. that raw latent (the 1/scaling_factor factor included).
+ *
+ * Decoder: conv_in 3x3 (L -> Cm, Cm = block_out_channels[-1]);
+ * mid_block = resnet, single-head self-attention (GroupNorm, q/k/v/out
+ * Linear, scale 1/sqrt(Cm), residual), resnet; up blocks over
+ * reversed(block_out_channels), each with layers_per_block + 1 VAE resnets
+ * (nn/resnet.h) and, except the last, nearest 2x + conv 3x3; GroupNorm,
+ * SiLU, conv_out 3x3 (C0 -> out_channels). Every GroupNorm has eps 1e-6.
+ *
+ * Memory: activations that backward needs go to a caller-given tape arena
+ * (size: ap_vae_tape_bytes); temporaries to the model's own tmp arena and
+ * the ctx scratch, both sized by ap_vae_plan. Forward with tape NULL is
+ * inference. Backward uses what the last taped forward saved, so the tape
+ * must be left untouched in between; one forward/backward pair at a time.
+ */
+#ifndef AP_MODELS_VAE_H
+#define AP_MODELS_VAE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/ctx.h"
+#include "core/tensor.h"
+#include "io/weights.h"
+#include "nn/mha.h"
+#include "nn/resnet.h"
+
+#define AP_VAE_MAX_BLOCKS 8 /* len(block_out_channels) */
+#define AP_VAE_MAX_LAYERS 8 /* resnets per up block = layers_per_block + 1 */
+
+/* The vae/config.json fields the decoder depends on (SD v1.5 values). */
+typedef struct ap_vae_config {
+    int latent_channels;              /* 4 */
+    int out_channels;                 /* 3 */
+    int n_blocks;                     /* len(block_out_channels): 4 */
+    int block_out[AP_VAE_MAX_BLOCKS]; /* block_out_channels: 128, 256, 512, 512 */
+    int layers_per_block;             /* 2 (3 resnets per decoder up block) */
+    int groups;                       /* norm_num_groups: 32 */
+    float scaling_factor;             /* 0.18215 (the default when absent) */
+} ap_vae_config;
+
+typedef struct ap_vae_up_block {
+    int cin, cout, n_res;             /* resolution doubles at the end unless last */
+    ap_resnet res[AP_VAE_MAX_LAYERS]; /* res[0]: cin -> cout, others cout -> cout */
+    ap_tensor up_w, up_b;             /* (cout, cout, 3, 3), (cout); data NULL: no upsampler */
+} ap_vae_up_block;
+
+/* Activations the last taped forward saved (pointers into the tape). */
+typedef struct ap_vae_saved {
+    int valid;
+    int64_t B, h, w;                       /* latent batch and size */
+    ap_resnet_saved mid0, mid1;
+    ap_tensor attn_x;                      /* (B, Cm, h, w) attention input = residual */
+    ap_tensor attn_mean, attn_rstd;        /* (B, groups) */
+    ap_tensor attn_tok;                    /* (B, h*w, Cm) GroupNorm output, tokens */
+    ap_mha_saved attn;
+    ap_resnet_saved res[AP_VAE_MAX_BLOCKS][AP_VAE_MAX_LAYERS];
+    ap_tensor out_x, out_n;                /* (B, C0, H, W) conv_norm_out input, output */
+    ap_tensor out_mean, out_rstd;          /* (B, groups) */
+} ap_vae_saved;
+
+typedef struct ap_vae {
+    ap_vae_config cfg;
+    ap_params params;                      /* every weight, one flat buffer */
+    ap_tensor pq_w, pq_b;                  /* post_quant_conv (L, L, 1, 1), (L) */
+    ap_tensor in_w, in_b;                  /* decoder.conv_in (Cm, L, 3, 3), (Cm) */
+    ap_resnet mid_res[2];                  /* decoder.mid_block.resnets.{0,1}: Cm -> Cm */
+    ap_tensor attn_norm_w, attn_norm_b;    /* decoder.mid_block.attentions.0.group_norm (Cm) */
+    ap_mha attn;                           /* to_q/to_k/to_v/to_out.0 (Cm, Cm) + bias */
+    ap_vae_up_block up[AP_VAE_MAX_BLOCKS]; /* decoder.up_blocks.i */
+    ap_tensor norm_out_w, norm_out_b;      /* decoder.conv_norm_out (C0) */
+    ap_tensor out_w, out_b;                /* decoder.conv_out (out, C0, 3, 3), (out) */
+    ap_arena tmp;                          /* sized by ap_vae_plan */
+    int64_t plan_B, plan_h, plan_w;        /* the largest input planned for */
+    ap_vae_saved sv;
+} ap_vae;
+
+/* SD v1.5's vae/config.json values. */
+void ap_vae_config_sd15(ap_vae_config *c);
+/* Read a diffusers vae/config.json. Unsupported values (an up block type
+ * other than UpDecoderBlock2D, act_fn other than silu, channels not divisible
+ * by norm_num_groups, ...) fail with a message naming the key. */
+int ap_vae_config_load(ap_vae_config *c, const char *path);
+
+/* Declare every decoder + post_quant_conv parameter with its diffusers key in
+ * state-dict order (decoder.conv_in ... decoder.conv_out, post_quant_conv),
+ * without allocating (v->params then lists names and shapes). */
+int ap_vae_declare(ap_vae *v, const ap_vae_config *c);
+/* Allocate the declared parameters (zeroed). */
+int ap_vae_alloc(ap_vae *v);
+/* Fill the allocated parameters from an index whose names are diffusers
+ * names under prefix ("" for a diffusers vae/ file). Encoder and quant_conv
+ * tensors are known and not reported as unused. */
+int ap_vae_fill(ap_vae *v, const ap_wsrc *w, const char *prefix);
+/* Rename hook (io/weights.h) for diffusers-format VAE files: the deprecated
+ * mid-block attention names query/key/value/proj_attn (diffusers <= 0.16,
+ * the SD v1.5 Hub files) -> to_q/to_k/to_v/to_out.0. ap_vae_load installs
+ * it; install it on your own index before ap_vae_fill. ctx unused. */
+int ap_vae_legacy_rename(void *ctx, const char *key, char *name, size_t cap);
+/* All of the above from a diffusers vae/ directory: config.json plus
+ * diffusion_pytorch_model.safetensors (preferred, as diffusers does) or
+ * diffusion_pytorch_model.bin. */
+int ap_vae_load(ap_vae *v, const char *dir);
+void ap_vae_free(ap_vae *v);
+
+/* Tape bytes one forward of a (B, L, h, w) latent takes. */
+size_t ap_vae_tape_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w);
+/* Size v's tmp arena and reserve ctx scratch for latents up to (B, L, h, w),
+ * forward (with or without tape) and backward. */
+int ap_vae_plan(ap_vae *v, ap_ctx *ctx, int64_t B, int64_t h, int64_t w);
+
+/* image (B, out_channels, h*s, w*s), s = 2^(n_blocks - 1) (8 for SD), from
+ * latent (B, latent_channels, h, w), the raw DDIM latent (forward divides
+ * it by scaling_factor). tape NULL: inference (nothing saved). */
+int ap_vae_forward(ap_ctx *ctx, ap_vae *v, ap_arena *tape, const ap_tensor *image,
+                   const ap_tensor *latent);
+/* dlatent (=, (B, L, h, w)) from dimage (B, out, h*s, w*s), through the
+ * activations of the last forward with a tape. */
+int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_tensor *dimage);
+
+#endif

@@ -1,0 +1,54 @@
+/* sd.h: a Stable Diffusion pipeline (tokenizer, CLIP text encoder, UNet with
+ * optional LoRA, VAE decoder, DDIM) loaded from a diffusers model directory,
+ * and text-to-image sampling with classifier-free guidance as
+ * StableDiffusionPipeline does it (empty negative prompt, guidance on
+ * eps_u + g·(eps_c − eps_u), DDIM with η = 0, decode of latent/scaling_factor).
+ *
+ * The initial noise comes from our own seeded generator (splitmix64 +
+ * Box-Muller): a seed gives the same images on every machine and thread
+ * count, but not the images PyTorch's generator would give.
+ */
+#ifndef AP_PIPELINE_SD_H
+#define AP_PIPELINE_SD_H
+
+#include <stdint.h>
+
+#include "core/ctx.h"
+#include "models/clip_text.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "sched/ddim.h"
+#include "text/tokenizer.h"
+
+typedef struct ap_sd {
+    ap_tokenizer *tok;
+    ap_clip_text text;
+    ap_unet unet;
+    ap_vae vae;
+    ap_ddim_config sched;
+} ap_sd;
+
+typedef struct ap_sample_opts {
+    int steps;      /* DDIM steps (50) */
+    float guidance; /* CFG scale (7.5) */
+    uint64_t seed;  /* noise seed */
+    int height, width; /* image size in pixels (multiples of the VAE and UNet factors) */
+} ap_sample_opts;
+
+/* Load every component from a diffusers directory (model_index.json beside
+ * unet/, vae/, text_encoder/, tokenizer/, scheduler/). lora: NULL, or a
+ * save_attn_procs file (or a directory holding pytorch_lora_weights.*); its
+ * rank is read off the file. */
+int ap_sd_open(ap_sd *sd, const char *dir, const char *lora);
+void ap_sd_close(ap_sd *sd);
+
+/* Latent size for an image size; fails naming the factor when not divisible. */
+int ap_sd_latent_size(const ap_sd *sd, int height, int width, int *h, int *w);
+
+/* images: n x (3, height, width) floats in the VAE's range (about [-1, 1]).
+ * progress (may be NULL) is called after every DDIM step. */
+typedef void (*ap_progress_fn)(void *user, int step, int steps);
+int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
+                 const ap_sample_opts *o, float *images, ap_progress_fn progress, void *user);
+
+#endif

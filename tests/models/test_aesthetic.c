@@ -1,0 +1,167 @@
+/* test_aesthetic.c: AlignProp's aesthetic reward end to end on a tiny CLIPModel
+ * directory + a scaled-down MLP .pth (real key names and layer structure):
+ * reward, loss |r - 10| and d(sum c_b loss_b)/d(image) through clamp, Resize,
+ * Normalize, the ViT, the L2 normalisation and the MLP, against AlignProp's
+ * aesthetic_loss_fn under torch autograd. The REAL MLP file
+ * ($AP_SHARED_DIR/data/aesthetic/sac+logos+ava1-l14-linearMSE.pth, never
+ * copied) is loaded and scored against torch and the spec's check values when
+ * present. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/safetensors.h"
+#include "models/aesthetic.h"
+#include "testutil.h"
+
+/* reward: O(1) after 5 Linears of a 2-layer tower's unit-norm features; fp32
+ * summation-order differences only (observed ~1e-6). */
+#define R_ATOL 2e-5
+#define R_RTOL 1e-5
+/* image gradient: magnitudes ~1e-2..1; it crosses two bilinear adjoints, the
+ * tower backward and the normalisation; observed max abs error ~1e-7 relative
+ * to max |grad|; atol 2e-6 + rtol 1e-3. */
+#define G_ATOL 2e-6
+#define G_RTOL 1e-3
+
+static void tiny(ap_ctx *ctx, ap_st_file *f, const char *dir) {
+    char cdir[1024], mpath[1024];
+    snprintf(cdir, sizeof cdir, "%s/clip/clip_model", dir);
+    snprintf(mpath, sizeof mpath, "%s/clip/aesthetic_mlp.pth", dir);
+    ap_aesthetic m;
+    int rc = ap_aesthetic_load(&m, cdir, mpath);
+    if (!tu_check(rc == 0, "load tiny scorer (%s + %s)%s%s", cdir, mpath, rc ? ": " : "",
+                  rc ? ap_errmsg() : ""))
+        return;
+    tu_check(m.dims[0] == 16 && m.dims[1] == 24 && m.dims[2] == 12 && m.dims[3] == 8 &&
+                 m.dims[4] == 6 && m.dims[5] == 1,
+             "MLP widths read off the .pth: %d %d %d %d %d %d", m.dims[0], m.dims[1], m.dims[2],
+             m.dims[3], m.dims[4], m.dims[5]);
+    ap_tensor image, r_ref, l_ref, dloss, g_ref;
+    tu_fixture(f, "aes.image", &image);
+    tu_fixture(f, "aes.reward", &r_ref);
+    tu_fixture(f, "aes.loss", &l_ref);
+    tu_fixture(f, "aes.dloss", &dloss);
+    tu_fixture(f, "aes.grad_image", &g_ref);
+    int64_t B = image.shape[0], H = image.shape[2], W = image.shape[3];
+    ap_arena tape, tmp;
+    ap_arena_init(&tape, ap_aesthetic_tape_bytes(&m, B), "aesthetic tape");
+    ap_arena_init(&tmp, ap_aesthetic_tmp_bytes(&m, B, H, W), "aesthetic tmp");
+    ap_aesthetic_saved sv;
+    ap_tensor r = ap_t1(tu_alloc(B), B), l = ap_t1(tu_alloc(B), B);
+    ap_tensor dimage = image;
+    dimage.data = tu_alloc(ap_numel(&image));
+    rc = ap_aesthetic_forward(ctx, &tape, &tmp, &sv, &m, &r, &l, &image);
+    if (tu_check(rc == 0, "forward %lld x 3 x %lld x %lld -> Resize(%d)%s%s", (long long)B,
+                 (long long)H, (long long)W, m.clip.v.image_size, rc ? ": " : "",
+                 rc ? ap_errmsg() : "")) {
+        tu_compare("reward vs AlignProp scorer", r.data, r_ref.data, B, R_ATOL, R_RTOL);
+        tu_compare("loss |r - 10|", l.data, l_ref.data, B, R_ATOL, R_RTOL);
+        tu_check(tape.used <= tape.cap && tmp.used == 0, "tape %zu of %zu bytes planned; tmp released",
+                 tape.used, tape.cap);
+        rc = ap_aesthetic_backward(ctx, &tmp, &m, &sv, &dimage, &dloss);
+        if (tu_check(rc == 0, "backward%s%s", rc ? ": " : "", rc ? ap_errmsg() : ""))
+            tu_compare("d(sum c*loss)/d(image) vs autograd", dimage.data, g_ref.data,
+                       ap_numel(&image), G_ATOL, G_RTOL);
+        tu_check(tmp.used == 0, "backward released tmp");
+        int outside = 0, zero = 0;
+        for (int64_t i = 0; i < ap_numel(&image); i++)
+            if (fabsf(image.data[i]) > 1.0f) outside++, zero += dimage.data[i] == 0.0f;
+        tu_check(outside > 0 && zero == outside,
+                 "the %d pixels outside [-1, 1] get exactly zero gradient (clamp)", outside);
+    }
+    ap_tensor r2 = ap_t1(tu_alloc(B), B);
+    rc = ap_aesthetic_forward(ctx, NULL, &tmp, NULL, &m, &r2, NULL, &image);
+    tu_check(rc == 0 && memcmp(r2.data, r.data, (size_t)B * sizeof(float)) == 0,
+             "inference reward equals the tape forward bit for bit");
+    /* errors */
+    ap_tensor rect = ap_t4(image.data, B, 3, H, W - 4);
+    tu_expect_error("non-square image", ap_aesthetic_forward(ctx, NULL, &tmp, NULL, &m, &r2, NULL, &rect),
+                    "square", NULL);
+    ap_aesthetic_saved none;
+    memset(&none, 0, sizeof none);
+    tu_expect_error("backward without a tape forward",
+                    ap_aesthetic_backward(ctx, &tmp, &m, &none, &dimage, &dloss), "with a tape", NULL);
+    ap_aesthetic bad;
+    tu_expect_error("missing MLP file", ap_aesthetic_load(&bad, cdir, "/nonexistent/mlp.pth"),
+                    "/nonexistent/mlp.pth", NULL);
+    ap_arena_free(&tape), ap_arena_free(&tmp);
+    free(r.data), free(l.data), free(r2.data), free(dimage.data);
+    free(image.data), free(r_ref.data), free(l_ref.data), free(dloss.data), free(g_ref.data);
+    ap_aesthetic_free(&m);
+}
+
+static void real_mlp(ap_ctx *ctx, ap_st_file *f, const char *dir) {
+    const char *shared = tu_shared_dir();
+    char path[1024];
+    const char *env = getenv("AP_SHARED_DIR");
+    snprintf(path, sizeof path, "%s/data/aesthetic/sac+logos+ava1-l14-linearMSE.pth",
+             shared ? shared : env ? env : "$AP_SHARED_DIR");
+    if (!shared || access(path, R_OK) != 0) {
+        printf("  SKIP real aesthetic MLP: %s not readable (AP_SHARED_DIR %s; it must name the "
+               "shared folder holding data/aesthetic)\n", path, env ? "names a missing folder" : "unset");
+        return;
+    }
+    ap_aesthetic m;
+    memset(&m, 0, sizeof m);
+    int rc = ap_aesthetic_mlp_load(&m, path);
+    if (!tu_check(rc == 0, "load the real MLP %s%s%s", path, rc ? ": " : "", rc ? ap_errmsg() : ""))
+        return;
+    tu_check(m.dims[0] == 768 && m.dims[1] == 1024 && m.dims[2] == 128 && m.dims[3] == 64 &&
+                 m.dims[4] == 16 && m.dims[5] == 1,
+             "real MLP widths 768 -> 1024 -> 128 -> 64 -> 16 -> 1");
+    tu_check(fabsf(m.b[4].data[0] - 0.98999321f) == 0.0f, "layers.7.bias = 0.98999321 (bytes 32 70 7d 3f)");
+    /* spec check values (fp32): u = (1/sqrt 768)(1..1) -> 4.883285; b_eff = MLP(0);
+     * w_eff = d r / d u */
+    float u0[768], zero[768], w_eff[768], r1, r0, one = 1.0f;
+    for (int i = 0; i < 768; i++) u0[i] = 1.0f / sqrtf(768.0f), zero[i] = 0.0f;
+    ap_tensor tu0 = ap_t2(u0, 1, 768), tz = ap_t2(zero, 1, 768), tr1 = ap_t1(&r1, 1),
+              tr0 = ap_t1(&r0, 1), tw = ap_t2(w_eff, 1, 768), tone = ap_t1(&one, 1);
+    rc = ap_aesthetic_mlp_forward(ctx, &m, &tr1, &tu0) || ap_aesthetic_mlp_forward(ctx, &m, &tr0, &tz) ||
+         ap_aesthetic_mlp_backward(ctx, &m, &tw, &tone);
+    double nw = 0;
+    for (int i = 0; i < 768; i++) nw += (double)w_eff[i] * w_eff[i];
+    nw = sqrt(nw);
+    /* the spec's values carry 7 significant digits */
+    tu_check(rc == 0 && fabs(r1 - 4.883285) < 2e-6, "score of the uniform unit vector %.7f (spec 4.883285)", r1);
+    tu_check(rc == 0 && fabs(r0 - 5.2366458) < 2e-6, "b_eff = MLP(0) = %.7f (spec 5.2366458)", r0);
+    tu_check(rc == 0 && fabs(nw - 17.995625) < 2e-5, "|w_eff| = %.6f (spec 17.995625)", nw);
+    /* vs torch on random unit embeddings (fixture from the same file) */
+    ap_tensor u, r_ref, dr, g_ref;
+    if (!f) return;
+    if (ap_st_load_f32(f, "real_mlp.u", 0, NULL, &u)) {
+        printf("  SKIP real MLP goldens: the fixture was generated without the real file\n");
+        ap_params_free(&m.mlp_params);
+        return;
+    }
+    tu_fixture(f, "real_mlp.reward", &r_ref);
+    tu_fixture(f, "real_mlp.dreward", &dr);
+    tu_fixture(f, "real_mlp.grad_u", &g_ref);
+    int64_t B = u.shape[0];
+    ap_tensor r = ap_t1(tu_alloc(B), B), du = ap_t2(tu_alloc(B * 768), B, 768);
+    rc = ap_aesthetic_mlp_forward(ctx, &m, &r, &u) || ap_aesthetic_mlp_backward(ctx, &m, &du, &dr);
+    if (tu_check(rc == 0, "real MLP forward/backward on %lld embeddings", (long long)B)) {
+        /* 5 GEMVs of widths up to 1024 on O(1) values: ~1e-6 */
+        tu_compare("real MLP reward vs torch", r.data, r_ref.data, B, 1e-5, 1e-6);
+        tu_compare("real MLP d r / d u vs torch", du.data, g_ref.data, B * 768, 1e-6, 1e-4);
+    }
+    free(r.data), free(du.data), free(u.data), free(r_ref.data), free(dr.data), free(g_ref.data);
+    (void)dir;
+    ap_params_free(&m.mlp_params);
+}
+
+int main(void) {
+    printf("test_aesthetic: AlignProp aesthetic reward vs torch (transformers 4.30.2 CLIPModel)\n");
+    ap_ctx ctx;
+    ap_ctx_init(&ctx, 0);
+    const char *dir = tu_fixtures_dir();
+    if (!dir) return tu_skip("AP_FIXTURES_DIR is not set");
+    ap_st_file *f = tu_fixture_open("clip");
+    if (f) tiny(&ctx, f, dir);
+    real_mlp(&ctx, f, dir);
+    if (f) ap_st_close(f);
+    ap_ctx_free(&ctx);
+    return tu_exit();
+}
