@@ -9,15 +9,20 @@
  *    sd15_unet.txt (names, shapes, order; 859,520,964 parameters) and, with
  *    rank 4, the 256 LoRA tensors of sd15_unet_lora_r4.txt (797,184), without
  *    allocating anything.
- * 3. Bad input: missing / wrong-shape tensors, bad config values, wrong LoRA
+ * 3. LoRA: a "unet."-prefixed safetensors copy loads the .bin's values; our
+ *    initialisation has A std 1/r, B = 0, and leaves eps bit-identical to the
+ *    model without LoRA.
+ * 4. Bad input: missing / wrong-shape tensors, bad config values, wrong LoRA
  *    rank, bad latent sizes give errors naming file, key, expected and found.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "io/safetensors.h"
+#include "io/st_write.h"
 #include "models/unet.h"
 #include "testutil.h"
 
@@ -256,10 +261,85 @@ static void bad_inputs(void) {
     }
     /* no LoRA file in a directory */
     if (tu_check(ap_unet_open(&m, tiny, 2) == 0, "open unet_tiny with rank 2")) {
-        tu_expect_error("directory without LoRA", ap_unet_load_lora(&m, g_tmpdir),
+        char empty[4096];
+        snprintf(empty, sizeof empty, "%s/act", g_tmpdir); /* config + weights, no LoRA */
+        tu_expect_error("directory without LoRA", ap_unet_load_lora(&m, empty),
                         "pytorch_lora_weights.safetensors", "found none", NULL);
         ap_unet_free(&m);
     }
+}
+
+/* LoRA: save_attn_procs names with a "unet." prefix in safetensors load the
+ * same values as the .bin; AlignProp's init (A ~ N(0, 1/r), B = 0) leaves the
+ * model's output exactly that of the model without LoRA. */
+static void lora_io(ap_ctx *ctx) {
+    printf(" LoRA formats and initialisation\n");
+    char tiny[2048], path[4096];
+    snprintf(tiny, sizeof tiny, "%s/unet_tiny", tu_fixtures_dir());
+    ap_unet a, b, base;
+    if (!tu_check(ap_unet_open(&a, tiny, 2) == 0 && ap_unet_load_lora(&a, tiny) == 0,
+                  "open unet_tiny + LoRA .bin"))
+        return;
+    int n = a.lora.count;
+    ap_st_entry *e = calloc((size_t)n, sizeof *e);
+    char **names = calloc((size_t)n, sizeof *names);
+    for (int k = 0; k < n; k++) {
+        names[k] = malloc(strlen(a.lora.items[k].name) + 8);
+        sprintf(names[k], "unet.%s", a.lora.items[k].name);
+        e[k].name = names[k];
+        e[k].t = &a.lora.items[k].t;
+    }
+    snprintf(path, sizeof path, "%s/pytorch_lora_weights.safetensors", g_tmpdir);
+    const char *meta[] = {"format", "pt", NULL};
+    int rc = ap_st_write(path, e, n, meta);
+    tu_check(rc == 0, "write unet.-prefixed LoRA safetensors%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
+    if (tu_check(ap_unet_open(&b, tiny, 2) == 0, "open a second model")) {
+        rc = ap_unet_load_lora(&b, g_tmpdir);
+        tu_check(rc == 0, "load it from the directory (prefix stripped)%s%s", rc ? ": " : "",
+                 rc ? ap_errmsg() : "");
+        tu_check(!memcmp(a.lora.flat, b.lora.flat, a.lora.total * sizeof(float)),
+                 "%zu LoRA floats equal to the .bin's", a.lora.total);
+        /* initialisation */
+        ap_unet_init_lora(&b, 42);
+        double s2 = 0, na = 0;
+        int zero_b = 1;
+        for (int k = 0; k < b.lora.count; k++) {
+            const float *v = b.lora.flat + b.lora.items[k].offset;
+            int64_t m = ap_numel(&b.lora.items[k].t);
+            for (int64_t i = 0; i < m; i++) {
+                if (k % 2) zero_b &= v[i] == 0.0f;
+                else s2 += (double)v[i] * v[i], na++;
+            }
+        }
+        double sd = sqrt(s2 / na);
+        /* ~1000 values: standard error of the std ~0.011, 0.05 is > 4 sigma (seed fixed) */
+        tu_check(fabs(sd - 0.5) < 0.05 && zero_b, "init: A std %.4f (expected 1/r = 0.5 over %.0f "
+                 "values), every B zero: %s", sd, na, zero_b ? "yes" : "no");
+        if (tu_check(ap_unet_open(&base, tiny, 0) == 0, "open without LoRA")) {
+            ap_st_file *f = NULL;
+            snprintf(path, sizeof path, "%s/golden.safetensors", tiny);
+            ap_st_open(&f, path);
+            ap_tensor x, t, cx, e1, e2;
+            tu_fixture(f, "x", &x), tu_fixture(f, "timesteps", &t), tu_fixture(f, "context", &cx);
+            tu_fixture(f, "eps", &e1), tu_fixture(f, "eps", &e2);
+            ap_unet_plan p;
+            ap_unet_plan_sizes(&b, x.shape[0], x.shape[2], x.shape[3], cx.shape[1], ctx->n_threads, &p);
+            ap_arena tmp;
+            ap_arena_init(&tmp, p.tmp_bytes, "tmp");
+            rc = ap_unet_forward(ctx, &b, NULL, &tmp, &e1, &x, &t, &cx) ||
+                 ap_unet_forward(ctx, &base, NULL, &tmp, &e2, &x, &t, &cx);
+            tu_check(rc == 0 && !memcmp(e1.data, e2.data, ap_numel(&e1) * sizeof(float)),
+                     "freshly initialised LoRA (B = 0) leaves eps bit-identical to no LoRA");
+            ap_arena_free(&tmp);
+            free(x.data), free(t.data), free(cx.data), free(e1.data), free(e2.data);
+            ap_st_close(f);
+            ap_unet_free(&base);
+        }
+        ap_unet_free(&b);
+    }
+    for (int k = 0; k < n; k++) free(names[k]);
+    free(names), free(e);
+    ap_unet_free(&a);
 }
 
 int main(void) {
@@ -272,6 +352,7 @@ int main(void) {
     golden_case(&ctx, "unet_tiny");
     golden_case(&ctx, "unet_tiny_linear");
     manifests();
+    lora_io(&ctx);
     bad_inputs();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmpdir);
