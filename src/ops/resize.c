@@ -56,6 +56,18 @@ static void compute_taps(axis_tap *taps, int64_t in, int64_t out) {
     }
 }
 
+/* Row taps (Ho) and column taps (Wo) in scratch. */
+static int make_taps(ap_ctx *ctx, int64_t H, int64_t W, int64_t Ho, int64_t Wo, axis_tap **th,
+                     axis_tap **tw) {
+    char *mem = ap_scratch(ctx, ap_resize_bilinear_scratch_bytes(Ho, Wo), "resize_bilinear taps");
+    if (!mem) return AP_ERR;
+    *th = (axis_tap *)mem;
+    *tw = (axis_tap *)(mem + ap_align64((size_t)Ho * sizeof(axis_tap)));
+    compute_taps(*th, H, Ho);
+    compute_taps(*tw, W, Wo);
+    return AP_OK;
+}
+
 /* Both tensors 4-D with the same (B, C); the spatial sizes are free. */
 static int bilinear_check(const char *op, const char *name_in, const ap_tensor *in,
                           const char *name_out, const ap_tensor *out) {
@@ -69,12 +81,8 @@ int ap_resize_bilinear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tenso
     AP_TRY(bilinear_check(op, "in", in, "out", out));
     int64_t P = in->shape[0] * in->shape[1], H = in->shape[2], W = in->shape[3];
     int64_t Ho = out->shape[2], Wo = out->shape[3];
-    char *mem = ap_scratch(ctx, ap_resize_bilinear_scratch_bytes(Ho, Wo), "resize_bilinear taps");
-    if (!mem) return AP_ERR;
-    axis_tap *th = (axis_tap *)mem;
-    axis_tap *tw = (axis_tap *)(mem + ap_align64((size_t)Ho * sizeof(axis_tap)));
-    compute_taps(th, H, Ho);
-    compute_taps(tw, W, Wo);
+    axis_tap *th, *tw;
+    AP_TRY(make_taps(ctx, H, W, Ho, Wo, &th, &tw));
     const float *x = in->data;
     float *y = out->data;
     int64_t rows = P * Ho;
@@ -99,12 +107,8 @@ int ap_resize_bilinear_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tens
     AP_TRY(bilinear_check(op, "din", din, "dout", dout));
     int64_t P = din->shape[0] * din->shape[1], H = din->shape[2], W = din->shape[3];
     int64_t Ho = dout->shape[2], Wo = dout->shape[3];
-    char *mem = ap_scratch(ctx, ap_resize_bilinear_scratch_bytes(Ho, Wo), "resize_bilinear taps");
-    if (!mem) return AP_ERR;
-    axis_tap *th = (axis_tap *)mem;
-    axis_tap *tw = (axis_tap *)(mem + ap_align64((size_t)Ho * sizeof(axis_tap)));
-    compute_taps(th, H, Ho);
-    compute_taps(tw, W, Wo);
+    axis_tap *th, *tw;
+    AP_TRY(make_taps(ctx, H, W, Ho, Wo, &th, &tw));
     const float *g = dout->data;
     float *dx = din->data;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (P * Ho * Wo > 16384)
