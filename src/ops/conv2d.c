@@ -81,6 +81,12 @@ static void pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K,
 PG_TARGET static void pg_kernel(int kc, const float *Ap, const float *Bp, float *C,
                                 int ldc, int accum, int mr, int nr) {
     __m512 c0[PG_MR], c1[PG_MR];
+    /* C rows are a whole row stride apart (often 16 KiB): start fetching
+     * them now so the epilogue does not wait on L2/L3. */
+    for (int r = 0; r < mr; r++) {
+        _mm_prefetch((const char *)(C + (size_t)r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(C + (size_t)r * ldc + 31), _MM_HINT_T0);
+    }
 #pragma GCC unroll 12
     for (int r = 0; r < PG_MR; r++) c0[r] = _mm512_setzero_ps(), c1[r] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
