@@ -77,9 +77,9 @@ static void pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K,
 
 #define PG_TARGET __attribute__((target("avx512f,fma")))
 
-/* C[0:mr, 0:nr] (+)= Ap (kc x 12) . Bp (kc x 32). */
+/* C[0:mr, 0:nr] = (accum ? C : bias ? bias[row] : 0) + Ap (kc x 12) . Bp (kc x 32). */
 PG_TARGET static void pg_kernel(int kc, const float *Ap, const float *Bp, float *C,
-                                int ldc, int accum, int mr, int nr) {
+                                int ldc, int accum, const float *bias, int mr, int nr) {
     __m512 c0[PG_MR], c1[PG_MR];
     /* C rows are a whole row stride apart (often 16 KiB): start fetching
      * them now so the epilogue does not wait on L2/L3. */
@@ -88,7 +88,10 @@ PG_TARGET static void pg_kernel(int kc, const float *Ap, const float *Bp, float 
         _mm_prefetch((const char *)(C + (size_t)r * ldc + 31), _MM_HINT_T0);
     }
 #pragma GCC unroll 12
-    for (int r = 0; r < PG_MR; r++) c0[r] = _mm512_setzero_ps(), c1[r] = _mm512_setzero_ps();
+    for (int r = 0; r < PG_MR; r++) {
+        c0[r] = bias && r < mr ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
+        c1[r] = c0[r];
+    }
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
 #pragma GCC unroll 12
@@ -114,9 +117,11 @@ PG_TARGET static void pg_kernel(int kc, const float *Ap, const float *Bp, float 
     }
 }
 
-/* C (M, N) = (accum ? C : 0) + A . B with Ap from pg_pack_a and B from pack. */
+/* C (M, N) = (accum ? C : bias ? bias[row] : 0) + A . B with Ap from
+ * pg_pack_a and B from pack; bias (M) may be NULL. */
 static void pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap,
-                    pg_pack_b pack, const void *arg, float *C, int ldc, int accum) {
+                    pg_pack_b pack, const void *arg, float *C, int ldc, int accum,
+                    const float *bias) {
     const int Mp = pg_mpad(M), npanel = Mp / PG_MR, nt = ctx->n_threads;
     const int ncb = (N + PG_NC - 1) / PG_NC;
     int mgroups = ncb >= nt ? 1 : (nt + ncb - 1) / ncb;
@@ -143,7 +148,7 @@ static void pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap,
                             int m0 = ip * PG_MR, mr = M - m0 < PG_MR ? M - m0 : PG_MR;
                             pg_kernel(kc, Ap + (size_t)Mp * k0 + (size_t)ip * PG_MR * kc,
                                       Bp, C + (size_t)m0 * ldc + n0, ldc, accum || k0 > 0,
-                                      mr, nr);
+                                      bias && k0 == 0 ? bias + m0 : NULL, mr, nr);
                         }
                     }
                 }
@@ -591,7 +596,7 @@ int ap_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
     for (int bi = 0; bi < d.B; bi++) {
         const float *x = in->data + (size_t)bi * d.C * HW;
         float *y = out->data + (size_t)bi * d.O * HoWo;
-        if (bias) {
+        if (bias && !pg) { /* the packed GEMM starts its sums from the bias */
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d.O > 1)
             for (int o = 0; o < d.O; o++) {
                 float bo = b->data[o];
@@ -601,12 +606,13 @@ int ap_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
         }
 #if PG_HAVE
         if (pg) {
+            const float *bv = bias ? b->data : NULL;
             pack_im2col_arg ai = {&d, x};
             pack_plain_arg ap = {x, HW};
             if (d.direct)
-                pg_gemm(ctx, d.O, HoWo, d.K, Ap, pack_plain, &ap, y, HoWo, bias);
+                pg_gemm(ctx, d.O, HoWo, d.K, Ap, pack_plain, &ap, y, HoWo, 0, bv);
             else
-                pg_gemm(ctx, d.O, HoWo, d.K, Ap, pack_im2col, &ai, y, HoWo, bias);
+                pg_gemm(ctx, d.O, HoWo, d.K, Ap, pack_im2col, &ai, y, HoWo, 0, bv);
             continue;
         }
 #endif
@@ -692,7 +698,7 @@ int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
                 int np = HoWo - p0 < P ? HoWo - p0 : P;
                 pack_dwcol_arg a = {&d, in->data + (size_t)bi * d.C * HW, p0};
                 pg_pack_a(ctx, g + p0, HoWo, d.O, np, scr);
-                pg_gemm(ctx, d.O, d.K, np, scr, pack_dwcol, &a, dw->data, d.K, 1);
+                pg_gemm(ctx, d.O, d.K, np, scr, pack_dwcol, &a, dw->data, d.K, 1, NULL);
             }
         }
     }
@@ -700,9 +706,9 @@ int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
         /* din_b (C, H*W) = w' (C, O*kh*kw) . im2col'(dout_b), see din_as_conv. */
         const int kk = d.kh * d.kw;
         float *wt = scr, *Ap = scr + (size_t)d.C * t.K;
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d.O > 1)
-        for (int o = 0; o < d.O; o++)
-            for (int c = 0; c < d.C; c++) {
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d.C > 1)
+        for (int c = 0; c < d.C; c++)
+            for (int o = 0; o < d.O; o++) {
                 const float *src = w->data + ((size_t)o * d.C + c) * kk;
                 float *dst = wt + (size_t)c * t.K + (size_t)o * kk;
                 for (int uv = 0; uv < kk; uv++) dst[kk - 1 - uv] = src[uv];
@@ -714,9 +720,9 @@ int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
             pack_im2col_arg ai = {&t, g};
             pack_plain_arg ap = {g, HoWo};
             if (t.direct)
-                pg_gemm(ctx, d.C, HW, t.K, Ap, pack_plain, &ap, dx, HW, 0);
+                pg_gemm(ctx, d.C, HW, t.K, Ap, pack_plain, &ap, dx, HW, 0, NULL);
             else
-                pg_gemm(ctx, d.C, HW, t.K, Ap, pack_im2col, &ai, dx, HW, 0);
+                pg_gemm(ctx, d.C, HW, t.K, Ap, pack_im2col, &ai, dx, HW, 0, NULL);
         }
     }
 #endif
