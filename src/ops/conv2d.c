@@ -94,6 +94,7 @@ PG_TARGET static void pg_kernel(int kc, const float *Ap, const float *Bp, float 
     }
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+        _mm_prefetch((const char *)(Ap + 8 * PG_MR), _MM_HINT_T0);
 #pragma GCC unroll 12
         for (int r = 0; r < PG_MR; r++) {
             __m512 a = _mm512_set1_ps(Ap[r]);
