@@ -178,7 +178,7 @@ typedef struct {
 } conv_dims;
 
 static size_t packed_a_floats(const conv_dims *d);
-static size_t din_pg_floats(const conv_dims *d);
+static size_t din_floats(const conv_dims *d, int pg);
 static size_t dw_pg_floats(const conv_dims *d);
 
 /* Output rows per chunk: the fewest equal chunks whose columns fit the budget. */
@@ -210,10 +210,11 @@ size_t ap_conv2d_scratch_bytes(int B, int C, int H, int W, int O, int kh, int kw
     conv_dims d;
     dims_init(&d, B, C, H, W, O, kh, kw, stride, pad, pad);
     size_t ncol = d.direct ? 0 : (size_t)d.K * (size_t)d.rows * (size_t)d.Wo;
-    size_t n = packed_a_floats(&d);
-    if (ncol > n) n = ncol;
-    if (din_pg_floats(&d) > n) n = din_pg_floats(&d);
-    if (dw_pg_floats(&d) > n) n = dw_pg_floats(&d);
+    /* Either path may run (run-time CPU check, AP_CONV2D_BLAS): the largest. */
+    size_t n = ncol, cand[3] = {packed_a_floats(&d), PG_HAVE ? din_floats(&d, 1) : 0,
+                                dw_pg_floats(&d)};
+    for (int k = 0; k < 3; k++)
+        if (cand[k] > n) n = cand[k];
     return sizeof(float) * n;
 }
 
@@ -542,16 +543,18 @@ static int din_as_conv(const conv_dims *d, conv_dims *t) {
     return 1;
 }
 
-/* Packed-path din scratch: w' (C, O*kh*kw) and its packed copy. */
-static size_t din_pg_floats(const conv_dims *d) {
-#if PG_HAVE
+static size_t fwd_floats(const conv_dims *d, int pg);
+
+/* din-as-conv scratch (0 if din is not a conv): w' (C, O*kh*kw), rounded up
+ * to 16 floats, then that conv's own scratch. */
+static size_t din_wt_floats(const conv_dims *d) {
+    return ((size_t)d->C * d->O * d->kh * d->kw + 15) & ~(size_t)15;
+}
+
+static size_t din_floats(const conv_dims *d, int pg) {
     conv_dims t;
     if (!din_as_conv(d, &t)) return 0;
-    return (size_t)d->C * t.K + (size_t)pg_mpad(d->C) * t.K;
-#else
-    (void)d;
-    return 0;
-#endif
+    return din_wt_floats(d) + fwd_floats(&t, pg);
 }
 
 /* Output pixels per packed dweight GEMM call: the packed dout slice
@@ -579,6 +582,59 @@ static size_t dw_pg_floats(const conv_dims *d) {
 #endif
 }
 
+/* Scratch floats of conv_fwd_run for d: the packed weights, or the columns
+ * (none for 1x1/s1/p0 on BLAS). */
+static size_t fwd_floats(const conv_dims *d, int pg) {
+    if (pg) return packed_a_floats(d);
+    return d->direct ? 0 : (size_t)d->K * d->rows * d->Wo;
+}
+
+/* out (B, O, Ho, Wo) = conv(x (B, C, H, W), w (O, K) row-major) (+ bias (O),
+ * may be NULL), on the packed GEMM (pg) or im2col + BLAS; scr holds
+ * fwd_floats(d, pg) floats. */
+static void conv_fwd_run(ap_ctx *ctx, const conv_dims *d, const float *xs,
+                         const float *w, const float *bias, float *out, int pg,
+                         float *scr) {
+    const int HW = d->H * d->W, HoWo = d->Ho * d->Wo;
+#if PG_HAVE
+    if (pg) pg_pack_a(ctx, w, d->K, d->O, d->K, scr);
+#endif
+    for (int bi = 0; bi < d->B; bi++) {
+        const float *x = xs + (size_t)bi * d->C * HW;
+        float *y = out + (size_t)bi * d->O * HoWo;
+#if PG_HAVE
+        if (pg) { /* the packed GEMM starts its sums from the bias */
+            pack_im2col_arg ai = {d, x};
+            pack_plain_arg ap = {x, HW};
+            if (d->direct)
+                pg_gemm(ctx, d->O, HoWo, d->K, scr, pack_plain, &ap, y, HoWo, 0, bias);
+            else
+                pg_gemm(ctx, d->O, HoWo, d->K, scr, pack_im2col, &ai, y, HoWo, 0, bias);
+            continue;
+        }
+#endif
+        if (bias) {
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d->O > 1)
+            for (int o = 0; o < d->O; o++) {
+                float *yo = y + (size_t)o * HoWo;
+                for (int k = 0; k < HoWo; k++) yo[k] = bias[o];
+            }
+        }
+        float beta = bias ? 1.0f : 0.0f;
+        if (d->direct) {
+            ap_gemm(ctx, 0, 0, d->O, HW, d->C, 1.0f, w, d->C, x, HW, beta, y, HW);
+            continue;
+        }
+        for (int i0 = 0; i0 < d->Ho; i0 += d->rows) {
+            int i1 = i0 + d->rows < d->Ho ? i0 + d->rows : d->Ho;
+            int n = (i1 - i0) * d->Wo;
+            im2col(ctx, d, x, i0, i1, scr);
+            ap_gemm(ctx, 0, 0, d->O, n, d->K, 1.0f, w, d->K, scr, n, beta,
+                    y + (size_t)i0 * d->Wo, HoWo);
+        }
+    }
+}
+
 int ap_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
                       const ap_tensor *w, const ap_tensor *b, int stride, int pad) {
     static const char *op = "conv2d_forward";
@@ -588,55 +644,15 @@ int ap_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
     int bias = ap_present(b);
     if (bias && ap_expect1(op, "bias", b, d.O)) return fail_ctx(in, w, stride, pad);
 
-    const int HW = d.H * d.W, HoWo = d.Ho * d.Wo, pg = use_pg();
-    float *col = NULL, *Ap = NULL;
-    if (pg) {
-        Ap = ap_scratch(ctx, sizeof(float) * packed_a_floats(&d), "conv2d_forward packed weights");
-        if (!Ap) return AP_ERR;
-#if PG_HAVE
-        pg_pack_a(ctx, w->data, d.K, d.O, d.K, Ap);
-#endif
-    } else if (!d.direct) {
-        col = ap_scratch(ctx, (size_t)d.K * d.rows * d.Wo * sizeof(float),
-                         "conv2d_forward columns");
-        if (!col) return AP_ERR;
+    const int pg = use_pg();
+    size_t n = fwd_floats(&d, pg);
+    float *scr = NULL;
+    if (n) {
+        scr = ap_scratch(ctx, n * sizeof(float),
+                         pg ? "conv2d_forward packed weights" : "conv2d_forward columns");
+        if (!scr) return AP_ERR;
     }
-    for (int bi = 0; bi < d.B; bi++) {
-        const float *x = in->data + (size_t)bi * d.C * HW;
-        float *y = out->data + (size_t)bi * d.O * HoWo;
-        if (bias && !pg) { /* the packed GEMM starts its sums from the bias */
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d.O > 1)
-            for (int o = 0; o < d.O; o++) {
-                float bo = b->data[o];
-                float *yo = y + (size_t)o * HoWo;
-                for (int k = 0; k < HoWo; k++) yo[k] = bo;
-            }
-        }
-#if PG_HAVE
-        if (pg) {
-            const float *bv = bias ? b->data : NULL;
-            pack_im2col_arg ai = {&d, x};
-            pack_plain_arg ap = {x, HW};
-            if (d.direct)
-                pg_gemm(ctx, d.O, HoWo, d.K, Ap, pack_plain, &ap, y, HoWo, 0, bv);
-            else
-                pg_gemm(ctx, d.O, HoWo, d.K, Ap, pack_im2col, &ai, y, HoWo, 0, bv);
-            continue;
-        }
-#endif
-        float beta = bias ? 1.0f : 0.0f;
-        if (d.direct) {
-            ap_gemm(ctx, 0, 0, d.O, HW, d.C, 1.0f, w->data, d.C, x, HW, beta, y, HW);
-            continue;
-        }
-        for (int i0 = 0; i0 < d.Ho; i0 += d.rows) {
-            int i1 = i0 + d.rows < d.Ho ? i0 + d.rows : d.Ho;
-            int n = (i1 - i0) * d.Wo;
-            im2col(ctx, &d, x, i0, i1, col);
-            ap_gemm(ctx, 0, 0, d.O, n, d.K, 1.0f, w->data, d.K, col, n, beta,
-                    y + (size_t)i0 * d.Wo, HoWo);
-        }
-    }
+    conv_fwd_run(ctx, &d, in->data, w->data, bias ? b->data : NULL, out->data, pg, scr);
     return AP_OK;
 }
 
@@ -679,16 +695,19 @@ int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
     }
     if (!want_dx && !want_dw) return AP_OK;
 
-    /* Packed path where it applies (dw always, din for stride-1 convs with
-     * p <= k - 1); im2col + BLAS for the rest. One scratch block serves
-     * whichever runs: they run one after another. */
+    /* Where the CPU has the packed GEMM: dw on it, and din of stride-1 convs
+     * with pad <= k - 1 as a forward conv (din_as_conv). The rest, and all
+     * on the BLAS path, is im2col + GEMM for dw and GEMM + col2im for din
+     * (measured: on BLAS, din as im2col + GEMM was ~8% slower than GEMM +
+     * col2im). One scratch block serves whichever runs: they run one after
+     * another. */
     conv_dims t;
     const int pg = use_pg();
-    const int pg_dw = pg && want_dw, pg_dx = pg && want_dx && din_as_conv(&d, &t);
-    const int fb_dw = want_dw && !pg_dw, fb_dx = want_dx && !pg_dx;
+    const int pg_dw = pg && want_dw, conv_dx = pg && want_dx && din_as_conv(&d, &t);
+    const int fb_dw = want_dw && !pg_dw, fb_dx = want_dx && !conv_dx;
     size_t nscr = 0;
     if (pg_dw) nscr = dw_pg_floats(&d);
-    if (pg_dx && din_pg_floats(&d) > nscr) nscr = din_pg_floats(&d);
+    if (conv_dx && din_floats(&d, pg) > nscr) nscr = din_floats(&d, pg);
     if ((fb_dw || fb_dx) && !d.direct && (size_t)d.K * d.rows * d.Wo > nscr)
         nscr = (size_t)d.K * d.rows * d.Wo;
     float *scr = NULL;
@@ -710,10 +729,11 @@ int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
             }
         }
     }
-    if (pg_dx) {
-        /* din_b (C, H*W) = w' (C, O*kh*kw) . im2col'(dout_b), see din_as_conv. */
+#endif
+    if (conv_dx) {
+        /* din (B, C, H, W) = conv(dout, w' (C, O*kh*kw)), see din_as_conv. */
         const int kk = d.kh * d.kw;
-        float *wt = scr, *Ap = scr + (size_t)d.C * t.K;
+        float *wt = scr;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d.C > 1)
         for (int c = 0; c < d.C; c++)
             for (int o = 0; o < d.O; o++) {
@@ -721,19 +741,9 @@ int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
                 float *dst = wt + (size_t)c * t.K + (size_t)o * kk;
                 for (int uv = 0; uv < kk; uv++) dst[kk - 1 - uv] = src[uv];
             }
-        pg_pack_a(ctx, wt, t.K, d.C, t.K, Ap);
-        for (int bi = 0; bi < d.B; bi++) {
-            const float *g = dout->data + (size_t)bi * d.O * HoWo;
-            float *dx = din->data + (size_t)bi * d.C * HW;
-            pack_im2col_arg ai = {&t, g};
-            pack_plain_arg ap = {g, HoWo};
-            if (t.direct)
-                pg_gemm(ctx, d.C, HW, t.K, Ap, pack_plain, &ap, dx, HW, 0, NULL);
-            else
-                pg_gemm(ctx, d.C, HW, t.K, Ap, pack_im2col, &ai, dx, HW, 0, NULL);
-        }
+        conv_fwd_run(ctx, &t, dout->data, wt, NULL, din->data, pg,
+                     scr + din_wt_floats(&d));
     }
-#endif
     if (!fb_dw && !fb_dx) return AP_OK;
 
     float *col = scr;
