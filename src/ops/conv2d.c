@@ -557,21 +557,18 @@ static size_t din_floats(const conv_dims *d, int pg) {
     return din_wt_floats(d) + fwd_floats(&t, pg);
 }
 
+#if PG_HAVE
 /* Output pixels per packed dweight GEMM call: the packed dout slice
  * (O rounded up to 12, pixels) stays within AP_CONV2D_COL_FLOATS. */
 static int dw_chunk_pixels(const conv_dims *d) {
-#if PG_HAVE
     const int HoWo = d->Ho * d->Wo;
     size_t P = AP_CONV2D_COL_FLOATS / (size_t)pg_mpad(d->O);
     if (P < PG_KC) P = PG_KC;
     if (P >= (size_t)HoWo) return HoWo;
     int n = (int)((HoWo + P - 1) / P);
     return (HoWo + n - 1) / n;
-#else
-    (void)d;
-    return 0;
-#endif
 }
+#endif
 
 static size_t dw_pg_floats(const conv_dims *d) {
 #if PG_HAVE
@@ -598,6 +595,8 @@ static void conv_fwd_run(ap_ctx *ctx, const conv_dims *d, const float *xs,
     const int HW = d->H * d->W, HoWo = d->Ho * d->Wo;
 #if PG_HAVE
     if (pg) pg_pack_a(ctx, w, d->K, d->O, d->K, scr);
+#else
+    (void)pg;
 #endif
     for (int bi = 0; bi < d->B; bi++) {
         const float *x = xs + (size_t)bi * d->C * HW;
