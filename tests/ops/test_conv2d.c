@@ -1,7 +1,8 @@
 /* test_conv2d.c: conv2d forward/backward against finite differences, a naive
  * double-precision reference (including a layer large enough to be cut into
  * row chunks), PyTorch goldens (tools/fixtures/ops_conv.py) on 1 and 2
- * threads, the accumulation rule, shape errors, and both forward paths. */
+ * threads, the accumulation rule, shape errors, and both paths (packed
+ * AVX-512 GEMM where the CPU has it, im2col + BLAS). */
 #include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
