@@ -2,10 +2,17 @@
  *
  * Accumulation rule: parameter grads (dw, db) +=, activation grads (din) =.
  *
- * Forward on CPUs with AVX-512F: the packed GEMM below, with the columns
- * gathered from the image straight into its L1-resident B panels (no column
- * buffer; scratch holds the packed weights). Otherwise, and for backward,
- * per image b and chunk of output rows [i0, i1) (n = (i1 - i0) * Wo columns):
+ * On CPUs with AVX-512F (runtime check; AP_CONV2D_BLAS=1 forces the
+ * fallback) everything runs on the packed GEMM below, whose B panels are
+ * gathered from the image straight into L1 (no column buffer):
+ *   forward: out_b (O, Ho*Wo)  = w (O, CKK) . im2col(in_b)
+ *   dw:      dw (O, CKK)      += dout_b (O, pixels) . im2col(in_b)^T
+ *            (dout packed in pixel chunks; the panel is gathered per pixel)
+ *   din, stride 1 and pad <= k - 1: a forward conv of dout with the
+ *            (O,C)-transposed, spatially flipped weights, pads k-1-pad:
+ *            din_b (C, H*W) = w' (C, O*kh*kw) . im2col'(dout_b)
+ * Otherwise (no AVX-512, or din of strided convs), per image b and chunk of
+ * output rows [i0, i1) (n = (i1 - i0) * Wo columns):
  *   col (C*kh*kw, n)   = im2col(in_b)              row r = (c, u, v)
  *   forward:  out_b[:, i0*Wo : i1*Wo]  = w (O, CKK) . col  (+ bias, pre-filled)
  *   backward: dw (O, CKK)            += dout_b[:, chunk] . col^T
@@ -14,12 +21,13 @@
  * so overlapping windows (kernel > stride) are summed correctly. The column
  * buffer is reused for the gradient columns after dw consumed it.
  * 1x1 kernels with stride 1 and pad 0 skip im2col: col is in_b itself.
- * Threads: im2col over col rows, col2im over input channels, db over O;
- * GEMMs split by ap_gemm.
+ * Threads: packed GEMM over (column block, row group) tasks; im2col over col
+ * rows, col2im over input channels, db over O; BLAS GEMMs split by ap_gemm.
  */
 #include "conv2d.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,14 +77,24 @@ static void pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K,
 
 #define PG_TARGET __attribute__((target("avx512f,fma")))
 
-/* C[0:mr, 0:nr] (+)= Ap (kc x 12) . Bp (kc x 32). */
+/* C[0:mr, 0:nr] = (accum ? C : bias ? bias[row] : 0) + Ap (kc x 12) . Bp (kc x 32). */
 PG_TARGET static void pg_kernel(int kc, const float *Ap, const float *Bp, float *C,
-                                int ldc, int accum, int mr, int nr) {
+                                int ldc, int accum, const float *bias, int mr, int nr) {
     __m512 c0[PG_MR], c1[PG_MR];
+    /* C rows are a whole row stride apart (often 16 KiB): start fetching
+     * them now so the epilogue does not wait on L2/L3. */
+    for (int r = 0; r < mr; r++) {
+        _mm_prefetch((const char *)(C + (size_t)r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(C + (size_t)r * ldc + 31), _MM_HINT_T0);
+    }
 #pragma GCC unroll 12
-    for (int r = 0; r < PG_MR; r++) c0[r] = _mm512_setzero_ps(), c1[r] = _mm512_setzero_ps();
+    for (int r = 0; r < PG_MR; r++) {
+        c0[r] = bias && r < mr ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
+        c1[r] = c0[r];
+    }
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+        _mm_prefetch((const char *)(Ap + 8 * PG_MR), _MM_HINT_T0);
 #pragma GCC unroll 12
         for (int r = 0; r < PG_MR; r++) {
             __m512 a = _mm512_set1_ps(Ap[r]);
@@ -100,11 +118,20 @@ PG_TARGET static void pg_kernel(int kc, const float *Ap, const float *Bp, float 
     }
 }
 
-/* C (M, N) = (accum ? C : 0) + A . B with Ap from pg_pack_a and B from pack. */
+/* C (M, N) = (accum ? C : bias ? bias[row] : 0) + A . B with Ap from
+ * pg_pack_a and B from pack; bias (M) may be NULL. */
 static void pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap,
-                    pg_pack_b pack, const void *arg, float *C, int ldc, int accum) {
+                    pg_pack_b pack, const void *arg, float *C, int ldc, int accum,
+                    const float *bias) {
     const int Mp = pg_mpad(M), npanel = Mp / PG_MR, nt = ctx->n_threads;
-    const int ncb = (N + PG_NC - 1) / PG_NC;
+    /* Column blocks of about PG_NC (whole NR panels), their count a multiple
+     * of the threads where there are enough panels: N = 2880 in 6 blocks of
+     * 512 left one of two threads 17% more work than the other. */
+    int ncb = (N + PG_NC - 1) / PG_NC, npan = (N + PG_NR - 1) / PG_NR;
+    ncb = (ncb + nt - 1) / nt * nt;
+    if (ncb > npan) ncb = npan;
+    const int ncw = (npan + ncb - 1) / ncb * PG_NR;
+    ncb = (N + ncw - 1) / ncw;
     int mgroups = ncb >= nt ? 1 : (nt + ncb - 1) / ncb;
     if (mgroups > npanel) mgroups = npanel;
     const int per_group = (npanel + mgroups - 1) / mgroups;
@@ -113,7 +140,7 @@ static void pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap,
         for (int g = 0; g < mgroups; g++) {
             _Alignas(64) float Bp[PG_KC * PG_NR];
             int p0 = g * per_group, p1 = p0 + per_group < npanel ? p0 + per_group : npanel;
-            int nend = (cb + 1) * PG_NC < N ? (cb + 1) * PG_NC : N;
+            int nend = (cb + 1) * ncw < N ? (cb + 1) * ncw : N;
             /* Row blocks of at most PG_MCP panels keep A's KC slice and the
              * C block in L2; B panels are repacked per row block. */
             int nmb = (p1 - p0 + PG_MCP - 1) / PG_MCP;
@@ -122,14 +149,14 @@ static void pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap,
                 int q1 = p0 + (int)((int64_t)(p1 - p0) * (mb + 1) / nmb);
                 for (int k0 = 0; k0 < K; k0 += PG_KC) {
                     int kc = K - k0 < PG_KC ? K - k0 : PG_KC;
-                    for (int n0 = cb * PG_NC; n0 < nend; n0 += PG_NR) {
+                    for (int n0 = cb * ncw; n0 < nend; n0 += PG_NR) {
                         int nr = nend - n0 < PG_NR ? nend - n0 : PG_NR;
                         pack(arg, k0, kc, n0, nr, Bp);
                         for (int ip = q0; ip < q1; ip++) {
                             int m0 = ip * PG_MR, mr = M - m0 < PG_MR ? M - m0 : PG_MR;
                             pg_kernel(kc, Ap + (size_t)Mp * k0 + (size_t)ip * PG_MR * kc,
                                       Bp, C + (size_t)m0 * ldc + n0, ldc, accum || k0 > 0,
-                                      mr, nr);
+                                      bias && k0 == 0 ? bias + m0 : NULL, mr, nr);
                         }
                     }
                 }
@@ -143,7 +170,7 @@ static void pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap,
 typedef struct {
     int B, C, H, W;  /* input (B, C, H, W) */
     int O, kh, kw;   /* weight (O, C, kh, kw) */
-    int s, p;        /* stride, pad */
+    int s, ph, pw;   /* stride, pad along H and W (equal for the public API) */
     int Ho, Wo;      /* output (B, O, Ho, Wo) */
     int K;           /* C * kh * kw: GEMM depth, rows of col */
     int rows;        /* output rows per chunk */
@@ -151,6 +178,8 @@ typedef struct {
 } conv_dims;
 
 static size_t packed_a_floats(const conv_dims *d);
+static size_t din_floats(const conv_dims *d, int pg);
+static size_t dw_pg_floats(const conv_dims *d);
 
 /* Output rows per chunk: the fewest equal chunks whose columns fit the budget. */
 static int chunk_rows(int K, int Ho, int Wo) {
@@ -163,13 +192,13 @@ static int chunk_rows(int K, int Ho, int Wo) {
 }
 
 static void dims_init(conv_dims *d, int B, int C, int H, int W, int O, int kh,
-                      int kw, int stride, int pad) {
+                      int kw, int stride, int ph, int pw) {
     d->B = B, d->C = C, d->H = H, d->W = W;
-    d->O = O, d->kh = kh, d->kw = kw, d->s = stride, d->p = pad;
-    d->Ho = (H + 2 * pad - kh) / stride + 1;
-    d->Wo = (W + 2 * pad - kw) / stride + 1;
+    d->O = O, d->kh = kh, d->kw = kw, d->s = stride, d->ph = ph, d->pw = pw;
+    d->Ho = (H + 2 * ph - kh) / stride + 1;
+    d->Wo = (W + 2 * pw - kw) / stride + 1;
     d->K = C * kh * kw;
-    d->direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
+    d->direct = kh == 1 && kw == 1 && stride == 1 && ph == 0 && pw == 0;
     d->rows = d->direct ? d->Ho : chunk_rows(d->K, d->Ho, d->Wo);
 }
 
@@ -179,10 +208,14 @@ size_t ap_conv2d_scratch_bytes(int B, int C, int H, int W, int O, int kh, int kw
         stride < 1 || pad < 0 || H + 2 * pad < kh || W + 2 * pad < kw)
         return 0;
     conv_dims d;
-    dims_init(&d, B, C, H, W, O, kh, kw, stride, pad);
+    dims_init(&d, B, C, H, W, O, kh, kw, stride, pad, pad);
     size_t ncol = d.direct ? 0 : (size_t)d.K * (size_t)d.rows * (size_t)d.Wo;
-    size_t nap = packed_a_floats(&d);
-    return sizeof(float) * (ncol > nap ? ncol : nap);
+    /* Either path may run (run-time CPU check, AP_CONV2D_BLAS): the largest. */
+    size_t n = ncol, cand[3] = {packed_a_floats(&d), PG_HAVE ? din_floats(&d, 1) : 0,
+                                dw_pg_floats(&d)};
+    for (int k = 0; k < 3; k++)
+        if (cand[k] > n) n = cand[k];
+    return sizeof(float) * n;
 }
 
 /* Re-records the current error with the shapes of in and w appended, so every
@@ -220,7 +253,7 @@ static int check_geometry(const char *op, conv_dims *d, const ap_tensor *in,
         return fail_ctx(in, w, stride, pad);
     }
     dims_init(d, (int)in->shape[0], (int)in->shape[1], (int)H, (int)W,
-              (int)w->shape[0], (int)kh, (int)kw, stride, pad);
+              (int)w->shape[0], (int)kh, (int)kw, stride, pad, pad);
     if ((int64_t)d->K * d->Ho * d->Wo > INT_MAX ||
         (int64_t)d->O * d->Ho * d->Wo > INT_MAX) {
         ap_fail("%s: tensors too large for 32-bit GEMM indexing", op);
@@ -233,72 +266,72 @@ static int check_geometry(const char *op, conv_dims *d, const ap_tensor *in,
 static int check_out(const char *op, const char *arg, const conv_dims *d,
                      const ap_tensor *t, const ap_tensor *in, const ap_tensor *w) {
     if (ap_expect4(op, arg, t, d->B, d->O, d->Ho, d->Wo))
-        return fail_ctx(in, w, d->s, d->p);
+        return fail_ctx(in, w, d->s, d->ph);
     return AP_OK;
 }
 
-/* col[r, (i - i0)*Wo + j] = in_b[c, i*s + u - p, j*s + v - p] (0 outside),
+/* col[r, (i - i0)*Wo + j] = in_b[c, i*s + u - ph, j*s + v - pw] (0 outside),
  * r = (c*kh + u)*kw + v, for output rows i in [i0, i1). */
 static void im2col(const ap_ctx *ctx, const conv_dims *d, const float *x, int i0,
                    int i1, float *col) {
-    const int Wo = d->Wo, s = d->s, p = d->p, W = d->W, H = d->H;
+    const int Wo = d->Wo, s = d->s, ph = d->ph, pw = d->pw, W = d->W, H = d->H;
     const int n = (i1 - i0) * Wo;
-    /* Output columns j whose input column x = j*s + v - p lies in [0, W). */
+    /* Output columns j whose input column x = j*s + v - pw lies in [0, W). */
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d->K > 1)
     for (int r = 0; r < d->K; r++) {
         int v = r % d->kw, u = (r / d->kw) % d->kh, c = r / (d->kw * d->kh);
-        int jlo = p - v > 0 ? (p - v + s - 1) / s : 0;
-        int jhi = (W - 1 + p - v) / s + 1; /* exclusive */
-        if (W - 1 + p - v < 0) jhi = 0;
+        int jlo = pw - v > 0 ? (pw - v + s - 1) / s : 0;
+        int jhi = (W - 1 + pw - v) / s + 1; /* exclusive */
+        if (W - 1 + pw - v < 0) jhi = 0;
         if (jhi > Wo) jhi = Wo;
         if (jlo > jhi) jlo = jhi;
         const float *xc = x + (size_t)c * H * W;
         float *dst = col + (size_t)r * n;
         for (int i = i0; i < i1; i++, dst += Wo) {
-            int y = i * s + u - p;
+            int y = i * s + u - ph;
             if (y < 0 || y >= H) {
                 memset(dst, 0, sizeof(float) * (size_t)Wo);
                 continue;
             }
-            const float *src = xc + (size_t)y * W; /* src[j*s + v - p] */
+            const float *src = xc + (size_t)y * W; /* src[j*s + v - pw] */
             for (int j = 0; j < jlo; j++) dst[j] = 0.0f;
             if (s == 1) {
                 if (jhi > jlo)
-                    memcpy(dst + jlo, src + jlo + v - p,
+                    memcpy(dst + jlo, src + jlo + v - pw,
                            sizeof(float) * (size_t)(jhi - jlo));
             } else {
-                for (int j = jlo; j < jhi; j++) dst[j] = src[j * s + v - p];
+                for (int j = jlo; j < jhi; j++) dst[j] = src[j * s + v - pw];
             }
             for (int j = jhi; j < Wo; j++) dst[j] = 0.0f;
         }
     }
 }
 
-/* dx_b[c, i*s + u - p, j*s + v - p] += col[r, (i - i0)*Wo + j] (inside only). */
+/* dx_b[c, i*s + u - ph, j*s + v - pw] += col[r, (i - i0)*Wo + j] (inside only). */
 static void col2im(const ap_ctx *ctx, const conv_dims *d, const float *col, int i0,
                    int i1, float *dx) {
-    const int Wo = d->Wo, s = d->s, p = d->p, W = d->W, H = d->H;
+    const int Wo = d->Wo, s = d->s, ph = d->ph, pw = d->pw, W = d->W, H = d->H;
     const int n = (i1 - i0) * Wo, kk = d->kh * d->kw;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d->C > 1)
     for (int c = 0; c < d->C; c++) {
         float *xc = dx + (size_t)c * H * W;
         for (int uv = 0; uv < kk; uv++) {
             int u = uv / d->kw, v = uv % d->kw;
-            int jlo = p - v > 0 ? (p - v + s - 1) / s : 0;
-            int jhi = (W - 1 + p - v) / s + 1;
-            if (W - 1 + p - v < 0) jhi = 0;
+            int jlo = pw - v > 0 ? (pw - v + s - 1) / s : 0;
+            int jhi = (W - 1 + pw - v) / s + 1;
+            if (W - 1 + pw - v < 0) jhi = 0;
             if (jhi > Wo) jhi = Wo;
             const float *src = col + (size_t)(c * kk + uv) * n;
             for (int i = i0; i < i1; i++, src += Wo) {
-                int y = i * s + u - p;
+                int y = i * s + u - ph;
                 if (y < 0 || y >= H) continue;
-                float *dst = xc + (size_t)y * W; /* dst[j*s + v - p] */
+                float *dst = xc + (size_t)y * W; /* dst[j*s + v - pw] */
                 if (s == 1 && jhi > jlo) {
-                    float *dr = dst + jlo + v - p;
+                    float *dr = dst + jlo + v - pw;
                     const float *sr = src + jlo;
                     for (int j = 0; j < jhi - jlo; j++) dr[j] += sr[j];
                 } else if (s > 1) {
-                    for (int j = jlo; j < jhi; j++) dst[j * s + v - p] += src[j];
+                    for (int j = jlo; j < jhi; j++) dst[j * s + v - pw] += src[j];
                 }
             }
         }
@@ -312,28 +345,77 @@ typedef struct {
     const float *x; /* (C, H, W) of one image */
 } pack_im2col_arg;
 
+/* Stride 1: the panel's 32 pixels are runs along output rows; each run reads
+ * a contiguous stretch of an input row, so a row of dst is two vectors merged
+ * from one masked load per run (masked lanes, padding included, stay 0). */
+PG_TARGET static void pack_im2col_s1(const pack_im2col_arg *a, int k0, int kc, int n0,
+                                     int nr, float *dst) {
+    const conv_dims *d = a->d;
+    const int H = d->H, W = d->W, Wo = d->Wo, ph = d->ph, pw = d->pw;
+    const size_t HW = (size_t)H * W;
+    int seg_i[PG_NR + 1], seg_l0[PG_NR + 1], seg_l1[PG_NR + 1], seg_j0[PG_NR + 1], nseg = 0;
+    for (int l = 0; l < nr; nseg++) {
+        int n = n0 + l, jj = n % Wo, len = Wo - jj < nr - l ? Wo - jj : nr - l;
+        seg_i[nseg] = n / Wo, seg_j0[nseg] = jj, seg_l0[nseg] = l, seg_l1[nseg] = l + len;
+        l += len;
+    }
+    int c = k0 / (d->kh * d->kw), u = (k0 / d->kw) % d->kh, v = k0 % d->kw;
+    for (int k = 0; k < kc; k++, dst += PG_NR) {
+        /* Output columns [lo, hi) read an input column inside [0, W). */
+        int lo = pw - v > 0 ? pw - v : 0, hi = W + pw - v < Wo ? W + pw - v : Wo;
+        const float *xc = a->x + (size_t)c * H * W;
+        __m512 r0 = _mm512_setzero_ps(), r1 = _mm512_setzero_ps();
+        for (int g = 0; g < nseg; g++) {
+            int y = seg_i[g] + u - ph, jj = seg_j0[g], l0 = seg_l0[g];
+            if (y < 0 || y >= H) continue;
+            int a0 = l0 + (lo - jj > 0 ? lo - jj : 0);
+            int a1 = seg_l1[g] < l0 + hi - jj ? seg_l1[g] : l0 + hi - jj;
+            if (a1 <= a0) continue;
+            uint32_t m = (uint32_t)((1ull << a1) - (1ull << a0));
+            /* lane l reads input column jj + (l - l0) + v - pw of row y */
+            const float *src = xc + (size_t)y * W + (jj - l0 + v - pw);
+            r0 = _mm512_mask_loadu_ps(r0, (__mmask16)m, src);
+            r1 = _mm512_mask_loadu_ps(r1, (__mmask16)(m >> 16), src + 16);
+            /* x does not fit L2 and channels are H*W apart: fetch the row
+             * the same tap of channel c + 2 will read. */
+            if (c + 2 < d->C) {
+                _mm_prefetch((const char *)(src + 2 * HW), _MM_HINT_T0);
+                _mm_prefetch((const char *)(src + 2 * HW + 31), _MM_HINT_T0);
+            }
+        }
+        _mm512_store_ps(dst, r0);
+        _mm512_store_ps(dst + 16, r1);
+        if (++v == d->kw) v = 0, u++;
+        if (u == d->kh) u = 0, c++;
+    }
+}
+
 static void pack_im2col(const void *arg, int k0, int kc, int n0, int nr, float *dst) {
     const pack_im2col_arg *a = arg;
     const conv_dims *d = a->d;
-    const int s = d->s, p = d->p, H = d->H, W = d->W, Wo = d->Wo;
+    if (d->s == 1) {
+        pack_im2col_s1(a, k0, kc, n0, nr, dst);
+        return;
+    }
+    const int s = d->s, ph = d->ph, pw = d->pw, H = d->H, W = d->W, Wo = d->Wo;
     int c = k0 / (d->kh * d->kw), u = (k0 / d->kw) % d->kh, v = k0 % d->kw;
     int i = n0 / Wo, j0 = n0 % Wo;
     if (j0 + nr <= Wo) { /* the panel lies in one output row */
         for (int k = 0; k < kc; k++, dst += PG_NR) {
-            int y = i * s + u - p, jlo = 0, jhi = 0;
+            int y = i * s + u - ph, jlo = 0, jhi = 0;
             if (y >= 0 && y < H) {
-                int lo = p - v > 0 ? (p - v + s - 1) / s : 0;
-                int hi = W - 1 + p - v >= 0 ? (W - 1 + p - v) / s + 1 : 0;
+                int lo = pw - v > 0 ? (pw - v + s - 1) / s : 0;
+                int hi = W - 1 + pw - v >= 0 ? (W - 1 + pw - v) / s + 1 : 0;
                 jlo = lo - j0 > 0 ? lo - j0 : 0;
                 jhi = hi - j0 < nr ? hi - j0 : nr;
                 if (jhi < jlo) jhi = jlo;
                 const float *row = a->x + ((size_t)c * H + y) * W;
                 if (s == 1) {
                     if (jhi > jlo)
-                        memcpy(dst + jlo, row + j0 + jlo + v - p,
+                        memcpy(dst + jlo, row + j0 + jlo + v - pw,
                                sizeof(float) * (size_t)(jhi - jlo));
                 } else {
-                    for (int j = jlo; j < jhi; j++) dst[j] = row[(j0 + j) * s + v - p];
+                    for (int j = jlo; j < jhi; j++) dst[j] = row[(j0 + j) * s + v - pw];
                 }
             }
             for (int j = 0; j < jlo; j++) dst[j] = 0.0f;
@@ -346,7 +428,7 @@ static void pack_im2col(const void *arg, int k0, int kc, int n0, int nr, float *
     int y0[PG_NR], x0[PG_NR]; /* top-left input pixel of each output pixel */
     for (int j = 0; j < nr; j++) {
         int n = n0 + j;
-        y0[j] = n / Wo * s - p, x0[j] = n % Wo * s - p;
+        y0[j] = n / Wo * s - ph, x0[j] = n % Wo * s - pw;
     }
     for (int k = 0; k < kc; k++, dst += PG_NR) {
         const float *xc = a->x + (size_t)c * H * W;
@@ -374,6 +456,59 @@ static void pack_plain(const void *arg, int k0, int kc, int n0, int nr, float *d
         for (int j = nr; j < PG_NR; j++) dst[j] = 0.0f;
     }
 }
+
+/* B = im2col(x_b)^T for dweight: dst[k][j] = col[n0 + j][pix0 + k0 + k], the
+ * input value weight tap r = n0 + j = (c, u, v) meets at output pixel
+ * pix0 + k0 + k (0 outside). Each row of dst is two 16-lane gathers: a lane's
+ * offset c*H*W + u*W + v is fixed for the panel, the pixel adds y*W + x;
+ * lanes whose input pixel lies in the padding are masked to 0. */
+typedef struct {
+    const conv_dims *d;
+    const float *x; /* (C, H, W) of one image */
+    int pix0;       /* first output pixel of this GEMM call */
+} pack_dwcol_arg;
+
+PG_TARGET static void pack_dwcol(const void *arg, int k0, int kc, int n0, int nr,
+                                 float *dst) {
+    const pack_dwcol_arg *a = arg;
+    const conv_dims *d = a->d;
+    const int s = d->s, H = d->H, W = d->W, Wo = d->Wo, kh = d->kh, kw = d->kw;
+    _Alignas(64) int off[PG_NR], uu[PG_NR], vv[PG_NR];
+    for (int j = 0; j < PG_NR; j++) {
+        int r = j < nr ? n0 + j : n0;
+        int v = r % kw, u = (r / kw) % kh, c = r / (kw * kh);
+        off[j] = (c * H + u) * W + v, uu[j] = u, vv[j] = v;
+    }
+    const __m512i off0 = _mm512_load_si512(off), off1 = _mm512_load_si512(off + 16);
+    const __m512i u0 = _mm512_load_si512(uu), u1 = _mm512_load_si512(uu + 16);
+    const __m512i v0 = _mm512_load_si512(vv), v1 = _mm512_load_si512(vv + 16);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i vH = _mm512_set1_epi32(H), vW = _mm512_set1_epi32(W);
+    const __mmask16 all0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+    const __mmask16 all1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    int p0 = a->pix0 + k0, i = p0 / Wo, jj = p0 % Wo;
+    for (int k = 0; k < kc; k++, dst += PG_NR) {
+        int yk = i * s - d->ph, xk = jj * s - d->pw;
+        __mmask16 m0 = all0, m1 = all1;
+        if (yk < 0 || yk + kh > H || xk < 0 || xk + kw > W) {
+            __m512i Y = _mm512_set1_epi32(yk), X = _mm512_set1_epi32(xk);
+            __m512i y0 = _mm512_add_epi32(Y, u0), y1 = _mm512_add_epi32(Y, u1);
+            __m512i x0 = _mm512_add_epi32(X, v0), x1 = _mm512_add_epi32(X, v1);
+            m0 &= _mm512_cmpge_epi32_mask(y0, zero) & _mm512_cmplt_epi32_mask(y0, vH) &
+                  _mm512_cmpge_epi32_mask(x0, zero) & _mm512_cmplt_epi32_mask(x0, vW);
+            m1 &= _mm512_cmpge_epi32_mask(y1, zero) & _mm512_cmplt_epi32_mask(y1, vH) &
+                  _mm512_cmpge_epi32_mask(x1, zero) & _mm512_cmplt_epi32_mask(x1, vW);
+        }
+        __m512i base = _mm512_set1_epi32(yk * W + xk);
+        __m512 g0 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0,
+                                             _mm512_add_epi32(off0, base), a->x, 4);
+        __m512 g1 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1,
+                                             _mm512_add_epi32(off1, base), a->x, 4);
+        _mm512_store_ps(dst, g0);
+        _mm512_store_ps(dst + 16, g1);
+        if (++jj == Wo) jj = 0, i++;
+    }
+}
 #endif
 
 /* The packed AVX-512 GEMM runs when the CPU has it and AP_CONV2D_BLAS is not
@@ -398,6 +533,107 @@ static size_t packed_a_floats(const conv_dims *d) {
 #endif
 }
 
+/* din of a stride-1 conv whose pads satisfy p <= k - 1 is itself a forward
+ * conv: din = conv(dout, w'), w'[c, o, u, v] = w[o, c, kh-1-u, kw-1-v],
+ * pads kh-1-p and kw-1-p, output H x W. Fills t with that conv's dims. */
+static int din_as_conv(const conv_dims *d, conv_dims *t) {
+    if (d->s != 1 || d->ph > d->kh - 1 || d->pw > d->kw - 1) return 0;
+    dims_init(t, d->B, d->O, d->Ho, d->Wo, d->C, d->kh, d->kw, 1, d->kh - 1 - d->ph,
+              d->kw - 1 - d->pw);
+    return 1;
+}
+
+static size_t fwd_floats(const conv_dims *d, int pg);
+
+/* din-as-conv scratch (0 if din is not a conv): w' (C, O*kh*kw), rounded up
+ * to 16 floats, then that conv's own scratch. */
+static size_t din_wt_floats(const conv_dims *d) {
+    return ((size_t)d->C * d->O * d->kh * d->kw + 15) & ~(size_t)15;
+}
+
+static size_t din_floats(const conv_dims *d, int pg) {
+    conv_dims t;
+    if (!din_as_conv(d, &t)) return 0;
+    return din_wt_floats(d) + fwd_floats(&t, pg);
+}
+
+#if PG_HAVE
+/* Output pixels per packed dweight GEMM call: the packed dout slice
+ * (O rounded up to 12, pixels) stays within AP_CONV2D_COL_FLOATS. */
+static int dw_chunk_pixels(const conv_dims *d) {
+    const int HoWo = d->Ho * d->Wo;
+    size_t P = AP_CONV2D_COL_FLOATS / (size_t)pg_mpad(d->O);
+    if (P < PG_KC) P = PG_KC;
+    if (P >= (size_t)HoWo) return HoWo;
+    int n = (int)((HoWo + P - 1) / P);
+    return (HoWo + n - 1) / n;
+}
+#endif
+
+static size_t dw_pg_floats(const conv_dims *d) {
+#if PG_HAVE
+    return (size_t)pg_mpad(d->O) * dw_chunk_pixels(d);
+#else
+    (void)d;
+    return 0;
+#endif
+}
+
+/* Scratch floats of conv_fwd_run for d: the packed weights, or the columns
+ * (none for 1x1/s1/p0 on BLAS). */
+static size_t fwd_floats(const conv_dims *d, int pg) {
+    if (pg) return packed_a_floats(d);
+    return d->direct ? 0 : (size_t)d->K * d->rows * d->Wo;
+}
+
+/* out (B, O, Ho, Wo) = conv(x (B, C, H, W), w (O, K) row-major) (+ bias (O),
+ * may be NULL), on the packed GEMM (pg) or im2col + BLAS; scr holds
+ * fwd_floats(d, pg) floats. */
+static void conv_fwd_run(ap_ctx *ctx, const conv_dims *d, const float *xs,
+                         const float *w, const float *bias, float *out, int pg,
+                         float *scr) {
+    const int HW = d->H * d->W, HoWo = d->Ho * d->Wo;
+#if PG_HAVE
+    if (pg) pg_pack_a(ctx, w, d->K, d->O, d->K, scr);
+#else
+    (void)pg;
+#endif
+    for (int bi = 0; bi < d->B; bi++) {
+        const float *x = xs + (size_t)bi * d->C * HW;
+        float *y = out + (size_t)bi * d->O * HoWo;
+#if PG_HAVE
+        if (pg) { /* the packed GEMM starts its sums from the bias */
+            pack_im2col_arg ai = {d, x};
+            pack_plain_arg ap = {x, HW};
+            if (d->direct)
+                pg_gemm(ctx, d->O, HoWo, d->K, scr, pack_plain, &ap, y, HoWo, 0, bias);
+            else
+                pg_gemm(ctx, d->O, HoWo, d->K, scr, pack_im2col, &ai, y, HoWo, 0, bias);
+            continue;
+        }
+#endif
+        if (bias) {
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d->O > 1)
+            for (int o = 0; o < d->O; o++) {
+                float *yo = y + (size_t)o * HoWo;
+                for (int k = 0; k < HoWo; k++) yo[k] = bias[o];
+            }
+        }
+        float beta = bias ? 1.0f : 0.0f;
+        if (d->direct) {
+            ap_gemm(ctx, 0, 0, d->O, HW, d->C, 1.0f, w, d->C, x, HW, beta, y, HW);
+            continue;
+        }
+        for (int i0 = 0; i0 < d->Ho; i0 += d->rows) {
+            int i1 = i0 + d->rows < d->Ho ? i0 + d->rows : d->Ho;
+            int n = (i1 - i0) * d->Wo;
+            im2col(ctx, d, x, i0, i1, scr);
+            ap_gemm(ctx, 0, 0, d->O, n, d->K, 1.0f, w, d->K, scr, n, beta,
+                    y + (size_t)i0 * d->Wo, HoWo);
+        }
+    }
+}
+
 int ap_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
                       const ap_tensor *w, const ap_tensor *b, int stride, int pad) {
     static const char *op = "conv2d_forward";
@@ -407,54 +643,15 @@ int ap_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
     int bias = ap_present(b);
     if (bias && ap_expect1(op, "bias", b, d.O)) return fail_ctx(in, w, stride, pad);
 
-    const int HW = d.H * d.W, HoWo = d.Ho * d.Wo, pg = use_pg();
-    float *col = NULL, *Ap = NULL;
-    if (pg) {
-        Ap = ap_scratch(ctx, sizeof(float) * packed_a_floats(&d), "conv2d_forward packed weights");
-        if (!Ap) return AP_ERR;
-#if PG_HAVE
-        pg_pack_a(ctx, w->data, d.K, d.O, d.K, Ap);
-#endif
-    } else if (!d.direct) {
-        col = ap_scratch(ctx, (size_t)d.K * d.rows * d.Wo * sizeof(float),
-                         "conv2d_forward columns");
-        if (!col) return AP_ERR;
+    const int pg = use_pg();
+    size_t n = fwd_floats(&d, pg);
+    float *scr = NULL;
+    if (n) {
+        scr = ap_scratch(ctx, n * sizeof(float),
+                         pg ? "conv2d_forward packed weights" : "conv2d_forward columns");
+        if (!scr) return AP_ERR;
     }
-    for (int bi = 0; bi < d.B; bi++) {
-        const float *x = in->data + (size_t)bi * d.C * HW;
-        float *y = out->data + (size_t)bi * d.O * HoWo;
-        if (bias) {
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d.O > 1)
-            for (int o = 0; o < d.O; o++) {
-                float bo = b->data[o];
-                float *yo = y + (size_t)o * HoWo;
-                for (int k = 0; k < HoWo; k++) yo[k] = bo;
-            }
-        }
-#if PG_HAVE
-        if (pg) {
-            pack_im2col_arg ai = {&d, x};
-            pack_plain_arg ap = {x, HW};
-            if (d.direct)
-                pg_gemm(ctx, d.O, HoWo, d.K, Ap, pack_plain, &ap, y, HoWo, bias);
-            else
-                pg_gemm(ctx, d.O, HoWo, d.K, Ap, pack_im2col, &ai, y, HoWo, bias);
-            continue;
-        }
-#endif
-        float beta = bias ? 1.0f : 0.0f;
-        if (d.direct) {
-            ap_gemm(ctx, 0, 0, d.O, HW, d.C, 1.0f, w->data, d.C, x, HW, beta, y, HW);
-            continue;
-        }
-        for (int i0 = 0; i0 < d.Ho; i0 += d.rows) {
-            int i1 = i0 + d.rows < d.Ho ? i0 + d.rows : d.Ho;
-            int n = (i1 - i0) * d.Wo;
-            im2col(ctx, &d, x, i0, i1, col);
-            ap_gemm(ctx, 0, 0, d.O, n, d.K, 1.0f, w->data, d.K, col, n, beta,
-                    y + (size_t)i0 * d.Wo, HoWo);
-        }
-    }
+    conv_fwd_run(ctx, &d, in->data, w->data, bias ? b->data : NULL, out->data, pg, scr);
     return AP_OK;
 }
 
@@ -497,36 +694,82 @@ int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
     }
     if (!want_dx && !want_dw) return AP_OK;
 
-    float *col = NULL;
-    if (!d.direct) {
-        col = ap_scratch(ctx, (size_t)d.K * d.rows * d.Wo * sizeof(float),
-                         "conv2d_backward columns");
-        if (!col) return AP_ERR;
+    /* Where the CPU has the packed GEMM: dw on it, and din of stride-1 convs
+     * with pad <= k - 1 as a forward conv (din_as_conv). The rest, and all
+     * on the BLAS path, is im2col + GEMM for dw and GEMM + col2im for din
+     * (measured: on BLAS, din as im2col + GEMM was ~8% slower than GEMM +
+     * col2im). One scratch block serves whichever runs: they run one after
+     * another. */
+    conv_dims t;
+    const int pg = use_pg();
+    const int pg_dw = pg && want_dw, conv_dx = pg && want_dx && din_as_conv(&d, &t);
+    const int fb_dw = want_dw && !pg_dw, fb_dx = want_dx && !conv_dx;
+    size_t nscr = 0;
+    if (pg_dw) nscr = dw_pg_floats(&d);
+    if (conv_dx && din_floats(&d, pg) > nscr) nscr = din_floats(&d, pg);
+    if ((fb_dw || fb_dx) && !d.direct && (size_t)d.K * d.rows * d.Wo > nscr)
+        nscr = (size_t)d.K * d.rows * d.Wo;
+    float *scr = NULL;
+    if (nscr) {
+        scr = ap_scratch(ctx, nscr * sizeof(float), "conv2d_backward scratch");
+        if (!scr) return AP_ERR;
     }
+#if PG_HAVE
+    if (pg_dw) {
+        /* dw (O, K) += dout_b (O, pixels) . im2col(in_b)^T (pixels, K). */
+        const int P = dw_chunk_pixels(&d);
+        for (int bi = 0; bi < d.B; bi++) {
+            const float *g = dout->data + (size_t)bi * d.O * HoWo;
+            for (int p0 = 0; p0 < HoWo; p0 += P) {
+                int np = HoWo - p0 < P ? HoWo - p0 : P;
+                pack_dwcol_arg a = {&d, in->data + (size_t)bi * d.C * HW, p0};
+                pg_pack_a(ctx, g + p0, HoWo, d.O, np, scr);
+                pg_gemm(ctx, d.O, d.K, np, scr, pack_dwcol, &a, dw->data, d.K, 1, NULL);
+            }
+        }
+    }
+#endif
+    if (conv_dx) {
+        /* din (B, C, H, W) = conv(dout, w' (C, O*kh*kw)), see din_as_conv. */
+        const int kk = d.kh * d.kw;
+        float *wt = scr;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d.C > 1)
+        for (int c = 0; c < d.C; c++)
+            for (int o = 0; o < d.O; o++) {
+                const float *src = w->data + ((size_t)o * d.C + c) * kk;
+                float *dst = wt + (size_t)c * t.K + (size_t)o * kk;
+                for (int uv = 0; uv < kk; uv++) dst[kk - 1 - uv] = src[uv];
+            }
+        conv_fwd_run(ctx, &t, dout->data, wt, NULL, din->data, pg,
+                     scr + din_wt_floats(&d));
+    }
+    if (!fb_dw && !fb_dx) return AP_OK;
+
+    float *col = scr;
     for (int bi = 0; bi < d.B; bi++) {
-        const float *x = in->data + (size_t)bi * d.C * HW;
+        const float *x = fb_dw ? in->data + (size_t)bi * d.C * HW : NULL;
         const float *g = dout->data + (size_t)bi * d.O * HoWo;
-        float *dx = want_dx ? din->data + (size_t)bi * d.C * HW : NULL;
+        float *dx = fb_dx ? din->data + (size_t)bi * d.C * HW : NULL;
         if (d.direct) {
-            if (want_dw)
+            if (fb_dw)
                 ap_gemm(ctx, 0, 1, d.O, d.C, HW, 1.0f, g, HW, x, HW, 1.0f, dw->data,
                         d.C);
-            if (want_dx)
+            if (fb_dx)
                 ap_gemm(ctx, 1, 0, d.C, HW, d.O, 1.0f, w->data, d.C, g, HW, 0.0f, dx,
                         HW);
             continue;
         }
-        if (want_dx) memset(dx, 0, sizeof(float) * (size_t)d.C * HW);
+        if (fb_dx) memset(dx, 0, sizeof(float) * (size_t)d.C * HW);
         for (int i0 = 0; i0 < d.Ho; i0 += d.rows) {
             int i1 = i0 + d.rows < d.Ho ? i0 + d.rows : d.Ho;
             int n = (i1 - i0) * d.Wo;
             const float *gc = g + (size_t)i0 * d.Wo;
-            if (want_dw) {
+            if (fb_dw) {
                 im2col(ctx, &d, x, i0, i1, col);
                 ap_gemm(ctx, 0, 1, d.O, d.K, n, 1.0f, gc, HoWo, col, n, 1.0f,
                         dw->data, d.K);
             }
-            if (want_dx) {
+            if (fb_dx) {
                 ap_gemm(ctx, 1, 0, d.K, n, d.O, 1.0f, w->data, d.K, gc, HoWo, 0.0f,
                         col, n);
                 col2im(ctx, &d, col, i0, i1, dx);

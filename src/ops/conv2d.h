@@ -11,10 +11,15 @@
  * image fit AP_CONV2D_COL_FLOATS, else as many as fit (at least one). Images
  * are processed one at a time, so scratch does not grow with B. A 1x1 kernel
  * with stride 1 and pad 0 is a plain GEMM and needs no columns. On x86-64
- * CPUs with AVX-512F the forward instead packs the weights (O rounded up to
- * 12, C*kh*kw floats) and gathers columns on the fly; set AP_CONV2D_BLAS=1 in
- * the environment to force im2col + BLAS. ap_conv2d_scratch_bytes() covers
- * forward and backward on either path (the larger of the two buffers).
+ * CPUs with AVX-512F (checked at run time) the forward and dweight instead
+ * run a packed GEMM that gathers columns on the fly (scratch: the packed
+ * weights, O rounded up to 12 x C*kh*kw floats; for dweight a packed slice of
+ * dout, O rounded up to 12 x at most AP_CONV2D_COL_FLOATS / that pixels),
+ * and din of stride-1 convs with pad <= k - 1 runs as a forward conv of dout
+ * with transposed, flipped weights (scratch: those weights, C x O*kh*kw, plus
+ * their packed copy). Set AP_CONV2D_BLAS=1 in the environment to force
+ * im2col + BLAS everywhere. ap_conv2d_scratch_bytes() covers forward and
+ * backward on either path (the largest of the buffers above).
  */
 #ifndef AP_CONV2D_H
 #define AP_CONV2D_H
@@ -32,7 +37,7 @@
 #define AP_CONV2D_COL_FLOATS ((size_t)8 << 20)
 
 /* Scratch bytes ap_conv2d_forward/backward take for these dimensions:
- * 4 * max(C*kh*kw * rows * Wo (0 for 1x1/s1/p0), packed weights) (see
+ * 4 * max(C*kh*kw * rows * Wo (0 for 1x1/s1/p0), packed buffers) (see
  * above); 0 for invalid dims. SD 64x64x320 3x3: 23.6 MB. */
 size_t ap_conv2d_scratch_bytes(int B, int C, int H, int W, int O, int kh, int kw,
                                int stride, int pad);

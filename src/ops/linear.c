@@ -81,14 +81,24 @@ int ap_linear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
     return AP_OK;
 }
 
-/* db[o] += sum_r g[r, o], columns split over threads in blocks of 64. */
+/* db[o] += sum_r g[r, o] in double, rows in order (so the result does not
+ * depend on the thread count). Columns are split into one contiguous block
+ * per thread (at most BLK wide): each row contributes one contiguous
+ * stretch, which the prefetchers follow; blocks of 64 columns made every row
+ * a new 4 KiB page at SD widths (row stride 5 KiB) and ran at ~5 GB/s. */
 static void bias_grad(const ap_ctx *ctx, float *db, const float *g, int rows, int O) {
-    enum { BLK = 64 };
+    enum { BLK = 1024 };
+    int nt = ctx->n_threads > 0 ? ctx->n_threads : 1;
     int nblk = (O + BLK - 1) / BLK;
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if ((int64_t)rows * O > 32768)
+    if (nblk < nt) nblk = nt;
+    int width = (O + nblk - 1) / nblk;
+    width = (width + 15) & ~15;
+    nblk = (O + width - 1) / width;
+#pragma omp parallel for num_threads(nt) schedule(static) if ((int64_t)rows * O > 32768)
     for (int blk = 0; blk < nblk; blk++) {
-        int o0 = blk * BLK, n = O - o0 < BLK ? O - o0 : BLK;
-        double acc[BLK] = {0};
+        int o0 = blk * width, n = O - o0 < width ? O - o0 : width;
+        double acc[BLK];
+        for (int k = 0; k < n; k++) acc[k] = 0.0;
         for (int r = 0; r < rows; r++) {
             const float *gr = g + (size_t)r * O + o0;
             for (int k = 0; k < n; k++) acc[k] += gr[k];

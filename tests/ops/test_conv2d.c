@@ -1,7 +1,8 @@
 /* test_conv2d.c: conv2d forward/backward against finite differences, a naive
  * double-precision reference (including a layer large enough to be cut into
  * row chunks), PyTorch goldens (tools/fixtures/ops_conv.py) on 1 and 2
- * threads, the accumulation rule, shape errors, and both forward paths. */
+ * threads, the accumulation rule, shape errors, and both paths (packed
+ * AVX-512 GEMM where the CPU has it, im2col + BLAS). */
 #include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -313,6 +314,12 @@ int main(void) {
     test_case(&ctx2, (geom){1, 2, 8, 7, 3, 3, 2, 3, 1, 1}, 7);
     test_case(&ctx2, (geom){1, 2, 3, 2, 3, 5, 4, 1, 2, 1}, 8);
     test_case(&ctx2, (geom){2, 3, 28, 28, 5, 14, 14, 14, 0, 0}, 9);
+    /* Stride 1 with pad > k - 1: din cannot be a forward conv (negative pad)
+     * and takes the GEMM + col2im path even where the packed GEMM runs. */
+    test_case(&ctx2, (geom){1, 3, 4, 5, 2, 1, 1, 1, 1, 1}, 10);
+    test_case(&ctx2, (geom){1, 2, 4, 5, 3, 3, 3, 1, 3, 1}, 11);
+    /* Pad k - 1 (flipped conv pad 0), output rows of 33 > one 32-pixel panel. */
+    test_case(&ctx1, (geom){1, 2, 5, 33, 13, 3, 3, 1, 2, 0}, 12);
     printf("test_conv2d: accumulation and optional outputs\n");
     test_accumulate(&ctx2);
     printf("test_conv2d: row chunks\n");
@@ -328,10 +335,12 @@ int main(void) {
     }
     printf("test_conv2d: shape errors\n");
     test_shapes(&ctx2);
-    /* The forward has two paths (packed AVX-512 GEMM where the CPU has it,
-     * im2col + BLAS otherwise); cover the BLAS one here too. */
-    printf("test_conv2d: im2col + BLAS forward (AP_CONV2D_BLAS=1)\n");
+    /* Forward and backward have two paths (packed AVX-512 GEMM where the CPU
+     * has it, im2col + BLAS otherwise); cover the BLAS one here too. */
+    printf("test_conv2d: im2col + BLAS forward and backward (AP_CONV2D_BLAS=1)\n");
     setenv("AP_CONV2D_BLAS", "1", 1);
+    test_case(&ctx2, (geom){2, 3, 7, 5, 4, 3, 3, 1, 1, 1}, 1);
+    test_accumulate(&ctx2);
     test_case(&ctx2, (geom){2, 3, 9, 7, 5, 3, 3, 2, 1, 1}, 2);
     test_case(&ctx2, (geom){2, 5, 3, 7, 4, 1, 1, 1, 0, 1}, 4);
     test_case(&ctx2, (geom){1, 2, 3, 2, 3, 5, 4, 1, 2, 1}, 8);

@@ -1,7 +1,10 @@
 /* bench_ops.c: times the CPU ops at Stable Diffusion sizes (not a test).
  *
  * usage: bench_ops [--threads N] [--reps N] [CASE ...]
- * Cases: conv, linear, attention, group_norm (default: all). For each case it
+ * Cases: conv, conv_din, linear, attention, group_norm (default: all).
+ * conv_din is conv with frozen weight and bias (backward computes din only,
+ * as for AlignProp's frozen UNet convs; its fb GFLOP/s count 2x the forward).
+ * For each case it
  * (fb = one forward plus one backward; GFLOP/s count the textbook FLOPs, 3x the
  * forward for fb, not the extra recomputation a fused backward does)
  * prints one line "BENCH case=... fwd_ms=... fb_ms=... fwd_gflop=... fb_gflop=...
@@ -62,7 +65,7 @@ static void run(const char *name, ap_ctx *ctx, void *st, step_fn fn, int reps,
         fn(ctx, st, 1);
         double t2 = now_ms();
         tf[r] = t1 - t0;
-        tb[r] = t2 - t1 + tf[r]; /* forward + backward */
+        tb[r] = t2 - t1; /* fn(.., 1) runs forward + backward */
     }
     qsort(tf, (size_t)reps, sizeof(double), cmp_d);
     qsort(tb, (size_t)reps, sizeof(double), cmp_d);
@@ -80,6 +83,13 @@ static void conv_step(ap_ctx *ctx, void *p, int bwd) {
     conv_st *s = p;
     CHECK(ap_conv2d_forward(ctx, &s->y, &s->x, &s->w, &s->b, 1, 1));
     if (bwd) CHECK(ap_conv2d_backward(ctx, &s->dx, &s->dw, &s->db, &s->dy, &s->x, &s->w, 1, 1));
+}
+
+/* conv_din: the same conv with weight and bias frozen (dw, db not wanted). */
+static void conv_din_step(ap_ctx *ctx, void *p, int bwd) {
+    conv_st *s = p;
+    CHECK(ap_conv2d_forward(ctx, &s->y, &s->x, &s->w, &s->b, 1, 1));
+    if (bwd) CHECK(ap_conv2d_backward(ctx, &s->dx, NULL, NULL, &s->dy, &s->x, &s->w, 1, 1));
 }
 
 /* linear 4096x320 -> 1280 (rows = B*L = 2*4096? the issue's 4096 tokens) */
@@ -121,7 +131,7 @@ int main(int argc, char **argv) {
     int threads = 0, reps = 5, first = 1;
     while (first < argc && !strncmp(argv[first], "--", 2)) {
         if (!strcmp(argv[first], "--help")) {
-            printf("usage: bench_ops [--threads N] [--reps N] [conv|linear|attention|group_norm ...]\n");
+            printf("usage: bench_ops [--threads N] [--reps N] [conv|conv_din|linear|attention|group_norm ...]\n");
             return 0;
         }
         if (first + 1 >= argc) { fprintf(stderr, "bench_ops: %s needs a value\n", argv[first]); return 2; }
@@ -141,6 +151,15 @@ int main(int argc, char **argv) {
                      ap_t1(buf(C), C), ap_t4(buf(B * C * H * W), B, C, H, W)};
         double fl = 2.0 * B * C * H * W * C * 9;
         run("conv", &ctx, &s, conv_step, reps, fl, 3 * fl, peak_rss_mb());
+    }
+    if (wanted(argc, argv, first, "conv_din")) {
+        int64_t B = 2, C = 320, H = 64, W = 64;
+        conv_st s = {ap_t4(buf(B * C * H * W), B, C, H, W), ap_t4(buf(C * C * 9), C, C, 3, 3),
+                     ap_t1(buf(C), C), ap_t4(buf(B * C * H * W), B, C, H, W),
+                     ap_t4(buf(B * C * H * W), B, C, H, W), {0}, {0},
+                     ap_t4(buf(B * C * H * W), B, C, H, W)};
+        double fl = 2.0 * B * C * H * W * C * 9;
+        run("conv_din", &ctx, &s, conv_din_step, reps, fl, 2 * fl, peak_rss_mb());
     }
     if (wanted(argc, argv, first, "linear")) {
         int64_t R = 4096, I = 320, O = 1280;

@@ -50,6 +50,14 @@ def conv():
             "dout": torch.randn(2, 320, 64, 64), "leaves": [x, w, b]}
 
 
+def conv_din():
+    """conv with frozen weight and bias: backward computes the input grad only."""
+    x = leaf(2, 320, 64, 64)
+    w, b = torch.randn(320, 320, 3, 3), torch.randn(320)
+    return {"f": lambda: torch.nn.functional.conv2d(x, w, b, 1, 1),
+            "dout": torch.randn(2, 320, 64, 64), "leaves": [x]}
+
+
 def linear():
     x, w, b = leaf(4096, 320), leaf(1280, 320), leaf(1280)
     return {"f": lambda: torch.nn.functional.linear(x, w, b),
@@ -76,6 +84,7 @@ def group_norm():
 
 CASES = {
     "conv": (conv, 2.0 * 2 * 320 * 64 * 64 * 320 * 9),
+    "conv_din": (conv_din, 2.0 * 2 * 320 * 64 * 64 * 320 * 9),
     "linear": (linear, 2.0 * 4096 * 320 * 1280),
     "attention": (attention, 4.0 * 2 * 8 * 4096 * 4096 * 40),
     "group_norm": (group_norm, 8.0 * 2 * 320 * 64 * 64),
@@ -92,7 +101,7 @@ def main():
     torch.manual_seed(0)
     for c in a.cases:
         make, fl = CASES[c]
-        fb = fl * 20.0 / 8.0 if c == "group_norm" else 3 * fl  # as bench_ops.c
+        fb = {"group_norm": fl * 20.0 / 8.0, "conv_din": 2 * fl}.get(c, 3 * fl)  # as bench_ops.c
         run(c, a.threads, a.reps, make, fl, fb)
 
 
