@@ -17,6 +17,17 @@
 
 static const char *kProj[4] = {"to_q", "to_k", "to_v", "to_out"};
 
+/* Buffers of one case, freed at its end (the suite also runs under LeakSanitizer). */
+static float *g_owned[64];
+static int g_nowned;
+static float *own(float *p) {
+    if (g_nowned < 64) g_owned[g_nowned++] = p;
+    return p;
+}
+static void free_owned(void) {
+    while (g_nowned) free(g_owned[--g_nowned]);
+}
+
 static void run_case(ap_ctx *ctx, ap_st_file *f, const char *name, int heads, int cross) {
     char key[256];
     ap_tensor x, src, out_ref, proj, gx_ref, gsrc_ref;
@@ -29,41 +40,41 @@ static void run_case(ap_ctx *ctx, ap_st_file *f, const char *name, int heads, in
     printf(" case %s (%s-attention, %d heads)\n", name, cross ? "cross" : "self", heads);
     for (int i = 0; i < 4; i++) {
         snprintf(key, sizeof key, "%s.%s", name, wkeys[i]);
-        tu_fixture(f, key, &projs[i]->w);
+        own(tu_fixture(f, key, &projs[i]->w));
         snprintf(key, sizeof key, "%s.processor.%s_lora.down.weight", name, kProj[i]);
-        tu_fixture(f, key, &lora[i].down);
+        own(tu_fixture(f, key, &lora[i].down));
         snprintf(key, sizeof key, "%s.processor.%s_lora.up.weight", name, kProj[i]);
-        tu_fixture(f, key, &lora[i].up);
+        own(tu_fixture(f, key, &lora[i].up));
         snprintf(key, sizeof key, "%s.grad.processor.%s_lora.down.weight", name, kProj[i]);
-        tu_fixture(f, key, &grads_ref[i][0]);
+        own(tu_fixture(f, key, &grads_ref[i][0]));
         snprintf(key, sizeof key, "%s.grad.processor.%s_lora.up.weight", name, kProj[i]);
-        tu_fixture(f, key, &grads_ref[i][1]);
+        own(tu_fixture(f, key, &grads_ref[i][1]));
         lora[i].ddown = lora[i].down;
-        lora[i].ddown.data = tu_alloc(ap_numel(&lora[i].down));
+        lora[i].ddown.data = own(tu_alloc(ap_numel(&lora[i].down)));
         lora[i].dup = lora[i].up;
-        lora[i].dup.data = tu_alloc(ap_numel(&lora[i].up));
+        lora[i].dup.data = own(tu_alloc(ap_numel(&lora[i].up)));
         lora[i].scale = 1.0f;
         projs[i]->lora = &lora[i];
     }
     snprintf(key, sizeof key, "%s.to_out.0.bias", name);
-    tu_fixture(f, key, &m.o.b);
+    own(tu_fixture(f, key, &m.o.b));
     m.heads = heads;
     int64_t C = m.q.w.shape[0];
     m.scale = 1.0f / sqrtf((float)(C / heads));
     snprintf(key, sizeof key, "%s.x", name);
-    tu_fixture(f, key, &x);
+    own(tu_fixture(f, key, &x));
     if (cross) {
         snprintf(key, sizeof key, "%s.src", name);
-        tu_fixture(f, key, &src);
+        own(tu_fixture(f, key, &src));
         snprintf(key, sizeof key, "%s.grad_src", name);
-        tu_fixture(f, key, &gsrc_ref);
+        own(tu_fixture(f, key, &gsrc_ref));
     }
     snprintf(key, sizeof key, "%s.out", name);
-    tu_fixture(f, key, &out_ref);
+    own(tu_fixture(f, key, &out_ref));
     snprintf(key, sizeof key, "%s.proj", name);
-    tu_fixture(f, key, &proj);
+    own(tu_fixture(f, key, &proj));
     snprintf(key, sizeof key, "%s.grad_x", name);
-    tu_fixture(f, key, &gx_ref);
+    own(tu_fixture(f, key, &gx_ref));
 
     int64_t B = x.shape[0], N = x.shape[1], M = cross ? src.shape[1] : N;
     ap_arena tape, tmp;
@@ -71,18 +82,24 @@ static void run_case(ap_ctx *ctx, ap_st_file *f, const char *name, int heads, in
     ap_arena_init(&tmp, ap_mha_backward_tmp_bytes(&m, B, N, M), "mha backward tmp");
     ap_mha_saved sv;
     ap_tensor out = out_ref;
-    out.data = tu_alloc(ap_numel(&out_ref));
+    out.data = own(tu_alloc(ap_numel(&out_ref)));
     int rc = ap_mha_forward(ctx, &tape, NULL, &sv, &m, &out, &x, cross ? &src : NULL);
-    if (!tu_check(rc == 0, "forward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return;
+    if (!tu_check(rc == 0, "forward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) {
+        free_owned();
+        return;
+    }
     tu_compare("out vs diffusers", out.data, out_ref.data, ap_numel(&out), ATOL, RTOL);
     ap_tensor dx = x, dsrc;
-    dx.data = tu_alloc(ap_numel(&x));
+    dx.data = own(tu_alloc(ap_numel(&x)));
     if (cross) {
         dsrc = src;
-        dsrc.data = tu_alloc(ap_numel(&src));
+        dsrc.data = own(tu_alloc(ap_numel(&src)));
     }
     rc = ap_mha_backward(ctx, &tmp, &m, &sv, &dx, cross ? &dsrc : NULL, &proj);
-    if (!tu_check(rc == 0, "backward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return;
+    if (!tu_check(rc == 0, "backward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) {
+        free_owned();
+        return;
+    }
     tu_compare("grad x vs autograd", dx.data, gx_ref.data, ap_numel(&dx), ATOL, RTOL);
     if (cross) tu_compare("grad src vs autograd", dsrc.data, gsrc_ref.data, ap_numel(&dsrc), ATOL, RTOL);
     for (int i = 0; i < 4; i++) {
@@ -98,6 +115,7 @@ static void run_case(ap_ctx *ctx, ap_st_file *f, const char *name, int heads, in
                         "expected last dim 6", NULL);
     ap_arena_free(&tape);
     ap_arena_free(&tmp);
+    free_owned();
 }
 
 int main(void) {

@@ -11,6 +11,17 @@
 #include "ops/activation.h"
 #include "testutil.h"
 
+/* Buffers of one case, freed at its end (the suite also runs under LeakSanitizer). */
+static float *g_owned[16];
+static int g_nowned;
+static float *own(float *p) {
+    if (g_nowned < 16) g_owned[g_nowned++] = p;
+    return p;
+}
+static void free_owned(void) {
+    while (g_nowned) free(g_owned[--g_nowned]);
+}
+
 /* Two 3x3 convs and two GroupNorms over O(1) values in fp32: 1e-5 abs. */
 #define ATOL 3e-5
 #define RTOL 1e-4
@@ -35,15 +46,15 @@ static void run_case(ap_ctx *ctx, const char *path, ap_st_file *f, const char *n
     if (!tu_check(rc == 0, "parameters load by key%s%s", rc ? ": " : "", rc ? ap_errmsg() : ""))
         return;
     ap_tensor x, emb, out_ref, proj, gx_ref;
-    snprintf(key, sizeof key, "%s.x", name), tu_fixture(f, key, &x);
-    snprintf(key, sizeof key, "%s.out", name), tu_fixture(f, key, &out_ref);
-    snprintf(key, sizeof key, "%s.proj", name), tu_fixture(f, key, &proj);
-    snprintf(key, sizeof key, "%s.grad_x", name), tu_fixture(f, key, &gx_ref);
+    snprintf(key, sizeof key, "%s.x", name), own(tu_fixture(f, key, &x));
+    snprintf(key, sizeof key, "%s.out", name), own(tu_fixture(f, key, &out_ref));
+    snprintf(key, sizeof key, "%s.proj", name), own(tu_fixture(f, key, &proj));
+    snprintf(key, sizeof key, "%s.grad_x", name), own(tu_fixture(f, key, &gx_ref));
     ap_tensor temb_act = {0};
     if (temb) {
-        snprintf(key, sizeof key, "%s.emb", name), tu_fixture(f, key, &emb);
+        snprintf(key, sizeof key, "%s.emb", name), own(tu_fixture(f, key, &emb));
         temb_act = emb;
-        temb_act.data = tu_alloc(ap_numel(&emb));
+        temb_act.data = own(tu_alloc(ap_numel(&emb)));
         ap_silu_forward(ctx, &temb_act, &emb); /* the UNet applies SiLU to emb once */
     }
     int64_t B = x.shape[0], H = x.shape[2], W = x.shape[3];
@@ -52,8 +63,8 @@ static void run_case(ap_ctx *ctx, const char *path, ap_st_file *f, const char *n
     ap_arena_init(&tmp, ap_resnet_tmp_bytes(&r, B, H, W), "resnet tmp");
     ap_resnet_saved sv;
     ap_tensor out = out_ref, dx = x;
-    out.data = tu_alloc(ap_numel(&out));
-    dx.data = tu_alloc(ap_numel(&x));
+    out.data = own(tu_alloc(ap_numel(&out)));
+    dx.data = own(tu_alloc(ap_numel(&x)));
     rc = ap_resnet_forward(ctx, &tape, &tmp, &sv, &r, &out, &x, temb ? &temb_act : NULL);
     if (!tu_check(rc == 0, "forward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return;
     tu_compare("out vs diffusers", out.data, out_ref.data, ap_numel(&out), ATOL, RTOL);
@@ -69,6 +80,7 @@ static void run_case(ap_ctx *ctx, const char *path, ap_st_file *f, const char *n
     ap_arena_free(&tmp);
     ap_wsrc_close(w);
     ap_params_free(&p);
+    free_owned();
 }
 
 int main(void) {
