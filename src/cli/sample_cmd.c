@@ -184,7 +184,9 @@ int ap_cmd_sample(int argc, char **argv) {
     progress_state ps = {0, 0, (int)((n + batch - 1) / batch)};
     for (int start = 0; start < n && !rc; start += (int)batch) {
         int m = n - start < batch ? n - start : (int)batch;
-        ap_sample_opts o = {(int)steps, (float)guidance, (uint64_t)(seed + start), (int)height, (int)width};
+        ap_sample_opts o = {.steps = (int)steps, .guidance = (float)guidance,
+                            .seed = (uint64_t)(seed + start), .height = (int)height,
+                            .width = (int)width};
         ps.t0 = now_s();
         ps.batch = start / (int)batch + 1;
         if (ap_sd_sample(&ctx, &sd, (const char *const *)prompts + start, m, &o, images, progress, &ps)) {
