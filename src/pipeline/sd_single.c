@@ -80,8 +80,9 @@ static int load_unet(ap_sd *sd, const ap_wsrc *w, const ap_compvis_layout *lay,
     for (int i = 0; i < c.levels; i++)
         if (c.layers[i] != lay->unet_layers_per_block)
             return ap_fail("%s: layers_per_block %d, but %s has %d per UNet block (read off its "
-                           "output_blocks)", what, c.layers[i], ap_wsrc_files(w),
-                           lay->unet_layers_per_block);
+                           "output_blocks)%s", what, c.layers[i], ap_wsrc_files(w),
+                           lay->unet_layers_per_block,
+                           config_dir ? "" : "; give the model's configs as a config directory");
     rc = ap_unet_build(&sd->unet, &c, rank);
     if (!rc) rc = ap_unet_alloc(&sd->unet);
     if (!rc) rc = ap_params_fill(&sd->unet.params, w, "unet.", NULL);
@@ -102,8 +103,9 @@ static int load_vae(ap_sd *sd, const ap_wsrc *w, const ap_compvis_layout *lay,
         ap_vae_config_sd15(&c);
     }
     if (c.n_blocks != lay->vae_blocks)
-        return ap_fail("%s: %d block_out_channels, but %s has %d VAE decoder blocks", what,
-                       c.n_blocks, ap_wsrc_files(w), lay->vae_blocks);
+        return ap_fail("%s: %d block_out_channels, but %s has %d VAE decoder blocks%s", what,
+                       c.n_blocks, ap_wsrc_files(w), lay->vae_blocks,
+                       config_dir ? "" : "; give the model's configs as a config directory");
     int rc = ap_vae_declare(&sd->vae, &c);
     if (!rc) rc = ap_vae_alloc(&sd->vae);
     if (!rc) rc = ap_vae_fill(&sd->vae, w, "vae.");
