@@ -1,5 +1,6 @@
 /* sample_cmd.c: `alignprop-mpi sample`: text-to-image with a diffusers model
- * directory (optionally with a LoRA) or the tiny in-process model. */
+ * directory or a single-file CompVis checkpoint (optionally with a LoRA), or
+ * the tiny in-process model. */
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -17,13 +18,21 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: alignprop-mpi sample (--model DIR | --tiny SEED) (--prompt TEXT ... | --prompts FILE)\n"
-            "                            [--out DIR] [options]\n"
+            "usage: alignprop-mpi sample (--model DIR | --model FILE --tokenizer DIR | --tiny SEED)\n"
+            "                            (--prompt TEXT ... | --prompts FILE) [--out DIR] [options]\n"
             "\n"
             "Generates PNG images with DDIM and classifier-free guidance.\n"
             "\n"
             "  --model DIR       diffusers Stable Diffusion directory (model_index.json, unet/,\n"
             "                    vae/, text_encoder/, tokenizer/, scheduler/)\n"
+            "  --model FILE      single-file checkpoint in the CompVis layout (.safetensors or\n"
+            "                    .ckpt, e.g. v1-5-pruned-emaonly.safetensors): UNet, VAE and\n"
+            "                    text encoder; needs --tokenizer\n"
+            "  --tokenizer DIR   with --model FILE: folder with vocab.json + merges.txt (e.g. a\n"
+            "                    diffusers model's tokenizer/)\n"
+            "  --config-dir DIR  with --model FILE: diffusers-layout directory whose unet/, vae/,\n"
+            "                    text_encoder/ config.json (and scheduler/) describe the file\n"
+            "                    (default: SD v1.5's configs, built in)\n"
             "  --tiny SEED       build a tiny random model from SEED (no download) in OUT/tiny-model\n"
             "  --lora PATH       LoRA weights (AlignProp's pytorch_lora_weights.bin/.safetensors,\n"
             "                    or a directory holding one)\n"
@@ -99,8 +108,9 @@ int ap_cmd_sample(int argc, char **argv) {
         {"seed", required_argument, 0, 'S'},    {"height", required_argument, 0, 'H'},
         {"width", required_argument, 0, 'W'},   {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
+        {"tokenizer", required_argument, 0, 'k'}, {"config-dir", required_argument, 0, 'C'},
         {0, 0, 0, 0}};
-    const char *model = NULL, *lora = NULL, *out = "samples";
+    const char *model = NULL, *lora = NULL, *out = "samples", *tok = NULL, *cfg_dir = NULL;
     long tiny = -1, steps = 50, seed = 0, height = 0, width = 0, batch = 1, threads = 0;
     double guidance = 7.5;
     char **prompts = NULL;
@@ -112,6 +122,8 @@ int ap_cmd_sample(int argc, char **argv) {
         case 'm': model = optarg; break;
         case 'T': tiny = strtol(optarg, &end, 10); break;
         case 'l': lora = optarg; break;
+        case 'k': tok = optarg; break;
+        case 'C': cfg_dir = optarg; break;
         case 'o': out = optarg; break;
         case 'p':
             if (n == cap) cap = cap ? 2 * cap : 8, prompts = realloc(prompts, (size_t)cap * sizeof *prompts);
@@ -146,6 +158,12 @@ int ap_cmd_sample(int argc, char **argv) {
     else if (steps < 1 || steps > 1000) bad = "--steps: expected 1..1000";
     else if (batch < 1) bad = "--batch: expected >= 1";
     else if (threads < 0) bad = "--threads: expected >= 0";
+    struct stat st;
+    int single = !bad && model && stat(model, &st) == 0 && !S_ISDIR(st.st_mode);
+    if (!bad && single && !tok)
+        bad = "--model FILE (a single-file checkpoint) needs --tokenizer DIR (vocab.json + merges.txt)";
+    else if (!bad && !single && (tok || cfg_dir))
+        bad = "--tokenizer and --config-dir go with --model FILE (a single-file checkpoint)";
     if (bad) {
         fprintf(stderr, "alignprop-mpi sample: %s (see --help)\n", bad);
         return 2;
@@ -172,7 +190,7 @@ int ap_cmd_sample(int argc, char **argv) {
     double t0 = now_s();
     fprintf(stderr, "loading %s%s%s (%d threads)\n", model, lora ? " with LoRA " : "", lora ? lora : "",
             ctx.n_threads);
-    if (ap_sd_open(&sd, model, lora)) {
+    if (single ? ap_sd_open_single(&sd, model, tok, cfg_dir, lora) : ap_sd_open(&sd, model, lora)) {
         fprintf(stderr, "alignprop-mpi sample: %s\n", ap_errmsg());
         ap_ctx_free(&ctx);
         return 1;
@@ -184,7 +202,9 @@ int ap_cmd_sample(int argc, char **argv) {
     progress_state ps = {0, 0, (int)((n + batch - 1) / batch)};
     for (int start = 0; start < n && !rc; start += (int)batch) {
         int m = n - start < batch ? n - start : (int)batch;
-        ap_sample_opts o = {(int)steps, (float)guidance, (uint64_t)(seed + start), (int)height, (int)width};
+        ap_sample_opts o = {.steps = (int)steps, .guidance = (float)guidance,
+                            .seed = (uint64_t)(seed + start), .height = (int)height,
+                            .width = (int)width};
         ps.t0 = now_s();
         ps.batch = start / (int)batch + 1;
         if (ap_sd_sample(&ctx, &sd, (const char *const *)prompts + start, m, &o, images, progress, &ps)) {

@@ -29,6 +29,7 @@
 
 #include "core/ctx.h"
 #include "core/tensor.h"
+#include "io/json.h"
 #include "io/weights.h"
 #include "nn/resnet.h"
 #include "nn/transformer2d.h"
@@ -56,6 +57,8 @@ typedef struct ap_unet_config {
  * defaults, as from_pretrained does). Errors name the file, the key, the value
  * found and the supported values. */
 int ap_unet_config_read(ap_unet_config *c, const char *path);
+/* The same from a parsed config object; what names it in messages. */
+int ap_unet_config_from_json(ap_unet_config *c, const ap_json *j, const char *what);
 
 typedef enum {
     AP_UNET_CONV_IN, AP_UNET_RESNET, AP_UNET_ATTN, AP_UNET_DOWN, AP_UNET_UP,

@@ -250,6 +250,11 @@ static int parse(ap_unet_config *c, const cfg_src *s) {
     return AP_OK;
 }
 
+int ap_unet_config_from_json(ap_unet_config *c, const ap_json *j, const char *what) {
+    cfg_src s = {j, what};
+    return parse(c, &s);
+}
+
 int ap_unet_config_read(ap_unet_config *c, const char *path) {
     ap_json *j = NULL;
     AP_TRY(ap_json_parse_file(&j, path));

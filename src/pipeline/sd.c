@@ -9,6 +9,7 @@
 
 #include "core/err.h"
 #include "io/weights.h"
+#include "sd_internal.h"
 
 static int exists(const char *path) {
     struct stat st;
@@ -17,7 +18,7 @@ static int exists(const char *path) {
 
 /* Rank of a LoRA file: rows of any "...to_k_lora.down.weight" (AlignProp's
  * save_attn_procs names, optionally "unet."-prefixed). */
-static int lora_rank(const char *path, int *rank) {
+int ap_sd_lora_rank(const char *path, int *rank) {
     char file[4096];
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -51,7 +52,7 @@ int ap_sd_open(ap_sd *sd, const char *dir, const char *lora) {
     if (!exists(a))
         return ap_fail("%s: not a diffusers model directory (expected model_index.json)", dir);
     int rank = 0, rc;
-    if (lora) AP_TRY(lora_rank(lora, &rank));
+    if (lora) AP_TRY(ap_sd_lora_rank(lora, &rank));
     snprintf(a, sizeof a, "%s/tokenizer/vocab.json", dir);
     snprintf(b, sizeof b, "%s/tokenizer/merges.txt", dir);
     rc = ap_tokenizer_load_hf(&sd->tok, a, b);
@@ -62,14 +63,20 @@ int ap_sd_open(ap_sd *sd, const char *dir, const char *lora) {
     if (!rc && lora) rc = ap_unet_load_lora(&sd->unet, lora);
     snprintf(a, sizeof a, "%s/vae", dir);
     if (!rc) rc = ap_vae_load(&sd->vae, a);
-    snprintf(a, sizeof a, "%s/scheduler/scheduler_config.json", dir);
-    if (!rc) rc = exists(a) ? ap_ddim_config_from_json(&sd->sched, a)
-                            : (ap_ddim_config_sd15(&sd->sched), AP_OK);
-    if (!rc && sd->text.t.C != sd->unet.cfg.cross_dim)
-        rc = ap_fail("%s: text_encoder hidden_size %d does not match unet cross_attention_dim %d",
-                     dir, sd->text.t.C, sd->unet.cfg.cross_dim);
+    if (!rc) rc = ap_sd_finish(sd, dir, dir);
     if (rc) ap_sd_close(sd);
     return rc;
+}
+
+int ap_sd_finish(ap_sd *sd, const char *config_dir, const char *what) {
+    char a[4096] = "";
+    if (config_dir) snprintf(a, sizeof a, "%s/scheduler/scheduler_config.json", config_dir);
+    if (config_dir && exists(a)) AP_TRY(ap_ddim_config_from_json(&sd->sched, a));
+    else ap_ddim_config_sd15(&sd->sched);
+    if (sd->text.t.C != sd->unet.cfg.cross_dim)
+        return ap_fail("%s: text_encoder hidden_size %d does not match unet cross_attention_dim %d",
+                       what, sd->text.t.C, sd->unet.cfg.cross_dim);
+    return AP_OK;
 }
 
 void ap_sd_close(ap_sd *sd) {
@@ -156,7 +163,8 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     if (!rc) rc = ap_unet_plan_sizes(&sd->unet, B2, h, w, L, ctx->n_threads, &plan);
     if (!rc) rc = ap_arena_init(&tmp, plan.tmp_bytes, "UNet temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, plan.scratch_bytes);
-    if (!rc) gaussian(x + n * lat, n * lat, o->seed);
+    if (!rc && o->init_noise) memcpy(x + n * lat, o->init_noise, (size_t)(n * lat) * sizeof(float));
+    else if (!rc) gaussian(x + n * lat, n * lat, o->seed);
     ap_tensor tx = ap_t4(x, B2, Cl, h, w), te = ap_t4(eps, B2, Cl, h, w);
     ap_tensor tt = ap_t1(ts, B2), tc = ap_t3(ctxt, B2, L, C);
     for (int i = 0; i < sched.steps && !rc; i++) {
@@ -170,6 +178,8 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
         if (!rc && progress) progress(user, i + 1, sched.steps);
     }
     ap_arena_free(&tmp);
+    if (!rc && o->final_latents)
+        memcpy(o->final_latents, x + n * lat, (size_t)(n * lat) * sizeof(float));
     if (!rc) rc = ap_vae_plan(&sd->vae, ctx, n, h, w);
     ap_tensor tl = ap_t4(x + n * lat, n, Cl, h, w);
     ap_tensor ti = ap_t4(images, n, sd->vae.cfg.out_channels, o->height, o->width);

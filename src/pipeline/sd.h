@@ -6,7 +6,12 @@
  *
  * The initial noise comes from our own seeded generator (splitmix64 +
  * Box-Muller): a seed gives the same images on every machine and thread
- * count, but not the images PyTorch's generator would give.
+ * count, but not the images PyTorch's generator would give. Given the same
+ * initial latents (ap_sample_opts.init_noise), the result is diffusers'
+ * (tests/pipeline/test_sd_golden.c).
+ *
+ * Two ways to load: a diffusers directory (ap_sd_open), or a single-file
+ * CompVis checkpoint plus a tokenizer folder (ap_sd_open_single).
  */
 #ifndef AP_PIPELINE_SD_H
 #define AP_PIPELINE_SD_H
@@ -33,6 +38,8 @@ typedef struct ap_sample_opts {
     float guidance; /* CFG scale (7.5) */
     uint64_t seed;  /* noise seed */
     int height, width; /* image size in pixels (multiples of the VAE and UNet factors) */
+    const float *init_noise; /* (n, C, h, w) initial latents (diffusers' latents=); NULL: seed */
+    float *final_latents;    /* (n, C, h, w) the last DDIM latents, written when not NULL */
 } ap_sample_opts;
 
 /* Load every component from a diffusers directory (model_index.json beside
@@ -40,6 +47,18 @@ typedef struct ap_sample_opts {
  * save_attn_procs file (or a directory holding pytorch_lora_weights.*); its
  * rank is read off the file. */
 int ap_sd_open(ap_sd *sd, const char *dir, const char *lora);
+
+/* Load from one single-file checkpoint in the CompVis layout (.safetensors
+ * or .ckpt: model.diffusion_model.*, first_stage_model.*,
+ * cond_stage_model.transformer.*; see io/compvis.h), as diffusers'
+ * from_single_file does. Such files carry no tokenizer: tokenizer_dir holds
+ * vocab.json + merges.txt (a diffusers tokenizer/ folder). config_dir: NULL
+ * for SD v1.5's configs (built in), or a diffusers-layout directory whose
+ * unet/, vae/, text_encoder/ config.json (and scheduler/
+ * scheduler_config.json if present) describe the checkpoint. lora as in
+ * ap_sd_open. The layout read off the keys must agree with the configs. */
+int ap_sd_open_single(ap_sd *sd, const char *ckpt, const char *tokenizer_dir,
+                      const char *config_dir, const char *lora);
 void ap_sd_close(ap_sd *sd);
 
 /* Latent size for an image size; fails naming the factor when not divisible. */

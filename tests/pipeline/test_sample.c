@@ -33,7 +33,7 @@ int main(void) {
         return tu_exit();
     ap_ctx ctx;
     ap_ctx_init(&ctx, 2);
-    ap_sample_opts o = {3, 7.5f, 11, 32, 32};
+    ap_sample_opts o = {.steps = 3, .guidance = 7.5f, .seed = 11, .height = 32, .width = 32};
     int64_t n = 3 * 32 * 32;
     float *a = tu_alloc(2 * n), *b = tu_alloc(2 * n), *c = tu_alloc(n);
     const char *prompts[2] = {"a photo of a cat", "a dog"};
