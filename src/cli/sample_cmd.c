@@ -116,7 +116,8 @@ int ap_cmd_sample(int argc, char **argv) {
     char **prompts = NULL;
     int n = 0, cap = 0, c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    int li = -1;
+    while ((c = getopt_long(argc, argv, "h", opts, &li)) != -1) {
         char *end = NULL;
         switch (c) {
         case 'm': model = optarg; break;
@@ -147,8 +148,8 @@ int ap_cmd_sample(int argc, char **argv) {
         default: usage(stderr); return 2;
         }
         if (end && *end) {
-            fprintf(stderr, "alignprop-mpi sample: %s: expected a number, found \"%s\"\n",
-                    argv[optind - 1], optarg);
+            fprintf(stderr, "alignprop-mpi sample: --%s: expected a number, found \"%s\"\n",
+                    li >= 0 ? opts[li].name : "?", optarg);
             return 2;
         }
     }
