@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "core/err.h"
@@ -59,12 +60,15 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* On a terminal: one line rewritten every step. In a log: a line every 10%. */
 static void progress(void *user, int step, int steps) {
     progress_state *p = user;
     double el = now_s() - p->t0;
-    fprintf(stderr, "\rbatch %d/%d  step %d/%d  %.1fs elapsed, %.1fs left  ", p->batch, p->batches,
-            step, steps, el, el / step * (steps - step));
-    if (step == steps) fprintf(stderr, "\n");
+    int tty = isatty(2);
+    if (!tty && step != steps && step % (steps / 10 > 0 ? steps / 10 : 1) != 0) return;
+    fprintf(stderr, "%sbatch %d/%d  step %d/%d  %.1fs elapsed, %.1fs left%s", tty ? "\r" : "",
+            p->batch, p->batches, step, steps, el, el / step * (steps - step),
+            tty && step != steps ? "  " : "\n");
 }
 
 static char *read_prompts(const char *path, char ***out, int *n) {
