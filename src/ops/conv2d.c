@@ -11,7 +11,7 @@
  *   din, stride 1 and pad <= k - 1: a forward conv of dout with the
  *            (O,C)-transposed, spatially flipped weights, pads k-1-pad:
  *            din_b (C, H*W) = w' (C, O*kh*kw) . im2col'(dout_b)
- *   3x3, stride 1, pad 1 (forward, and so din) with C, O >= 32 and >= 256
+ *   3x3, stride 1, pad 1 (forward, and so din) with C, O >= 64 and >= 256
  *            output tiles: Winograd F(2x2, 3x3), 16 packed GEMMs over the
  *            transform points (see wg_run; AP_CONV2D_DIRECT=1 turns it off,
  *            AP_CONV2D_WINOGRAD=1 forces it for every 3x3/s1/p1 shape)
@@ -737,8 +737,12 @@ static int use_pg(void) {
 }
 
 /* Winograd F(2x2, 3x3) runs for 3x3/s1/p1 convs in mode PG_WINO_ALL, and in
- * PG_WINO where it pays: C, O >= 32 and H, W >= 8 (below that the transforms
- * and the narrow GEMMs cost more than the saved multiplies). */
+ * PG_WINO where it pays: C, O >= 64, H, W >= 8 and >= 256 tiles over the
+ * batch. Measured forward, 2 threads, Winograd vs im2col: 320ch 2x64x64
+ * 35 vs 65 ms, 640ch 2x32x32 43 vs 63, 64ch 1x64x64 1.05 vs 1.44, 128ch
+ * 1x32x32 0.97 vs 1.20; losing: 32ch 1x32x32 0.18 vs 0.11, 1280ch 2x16x16
+ * (128 tiles) 82 vs 74, 1280ch 2x8x8 57 vs 32 (the transformed weights,
+ * 16/9 of w, are written and streamed for too few tiles), C = 4: 3.2 vs 1.0. */
 static int wg_eligible(const conv_dims *d, int pg) {
 #if PG_HAVE
     if (pg < PG_WINO || d->kh != 3 || d->kw != 3 || d->s != 1 || d->ph != 1 || d->pw != 1)
@@ -746,7 +750,7 @@ static int wg_eligible(const conv_dims *d, int pg) {
     const int64_t ntile = (int64_t)d->B * wg_tiles_h(d) * wg_tiles_w(d);
     if (ntile > INT_MAX) return 0;
     return pg == PG_WINO_ALL ||
-           (d->C >= 32 && d->O >= 32 && d->H >= 8 && d->W >= 8 && ntile >= 256);
+           (d->C >= 64 && d->O >= 64 && d->H >= 8 && d->W >= 8 && ntile >= 256);
 #else
     (void)d, (void)pg;
     return 0;

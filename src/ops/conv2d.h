@@ -18,7 +18,7 @@
  * and din of stride-1 convs with pad <= k - 1 runs as a forward conv of dout
  * with transposed, flipped weights (scratch: those weights, C x O*kh*kw, plus
  * their packed copy). 3x3 stride-1 pad-1 convs (forward, and din, which is
- * then also 3x3/s1/p1) with C, O >= 32, H, W >= 8 and B*ceil(H/2)*ceil(W/2)
+ * then also 3x3/s1/p1) with C, O >= 64, H, W >= 8 and B*ceil(H/2)*ceil(W/2)
  * >= 256 tiles run Winograd F(2x2, 3x3) on the packed GEMM instead (2.25x
  * fewer multiplies; scratch: the transformed weights packed, 16 x O rounded
  * up to 12 x C, plus 16 x (C + O) x T for T tiles per chunk, T chosen so this
