@@ -189,6 +189,7 @@ enum {
     PG_WINO_ALL,  /* Winograd for every 3x3/s1/p1 conv (AP_CONV2D_WINOGRAD=1) */
 };
 
+static int env_on(const char *name);
 static size_t packed_a_floats(const conv_dims *d);
 static size_t fwd_floats(const conv_dims *d, int pg);
 static size_t din_floats(const conv_dims *d, int pg);
@@ -223,10 +224,15 @@ size_t ap_conv2d_scratch_bytes(int B, int C, int H, int W, int O, int kh, int kw
     conv_dims d;
     dims_init(&d, B, C, H, W, O, kh, kw, stride, pad, pad);
     size_t ncol = d.direct ? 0 : (size_t)d.K * (size_t)d.rows * (size_t)d.Wo;
-    /* Either path may run (run-time CPU check, AP_CONV2D_BLAS): the largest. */
+    /* Either path may run (run-time CPU check, AP_CONV2D_BLAS,
+     * AP_CONV2D_DIRECT): the largest. Winograd as it will be chosen: for
+     * every 3x3/s1/p1 shape only while AP_CONV2D_WINOGRAD is set (else its
+     * transformed weights would inflate the plan of big-channel layers that
+     * never run it, e.g. 2560 -> 1280 at 8x8: 210 MB). */
+    const int wg = env_on("AP_CONV2D_WINOGRAD") ? PG_WINO_ALL : PG_WINO;
     size_t n = ncol, cand[5] = {packed_a_floats(&d), PG_HAVE ? din_floats(&d, PG_DIRECT) : 0,
-                                dw_pg_floats(&d), fwd_floats(&d, PG_WINO_ALL),
-                                PG_HAVE ? din_floats(&d, PG_WINO_ALL) : 0};
+                                dw_pg_floats(&d), fwd_floats(&d, wg),
+                                PG_HAVE ? din_floats(&d, wg) : 0};
     for (int k = 0; k < 5; k++)
         if (cand[k] > n) n = cand[k];
     return sizeof(float) * n;
