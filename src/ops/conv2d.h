@@ -17,9 +17,18 @@
  * dout, O rounded up to 12 x at most AP_CONV2D_COL_FLOATS / that pixels),
  * and din of stride-1 convs with pad <= k - 1 runs as a forward conv of dout
  * with transposed, flipped weights (scratch: those weights, C x O*kh*kw, plus
- * their packed copy). Set AP_CONV2D_BLAS=1 in the environment to force
- * im2col + BLAS everywhere. ap_conv2d_scratch_bytes() covers forward and
- * backward on either path (the largest of the buffers above).
+ * their packed copy). 3x3 stride-1 pad-1 convs (forward, and din, which is
+ * then also 3x3/s1/p1) with C, O >= 64, H, W >= 8 and B*ceil(H/2)*ceil(W/2)
+ * >= 256 tiles run Winograd F(2x2, 3x3) on the packed GEMM instead (2.25x
+ * fewer multiplies; scratch: the transformed weights packed, 16 x O rounded
+ * up to 12 x C, plus 16 x (C + O) x T for T tiles per chunk, T chosen so this
+ * part stays within AP_CONV2D_COL_FLOATS / 2; fp32 error ~1.6x im2col's,
+ * measured in tests/ops/test_conv2d.c).
+ * Environment: AP_CONV2D_BLAS=1 forces im2col + BLAS everywhere;
+ * AP_CONV2D_DIRECT=1 keeps the packed path but never uses Winograd (exact
+ * im2col sums); AP_CONV2D_WINOGRAD=1 uses Winograd for every 3x3/s1/p1 conv
+ * regardless of size (tests). ap_conv2d_scratch_bytes() covers forward and
+ * backward on any path (the largest of the buffers above).
  */
 #ifndef AP_CONV2D_H
 #define AP_CONV2D_H
@@ -38,7 +47,9 @@
 
 /* Scratch bytes ap_conv2d_forward/backward take for these dimensions:
  * 4 * max(C*kh*kw * rows * Wo (0 for 1x1/s1/p0), packed buffers) (see
- * above); 0 for invalid dims. SD 64x64x320 3x3: 23.6 MB. */
+ * above); 0 for invalid dims. SD 64x64x320 3x3: 26.1 MB (Winograd din:
+ * flipped weights 3.7 + transformed weights 6.6 + one chunk 15.7; the im2col
+ * columns alone were 23.6). */
 size_t ap_conv2d_scratch_bytes(int B, int C, int H, int W, int O, int kh, int kw,
                                int stride, int pad);
 

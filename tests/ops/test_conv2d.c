@@ -1,8 +1,10 @@
 /* test_conv2d.c: conv2d forward/backward against finite differences, a naive
  * double-precision reference (including a layer large enough to be cut into
  * row chunks), PyTorch goldens (tools/fixtures/ops_conv.py) on 1 and 2
- * threads, the accumulation rule, shape errors, and both paths (packed
- * AVX-512 GEMM where the CPU has it, im2col + BLAS). */
+ * threads, the accumulation rule, shape errors, and every path: packed
+ * AVX-512 GEMM where the CPU has it (Winograd F(2x2, 3x3) by default for
+ * large 3x3/s1/p1, forced on small shapes with AP_CONV2D_WINOGRAD=1, off with
+ * AP_CONV2D_DIRECT=1, with its error at SD size vs im2col), im2col + BLAS. */
 #include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -219,6 +221,91 @@ static void test_chunked(ap_ctx *ctx) {
     case_free(&c);
 }
 
+/* Max |got - want| over n values. */
+static double max_abs_err(const float *got, const float *want, int64_t n) {
+    double m = 0.0;
+    for (int64_t k = 0; k < n; k++) {
+        double e = fabs((double)got[k] - want[k]);
+        if (e > m) m = e;
+    }
+    return m;
+}
+
+/* out, din, dw, db of one case against the naive reference with the given
+ * absolute tolerances (no gradcheck: for shapes where it would take minutes). */
+static void test_naive(ap_ctx *ctx, geom g, uint64_t seed, const char *label,
+                       double tol_y, double tol_dx, double tol_dw) {
+    char what[256];
+    conv_case c;
+    case_alloc(&c, ctx, g, seed);
+    conv_loss(&c);
+    tu_check(ap_conv2d_backward(ctx, &c.dx, &c.dw, &c.db, &c.proj, &c.x, &c.w, g.s, g.p) == 0,
+             "conv2d_backward runs (%s)", label);
+    float *ry = tu_alloc(ap_numel(&c.y)), *rdx = tu_alloc(ap_numel(&c.x));
+    float *rdw = tu_alloc(ap_numel(&c.w)), *rdb = tu_alloc(g.O);
+    ref_forward(&g, c.x.data, c.w.data, c.b.data, ry);
+    ref_backward(&g, c.x.data, c.w.data, c.proj.data, rdx, rdw, rdb);
+    snprintf(what, sizeof what, "conv2d out vs naive (%s)", label);
+    tu_compare(what, c.y.data, ry, ap_numel(&c.y), tol_y, 1e-5);
+    snprintf(what, sizeof what, "conv2d din vs naive (%s)", label);
+    tu_compare(what, c.dx.data, rdx, ap_numel(&c.x), tol_dx, 1e-5);
+    snprintf(what, sizeof what, "conv2d dw vs naive (%s)", label);
+    tu_compare(what, c.dw.data, rdw, ap_numel(&c.w), tol_dw, 1e-5);
+    free(ry), free(rdx), free(rdw), free(rdb);
+    case_free(&c);
+}
+
+/* Winograd chunks that straddle images: C + O = 2080 gives 64-tile chunks
+ * (WG_BUDGET / (16 (C + O)) rounded down to 64); 3 images of 7x7 tiles =
+ * 147 tiles -> chunks of 64, 64, 19, the first two crossing an image
+ * boundary. Run with AP_CONV2D_WINOGRAD=1 (147 tiles is below the default
+ * threshold). out: sums of 18432 terms |x w| <= 0.5, |out| up to ~60:
+ * measured max abs err 4.8e-5, tolerance 3e-4; din: 288 terms as in
+ * test_case (1e-5); dw: 507 pixels (measured ~2e-5, 1e-4). */
+static void test_wg_chunks(ap_ctx *ctx) {
+    test_naive(ctx, (geom){3, 2048, 13, 13, 32, 3, 3, 1, 1, 1}, 70,
+               "Winograd, chunks across images", 3e-4, 1e-5, 1e-4);
+}
+
+/* SD-size accuracy: 1x320x32x32 -> 320, 3x3 s1 p1 (256 tiles: Winograd by
+ * default), out and din against the naive double reference, on the default
+ * path and on im2col (AP_CONV2D_DIRECT=1). */
+static void test_wg_sd(ap_ctx *ctx) {
+    geom g = {1, 320, 32, 32, 320, 3, 3, 1, 1, 1};
+    conv_case c;
+    case_alloc(&c, ctx, g, 80);
+    int64_t ny = ap_numel(&c.y), nx = ap_numel(&c.x);
+    float *ry = tu_alloc(ny), *rdx = tu_alloc(nx);
+    float *rdw = tu_alloc(ap_numel(&c.w)), *rdb = tu_alloc(g.O);
+    ref_forward(&g, c.x.data, c.w.data, c.b.data, ry);
+    ref_backward(&g, c.x.data, c.w.data, c.proj.data, rdx, rdw, rdb);
+    double err[2][2];
+    for (int path = 0; path < 2; path++) {
+        if (path) setenv("AP_CONV2D_DIRECT", "1", 1);
+        tu_check(ap_conv2d_forward(ctx, &c.y, &c.x, &c.w, &c.b, 1, 1) == 0 &&
+                     ap_conv2d_backward(ctx, &c.dx, NULL, NULL, &c.proj, &c.x, &c.w, 1, 1) == 0,
+                 "conv2d 1x320x32x32 runs (%s)", path ? "im2col" : "default");
+        err[path][0] = max_abs_err(c.y.data, ry, ny);
+        err[path][1] = max_abs_err(c.dx.data, rdx, nx);
+        if (path) unsetenv("AP_CONV2D_DIRECT");
+    }
+    double ymax = 0.0, dxmax = 0.0;
+    for (int64_t k = 0; k < ny; k++) ymax = fmax(ymax, fabs(ry[k]));
+    for (int64_t k = 0; k < nx; k++) dxmax = fmax(dxmax, fabs(rdx[k]));
+    /* |out| up to ~30 and |din| up to ~20 (2880 terms |x w| <= 0.5).
+     * Measured max abs err (seed 80): Winograd out 2.7e-5, din 2.4e-5; im2col
+     * out 1.7e-5, din 1.5e-5 (Winograd ~1.6x im2col, both ~6e-7 of max |out|).
+     * Tolerance 2e-4 abs on both paths: ~7x margin, ~4e-6 of max |out|. */
+    const char *pn[2] = {"default path: Winograd", "AP_CONV2D_DIRECT=1: im2col"};
+    for (int path = 0; path < 2; path++)
+        tu_check(err[path][0] <= 2e-4 && err[path][1] <= 2e-4,
+                 "1x320x32x32 vs double (%s): max abs err out %.3g (max |out| %.3g), "
+                 "din %.3g (max |din| %.3g), tol 2e-4",
+                 pn[path], err[path][0], ymax, err[path][1], dxmax);
+    free(ry), free(rdx), free(rdw), free(rdb);
+    case_free(&c);
+}
+
 static const char *GOLDEN_CASES[] = {"conv3x3s1p1", "conv3x3s2p1", "conv1x1",
                                      "conv1x1s2", "conv2x2s2", "conv3x2s3p1",
                                      "conv3x3c16"};
@@ -352,6 +439,41 @@ int main(void) {
         ap_st_close(f);
     }
     unsetenv("AP_CONV2D_BLAS");
+    /* Winograd F(2x2, 3x3) (3x3/s1/p1 forward and din): by default only for
+     * C, O >= 64 and >= 256 tiles; AP_CONV2D_WINOGRAD=1 forces it for every
+     * 3x3/s1/p1 shape: odd H/W (border tiles), C/O not multiples of 16, B>1,
+     * images smaller than a tile block. */
+    printf("test_conv2d: Winograd forced on (AP_CONV2D_WINOGRAD=1)\n");
+    setenv("AP_CONV2D_WINOGRAD", "1", 1);
+    test_case(&ctx2, (geom){2, 3, 7, 5, 4, 3, 3, 1, 1, 1}, 1);
+    test_case(&ctx2, (geom){3, 5, 9, 7, 7, 3, 3, 1, 1, 1}, 21);
+    test_case(&ctx1, (geom){1, 17, 6, 11, 19, 3, 3, 1, 1, 0}, 22);
+    test_case(&ctx2, (geom){2, 33, 5, 3, 35, 3, 3, 1, 1, 1}, 23);
+    test_case(&ctx2, (geom){1, 2, 1, 1, 3, 3, 3, 1, 1, 1}, 24);
+    test_case(&ctx2, (geom){1, 3, 4, 131, 2, 3, 3, 1, 1, 1}, 25);
+    test_chunked(&ctx2);
+    test_wg_chunks(&ctx2);
+    f = tu_fixture_open("ops_conv");
+    if (f) {
+        for (size_t k = 0; k < sizeof GOLDEN_CASES / sizeof *GOLDEN_CASES; k++)
+            test_golden(f, &ctx2, GOLDEN_CASES[k]);
+        ap_st_close(f);
+    }
+    unsetenv("AP_CONV2D_WINOGRAD");
+    printf("test_conv2d: Winograd by default at SD size, vs im2col (AP_CONV2D_DIRECT=1)\n");
+    test_wg_sd(&ctx2);
+    /* A default-eligible shape (C, O >= 64, 2 x 12x12 = 288 tiles) against
+     * the naive reference (gradchecks at this size take minutes; the forced
+     * cases above gradcheck the same code), and the same forced onto im2col. */
+    /* out, din: sums of 585 terms |x w| <= 0.5 (|out| up to ~15), measured
+     * <= 1e-5 on both paths: tolerance 5e-5. dw: sums over 1104 pixels of
+     * |x proj| <= 1, measured 2.3e-5 (same code on both paths): 1e-4. */
+    test_naive(&ctx2, (geom){2, 65, 23, 24, 67, 3, 3, 1, 1, 1}, 26,
+               "B2 C65 23x24 O67, default path: Winograd", 5e-5, 5e-5, 1e-4);
+    setenv("AP_CONV2D_DIRECT", "1", 1);
+    test_naive(&ctx2, (geom){2, 65, 23, 24, 67, 3, 3, 1, 1, 1}, 26,
+               "B2 C65 23x24 O67, AP_CONV2D_DIRECT=1: im2col", 5e-5, 5e-5, 1e-4);
+    unsetenv("AP_CONV2D_DIRECT");
     ap_ctx_free(&ctx1);
     ap_ctx_free(&ctx2);
     return tu_exit();
