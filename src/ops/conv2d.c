@@ -38,138 +38,7 @@
 
 #include "blas.h"
 #include "core/err.h"
-
-/* ---- AVX-512 packed GEMM with fused operand packing (x86-64, GCC/Clang) ----
- *
- * C (M, N) row-major (+)= A (M, K) . B (K, N). A is packed once per call into
- * panels of MR rows (per KC block: Ap[panel][k][MR], zero rows past M); B is
- * packed by a callback into one KC x NR panel at a time on the stack (L1
- * resident), so the convolution's columns are gathered straight from the
- * image and never written to memory. Micro-kernel: MR x NR = 12 x 32 (24 zmm
- * accumulators). Threads take (column block, row group) tasks. Used when the
- * CPU has AVX-512F; otherwise (or with AP_CONV2D_BLAS=1 in the environment)
- * conv2d runs im2col + ap_gemm.
- */
-#if defined(__GNUC__) && defined(__x86_64__)
-#define PG_HAVE 1
-#include <immintrin.h>
-
-enum { PG_MR = 12, PG_NR = 32, PG_KC = 256, PG_NC = 512, PG_MCP = 32 };
-
-/* Fills dst[k][j] (k < kc, j < PG_NR) with B[k0 + k][n0 + j], zero for j >= nr. */
-typedef void (*pg_pack_b)(const void *arg, int k0, int kc, int n0, int nr, float *dst);
-
-static int pg_mpad(int M) { return (M + PG_MR - 1) / PG_MR * PG_MR; }
-
-/* Packs row-major A (M, K), row stride lda. */
-static void pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K,
-                      float *Ap) {
-    const int npanel = pg_mpad(M) / PG_MR, Mp = pg_mpad(M);
-    const int nkb = (K + PG_KC - 1) / PG_KC;
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) collapse(2)
-    for (int kb = 0; kb < nkb; kb++)
-        for (int ip = 0; ip < npanel; ip++) {
-            int k0 = kb * PG_KC, kc = K - k0 < PG_KC ? K - k0 : PG_KC;
-            float *dst = Ap + (size_t)Mp * k0 + (size_t)ip * PG_MR * kc;
-            for (int k = 0; k < kc; k++)
-                for (int r = 0; r < PG_MR; r++) {
-                    int m = ip * PG_MR + r;
-                    dst[k * PG_MR + r] = m < M ? A[(size_t)m * lda + k0 + k] : 0.0f;
-                }
-        }
-}
-
-#define PG_TARGET __attribute__((target("avx512f,fma")))
-
-/* C[0:mr, 0:nr] = (accum ? C : bias ? bias[row] : 0) + Ap (kc x 12) . Bp (kc x 32). */
-PG_TARGET static void pg_kernel(int kc, const float *Ap, const float *Bp, float *C,
-                                int ldc, int accum, const float *bias, int mr, int nr) {
-    __m512 c0[PG_MR], c1[PG_MR];
-    /* C rows are a whole row stride apart (often 16 KiB): start fetching
-     * them now so the epilogue does not wait on L2/L3. */
-    for (int r = 0; r < mr; r++) {
-        _mm_prefetch((const char *)(C + (size_t)r * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(C + (size_t)r * ldc + 31), _MM_HINT_T0);
-    }
-#pragma GCC unroll 12
-    for (int r = 0; r < PG_MR; r++) {
-        c0[r] = bias && r < mr ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
-        c1[r] = c0[r];
-    }
-    for (int k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
-        _mm_prefetch((const char *)(Ap + 8 * PG_MR), _MM_HINT_T0);
-#pragma GCC unroll 12
-        for (int r = 0; r < PG_MR; r++) {
-            __m512 a = _mm512_set1_ps(Ap[r]);
-            c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
-            c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
-        }
-        Ap += PG_MR, Bp += PG_NR;
-    }
-    __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-#pragma GCC unroll 12
-    for (int r = 0; r < PG_MR; r++) {
-        if (r >= mr) break;
-        float *cr = C + (size_t)r * ldc;
-        if (accum) {
-            c0[r] = _mm512_add_ps(c0[r], _mm512_maskz_loadu_ps(m0, cr));
-            c1[r] = _mm512_add_ps(c1[r], _mm512_maskz_loadu_ps(m1, cr + 16));
-        }
-        _mm512_mask_storeu_ps(cr, m0, c0[r]);
-        _mm512_mask_storeu_ps(cr + 16, m1, c1[r]);
-    }
-}
-
-/* C (M, N) = (accum ? C : bias ? bias[row] : 0) + A . B with Ap from
- * pg_pack_a and B from pack; bias (M) may be NULL. */
-static void pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap,
-                    pg_pack_b pack, const void *arg, float *C, int ldc, int accum,
-                    const float *bias) {
-    const int Mp = pg_mpad(M), npanel = Mp / PG_MR, nt = ctx->n_threads;
-    /* Column blocks of about PG_NC (whole NR panels), their count a multiple
-     * of the threads where there are enough panels: N = 2880 in 6 blocks of
-     * 512 left one of two threads 17% more work than the other. */
-    int ncb = (N + PG_NC - 1) / PG_NC, npan = (N + PG_NR - 1) / PG_NR;
-    ncb = (ncb + nt - 1) / nt * nt;
-    if (ncb > npan) ncb = npan;
-    const int ncw = (npan + ncb - 1) / ncb * PG_NR;
-    ncb = (N + ncw - 1) / ncw;
-    int mgroups = ncb >= nt ? 1 : (nt + ncb - 1) / ncb;
-    if (mgroups > npanel) mgroups = npanel;
-    const int per_group = (npanel + mgroups - 1) / mgroups;
-#pragma omp parallel for num_threads(nt) schedule(dynamic) collapse(2)
-    for (int cb = 0; cb < ncb; cb++)
-        for (int g = 0; g < mgroups; g++) {
-            _Alignas(64) float Bp[PG_KC * PG_NR];
-            int p0 = g * per_group, p1 = p0 + per_group < npanel ? p0 + per_group : npanel;
-            int nend = (cb + 1) * ncw < N ? (cb + 1) * ncw : N;
-            /* Row blocks of at most PG_MCP panels keep A's KC slice and the
-             * C block in L2; B panels are repacked per row block. */
-            int nmb = (p1 - p0 + PG_MCP - 1) / PG_MCP;
-            for (int mb = 0; mb < nmb; mb++) {
-                int q0 = p0 + (int)((int64_t)(p1 - p0) * mb / nmb);
-                int q1 = p0 + (int)((int64_t)(p1 - p0) * (mb + 1) / nmb);
-                for (int k0 = 0; k0 < K; k0 += PG_KC) {
-                    int kc = K - k0 < PG_KC ? K - k0 : PG_KC;
-                    for (int n0 = cb * ncw; n0 < nend; n0 += PG_NR) {
-                        int nr = nend - n0 < PG_NR ? nend - n0 : PG_NR;
-                        pack(arg, k0, kc, n0, nr, Bp);
-                        for (int ip = q0; ip < q1; ip++) {
-                            int m0 = ip * PG_MR, mr = M - m0 < PG_MR ? M - m0 : PG_MR;
-                            pg_kernel(kc, Ap + (size_t)Mp * k0 + (size_t)ip * PG_MR * kc,
-                                      Bp, C + (size_t)m0 * ldc + n0, ldc, accum || k0 > 0,
-                                      bias && k0 == 0 ? bias + m0 : NULL, mr, nr);
-                        }
-                    }
-                }
-            }
-        }
-}
-#else
-#define PG_HAVE 0
-#endif
+#include "packed_gemm.h"
 
 typedef struct {
     int B, C, H, W;  /* input (B, C, H, W) */
@@ -572,13 +441,13 @@ static int wg_chunk_tiles(const conv_dims *d) {
 /* Scratch floats: packed U (16 x O rounded up to 12 x C), V and M of a chunk. */
 static size_t wg_floats(const conv_dims *d) {
     size_t T = (size_t)wg_chunk_tiles(d);
-    return (size_t)16 * pg_mpad(d->O) * d->C + (size_t)16 * ((size_t)d->C + d->O) * T;
+    return (size_t)16 * ap_pg_mpad(d->O) * d->C + (size_t)16 * ((size_t)d->C + d->O) * T;
 }
 
 /* Up[p] = pg_pack_a layout of U[p] (O, C), rows O..Mp-1 zero. */
 static void wg_weights(const ap_ctx *ctx, const conv_dims *d, const float *w,
                        float *Up) {
-    const int O = d->O, C = d->C, Mp = pg_mpad(O);
+    const int O = d->O, C = d->C, Mp = ap_pg_mpad(O);
     const size_t per = (size_t)Mp * C;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
     for (int m = 0; m < Mp; m++) {
@@ -706,7 +575,7 @@ static void wg_run(const ap_ctx *ctx, const conv_dims *d, const float *xs,
                    const float *w, const float *bias, float *out, float *scr) {
     const int C = d->C, O = d->O;
     const int ntile = d->B * wg_tiles_h(d) * wg_tiles_w(d), ldT = wg_chunk_tiles(d);
-    const size_t per = (size_t)pg_mpad(O) * C;
+    const size_t per = (size_t)ap_pg_mpad(O) * C;
     float *Up = scr, *V = Up + 16 * per, *M = V + (size_t)16 * C * ldT;
     wg_weights(ctx, d, w, Up);
     for (int t0 = 0; t0 < ntile; t0 += ldT) {
@@ -714,7 +583,7 @@ static void wg_run(const ap_ctx *ctx, const conv_dims *d, const float *xs,
         wg_input(ctx, d, xs, t0, t1, V, ldT);
         for (int p = 0; p < 16; p++) {
             pack_plain_arg a = {V + (size_t)p * C * ldT, ldT};
-            pg_gemm(ctx, O, T, C, Up + p * per, pack_plain, &a, M + (size_t)p * O * ldT,
+            ap_pg_gemm(ctx, O, T, C, Up + p * per, pack_plain, &a, M + (size_t)p * O * ldT,
                     ldT, 0, NULL);
         }
         wg_output(ctx, d, M, ldT, t0, t1, bias, out);
@@ -766,7 +635,7 @@ static int wg_eligible(const conv_dims *d, int pg) {
 /* Floats of the forward's packed weights (O rounded up to 12, K). */
 static size_t packed_a_floats(const conv_dims *d) {
 #if PG_HAVE
-    return (size_t)pg_mpad(d->O) * d->K;
+    return (size_t)ap_pg_mpad(d->O) * d->K;
 #else
     (void)d;
     return 0;
@@ -802,7 +671,7 @@ static size_t din_floats(const conv_dims *d, int pg) {
  * (O rounded up to 12, pixels) stays within AP_CONV2D_COL_FLOATS. */
 static int dw_chunk_pixels(const conv_dims *d) {
     const int HoWo = d->Ho * d->Wo;
-    size_t P = AP_CONV2D_COL_FLOATS / (size_t)pg_mpad(d->O);
+    size_t P = AP_CONV2D_COL_FLOATS / (size_t)ap_pg_mpad(d->O);
     if (P < PG_KC) P = PG_KC;
     if (P >= (size_t)HoWo) return HoWo;
     int n = (int)((HoWo + P - 1) / P);
@@ -812,7 +681,7 @@ static int dw_chunk_pixels(const conv_dims *d) {
 
 static size_t dw_pg_floats(const conv_dims *d) {
 #if PG_HAVE
-    return (size_t)pg_mpad(d->O) * dw_chunk_pixels(d);
+    return (size_t)ap_pg_mpad(d->O) * dw_chunk_pixels(d);
 #else
     (void)d;
     return 0;
@@ -841,7 +710,7 @@ static void conv_fwd_run(ap_ctx *ctx, const conv_dims *d, const float *xs,
         wg_run(ctx, d, xs, w, bias, out, scr);
         return;
     }
-    if (pg) pg_pack_a(ctx, w, d->K, d->O, d->K, scr);
+    if (pg) ap_pg_pack_a(ctx, w, d->K, d->O, d->K, scr);
 #else
     (void)pg;
 #endif
@@ -853,9 +722,9 @@ static void conv_fwd_run(ap_ctx *ctx, const conv_dims *d, const float *xs,
             pack_im2col_arg ai = {d, x};
             pack_plain_arg ap = {x, HW};
             if (d->direct)
-                pg_gemm(ctx, d->O, HoWo, d->K, scr, pack_plain, &ap, y, HoWo, 0, bias);
+                ap_pg_gemm(ctx, d->O, HoWo, d->K, scr, pack_plain, &ap, y, HoWo, 0, bias);
             else
-                pg_gemm(ctx, d->O, HoWo, d->K, scr, pack_im2col, &ai, y, HoWo, 0, bias);
+                ap_pg_gemm(ctx, d->O, HoWo, d->K, scr, pack_im2col, &ai, y, HoWo, 0, bias);
             continue;
         }
 #endif
@@ -970,8 +839,8 @@ int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
             for (int p0 = 0; p0 < HoWo; p0 += P) {
                 int np = HoWo - p0 < P ? HoWo - p0 : P;
                 pack_dwcol_arg a = {&d, in->data + (size_t)bi * d.C * HW, p0};
-                pg_pack_a(ctx, g + p0, HoWo, d.O, np, scr);
-                pg_gemm(ctx, d.O, d.K, np, scr, pack_dwcol, &a, dw->data, d.K, 1, NULL);
+                ap_pg_pack_a(ctx, g + p0, HoWo, d.O, np, scr);
+                ap_pg_gemm(ctx, d.O, d.K, np, scr, pack_dwcol, &a, dw->data, d.K, 1, NULL);
             }
         }
     }

@@ -1,0 +1,45 @@
+/* packed_gemm.h: AVX-512 packed GEMM with operand packing by callback, the
+ * engine of conv2d (im2col panels gathered straight into L1, Winograd's 16
+ * point GEMMs). Internal to src/ops.
+ *
+ * C (M, N) row-major (+)= A (M, K) . B (K, N). A is packed once per call into
+ * panels of MR rows (per KC block: Ap[panel][k][MR], zero rows past M); B is
+ * packed by a callback into one KC x NR panel at a time on the stack (L1
+ * resident), so the convolution's columns are gathered straight from the
+ * image and never written to memory. Micro-kernel: MR x NR = 12 x 32 (24 zmm
+ * accumulators). Threads take (column block, row group) tasks. Used when the
+ * CPU has AVX-512F; otherwise (or with AP_CONV2D_BLAS=1 in the environment)
+ * conv2d runs im2col + ap_gemm.
+ */
+#ifndef AP_PACKED_GEMM_H
+#define AP_PACKED_GEMM_H
+
+#include "core/ctx.h"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define PG_HAVE 1
+#include <immintrin.h>
+
+enum { PG_MR = 12, PG_NR = 32, PG_KC = 256, PG_NC = 512, PG_MCP = 32 };
+
+/* Functions compiled for AVX-512 whatever the build's -march (runtime-checked). */
+#define PG_TARGET __attribute__((target("avx512f,fma")))
+
+/* Fills dst[k][j] (k < kc, j < PG_NR) with B[k0 + k][n0 + j], zero for j >= nr. */
+typedef void (*ap_pg_pack_b)(const void *arg, int k0, int kc, int n0, int nr, float *dst);
+
+/* Rows of A rounded up to whole MR panels. */
+static inline int ap_pg_mpad(int M) { return (M + PG_MR - 1) / PG_MR * PG_MR; }
+
+/* Packs row-major A (M, K), row stride lda, into Ap (ap_pg_mpad(M) * K floats). */
+void ap_pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K, float *Ap);
+
+/* C (M, N) = (accum ? C : bias ? bias[row] : 0) + A . B with Ap from
+ * ap_pg_pack_a and B from pack; bias (M) may be NULL. */
+void ap_pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap, ap_pg_pack_b pack,
+                const void *arg, float *C, int ldc, int accum, const float *bias);
+#else
+#define PG_HAVE 0
+#endif
+
+#endif
