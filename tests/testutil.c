@@ -1,6 +1,7 @@
 /* testutil.c: comparison, gradcheck and reporting helpers for tests. */
 #include "testutil.h"
 
+#include "core/rng.h"
 #include "io/safetensors.h"
 
 #include <math.h>
@@ -12,17 +13,11 @@
 
 static int g_pass, g_fail;
 
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 void tu_fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi) {
     uint64_t s = seed * 0x632BE59BD9B4E019ull + 1;
     for (int64_t i = 0; i < n; i++) {
-        double u = (double)(splitmix(&s) >> 11) * (1.0 / 9007199254740992.0);
+        double u = (double)(ap_splitmix64(&s) >> 11) * (1.0 / 9007199254740992.0);
         x[i] = (float)(lo + (hi - lo) * u);
     }
 }
@@ -30,8 +25,8 @@ void tu_fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi) {
 void tu_fill_normal(float *x, int64_t n, uint64_t seed, float sd) {
     uint64_t s = seed * 0x632BE59BD9B4E019ull + 7;
     for (int64_t i = 0; i < n; i++) {
-        double u1 = ((double)(splitmix(&s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-        double u2 = (double)(splitmix(&s) >> 11) * (1.0 / 9007199254740992.0);
+        double u1 = ((double)(ap_splitmix64(&s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+        double u2 = (double)(ap_splitmix64(&s) >> 11) * (1.0 / 9007199254740992.0);
         x[i] = (float)(sd * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
     }
 }

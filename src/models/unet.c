@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/rng.h"
 
 typedef struct {
     char pre[64];
@@ -302,13 +303,6 @@ int ap_unet_load_lora(ap_unet *m, const char *path) {
     return rc;
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 int ap_unet_init_lora(ap_unet *m, uint64_t seed) {
     if (m->lora_rank <= 0 || !m->lora.flat)
         return ap_fail("unet: init LoRA: the model has no allocated LoRA parameters");
@@ -323,8 +317,8 @@ int ap_unet_init_lora(ap_unet *m, uint64_t seed) {
             continue;
         }
         for (int64_t i = 0; i < n; i += 2) { /* Box-Muller, 53-bit uniforms */
-            double u1 = ((splitmix64(&s) >> 11) + 1.0) * 0x1.0p-53;
-            double u2 = (splitmix64(&s) >> 11) * 0x1.0p-53;
+            double u1 = ((ap_splitmix64(&s) >> 11) + 1.0) * 0x1.0p-53;
+            double u2 = ap_unit53(ap_splitmix64(&s));
             double r = sqrt(-2.0 * log(u1)), a = 2.0 * M_PI * u2;
             x[i] = (float)(r * cos(a)) * sd;
             if (i + 1 < n) x[i + 1] = (float)(r * sin(a)) * sd;

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/rng.h"
 #include "io/weights.h"
 #include "sd_internal.h"
 
@@ -101,16 +102,9 @@ int ap_sd_latent_size(const ap_sd *sd, int height, int width, int *h, int *w) {
 static void gaussian(float *x, int64_t n, uint64_t seed) {
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
     for (int64_t i = 0; i < n; i++) {
-        uint64_t z1 = (s += 0x9E3779B97F4A7C15ull), z2 = (s += 0x9E3779B97F4A7C15ull);
-        uint64_t r[2] = {z1, z2};
-        for (int k = 0; k < 2; k++) {
-            uint64_t z = r[k];
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-            r[k] = z ^ (z >> 31);
-        }
-        double u1 = ((double)(r[0] >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-        double u2 = (double)(r[1] >> 11) * (1.0 / 9007199254740992.0);
+        uint64_t r0 = ap_splitmix64(&s), r1 = ap_splitmix64(&s);
+        double u1 = ((double)(r0 >> 11) + 0.5) * 0x1.0p-53;
+        double u2 = ap_unit53(r1);
         x[i] = (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
     }
 }
