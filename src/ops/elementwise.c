@@ -87,24 +87,24 @@ int ap_mul_backward(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db,
     return AP_OK;
 }
 
-int ap_scale_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, float s) {
-    AP_TRY(ap_expect_same("scale_forward", "a", a, "out", out));
-    const float *x = a->data;
-    float *z = out->data;
-    int64_t n = ap_numel(a);
+/* dst = s * src, shared by scale's forward and backward (the same map). */
+static int scale_map(ap_ctx *ctx, const char *op, const char *src_name, const ap_tensor *src,
+                     const char *dst_name, const ap_tensor *dst, float s) {
+    AP_TRY(ap_expect_same(op, src_name, src, dst_name, dst));
+    const float *x = src->data;
+    float *z = dst->data;
+    int64_t n = ap_numel(src);
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) z[i] = s * x[i];
     return AP_OK;
 }
 
+int ap_scale_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, float s) {
+    return scale_map(ctx, "scale_forward", "a", a, "out", out, s);
+}
+
 int ap_scale_backward(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *dout, float s) {
-    AP_TRY(ap_expect_same("scale_backward", "dout", dout, "da", da));
-    const float *g = dout->data;
-    float *dx = da->data;
-    int64_t n = ap_numel(dout);
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) dx[i] = s * g[i];
-    return AP_OK;
+    return scale_map(ctx, "scale_backward", "dout", dout, "da", da, s);
 }
 
 int ap_axpy(ap_ctx *ctx, const ap_tensor *y, float s, const ap_tensor *x) {
