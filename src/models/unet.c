@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/path.h"
 #include "core/rng.h"
 
 typedef struct {
@@ -252,21 +253,12 @@ void ap_unet_free(ap_unet *m) {
     memset(m, 0, sizeof *m);
 }
 
-static int is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 /* First existing dir/name[i] into out; error listing what was looked for. */
 static int find_file(char *out, size_t n, const char *dir, const char *const *names,
                      const char *what) {
     for (int i = 0; names[i]; i++) {
         snprintf(out, n, "%s/%s", dir, names[i]);
-        if (is_file(out)) return AP_OK;
+        if (ap_is_file(out)) return AP_OK;
     }
     return ap_fail("%s: %s: expected %s%s%s in the directory, found none", dir, what, names[0],
                    names[1] ? " or " : "", names[1] ? names[1] : "");
@@ -290,7 +282,7 @@ int ap_unet_load_lora(ap_unet *m, const char *path) {
     char file[4096];
     static const char *const names[] = {"pytorch_lora_weights.safetensors",
                                         "pytorch_lora_weights.bin", NULL};
-    if (is_dir(path)) AP_TRY(find_file(file, sizeof file, path, names, "LoRA weights"));
+    if (ap_is_dir(path)) AP_TRY(find_file(file, sizeof file, path, names, "LoRA weights"));
     else snprintf(file, sizeof file, "%s", path);
     ap_wsrc *w = NULL;
     AP_TRY(ap_wsrc_open(&w, file));

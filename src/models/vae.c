@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/path.h"
 #include "io/json.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
@@ -228,11 +229,6 @@ int ap_vae_fill(ap_vae *v, const ap_wsrc *w, const char *prefix) {
     return AP_OK;
 }
 
-static int exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 int ap_vae_load(ap_vae *v, const char *dir) {
     char path[4096];
     ap_vae_config c;
@@ -240,7 +236,7 @@ int ap_vae_load(ap_vae *v, const char *dir) {
     AP_TRY(ap_vae_config_load(&c, path));
     const char *files[] = {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"};
     int f = 0;
-    while (f < 2 && (snprintf(path, sizeof path, "%s/%s", dir, files[f]), !exists(path))) f++;
+    while (f < 2 && (snprintf(path, sizeof path, "%s/%s", dir, files[f]), !ap_is_file(path))) f++;
     if (f == 2)
         return ap_fail("%s: expected %s or %s, found neither", dir, files[0], files[1]);
     AP_TRY(ap_vae_declare(v, &c));

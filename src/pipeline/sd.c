@@ -8,23 +8,18 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/path.h"
 #include "core/rng.h"
 #include "io/weights.h"
 #include "sd_internal.h"
-
-static int exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
 
 /* Rank of a LoRA file: rows of any "...to_k_lora.down.weight" (AlignProp's
  * save_attn_procs names, optionally "unet."-prefixed). */
 int ap_sd_lora_rank(const char *path, int *rank) {
     char file[4096];
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (ap_is_dir(path)) {
         snprintf(file, sizeof file, "%s/pytorch_lora_weights.safetensors", path);
-        if (!exists(file)) snprintf(file, sizeof file, "%s/pytorch_lora_weights.bin", path);
+        if (!ap_path_exists(file)) snprintf(file, sizeof file, "%s/pytorch_lora_weights.bin", path);
     } else {
         snprintf(file, sizeof file, "%s", path);
     }
@@ -50,7 +45,7 @@ int ap_sd_open(ap_sd *sd, const char *dir, const char *lora) {
     memset(sd, 0, sizeof *sd);
     char a[4096], b[4096];
     snprintf(a, sizeof a, "%s/model_index.json", dir);
-    if (!exists(a))
+    if (!ap_path_exists(a))
         return ap_fail("%s: not a diffusers model directory (expected model_index.json)", dir);
     int rank = 0, rc;
     if (lora) AP_TRY(ap_sd_lora_rank(lora, &rank));
@@ -72,7 +67,7 @@ int ap_sd_open(ap_sd *sd, const char *dir, const char *lora) {
 int ap_sd_finish(ap_sd *sd, const char *config_dir, const char *what) {
     char a[4096] = "";
     if (config_dir) snprintf(a, sizeof a, "%s/scheduler/scheduler_config.json", config_dir);
-    if (config_dir && exists(a)) AP_TRY(ap_ddim_config_from_json(&sd->sched, a));
+    if (config_dir && ap_path_exists(a)) AP_TRY(ap_ddim_config_from_json(&sd->sched, a));
     else ap_ddim_config_sd15(&sd->sched);
     if (sd->text.t.C != sd->unet.cfg.cross_dim)
         return ap_fail("%s: text_encoder hidden_size %d does not match unet cross_attention_dim %d",

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/path.h"
 #include "io/compvis.h"
 #include "io/json.h"
 #include "sd_internal.h"
@@ -40,11 +41,6 @@ int ap_sd15_config_json(ap_json **j, const char *which) {
     return ap_json_parse(j, t, strlen(t), what);
 }
 
-static int is_file(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 /* A config object: config_dir/<sub>/config.json, or the built-in text. */
 static int config_json(ap_json **j, const char *config_dir, const char *sub, char *what,
                        size_t cap) {
@@ -53,7 +49,7 @@ static int config_json(ap_json **j, const char *config_dir, const char *sub, cha
         return ap_sd15_config_json(j, sub);
     }
     snprintf(what, cap, "%s/%s/config.json", config_dir, sub);
-    if (!is_file(what))
+    if (!ap_is_file(what))
         return ap_fail("%s: missing (--config-dir must hold unet/, vae/ and text_encoder/ "
                        "config.json files)", what);
     return ap_json_parse_file(j, what);
@@ -96,7 +92,7 @@ static int load_vae(ap_sd *sd, const ap_wsrc *w, const ap_compvis_layout *lay,
     ap_vae_config c;
     if (config_dir) {
         snprintf(what, sizeof what, "%s/vae/config.json", config_dir);
-        if (!is_file(what)) return ap_fail("%s: missing", what);
+        if (!ap_is_file(what)) return ap_fail("%s: missing", what);
         AP_TRY(ap_vae_config_load(&c, what));
     } else {
         snprintf(what, sizeof what, "built-in SD v1.5 vae config");
@@ -134,9 +130,9 @@ static int load_tokenizer(ap_sd *sd, const char *dir) {
                        "(vocab.json + merges.txt, e.g. a diffusers model's tokenizer/)");
     snprintf(v, sizeof v, "%s/vocab.json", dir);
     snprintf(m, sizeof m, "%s/merges.txt", dir);
-    if (!is_file(v) || !is_file(m))
+    if (!ap_is_file(v) || !ap_is_file(m))
         return ap_fail("tokenizer folder %s: expected vocab.json and merges.txt, found %s",
-                       dir, !is_file(v) && !is_file(m) ? "neither" : is_file(v) ? "no merges.txt"
+                       dir, !ap_is_file(v) && !ap_is_file(m) ? "neither" : ap_is_file(v) ? "no merges.txt"
                                                                            : "no vocab.json");
     return ap_tokenizer_load_hf(&sd->tok, v, m);
 }
