@@ -94,16 +94,6 @@ int ap_sd_latent_size(const ap_sd *sd, int height, int width, int *h, int *w) {
     return AP_OK;
 }
 
-static void gaussian(float *x, int64_t n, uint64_t seed) {
-    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
-    for (int64_t i = 0; i < n; i++) {
-        uint64_t r0 = ap_splitmix64(&s), r1 = ap_splitmix64(&s);
-        double u1 = ((double)(r0 >> 11) + 0.5) * 0x1.0p-53;
-        double u2 = ap_unit53(r1);
-        x[i] = (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-    }
-}
-
 /* out (n, L, C): prompts encoded; slot n.. (when uncond) the empty prompt. */
 static int encode(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n, float *out) {
     const ap_text_tower *t = &sd->text.t;
@@ -153,7 +143,7 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     if (!rc) rc = ap_arena_init(&tmp, plan.tmp_bytes, "UNet temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, plan.scratch_bytes);
     if (!rc && o->init_noise) memcpy(x + n * lat, o->init_noise, (size_t)(n * lat) * sizeof(float));
-    else if (!rc) gaussian(x + n * lat, n * lat, o->seed);
+    else if (!rc) ap_gaussian_fill(x + n * lat, n * lat, o->seed);
     ap_tensor tx = ap_t4(x, B2, Cl, h, w), te = ap_t4(eps, B2, Cl, h, w);
     ap_tensor tt = ap_t1(ts, B2), tc = ap_t3(ctxt, B2, L, C);
     for (int i = 0; i < sched.steps && !rc; i++) {

@@ -1,0 +1,53 @@
+/* checkpoint.h: training checkpoints and the LoRA export (rank 0 writes).
+ *
+ * A checkpoint is a directory RUN/checkpoints/checkpoint_<step>/ published
+ * atomically (io/atomic.h: written as a temporary directory, every file
+ * fsync'ed, renamed) holding
+ *   state.h5                           HDF5: everything to resume exactly
+ *   pytorch_lora_weights.safetensors   the LoRA under diffusers save_attn_procs
+ *                                      names (sample --lora and diffusers load it)
+ * state.h5 layout:
+ *   /lora/<save_attn_procs name>       float32 LoRA tensors (their shapes)
+ *   /adam/m, /adam/v                   float32 (n) flat, lora order
+ *   attributes on /: step, epoch (int64: the next epoch to run and optimizer
+ *     steps done), adam_step (int64), seed (uint64), next_sample (int64: global
+ *     sample counter), config (string: the resolved YAML), model (string),
+ *     base_hash (string: content hash of the frozen base weights), version.
+ * A directory without its final name, or whose state.h5 does not open, is
+ * not a checkpoint: ap_ckpt_latest skips it (and says so).
+ */
+#ifndef AP_TRAIN_CHECKPOINT_H
+#define AP_TRAIN_CHECKPOINT_H
+
+#include <stdint.h>
+
+#include "io/weights.h"
+
+typedef struct ap_ckpt_meta {
+    int64_t step;        /* optimizer steps done */
+    int64_t epoch;       /* epochs completed (the next epoch to run) */
+    int64_t adam_step;
+    uint64_t seed;
+    int64_t next_sample; /* global sample counter */
+    const char *config;  /* resolved YAML text (read: owned by the caller after ap_ckpt_read, free()) */
+    const char *model;
+    const char *base_hash;
+} ap_ckpt_meta;
+
+/* Write RUN/checkpoints/checkpoint_<meta->step>/ from lora (names, shapes,
+ * data) and the Adam moments m, v (lora->total floats each); then keep only
+ * the newest `limit` checkpoints of that folder. path_out (may be NULL)
+ * receives the published directory. */
+int ap_ckpt_write(const char *run_dir, const ap_params *lora, const float *m, const float *v,
+                  const ap_ckpt_meta *meta, int limit, char *path_out, size_t cap);
+/* Read a checkpoint directory (or its state.h5) into lora (allocated, same
+ * names and shapes: a mismatch names the tensor, expected and found), m and v
+ * (NULL to skip: a LoRA-only read, as evaluate/soup need), and meta (strings
+ * malloc'ed; free with ap_ckpt_meta_free). */
+int ap_ckpt_read(const char *path, ap_params *lora, float *m, float *v, ap_ckpt_meta *meta);
+void ap_ckpt_meta_free(ap_ckpt_meta *meta);
+/* The newest complete checkpoint of RUN/checkpoints into path (cap bytes);
+ * returns 1 when found, 0 when there is none, AP_ERR on an error. */
+int ap_ckpt_latest(const char *run_dir, char *path, size_t cap);
+
+#endif

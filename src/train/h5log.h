@@ -1,0 +1,48 @@
+/* h5log.h: the run's HDF5 log (RUN/log.h5), appended by rank 0 every
+ * optimizer step and every evaluation, readable while the run goes on
+ * (SWMR: h5py.File(path, "r", swmr=True), h5dump).
+ *
+ *   /train/<column>   one row per optimizer step (chunked, unlimited):
+ *       step, epoch (int64), loss, reward_mean, reward_std, grad_norm, lr,
+ *       step_time, samples_per_s (float64), attached_mean (float64: mean
+ *       attached DDIM steps per sample)
+ *   /train/rewards    (rows, N) float32 per-sample rewards of the step
+ *   /train/prompts    (rows, N) fixed-length strings (255 bytes, truncated)
+ *   /train/attached   (rows, N) int32 attached steps per sample
+ *   /eval/step, /eval/epoch, /eval/reward_mean, /eval/reward_std  one row per evaluation
+ *   /eval/rewards     (rows, E) float32, /eval/prompts (rows, E) strings
+ * N = the global batch, E = the evaluation's image count (fixed per run).
+ */
+#ifndef AP_TRAIN_H5LOG_H
+#define AP_TRAIN_H5LOG_H
+
+#include <stdint.h>
+
+typedef struct ap_h5log ap_h5log;
+
+typedef struct ap_train_row {
+    int64_t step, epoch;
+    double loss, reward_mean, reward_std, grad_norm, lr, step_time, samples_per_s;
+    double attached_mean;
+    const float *rewards;         /* (N) */
+    const char *const *prompts;   /* (N) */
+    const int32_t *attached;      /* (N) */
+} ap_train_row;
+
+typedef struct ap_eval_row {
+    int64_t step, epoch;
+    double reward_mean, reward_std;
+    const float *rewards;         /* (E) */
+    const char *const *prompts;   /* (E) */
+} ap_eval_row;
+
+/* Create path (N, E as above), or, when resume_step >= 0 and the file exists,
+ * open it and drop every train row with step > resume_step and every eval
+ * row with step > resume_step (so a resumed run's log equals an
+ * uninterrupted one's). Then start SWMR writing. */
+int ap_h5log_open(ap_h5log **out, const char *path, int N, int E, int64_t resume_step);
+int ap_h5log_train(ap_h5log *l, const ap_train_row *row); /* append + flush */
+int ap_h5log_eval(ap_h5log *l, const ap_eval_row *row);   /* append + flush */
+void ap_h5log_close(ap_h5log *l);
+
+#endif
