@@ -115,6 +115,8 @@ int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, i
                          cfg->steps, (float)cfg->guidance_scale, cap, res, res, t->max_pos, t->C));
     j->chain.sched.eta = (float)cfg->eta;
     AP_TRY(ap_adamw_init(&j->opt, (int64_t)j->sd.unet.lora.total));
+    j->gacc = ap_malloc(j->sd.unet.lora.total * sizeof(float), "step gradient");
+    if (!j->gacc) return AP_ERR;
     j->uncond = ap_malloc((size_t)(t->max_pos * t->C) * sizeof(float), "empty-prompt embedding");
     j->cond = ap_malloc((size_t)cap * (size_t)(t->max_pos * t->C) * sizeof(float), "prompt embeddings");
     if (!j->uncond || !j->cond) return AP_ERR;
@@ -134,7 +136,7 @@ void ap_job_close(ap_job *j) {
     ap_batch_plan_free(&j->plan);
     ap_prompts_free(j->prompts, j->n_prompts);
     ap_prompts_free(j->eval_prompts, j->n_eval_prompts);
-    free(j->uncond), free(j->cond);
+    free(j->uncond), free(j->cond), free(j->gacc);
     ap_arena_free(&j->text_tmp);
     ap_ctx_free(&j->ctx);
     memset(j, 0, sizeof *j);

@@ -38,6 +38,7 @@ typedef struct ap_job {
     ap_reward *reward;
     ap_chain chain;
     ap_adamw opt;
+    float *gacc;                  /* (lora) the step's gradient: micro-batches summed */
     char **prompts;               /* training prompts */
     int n_prompts;
     char **eval_prompts;          /* the evaluation prompt file's lines */

@@ -118,7 +118,11 @@ typedef struct step_stats {
     double sums[2];    /* loss sum, samples */
 } step_stats;
 
-/* The micro-batches of this rank for optimizer step `step`; gradients += . */
+/* The micro-batches of this rank for optimizer step `step`. Each
+ * micro-batch's LoRA gradient starts from zero and is then added to the
+ * step's sum (j->gacc), so a micro-batch contributes the same bits whether
+ * it runs first, later, or on another rank; the sum over micro-batches (and
+ * then over ranks) is the only place the decomposition shows. */
 static int run_step(ap_job *j, int64_t step, step_stats *st) {
     const ap_batch_plan *p = &j->plan;
     const int r = j->dist->rank, N = p->global_batch, S = j->chain.sched.steps;
@@ -148,7 +152,10 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
         ap_chain_io io = {.b = b, .noise = noise, .cond = j->cond, .uncond = j->uncond,
                           .prompts = pr, .attached = att, .dloss = dloss, .loss = loss,
                           .reward = rew};
+        ap_unet_zero_lora_grads(&j->sd.unet);
         if (!rc) rc = ap_chain_run(&j->chain, &j->ctx, &io);
+        const size_t nl = j->sd.unet.lora.total;
+        for (size_t e = 0; e < nl && !rc; e++) j->gacc[e] += j->sd.unet.lora_grad[e];
         for (int i = 0; i < b && !rc; i++) {
             st->rewards[lo + i] = rew[i];
             st->sums[0] += loss[i];
@@ -214,23 +221,23 @@ int ap_job_train(ap_job *j, const char *resume) {
             if (ap_job_evaluate(j, j->step, j->step / spe, dir, NULL)) goto fail;
         }
         const double t0 = now_s();
-        ap_unet_zero_lora_grads(&j->sd.unet);
+        memset(j->gacc, 0, (size_t)nl * sizeof(float));
         memset(st.rewards, 0, (size_t)N * sizeof(float));
         memset(st.attached, 0, (size_t)N * sizeof(float));
         st.sums[0] = st.sums[1] = 0;
         if (run_step(j, j->step, &st)) goto fail;
         /* one all-reduce of the gradients; the statistics ride along */
-        if (ap_dist_allreduce_sum(d, j->sd.unet.lora_grad, nl)) goto fail;
+        if (ap_dist_allreduce_sum(d, j->gacc, nl)) goto fail;
         if (ap_dist_allreduce_sum(d, st.rewards, N)) goto fail;
         if (ap_dist_allreduce_sum(d, st.attached, N)) goto fail;
         if (ap_dist_allreduce_sum_d(d, st.sums, 2)) goto fail;
-        double gnorm = ap_clip_grad_norm(j->sd.unet.lora_grad, nl, c->max_grad_norm);
+        double gnorm = ap_clip_grad_norm(j->gacc, nl, c->max_grad_norm);
         if (!isfinite(gnorm)) {
             ap_fail("step %lld: the LoRA gradient norm is %g (non-finite): lower "
                     "train.learning_rate or check the reward", (long long)j->step + 1, gnorm);
             goto fail;
         }
-        ap_adamw_step(&j->opt, &hp, j->sd.unet.lora.flat, j->sd.unet.lora_grad);
+        ap_adamw_step(&j->opt, &hp, j->sd.unet.lora.flat, j->gacc);
         j->step++;
         if (j->step % c->checksum_every == 0 &&
             ap_dist_check_same(d, lora_checksum(j), "the LoRA weights checksum"))
