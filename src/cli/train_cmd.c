@@ -132,6 +132,17 @@ int ap_cmd_train(int argc, char **argv) {
         free(caps);
         goto done;
     }
+    if (strcmp(cfg.backend, "cpu") != 0) {
+        if (d.rank == 0)
+            fprintf(stderr, "alignprop-mpi: %s: backend: \"%s\" is not available in this build: "
+                    "expected \"cpu\" (the CUDA backend is not implemented yet)\n", cfg.path,
+                    cfg.backend);
+        code = AP_EXIT_USAGE;
+        goto done;
+    }
+    if (d.rank == 0 && strcmp(cfg.mixed_precision, "no") != 0)
+        fprintf(stderr, "note: mixed_precision \"%s\" applies to the CUDA backend; the CPU backend "
+                "computes in fp32\n", cfg.mixed_precision);
     if (ap_config_check_files(&cfg)) {
         if (d.rank == 0) fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
         code = AP_EXIT_USAGE;
