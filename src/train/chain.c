@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/killpoint.h"
 
 static size_t lat_n(const ap_chain *ch) { return (size_t)(ch->C * ch->h * ch->w); }
 
@@ -138,6 +139,7 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
         if (ch->eps_store) memcpy(ch->eps_store + (size_t)i * (size_t)b * n, ch->eps2, (size_t)bn * sizeof(float));
         AP_TRY(ap_ddim_step(&ch->sched, i, xo, xi, ch->eps2, NULL, bn));
         AP_TRY(check_finite(xo, bn, "the latents", i));
+        if (io->dloss && i == S / 2) ap_killpoint("sample");
     }
     float *xS = lat + (size_t)S * (size_t)b * n;
     const int64_t HW = ch->H * ch->W;
@@ -175,6 +177,7 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
         int na = 0;
         for (int k = 0; k < b; k++)
             if (io->attached[(size_t)k * S + i]) idx[na++] = k;
+        if (i == (S + first) / 2) ap_killpoint("backward");
         if (!na) continue;
         /* recompute step i's UNet call on the attached samples with a tape */
         gather(ch, io, xi, idx, na, ch->sched.timesteps[i]);

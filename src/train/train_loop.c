@@ -10,11 +10,13 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "core/killpoint.h"
 #include "core/rng.h"
 #include "train/checkpoint.h"
 #include "train/job.h"
 
 static volatile sig_atomic_t stop_signal = 0;
+int64_t ap_killpoint_step = 0;
 
 static void on_stop(int sig) {
     if (stop_signal) { /* a second signal: stop now */
@@ -221,6 +223,7 @@ int ap_job_train(ap_job *j, const char *resume) {
             if (ap_job_evaluate(j, j->step, j->step / spe, dir, NULL)) goto fail;
         }
         const double t0 = now_s();
+        ap_killpoint_step = j->step + 1;
         memset(j->gacc, 0, (size_t)nl * sizeof(float));
         memset(st.rewards, 0, (size_t)N * sizeof(float));
         memset(st.attached, 0, (size_t)N * sizeof(float));
