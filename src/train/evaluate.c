@@ -213,7 +213,7 @@ int ap_job_evaluate_only(ap_job *j) {
     snprintf(dir, sizeof dir, "%s/eval_vis", j->run_dir);
     double mean = 0;
     if (ap_job_evaluate(j, 0, 0, dir, &mean)) return AP_EXIT_FAIL;
-    ap_dist_print0(j->dist, "evaluation: mean %s reward %.4f; images in %s, rewards in %s/eval.h5\n",
+    ap_dist_print0(j->dist, "evaluation: mean %s reward %.7g; images in %s, rewards in %s/eval.h5\n",
                    ap_reward_name(j->reward), mean, dir, j->run_dir);
     return AP_EXIT_OK;
 }

@@ -24,7 +24,7 @@ ev base
 ev lora --set resume_from="$ck"
 ev soup1 --set soup_inference=true --set resume_from="$ck" --set resume_from_2=stablediffusion --set mixing_coef_1=1.0
 ev soup0 --set soup_inference=true --set resume_from="$ck" --set resume_from_2=stablediffusion --set mixing_coef_1=0.0
-ev soupself --set soup_inference=true --set resume_from="$ck" --set resume_from_2="$ck" --set mixing_coef_1=0.25
+ev soupself --set soup_inference=true --set resume_from="$ck" --set resume_from_2="$ck" --set mixing_coef_1=0.5
 n=$(ls "$tmp/lora/eval_vis/"*.png 2>/dev/null | grep -vc grid.png)
 [ "$n" -eq 4 ] && ok "4 evaluation PNGs (per_gpu_capacity 2 x max_vis_images 2) + grid" || bad "expected 4 PNGs, found $n"
 [ -s "$tmp/lora/eval_vis/grid.png" ] && ok "grid.png written" || bad "no grid.png"
