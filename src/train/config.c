@@ -344,7 +344,7 @@ typedef struct conv {
 } conv;
 
 static const char *where_of(const reader *r, int k) {
-    return r->s[k].set ? r->s[k].where : "default";
+    return r->s[k].set ? r->s[k].where : r->file; /* unset: the default */
 }
 
 /* The scalar text of key k: its value or its default ("" for null). */
