@@ -7,7 +7,7 @@
 BIN=$1 DIFF=$2 CFG=$3
 . "$(dirname "$0")/common.sh"
 echo "evaluate: only_eval and soup_inference"
-sets=(--set steps=4 --set num_epochs=1 --set train.total_samples_per_epoch=2
+sets=(--set steps=4 "--set=truncated_backprop_minmax=[0,4]" --set num_epochs=1 --set train.total_samples_per_epoch=2
       --set train.total_batch_size=2 --set visualize_eval=false --set save_freq=1
       --set train.learning_rate=5e-2 --set train.per_gpu_capacity=2 --set max_vis_images=2
       --set logdir="$tmp")
