@@ -11,7 +11,11 @@
  *     merges.txt} when set, else from vocab.json/merges.txt derived from the
  *     .gz the way CLIP's are built. Skipped with a reason otherwise.
  *  3. Context lengths other than 77 (truncation rules), loader errors.
- *  4. Fuzz: 2000 random byte strings (invalid UTF-8 included) through both
+ *  4. The cleaned text itself: ap_ftfy_fix_text against ftfy.fix_text on
+ *     ftfy.txt.gz (hard cases and generated mojibake), ap_nfc against
+ *     unicodedata.normalize("NFC") on nfc.txt.gz; every case must match
+ *     (a case listed in KNOWN_DIFFERENT would be printed, not hidden).
+ *  5. Fuzz: 2000 random byte strings (invalid UTF-8 included) through both
  *     flavours: no crash (run under ASan/UBSan too), ids well-formed.
  * Token ids are integers: the tolerance is exact equality.
  */
@@ -23,6 +27,7 @@
 #include <zlib.h>
 
 #include "testutil.h"
+#include "text/textclean.h"
 #include "text/tokenizer.h"
 
 #define L 77
@@ -393,6 +398,87 @@ static void test_errors(const char *fx, const ap_tokenizer *hf) {
     rmdir(dir);
 }
 
+/* Inputs on which the C ftfy is known to differ from ftfy 6.1.1 (none):
+ * listed cases are printed as differences, not failures. */
+static const char *const KNOWN_DIFFERENT[] = {NULL};
+
+static int is_known_different(const char *key) {
+    for (int i = 0; KNOWN_DIFFERENT[i]; i++)
+        if (!strcmp(KNOWN_DIFFERENT[i], key)) return 1;
+    return 0;
+}
+
+/* Hex field [p, end) as bytes into buf (NUL-terminated); returns the length. */
+static size_t unhex(const char *p, const char *end, char *buf) {
+    size_t n = (size_t)(end - p) / 2;
+    for (size_t i = 0; i < n; i++) buf[i] = (char)(hexval(p[2 * i]) * 16 + hexval(p[2 * i + 1]));
+    buf[n] = '\0';
+    return n;
+}
+
+static void print_ustr(const char *label, const ap_ustr *u) {
+    printf("      %s:", label);
+    for (size_t i = 0; i < u->n && i < 40; i++)
+        printf(u->cp[i] >= 0x20 && u->cp[i] < 0x7F ? " %c" : " U+%04X", (unsigned)u->cp[i]);
+    printf("%s\n", u->n > 40 ? " ..." : "");
+}
+
+/* Lines "[key<TAB>]hex(in)<TAB>hex(expected)"; fn(out, in) must give expected. */
+static void compare_text_file(const char *what, const char *path, int keyed,
+                              int (*fn)(ap_ustr *, const ap_ustr *)) {
+    char *text = slurp(path, NULL);
+    if (!tu_check(text != NULL, "%s: read %s", what, path)) return;
+    int n = 0, bad = 0, known = 0, changed = 0;
+    ap_ustr in = {0}, want = {0}, got = {0};
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        char *key = keyed ? line : NULL, *a = line;
+        if (keyed) {
+            if (!(a = strchr(line, '\t'))) continue;
+            *a++ = '\0';
+        }
+        char *b = strchr(a, '\t');
+        if (!b) continue;
+        size_t la = (size_t)(b - a), lb = strlen(b + 1);
+        char *buf = malloc((la > lb ? la : lb) / 2 + 1);
+        size_t nb = unhex(a, b, buf);
+        in.n = want.n = 0; /* ap_utf8_decode appends */
+        int rc = ap_utf8_decode(&in, buf, nb);
+        nb = unhex(b + 1, b + 1 + lb, buf);
+        if (rc == 0) rc = ap_utf8_decode(&want, buf, nb);
+        free(buf);
+        if (rc == 0) rc = fn(&got, &in);
+        n++;
+        int same = rc == 0 && got.n == want.n &&
+                   (got.n == 0 || !memcmp(got.cp, want.cp, got.n * sizeof *got.cp));
+        changed += want.n != in.n || (in.n && memcmp(want.cp, in.cp, in.n * sizeof *in.cp));
+        if (same) continue;
+        int kd = key && is_known_different(key);
+        known += kd;
+        bad += !kd;
+        if (kd || bad <= 5) {
+            printf("    %s %s case %s%s\n", kd ? "KNOWN DIFFERENT" : "MISMATCH", what,
+                   key ? key : "", rc ? ap_errmsg() : "");
+            print_ustr("input   ", &in);
+            print_ustr("expected", &want);
+            print_ustr("C       ", &got);
+        }
+    }
+    tu_check(bad == 0 && n > 0, "%s: %d cases (%d changed by the reference), %d mismatches, "
+             "%d known different (exact code points)", what, n, changed, bad, known);
+    ap_ustr_free(&in);
+    ap_ustr_free(&want);
+    ap_ustr_free(&got);
+    free(text);
+}
+
+static void test_clean_text(const char *fx) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/tokenizer/ftfy.txt.gz", fx);
+    compare_text_file("ftfy.fix_text", path, 1, ap_ftfy_fix_text);
+    snprintf(path, sizeof path, "%s/tokenizer/nfc.txt.gz", fx);
+    compare_text_file("NFC", path, 0, ap_nfc);
+}
+
 static uint64_t rng_next(uint64_t *s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -482,6 +568,7 @@ int main(void) {
     test_full_vocab(&c, fx, shared);
     test_context_lengths(hf, oc);
     test_errors(fx, hf);
+    test_clean_text(fx);
     test_fuzz(hf, oc);
     ap_tokenizer_free(hf);
     ap_tokenizer_free(oc);
