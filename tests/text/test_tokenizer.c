@@ -486,13 +486,28 @@ static uint64_t rng_next(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
-/* 2000 random byte strings: invalid UTF-8, NUL-free, biased towards the
- * bytes the tokenizer cares about (ASCII, UTF-8 lead/continuation bytes,
- * '&', '<', '\'', specials). */
+/* A random code point of the ranges ftfy's fix_encoding and NFC look at:
+ * Latin-1 and windows-1252 characters, C1 controls, Greek, Cyrillic, box
+ * drawing, combining marks, Hangul jamo, U+FFFD, U+001A, ASCII. */
+static uint32_t mojibake_cp(uint64_t r) {
+    static const uint32_t ranges[][2] = {
+        {0xA0, 0xFF}, {0x80, 0x9F}, {0x152, 0x17E}, {0x2013, 0x203A}, {0x20AC, 0x20AC},
+        {0x2122, 0x2122}, {0x384, 0x3CE}, {0x401, 0x45F}, {0x2500, 0x259F}, {0x300, 0x36F},
+        {0x1100, 0x1112}, {0x1161, 0x1175}, {0x11A8, 0x11C2}, {0xFFFD, 0xFFFD}, {0x1A, 0x1A},
+        {0x20, 0x7E}, {0x20, 0x7E}, {0x2C6, 0x2DD}, {0x192, 0x192}, {0x221A, 0x2265}};
+    const uint32_t *g = ranges[(r >> 8) % (sizeof ranges / sizeof ranges[0])];
+    return g[0] + (uint32_t)((r >> 20) % (g[1] - g[0] + 1));
+}
+
+/* 2000 random strings: odd ones invalid UTF-8 bytes, NUL-free, biased
+ * towards the bytes the tokenizer cares about (ASCII, UTF-8 lead and
+ * continuation bytes, '&', '<', '\'', specials); even ones valid UTF-8 of
+ * mojibake_cp characters, for ftfy's fix_encoding and NFC. */
 static void test_fuzz(const ap_tokenizer *hf, const ap_tokenizer *oc) {
     static const char *frags[] = {"<|endoftext|>", "<|startoftext|>", "<start_of_text>", "&amp;",
                                   "&#x41;", "&#", "'s", "\xce\xa3", "\xc4\xb0", "\x1b[3",
-                                  "\xef\xac\x81", "\r\n", "&lt;", "\xe2\x80\x9c", " "};
+                                  "\xef\xac\x81", "\r\n", "&lt;", "\xe2\x80\x9c", " ",
+                                  "\xc3\xa2\xe2\x82\xac", "\xc3\x83", "e\xcc\x81", "\n<"};
     uint64_t s = 20231005;
     char buf[700];
     int bad = 0, iters = 2000; /* AP_FUZZ_ITERS overrides, for longer sanitizer runs */
@@ -508,6 +523,14 @@ static void test_fuzz(const ap_tokenizer *hf, const ap_tokenizer *oc) {
                 if (k + (int)fl >= n) break;
                 memcpy(buf + k, f, fl);
                 k += (int)fl;
+                continue;
+            }
+            if (it % 2 == 0) {
+                unsigned char u[4];
+                int ul = ap_utf8_encode(mojibake_cp(r), u);
+                if (k + ul >= n) break;
+                memcpy(buf + k, u, (size_t)ul);
+                k += ul;
                 continue;
             }
             unsigned b = (unsigned)(r >> 16) & 0xFF;
@@ -533,7 +556,7 @@ static void test_fuzz(const ap_tokenizer *hf, const ap_tokenizer *oc) {
         }
     }
     double sec = (double)(clock() - t0) / CLOCKS_PER_SEC;
-    tu_check(bad == 0, "fuzz: %d random byte strings (<= 600 bytes, invalid UTF-8) x 2 flavours, "
+    tu_check(bad == 0, "fuzz: %d random strings (<= 600 bytes, half invalid UTF-8, half mojibake-like) x 2 flavours, "
                        "%d failures, %.2f s CPU", iters, bad, sec);
     tu_check(sec < 10.0 * iters / 2000, "fuzz time %.2f s < 10 s per 2000 cases", sec);
 }
