@@ -128,8 +128,8 @@ static const byte_pat altered_utf8[] = {
 static const byte_pat lossy_utf8[] = {
     {2, {"\xc2\xdf", SUB}},
     {2, {"\xc2\xc3", "??"}},
-    {5, {"\xed\xed", "\xa0\xaf", SUB "??", "\xed\xed", "\xb0\xbf", SUB "??\x80\xbf"}},
-    {5, {"\xed\xed", "\xa0\xaf", SUB "??\x80\xbf", "\xed\xed", "\xb0\xbf", SUB "??"}},
+    {6, {"\xed\xed", "\xa0\xaf", SUB "??", "\xed\xed", "\xb0\xbf", SUB "??\x80\xbf"}},
+    {6, {"\xed\xed", "\xa0\xaf", SUB "??\x80\xbf", "\xed\xed", "\xb0\xbf", SUB "??"}},
     {3, {"\xe0\xef", SUB "??", SUB "\x80\xbf"}},
     {3, {"\xe0\xef", SUB "\x80\xbf", SUB "??"}},
     {4, {"\xf0\xf4", SUB "??", SUB "\x80\xbf", SUB "\x80\xbf"}},
