@@ -189,14 +189,19 @@ static int decode_utf8_variants(ap_ustr *out, const bytes *in, int *ok) {
             i++;
             continue;
         }
-        if (c == 0xC0 && i + 1 < n && b[i + 1] == 0x80) {
+        /* The codec's expressions end their alternatives with "|$", and
+         * Python's $ also matches before a final b"\n": then C0 0A and a
+         * CESU-8 pair whose last byte is that final newline decode too (the
+         * newline is consumed, as by ftfy). */
+        int last_nl = i + 2 == n && b[n - 1] == '\n';
+        if (c == 0xC0 && i + 1 < n && (b[i + 1] == 0x80 || last_nl)) {
             AP_TRY(ap_ustr_push(out, 0));
             i += 2;
             continue;
         }
         if (c == 0xED && i + 5 < n && b[i + 1] >= 0xA0 && b[i + 1] <= 0xAF &&
             (b[i + 2] & 0xC0) == 0x80 && b[i + 3] == 0xED && b[i + 4] >= 0xB0 &&
-            b[i + 4] <= 0xBF && (b[i + 5] & 0xC0) == 0x80) {
+            b[i + 4] <= 0xBF && ((b[i + 5] & 0xC0) == 0x80 || (i + 6 == n && b[i + 5] == '\n'))) {
             uint32_t cp = ((uint32_t)(b[i + 1] & 0x0F) << 16) + ((uint32_t)(b[i + 2] & 0x3F) << 10) +
                           ((uint32_t)(b[i + 4] & 0x0F) << 6) + (b[i + 5] & 0x3F) + 0x10000;
             AP_TRY(ap_ustr_push(out, cp));
