@@ -1,6 +1,7 @@
 /* h5log.h: the run's HDF5 log (RUN/log.h5), appended by rank 0 every
- * optimizer step and every evaluation, readable while the run goes on
- * (SWMR: h5py.File(path, "r", swmr=True), h5dump).
+ * optimizer step and every evaluation, readable while the run goes on by
+ * SWMR readers (h5py.File(path, "r", swmr=True); HDF5 1.10's h5dump does not
+ * open for SWMR reading and reads the log once it is closed).
  *
  *   /train/<column>   one row per optimizer step (chunked, unlimited):
  *       step, epoch (int64), loss, reward_mean, reward_std, grad_norm, lr,
