@@ -270,6 +270,12 @@ typedef struct {
     int64_t tape;       /* tape floats of one forward */
     int64_t step_tmp;   /* largest per-step tmp bytes */
     size_t scratch;     /* ctx scratch bytes */
+    /* block checkpointing: segments 0 conv_in, 1 mid block, 2 + i up block i,
+     * n_blocks + 2 conv_norm_out; seg_tape[k]: tape floats segment k takes
+     * when taped in full; ckpt: floats of the saved inputs of segments 1.. */
+    int64_t seg_tape[AP_VAE_MAX_BLOCKS + 3];
+    int64_t ckpt;
+    int64_t ckpt_tape; /* ckpt + the largest seg_tape[k >= 1] */
 } plan;
 
 static void conv_scratch(plan *pl, int64_t B, int64_t C, int64_t H, int64_t W, int64_t O, int k) {
@@ -304,6 +310,8 @@ static plan make_plan(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_th
     conv_scratch(&pl, B, L, h, w, L, 1);
     conv_scratch(&pl, B, L, h, w, Cm, 3);
     pl.tape += B * Cm * N + SLACK;
+    pl.seg_tape[0] = pl.tape;
+    pl.ckpt += B * Cm * N + SLACK; /* mid block input */
     resnet_plan(&pl, &v->mid_res[0], B, h, w);
     /* attention: stats, tokens, mha saved on the tape; its output */
     pl.tape += 2 * (B * G + SLACK) + B * N * Cm + SLACK +
@@ -317,9 +325,12 @@ static plan make_plan(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_th
     size_t as = ap_attention_scratch_bytes(B, N, N, 1, Cm, n_threads);
     if (as > pl.scratch) pl.scratch = as;
     resnet_plan(&pl, &v->mid_res[1], B, h, w);
+    pl.seg_tape[1] = pl.tape - pl.seg_tape[0];
     int64_t H = h, W = w;
     for (int i = 0; i < c->n_blocks; i++) {
         const ap_vae_up_block *u = &v->up[i];
+        int64_t before = pl.tape;
+        pl.ckpt += B * u->cin * H * W + SLACK; /* up block input */
         for (int r = 0; r < u->n_res; r++) resnet_plan(&pl, &u->res[r], B, H, W);
         if (i < c->n_blocks - 1) { /* upsampler: nearest 2x (tmp) and its conv (tape) */
             H *= 2, W *= 2;
@@ -329,9 +340,15 @@ static plan make_plan(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_th
             pl.step_tmp = imax(pl.step_tmp, (n + SLACK) * (int64_t)sizeof(float));
             conv_scratch(&pl, B, u->cout, H, W, u->cout, 3);
         }
+        pl.seg_tape[2 + i] = pl.tape - before;
     }
     int64_t C0 = c->block_out[0], n = B * C0 * H * W;
+    pl.ckpt += n + SLACK; /* conv_norm_out input */
+    pl.seg_tape[c->n_blocks + 2] = n + SLACK + 2 * (B * G + SLACK);
     pl.tape += n + SLACK + 2 * (B * G + SLACK);
+    int64_t seg_max = 0;
+    for (int k = 1; k < c->n_blocks + 3; k++) seg_max = imax(seg_max, pl.seg_tape[k]);
+    pl.ckpt_tape = pl.ckpt + seg_max;
     pl.step_tmp = imax(pl.step_tmp, (n + SLACK) * (int64_t)sizeof(float));
     pl.act = imax(pl.act, imax(n, B * c->out_channels * H * W));
     gn_scratch(&pl, B, C0);
@@ -340,18 +357,27 @@ static plan make_plan(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_th
 }
 
 size_t ap_vae_tape_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w) {
-    return (size_t)make_plan(v, B, h, w, 1).tape * sizeof(float);
+    plan pl = make_plan(v, B, h, w, 1);
+    return (size_t)(v->full_tape ? pl.tape : pl.ckpt_tape) * sizeof(float);
+}
+
+void ap_vae_plan_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_threads,
+                       size_t *tape, size_t *tmp, size_t *scratch) {
+    plan pl = make_plan(v, B, h, w, n_threads);
+    *tape = (size_t)(v->full_tape ? pl.tape : pl.ckpt_tape) * sizeof(float);
+    *tmp = 2 * (size_t)(pl.act + SLACK) * sizeof(float) + (size_t)pl.step_tmp;
+    *scratch = pl.scratch;
 }
 
 int ap_vae_plan(ap_vae *v, ap_ctx *ctx, int64_t B, int64_t h, int64_t w) {
     if (B < 1 || h < 1 || w < 1)
         return ap_fail("vae_plan: expected a positive batch and latent size, found B %lld, "
                        "%lld x %lld", (long long)B, (long long)h, (long long)w);
-    plan pl = make_plan(v, B, h, w, ctx->n_threads);
-    size_t tmp = 2 * (size_t)(pl.act + SLACK) * sizeof(float) + (size_t)pl.step_tmp;
+    size_t tape, tmp, scratch;
+    ap_vae_plan_bytes(v, B, h, w, ctx->n_threads, &tape, &tmp, &scratch);
     ap_arena_free(&v->tmp);
     AP_TRY(ap_arena_init(&v->tmp, tmp, "VAE decoder temporaries"));
-    AP_TRY(ap_ctx_reserve(ctx, pl.scratch));
+    AP_TRY(ap_ctx_reserve(ctx, scratch));
     v->plan_B = B, v->plan_h = h, v->plan_w = w;
     return AP_OK;
 }
@@ -415,6 +441,102 @@ static int attention_forward(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *out,
     return AP_OK;
 }
 
+/* Segment 0: z = latent / scaling_factor; p = post_quant_conv(z); x = conv_in(p). */
+static int seg_in(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *x, const ap_tensor *latent) {
+    const ap_vae_config *c = &v->cfg;
+    int64_t B = latent->shape[0], h = latent->shape[2], w = latent->shape[3];
+    int64_t L = c->latent_channels, Cm = c->block_out[c->n_blocks - 1];
+    size_t mark = v->tmp.used;
+    ap_tensor z = ap_t4(a->tape ? ap_arena_floats(&v->tmp, (size_t)(B * L * h * w), "VAE z")
+                                : act(a, B * L * h * w, "VAE z"), B, L, h, w);
+    ap_tensor p = ap_t4(a->tape ? ap_arena_floats(&v->tmp, (size_t)(B * L * h * w), "VAE p")
+                                : act(a, B * L * h * w, "VAE p"), B, L, h, w);
+    if (!z.data || !p.data) return AP_ERR;
+    divide(ctx, z.data, latent->data, ap_numel(&z), c->scaling_factor);
+    AP_TRY(ap_conv2d_forward(ctx, &p, &z, &v->pq_w, &v->pq_b, 1, 0));
+    *x = ap_t4(act(a, B * Cm * h * w, "VAE conv_in output"), B, Cm, h, w);
+    if (!x->data) return AP_ERR;
+    AP_TRY(ap_conv2d_forward(ctx, x, &p, &v->in_w, &v->in_b, 1, 1));
+    v->tmp.used = mark;
+    return AP_OK;
+}
+
+/* Segment 1: the mid block (resnet, attention, resnet). */
+static int seg_mid(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *out, const ap_tensor *x) {
+    ap_vae_saved *s = &v->sv;
+    int64_t B = x->shape[0], Cm = x->shape[1], h = x->shape[2], w = x->shape[3];
+    ap_tensor y = ap_t4(act(a, B * Cm * h * w, "VAE mid resnet 0 output"), B, Cm, h, w), t;
+    if (!y.data) return AP_ERR;
+    AP_TRY(ap_resnet_forward(ctx, a->tape, &v->tmp, &s->mid0, &v->mid_res[0], &y, x, NULL));
+    AP_TRY(attention_forward(ctx, v, a, &t, &y));
+    *out = ap_t4(act(a, B * Cm * h * w, "VAE mid resnet 1 output"), B, Cm, h, w);
+    if (!out->data) return AP_ERR;
+    return ap_resnet_forward(ctx, a->tape, &v->tmp, &s->mid1, &v->mid_res[1], out, &t, NULL);
+}
+
+/* Segment 2 + i: up block i (resnets, then nearest 2x + conv unless last). */
+static int seg_up(ap_ctx *ctx, ap_vae *v, acts *a, int i, ap_tensor *out, const ap_tensor *in) {
+    ap_vae_saved *s = &v->sv;
+    const ap_vae_up_block *u = &v->up[i];
+    int64_t B = in->shape[0], H = in->shape[2], W = in->shape[3];
+    ap_tensor x = *in, y;
+    for (int r = 0; r < u->n_res; r++) {
+        y = ap_t4(act(a, B * u->cout * H * W, "VAE up-block resnet output"), B, u->cout, H, W);
+        if (!y.data) return AP_ERR;
+        AP_TRY(ap_resnet_forward(ctx, a->tape, &v->tmp, &s->res[i][r], &u->res[r], &y, &x, NULL));
+        x = y;
+    }
+    if (i < v->cfg.n_blocks - 1) { /* Upsample2D: nearest 2x, conv 3x3 */
+        size_t mark = v->tmp.used;
+        H *= 2, W *= 2;
+        int64_t n = B * u->cout * H * W;
+        ap_tensor near = ap_t4(a->tape ? ap_arena_floats(&v->tmp, (size_t)n, "VAE nearest 2x output")
+                                       : act(a, n, "VAE nearest 2x output"), B, u->cout, H, W);
+        if (!near.data) return AP_ERR;
+        AP_TRY(ap_upsample_nearest2x_forward(ctx, &near, &x));
+        y = ap_t4(act(a, n, "VAE upsampler output"), B, u->cout, H, W);
+        if (!y.data) return AP_ERR;
+        AP_TRY(ap_conv2d_forward(ctx, &y, &near, &u->up_w, &u->up_b, 1, 1));
+        v->tmp.used = mark;
+        x = y;
+    }
+    *out = x;
+    return AP_OK;
+}
+
+/* Segment n_blocks + 2: conv_norm_out, then (image != NULL) SiLU and conv_out. */
+static int seg_out(ap_ctx *ctx, ap_vae *v, acts *a, const ap_tensor *image, const ap_tensor *x) {
+    ap_vae_saved *s = &v->sv;
+    int64_t B = x->shape[0], C0 = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t G = v->cfg.groups;
+    size_t mark = v->tmp.used;
+    s->out_x = *x;
+    s->out_n = ap_t4(act(a, B * C0 * H * W, "VAE conv_norm_out output"), B, C0, H, W);
+    float *st = ap_arena_floats(a->tape ? a->tape : &v->tmp, (size_t)(2 * B * G), "VAE statistics");
+    if (!s->out_n.data || !st) return AP_ERR;
+    s->out_mean = ap_t2(st, B, G), s->out_rstd = ap_t2(st + B * G, B, G);
+    AP_TRY(ap_group_norm_forward(ctx, &s->out_n, &s->out_mean, &s->out_rstd, x, &v->norm_out_w,
+                                 &v->norm_out_b, (int)G, VAE_EPS));
+    if (image) {
+        ap_tensor sl = s->out_n; /* inference: SiLU in place */
+        if (a->tape) sl.data = ap_arena_floats(&v->tmp, (size_t)ap_numel(&sl), "VAE SiLU output");
+        if (!sl.data) return AP_ERR;
+        AP_TRY(ap_silu_forward(ctx, &sl, &s->out_n));
+        AP_TRY(ap_conv2d_forward(ctx, image, &sl, &v->out_w, &v->out_b, 1, 1));
+    }
+    v->tmp.used = mark;
+    return AP_OK;
+}
+
+/* Block checkpointing: y (a segment's output, in a ping-pong buffer) is
+ * copied to the tape as the next segment's saved input. */
+static int checkpoint(ap_tensor *ck, const ap_tensor *y, ap_arena *tape) {
+    *ck = ap_tn(ap_arena_floats(tape, (size_t)ap_numel(y), "VAE block checkpoint"), 4, y->shape);
+    if (!ck->data) return AP_ERR;
+    memcpy(ck->data, y->data, (size_t)ap_numel(y) * sizeof(float));
+    return AP_OK;
+}
+
 int ap_vae_forward(ap_ctx *ctx, ap_vae *v, ap_arena *tape, const ap_tensor *image,
                    const ap_tensor *latent) {
     const char *op = "vae_forward";
@@ -428,76 +550,41 @@ int ap_vae_forward(ap_ctx *ctx, ap_vae *v, ap_arena *tape, const ap_tensor *imag
     memset(s, 0, sizeof *s);
     plan pl = make_plan(v, B, h, w, ctx->n_threads);
     ap_arena_reset(&v->tmp);
-    acts a = {tape, {NULL, NULL}, 0};
-    if (!tape) {
+    int ckpt = tape && !v->full_tape;
+    /* checkpointing runs the layers as inference does, keeping block inputs */
+    acts a = {ckpt ? NULL : tape, {NULL, NULL}, 0};
+    if (!a.tape) {
         a.pp[0] = ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE activation buffer 0");
         a.pp[1] = ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE activation buffer 1");
         if (!a.pp[0] || !a.pp[1]) return AP_ERR;
     }
-    size_t mark = v->tmp.used;
-    int64_t L = c->latent_channels, Cm = c->block_out[c->n_blocks - 1], G = c->groups;
-    /* z = latent / scaling_factor; p = post_quant_conv(z); x = conv_in(p) */
-    ap_tensor z = ap_t4(tape ? ap_arena_floats(&v->tmp, (size_t)(B * L * h * w), "VAE z")
-                             : act(&a, B * L * h * w, "VAE z"), B, L, h, w);
-    ap_tensor p = ap_t4(tape ? ap_arena_floats(&v->tmp, (size_t)(B * L * h * w), "VAE p")
-                             : act(&a, B * L * h * w, "VAE p"), B, L, h, w);
-    if (!z.data || !p.data) return AP_ERR;
-    divide(ctx, z.data, latent->data, ap_numel(&z), c->scaling_factor);
-    AP_TRY(ap_conv2d_forward(ctx, &p, &z, &v->pq_w, &v->pq_b, 1, 0));
-    ap_tensor x = ap_t4(act(&a, B * Cm * h * w, "VAE conv_in output"), B, Cm, h, w);
-    if (!x.data) return AP_ERR;
-    AP_TRY(ap_conv2d_forward(ctx, &x, &p, &v->in_w, &v->in_b, 1, 1));
-    v->tmp.used = mark;
-    /* mid block */
-    ap_tensor y = ap_t4(act(&a, B * Cm * h * w, "VAE mid resnet 0 output"), B, Cm, h, w);
-    if (!y.data) return AP_ERR;
-    AP_TRY(ap_resnet_forward(ctx, tape, &v->tmp, &s->mid0, &v->mid_res[0], &y, &x, NULL));
-    AP_TRY(attention_forward(ctx, v, &a, &x, &y));
-    y = ap_t4(act(&a, B * Cm * h * w, "VAE mid resnet 1 output"), B, Cm, h, w);
-    if (!y.data) return AP_ERR;
-    AP_TRY(ap_resnet_forward(ctx, tape, &v->tmp, &s->mid1, &v->mid_res[1], &y, &x, NULL));
+    ap_tensor x, y;
+    AP_TRY(seg_in(ctx, v, &a, &x, latent));
+    if (ckpt) {
+        AP_TRY(checkpoint(&s->ck[0], &x, tape));
+        x = s->ck[0];
+    }
+    AP_TRY(seg_mid(ctx, v, &a, &y, &x));
     x = y;
-    /* up blocks */
-    int64_t H = h, W = w;
     for (int i = 0; i < c->n_blocks; i++) {
-        const ap_vae_up_block *u = &v->up[i];
-        for (int r = 0; r < u->n_res; r++) {
-            y = ap_t4(act(&a, B * u->cout * H * W, "VAE up-block resnet output"), B, u->cout, H, W);
-            if (!y.data) return AP_ERR;
-            AP_TRY(ap_resnet_forward(ctx, tape, &v->tmp, &s->res[i][r], &u->res[r], &y, &x, NULL));
-            x = y;
+        if (ckpt) {
+            AP_TRY(checkpoint(&s->ck[1 + i], &x, tape));
+            x = s->ck[1 + i];
         }
-        if (i == c->n_blocks - 1) break;
-        /* Upsample2D: nearest 2x, conv 3x3 */
-        H *= 2, W *= 2;
-        int64_t n = B * u->cout * H * W;
-        ap_tensor near = ap_t4(tape ? ap_arena_floats(&v->tmp, (size_t)n, "VAE nearest 2x output")
-                                    : act(&a, n, "VAE nearest 2x output"), B, u->cout, H, W);
-        if (!near.data) return AP_ERR;
-        AP_TRY(ap_upsample_nearest2x_forward(ctx, &near, &x));
-        y = ap_t4(act(&a, n, "VAE upsampler output"), B, u->cout, H, W);
-        if (!y.data) return AP_ERR;
-        AP_TRY(ap_conv2d_forward(ctx, &y, &near, &u->up_w, &u->up_b, 1, 1));
-        v->tmp.used = mark;
+        AP_TRY(seg_up(ctx, v, &a, i, &y, &x));
         x = y;
     }
-    /* conv_norm_out, SiLU, conv_out */
-    int64_t C0 = c->block_out[0];
-    s->out_x = x;
-    s->out_n = ap_t4(act(&a, B * C0 * H * W, "VAE conv_norm_out output"), B, C0, H, W);
-    float *st = ap_arena_floats(tape ? tape : &v->tmp, (size_t)(2 * B * G), "VAE statistics");
-    if (!s->out_n.data || !st) return AP_ERR;
-    s->out_mean = ap_t2(st, B, G), s->out_rstd = ap_t2(st + B * G, B, G);
-    AP_TRY(ap_group_norm_forward(ctx, &s->out_n, &s->out_mean, &s->out_rstd, &x, &v->norm_out_w,
-                                 &v->norm_out_b, (int)G, VAE_EPS));
-    ap_tensor sl = s->out_n; /* inference: SiLU in place */
-    if (tape) sl.data = ap_arena_floats(&v->tmp, (size_t)ap_numel(&sl), "VAE SiLU output");
-    if (!sl.data) return AP_ERR;
-    AP_TRY(ap_silu_forward(ctx, &sl, &s->out_n));
-    AP_TRY(ap_conv2d_forward(ctx, image, &sl, &v->out_w, &v->out_b, 1, 1));
+    if (ckpt) {
+        AP_TRY(checkpoint(&s->ck[1 + c->n_blocks], &x, tape));
+        x = s->ck[1 + c->n_blocks];
+    }
+    AP_TRY(seg_out(ctx, v, &a, image, &x));
     ap_arena_reset(&v->tmp);
     s->B = B, s->h = h, s->w = w;
     s->valid = tape != NULL;
+    s->ckpt = ckpt;
+    s->tape = ckpt ? tape : NULL;
+    s->tape_mark = ckpt ? tape->used : 0;
     return AP_OK;
 }
 
@@ -524,6 +611,20 @@ static int attention_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dx, const
     return AP_OK;
 }
 
+/* Checkpointed backward: the segment's forward again, from its saved input,
+ * with the (reused) part of the tape after the checkpoints; fills v->sv. */
+static int recompute(ap_ctx *ctx, ap_vae *v, int seg) {
+    ap_vae_saved *s = &v->sv;
+    if (!s->ckpt) return AP_OK;
+    int nb = v->cfg.n_blocks;
+    s->tape->used = s->tape_mark;
+    acts a = {s->tape, {NULL, NULL}, 0};
+    ap_tensor y;
+    if (seg == 1) return seg_mid(ctx, v, &a, &y, &s->ck[0]);
+    if (seg < nb + 2) return seg_up(ctx, v, &a, seg - 2, &y, &s->ck[seg - 1]);
+    return seg_out(ctx, v, &a, NULL, &s->ck[nb + 1]);
+}
+
 int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_tensor *dimage) {
     const char *op = "vae_backward";
     const ap_vae_config *c = &v->cfg;
@@ -532,7 +633,7 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
         return ap_fail("%s: no saved activations: run ap_vae_forward with a tape first", op);
     int64_t B = s->B, h = s->h, w = s->w, L = c->latent_channels;
     int64_t Cm = c->block_out[c->n_blocks - 1], C0 = c->block_out[0], G = c->groups;
-    int64_t H = s->out_x.shape[2], W = s->out_x.shape[3];
+    int64_t up = (int64_t)1 << (c->n_blocks - 1), H = h * up, W = w * up;
     AP_TRY(ap_expect4(op, "dlatent", dlatent, B, L, h, w));
     AP_TRY(ap_expect4(op, "dimage", dimage, B, c->out_channels, H, W));
     AP_TRY(check_planned(op, v, B, h, w));
@@ -543,6 +644,7 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
     if (!g[0] || !g[1]) return AP_ERR;
     int k = 0; /* g[k] holds the gradient of the current layer output */
     /* conv_out, SiLU, conv_norm_out */
+    AP_TRY(recompute(ctx, v, c->n_blocks + 2));
     ap_tensor d = ap_t4(g[k], B, C0, H, W), dn = ap_t4(g[k ^ 1], B, C0, H, W);
     AP_TRY(ap_conv2d_backward(ctx, &d, NULL, NULL, dimage, &s->out_n, &v->out_w, 1, 1));
     AP_TRY(ap_silu_backward(ctx, &d, &d, &s->out_n));
@@ -552,6 +654,7 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
     /* up blocks, last to first */
     for (int i = c->n_blocks - 1; i >= 0; i--) {
         const ap_vae_up_block *u = &v->up[i];
+        AP_TRY(recompute(ctx, v, 2 + i));
         if (i < c->n_blocks - 1) {
             ap_tensor dy = ap_t4(g[k], B, u->cout, H, W), dn2 = ap_t4(g[k ^ 1], B, u->cout, H, W);
             ap_tensor near = ap_t4(NULL, B, u->cout, H, W); /* shape only: frozen conv */
@@ -568,6 +671,7 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
         }
     }
     /* mid block */
+    AP_TRY(recompute(ctx, v, 1));
     ap_tensor dy = ap_t4(g[k], B, Cm, h, w), dx = ap_t4(g[k ^ 1], B, Cm, h, w);
     AP_TRY(ap_resnet_backward(ctx, &v->tmp, &v->mid_res[1], &s->mid1, &dx, &dy));
     k ^= 1;
@@ -577,7 +681,7 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
     dy = ap_t4(g[k], B, Cm, h, w), dx = ap_t4(g[k ^ 1], B, Cm, h, w);
     AP_TRY(ap_resnet_backward(ctx, &v->tmp, &v->mid_res[0], &s->mid0, &dx, &dy));
     k ^= 1;
-    /* conv_in, post_quant_conv, 1 / scaling_factor */
+    /* conv_in, post_quant_conv, 1 / scaling_factor: frozen, nothing saved */
     ap_tensor dp = ap_t4(g[k ^ 1], B, L, h, w), dz = ap_t4(g[k], B, L, h, w);
     ap_tensor shape_p = ap_t4(NULL, B, L, h, w);
     dy = ap_t4(g[k], B, Cm, h, w);

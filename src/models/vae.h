@@ -20,6 +20,16 @@
  * the ctx scratch, both sized by ap_vae_plan. Forward with tape NULL is
  * inference. Backward uses what the last taped forward saved, so the tape
  * must be left untouched in between; one forward/backward pair at a time.
+ *
+ * Block checkpointing (the default; v->full_tape = 1 turns it off): a taped
+ * forward runs the layers as inference does and keeps on the tape only the
+ * inputs of the mid block, of each up block and of conv_norm_out. Backward
+ * walks the segments last to first: it runs one segment's forward again from
+ * its saved input with the rest of the tape (reused by every segment), then
+ * its backward. The ops and their order are those of the full tape, so the
+ * gradient is bit-identical; the cost is one more forward (less conv_in).
+ * SD v1.5, 64 x 64 latents: tape 3.8 GB per image in full, 2.3 GB for B=1
+ * and 9.1 GB for B=4 with checkpointing (tape + tmp + scratch).
  */
 #ifndef AP_MODELS_VAE_H
 #define AP_MODELS_VAE_H
@@ -65,6 +75,12 @@ typedef struct ap_vae_saved {
     ap_resnet_saved res[AP_VAE_MAX_BLOCKS][AP_VAE_MAX_LAYERS];
     ap_tensor out_x, out_n;                /* (B, C0, H, W) conv_norm_out input, output */
     ap_tensor out_mean, out_rstd;          /* (B, groups) */
+    /* block checkpointing: ck[0] mid block input (B, Cm, h, w), ck[1 + i] up
+     * block i input, ck[n_blocks + 1] conv_norm_out input (B, C0, H, W) */
+    int ckpt;
+    ap_tensor ck[AP_VAE_MAX_BLOCKS + 2];
+    ap_arena *tape;                        /* the forward's tape */
+    size_t tape_mark;                      /* its used bytes after the checkpoints */
 } ap_vae_saved;
 
 typedef struct ap_vae {
@@ -80,6 +96,8 @@ typedef struct ap_vae {
     ap_tensor out_w, out_b;                /* decoder.conv_out (out, C0, 3, 3), (out) */
     ap_arena tmp;                          /* sized by ap_vae_plan */
     int64_t plan_B, plan_h, plan_w;        /* the largest input planned for */
+    int full_tape;                         /* 1: tape every activation (no recompute);
+                                              0 (after declare/load): block checkpointing */
     ap_vae_saved sv;
 } ap_vae;
 
@@ -111,8 +129,15 @@ int ap_vae_legacy_rename(void *ctx, const char *key, char *name, size_t cap);
 int ap_vae_load(ap_vae *v, const char *dir);
 void ap_vae_free(ap_vae *v);
 
-/* Tape bytes one forward of a (B, L, h, w) latent takes. */
+/* Tape bytes one forward + backward of a (B, L, h, w) latent takes (with
+ * block checkpointing unless v->full_tape: checkpoints plus the largest
+ * segment's tape). */
 size_t ap_vae_tape_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w);
+/* The three sizes of a plan, in bytes, without allocating (weights need
+ * not be allocated): tape (as ap_vae_tape_bytes), v's tmp arena and the
+ * ctx scratch ap_vae_plan would reserve with n_threads threads. */
+void ap_vae_plan_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_threads,
+                       size_t *tape, size_t *tmp, size_t *scratch);
 /* Size v's tmp arena and reserve ctx scratch for latents up to (B, L, h, w),
  * forward (with or without tape) and backward. */
 int ap_vae_plan(ap_vae *v, ap_ctx *ctx, int64_t B, int64_t h, int64_t w);
