@@ -57,7 +57,8 @@ int ap_clip_preprocess_size(int64_t H, int64_t W, int S) {
     ap_resize_shorter_side((int)H, (int)W, S, &Ho, &Wo);
     if (Ho != S || Wo != S)
         return ap_fail("clip_preprocess: image: expected a square image (Resize(%d) of %lld x %lld "
-                       "gives %d x %d, which the %d x %d vision tower cannot take)",
+                       "gives %d x %d, which the %d x %d vision tower cannot take; AlignProp's "
+                       "Resize does not crop, and its towers raise on such an image too)",
                        S, (long long)H, (long long)W, Ho, Wo, S, S);
     return AP_OK;
 }

@@ -226,6 +226,50 @@ static void real_mlp(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     ap_params_free(&m.mlp_params);
 }
 
+/* AlignProp's preprocessing (clamp, torchvision Resize(28), Normalize) vs
+ * torch on up-sampling (20 x 20) and near-square (40 x 41, 41 x 40: Resize
+ * gives 28 x 28, as torchvision's int(28 * 41 / 40) = 28) inputs, forward
+ * and d(sum(out * proj))/d(image). The same float formula as torch with
+ * possibly a different summation order: outputs |p| < 4, gradients
+ * scatter-adds of a few terms; observed bit-exact, 1e-5 abs + 1e-5 rel
+ * allows a reordered scatter-add.
+ * A clearly non-square image is rejected: AlignProp's Resize keeps the
+ * aspect ratio (no crop) and both scorers' towers then raise, as the
+ * generator (tools/fixtures/clip_preprocess.py) checks. */
+static void preprocess_golden(ap_ctx *ctx) {
+    ap_st_file *f = tu_fixture_open("clip_preprocess");
+    if (!f) return;
+    const char *cases[] = {"pre_up", "pre_wide", "pre_tall"};
+    for (int k = 0; k < 3; k++) {
+        char n[64];
+        ap_tensor x, y, proj, g;
+        snprintf(n, sizeof n, "%s.image", cases[k]), tu_fixture(f, n, &x);
+        snprintf(n, sizeof n, "%s.out", cases[k]), tu_fixture(f, n, &y);
+        snprintf(n, sizeof n, "%s.proj", cases[k]), tu_fixture(f, n, &proj);
+        snprintf(n, sizeof n, "%s.grad_image", cases[k]), tu_fixture(f, n, &g);
+        int64_t B = x.shape[0], H = x.shape[2], W = x.shape[3], S = y.shape[2];
+        ap_arena tmp;
+        ap_arena_init(&tmp, ap_clip_preprocess_tmp_bytes(B, H, W, (int)S), "preprocess tmp");
+        ap_tensor p = ap_tn(tu_alloc(ap_numel(&y)), 4, y.shape), dx = x;
+        dx.data = tu_alloc(ap_numel(&x));
+        char what[128];
+        int rc = ap_clip_preprocess_forward(ctx, &tmp, &p, &x);
+        snprintf(what, sizeof what, "%s: preprocess %lld x %lld -> %lld x %lld vs torchvision",
+                 cases[k], (long long)H, (long long)W, (long long)S, (long long)S);
+        if (tu_check(rc == 0, "%s%s%s", what, rc ? ": " : "", rc ? ap_errmsg() : ""))
+            tu_compare(what, p.data, y.data, ap_numel(&y), 1e-5, 1e-5);
+        rc = ap_clip_preprocess_backward(ctx, &tmp, &dx, &proj, &x);
+        snprintf(what, sizeof what, "%s: d(sum(p * proj))/d(image) vs autograd", cases[k]);
+        if (tu_check(rc == 0, "%s%s%s", what, rc ? ": " : "", rc ? ap_errmsg() : ""))
+            tu_compare(what, dx.data, g.data, ap_numel(&x), 1e-5, 1e-5);
+        ap_arena_free(&tmp);
+        free(p.data), free(dx.data), free(x.data), free(y.data), free(proj.data), free(g.data);
+    }
+    ap_st_close(f);
+    tu_expect_error("40 x 66 image (Resize(28) gives 28 x 46)", ap_clip_preprocess_size(40, 66, 28),
+                    "square", "28 x 46", NULL);
+}
+
 int main(void) {
     printf("test_aesthetic: AlignProp aesthetic reward vs torch (transformers 4.30.2 CLIPModel)\n");
     ap_ctx ctx;
@@ -235,6 +279,7 @@ int main(void) {
     ap_st_file *f = tu_fixture_open("clip");
     if (f) tiny(&ctx, f, dir);
     real_mlp(&ctx, f, dir);
+    preprocess_golden(&ctx);
     if (f) ap_st_close(f);
     ap_ctx_free(&ctx);
     return tu_exit();
