@@ -356,15 +356,18 @@ static plan make_plan(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_th
     return pl;
 }
 
+/* Checkpointed runs go one image at a time: tmp, scratch and the recompute
+ * part of the tape are those of B = 1; the checkpoints hold the batch. */
 size_t ap_vae_tape_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w) {
-    plan pl = make_plan(v, B, h, w, 1);
-    return (size_t)(v->full_tape ? pl.tape : pl.ckpt_tape) * sizeof(float);
+    if (v->full_tape) return (size_t)make_plan(v, B, h, w, 1).tape * sizeof(float);
+    plan one = make_plan(v, 1, h, w, 1);
+    return (size_t)(make_plan(v, B, h, w, 1).ckpt + one.ckpt_tape - one.ckpt) * sizeof(float);
 }
 
 void ap_vae_plan_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_threads,
                        size_t *tape, size_t *tmp, size_t *scratch) {
-    plan pl = make_plan(v, B, h, w, n_threads);
-    *tape = (size_t)(v->full_tape ? pl.tape : pl.ckpt_tape) * sizeof(float);
+    plan pl = make_plan(v, v->full_tape ? B : 1, h, w, n_threads);
+    *tape = ap_vae_tape_bytes(v, B, h, w);
     *tmp = 2 * (size_t)(pl.act + SLACK) * sizeof(float) + (size_t)pl.step_tmp;
     *scratch = pl.scratch;
 }
@@ -379,6 +382,7 @@ int ap_vae_plan(ap_vae *v, ap_ctx *ctx, int64_t B, int64_t h, int64_t w) {
     AP_TRY(ap_arena_init(&v->tmp, tmp, "VAE decoder temporaries"));
     AP_TRY(ap_ctx_reserve(ctx, scratch));
     v->plan_B = B, v->plan_h = h, v->plan_w = w;
+    v->plan_full = v->full_tape;
     return AP_OK;
 }
 
@@ -399,6 +403,9 @@ static float *act(acts *a, int64_t n, const char *what) {
 }
 
 static int check_planned(const char *op, const ap_vae *v, int64_t B, int64_t h, int64_t w) {
+    if (v->tmp.base && v->plan_full != v->full_tape)
+        return ap_fail("%s: planned with full_tape %d, found full_tape %d: call ap_vae_plan "
+                       "after changing it", op, v->plan_full, v->full_tape);
     if (!v->tmp.base || B > v->plan_B || h > v->plan_h || w > v->plan_w)
         return ap_fail("%s: latent (%lld, %d, %lld, %lld) exceeds the plan (B %lld, %lld x %lld): "
                        "call ap_vae_plan first", op, (long long)B, v->cfg.latent_channels,
@@ -528,12 +535,45 @@ static int seg_out(ap_ctx *ctx, ap_vae *v, acts *a, const ap_tensor *image, cons
     return AP_OK;
 }
 
-/* Block checkpointing: y (a segment's output, in a ping-pong buffer) is
- * copied to the tape as the next segment's saved input. */
-static int checkpoint(ap_tensor *ck, const ap_tensor *y, ap_arena *tape) {
-    *ck = ap_tn(ap_arena_floats(tape, (size_t)ap_numel(y), "VAE block checkpoint"), 4, y->shape);
-    if (!ck->data) return AP_ERR;
-    memcpy(ck->data, y->data, (size_t)ap_numel(y) * sizeof(float));
+/* Sample b of t (B, ...) as a (1, ...) view. */
+static ap_tensor sample(const ap_tensor *t, int64_t b) {
+    ap_tensor s = *t;
+    s.shape[0] = 1;
+    s.data = t->data + b * (ap_numel(t) / t->shape[0]);
+    return s;
+}
+
+/* One pass of the layers over latent (Bx, L, h, w): full tape (tape set,
+ * ck NULL), inference (tape NULL, ck NULL), or inference that copies each
+ * segment's input into sample b of the checkpoints ck (block checkpointing). */
+static int forward_pass(ap_ctx *ctx, ap_vae *v, ap_arena *tape, ap_tensor *ck, int64_t b,
+                        const ap_tensor *image, const ap_tensor *latent) {
+    const ap_vae_config *c = &v->cfg;
+    plan pl = make_plan(v, latent->shape[0], latent->shape[2], latent->shape[3], ctx->n_threads);
+    ap_arena_reset(&v->tmp);
+    acts a = {tape, {NULL, NULL}, 0};
+    if (!tape) {
+        a.pp[0] = ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE activation buffer 0");
+        a.pp[1] = ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE activation buffer 1");
+        if (!a.pp[0] || !a.pp[1]) return AP_ERR;
+    }
+    ap_tensor x, y;
+    AP_TRY(seg_in(ctx, v, &a, &x, latent));
+    for (int k = 0; k < c->n_blocks + 2; k++) {
+        if (ck) { /* x becomes this segment's checkpoint */
+            ap_tensor keep = sample(&ck[k], b);
+            memcpy(keep.data, x.data, (size_t)ap_numel(&x) * sizeof(float));
+            x = keep;
+        }
+        if (k == c->n_blocks + 1) break;
+        if (k == 0)
+            AP_TRY(seg_mid(ctx, v, &a, &y, &x));
+        else
+            AP_TRY(seg_up(ctx, v, &a, k - 1, &y, &x));
+        x = y;
+    }
+    AP_TRY(seg_out(ctx, v, &a, image, &x));
+    ap_arena_reset(&v->tmp);
     return AP_OK;
 }
 
@@ -548,43 +588,30 @@ int ap_vae_forward(ap_ctx *ctx, ap_vae *v, ap_arena *tape, const ap_tensor *imag
     AP_TRY(check_planned(op, v, B, h, w));
     ap_vae_saved *s = &v->sv;
     memset(s, 0, sizeof *s);
-    plan pl = make_plan(v, B, h, w, ctx->n_threads);
-    ap_arena_reset(&v->tmp);
-    int ckpt = tape && !v->full_tape;
-    /* checkpointing runs the layers as inference does, keeping block inputs */
-    acts a = {ckpt ? NULL : tape, {NULL, NULL}, 0};
-    if (!a.tape) {
-        a.pp[0] = ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE activation buffer 0");
-        a.pp[1] = ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE activation buffer 1");
-        if (!a.pp[0] || !a.pp[1]) return AP_ERR;
-    }
-    ap_tensor x, y;
-    AP_TRY(seg_in(ctx, v, &a, &x, latent));
-    if (ckpt) {
-        AP_TRY(checkpoint(&s->ck[0], &x, tape));
-        x = s->ck[0];
-    }
-    AP_TRY(seg_mid(ctx, v, &a, &y, &x));
-    x = y;
-    for (int i = 0; i < c->n_blocks; i++) {
-        if (ckpt) {
-            AP_TRY(checkpoint(&s->ck[1 + i], &x, tape));
-            x = s->ck[1 + i];
+    if (v->full_tape) {
+        AP_TRY(forward_pass(ctx, v, tape, NULL, 0, image, latent));
+    } else {
+        /* one image at a time; with a tape, the segment inputs of the batch */
+        if (tape) {
+            int64_t C = c->block_out[c->n_blocks - 1], H = h, W = w;
+            for (int k = 0; k < c->n_blocks + 2; k++) {
+                s->ck[k] = ap_t4(ap_arena_floats(tape, (size_t)(B * C * H * W),
+                                                 "VAE block checkpoint"), B, C, H, W);
+                if (!s->ck[k].data) return AP_ERR;
+                if (k >= 1 && k < c->n_blocks) H *= 2, W *= 2; /* after up block k - 1 */
+                if (k >= 1) C = v->up[k - 1].cout;
+            }
         }
-        AP_TRY(seg_up(ctx, v, &a, i, &y, &x));
-        x = y;
+        for (int64_t b = 0; b < B; b++) {
+            ap_tensor im = sample(image, b), lat = sample(latent, b);
+            AP_TRY(forward_pass(ctx, v, NULL, tape ? s->ck : NULL, b, &im, &lat));
+        }
     }
-    if (ckpt) {
-        AP_TRY(checkpoint(&s->ck[1 + c->n_blocks], &x, tape));
-        x = s->ck[1 + c->n_blocks];
-    }
-    AP_TRY(seg_out(ctx, v, &a, image, &x));
-    ap_arena_reset(&v->tmp);
     s->B = B, s->h = h, s->w = w;
     s->valid = tape != NULL;
-    s->ckpt = ckpt;
-    s->tape = ckpt ? tape : NULL;
-    s->tape_mark = ckpt ? tape->used : 0;
+    s->ckpt = tape && !v->full_tape;
+    s->tape = s->ckpt ? tape : NULL;
+    s->tape_mark = s->ckpt ? tape->used : 0;
     return AP_OK;
 }
 
@@ -611,32 +638,30 @@ static int attention_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dx, const
     return AP_OK;
 }
 
-/* Checkpointed backward: the segment's forward again, from its saved input,
- * with the (reused) part of the tape after the checkpoints; fills v->sv. */
-static int recompute(ap_ctx *ctx, ap_vae *v, int seg) {
+/* Checkpointed backward: the segment's forward again, from sample b of its
+ * saved input, with the (reused) part of the tape after the checkpoints;
+ * fills v->sv. */
+static int recompute(ap_ctx *ctx, ap_vae *v, int seg, int64_t b) {
     ap_vae_saved *s = &v->sv;
     if (!s->ckpt) return AP_OK;
     int nb = v->cfg.n_blocks;
     s->tape->used = s->tape_mark;
     acts a = {s->tape, {NULL, NULL}, 0};
-    ap_tensor y;
-    if (seg == 1) return seg_mid(ctx, v, &a, &y, &s->ck[0]);
-    if (seg < nb + 2) return seg_up(ctx, v, &a, seg - 2, &y, &s->ck[seg - 1]);
-    return seg_out(ctx, v, &a, NULL, &s->ck[nb + 1]);
+    ap_tensor y, x = sample(&s->ck[seg - 1], b);
+    if (seg == 1) return seg_mid(ctx, v, &a, &y, &x);
+    if (seg < nb + 2) return seg_up(ctx, v, &a, seg - 2, &y, &x);
+    return seg_out(ctx, v, &a, NULL, &x);
 }
 
-int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_tensor *dimage) {
-    const char *op = "vae_backward";
+/* dlatent (Bx, L, h, w) from dimage, the full batch (full tape) or sample b
+ * (checkpointed: each segment recomputed before its backward). */
+static int backward_pass(ap_ctx *ctx, ap_vae *v, int64_t b, const ap_tensor *dlatent,
+                         const ap_tensor *dimage) {
     const ap_vae_config *c = &v->cfg;
     const ap_vae_saved *s = &v->sv;
-    if (!s->valid)
-        return ap_fail("%s: no saved activations: run ap_vae_forward with a tape first", op);
-    int64_t B = s->B, h = s->h, w = s->w, L = c->latent_channels;
-    int64_t Cm = c->block_out[c->n_blocks - 1], C0 = c->block_out[0], G = c->groups;
-    int64_t up = (int64_t)1 << (c->n_blocks - 1), H = h * up, W = w * up;
-    AP_TRY(ap_expect4(op, "dlatent", dlatent, B, L, h, w));
-    AP_TRY(ap_expect4(op, "dimage", dimage, B, c->out_channels, H, W));
-    AP_TRY(check_planned(op, v, B, h, w));
+    int64_t B = dlatent->shape[0], h = dlatent->shape[2], w = dlatent->shape[3];
+    int64_t L = c->latent_channels, Cm = c->block_out[c->n_blocks - 1], C0 = c->block_out[0];
+    int64_t G = c->groups, H = dimage->shape[2], W = dimage->shape[3];
     plan pl = make_plan(v, B, h, w, ctx->n_threads);
     ap_arena_reset(&v->tmp);
     float *g[2] = {ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE gradient buffer 0"),
@@ -644,7 +669,7 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
     if (!g[0] || !g[1]) return AP_ERR;
     int k = 0; /* g[k] holds the gradient of the current layer output */
     /* conv_out, SiLU, conv_norm_out */
-    AP_TRY(recompute(ctx, v, c->n_blocks + 2));
+    AP_TRY(recompute(ctx, v, c->n_blocks + 2, b));
     ap_tensor d = ap_t4(g[k], B, C0, H, W), dn = ap_t4(g[k ^ 1], B, C0, H, W);
     AP_TRY(ap_conv2d_backward(ctx, &d, NULL, NULL, dimage, &s->out_n, &v->out_w, 1, 1));
     AP_TRY(ap_silu_backward(ctx, &d, &d, &s->out_n));
@@ -654,7 +679,7 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
     /* up blocks, last to first */
     for (int i = c->n_blocks - 1; i >= 0; i--) {
         const ap_vae_up_block *u = &v->up[i];
-        AP_TRY(recompute(ctx, v, 2 + i));
+        AP_TRY(recompute(ctx, v, 2 + i, b));
         if (i < c->n_blocks - 1) {
             ap_tensor dy = ap_t4(g[k], B, u->cout, H, W), dn2 = ap_t4(g[k ^ 1], B, u->cout, H, W);
             ap_tensor near = ap_t4(NULL, B, u->cout, H, W); /* shape only: frozen conv */
@@ -671,7 +696,7 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
         }
     }
     /* mid block */
-    AP_TRY(recompute(ctx, v, 1));
+    AP_TRY(recompute(ctx, v, 1, b));
     ap_tensor dy = ap_t4(g[k], B, Cm, h, w), dx = ap_t4(g[k ^ 1], B, Cm, h, w);
     AP_TRY(ap_resnet_backward(ctx, &v->tmp, &v->mid_res[1], &s->mid1, &dx, &dy));
     k ^= 1;
@@ -689,5 +714,23 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
     AP_TRY(ap_conv2d_backward(ctx, &dz, NULL, NULL, &dp, &shape_p, &v->pq_w, 1, 0));
     divide(ctx, dlatent->data, dz.data, ap_numel(dlatent), c->scaling_factor);
     ap_arena_reset(&v->tmp);
+    return AP_OK;
+}
+
+int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_tensor *dimage) {
+    const char *op = "vae_backward";
+    const ap_vae_config *c = &v->cfg;
+    const ap_vae_saved *s = &v->sv;
+    if (!s->valid)
+        return ap_fail("%s: no saved activations: run ap_vae_forward with a tape first", op);
+    int64_t B = s->B, h = s->h, w = s->w, up = (int64_t)1 << (c->n_blocks - 1);
+    AP_TRY(ap_expect4(op, "dlatent", dlatent, B, c->latent_channels, h, w));
+    AP_TRY(ap_expect4(op, "dimage", dimage, B, c->out_channels, h * up, w * up));
+    AP_TRY(check_planned(op, v, B, h, w));
+    if (!s->ckpt) return backward_pass(ctx, v, 0, dlatent, dimage);
+    for (int64_t b = 0; b < B; b++) {
+        ap_tensor dl = sample(dlatent, b), di = sample(dimage, b);
+        AP_TRY(backward_pass(ctx, v, b, &dl, &di));
+    }
     return AP_OK;
 }
