@@ -29,18 +29,24 @@ void ap_gemm(const ap_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha
              float *C, int ldc) {
     int nt = ctx ? ctx->n_threads : 1;
     double flops = 2.0 * M * N * K;
-    if (nt <= 1 || flops < 2e6) {
+    if (flops < 2e6) {
         ap_gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    /* Split the larger of M and N into nt contiguous chunks (multiples of 16). */
+    /* Split the larger of M and N into chunks whose size depends on the shape
+     * only (multiples of 16, at least 64 wide, at most about 64 of them), never
+     * on nt: OpenBLAS picks its kernels (and so its summation order) by the
+     * sub-problem's shape, and chunks that moved with the thread count made
+     * --threads 2 differ from --threads 1 in the last bit. nt only deals the
+     * chunks out; one thread computes the same chunks in turn. */
     int split_m = M >= N;
     int len = split_m ? M : N;
-    if (nt > len) nt = len;
-    int chunk = (len + nt - 1) / nt;
+    int chunk = (len + 63) / 64;
     chunk = (chunk + 15) & ~15;
+    if (chunk < 64) chunk = 64;
     int nchunks = (len + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(nt) schedule(static)
+    if (nt > nchunks) nt = nchunks;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int c = 0; c < nchunks; c++) {
         int lo = c * chunk;
         int n = len - lo < chunk ? len - lo : chunk;
