@@ -149,7 +149,7 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     if (!rc) rc = ap_ctx_reserve(ctx, plan.scratch_bytes);
     if (!rc && o->init_noise) memcpy(x + n * lat, o->init_noise, (size_t)(n * lat) * sizeof(float));
     else if (!rc) /* image k: its own stream, whatever the batch, rank or thread count */
-        for (int k = 0; k < n; k++) ap_gaussian_fill(x + (n + k) * lat, lat, o->seed + (uint64_t)k);
+        for (int k = 0; k < n; k++) ap_gaussian_fill(x + (n + k) * lat, lat, o->seeds ? o->seeds[k] : o->seed + (uint64_t)k);
     ap_tensor tx = ap_t4(x, B2, Cl, h, w), te = ap_t4(eps, B2, Cl, h, w);
     ap_tensor tt = ap_t1(ts, B2), tc = ap_t3(ctxt, B2, L, C);
     for (int i = 0; i < sched.steps && !rc; i++) {
