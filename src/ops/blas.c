@@ -61,3 +61,38 @@ void ap_gemm(const ap_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha
         }
     }
 }
+
+void ap_gemm_items(const ap_ctx *ctx, int items, int tb, int M, int N, int K, float alpha,
+                   const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                   int ldc) {
+    if (items <= 1) {
+        ap_gemm(ctx, 0, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    if (M <= 0 || N <= 0) return;
+    int nt = ctx ? ctx->n_threads : 1;
+    /* Chunks of one item as ap_gemm would cut them (shape only), over all items. */
+    double flops = 2.0 * M * N * K;
+    int split_m = M >= N, len = split_m ? M : N, chunk = len;
+    if (flops >= 2e6) {
+        chunk = (len + 63) / 64;
+        chunk = (chunk + 15) & ~15;
+        if (chunk < 64) chunk = 64;
+    }
+    int per = (len + chunk - 1) / chunk;
+    int64_t total = (int64_t)items * per;
+    if (nt > total) nt = (int)total;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && flops * items >= 2e6)
+    for (int64_t q = 0; q < total; q++) {
+        int it = (int)(q / per), c = (int)(q % per);
+        const float *Ai = A + (size_t)it * M * lda;
+        float *Ci = C + (size_t)it * M * ldc;
+        int lo = c * chunk, n = len - lo < chunk ? len - lo : chunk;
+        if (split_m)
+            ap_gemm_serial(0, tb, n, N, K, alpha, Ai + (size_t)lo * lda, lda, B, ldb, beta,
+                           Ci + (size_t)lo * ldc, ldc);
+        else
+            ap_gemm_serial(0, tb, M, n, K, alpha, Ai, lda, tb ? B + (size_t)lo * ldb : B + lo,
+                           ldb, beta, Ci + lo, ldc);
+    }
+}

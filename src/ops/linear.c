@@ -76,8 +76,10 @@ int ap_linear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
             for (int o = 0; o < O; o++) yr[o] = bb[o];
         }
     }
-    ap_gemm(ctx, 0, 1, rows, O, I, 1.0f, in->data, I, w->data, I, bias ? 1.0f : 0.0f,
-            y, O);
+    /* one GEMM per leading index (image, prompt): its rows never depend on the batch */
+    int items = in->ndim >= 2 ? (int)in->shape[0] : 1;
+    ap_gemm_items(ctx, items, 1, rows / items, O, I, 1.0f, in->data, I, w->data, I,
+                  bias ? 1.0f : 0.0f, y, O);
     return AP_OK;
 }
 
