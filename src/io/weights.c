@@ -381,7 +381,7 @@ int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
     free(used);
     int rc = AP_OK;
     if (missing.n || shape.n) {
-        rc = ap_fail("%s: %d missing tensor%s%s%s%s; %d wrong shape or type%s%s%s",
+        rc = ap_fail("%s: %d missing tensor%s%s%s%s; %d wrong shape, type or value%s%s%s",
                      ap_wsrc_files(w), missing.n, missing.n == 1 ? "" : "s",
                      missing.n ? " (" : "", missing.n ? missing.buf : "",
                      missing.n ? (missing.n > 20 ? ", ...)" : ")") : "", shape.n,
