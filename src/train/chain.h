@@ -36,11 +36,12 @@ typedef struct ap_chain {
     int64_t C, h, w, L, D;    /* latent channels and size, context length and width */
     int64_t H, W;             /* image size */
     /* workspaces (planned once by ap_chain_plan) */
-    ap_arena unet_tape, unet_tmp, reward_tape;
+    ap_arena unet_tape, unet_tmp, vae_tape;
     float *lat;               /* (S + 1, cap, C, h, w) latents */
     float *eps_store;         /* (S, cap, C, h, w) combined eps, only with clip_sample */
-    float *x2, *eps2, *ctx2, *ts2, *d2;  /* UNet call buffers (2 cap, ...) */
-    float *dx, *image, *dimage;
+    float *x2, *eps2, *ctx2, *ts2, *d2, *dx2; /* UNet call buffers (2 cap, ...) */
+    float *dx, *deps, *image, *dimage;      /* (cap, ...) */
+    float *loss_b;                          /* (cap) */
     size_t planned_bytes;     /* everything above, for the report */
 } ap_chain;
 

@@ -5,7 +5,7 @@
  * `pretrained.model`, ...), plus this port's own keys (reward weight paths,
  * per-node capacity, truncation mode, backend). Every key has a type, a
  * range and a default (the original's general() values); presets live in
- * configs/*.yaml. Loading is strict: an unknown key (with the closest known
+ * configs/ (one YAML file each). Loading is strict: an unknown key (with the closest known
  * key suggested), a wrong type, an out-of-range value or a batch arithmetic
  * that does not divide is refused before any model is loaded, with a message
  *   "configs/x.yaml:12: train.learning_rate: expected a number > 0, found "abc""
