@@ -19,6 +19,7 @@
 #include "pipeline/sd.h"
 #include "pipeline/tiny.h"
 #include "text/prompts.h"
+#include "train/dist.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -41,15 +42,20 @@ static void usage(FILE *f) {
             "  --lora PATH       LoRA weights (AlignProp's pytorch_lora_weights.bin/.safetensors,\n"
             "                    or a directory holding one)\n"
             "  --prompt TEXT     a prompt (repeat for several)\n"
-            "  --prompts FILE    one prompt per line\n"
+            "  --prompts FILE    one prompt per line (UTF-8 text, at most 16 MiB; blank lines skipped)\n"
             "  --out DIR         output directory (default: samples)\n"
-            "  --steps N         DDIM steps (default 50)\n"
-            "  --guidance G      classifier-free guidance scale (default 7.5)\n"
-            "  --seed N          noise seed (default 0; image k uses seed + k)\n"
-            "  --height N, --width N   image size (default 512, tiny model 64)\n"
-            "  --batch N         prompts per batch (default 1)\n"
-            "  --threads N       CPU threads (default: $AP_NUM_THREADS, $OMP_NUM_THREADS or all cores)\n"
-            "  --help            this help\n");
+            "  --steps N         DDIM steps, 1..1000 (default 50)\n"
+            "  --guidance G      classifier-free guidance scale, 0..1000 (default 7.5)\n"
+            "  --seed N          noise seed (default 0; image k uses seed + k, whatever --batch,\n"
+            "                    --threads or the number of MPI ranks)\n"
+            "  --height N, --width N   image size, 8..8192, multiples of the model factor (SD: 64)\n"
+            "                    (default 512, tiny model 64)\n"
+            "  --batch N         prompts per batch, 1..256 (default 1)\n"
+            "  --threads N       CPU threads, 0..1024 (0 or default: $AP_NUM_THREADS, $OMP_NUM_THREADS or all cores)\n"
+            "  --help            this help\n"
+            "\n"
+            "Under mpirun, image k is sampled on rank k mod the number of ranks.\n"
+            "Exit status: 0 done, 1 a file or sampling failed, 2 bad options.\n");
 }
 
 typedef struct {
@@ -174,6 +180,44 @@ static int add_prompt(char ***prompts, int *n, const char *p) {
 
 #define SEED_MAX (1LL << 62)
 
+/* Under mpirun (Open MPI's OMPI_COMM_WORLD_SIZE, MPICH/Slurm PMI_SIZE or
+ * PMIX_RANK set) image k is sampled on rank k mod world; a plain run
+ * initializes no MPI. */
+typedef struct {
+    ap_dist d;
+    int on; /* MPI initialized by us */
+} dist_state;
+
+static int launched_by_mpirun(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
+}
+
+/* Combine a phase's result over the ranks: returns this rank's rc, or 1
+ * when only another rank failed. The message (ap_errmsg) is printed by the
+ * lowest failing rank only (prefixed with its rank when there are several). */
+static int sync_phase(dist_state *ds, int rc, const char *hint) {
+    int lowest = rc ? 0 : -1, world = 1, rank = 0;
+    if (ds->on) {
+        world = ds->d.world, rank = ds->d.rank;
+        int *all = malloc(sizeof(int) * (size_t)world);
+        if (!all || ap_dist_allgather_int(&ds->d, rc, all)) {
+            free(all);
+            fprintf(stderr, "alignprop-mpi sample: rank %d: %s\n", rank, ap_errmsg());
+            return rc ? rc : 1;
+        }
+        lowest = -1;
+        for (int r = 0; r < world && lowest < 0; r++)
+            if (all[r]) lowest = r;
+        free(all);
+    }
+    if (lowest < 0) return 0;
+    if (lowest == rank && rc) {
+        if (world > 1) fprintf(stderr, "alignprop-mpi sample: rank %d: %s%s\n", rank, ap_errmsg(), hint);
+        else fprintf(stderr, "alignprop-mpi sample: %s%s\n", ap_errmsg(), hint);
+    }
+    return rc ? rc : 1;
+}
+
 int ap_cmd_sample(int argc, char **argv) {
     static struct option opts[] = {
         {"model", required_argument, 0, 'm'},   {"tiny", required_argument, 0, 'T'},
@@ -190,120 +234,127 @@ int ap_cmd_sample(int argc, char **argv) {
     double guidance = 7.5;
     char **prompts = NULL;
     float *images = NULL;
-    int n = 0, c, rc = 0, sd_open = 0, ctx_open = 0;
+    const char **bp = NULL;
+    uint64_t *seeds = NULL;
+    int *idx = NULL;
+    int n = 0, c, rc = 0, sd_open = 0, ctx_open = 0, help = 0, single = 0;
     ap_ctx ctx;
     ap_sd sd;
+    dist_state ds = {0};
+    if (launched_by_mpirun()) {
+        if (ap_dist_init(&ds.d, &argc, &argv)) {
+            fprintf(stderr, "alignprop-mpi sample: %s\n", ap_errmsg());
+            return 1;
+        }
+        ds.on = 1;
+    }
+    const int rank = ds.on ? ds.d.rank : 0, world = ds.on ? ds.d.world : 1;
+
+    /* ---- phase 1: options, files they name, the output directory */
     optind = 1;
     opterr = 0;
     int li = -1;
-    while ((c = getopt_long(argc, argv, ":h", opts, &li)) != -1) {
+    while (!rc && !help && (c = getopt_long(argc, argv, ":h", opts, &li)) != -1) {
         const char *name = li >= 0 ? opts[li].name : "?";
-        int bad = AP_OK;
         switch (c) {
         case 'm': model = optarg; break;
-        case 'T': bad = opt_int(name, optarg, 0, SEED_MAX, &tiny); break;
+        case 'T': rc = opt_int(name, optarg, 0, SEED_MAX, &tiny); break;
         case 'l': lora = optarg; break;
         case 'k': tok = optarg; break;
         case 'C': cfg_dir = optarg; break;
         case 'o': out = optarg; break;
-        case 'p': bad = add_prompt(&prompts, &n, optarg); break;
+        case 'p': rc = add_prompt(&prompts, &n, optarg); break;
         case 'P':
-            bad = ap_prompts_read(optarg, &prompts, &n);
-            if (bad) ap_err_prefix("--prompts: ");
+            rc = ap_prompts_read(optarg, &prompts, &n);
+            if (rc) ap_err_prefix("--prompts: ");
             break;
-        case 's': bad = opt_int(name, optarg, 1, 1000, &steps); break;
-        case 'g': bad = opt_real(name, optarg, 0, 1000, &guidance); break;
-        case 'S': bad = opt_int(name, optarg, 0, SEED_MAX, &seed); break;
-        case 'H': bad = opt_int(name, optarg, 8, 8192, &height); break;
-        case 'W': bad = opt_int(name, optarg, 8, 8192, &width); break;
-        case 'b': bad = opt_int(name, optarg, 1, 256, &batch); break;
-        case 't': bad = opt_int(name, optarg, 0, 1024, &threads); break;
-        case 'h': usage(stdout); goto done;
-        case ':':
-            bad = ap_fail("%s: expected a value after it", argv[optind - 1]);
-            break;
-        default:
-            bad = ap_fail("unknown option \"%s\"", argv[optind - 1]);
-            break;
+        case 's': rc = opt_int(name, optarg, 1, 1000, &steps); break;
+        case 'g': rc = opt_real(name, optarg, 0, 1000, &guidance); break;
+        case 'S': rc = opt_int(name, optarg, 0, SEED_MAX, &seed); break;
+        case 'H': rc = opt_int(name, optarg, 8, 8192, &height); break;
+        case 'W': rc = opt_int(name, optarg, 8, 8192, &width); break;
+        case 'b': rc = opt_int(name, optarg, 1, 256, &batch); break;
+        case 't': rc = opt_int(name, optarg, 0, 1024, &threads); break;
+        case 'h': help = 1; break;
+        case ':': rc = ap_fail("%s: expected a value after it", argv[optind - 1]); break;
+        default: rc = ap_fail("unknown option \"%s\"", argv[optind - 1]); break;
         }
         li = -1;
-        if (bad) {
-            fprintf(stderr, "alignprop-mpi sample: %s (see --help)\n", ap_errmsg());
-            rc = 2;
-            goto done;
-        }
     }
-    const char *bad = NULL;
-    char badbuf[320];
-    if (optind < argc) {
-        snprintf(badbuf, sizeof badbuf, "unexpected argument \"%.200s\" (prompts go after "
-                 "--prompt, quoted)", argv[optind]);
-        bad = badbuf;
-    } else if (!model == (tiny < 0)) bad = "give exactly one of --model DIR and --tiny SEED";
-    else if (n == 0) bad = "give at least one --prompt or a --prompts FILE";
-    else if (seed > SEED_MAX - n) bad = "--seed: seed + number of prompts exceeds 2^62";
-    int single = !bad && model && ap_is_file(model);
-    if (!bad && single && !tok)
-        bad = "--model FILE (a single-file checkpoint) needs --tokenizer DIR (vocab.json + merges.txt)";
-    else if (!bad && !single && (tok || cfg_dir))
-        bad = "--tokenizer and --config-dir go with --model FILE (a single-file checkpoint)";
-    if (bad) {
-        fprintf(stderr, "alignprop-mpi sample: %s (see --help)\n", bad);
-        rc = 2;
-        goto done;
+    if (!rc && !help) {
+        if (optind < argc)
+            rc = ap_fail("unexpected argument \"%.200s\" (prompts go after --prompt, quoted)",
+                         argv[optind]);
+        else if (!model == (tiny < 0)) rc = ap_fail("give exactly one of --model DIR and --tiny SEED");
+        else if (n == 0) rc = ap_fail("give at least one --prompt or a --prompts FILE");
+        else if (seed > SEED_MAX - n) rc = ap_fail("--seed %lld: seed + number of prompts exceeds 2^62", seed);
+        single = !rc && model && ap_is_file(model);
+        if (!rc && single && !tok)
+            rc = ap_fail("--model FILE (a single-file checkpoint) needs --tokenizer DIR (vocab.json "
+                         "+ merges.txt)");
+        else if (!rc && !single && (tok || cfg_dir))
+            rc = ap_fail("--tokenizer and --config-dir go with --model FILE (a single-file "
+                         "checkpoint)");
     }
-    if (check_paths(model, single, tok, cfg_dir, lora) || check_out_dir(out)) {
-        fprintf(stderr, "alignprop-mpi sample: %s\n", ap_errmsg());
-        rc = 2;
+    int usage_err = rc != 0;
+    if (!rc && !help && (check_paths(model, single, tok, cfg_dir, lora) || check_out_dir(out)))
+        rc = AP_ERR;
+    if (rc) rc = 2;
+    rc = sync_phase(&ds, rc, usage_err ? " (see --help)" : "");
+    if (rc) goto done;
+    if (help) {
+        if (rank == 0) usage(stdout);
         goto done;
     }
     if (!height) height = tiny >= 0 ? 64 : 512;
     if (!width) width = tiny >= 0 ? 64 : 512;
+
+    /* ---- phase 2: the tiny model (written by rank 0) */
     char tiny_dir[4200];
     if (tiny >= 0) {
         snprintf(tiny_dir, sizeof tiny_dir, "%s/tiny-model", out);
-        fprintf(stderr, "writing the tiny model (seed %lld) to %s\n", tiny, tiny_dir);
-        if (ap_tiny_write(tiny_dir, (uint64_t)tiny)) {
-            fprintf(stderr, "alignprop-mpi sample: %s\n", ap_errmsg());
-            rc = 1;
-            goto done;
+        if (rank == 0) {
+            fprintf(stderr, "writing the tiny model (seed %lld) to %s\n", tiny, tiny_dir);
+            rc = ap_tiny_write(tiny_dir, (uint64_t)tiny) ? 1 : 0;
         }
+        if ((rc = sync_phase(&ds, rc, ""))) goto done;
         model = tiny_dir;
     }
+
+    /* ---- phase 3: load; image size and steps against the model */
     ap_ctx_init(&ctx, (int)threads);
     ctx_open = 1;
     double t0 = now_s();
-    fprintf(stderr, "loading %s%s%s (%d threads)\n", model, lora ? " with LoRA " : "", lora ? lora : "",
-            ctx.n_threads);
+    if (rank == 0)
+        fprintf(stderr, "loading %s%s%s (%d threads%s)\n", model, lora ? " with LoRA " : "",
+                lora ? lora : "", ctx.n_threads, world > 1 ? " per rank" : "");
     if (single ? ap_sd_open_single(&sd, model, tok, cfg_dir, lora) : ap_sd_open(&sd, model, lora)) {
-        fprintf(stderr, "alignprop-mpi sample: %s\n", ap_errmsg());
         rc = 1;
-        goto done;
+    } else {
+        sd_open = 1;
+        int lh, lw;
+        ap_ddim probe;
+        if (ap_sd_latent_size(&sd, (int)height, (int)width, &lh, &lw)) {
+            ap_err_prefix("--height %lld, --width %lld: ", height, width);
+            rc = 2;
+        } else if (ap_ddim_init(&probe, &sd.sched, (int)steps)) {
+            ap_err_prefix("--steps %lld: ", steps);
+            rc = 2;
+        }
     }
-    sd_open = 1;
-    fprintf(stderr, "loaded in %.1fs\n", now_s() - t0);
-    int lh, lw;
-    if (ap_sd_latent_size(&sd, (int)height, (int)width, &lh, &lw)) {
-        fprintf(stderr, "alignprop-mpi sample: --height %lld, --width %lld: %s\n", height, width,
-                ap_errmsg());
-        rc = 2;
-        goto done;
-    }
-    ap_ddim probe;
-    if (ap_ddim_init(&probe, &sd.sched, (int)steps)) {
-        fprintf(stderr, "alignprop-mpi sample: --steps %lld: %s\n", steps, ap_errmsg());
-        rc = 2;
-        goto done;
-    }
-    /* Image k (seed + k) is this process's when k mod world == rank. */
-    int rank = 0, world = 1;
+    if ((rc = sync_phase(&ds, rc, ""))) goto done;
+    if (rank == 0)
+        fprintf(stderr, "loaded in %.1fs; %d image%s%s\n", now_s() - t0, n, n == 1 ? "" : "s",
+                world > 1 ? ", image k on rank k mod world" : "");
+
+    /* ---- phase 4: this rank's images (k = rank, rank + world, ...) */
     int mine = n > rank ? (n - rank + world - 1) / world : 0;
     int per = batch < mine ? (int)batch : (mine > 0 ? mine : 1);
     size_t img = (size_t)3 * (size_t)height * (size_t)width;
     images = ap_malloc((size_t)per * img * sizeof(float), "images");
-    const char **bp = malloc((size_t)per * sizeof *bp);
-    uint64_t *seeds = malloc((size_t)per * sizeof *seeds);
-    int *idx = malloc((size_t)per * sizeof *idx);
+    bp = malloc((size_t)per * sizeof *bp);
+    seeds = malloc((size_t)per * sizeof *seeds);
+    idx = malloc((size_t)per * sizeof *idx);
     if (!images || !bp || !seeds || !idx) {
         fprintf(stderr, "alignprop-mpi sample: out of memory for a batch of %d images of %lldx%lld\n",
                 per, height, width);
@@ -323,8 +374,10 @@ int ap_cmd_sample(int argc, char **argv) {
         ps.t0 = now_s();
         ps.batch = j0 / per + 1;
         if (ap_sd_sample(&ctx, &sd, bp, m, &o, images, rank == 0 ? progress : NULL, &ps)) {
-            fprintf(stderr, "\nalignprop-mpi sample: prompt %d (\"%.60s\"): %s\n", idx[0] + 1,
-                    bp[0], ap_errmsg());
+            char who[32] = "";
+            if (world > 1) snprintf(who, sizeof who, "rank %d: ", rank);
+            fprintf(stderr, "\nalignprop-mpi sample: %sprompt %d (\"%.60s\"): %s\n", who,
+                    idx[0] + 1, bp[0], ap_errmsg());
             rc = 1;
             break;
         }
@@ -340,11 +393,16 @@ int ap_cmd_sample(int argc, char **argv) {
             printf("%s\n", path);
         }
     }
-    free(bp), free(seeds), free(idx);
+    if (ds.on) { /* one exit status on every rank (messages were printed where they arose) */
+        int any = 0;
+        if (ap_dist_any(&ds.d, rc != 0, &any) == 0 && any && !rc) rc = 1;
+    }
 done:
+    free(bp), free(seeds), free(idx);
     free(images);
     ap_prompts_free(prompts, n);
     if (sd_open) ap_sd_close(&sd);
     if (ctx_open) ap_ctx_free(&ctx);
+    if (ds.on) ap_dist_finalize(&ds.d);
     return rc;
 }
