@@ -46,8 +46,9 @@ int ap_proj_forward(ap_ctx *ctx, ap_arena *tape, ap_proj_saved *sv, const ap_pro
         for (int64_t r = 0; r < rows; r++)
             for (int o = 0; o < O; o++) y[r * O + o] = p->b.data[o];
     }
-    /* one GEMM per leading index (image, prompt): its rows never depend on the batch */
-    int items = x->ndim >= 2 ? (int)x->shape[0] : 1, M = (int)(rows / items);
+    /* (B, L, I): one GEMM per leading index (image, prompt), so its rows never
+     * depend on the batch (2-D: one block) */
+    int items = x->ndim >= 3 ? (int)x->shape[0] : 1, M = (int)(rows / items);
     ap_gemm_items(ctx, items, 1, M, O, I, 1.0f, x->data, I, p->w.data, I,
                   ap_present(&p->b) ? 1.0f : 0.0f, y, O);
     if (!p->lora) return AP_OK;
