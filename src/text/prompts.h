@@ -14,7 +14,8 @@
 
 /* Append the prompts of path to the array (*out, *n) (*out NULL and *n 0 for
  * a new one; each prompt and the array are malloc'd). On failure *out and *n
- * are as they were and the message names the file. */
+ * still hold the same prompts (the array may have moved, as with realloc) and
+ * the message names the file, line and byte. Free with ap_prompts_free. */
 int ap_prompts_read(const char *path, char ***out, int *n);
 
 /* Check that s[0..len) is text: no NUL byte, valid UTF-8 (no overlong forms,
