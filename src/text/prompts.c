@@ -76,8 +76,8 @@ static int slurp(const char *path, char **buf, long *len) {
 }
 
 int ap_prompts_read(const char *path, char ***out, int *n) {
-    char *b;
-    long len;
+    char *b = NULL;
+    long len = 0;
     AP_TRY(slurp(path, &b, &len));
     long bad = ap_text_check(b, len);
     if (bad >= 0) {
