@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +15,12 @@
 #include "cli/commands.h"
 #include "core/err.h"
 #include "io/atomic.h"
+#include "core/path.h"
 #include "io/png.h"
 #include "pipeline/sd.h"
 #include "pipeline/tiny.h"
+#include "text/prompts.h"
+#include "train/dist.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -39,15 +43,20 @@ static void usage(FILE *f) {
             "  --lora PATH       LoRA weights (AlignProp's pytorch_lora_weights.bin/.safetensors,\n"
             "                    or a directory holding one)\n"
             "  --prompt TEXT     a prompt (repeat for several)\n"
-            "  --prompts FILE    one prompt per line\n"
+            "  --prompts FILE    one prompt per line (UTF-8 text, at most 16 MiB; blank lines skipped)\n"
             "  --out DIR         output directory (default: samples)\n"
-            "  --steps N         DDIM steps (default 50)\n"
-            "  --guidance G      classifier-free guidance scale (default 7.5)\n"
-            "  --seed N          noise seed (default 0; image k uses seed + k)\n"
-            "  --height N, --width N   image size (default 512, tiny model 64)\n"
-            "  --batch N         prompts per batch (default 1)\n"
-            "  --threads N       CPU threads (default: $AP_NUM_THREADS, $OMP_NUM_THREADS or all cores)\n"
-            "  --help            this help\n");
+            "  --steps N         DDIM steps, 1..1000 (default 50)\n"
+            "  --guidance G      classifier-free guidance scale, 0..1000 (default 7.5)\n"
+            "  --seed N          noise seed (default 0; image k uses seed + k, whatever --batch,\n"
+            "                    --threads or the number of MPI ranks)\n"
+            "  --height N, --width N   image size, 8..8192, multiples of the model factor (SD: 64)\n"
+            "                    (default 512, tiny model 64)\n"
+            "  --batch N         prompts per batch, 1..256 (default 1)\n"
+            "  --threads N       CPU threads, 0..1024 (0 or default: $AP_NUM_THREADS, $OMP_NUM_THREADS or all cores)\n"
+            "  --help            this help\n"
+            "\n"
+            "Under mpirun, image k is sampled on rank k mod the number of ranks.\n"
+            "Exit status: 0 done, 1 a file or sampling failed, 2 bad options.\n");
 }
 
 typedef struct {
@@ -72,36 +81,142 @@ static void progress(void *user, int step, int steps) {
             tty && step != steps ? "  " : "\n");
 }
 
-static char *read_prompts(const char *path, char ***out, int *n) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        ap_fail("%s: cannot open the prompt file", path);
-        return NULL;
-    }
-    char line[4096];
-    int cap = 0;
-    while (fgets(line, sizeof line, f)) {
-        size_t l = strlen(line);
-        while (l && (line[l - 1] == '\n' || line[l - 1] == '\r' || isspace((unsigned char)line[l - 1])))
-            line[--l] = '\0';
-        char *s = line;
-        while (isspace((unsigned char)*s)) s++;
-        if (!*s) continue;
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            *out = realloc(*out, (size_t)cap * sizeof **out);
-        }
-        (*out)[(*n)++] = strdup(s);
-    }
-    fclose(f);
-    return (char *)path;
-}
-
 static void slug(char *dst, size_t cap, const char *prompt) {
     size_t k = 0;
     for (const char *p = prompt; *p && k + 1 < cap && k < 40; p++)
         dst[k++] = isalnum((unsigned char)*p) ? (char)tolower((unsigned char)*p) : '_';
     dst[k] = '\0';
+}
+
+/* Integer option value: the whole word a decimal integer in [lo, hi]. */
+static int opt_int(const char *opt, const char *v, long long lo, long long hi, long long *out) {
+    char *end = NULL;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || isspace((unsigned char)*v) || *end || errno == ERANGE || x < lo || x > hi)
+        return ap_fail("--%s: expected an integer in %lld..%lld, found \"%s\"", opt, lo, hi, v);
+    *out = x;
+    return AP_OK;
+}
+
+/* Real option value: the whole word a finite number in [lo, hi]. */
+static int opt_real(const char *opt, const char *v, double lo, double hi, double *out) {
+    char *end = NULL;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || isspace((unsigned char)*v) || *end || !isfinite(x) || x < lo || x > hi)
+        return ap_fail("--%s: expected a finite number in %g..%g, found \"%s\"", opt, lo, hi, v);
+    *out = x;
+    return AP_OK;
+}
+
+/* OUT exists or is created, is a directory, and takes a file (written and
+ * removed now, so an unwritable OUT is found before any work). */
+static int check_out_dir(const char *out) {
+    if (!*out) return ap_fail("--out: expected a directory name, found \"\"");
+    if (mkdir(out, 0755) != 0 && errno != EEXIST)
+        return ap_fail("--out %s: cannot create the directory: %s", out, strerror(errno));
+    if (!ap_is_dir(out))
+        return ap_fail("--out %s: exists and is not a directory; expected a directory (or a new "
+                       "name)", out);
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.alignprop-write-test-%ld", out, (long)getpid());
+    FILE *f = fopen(probe, "wb");
+    int ok = f && fputc('x', f) != EOF;
+    if (f && fclose(f) != 0) ok = 0;
+    int err = errno;
+    if (f) remove(probe);
+    if (!ok)
+        return ap_fail("--out %s: cannot write a file in the directory: %s; expected a writable "
+                       "directory", out, strerror(err));
+    return AP_OK;
+}
+
+/* The paths the options name exist with the right kind, before any loading. */
+static int check_paths(const char *model, int single, const char *tok, const char *cfg_dir,
+                       const char *lora) {
+    if (model && !ap_path_exists(model))
+        return ap_fail("--model %s: %s; expected a diffusers directory or a single-file "
+                       "checkpoint", model, strerror(errno));
+    if (model && !single && !ap_is_dir(model))
+        return ap_fail("--model %s: not a regular file or directory", model);
+    if (tok) {
+        if (!ap_is_dir(tok))
+            return ap_fail("--tokenizer %s: not a directory; expected a folder with vocab.json "
+                           "and merges.txt", tok);
+        const char *need[] = {"vocab.json", "merges.txt"};
+        for (int i = 0; i < 2; i++) {
+            char p[4200];
+            snprintf(p, sizeof p, "%s/%s", tok, need[i]);
+            if (!ap_is_file(p) || access(p, R_OK) != 0)
+                return ap_fail("--tokenizer %s: %s: missing or unreadable; expected vocab.json "
+                               "and merges.txt in the folder", tok, p);
+        }
+    }
+    if (cfg_dir && !ap_is_dir(cfg_dir))
+        return ap_fail("--config-dir %s: not a directory; expected a diffusers-layout directory "
+                       "(unet/, vae/, text_encoder/ config.json)", cfg_dir);
+    if (lora && !ap_path_exists(lora))
+        return ap_fail("--lora %s: %s; expected pytorch_lora_weights.bin/.safetensors or a "
+                       "directory holding one", lora, strerror(errno));
+    if (lora) {
+        int rank = 0;
+        if (ap_sd_lora_rank(lora, &rank)) return ap_err_prefix("--lora %s: ", lora);
+    }
+    return AP_OK;
+}
+
+static int add_prompt(char ***prompts, int *n, const char *p) {
+    long bad = ap_text_check(p, (long)strlen(p));
+    if (bad >= 0)
+        return ap_fail("--prompt: invalid UTF-8 byte 0x%02x at byte %ld of \"%.40s\"; expected "
+                       "UTF-8 text", (unsigned char)p[bad], bad + 1, p);
+    char **a = realloc(*prompts, ((size_t)*n + 1) * sizeof *a);
+    if (!a) return ap_fail("--prompt: out of memory");
+    *prompts = a;
+    if (!(a[*n] = strdup(p))) return ap_fail("--prompt: out of memory");
+    (*n)++;
+    return AP_OK;
+}
+
+#define SEED_MAX (1LL << 62)
+
+/* Under mpirun (Open MPI's OMPI_COMM_WORLD_SIZE, MPICH/Slurm PMI_SIZE or
+ * PMIX_RANK set) image k is sampled on rank k mod world; a plain run
+ * initializes no MPI. */
+typedef struct {
+    ap_dist d;
+    int on; /* MPI initialized by us */
+} dist_state;
+
+static int launched_by_mpirun(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
+}
+
+/* Combine a phase's result over the ranks: returns this rank's rc, or 1
+ * when only another rank failed. The message (ap_errmsg) is printed by the
+ * lowest failing rank only (prefixed with its rank when there are several). */
+static int sync_phase(dist_state *ds, int rc, const char *hint) {
+    int lowest = rc ? 0 : -1, world = 1, rank = 0;
+    if (ds->on) {
+        world = ds->d.world, rank = ds->d.rank;
+        int *all = malloc(sizeof(int) * (size_t)world);
+        if (!all || ap_dist_allgather_int(&ds->d, rc, all)) {
+            free(all);
+            fprintf(stderr, "alignprop-mpi sample: rank %d: %s\n", rank, ap_errmsg());
+            return rc ? rc : 1;
+        }
+        lowest = -1;
+        for (int r = 0; r < world && lowest < 0; r++)
+            if (all[r]) lowest = r;
+        free(all);
+    }
+    if (lowest < 0) return 0;
+    if (lowest == rank && rc) {
+        if (world > 1) fprintf(stderr, "alignprop-mpi sample: rank %d: %s%s\n", rank, ap_errmsg(), hint);
+        else fprintf(stderr, "alignprop-mpi sample: %s%s\n", ap_errmsg(), hint);
+    }
+    return rc ? rc : 1;
 }
 
 int ap_cmd_sample(int argc, char **argv) {
@@ -117,113 +232,162 @@ int ap_cmd_sample(int argc, char **argv) {
         {"tokenizer", required_argument, 0, 'k'}, {"config-dir", required_argument, 0, 'C'},
         {0, 0, 0, 0}};
     const char *model = NULL, *lora = NULL, *out = "samples", *tok = NULL, *cfg_dir = NULL;
-    long tiny = -1, steps = 50, seed = 0, height = 0, width = 0, batch = 1, threads = 0;
+    long long tiny = -1, steps = 50, seed = 0, height = 0, width = 0, batch = 1, threads = 0;
     double guidance = 7.5;
     char **prompts = NULL;
-    int n = 0, cap = 0, c;
+    float *images = NULL;
+    const char **bp = NULL;
+    uint64_t *seeds = NULL;
+    int *idx = NULL;
+    int n = 0, c, rc = 0, sd_open = 0, ctx_open = 0, help = 0, single = 0;
+    ap_ctx ctx;
+    ap_sd sd;
+    dist_state ds = {0};
+    if (launched_by_mpirun()) {
+        if (ap_dist_init(&ds.d, &argc, &argv)) {
+            fprintf(stderr, "alignprop-mpi sample: %s\n", ap_errmsg());
+            return 1;
+        }
+        ds.on = 1;
+    }
+    const int rank = ds.on ? ds.d.rank : 0, world = ds.on ? ds.d.world : 1;
+
+    /* ---- phase 1: options, files they name, the output directory */
     optind = 1;
+    opterr = 0;
     int li = -1;
-    while ((c = getopt_long(argc, argv, "h", opts, &li)) != -1) {
-        char *end = NULL;
+    while (!rc && !help && (c = getopt_long(argc, argv, ":h", opts, &li)) != -1) {
+        const char *name = li >= 0 ? opts[li].name : "?";
         switch (c) {
         case 'm': model = optarg; break;
-        case 'T': tiny = strtol(optarg, &end, 10); break;
+        case 'T': rc = opt_int(name, optarg, 0, SEED_MAX, &tiny); break;
         case 'l': lora = optarg; break;
         case 'k': tok = optarg; break;
         case 'C': cfg_dir = optarg; break;
         case 'o': out = optarg; break;
-        case 'p':
-            if (n == cap) cap = cap ? 2 * cap : 8, prompts = realloc(prompts, (size_t)cap * sizeof *prompts);
-            prompts[n++] = strdup(optarg);
-            break;
+        case 'p': rc = add_prompt(&prompts, &n, optarg); break;
         case 'P':
-            if (!read_prompts(optarg, &prompts, &n)) {
-                fprintf(stderr, "alignprop-mpi sample: %s\n", ap_errmsg());
-                return 1;
-            }
-            cap = n;
+            rc = ap_prompts_read(optarg, &prompts, &n);
+            if (rc) ap_err_prefix("--prompts: ");
             break;
-        case 's': steps = strtol(optarg, &end, 10); break;
-        case 'g': guidance = strtod(optarg, &end); break;
-        case 'S': seed = strtol(optarg, &end, 10); break;
-        case 'H': height = strtol(optarg, &end, 10); break;
-        case 'W': width = strtol(optarg, &end, 10); break;
-        case 'b': batch = strtol(optarg, &end, 10); break;
-        case 't': threads = strtol(optarg, &end, 10); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 's': rc = opt_int(name, optarg, 1, 1000, &steps); break;
+        case 'g': rc = opt_real(name, optarg, 0, 1000, &guidance); break;
+        case 'S': rc = opt_int(name, optarg, 0, SEED_MAX, &seed); break;
+        case 'H': rc = opt_int(name, optarg, 8, 8192, &height); break;
+        case 'W': rc = opt_int(name, optarg, 8, 8192, &width); break;
+        case 'b': rc = opt_int(name, optarg, 1, 256, &batch); break;
+        case 't': rc = opt_int(name, optarg, 0, 1024, &threads); break;
+        case 'h': help = 1; break;
+        case ':': rc = ap_fail("%s: expected a value after it", argv[optind - 1]); break;
+        default: rc = ap_fail("unknown option \"%s\"", argv[optind - 1]); break;
         }
-        if (end && *end) {
-            fprintf(stderr, "alignprop-mpi sample: --%s: expected a number, found \"%s\"\n",
-                    li >= 0 ? opts[li].name : "?", optarg);
-            return 2;
-        }
+        li = -1;
     }
-    const char *bad = NULL;
-    if (!model == (tiny < 0)) bad = "give exactly one of --model DIR and --tiny SEED";
-    else if (n == 0) bad = "give at least one --prompt or a --prompts FILE";
-    else if (steps < 1 || steps > 1000) bad = "--steps: expected 1..1000";
-    else if (batch < 1) bad = "--batch: expected >= 1";
-    else if (threads < 0) bad = "--threads: expected >= 0";
-    struct stat st;
-    int single = !bad && model && stat(model, &st) == 0 && !S_ISDIR(st.st_mode);
-    if (!bad && single && !tok)
-        bad = "--model FILE (a single-file checkpoint) needs --tokenizer DIR (vocab.json + merges.txt)";
-    else if (!bad && !single && (tok || cfg_dir))
-        bad = "--tokenizer and --config-dir go with --model FILE (a single-file checkpoint)";
-    if (bad) {
-        fprintf(stderr, "alignprop-mpi sample: %s (see --help)\n", bad);
-        return 2;
+    if (!rc && !help) {
+        if (optind < argc)
+            rc = ap_fail("unexpected argument \"%.200s\" (prompts go after --prompt, quoted)",
+                         argv[optind]);
+        else if (!model == (tiny < 0)) rc = ap_fail("give exactly one of --model DIR and --tiny SEED");
+        else if (n == 0) rc = ap_fail("give at least one --prompt or a --prompts FILE");
+        else if (seed > SEED_MAX - n) rc = ap_fail("--seed %lld: seed + number of prompts exceeds 2^62", seed);
+        single = !rc && model && ap_is_file(model);
+        if (!rc && single && !tok)
+            rc = ap_fail("--model FILE (a single-file checkpoint) needs --tokenizer DIR (vocab.json "
+                         "+ merges.txt)");
+        else if (!rc && !single && (tok || cfg_dir))
+            rc = ap_fail("--tokenizer and --config-dir go with --model FILE (a single-file "
+                         "checkpoint)");
+    }
+    int usage_err = rc != 0;
+    if (!rc && !help && (check_paths(model, single, tok, cfg_dir, lora) || check_out_dir(out)))
+        rc = AP_ERR;
+    if (rc) rc = 2;
+    rc = sync_phase(&ds, rc, usage_err ? " (see --help)" : "");
+    if (rc) goto done;
+    if (help) {
+        if (rank == 0) usage(stdout);
+        goto done;
     }
     if (!height) height = tiny >= 0 ? 64 : 512;
     if (!width) width = tiny >= 0 ? 64 : 512;
-    if (mkdir(out, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "alignprop-mpi sample: %s: cannot create directory: %s\n", out, strerror(errno));
-        return 1;
-    }
-    char tiny_dir[4096];
+
+    /* ---- phase 2: the tiny model (written by rank 0) */
+    char tiny_dir[4200];
     if (tiny >= 0) {
         snprintf(tiny_dir, sizeof tiny_dir, "%s/tiny-model", out);
-        fprintf(stderr, "writing the tiny model (seed %ld) to %s\n", tiny, tiny_dir);
-        if (ap_tiny_write(tiny_dir, (uint64_t)tiny)) {
-            fprintf(stderr, "alignprop-mpi sample: %s\n", ap_errmsg());
-            return 1;
+        if (rank == 0) {
+            fprintf(stderr, "writing the tiny model (seed %lld) to %s\n", tiny, tiny_dir);
+            rc = ap_tiny_write(tiny_dir, (uint64_t)tiny) ? 1 : 0;
         }
+        if ((rc = sync_phase(&ds, rc, ""))) goto done;
         model = tiny_dir;
     }
-    ap_ctx ctx;
+
+    /* ---- phase 3: load; image size and steps against the model */
     ap_ctx_init(&ctx, (int)threads);
-    ap_sd sd;
+    ctx_open = 1;
     double t0 = now_s();
-    fprintf(stderr, "loading %s%s%s (%d threads)\n", model, lora ? " with LoRA " : "", lora ? lora : "",
-            ctx.n_threads);
+    if (rank == 0)
+        fprintf(stderr, "loading %s%s%s (%d threads%s)\n", model, lora ? " with LoRA " : "",
+                lora ? lora : "", ctx.n_threads, world > 1 ? " per rank" : "");
     if (single ? ap_sd_open_single(&sd, model, tok, cfg_dir, lora) : ap_sd_open(&sd, model, lora)) {
-        fprintf(stderr, "alignprop-mpi sample: %s\n", ap_errmsg());
-        ap_ctx_free(&ctx);
-        return 1;
+        rc = 1;
+    } else {
+        sd_open = 1;
+        int lh, lw;
+        ap_ddim probe;
+        if (ap_sd_latent_size(&sd, (int)height, (int)width, &lh, &lw)) {
+            ap_err_prefix("--height %lld, --width %lld: ", height, width);
+            rc = 2;
+        } else if (ap_ddim_init(&probe, &sd.sched, (int)steps)) {
+            ap_err_prefix("--steps %lld: ", steps);
+            rc = 2;
+        }
     }
-    fprintf(stderr, "loaded in %.1fs\n", now_s() - t0);
-    int rc = 0;
-    size_t img = (size_t)3 * height * width;
-    float *images = malloc((size_t)batch * img * sizeof(float));
-    progress_state ps = {0, 0, (int)((n + batch - 1) / batch)};
-    for (int start = 0; start < n && !rc; start += (int)batch) {
-        int m = n - start < batch ? n - start : (int)batch;
+    if ((rc = sync_phase(&ds, rc, ""))) goto done;
+    if (rank == 0)
+        fprintf(stderr, "loaded in %.1fs; %d image%s%s\n", now_s() - t0, n, n == 1 ? "" : "s",
+                world > 1 ? ", image k on rank k mod world" : "");
+
+    /* ---- phase 4: this rank's images (k = rank, rank + world, ...) */
+    int mine = n > rank ? (n - rank + world - 1) / world : 0;
+    int per = batch < mine ? (int)batch : (mine > 0 ? mine : 1);
+    size_t img = (size_t)3 * (size_t)height * (size_t)width;
+    images = ap_malloc((size_t)per * img * sizeof(float), "images");
+    bp = malloc((size_t)per * sizeof *bp);
+    seeds = malloc((size_t)per * sizeof *seeds);
+    idx = malloc((size_t)per * sizeof *idx);
+    if (!images || !bp || !seeds || !idx) {
+        fprintf(stderr, "alignprop-mpi sample: out of memory for a batch of %d images of %lldx%lld\n",
+                per, height, width);
+        rc = 1;
+    }
+    progress_state ps = {0, 0, (mine + per - 1) / per};
+    for (int j0 = 0; j0 < mine && !rc; j0 += per) {
+        int m = mine - j0 < per ? mine - j0 : per;
+        for (int j = 0; j < m; j++) {
+            idx[j] = rank + (j0 + j) * world;
+            bp[j] = prompts[idx[j]];
+            seeds[j] = (uint64_t)seed + (uint64_t)idx[j];
+        }
         ap_sample_opts o = {.steps = (int)steps, .guidance = (float)guidance,
-                            .seed = (uint64_t)(seed + start), .height = (int)height,
+                            .seed = (uint64_t)seed, .seeds = seeds, .height = (int)height,
                             .width = (int)width};
         ps.t0 = now_s();
-        ps.batch = start / (int)batch + 1;
-        if (ap_sd_sample(&ctx, &sd, (const char *const *)prompts + start, m, &o, images, progress, &ps)) {
-            fprintf(stderr, "\nalignprop-mpi sample: %s\n", ap_errmsg());
+        ps.batch = j0 / per + 1;
+        if (ap_sd_sample(&ctx, &sd, bp, m, &o, images, rank == 0 ? progress : NULL, &ps)) {
+            char who[32] = "";
+            if (world > 1) snprintf(who, sizeof who, "rank %d: ", rank);
+            fprintf(stderr, "\nalignprop-mpi sample: %sprompt %d (\"%.60s\"): %s\n", who,
+                    idx[0] + 1, bp[0], ap_errmsg());
             rc = 1;
             break;
         }
         for (int k = 0; k < m; k++) {
-            char name[64], path[4096];
-            slug(name, sizeof name, prompts[start + k]);
-            snprintf(path, sizeof path, "%s/%04d_%s.png", out, start + k, name);
-            if (ap_png_write_rgb(path, images + k * img, (int)height, (int)width)) {
+            char name[64], path[4200];
+            slug(name, sizeof name, bp[k]);
+            snprintf(path, sizeof path, "%s/%04d_%s.png", out, idx[k], name);
+            if (ap_png_write_rgb(path, images + (size_t)k * img, (int)height, (int)width)) {
                 fprintf(stderr, "alignprop-mpi sample: %s\n", ap_errmsg());
                 rc = 1;
                 break;
@@ -231,10 +395,16 @@ int ap_cmd_sample(int argc, char **argv) {
             printf("%s\n", path);
         }
     }
+    if (ds.on) { /* one exit status on every rank (messages were printed where they arose) */
+        int any = 0;
+        if (ap_dist_any(&ds.d, rc != 0, &any) == 0 && any && !rc) rc = 1;
+    }
+done:
+    free(bp), free(seeds), free(idx);
     free(images);
-    for (int i = 0; i < n; i++) free(prompts[i]);
-    free(prompts);
-    ap_sd_close(&sd);
-    ap_ctx_free(&ctx);
+    ap_prompts_free(prompts, n);
+    if (sd_open) ap_sd_close(&sd);
+    if (ctx_open) ap_ctx_free(&ctx);
+    if (ds.on) ap_dist_finalize(&ds.d);
     return rc;
 }

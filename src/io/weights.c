@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/finite.h"
 #include "io/pth.h"
 #include "io/safetensors.h"
 
@@ -365,7 +366,12 @@ int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
         }
         if (wfile_read(e->file, e->key, s->t.data, (size_t)ap_numel(&s->t)) != 0) {
             sl_add(&shape, "%s", ap_errmsg());
+            continue;
         }
+        int64_t bad = ap_first_nonfinite(s->t.data, ap_numel(&s->t));
+        if (bad >= 0)
+            sl_add(&shape, "%s holds the non-finite value %g at index %lld (expected finite "
+                   "numbers)", key, (double)s->t.data[bad], (long long)bad);
     }
     size_t plen = prefix ? strlen(prefix) : 0;
     for (int i = 0; i < w->count; i++)
@@ -375,7 +381,7 @@ int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
     free(used);
     int rc = AP_OK;
     if (missing.n || shape.n) {
-        rc = ap_fail("%s: %d missing tensor%s%s%s%s; %d wrong shape or type%s%s%s",
+        rc = ap_fail("%s: %d missing tensor%s%s%s%s; %d wrong shape, type or value%s%s%s",
                      ap_wsrc_files(w), missing.n, missing.n == 1 ? "" : "s",
                      missing.n ? " (" : "", missing.n ? missing.buf : "",
                      missing.n ? (missing.n > 20 ? ", ...)" : ")") : "", shape.n,

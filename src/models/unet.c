@@ -289,7 +289,27 @@ int ap_unet_load_lora(ap_unet *m, const char *path) {
     const char *prefix = "";
     for (int i = 0; i < ap_wsrc_count(w); i++)
         if (starts(ap_wsrc_name(w, i), "unet.")) prefix = "unet.";
-    int rc = ap_params_fill(&m->lora, w, prefix, NULL);
+    /* Every key of the file must be one of this model's LoRA slots: keys of
+     * another model (other layer names or depths) would otherwise be dropped
+     * with only a warning and the LoRA applied in part. */
+    int unmatched = 0, rc = AP_OK;
+    char list[1024] = "";
+    size_t plen = strlen(prefix), used = 0;
+    for (int i = 0; i < ap_wsrc_count(w); i++) {
+        const char *name = ap_wsrc_name(w, i);
+        if (strncmp(name, prefix, plen) == 0 && ap_params_find(&m->lora, name + plen)) continue;
+        if (unmatched++ < 4 && used < sizeof list - 1)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s",
+                                     unmatched > 1 ? ", " : "", name);
+        if (used >= sizeof list) used = sizeof list - 1;
+    }
+    if (unmatched)
+        rc = ap_fail("%s: %d of %d LoRA keys match no attention layer of this UNet (%s%s); "
+                     "expected AlignProp save_attn_procs keys of a LoRA made for this model "
+                     "(e.g. down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor."
+                     "to_q_lora.down.weight)",
+                     file, unmatched, ap_wsrc_count(w), list, unmatched > 4 ? ", ..." : "");
+    if (!rc) rc = ap_params_fill(&m->lora, w, prefix, NULL);
     if (rc) ap_err_prefix("LoRA of rank %d (AlignProp save_attn_procs names): ", m->lora_rank);
     ap_wsrc_close(w);
     return rc;

@@ -202,6 +202,12 @@ static int parse(ap_unet_config *c, const cfg_src *s) {
     double eps = 0, shift = 0;
     AP_TRY(get_num(s, "norm_eps", 1e-5, &eps));
     AP_TRY(get_num(s, "freq_shift", 0, &shift));
+    if (!(eps > 0 && eps < 1))
+        return ap_fail("%s: key norm_eps: expected a number in (0, 1) (1e-5 in SD v1.5), found %g",
+                       s->path, eps);
+    if (!isfinite(shift) || fabs(shift) > 1e6)
+        return ap_fail("%s: key freq_shift: expected a finite number (0 or 1), found %g", s->path,
+                       shift);
     c->norm_eps = (float)eps, c->freq_shift = (float)shift;
     AP_TRY(get_bool(s, "flip_sin_to_cos", 1, &c->flip_sin_to_cos));
     AP_TRY(get_bool(s, "use_linear_projection", 0, &c->linear_proj));

@@ -128,9 +128,11 @@ int ap_unet_forward(ap_ctx *ctx, ap_unet *m, ap_arena *tape, ap_arena *tmp,
     m->emb_act = ap_t2(ea, B, T);
     AP_TRY(ap_timestep_embedding_forward(ctx, &tte, t, c->flip_sin_to_cos, c->freq_shift, 1.0f,
                                          10000));
-    AP_TRY(ap_linear_forward(ctx, &te1, &tte, &m->te1_w, &m->te1_b));
+    /* (B, 1, C) views: each sample's embedding is its own GEMM (batch-independent) */
+    ap_tensor vte = ap_t3(te, B, 1, C0), ve1 = ap_t3(e1, B, 1, T), vea = ap_t3(ea, B, 1, T);
+    AP_TRY(ap_linear_forward(ctx, &ve1, &vte, &m->te1_w, &m->te1_b));
     AP_TRY(ap_silu_forward(ctx, &te1, &te1));
-    AP_TRY(ap_linear_forward(ctx, &m->emb_act, &te1, &m->te2_w, &m->te2_b));
+    AP_TRY(ap_linear_forward(ctx, &vea, &ve1, &m->te2_w, &m->te2_b));
     AP_TRY(ap_silu_forward(ctx, &m->emb_act, &m->emb_act));
 
     for (int i = 0; i < m->n_steps; i++) {

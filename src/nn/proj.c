@@ -46,16 +46,20 @@ int ap_proj_forward(ap_ctx *ctx, ap_arena *tape, ap_proj_saved *sv, const ap_pro
         for (int64_t r = 0; r < rows; r++)
             for (int o = 0; o < O; o++) y[r * O + o] = p->b.data[o];
     }
-    ap_gemm(ctx, 0, 1, (int)rows, O, I, 1.0f, x->data, I, p->w.data, I,
-            ap_present(&p->b) ? 1.0f : 0.0f, y, O);
+    /* (B, L, I): one GEMM per leading index (image, prompt), so its rows never
+     * depend on the batch (2-D: one block) */
+    int items = x->ndim >= 3 ? (int)x->shape[0] : 1, M = (int)(rows / items);
+    ap_gemm_items(ctx, items, 1, M, O, I, 1.0f, x->data, I, p->w.data, I,
+                  ap_present(&p->b) ? 1.0f : 0.0f, y, O);
     if (!p->lora) return AP_OK;
     int R = (int)p->lora->down.shape[0];
     size_t n = (size_t)rows * (size_t)R;
     float *u = tape ? ap_arena_floats(tape, n, "LoRA u = x·Aᵀ")
                     : ap_scratch(ctx, n * sizeof(float), "LoRA u = x·Aᵀ");
     if (!u) return AP_ERR;
-    ap_gemm(ctx, 0, 1, (int)rows, R, I, 1.0f, x->data, I, p->lora->down.data, I, 0.0f, u, R);
-    ap_gemm(ctx, 0, 1, (int)rows, O, R, p->lora->scale, u, R, p->lora->up.data, R, 1.0f, y, O);
+    ap_gemm_items(ctx, items, 1, M, R, I, 1.0f, x->data, I, p->lora->down.data, I, 0.0f, u, R);
+    ap_gemm_items(ctx, items, 1, M, O, R, p->lora->scale, u, R, p->lora->up.data, R, 1.0f, y,
+                  O);
     if (sv) sv->u = ap_t2(u, rows, R);
     return AP_OK;
 }

@@ -84,7 +84,9 @@ int ap_resnet_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_resnet_save
         float *tp = take(tmp, B * r->cout, "resnet time projection");
         if (!tp) return AP_ERR;
         ap_tensor ttp = ap_t2(tp, B, r->cout);
-        AP_TRY(ap_linear_forward(ctx, &ttp, temb_act, &r->temb_w, &r->temb_b));
+        /* (B, 1, C) views: each sample's projection is its own GEMM (batch-independent) */
+        ap_tensor vin = ap_t3(temb_act->data, B, 1, r->temb_dim), vtp = ap_t3(tp, B, 1, r->cout);
+        AP_TRY(ap_linear_forward(ctx, &vtp, &vin, &r->temb_w, &r->temb_b));
         AP_TRY(ap_add_channel_bias_forward(ctx, &s->h1, &s->h1, &ttp));
     }
     AP_TRY(ap_group_norm_forward(ctx, &s->n2, &s->mean2, &s->rstd2, &s->h1, &r->norm2_w,

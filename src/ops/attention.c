@@ -46,10 +46,15 @@
 
 /* exp(x) for x <= 0 in the style of Cephes expf (rel. error ~2e-7 over the
  * range used here), written so the compiler vectorises it; exactly 0 below
- * -87 (where expf is denormal). */
+ * -87 (where expf is denormal) and for -inf, 1 for x > 0 (softmax arguments
+ * are <= 0), NaN for NaN. The argument is clamped to [-87, 0] before the
+ * float-to-int conversion (a NaN or out-of-range float converted to int, or
+ * a negative value shifted, is undefined behaviour); the selects compile to
+ * blends, so the normal path keeps its speed. */
 static inline float exp_neg(float x) {
     const float magic = 12582912.0f; /* 1.5 * 2^23: round to nearest integer */
-    float xc = x < -87.0f ? -87.0f : x;
+    float xc = x > -87.0f ? x : -87.0f; /* NaN -> -87 */
+    xc = xc < 0.0f ? xc : 0.0f;
     float t = xc * 1.44269504088896341f + magic;
     float n = t - magic;
     float r = xc - n * 0.693359375f;
@@ -61,10 +66,10 @@ static inline float exp_neg(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     float y = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23; /* n in [-126, 0] */
     float two_n;
     memcpy(&two_n, &bits, sizeof two_n);
-    return x < -87.0f ? 0.0f : y * two_n;
+    return x < -87.0f ? 0.0f : (x == x ? y * two_n : x);
 }
 
 AP_SIMD_CLONES

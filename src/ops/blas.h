@@ -20,6 +20,14 @@ void ap_blas_single_thread(void);
 void ap_gemm(const struct ap_ctx *ctx, int ta, int tb, int M, int N, int K,
              float alpha, const float *A, int lda, const float *B, int ldb,
              float beta, float *C, int ldc);
+/* The same GEMM for `items` independent row blocks (A not transposed): item i
+ * is C[i*M .. (i+1)*M) = alpha * A[i*M .. (i+1)*M) * op(B) + beta * C, with
+ * its rows split as if it were alone. OpenBLAS's result for a row depends on
+ * the row's place in the call, so this makes an item's output (an image's,
+ * a prompt's) independent of the batch around it and of the thread count. */
+void ap_gemm_items(const struct ap_ctx *ctx, int items, int tb, int M, int N, int K,
+                   float alpha, const float *A, int lda, const float *B, int ldb,
+                   float beta, float *C, int ldc);
 void ap_gemm_serial(int ta, int tb, int M, int N, int K, float alpha,
                     const float *A, int lda, const float *B, int ldb, float beta,
                     float *C, int ldc);

@@ -76,8 +76,12 @@ int ap_linear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
             for (int o = 0; o < O; o++) yr[o] = bb[o];
         }
     }
-    ap_gemm(ctx, 0, 1, rows, O, I, 1.0f, in->data, I, w->data, I, bias ? 1.0f : 0.0f,
-            y, O);
+    /* (B, ..., I) with 3+ dims: one GEMM per leading index (image, prompt),
+     * so its rows never depend on the batch; a 2-D input is one block (give
+     * per-item rows as (B, 1, I) to have them computed alone). */
+    int items = in->ndim >= 3 ? (int)in->shape[0] : 1;
+    ap_gemm_items(ctx, items, 1, rows / items, O, I, 1.0f, in->data, I, w->data, I,
+                  bias ? 1.0f : 0.0f, y, O);
     return AP_OK;
 }
 

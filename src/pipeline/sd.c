@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/finite.h"
 #include "core/path.h"
 #include "core/rng.h"
 #include "io/weights.h"
@@ -124,6 +125,10 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     int h, w;
     AP_TRY(ap_sd_latent_size(sd, o->height, o->width, &h, &w));
     if (n < 1) return ap_fail("sample: expected at least one prompt");
+    if (!isfinite(o->guidance) || fabsf(o->guidance) > 1e6f)
+        return ap_fail("sample: guidance: expected a finite number of magnitude <= 1e6 (7.5 "
+                       "typical), found %g",
+                       (double)o->guidance);
     ap_ddim sched;
     AP_TRY(ap_ddim_init(&sched, &sd->sched, o->steps));
     const int L = sd->text.t.max_pos, C = sd->text.t.C;
@@ -147,7 +152,8 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     if (!rc) rc = ap_arena_init(&tmp, plan.tmp_bytes, "UNet temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, plan.scratch_bytes);
     if (!rc && o->init_noise) memcpy(x + n * lat, o->init_noise, (size_t)(n * lat) * sizeof(float));
-    else if (!rc) ap_gaussian_fill(x + n * lat, n * lat, o->seed);
+    else if (!rc) /* image k: its own stream, whatever the batch, rank or thread count */
+        for (int k = 0; k < n; k++) ap_gaussian_fill(x + (n + k) * lat, lat, o->seeds ? o->seeds[k] : o->seed + (uint64_t)k);
     ap_tensor tx = ap_t4(x, B2, Cl, h, w), te = ap_t4(eps, B2, Cl, h, w);
     ap_tensor tt = ap_t1(ts, B2), tc = ap_t3(ctxt, B2, L, C);
     for (int i = 0; i < sched.steps && !rc; i++) {
@@ -158,6 +164,10 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
         /* eps_u = eps[0..n), eps_c = eps[n..2n): combined into eps[0..n) */
         ap_cfg_combine(eps, eps, eps + n * lat, o->guidance, n * lat);
         rc = ap_ddim_step(&sched, i, x + n * lat, x + n * lat, eps, NULL, n * lat);
+        char what[96];
+        snprintf(what, sizeof what, "sample: DDIM step %d of %d (t = %d): latents", i + 1,
+                 sched.steps, sched.timesteps[i]);
+        if (!rc) rc = ap_check_finite(x + n * lat, n * lat, what);
         if (!rc && progress) progress(user, i + 1, sched.steps);
     }
     ap_arena_free(&tmp);
@@ -167,6 +177,7 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     ap_tensor tl = ap_t4(x + n * lat, n, Cl, h, w);
     ap_tensor ti = ap_t4(images, n, sd->vae.cfg.out_channels, o->height, o->width);
     if (!rc) rc = ap_vae_forward(ctx, &sd->vae, NULL, &ti, &tl);
+    if (!rc) rc = ap_check_finite(images, ap_numel(&ti), "sample: VAE decode: images");
     free(ctxt), free(x), free(eps), free(ts);
     return rc;
 }

@@ -36,7 +36,8 @@ typedef struct ap_sd {
 typedef struct ap_sample_opts {
     int steps;      /* DDIM steps (50) */
     float guidance; /* CFG scale (7.5) */
-    uint64_t seed;  /* noise seed */
+    uint64_t seed;  /* noise seed: image k's initial latents come from seed + k alone */
+    const uint64_t *seeds; /* (n) per-image noise seeds instead of seed + k; NULL: seed + k */
     int height, width; /* image size in pixels (multiples of the VAE and UNet factors) */
     const float *init_noise; /* (n, C, h, w) initial latents (diffusers' latents=); NULL: seed */
     float *final_latents;    /* (n, C, h, w) the last DDIM latents, written when not NULL */
@@ -63,6 +64,10 @@ int ap_sd_open_rank(ap_sd *sd, const char *dir, const char *lora, int lora_rank)
 int ap_sd_open_single(ap_sd *sd, const char *ckpt, const char *tokenizer_dir,
                       const char *config_dir, const char *lora);
 void ap_sd_close(ap_sd *sd);
+
+/* Rank of a LoRA file or directory, read off its to_k_lora.down matrices
+ * (indexes the file: a quick check that it parses). */
+int ap_sd_lora_rank(const char *path, int *rank);
 
 /* Latent size for an image size; fails naming the factor when not divisible. */
 int ap_sd_latent_size(const ap_sd *sd, int height, int width, int *h, int *w);

@@ -9,8 +9,7 @@
  * is ap_vae_config_sd15); the caller frees it. */
 int ap_sd15_config_json(ap_json **j, const char *which);
 
-/* Rank of a LoRA file or directory, read off its to_k_lora.down matrices. */
-int ap_sd_lora_rank(const char *path, int *rank);
+
 
 /* Scheduler from config_dir/scheduler/scheduler_config.json when present
  * (config_dir may be NULL), else SD v1.5's; checks that the text encoder

@@ -62,9 +62,15 @@ int ap_ddim_config_check(const ap_ddim_config *c) {
         return ap_fail("%s: beta_schedule: expected \"scaled_linear\" or \"linear\", found "
                        "\"%s\" (not implemented here)",
                        w, c->beta_schedule);
-    if (c->beta_schedule[0] == 's' && (c->beta_start < 0 || c->beta_end < 0))
-        return ap_fail("%s: beta_start, beta_end: expected >= 0 for scaled_linear, found %g, %g",
-                       w, c->beta_start, c->beta_end);
+    if (!(c->beta_start >= 0 && c->beta_start < 1))
+        return ap_fail("%s: beta_start: expected a number in [0, 1) (0.00085 in SD v1.5), found %g",
+                       w, c->beta_start);
+    if (!(c->beta_end >= 0 && c->beta_end < 1))
+        return ap_fail("%s: beta_end: expected a number in [0, 1) (0.012 in SD v1.5), found %g", w,
+                       c->beta_end);
+    if (c->steps_offset < 0 || c->steps_offset >= c->num_train_timesteps)
+        return ap_fail("%s: steps_offset: expected 0..num_train_timesteps-1 (%d), found %d", w,
+                       c->num_train_timesteps - 1, c->steps_offset);
     if (c->trained_betas)
         return ap_fail("%s: trained_betas: expected null, found a list (not implemented here)",
                        w);
@@ -83,9 +89,9 @@ int ap_ddim_config_check(const ap_ddim_config *c) {
         return ap_fail("%s: timestep_spacing: expected \"leading\" or \"trailing\", found "
                        "\"%s\"",
                        w, c->timestep_spacing);
-    if (c->clip_sample && !(c->clip_sample_range > 0))
+    if (c->clip_sample && !(c->clip_sample_range > 0 && isfinite(c->clip_sample_range)))
         return ap_fail("%s: clip_sample_range: expected > 0, found %g", w, c->clip_sample_range);
-    if (!(c->eta >= 0))
+    if (!(c->eta >= 0 && c->eta <= 1e6))
         return ap_fail("%s: eta: expected >= 0, found %g", w, c->eta);
     return 0;
 }
@@ -261,6 +267,11 @@ int ap_ddim_init(ap_ddim *s, const ap_ddim_config *c, int steps) {
         acc *= (double)(1.0f - s->betas[k]);
         s->alphas_cumprod[k] = (float)acc;
     }
+    for (int k = 0; k < N; k++)
+        if (!(s->alphas_cumprod[k] > 0 && s->alphas_cumprod[k] <= 1))
+            return ap_fail("DDIM config: alphas_cumprod[%d] = %g from beta_start %g, beta_end %g "
+                           "(%s): expected in (0, 1]; use smaller betas",
+                           k, s->alphas_cumprod[k], c->beta_start, c->beta_end, c->beta_schedule);
     s->final_alpha_cumprod = c->set_alpha_to_one ? 1.0f : s->alphas_cumprod[0];
     return set_timesteps(s, c, steps);
 }

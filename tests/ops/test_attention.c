@@ -258,6 +258,27 @@ static void test_shapes(ap_ctx *ctx) {
                     "attention_backward", "lse", "found none", NULL);
 }
 
+/* Non-finite inputs: exp_neg sees NaN, +-inf and huge negative arguments.
+ * Under UBSan this would report a NaN converted to int or a negative value
+ * shifted; here the NaN must reach the output (so the sampler's finite
+ * check names it) and rows without bad values must stay finite. */
+static void test_nonfinite(ap_ctx *ctx) {
+    enum { B = 1, L = 6, C = 4 };
+    float q[B * L * C], k[B * L * C], v[B * L * C], o[B * L * C], lse[B * 2 * L];
+    for (int i = 0; i < B * L * C; i++) q[i] = k[i] = v[i] = 0.1f * (float)(i % 7) - 0.3f;
+    k[1 * C] = 1e30f;  /* scores of row key 1: huge; exp of the others underflow */
+    q[2 * C] = NAN;    /* query 2: NaN scores */
+    q[3 * C] = INFINITY;
+    ap_tensor tq = ap_t3(q, B, L, C), tk = ap_t3(k, B, L, C), tv = ap_t3(v, B, L, C);
+    ap_tensor to = ap_t3(o, B, L, C), tl = ap_t3(lse, B, 2, L);
+    int rc = ap_attention_forward(ctx, &to, &tl, &tq, &tk, &tv, 2, 0.5f, 0);
+    int nan_row2 = isnan(o[2 * C]), finite_row5 = 1;
+    for (int c = 0; c < C; c++) finite_row5 &= isfinite(o[5 * C + c]) != 0;
+    tu_check(rc == 0 && nan_row2, "NaN query: forward returns, output row is NaN (%g)", o[2 * C]);
+    tu_check(finite_row5, "finite query facing a 1e30 key: output finite (the other keys' "
+             "exp(-huge) are exactly 0)");
+}
+
 static void test_scratch(void) {
     /* The documented sizes in attention.h. */
     size_t sd = ap_attention_scratch_bytes(2, 4096, 4096, 8, 40, 2);
@@ -275,6 +296,7 @@ int main(void) {
     test_goldens(&ctx);
     test_threads();
     test_shapes(&ctx);
+    test_nonfinite(&ctx);
     test_scratch();
     ap_ctx_free(&ctx);
     return tu_exit();
