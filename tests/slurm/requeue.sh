@@ -18,7 +18,7 @@ if [ $rc -ne 0 ]; then
   [ $rc -eq 77 ] && { echo "SKIP: SLURM cannot start here"; exit 77; }
   echo "tools/slurm-local failed ($rc)"; exit 1
 fi
-trap '"$root/tools/slurm-local" down "$sdir"; rm -rf "$tmp"' EXIT
+trap '"$root/tools/slurm-local" down "$sdir"; [ -n "${AP_TEST_KEEP:-}" ] || rm -rf "$tmp"' EXIT
 eval "$env_line"
 sets=(--set steps=4 --set num_epochs=3 --set train.total_samples_per_epoch=4
       --set train.total_batch_size=4 --set visualize_eval=false --set save_freq=1
@@ -30,18 +30,33 @@ sed -e '/--gpus-per-task/d' -e 's/--ntasks-per-node=4/--ntasks-per-node=2/' \
 jid=$(cd "$root" && AP_BIN="$BIN" sbatch --parsable "$tmp/job.sh" "$CFG" --set logdir="$tmp/slurm-run" "${sets[@]}")
 [ -n "$jid" ] && ok "submitted job $jid" || { bad "sbatch failed"; finish; exit 1; }
 out="$tmp/slurm-alignprop-aesthetic-$jid.out"
-for _ in $(seq 1 600); do grep -q "step 1/" "$out" 2>/dev/null && break; sleep 0.2; done
+job_state() { scontrol show job "$jid" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
+for _ in $(seq 1 600); do
+  grep -q "step 1/" "$out" 2>/dev/null && break
+  case "$(job_state)" in FAILED|CANCELLED|COMPLETED) break ;; esac
+  sleep 0.2
+done
 scancel --signal=USR1 --batch "$jid" && ok "sent USR1 to the batch shell"
-for _ in $(seq 1 300); do grep -q "requeueing job" "$out" 2>/dev/null && break; sleep 0.2; done
+for _ in $(seq 1 300); do
+  grep -q "requeueing job" "$out" 2>/dev/null && break
+  case "$(job_state)" in FAILED|CANCELLED|COMPLETED) break ;; esac
+  sleep 0.2
+done
 grep -q "stop requested" "$out" && ok "ranks stopped after their step and checkpointed" || bad "no stop message"
 grep -q "requeueing job $jid" "$out" && ok "exit 75 mapped to scontrol requeue" || { bad "no requeue"; tail -20 "$out"; }
 # a requeued job waits ~2 min before it is eligible again; release it now
 for _ in $(seq 1 50); do squeue -h -j "$jid" -o %t | grep -q PD && break; sleep 0.2; done
 scontrol update jobid="$jid" StartTime=now >/dev/null 2>&1
+# the requeued run ends with "alignprop-mpi exited N"; then the job completes
 for _ in $(seq 1 900); do
-  st=$(scontrol show job "$jid" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
-  case "$st" in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL) break ;; esac
-  sleep 0.5
+  grep -q "ap_job_run: alignprop-mpi exited" "$out" 2>/dev/null && break
+  sleep 0.2
+done
+for _ in $(seq 1 100); do
+  st=$(job_state)
+  [ -n "${AP_TEST_DEBUG:-}" ] && echo "state: $st"
+  [ "$st" = COMPLETED ] && break
+  sleep 0.2
 done
 [ "$st" = COMPLETED ] && ok "requeued job completed" || { bad "job state $st"; tail -20 "$out"; }
 grep -q "restart 1" "$out" && grep -q "resumed from" "$out" && ok "the requeued run resumed from a checkpoint" \

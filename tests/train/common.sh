@@ -1,6 +1,8 @@
 # common.sh: helpers for the training job's shell tests (sourced).
 #   BIN: alignprop-mpi, DIFF: lora_diff, CFG: configs/demo.yaml
 set -u
+# absolute paths: jobs (SLURM) run elsewhere
+BIN=$(realpath "$BIN") DIFF=$(realpath "$DIFF") CFG=$(realpath "$CFG")
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export AP_NUM_THREADS=1
 tmp=$(mktemp -d)
