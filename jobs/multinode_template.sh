@@ -30,6 +30,6 @@ config=${1:-configs/hps.yaml}
 # mpirun places $SLURM_NTASKS ranks over the allocation (Open MPI reads it) and
 # starts its daemons on the other nodes with `srun`, one task per node: GPUs are
 # requested per node (not --gpus-per-task=1, which that one-task step would
-# inherit and so see one GPU per node); each rank picks its GPU by local rank.
+# inherit and so see one GPU per node); the ranks pick their GPU by local rank.
 # AP_PER_GPU_CAPACITY, when set on the submitting shell, goes to every rank.
 ap_job_run "$config" "$@"
