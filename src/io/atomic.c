@@ -208,6 +208,28 @@ void ap_atomic_abort(ap_atomic *a) {
     a->tmp[0] = 0;
 }
 
+int ap_atomic_remove(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) return AP_OK;
+        return ap_fail("%s: cannot remove: %s", path, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        if (unlink(path) != 0 && errno != ENOENT)
+            return ap_fail("%s: cannot remove: %s", path, strerror(errno));
+        return AP_OK;
+    }
+    ap_atomic old;
+    AP_TRY(ap_atomic_begin(&old, path, 1));
+    if (rename(path, old.tmp) != 0) { /* over the empty temporary directory */
+        int e = errno;
+        ap_atomic_abort(&old);
+        return ap_fail("%s: cannot move it aside to remove it: %s", path, strerror(e));
+    }
+    ap_atomic_abort(&old); /* removes the tree, now under the temporary name */
+    return AP_OK;
+}
+
 /* Swap a finished directory into place over an existing one; the old
  * content ends under a registered temporary name and is removed. */
 static int replace_dir(ap_atomic *a) {
@@ -219,7 +241,7 @@ static int replace_dir(ap_atomic *a) {
     /* no RENAME_EXCHANGE here: move the old one aside, then rename */
     ap_atomic old;
     if (ap_atomic_begin(&old, a->final, 1) != 0) return errno = EEXIST, -1;
-    if (rmdir(old.tmp) != 0 || rename(a->final, old.tmp) != 0) {
+    if (rename(a->final, old.tmp) != 0) {
         int e = errno;
         ap_atomic_abort(&old);
         return errno = e, -1;

@@ -30,6 +30,10 @@ int ap_atomic_commit(ap_atomic *a);
 void ap_atomic_abort(ap_atomic *a);
 /* Write a whole file atomically. */
 int ap_write_file_atomic(const char *path, const void *data, size_t len);
+/* Remove path (a file, or a directory tree) so that it never exists half
+ * removed under its name: a directory is first renamed to a registered
+ * temporary name, then deleted. A missing path is not an error. */
+int ap_atomic_remove(const char *path);
 /* Install handlers for SIGINT, SIGTERM, SIGHUP that unlink every registered
  * temporary, then re-raise the signal with its default action. Idempotent. */
 void ap_atomic_install_signal_cleanup(void);

@@ -156,7 +156,7 @@ size_t ap_aesthetic_tape_bytes(const ap_aesthetic *m, int64_t B) {
 
 size_t ap_aesthetic_tmp_bytes(const ap_aesthetic *m, int64_t B, int64_t H, int64_t W) {
     int64_t S = m->clip.v.image_size, P = m->clip.v.proj_dim;
-    size_t pre = ap_clip_preprocess_tmp_bytes(B, H, W);
+    size_t pre = ap_clip_preprocess_tmp_bytes(B, H, W, (int)S);
     size_t vit = ap_vit_tmp_bytes(&m->clip.v, B);
     /* inference keeps p, e, norm, u, reward in tmp; backward takes dr, du,
      * de and dp before the tower's and the preprocessing's own needs */

@@ -57,13 +57,16 @@ int ap_clip_preprocess_size(int64_t H, int64_t W, int S) {
     ap_resize_shorter_side((int)H, (int)W, S, &Ho, &Wo);
     if (Ho != S || Wo != S)
         return ap_fail("clip_preprocess: image: expected a square image (Resize(%d) of %lld x %lld "
-                       "gives %d x %d, which the %d x %d vision tower cannot take)",
+                       "gives %d x %d, which the %d x %d vision tower cannot take; AlignProp's "
+                       "Resize does not crop, and its towers raise on such an image too)",
                        S, (long long)H, (long long)W, Ho, Wo, S, S);
     return AP_OK;
 }
 
-size_t ap_clip_preprocess_tmp_bytes(int64_t B, int64_t H, int64_t W) {
-    return (size_t)(B * 3 * H * W) * sizeof(float) + 64;
+size_t ap_clip_preprocess_tmp_bytes(int64_t B, int64_t H, int64_t W, int S) {
+    /* forward: the clamped image (B, 3, H, W); backward: d(resized) (B, 3, S, S) */
+    int64_t fwd = B * 3 * H * W, bwd = B * 3 * (int64_t)S * S;
+    return (size_t)(fwd > bwd ? fwd : bwd) * sizeof(float) + 64;
 }
 
 int ap_clip_preprocess_forward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *p,

@@ -35,11 +35,19 @@ int ap_model_weights_path(const char *dir, char *buf, size_t len);
 /* CLIP image mean/std (OpenAI values; AlignProp's Normalize). */
 extern const float ap_clip_mean[3], ap_clip_std[3];
 
-/* Output side S' x S' of AlignProp's Resize(S) for an H x W image (shorter side
- * S); fails unless the result is S x S (square inputs). */
+/* Checks that AlignProp's Resize(S) of an H x W image (shorter side -> S,
+ * longer -> int(S * long / short), torchvision 0.15) is S x S: square images
+ * and near-square ones such as 40 x 41 -> 28 x 28. AlignProp has no crop, so
+ * a clearly non-square image (224 x 373 stays 224 x 373) reaches the vision
+ * tower at that size, where transformers' and open_clip's position
+ * embeddings make it raise; we fail here with the sizes instead
+ * (tools/fixtures/clip_preprocess.py checks the reference still raises). */
 int ap_clip_preprocess_size(int64_t H, int64_t W, int S);
-/* tmp bytes forward and backward need; scratch: ap_resize_bilinear_scratch_bytes(S, S). */
-size_t ap_clip_preprocess_tmp_bytes(int64_t B, int64_t H, int64_t W);
+/* tmp bytes forward (the clamped image, B*3*H*W floats) and backward
+ * (d(resized), B*3*S*S floats) need: the larger of the two, so images
+ * smaller than S (up-sampling) are planned too; scratch:
+ * ap_resize_bilinear_scratch_bytes(S, S). */
+size_t ap_clip_preprocess_tmp_bytes(int64_t B, int64_t H, int64_t W, int S);
 /* p (B, 3, S, S) from image (B, 3, H, W), H x W square. */
 int ap_clip_preprocess_forward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *p,
                                const ap_tensor *image);

@@ -191,7 +191,7 @@ size_t ap_hps_tape_bytes(const ap_hps *m, int64_t B) {
 
 size_t ap_hps_tmp_bytes(const ap_hps *m, int64_t B, int64_t H, int64_t W) {
     int64_t S = m->visual.image_size, E = m->embed_dim;
-    size_t pre = ap_clip_preprocess_tmp_bytes(B, H, W), vit = ap_vit_tmp_bytes(&m->visual, B);
+    size_t pre = ap_clip_preprocess_tmp_bytes(B, H, W, (int)S), vit = ap_vit_tmp_bytes(&m->visual, B);
     size_t own = (size_t)(B * 3 * S * S + 3 * B * E + B) * sizeof(float) + 64 * 4;
     return own + (pre > vit ? pre : vit);
 }

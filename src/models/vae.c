@@ -270,6 +270,12 @@ typedef struct {
     int64_t tape;       /* tape floats of one forward */
     int64_t step_tmp;   /* largest per-step tmp bytes */
     size_t scratch;     /* ctx scratch bytes */
+    /* block checkpointing: segments 0 conv_in, 1 mid block, 2 + i up block i,
+     * n_blocks + 2 conv_norm_out; seg_tape[k]: tape floats segment k takes
+     * when taped in full; ckpt: floats of the saved inputs of segments 1.. */
+    int64_t seg_tape[AP_VAE_MAX_BLOCKS + 3];
+    int64_t ckpt;
+    int64_t ckpt_tape; /* ckpt + the largest seg_tape[k >= 1] */
 } plan;
 
 static void conv_scratch(plan *pl, int64_t B, int64_t C, int64_t H, int64_t W, int64_t O, int k) {
@@ -304,6 +310,8 @@ static plan make_plan(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_th
     conv_scratch(&pl, B, L, h, w, L, 1);
     conv_scratch(&pl, B, L, h, w, Cm, 3);
     pl.tape += B * Cm * N + SLACK;
+    pl.seg_tape[0] = pl.tape;
+    pl.ckpt += B * Cm * N + SLACK; /* mid block input */
     resnet_plan(&pl, &v->mid_res[0], B, h, w);
     /* attention: stats, tokens, mha saved on the tape; its output */
     pl.tape += 2 * (B * G + SLACK) + B * N * Cm + SLACK +
@@ -317,9 +325,12 @@ static plan make_plan(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_th
     size_t as = ap_attention_scratch_bytes(B, N, N, 1, Cm, n_threads);
     if (as > pl.scratch) pl.scratch = as;
     resnet_plan(&pl, &v->mid_res[1], B, h, w);
+    pl.seg_tape[1] = pl.tape - pl.seg_tape[0];
     int64_t H = h, W = w;
     for (int i = 0; i < c->n_blocks; i++) {
         const ap_vae_up_block *u = &v->up[i];
+        int64_t before = pl.tape;
+        pl.ckpt += B * u->cin * H * W + SLACK; /* up block input */
         for (int r = 0; r < u->n_res; r++) resnet_plan(&pl, &u->res[r], B, H, W);
         if (i < c->n_blocks - 1) { /* upsampler: nearest 2x (tmp) and its conv (tape) */
             H *= 2, W *= 2;
@@ -329,9 +340,15 @@ static plan make_plan(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_th
             pl.step_tmp = imax(pl.step_tmp, (n + SLACK) * (int64_t)sizeof(float));
             conv_scratch(&pl, B, u->cout, H, W, u->cout, 3);
         }
+        pl.seg_tape[2 + i] = pl.tape - before;
     }
     int64_t C0 = c->block_out[0], n = B * C0 * H * W;
+    pl.ckpt += n + SLACK; /* conv_norm_out input */
+    pl.seg_tape[c->n_blocks + 2] = n + SLACK + 2 * (B * G + SLACK);
     pl.tape += n + SLACK + 2 * (B * G + SLACK);
+    int64_t seg_max = 0;
+    for (int k = 1; k < c->n_blocks + 3; k++) seg_max = imax(seg_max, pl.seg_tape[k]);
+    pl.ckpt_tape = pl.ckpt + seg_max;
     pl.step_tmp = imax(pl.step_tmp, (n + SLACK) * (int64_t)sizeof(float));
     pl.act = imax(pl.act, imax(n, B * c->out_channels * H * W));
     gn_scratch(&pl, B, C0);
@@ -339,20 +356,33 @@ static plan make_plan(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_th
     return pl;
 }
 
+/* Checkpointed runs go one image at a time: tmp, scratch and the recompute
+ * part of the tape are those of B = 1; the checkpoints hold the batch. */
 size_t ap_vae_tape_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w) {
-    return (size_t)make_plan(v, B, h, w, 1).tape * sizeof(float);
+    if (v->full_tape) return (size_t)make_plan(v, B, h, w, 1).tape * sizeof(float);
+    plan one = make_plan(v, 1, h, w, 1);
+    return (size_t)(make_plan(v, B, h, w, 1).ckpt + one.ckpt_tape - one.ckpt) * sizeof(float);
+}
+
+void ap_vae_plan_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_threads,
+                       size_t *tape, size_t *tmp, size_t *scratch) {
+    plan pl = make_plan(v, v->full_tape ? B : 1, h, w, n_threads);
+    *tape = ap_vae_tape_bytes(v, B, h, w);
+    *tmp = 2 * (size_t)(pl.act + SLACK) * sizeof(float) + (size_t)pl.step_tmp;
+    *scratch = pl.scratch;
 }
 
 int ap_vae_plan(ap_vae *v, ap_ctx *ctx, int64_t B, int64_t h, int64_t w) {
     if (B < 1 || h < 1 || w < 1)
         return ap_fail("vae_plan: expected a positive batch and latent size, found B %lld, "
                        "%lld x %lld", (long long)B, (long long)h, (long long)w);
-    plan pl = make_plan(v, B, h, w, ctx->n_threads);
-    size_t tmp = 2 * (size_t)(pl.act + SLACK) * sizeof(float) + (size_t)pl.step_tmp;
+    size_t tape, tmp, scratch;
+    ap_vae_plan_bytes(v, B, h, w, ctx->n_threads, &tape, &tmp, &scratch);
     ap_arena_free(&v->tmp);
     AP_TRY(ap_arena_init(&v->tmp, tmp, "VAE decoder temporaries"));
-    AP_TRY(ap_ctx_reserve(ctx, pl.scratch));
+    AP_TRY(ap_ctx_reserve(ctx, scratch));
     v->plan_B = B, v->plan_h = h, v->plan_w = w;
+    v->plan_full = v->full_tape;
     return AP_OK;
 }
 
@@ -373,6 +403,9 @@ static float *act(acts *a, int64_t n, const char *what) {
 }
 
 static int check_planned(const char *op, const ap_vae *v, int64_t B, int64_t h, int64_t w) {
+    if (v->tmp.base && v->plan_full != v->full_tape)
+        return ap_fail("%s: planned with full_tape %d, found full_tape %d: call ap_vae_plan "
+                       "after changing it", op, v->plan_full, v->full_tape);
     if (!v->tmp.base || B > v->plan_B || h > v->plan_h || w > v->plan_w)
         return ap_fail("%s: latent (%lld, %d, %lld, %lld) exceeds the plan (B %lld, %lld x %lld): "
                        "call ap_vae_plan first", op, (long long)B, v->cfg.latent_channels,
@@ -415,6 +448,135 @@ static int attention_forward(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *out,
     return AP_OK;
 }
 
+/* Segment 0: z = latent / scaling_factor; p = post_quant_conv(z); x = conv_in(p). */
+static int seg_in(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *x, const ap_tensor *latent) {
+    const ap_vae_config *c = &v->cfg;
+    int64_t B = latent->shape[0], h = latent->shape[2], w = latent->shape[3];
+    int64_t L = c->latent_channels, Cm = c->block_out[c->n_blocks - 1];
+    size_t mark = v->tmp.used;
+    ap_tensor z = ap_t4(a->tape ? ap_arena_floats(&v->tmp, (size_t)(B * L * h * w), "VAE z")
+                                : act(a, B * L * h * w, "VAE z"), B, L, h, w);
+    ap_tensor p = ap_t4(a->tape ? ap_arena_floats(&v->tmp, (size_t)(B * L * h * w), "VAE p")
+                                : act(a, B * L * h * w, "VAE p"), B, L, h, w);
+    if (!z.data || !p.data) return AP_ERR;
+    divide(ctx, z.data, latent->data, ap_numel(&z), c->scaling_factor);
+    AP_TRY(ap_conv2d_forward(ctx, &p, &z, &v->pq_w, &v->pq_b, 1, 0));
+    *x = ap_t4(act(a, B * Cm * h * w, "VAE conv_in output"), B, Cm, h, w);
+    if (!x->data) return AP_ERR;
+    AP_TRY(ap_conv2d_forward(ctx, x, &p, &v->in_w, &v->in_b, 1, 1));
+    v->tmp.used = mark;
+    return AP_OK;
+}
+
+/* Segment 1: the mid block (resnet, attention, resnet). */
+static int seg_mid(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *out, const ap_tensor *x) {
+    ap_vae_saved *s = &v->sv;
+    int64_t B = x->shape[0], Cm = x->shape[1], h = x->shape[2], w = x->shape[3];
+    ap_tensor y = ap_t4(act(a, B * Cm * h * w, "VAE mid resnet 0 output"), B, Cm, h, w), t;
+    if (!y.data) return AP_ERR;
+    AP_TRY(ap_resnet_forward(ctx, a->tape, &v->tmp, &s->mid0, &v->mid_res[0], &y, x, NULL));
+    AP_TRY(attention_forward(ctx, v, a, &t, &y));
+    *out = ap_t4(act(a, B * Cm * h * w, "VAE mid resnet 1 output"), B, Cm, h, w);
+    if (!out->data) return AP_ERR;
+    return ap_resnet_forward(ctx, a->tape, &v->tmp, &s->mid1, &v->mid_res[1], out, &t, NULL);
+}
+
+/* Segment 2 + i: up block i (resnets, then nearest 2x + conv unless last). */
+static int seg_up(ap_ctx *ctx, ap_vae *v, acts *a, int i, ap_tensor *out, const ap_tensor *in) {
+    ap_vae_saved *s = &v->sv;
+    const ap_vae_up_block *u = &v->up[i];
+    int64_t B = in->shape[0], H = in->shape[2], W = in->shape[3];
+    ap_tensor x = *in, y;
+    for (int r = 0; r < u->n_res; r++) {
+        y = ap_t4(act(a, B * u->cout * H * W, "VAE up-block resnet output"), B, u->cout, H, W);
+        if (!y.data) return AP_ERR;
+        AP_TRY(ap_resnet_forward(ctx, a->tape, &v->tmp, &s->res[i][r], &u->res[r], &y, &x, NULL));
+        x = y;
+    }
+    if (i < v->cfg.n_blocks - 1) { /* Upsample2D: nearest 2x, conv 3x3 */
+        size_t mark = v->tmp.used;
+        H *= 2, W *= 2;
+        int64_t n = B * u->cout * H * W;
+        ap_tensor near = ap_t4(a->tape ? ap_arena_floats(&v->tmp, (size_t)n, "VAE nearest 2x output")
+                                       : act(a, n, "VAE nearest 2x output"), B, u->cout, H, W);
+        if (!near.data) return AP_ERR;
+        AP_TRY(ap_upsample_nearest2x_forward(ctx, &near, &x));
+        y = ap_t4(act(a, n, "VAE upsampler output"), B, u->cout, H, W);
+        if (!y.data) return AP_ERR;
+        AP_TRY(ap_conv2d_forward(ctx, &y, &near, &u->up_w, &u->up_b, 1, 1));
+        v->tmp.used = mark;
+        x = y;
+    }
+    *out = x;
+    return AP_OK;
+}
+
+/* Segment n_blocks + 2: conv_norm_out, then (image != NULL) SiLU and conv_out. */
+static int seg_out(ap_ctx *ctx, ap_vae *v, acts *a, const ap_tensor *image, const ap_tensor *x) {
+    ap_vae_saved *s = &v->sv;
+    int64_t B = x->shape[0], C0 = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t G = v->cfg.groups;
+    size_t mark = v->tmp.used;
+    s->out_x = *x;
+    s->out_n = ap_t4(act(a, B * C0 * H * W, "VAE conv_norm_out output"), B, C0, H, W);
+    float *st = ap_arena_floats(a->tape ? a->tape : &v->tmp, (size_t)(2 * B * G), "VAE statistics");
+    if (!s->out_n.data || !st) return AP_ERR;
+    s->out_mean = ap_t2(st, B, G), s->out_rstd = ap_t2(st + B * G, B, G);
+    AP_TRY(ap_group_norm_forward(ctx, &s->out_n, &s->out_mean, &s->out_rstd, x, &v->norm_out_w,
+                                 &v->norm_out_b, (int)G, VAE_EPS));
+    if (image) {
+        ap_tensor sl = s->out_n; /* inference: SiLU in place */
+        if (a->tape) sl.data = ap_arena_floats(&v->tmp, (size_t)ap_numel(&sl), "VAE SiLU output");
+        if (!sl.data) return AP_ERR;
+        AP_TRY(ap_silu_forward(ctx, &sl, &s->out_n));
+        AP_TRY(ap_conv2d_forward(ctx, image, &sl, &v->out_w, &v->out_b, 1, 1));
+    }
+    v->tmp.used = mark;
+    return AP_OK;
+}
+
+/* Sample b of t (B, ...) as a (1, ...) view. */
+static ap_tensor sample(const ap_tensor *t, int64_t b) {
+    ap_tensor s = *t;
+    s.shape[0] = 1;
+    s.data = t->data + b * (ap_numel(t) / t->shape[0]);
+    return s;
+}
+
+/* One pass of the layers over latent (Bx, L, h, w): full tape (tape set,
+ * ck NULL), inference (tape NULL, ck NULL), or inference that copies each
+ * segment's input into sample b of the checkpoints ck (block checkpointing). */
+static int forward_pass(ap_ctx *ctx, ap_vae *v, ap_arena *tape, ap_tensor *ck, int64_t b,
+                        const ap_tensor *image, const ap_tensor *latent) {
+    const ap_vae_config *c = &v->cfg;
+    plan pl = make_plan(v, latent->shape[0], latent->shape[2], latent->shape[3], ctx->n_threads);
+    ap_arena_reset(&v->tmp);
+    acts a = {tape, {NULL, NULL}, 0};
+    if (!tape) {
+        a.pp[0] = ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE activation buffer 0");
+        a.pp[1] = ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE activation buffer 1");
+        if (!a.pp[0] || !a.pp[1]) return AP_ERR;
+    }
+    ap_tensor x, y;
+    AP_TRY(seg_in(ctx, v, &a, &x, latent));
+    for (int k = 0; k < c->n_blocks + 2; k++) {
+        if (ck) { /* x becomes this segment's checkpoint */
+            ap_tensor keep = sample(&ck[k], b);
+            memcpy(keep.data, x.data, (size_t)ap_numel(&x) * sizeof(float));
+            x = keep;
+        }
+        if (k == c->n_blocks + 1) break;
+        if (k == 0)
+            AP_TRY(seg_mid(ctx, v, &a, &y, &x));
+        else
+            AP_TRY(seg_up(ctx, v, &a, k - 1, &y, &x));
+        x = y;
+    }
+    AP_TRY(seg_out(ctx, v, &a, image, &x));
+    ap_arena_reset(&v->tmp);
+    return AP_OK;
+}
+
 int ap_vae_forward(ap_ctx *ctx, ap_vae *v, ap_arena *tape, const ap_tensor *image,
                    const ap_tensor *latent) {
     const char *op = "vae_forward";
@@ -426,78 +588,30 @@ int ap_vae_forward(ap_ctx *ctx, ap_vae *v, ap_arena *tape, const ap_tensor *imag
     AP_TRY(check_planned(op, v, B, h, w));
     ap_vae_saved *s = &v->sv;
     memset(s, 0, sizeof *s);
-    plan pl = make_plan(v, B, h, w, ctx->n_threads);
-    ap_arena_reset(&v->tmp);
-    acts a = {tape, {NULL, NULL}, 0};
-    if (!tape) {
-        a.pp[0] = ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE activation buffer 0");
-        a.pp[1] = ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE activation buffer 1");
-        if (!a.pp[0] || !a.pp[1]) return AP_ERR;
-    }
-    size_t mark = v->tmp.used;
-    int64_t L = c->latent_channels, Cm = c->block_out[c->n_blocks - 1], G = c->groups;
-    /* z = latent / scaling_factor; p = post_quant_conv(z); x = conv_in(p) */
-    ap_tensor z = ap_t4(tape ? ap_arena_floats(&v->tmp, (size_t)(B * L * h * w), "VAE z")
-                             : act(&a, B * L * h * w, "VAE z"), B, L, h, w);
-    ap_tensor p = ap_t4(tape ? ap_arena_floats(&v->tmp, (size_t)(B * L * h * w), "VAE p")
-                             : act(&a, B * L * h * w, "VAE p"), B, L, h, w);
-    if (!z.data || !p.data) return AP_ERR;
-    divide(ctx, z.data, latent->data, ap_numel(&z), c->scaling_factor);
-    AP_TRY(ap_conv2d_forward(ctx, &p, &z, &v->pq_w, &v->pq_b, 1, 0));
-    ap_tensor x = ap_t4(act(&a, B * Cm * h * w, "VAE conv_in output"), B, Cm, h, w);
-    if (!x.data) return AP_ERR;
-    AP_TRY(ap_conv2d_forward(ctx, &x, &p, &v->in_w, &v->in_b, 1, 1));
-    v->tmp.used = mark;
-    /* mid block */
-    ap_tensor y = ap_t4(act(&a, B * Cm * h * w, "VAE mid resnet 0 output"), B, Cm, h, w);
-    if (!y.data) return AP_ERR;
-    AP_TRY(ap_resnet_forward(ctx, tape, &v->tmp, &s->mid0, &v->mid_res[0], &y, &x, NULL));
-    AP_TRY(attention_forward(ctx, v, &a, &x, &y));
-    y = ap_t4(act(&a, B * Cm * h * w, "VAE mid resnet 1 output"), B, Cm, h, w);
-    if (!y.data) return AP_ERR;
-    AP_TRY(ap_resnet_forward(ctx, tape, &v->tmp, &s->mid1, &v->mid_res[1], &y, &x, NULL));
-    x = y;
-    /* up blocks */
-    int64_t H = h, W = w;
-    for (int i = 0; i < c->n_blocks; i++) {
-        const ap_vae_up_block *u = &v->up[i];
-        for (int r = 0; r < u->n_res; r++) {
-            y = ap_t4(act(&a, B * u->cout * H * W, "VAE up-block resnet output"), B, u->cout, H, W);
-            if (!y.data) return AP_ERR;
-            AP_TRY(ap_resnet_forward(ctx, tape, &v->tmp, &s->res[i][r], &u->res[r], &y, &x, NULL));
-            x = y;
+    if (v->full_tape) {
+        AP_TRY(forward_pass(ctx, v, tape, NULL, 0, image, latent));
+    } else {
+        /* one image at a time; with a tape, the segment inputs of the batch */
+        if (tape) {
+            int64_t C = c->block_out[c->n_blocks - 1], H = h, W = w;
+            for (int k = 0; k < c->n_blocks + 2; k++) {
+                s->ck[k] = ap_t4(ap_arena_floats(tape, (size_t)(B * C * H * W),
+                                                 "VAE block checkpoint"), B, C, H, W);
+                if (!s->ck[k].data) return AP_ERR;
+                if (k >= 1 && k < c->n_blocks) H *= 2, W *= 2; /* after up block k - 1 */
+                if (k >= 1) C = v->up[k - 1].cout;
+            }
         }
-        if (i == c->n_blocks - 1) break;
-        /* Upsample2D: nearest 2x, conv 3x3 */
-        H *= 2, W *= 2;
-        int64_t n = B * u->cout * H * W;
-        ap_tensor near = ap_t4(tape ? ap_arena_floats(&v->tmp, (size_t)n, "VAE nearest 2x output")
-                                    : act(&a, n, "VAE nearest 2x output"), B, u->cout, H, W);
-        if (!near.data) return AP_ERR;
-        AP_TRY(ap_upsample_nearest2x_forward(ctx, &near, &x));
-        y = ap_t4(act(&a, n, "VAE upsampler output"), B, u->cout, H, W);
-        if (!y.data) return AP_ERR;
-        AP_TRY(ap_conv2d_forward(ctx, &y, &near, &u->up_w, &u->up_b, 1, 1));
-        v->tmp.used = mark;
-        x = y;
+        for (int64_t b = 0; b < B; b++) {
+            ap_tensor im = sample(image, b), lat = sample(latent, b);
+            AP_TRY(forward_pass(ctx, v, NULL, tape ? s->ck : NULL, b, &im, &lat));
+        }
     }
-    /* conv_norm_out, SiLU, conv_out */
-    int64_t C0 = c->block_out[0];
-    s->out_x = x;
-    s->out_n = ap_t4(act(&a, B * C0 * H * W, "VAE conv_norm_out output"), B, C0, H, W);
-    float *st = ap_arena_floats(tape ? tape : &v->tmp, (size_t)(2 * B * G), "VAE statistics");
-    if (!s->out_n.data || !st) return AP_ERR;
-    s->out_mean = ap_t2(st, B, G), s->out_rstd = ap_t2(st + B * G, B, G);
-    AP_TRY(ap_group_norm_forward(ctx, &s->out_n, &s->out_mean, &s->out_rstd, &x, &v->norm_out_w,
-                                 &v->norm_out_b, (int)G, VAE_EPS));
-    ap_tensor sl = s->out_n; /* inference: SiLU in place */
-    if (tape) sl.data = ap_arena_floats(&v->tmp, (size_t)ap_numel(&sl), "VAE SiLU output");
-    if (!sl.data) return AP_ERR;
-    AP_TRY(ap_silu_forward(ctx, &sl, &s->out_n));
-    AP_TRY(ap_conv2d_forward(ctx, image, &sl, &v->out_w, &v->out_b, 1, 1));
-    ap_arena_reset(&v->tmp);
     s->B = B, s->h = h, s->w = w;
     s->valid = tape != NULL;
+    s->ckpt = tape && !v->full_tape;
+    s->tape = s->ckpt ? tape : NULL;
+    s->tape_mark = s->ckpt ? tape->used : 0;
     return AP_OK;
 }
 
@@ -524,18 +638,30 @@ static int attention_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dx, const
     return AP_OK;
 }
 
-int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_tensor *dimage) {
-    const char *op = "vae_backward";
+/* Checkpointed backward: the segment's forward again, from sample b of its
+ * saved input, with the (reused) part of the tape after the checkpoints;
+ * fills v->sv. */
+static int recompute(ap_ctx *ctx, ap_vae *v, int seg, int64_t b) {
+    ap_vae_saved *s = &v->sv;
+    if (!s->ckpt) return AP_OK;
+    int nb = v->cfg.n_blocks;
+    s->tape->used = s->tape_mark;
+    acts a = {s->tape, {NULL, NULL}, 0};
+    ap_tensor y, x = sample(&s->ck[seg - 1], b);
+    if (seg == 1) return seg_mid(ctx, v, &a, &y, &x);
+    if (seg < nb + 2) return seg_up(ctx, v, &a, seg - 2, &y, &x);
+    return seg_out(ctx, v, &a, NULL, &x);
+}
+
+/* dlatent (Bx, L, h, w) from dimage, the full batch (full tape) or sample b
+ * (checkpointed: each segment recomputed before its backward). */
+static int backward_pass(ap_ctx *ctx, ap_vae *v, int64_t b, const ap_tensor *dlatent,
+                         const ap_tensor *dimage) {
     const ap_vae_config *c = &v->cfg;
     const ap_vae_saved *s = &v->sv;
-    if (!s->valid)
-        return ap_fail("%s: no saved activations: run ap_vae_forward with a tape first", op);
-    int64_t B = s->B, h = s->h, w = s->w, L = c->latent_channels;
-    int64_t Cm = c->block_out[c->n_blocks - 1], C0 = c->block_out[0], G = c->groups;
-    int64_t H = s->out_x.shape[2], W = s->out_x.shape[3];
-    AP_TRY(ap_expect4(op, "dlatent", dlatent, B, L, h, w));
-    AP_TRY(ap_expect4(op, "dimage", dimage, B, c->out_channels, H, W));
-    AP_TRY(check_planned(op, v, B, h, w));
+    int64_t B = dlatent->shape[0], h = dlatent->shape[2], w = dlatent->shape[3];
+    int64_t L = c->latent_channels, Cm = c->block_out[c->n_blocks - 1], C0 = c->block_out[0];
+    int64_t G = c->groups, H = dimage->shape[2], W = dimage->shape[3];
     plan pl = make_plan(v, B, h, w, ctx->n_threads);
     ap_arena_reset(&v->tmp);
     float *g[2] = {ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE gradient buffer 0"),
@@ -543,6 +669,7 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
     if (!g[0] || !g[1]) return AP_ERR;
     int k = 0; /* g[k] holds the gradient of the current layer output */
     /* conv_out, SiLU, conv_norm_out */
+    AP_TRY(recompute(ctx, v, c->n_blocks + 2, b));
     ap_tensor d = ap_t4(g[k], B, C0, H, W), dn = ap_t4(g[k ^ 1], B, C0, H, W);
     AP_TRY(ap_conv2d_backward(ctx, &d, NULL, NULL, dimage, &s->out_n, &v->out_w, 1, 1));
     AP_TRY(ap_silu_backward(ctx, &d, &d, &s->out_n));
@@ -552,6 +679,7 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
     /* up blocks, last to first */
     for (int i = c->n_blocks - 1; i >= 0; i--) {
         const ap_vae_up_block *u = &v->up[i];
+        AP_TRY(recompute(ctx, v, 2 + i, b));
         if (i < c->n_blocks - 1) {
             ap_tensor dy = ap_t4(g[k], B, u->cout, H, W), dn2 = ap_t4(g[k ^ 1], B, u->cout, H, W);
             ap_tensor near = ap_t4(NULL, B, u->cout, H, W); /* shape only: frozen conv */
@@ -568,6 +696,7 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
         }
     }
     /* mid block */
+    AP_TRY(recompute(ctx, v, 1, b));
     ap_tensor dy = ap_t4(g[k], B, Cm, h, w), dx = ap_t4(g[k ^ 1], B, Cm, h, w);
     AP_TRY(ap_resnet_backward(ctx, &v->tmp, &v->mid_res[1], &s->mid1, &dx, &dy));
     k ^= 1;
@@ -577,7 +706,7 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
     dy = ap_t4(g[k], B, Cm, h, w), dx = ap_t4(g[k ^ 1], B, Cm, h, w);
     AP_TRY(ap_resnet_backward(ctx, &v->tmp, &v->mid_res[0], &s->mid0, &dx, &dy));
     k ^= 1;
-    /* conv_in, post_quant_conv, 1 / scaling_factor */
+    /* conv_in, post_quant_conv, 1 / scaling_factor: frozen, nothing saved */
     ap_tensor dp = ap_t4(g[k ^ 1], B, L, h, w), dz = ap_t4(g[k], B, L, h, w);
     ap_tensor shape_p = ap_t4(NULL, B, L, h, w);
     dy = ap_t4(g[k], B, Cm, h, w);
@@ -585,5 +714,23 @@ int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_t
     AP_TRY(ap_conv2d_backward(ctx, &dz, NULL, NULL, &dp, &shape_p, &v->pq_w, 1, 0));
     divide(ctx, dlatent->data, dz.data, ap_numel(dlatent), c->scaling_factor);
     ap_arena_reset(&v->tmp);
+    return AP_OK;
+}
+
+int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_tensor *dimage) {
+    const char *op = "vae_backward";
+    const ap_vae_config *c = &v->cfg;
+    const ap_vae_saved *s = &v->sv;
+    if (!s->valid)
+        return ap_fail("%s: no saved activations: run ap_vae_forward with a tape first", op);
+    int64_t B = s->B, h = s->h, w = s->w, up = (int64_t)1 << (c->n_blocks - 1);
+    AP_TRY(ap_expect4(op, "dlatent", dlatent, B, c->latent_channels, h, w));
+    AP_TRY(ap_expect4(op, "dimage", dimage, B, c->out_channels, h * up, w * up));
+    AP_TRY(check_planned(op, v, B, h, w));
+    if (!s->ckpt) return backward_pass(ctx, v, 0, dlatent, dimage);
+    for (int64_t b = 0; b < B; b++) {
+        ap_tensor dl = sample(dlatent, b), di = sample(dimage, b);
+        AP_TRY(backward_pass(ctx, v, b, &dl, &di));
+    }
     return AP_OK;
 }

@@ -47,12 +47,12 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
     int rc = AP_OK;
     ch->lat = falloc((size_t)(S + 1) * c * n, "chain latents (steps + 1)", &tot);
     if (ch->sched.clip_sample) ch->eps_store = falloc((size_t)S * c * n, "chain eps per step", &tot);
-    ch->x2 = falloc(2 * c * n, "UNet input", &tot);
-    ch->eps2 = falloc(2 * c * n, "UNet output", &tot);
+    ch->x2 = falloc(2 * n, "UNet input", &tot);
+    ch->eps2 = falloc(2 * n, "UNet output", &tot);
     ch->d2 = falloc(2 * n, "UNet output gradient", &tot);
     ch->dx2 = falloc(2 * n, "UNet input gradient", &tot);
-    ch->ctx2 = falloc(2 * c * (size_t)(L * D), "UNet context", &tot);
-    ch->ts2 = falloc(2 * c, "timesteps", &tot);
+    ch->ctx2 = falloc(2 * (size_t)(L * D), "UNet context", &tot);
+    ch->ts2 = falloc(2, "timesteps", &tot);
     ch->dx = falloc(c * n, "latent gradient", &tot);
     ch->deps = falloc(c * n, "eps gradient", &tot);
     ch->image = falloc(c * 3 * (size_t)(H * W), "images", &tot);
@@ -62,14 +62,9 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
         !ch->dx2 || !ch->ctx2 || !ch->ts2 || !ch->dx || !ch->deps || !ch->image || !ch->dimage ||
         !ch->loss_b)
         rc = AP_ERR;
-    /* forward: one inference call of batch 2 cap; backward: one sample's
-     * two CFG rows at a time, with a tape */
-    ap_unet_plan up, up1;
-    if (!rc) rc = ap_unet_plan_sizes(unet, 2 * (int64_t)cap, ch->h, ch->w, L, ctx->n_threads, &up);
-    if (!rc) rc = ap_unet_plan_sizes(unet, 2, ch->h, ch->w, L, ctx->n_threads, &up1);
-    if (!rc && up1.tmp_bytes > up.tmp_bytes) up.tmp_bytes = up1.tmp_bytes;
-    if (!rc && up1.scratch_bytes > up.scratch_bytes) up.scratch_bytes = up1.scratch_bytes;
-    if (!rc) up.tape_bytes = up1.tape_bytes;
+    /* every UNet call is one sample's two CFG rows (forward and recompute) */
+    ap_unet_plan up;
+    if (!rc) rc = ap_unet_plan_sizes(unet, 2, ch->h, ch->w, L, ctx->n_threads, &up);
     if (!rc) rc = ap_arena_init(&ch->unet_tape, up.tape_bytes, "UNet tape (one sample, one step)");
     if (!rc) rc = ap_arena_init(&ch->unet_tmp, up.tmp_bytes, "UNet temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, up.scratch_bytes);
@@ -135,15 +130,23 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     /* forward: no tape, keep the latents */
     memcpy(lat, io->noise, (size_t)bn * sizeof(float));
     AP_TRY(check_finite(lat, bn, "the initial latents", -1));
+    /* one sample at a time: [x_k; x_k] with [uncond; cond_k] in one UNet call
+     * of batch 2, so a sample's latents never depend on the batch around it
+     * and the temporaries are one sample's whatever the capacity */
     for (int i = 0; i < S; i++) {
         float *xi = lat + (size_t)i * (size_t)b * n, *xo = xi + (size_t)b * n;
-        gather(ch, io, xi, idx, b, ch->sched.timesteps[i]);
-        ap_tensor tx = ap_t4(ch->x2, 2 * b, C, h, w), te = ap_t4(ch->eps2, 2 * b, C, h, w);
-        ap_tensor tt = ap_t1(ch->ts2, 2 * b), tc = ap_t3(ch->ctx2, 2 * b, ch->L, ch->D);
-        AP_TRY(ap_unet_forward(ctx, ch->unet, NULL, &ch->unet_tmp, &te, &tx, &tt, &tc));
-        ap_cfg_combine(ch->eps2, ch->eps2, ch->eps2 + bn, ch->guidance, bn);
-        if (ch->eps_store) memcpy(ch->eps_store + (size_t)i * (size_t)b * n, ch->eps2, (size_t)bn * sizeof(float));
-        AP_TRY(ap_ddim_step(&ch->sched, i, xo, xi, ch->eps2, NULL, bn));
+        for (int k = 0; k < b; k++) {
+            idx[0] = k;
+            gather(ch, io, xi, idx, 1, ch->sched.timesteps[i]);
+            ap_tensor tx = ap_t4(ch->x2, 2, C, h, w), te = ap_t4(ch->eps2, 2, C, h, w);
+            ap_tensor tt = ap_t1(ch->ts2, 2), tc = ap_t3(ch->ctx2, 2, ch->L, ch->D);
+            AP_TRY(ap_unet_forward(ctx, ch->unet, NULL, &ch->unet_tmp, &te, &tx, &tt, &tc));
+            ap_cfg_combine(ch->eps2, ch->eps2, ch->eps2 + n, ch->guidance, (int64_t)n);
+            if (ch->eps_store)
+                memcpy(ch->eps_store + ((size_t)i * (size_t)b + (size_t)k) * n, ch->eps2, n * sizeof(float));
+            AP_TRY(ap_ddim_step(&ch->sched, i, xo + (size_t)k * n, xi + (size_t)k * n, ch->eps2, NULL,
+                                (int64_t)n));
+        }
         AP_TRY(check_finite(xo, bn, "the latents", i));
         if (io->dloss && i == S / 2) ap_killpoint("sample");
     }

@@ -1,8 +1,8 @@
 /* chain.h: AlignProp's reward backpropagation through the whole sampling
  * chain for one micro-batch, with per-step gradient checkpointing.
  *
- * Forward (no tape): x_0 = initial noise; for i = 0..S-1
- *   [eps_u; eps_c] = UNet([x_i; x_i], t_i, [uncond; cond])   (one call, batch 2b)
+ * Forward (no tape): x_0 = initial noise; for i = 0..S-1, sample by sample
+ *   [eps_u; eps_c] = UNet([x_i; x_i], t_i, [uncond; cond])   (one call, batch 2)
  *   eps = eps_u + g (eps_c - eps_u);  x_{i+1} = DDIM step(i, x_i, eps)
  * keeping only the latents x_0..x_S; image = VAE.decode(x_S) (taped, block
  * checkpointed); reward forward (taped); loss_b.
@@ -40,7 +40,7 @@ typedef struct ap_chain {
     ap_arena unet_tape, unet_tmp, vae_tape;
     float *lat;               /* (S + 1, cap, C, h, w) latents */
     float *eps_store;         /* (S, cap, C, h, w) combined eps, only with clip_sample */
-    float *x2, *eps2, *ctx2, *ts2;          /* UNet call buffers (2 cap, ...) */
+    float *x2, *eps2, *ctx2, *ts2;          /* UNet call buffers (2, ...): one sample */
     float *d2, *dx2;                        /* UNet gradients (2, ...): one sample */
     float *dx, *deps, *image, *dimage;      /* (cap, ...) */
     float *loss_b;                          /* (cap) */

@@ -1,10 +1,18 @@
-/* checkpoint.c: training checkpoints as atomically published directories
- * holding state.h5 (HDF5) and the LoRA as safetensors (checkpoint.h). */
-#include "train/checkpoint.h"
+/* checkpoint.c: training checkpoints (state.h5 + the LoRA export) written as
+ * one atomically published directory, pruned oldest first, found again by
+ * ap_ckpt_latest and read back with strict name/shape/count checks.
+ *
+ * HDF5's own error-stack printing is switched off (H5Eset_auto2) at every
+ * entry point; every HDF5 failure becomes an ap_fail message naming the file
+ * and the object. Strings are variable-length UTF-8 attributes (h5py reads
+ * them as str); LoRA tensors are contiguous float32 datasets /lora/<name>.
+ */
+#include "checkpoint.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <hdf5.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,333 +20,447 @@
 
 #include "core/err.h"
 #include "core/killpoint.h"
-#include "core/path.h"
 #include "io/atomic.h"
 #include "io/st_write.h"
 
-#define CKPT_VERSION "alignprop-mpi checkpoint 1"
+enum { CKPT_VERSION = 1 };
 
-static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
-static int attr_i64(hid_t loc, const char *name, int64_t v) {
+/* ---- writing ----------------------------------------------------------- */
+
+static int attr_write(hid_t obj, const char *name, hid_t ftype, hid_t mtype, const void *val) {
     hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, &v);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
-    return rc < 0 ? ap_fail("HDF5: writing attribute %s", name) : AP_OK;
+    hid_t at = sp < 0 ? -1 : H5Acreate2(obj, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = at < 0 || H5Awrite(at, mtype, val) < 0 ? -1 : 0;
+    if (at >= 0) H5Aclose(at);
+    if (sp >= 0) H5Sclose(sp);
+    return rc;
 }
 
-static int attr_u64(hid_t loc, const char *name, uint64_t v) {
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, H5T_STD_U64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_UINT64, &v);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
-    return rc < 0 ? ap_fail("HDF5: writing attribute %s", name) : AP_OK;
-}
-
-static int attr_str(hid_t loc, const char *name, const char *v) {
+static int attr_str(hid_t obj, const char *name, const char *s) {
     hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, strlen(v) + 1);
-    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    if (t < 0) return -1;
+    H5Tset_size(t, H5T_VARIABLE);
     H5Tset_cset(t, H5T_CSET_UTF8);
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, t, v);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
+    const char *v = s ? s : "";
+    int rc = attr_write(obj, name, t, t, &v);
     H5Tclose(t);
-    return rc < 0 ? ap_fail("HDF5: writing attribute %s", name) : AP_OK;
+    return rc;
 }
 
-static int write_f32(hid_t loc, const char *name, const float *x, int ndim, const int64_t *shape) {
+static int dset_write(hid_t loc, const char *name, hid_t lcpl, int ndim, const int64_t *shape,
+                      const float *data) {
     hsize_t dims[AP_MAX_DIMS];
-    for (int i = 0; i < ndim; i++) dims[i] = (hsize_t)shape[i];
-    hid_t sp = H5Screate_simple(ndim, dims, NULL);
-    hid_t d = H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = d < 0 ? -1 : H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x);
-    if (d >= 0) H5Dclose(d);
-    H5Sclose(sp);
-    return rc < 0 ? ap_fail("HDF5: writing dataset %s", name) : AP_OK;
+    for (int d = 0; d < ndim; d++) dims[d] = (hsize_t)shape[d];
+    hid_t sp = ndim ? H5Screate_simple(ndim, dims, NULL) : H5Screate(H5S_SCALAR);
+    hid_t ds = sp < 0 ? -1 : H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = ds < 0 || H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0;
+    if (ds >= 0) H5Dclose(ds);
+    if (sp >= 0) H5Sclose(sp);
+    return rc ? -1 : 0;
 }
 
-static int write_state(const char *path, const ap_params *lora, const float *m, const float *v,
-                       const ap_ckpt_meta *meta) {
-    quiet_hdf5();
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return ap_fail("%s: cannot create the HDF5 file", path);
-    int rc = AP_OK;
-    hid_t g = H5Gcreate2(f, "lora", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0) rc = ap_fail("HDF5: creating /lora");
-    for (int i = 0; i < lora->count && !rc; i++) {
+/* state.h5 at file (shown as shown in messages). */
+static int write_state(const char *file, const char *shown, const ap_params *lora, const float *m,
+                       const float *v, const ap_ckpt_meta *meta) {
+    int rc = AP_ERR;
+    hid_t f = -1, g = -1, lcpl = -1;
+    f = H5Fcreate(file, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return ap_fail("%s: cannot create the HDF5 file", shown);
+    lcpl = H5Pcreate(H5P_LINK_CREATE);
+    if (lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0) {
+        ap_fail("%s: HDF5 link property list", shown);
+        goto out;
+    }
+    if ((g = H5Gcreate2(f, "lora", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
+        ap_fail("%s: cannot create group /lora", shown);
+        goto out;
+    }
+    for (int i = 0; i < lora->count; i++) {
         const ap_param *p = &lora->items[i];
-        rc = write_f32(g, p->name, lora->flat + p->offset, p->t.ndim, p->t.shape);
+        if (dset_write(g, p->name, lcpl, p->t.ndim, p->t.shape, lora->flat + p->offset)) {
+            ap_fail("%s: cannot write dataset /lora/%s", shown, p->name);
+            goto out;
+        }
     }
-    if (g >= 0) H5Gclose(g);
+    H5Gclose(g);
+    if ((g = H5Gcreate2(f, "adam", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
+        ap_fail("%s: cannot create group /adam", shown);
+        goto out;
+    }
     int64_t n = (int64_t)lora->total;
-    if (!rc) {
-        g = H5Gcreate2(f, "adam", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        rc = g < 0 ? ap_fail("HDF5: creating /adam") : AP_OK;
-        if (!rc) rc = write_f32(g, "m", m, 1, &n);
-        if (!rc) rc = write_f32(g, "v", v, 1, &n);
-        if (g >= 0) H5Gclose(g);
+    if (dset_write(g, "m", H5P_DEFAULT, 1, &n, m) || dset_write(g, "v", H5P_DEFAULT, 1, &n, v)) {
+        ap_fail("%s: cannot write /adam/m, /adam/v (%" PRId64 " floats)", shown, n);
+        goto out;
     }
-    if (!rc) rc = attr_str(f, "version", CKPT_VERSION);
-    if (!rc) rc = attr_i64(f, "step", meta->step);
-    if (!rc) rc = attr_i64(f, "epoch", meta->epoch);
-    if (!rc) rc = attr_i64(f, "adam_step", meta->adam_step);
-    if (!rc) rc = attr_u64(f, "seed", meta->seed);
-    if (!rc) rc = attr_i64(f, "next_sample", meta->next_sample);
-    if (!rc) rc = attr_str(f, "config", meta->config ? meta->config : "");
-    if (!rc) rc = attr_str(f, "model", meta->model ? meta->model : "");
-    if (!rc) rc = attr_str(f, "base_hash", meta->base_hash ? meta->base_hash : "");
-    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0 && !rc) rc = ap_fail("%s: HDF5 flush failed", path);
-    if (H5Fclose(f) < 0 && !rc) rc = ap_fail("%s: HDF5 close failed", path);
-    if (rc) ap_err_prefix("%s: ", path);
+    int64_t version = CKPT_VERSION;
+    const char *bad = NULL;
+    if (attr_write(f, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->step)) bad = "step";
+    else if (attr_write(f, "epoch", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->epoch)) bad = "epoch";
+    else if (attr_write(f, "adam_step", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->adam_step))
+        bad = "adam_step";
+    else if (attr_write(f, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &meta->seed)) bad = "seed";
+    else if (attr_write(f, "next_sample", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->next_sample))
+        bad = "next_sample";
+    else if (attr_str(f, "config", meta->config)) bad = "config";
+    else if (attr_str(f, "model", meta->model)) bad = "model";
+    else if (attr_str(f, "base_hash", meta->base_hash)) bad = "base_hash";
+    else if (attr_write(f, "version", H5T_STD_I64LE, H5T_NATIVE_INT64, &version)) bad = "version";
+    if (bad) {
+        ap_fail("%s: cannot write attribute /%s", shown, bad);
+        goto out;
+    }
+    rc = AP_OK;
+out:
+    if (g >= 0) H5Gclose(g);
+    if (lcpl >= 0) H5Pclose(lcpl);
+    if (H5Fclose(f) < 0 && rc == AP_OK) rc = ap_fail("%s: HDF5 close (flush) failed", shown);
     return rc;
 }
 
-static int write_lora_st(const char *path, const ap_params *lora) {
-    ap_st_entry *e = ap_malloc(sizeof *e * (size_t)lora->count, "safetensors entries");
-    ap_tensor *t = ap_malloc(sizeof *t * (size_t)lora->count, "safetensors tensors");
-    int rc = (!e || !t) ? AP_ERR : AP_OK;
-    for (int i = 0; i < lora->count && !rc; i++) {
-        t[i] = lora->items[i].t;
-        t[i].data = lora->flat + lora->items[i].offset;
+static int write_export(const char *file, const ap_params *lora) {
+    ap_st_entry *e = ap_calloc((size_t)(lora->count ? lora->count : 1), sizeof *e, "LoRA export list");
+    if (!e) return AP_ERR;
+    for (int i = 0; i < lora->count; i++) {
         e[i].name = lora->items[i].name;
-        e[i].t = &t[i];
+        e[i].t = &lora->items[i].t;
     }
-    const char *meta[] = {"format", "pt", "written_by", "alignprop-mpi", NULL};
-    if (!rc) rc = ap_st_write(path, e, lora->count, meta);
-    free(e), free(t);
+    const char *meta[] = {"format", "pt", NULL};
+    int rc = ap_st_write(file, e, lora->count, meta);
+    free(e);
     return rc;
 }
 
-/* Step of a "checkpoint_<N>" name, or -1. */
-static long long ckpt_step(const char *name) {
-    if (strncmp(name, "checkpoint_", 11) != 0) return -1;
-    const char *s = name + 11;
-    if (!*s) return -1;
-    for (const char *p = s; *p; p++)
-        if (*p < '0' || *p > '9') return -1;
-    return atoll(s);
-}
+/* ---- listing and pruning ----------------------------------------------- */
 
-static int list_steps(const char *dir, long long **out, int *n) {
+/* Steps of the final-named checkpoint_<N> directories of dir (sorted
+ * ascending); *n entries, malloc'ed; a missing dir gives none. */
+static int list_steps(const char *dir, int64_t **out, int *n) {
     *out = NULL, *n = 0;
     DIR *d = opendir(dir);
-    if (!d) return errno == ENOENT ? AP_OK : ap_fail("%s: cannot list: %s", dir, strerror(errno));
-    struct dirent *e;
+    if (!d) {
+        if (errno == ENOENT) return AP_OK;
+        return ap_fail("%s: cannot list: %s", dir, strerror(errno));
+    }
     int cap = 0;
+    struct dirent *e;
     while ((e = readdir(d))) {
-        long long s = ckpt_step(e->d_name);
-        if (s < 0) continue;
+        const char *s = e->d_name;
+        if (strncmp(s, "checkpoint_", 11) != 0 || !s[11]) continue;
+        int digits = 1;
+        for (const char *c = s + 11; *c; c++) digits &= *c >= '0' && *c <= '9';
+        if (!digits || strlen(s + 11) > 18) continue; /* temporaries: checkpoint_N.tmp.* */
         if (*n == cap) {
-            cap = cap ? 2 * cap : 16;
-            long long *nv = realloc(*out, sizeof **out * (size_t)cap);
-            if (!nv) {
+            cap = cap ? cap * 2 : 16;
+            int64_t *b = realloc(*out, (size_t)cap * sizeof *b);
+            if (!b) {
                 closedir(d);
+                free(*out);
+                *out = NULL;
                 return ap_fail("out of memory listing %s", dir);
             }
-            *out = nv;
+            *out = b;
         }
-        (*out)[(*n)++] = s;
+        (*out)[(*n)++] = strtoll(s + 11, NULL, 10);
     }
     closedir(d);
-    for (int i = 1; i < *n; i++) /* insertion sort, ascending */
+    for (int i = 1; i < *n; i++) /* insertion sort: a handful of entries */
         for (int j = i; j > 0 && (*out)[j - 1] > (*out)[j]; j--) {
-            long long t = (*out)[j];
+            int64_t t = (*out)[j];
             (*out)[j] = (*out)[j - 1], (*out)[j - 1] = t;
         }
     return AP_OK;
 }
 
-static int remove_tree(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) return unlink(path) == 0 || errno == ENOENT ? AP_OK : AP_ERR;
-    struct dirent *e;
-    char p[8192];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-        if (ap_is_dir(p)) remove_tree(p);
-        else unlink(p);
+static int prune(const char *dir, int limit, int64_t keep) {
+    int64_t *steps;
+    int n;
+    AP_TRY(list_steps(dir, &steps, &n));
+    int excess = n - limit, rc = AP_OK;
+    for (int i = 0; i < n && excess > 0 && rc == AP_OK; i++) {
+        if (steps[i] == keep) continue;
+        char p[4200];
+        snprintf(p, sizeof p, "%s/checkpoint_%" PRId64, dir, steps[i]);
+        rc = ap_atomic_remove(p);
+        excess--;
     }
-    closedir(d);
-    return rmdir(path) == 0 ? AP_OK : AP_ERR;
+    free(steps);
+    return rc;
 }
 
 int ap_ckpt_write(const char *run_dir, const ap_params *lora, const float *m, const float *v,
                   const ap_ckpt_meta *meta, int limit, char *path_out, size_t cap) {
-    char dir[4200], final[4300], file[8400];
-    snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return ap_fail("%s: cannot create directory: %s", dir, strerror(errno));
-    snprintf(final, sizeof final, "%s/checkpoint_%lld", dir, (long long)meta->step);
+    h5_quiet();
+    if (!lora || (lora->total && !lora->flat) || !m || !v || !meta)
+        return ap_fail("ap_ckpt_write(%s): LoRA list without data, or no Adam moments / meta",
+                       run_dir);
+    char dir[4096], final[4200], file[8500];
+    if (snprintf(dir, sizeof dir, "%s/checkpoints", run_dir) >= (int)sizeof dir)
+        return ap_fail("%s: run directory name too long", run_dir);
+    if (mkdir(run_dir, 0777) != 0 && errno != EEXIST)
+        return ap_fail("%s: cannot create the run directory: %s", run_dir, strerror(errno));
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return ap_fail("%s: cannot create the checkpoint directory: %s", dir, strerror(errno));
+    snprintf(final, sizeof final, "%s/checkpoint_%" PRId64, dir, meta->step);
     ap_atomic a;
     AP_TRY(ap_atomic_begin(&a, final, 1));
+    char shown[8400];
+    snprintf(shown, sizeof shown, "%s/state.h5 (being written as %s)", final, a.tmp);
     snprintf(file, sizeof file, "%s/state.h5", a.tmp);
-    int rc = write_state(file, lora, m, v, meta);
+    int rc = write_state(file, shown, lora, m, v, meta);
     snprintf(file, sizeof file, "%s/pytorch_lora_weights.safetensors", a.tmp);
-    if (!rc) rc = write_lora_st(file, lora);
+    if (!rc) rc = write_export(file, lora);
     if (!rc) ap_killpoint("checkpoint");
     if (rc) {
         ap_atomic_abort(&a);
-        return rc;
+        return AP_ERR;
     }
     AP_TRY(ap_atomic_commit(&a));
-    if (path_out) snprintf(path_out, cap, "%s", final);
-    /* keep the newest `limit` checkpoints */
-    long long *steps;
-    int n;
-    if (limit > 0 && list_steps(dir, &steps, &n) == AP_OK) {
-        for (int i = 0; i < n - limit; i++) {
-            if (steps[i] == meta->step) continue;
-            char old[4400];
-            snprintf(old, sizeof old, "%s/checkpoint_%lld", dir, steps[i]);
-            if (remove_tree(old))
-                fprintf(stderr, "warning: could not remove old checkpoint %s\n", old);
+    if (path_out && snprintf(path_out, cap, "%s", final) >= (int)cap)
+        return ap_fail("%s: longer than the %zu bytes given for it", final, cap);
+    if (limit > 0 && prune(dir, limit, meta->step))
+        fprintf(stderr, "warning: %s written, but pruning to %d checkpoints failed: %s\n", final,
+                limit, ap_errmsg());
+    return AP_OK;
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+static const char *const k_attrs[] = {"step",   "epoch", "adam_step", "seed",   "next_sample",
+                                      "config", "model", "base_hash", "version", NULL};
+
+/* file: the state.h5 of path (a directory or the file itself). */
+static void state_file(const char *path, char *file, size_t cap) {
+    struct stat st;
+    size_t n = strlen(path);
+    int is_file = stat(path, &st) == 0 ? !S_ISDIR(st.st_mode) : n > 3 && !strcmp(path + n - 3, ".h5");
+    if (is_file) snprintf(file, cap, "%s", path);
+    else snprintf(file, cap, "%s/state.h5", path);
+}
+
+static hid_t open_state(const char *file) {
+    struct stat st;
+    if (stat(file, &st) != 0)
+        return ap_fail("%s: cannot open the checkpoint state: %s", file, strerror(errno));
+    hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0)
+        return ap_fail("%s: not a readable HDF5 file (%lld bytes: truncated, or not HDF5)", file,
+                       (long long)st.st_size);
+    for (int i = 0; k_attrs[i]; i++) {
+        if (H5Aexists(f, k_attrs[i]) <= 0) {
+            H5Fclose(f);
+            return ap_fail("%s: attribute /%s missing (not a complete checkpoint state)", file,
+                           k_attrs[i]);
         }
-        free(steps);
     }
-    return AP_OK;
+    return f;
 }
 
-/* ---- reading --------------------------------------------------------------- */
-
-static int read_attr_i64(hid_t f, const char *file, const char *name, int64_t *v) {
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-    if (a < 0) return ap_fail("%s: attribute %s missing: not a complete checkpoint", file, name);
-    herr_t rc = H5Aread(a, H5T_NATIVE_INT64, v);
-    H5Aclose(a);
-    return rc < 0 ? ap_fail("%s: attribute %s unreadable", file, name) : AP_OK;
+static int attr_read(hid_t f, const char *file, const char *name, hid_t mtype, void *val) {
+    hid_t at = H5Aopen(f, name, H5P_DEFAULT);
+    int rc = at < 0 || H5Aread(at, mtype, val) < 0;
+    if (at >= 0) H5Aclose(at);
+    return rc ? ap_fail("%s: cannot read attribute /%s", file, name) : AP_OK;
 }
 
-static int read_attr_u64(hid_t f, const char *file, const char *name, uint64_t *v) {
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-    if (a < 0) return ap_fail("%s: attribute %s missing: not a complete checkpoint", file, name);
-    herr_t rc = H5Aread(a, H5T_NATIVE_UINT64, v);
-    H5Aclose(a);
-    return rc < 0 ? ap_fail("%s: attribute %s unreadable", file, name) : AP_OK;
-}
-
-static int read_attr_str(hid_t f, const char *file, const char *name, const char **out) {
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-    if (a < 0) return ap_fail("%s: attribute %s missing: not a complete checkpoint", file, name);
-    hid_t t = H5Aget_type(a);
-    size_t n = H5Tget_size(t);
-    char *s = H5Tis_variable_str(t) > 0 ? NULL : calloc(n + 1, 1);
-    herr_t rc = s ? H5Aread(a, t, s) : -1; /* fixed-length, as written */
-    H5Tclose(t), H5Aclose(a);
-    if (rc < 0) {
-        free(s);
-        return ap_fail("%s: attribute %s unreadable", file, name);
+static int attr_read_str(hid_t f, const char *file, const char *name, const char **out) {
+    *out = NULL;
+    hid_t at = H5Aopen(f, name, H5P_DEFAULT);
+    hid_t ft = at < 0 ? -1 : H5Aget_type(at);
+    int rc = AP_ERR;
+    if (ft < 0 || H5Tget_class(ft) != H5T_STRING) {
+        ap_fail("%s: attribute /%s: expected a string", file, name);
+    } else if (H5Tis_variable_str(ft) > 0) {
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(ft)); /* HDF5 converts no character sets */
+        char *s = NULL;
+        if (H5Aread(at, mt, &s) >= 0 && s) {
+            *out = strdup(s);
+            H5free_memory(s);
+            rc = *out ? AP_OK : ap_fail("out of memory reading %s /%s", file, name);
+        } else {
+            ap_fail("%s: cannot read attribute /%s", file, name);
+        }
+        H5Tclose(mt);
+    } else { /* fixed-length (another writer) */
+        size_t n = H5Tget_size(ft);
+        char *s = ap_calloc(n + 1, 1, "checkpoint string attribute");
+        if (s && H5Aread(at, ft, s) >= 0) *out = s, rc = AP_OK;
+        else if (s) free(s), ap_fail("%s: cannot read attribute /%s", file, name);
     }
-    *out = s;
-    return AP_OK;
-}
-
-static int read_f32(hid_t loc, const char *file, const char *name, float *x, int ndim,
-                    const int64_t *shape) {
-    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (d < 0) return ap_fail("%s: tensor %s missing (a checkpoint of another model or LoRA rank?)", file, name);
-    hid_t sp = H5Dget_space(d);
-    int nd = H5Sget_simple_extent_ndims(sp);
-    hsize_t dims[AP_MAX_DIMS] = {0};
-    int rc = AP_OK;
-    if (nd != ndim || nd > AP_MAX_DIMS) rc = ap_fail("%s: %s: expected %d dims, found %d", file, name, ndim, nd);
-    else {
-        H5Sget_simple_extent_dims(sp, dims, NULL);
-        for (int i = 0; i < nd && !rc; i++)
-            if ((int64_t)dims[i] != shape[i])
-                rc = ap_fail("%s: %s: expected dim %d = %lld, found %llu (a LoRA of another rank "
-                             "or model)", file, name, i, (long long)shape[i], (unsigned long long)dims[i]);
-    }
-    if (!rc && H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0)
-        rc = ap_fail("%s: %s: unreadable (truncated or corrupt file)", file, name);
-    H5Sclose(sp);
-    H5Dclose(d);
+    if (ft >= 0) H5Tclose(ft);
+    if (at >= 0) H5Aclose(at);
     return rc;
 }
 
+static const char *dims_str(int ndim, const hsize_t *dims, char *buf, size_t cap) {
+    size_t k = (size_t)snprintf(buf, cap, "(");
+    for (int d = 0; d < ndim && k < cap; d++)
+        k += (size_t)snprintf(buf + k, cap - k, d ? ", %llu" : "%llu", (unsigned long long)dims[d]);
+    if (k < cap) snprintf(buf + k, cap - k, ")");
+    return buf;
+}
+
+/* Read dataset name (a path in f) of exactly ndim/shape float32 into dst. */
+static int read_f32(hid_t f, const char *file, const char *name, int ndim, const int64_t *shape,
+                    float *dst, const char *what) {
+    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
+    if (ds < 0) return ap_fail("%s: %s %s missing", file, what, name);
+    hid_t sp = H5Dget_space(ds), ty = H5Dget_type(ds);
+    int rc = AP_ERR;
+    hsize_t dims[AP_MAX_DIMS + 1], want[AP_MAX_DIMS];
+    int nd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
+    for (int d = 0; d < ndim; d++) want[d] = (hsize_t)shape[d];
+    char a[160], b[160];
+    if (nd < 0 || nd > AP_MAX_DIMS || ty < 0) {
+        ap_fail("%s: %s %s: unreadable dataspace or type", file, what, name);
+        goto out;
+    }
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    int same = nd == ndim;
+    for (int d = 0; same && d < nd; d++) same = dims[d] == want[d];
+    if (!same) {
+        if (ndim == 1 && nd == 1)
+            ap_fail("%s: %s %s: wrong element count: expected %llu, found %llu", file, what,
+                    name, (unsigned long long)want[0], (unsigned long long)dims[0]);
+        else
+            ap_fail("%s: %s %s: expected shape %s, found %s", file, what, name,
+                    dims_str(ndim, want, a, sizeof a), dims_str(nd, dims, b, sizeof b));
+        goto out;
+    }
+    if (H5Tget_class(ty) != H5T_FLOAT) {
+        ap_fail("%s: %s %s: expected float32 data, found another type class", file, what, name);
+        goto out;
+    }
+    if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
+        ap_fail("%s: %s %s: read failed (truncated or corrupt file)", file, what, name);
+        goto out;
+    }
+    rc = AP_OK;
+out:
+    if (ty >= 0) H5Tclose(ty);
+    if (sp >= 0) H5Sclose(sp);
+    H5Dclose(ds);
+    return rc;
+}
+
+typedef struct {
+    const ap_params *lora;
+    char extra[512];
+    int n_extra;
+} extra_ctx;
+
+static herr_t on_lora_link(hid_t g, const char *name, const H5L_info_t *info, void *user) {
+    extra_ctx *c = user;
+    H5O_info_t oi;
+    if (H5Oget_info_by_name(g, name, &oi, H5P_DEFAULT) >= 0 && oi.type != H5O_TYPE_DATASET)
+        return 0; /* a group: names with '/' (checked by lookup) */
+    if (!ap_params_find(c->lora, name)) {
+        size_t k = strlen(c->extra);
+        if (c->n_extra < 4)
+            snprintf(c->extra + k, sizeof c->extra - k, "%s%s", c->n_extra ? ", " : "", name);
+        c->n_extra++;
+    }
+    return 0;
+}
+
 int ap_ckpt_read(const char *path, ap_params *lora, float *m, float *v, ap_ckpt_meta *meta) {
-    char file[4300];
-    memset(meta, 0, sizeof *meta);
-    if (ap_is_dir(path)) snprintf(file, sizeof file, "%s/state.h5", path);
-    else snprintf(file, sizeof file, "%s", path);
-    if (!ap_is_file(file)) return ap_fail("%s: no such checkpoint file (expected a checkpoint_<step> "
-                                          "directory holding state.h5)", file);
-    quiet_hdf5();
-    if (H5Fis_hdf5(file) <= 0) return ap_fail("%s: not an HDF5 file (truncated or corrupt checkpoint)", file);
-    hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return ap_fail("%s: cannot open the HDF5 file (truncated or corrupt checkpoint)", file);
-    int rc = AP_OK;
-    const char *ver = NULL;
-    rc = read_attr_str(f, file, "version", &ver);
-    if (!rc && strcmp(ver, CKPT_VERSION) != 0)
-        rc = ap_fail("%s: version \"%s\": expected \"%s\"", file, ver, CKPT_VERSION);
-    free((void *)ver);
-    if (!rc) rc = read_attr_i64(f, file, "step", &meta->step);
-    if (!rc) rc = read_attr_i64(f, file, "epoch", &meta->epoch);
-    if (!rc) rc = read_attr_i64(f, file, "adam_step", &meta->adam_step);
-    if (!rc) rc = read_attr_u64(f, file, "seed", &meta->seed);
-    if (!rc) rc = read_attr_i64(f, file, "next_sample", &meta->next_sample);
-    if (!rc) rc = read_attr_str(f, file, "config", &meta->config);
-    if (!rc) rc = read_attr_str(f, file, "model", &meta->model);
-    if (!rc) rc = read_attr_str(f, file, "base_hash", &meta->base_hash);
-    hid_t g = -1;
-    if (!rc) {
-        g = H5Gopen2(f, "lora", H5P_DEFAULT);
-        if (g < 0) rc = ap_fail("%s: group /lora missing", file);
-    }
-    for (int i = 0; i < lora->count && !rc; i++) {
+    h5_quiet();
+    char file[4200];
+    state_file(path, file, sizeof file);
+    if (meta) memset(meta, 0, sizeof *meta);
+    if (!lora || (lora->total && !lora->flat))
+        return ap_fail("%s: read into a LoRA list that is not allocated (ap_params_alloc)", file);
+    hid_t f = open_state(file);
+    if (f < 0) return AP_ERR;
+    int rc = AP_ERR;
+    char name[4200];
+    for (int i = 0; i < lora->count; i++) {
         const ap_param *p = &lora->items[i];
-        rc = read_f32(g, file, p->name, lora->flat + p->offset, p->t.ndim, p->t.shape);
+        snprintf(name, sizeof name, "/lora/%s", p->name);
+        if (read_f32(f, file, name, p->t.ndim, p->t.shape, lora->flat + p->offset, "tensor"))
+            goto out;
     }
-    if (!rc) {
-        hsize_t n = 0;
-        H5G_info_t info;
-        if (H5Gget_info(g, &info) >= 0) n = info.nlinks;
-        if ((int)n != lora->count)
-            rc = ap_fail("%s: /lora holds %llu tensors: expected %d (a LoRA of another model)", file,
-                         (unsigned long long)n, lora->count);
+    int64_t n = (int64_t)lora->total;
+    if (m && read_f32(f, file, "/adam/m", 1, &n, m, "Adam moment")) goto out;
+    if (v && read_f32(f, file, "/adam/v", 1, &n, v, "Adam moment")) goto out;
+    extra_ctx ec = {.lora = lora};
+    hid_t g = H5Gopen2(f, "lora", H5P_DEFAULT);
+    if (g < 0 || H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, on_lora_link, &ec) < 0) {
+        if (g >= 0) H5Gclose(g);
+        ap_fail("%s: cannot list group /lora", file);
+        goto out;
     }
-    if (g >= 0) H5Gclose(g);
-    int64_t tot = (int64_t)lora->total;
-    if (!rc && m) rc = read_f32(f, file, "adam/m", m, 1, &tot);
-    if (!rc && v) rc = read_f32(f, file, "adam/v", v, 1, &tot);
+    H5Gclose(g);
+    if (ec.n_extra) {
+        ap_fail("%s: %d tensors under /lora that the model does not have (%s%s): a LoRA of "
+                "another model or rank",
+                file, ec.n_extra, ec.extra, ec.n_extra > 4 ? ", ..." : "");
+        goto out;
+    }
+    int64_t version = 0;
+    if (attr_read(f, file, "version", H5T_NATIVE_INT64, &version)) goto out;
+    if (version != CKPT_VERSION) {
+        ap_fail("%s: checkpoint format version %lld, this program reads version %d", file,
+                (long long)version, CKPT_VERSION);
+        goto out;
+    }
+    if (meta) {
+        const char *s1, *s2, *s3;
+        if (attr_read(f, file, "step", H5T_NATIVE_INT64, &meta->step) ||
+            attr_read(f, file, "epoch", H5T_NATIVE_INT64, &meta->epoch) ||
+            attr_read(f, file, "adam_step", H5T_NATIVE_INT64, &meta->adam_step) ||
+            attr_read(f, file, "seed", H5T_NATIVE_UINT64, &meta->seed) ||
+            attr_read(f, file, "next_sample", H5T_NATIVE_INT64, &meta->next_sample))
+            goto out;
+        if (attr_read_str(f, file, "config", &s1)) goto out;
+        meta->config = s1;
+        if (attr_read_str(f, file, "model", &s2)) goto out;
+        meta->model = s2;
+        if (attr_read_str(f, file, "base_hash", &s3)) goto out;
+        meta->base_hash = s3;
+    }
+    rc = AP_OK;
+out:
     H5Fclose(f);
-    if (rc) ap_ckpt_meta_free(meta);
+    if (rc && meta) ap_ckpt_meta_free(meta);
     return rc;
 }
 
 void ap_ckpt_meta_free(ap_ckpt_meta *meta) {
-    free((void *)meta->config), free((void *)meta->model), free((void *)meta->base_hash);
+    if (!meta) return;
+    free((char *)meta->config);
+    free((char *)meta->model);
+    free((char *)meta->base_hash);
     meta->config = meta->model = meta->base_hash = NULL;
 }
 
 int ap_ckpt_latest(const char *run_dir, char *path, size_t cap) {
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
-    long long *steps;
+    h5_quiet();
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s/checkpoints", run_dir) >= (int)sizeof dir)
+        return ap_fail("%s: run directory name too long", run_dir);
+    int64_t *steps;
     int n;
     AP_TRY(list_steps(dir, &steps, &n));
     int found = 0;
     for (int i = n - 1; i >= 0 && !found; i--) {
-        char p[4400], st[4500], sf[4500];
-        snprintf(p, sizeof p, "%s/checkpoint_%lld", dir, steps[i]);
-        snprintf(st, sizeof st, "%s/state.h5", p);
-        snprintf(sf, sizeof sf, "%s/pytorch_lora_weights.safetensors", p);
-        quiet_hdf5();
-        hid_t f = ap_is_file(st) && ap_is_file(sf) && H5Fis_hdf5(st) > 0 ? H5Fopen(st, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
-        int ok = f >= 0 && H5Aexists(f, "step") > 0 && H5Aexists(f, "base_hash") > 0;
-        if (f >= 0) H5Fclose(f);
-        if (!ok) {
-            fprintf(stderr, "warning: %s is not a complete checkpoint: skipped\n", p);
+        char d[4200], file[4300];
+        snprintf(d, sizeof d, "%s/checkpoint_%" PRId64, dir, steps[i]);
+        snprintf(file, sizeof file, "%s/state.h5", d);
+        hid_t f = open_state(file);
+        if (f < 0) {
+            fprintf(stderr, "warning: skipping %s (not a complete checkpoint): %s\n", d,
+                    ap_errmsg());
             continue;
         }
-        snprintf(path, cap, "%s", p);
+        H5Fclose(f);
+        if (snprintf(path, cap, "%s", d) >= (int)cap) {
+            free(steps);
+            return ap_fail("%s: longer than the %zu bytes given for it", d, cap);
+        }
         found = 1;
     }
     free(steps);

@@ -12,9 +12,12 @@
  *   attributes on /: step, epoch (int64: the next epoch to run and optimizer
  *     steps done), adam_step (int64), seed (uint64), next_sample (int64: global
  *     sample counter), config (string: the resolved YAML), model (string),
- *     base_hash (string: content hash of the frozen base weights), version.
+ *     base_hash (string: content hash of the frozen base weights), version
+ *     (int64, 1). Strings are variable-length UTF-8 (h5py reads str).
  * A directory without its final name, or whose state.h5 does not open, is
- * not a checkpoint: ap_ckpt_latest skips it (and says so).
+ * not a checkpoint: ap_ckpt_latest skips it (and says so). Temporaries of a
+ * writer killed with SIGKILL ("checkpoint_<N>.tmp.<pid>.<n>") stay behind;
+ * they are never read, pruned or removed automatically.
  */
 #ifndef AP_TRAIN_CHECKPOINT_H
 #define AP_TRAIN_CHECKPOINT_H
@@ -35,13 +38,19 @@ typedef struct ap_ckpt_meta {
 } ap_ckpt_meta;
 
 /* Write RUN/checkpoints/checkpoint_<meta->step>/ from lora (names, shapes,
- * data) and the Adam moments m, v (lora->total floats each); then keep only
- * the newest `limit` checkpoints of that folder. path_out (may be NULL)
- * receives the published directory. */
+ * data) and the Adam moments m, v (lora->total floats each); an existing
+ * directory of that step is replaced as a whole. Then, when limit > 0, keep
+ * only `limit` final-named checkpoints of that folder, removing the lowest
+ * steps first but never the one just written (each removed directory is
+ * renamed aside first, so none is ever half deleted under its name); a
+ * pruning failure is a warning on stderr, not an error. path_out (may be
+ * NULL) receives the published directory. */
 int ap_ckpt_write(const char *run_dir, const ap_params *lora, const float *m, const float *v,
                   const ap_ckpt_meta *meta, int limit, char *path_out, size_t cap);
 /* Read a checkpoint directory (or its state.h5) into lora (allocated, same
- * names and shapes: a mismatch names the tensor, expected and found), m and v
+ * names and shapes: a missing tensor, a wrong shape, or tensors in the file
+ * that lora lacks are errors naming the file, tensor, expected and found; a
+ * truncated or non-HDF5 file is an error naming the file), m and v
  * (NULL to skip: a LoRA-only read, as evaluate/soup need), and meta (strings
  * malloc'ed; free with ap_ckpt_meta_free). */
 int ap_ckpt_read(const char *path, ap_params *lora, float *m, float *v, ap_ckpt_meta *meta);

@@ -1,6 +1,7 @@
 /* h5log.h: the run's HDF5 log (RUN/log.h5), appended by rank 0 every
- * optimizer step and every evaluation, readable while the run goes on
- * (SWMR: h5py.File(path, "r", swmr=True), h5dump).
+ * optimizer step and every evaluation, readable while the run goes on by
+ * SWMR readers (h5py.File(path, "r", swmr=True); HDF5 1.10's h5dump does not
+ * open for SWMR reading and reads the log once it is closed).
  *
  *   /train/<column>   one row per optimizer step (chunked, unlimited):
  *       step, epoch (int64), loss, reward_mean, reward_std, grad_norm, lr,
@@ -39,7 +40,8 @@ typedef struct ap_eval_row {
 /* Create path (N, E as above), or, when resume_step >= 0 and the file exists,
  * open it and drop every train row with step > resume_step and every eval
  * row with step >= resume_step (the resumed run evaluates at resume_step
- * again), so a resumed run's log equals an uninterrupted one's. Then start SWMR writing. */
+ * again), so a resumed run's log equals an
+ * uninterrupted one's). Then start SWMR writing. */
 int ap_h5log_open(ap_h5log **out, const char *path, int N, int E, int64_t resume_step);
 int ap_h5log_train(ap_h5log *l, const ap_train_row *row); /* append + flush */
 int ap_h5log_eval(ap_h5log *l, const ap_eval_row *row);   /* append + flush */

@@ -14,6 +14,7 @@
 
 #include "io/safetensors.h"
 #include "models/aesthetic.h"
+#include "models/clip_common.h"
 #include "testutil.h"
 
 /* reward: O(1) after 5 Linears of a 2-layer tower's unit-norm features; fp32
@@ -25,6 +26,76 @@
  * to max |grad|; atol 2e-6 + rtol 1e-3. */
 #define G_ATOL 2e-6
 #define G_RTOL 1e-3
+
+/* Planning and the image gradient when Resize(S) up-samples (H < S) or
+ * down-samples a near-square image (40 x 41: shorter side 28, longer
+ * int(28 * 41 / 40) = 28, which torchvision also maps to 28 x 28): tmp is
+ * exactly ap_aesthetic_tmp_bytes (the backward's d(resized) takes B*3*S*S
+ * floats, more than the image when H, W < S), and the gradient matches
+ * central finite differences of the fp32 forward. Pixels in [-0.9, 0.9]
+ * keep the clamp away from its kinks for eps 1e-2; the costs c are scaled
+ * by 300 so that max|grad| (10..95) exceeds the checker's floor of 1;
+ * observed error 1e-4..2e-4 of max|grad| (fp32 loss noise / 2 eps plus
+ * O(eps^2) curvature): tolerance 2e-3. */
+typedef struct {
+    ap_ctx *ctx;
+    const ap_aesthetic *m;
+    ap_arena *tmp;
+    ap_tensor image, l;
+    const float *c;
+} aes_state;
+
+static double aes_loss(void *p) {
+    aes_state *s = p;
+    if (ap_aesthetic_forward(s->ctx, NULL, s->tmp, NULL, s->m, NULL, &s->l, &s->image)) {
+        printf("  forward failed: %s\n", ap_errmsg());
+        return 0;
+    }
+    return tu_dot(s->l.data, s->c, s->l.shape[0]);
+}
+
+static void resample(ap_ctx *ctx, const ap_aesthetic *m, int64_t H, int64_t W, uint64_t seed) {
+    int64_t B = 2;
+    ap_arena tape, tmp;
+    size_t tb = ap_aesthetic_tmp_bytes(m, B, H, W);
+    ap_arena_init(&tape, ap_aesthetic_tape_bytes(m, B), "aesthetic tape");
+    ap_arena_init(&tmp, tb, "aesthetic tmp");
+    ap_tensor image = ap_t4(tu_alloc(B * 3 * H * W), B, 3, H, W), dimage = image;
+    dimage.data = tu_alloc(ap_numel(&image));
+    tu_fill_uniform(image.data, ap_numel(&image), seed, -0.9f, 0.9f);
+    float c[2] = {300.0f * 0.7f, 300.0f * -1.3f};
+    ap_tensor l = ap_t1(tu_alloc(B), B), dl = ap_t1(c, B);
+    ap_aesthetic_saved sv;
+    char what[160];
+    snprintf(what, sizeof what, "%lld x %lld -> Resize(%d) (%s)", (long long)H, (long long)W,
+             m->clip.v.image_size, H < m->clip.v.image_size ? "up-sampling" : "down-sampling");
+    int rc = ap_aesthetic_forward(ctx, &tape, &tmp, &sv, m, NULL, &l, &image);
+    if (tu_check(rc == 0, "%s: forward, tmp %zu bytes planned%s%s", what, tb, rc ? ": " : "",
+                 rc ? ap_errmsg() : "")) {
+        rc = ap_aesthetic_backward(ctx, &tmp, m, &sv, &dimage, &dl);
+        if (tu_check(rc == 0, "%s: backward (tmp peak %zu of %zu)%s%s", what, tmp.peak, tb,
+                     rc ? ": " : "", rc ? ap_errmsg() : "")) {
+            aes_state st = {ctx, m, &tmp, image, l, c};
+            snprintf(what + strlen(what), sizeof what - strlen(what), ": d(sum c*loss)/d(image)");
+            tu_gradcheck(what, aes_loss, &st, image.data, ap_numel(&image), dimage.data, 1e-2,
+                         2e-3, 12);
+        }
+    }
+    /* the preprocessing alone in exactly its planned tmp (the tower's larger
+     * tmp hides its size inside the scorer's plan) */
+    int S = m->clip.v.image_size;
+    ap_arena pre;
+    ap_arena_init(&pre, ap_clip_preprocess_tmp_bytes(B, H, W, S), "preprocess tmp");
+    ap_tensor p = ap_t4(tu_alloc(B * 3 * S * S), B, 3, S, S);
+    rc = ap_clip_preprocess_forward(ctx, &pre, &p, &image);
+    if (rc == 0) rc = ap_clip_preprocess_backward(ctx, &pre, &dimage, &p, &image);
+    tu_check(rc == 0, "%lld x %lld: preprocessing forward + backward in %zu planned tmp bytes%s%s",
+             (long long)H, (long long)W, pre.cap, rc ? ": " : "", rc ? ap_errmsg() : "");
+    ap_arena_free(&pre);
+    free(p.data);
+    ap_arena_free(&tape), ap_arena_free(&tmp);
+    free(image.data), free(dimage.data), free(l.data);
+}
 
 static void tiny(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     char cdir[1024], mpath[1024];
@@ -76,6 +147,9 @@ static void tiny(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     rc = ap_aesthetic_forward(ctx, NULL, &tmp, NULL, &m, &r2, NULL, &image);
     tu_check(rc == 0 && memcmp(r2.data, r.data, (size_t)B * sizeof(float)) == 0,
              "inference reward equals the tape forward bit for bit");
+    int S = m.clip.v.image_size;
+    resample(ctx, &m, S - 8, S - 8, 5);  /* up-sampling */
+    resample(ctx, &m, S + 12, S + 13, 6); /* down-sampling, near-square */
     /* errors */
     ap_tensor rect = ap_t4(image.data, B, 3, H, W - 4);
     tu_expect_error("non-square image", ap_aesthetic_forward(ctx, NULL, &tmp, NULL, &m, &r2, NULL, &rect),
@@ -152,6 +226,50 @@ static void real_mlp(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     ap_params_free(&m.mlp_params);
 }
 
+/* AlignProp's preprocessing (clamp, torchvision Resize(28), Normalize) vs
+ * torch on up-sampling (20 x 20) and near-square (40 x 41, 41 x 40: Resize
+ * gives 28 x 28, as torchvision's int(28 * 41 / 40) = 28) inputs, forward
+ * and d(sum(out * proj))/d(image). The same float formula as torch with
+ * possibly a different summation order: outputs |p| < 4, gradients
+ * scatter-adds of a few terms; observed bit-exact, 1e-5 abs + 1e-5 rel
+ * allows a reordered scatter-add.
+ * A clearly non-square image is rejected: AlignProp's Resize keeps the
+ * aspect ratio (no crop) and both scorers' towers then raise, as the
+ * generator (tools/fixtures/clip_preprocess.py) checks. */
+static void preprocess_golden(ap_ctx *ctx) {
+    ap_st_file *f = tu_fixture_open("clip_preprocess");
+    if (!f) return;
+    const char *cases[] = {"pre_up", "pre_wide", "pre_tall"};
+    for (int k = 0; k < 3; k++) {
+        char n[64];
+        ap_tensor x, y, proj, g;
+        snprintf(n, sizeof n, "%s.image", cases[k]), tu_fixture(f, n, &x);
+        snprintf(n, sizeof n, "%s.out", cases[k]), tu_fixture(f, n, &y);
+        snprintf(n, sizeof n, "%s.proj", cases[k]), tu_fixture(f, n, &proj);
+        snprintf(n, sizeof n, "%s.grad_image", cases[k]), tu_fixture(f, n, &g);
+        int64_t B = x.shape[0], H = x.shape[2], W = x.shape[3], S = y.shape[2];
+        ap_arena tmp;
+        ap_arena_init(&tmp, ap_clip_preprocess_tmp_bytes(B, H, W, (int)S), "preprocess tmp");
+        ap_tensor p = ap_tn(tu_alloc(ap_numel(&y)), 4, y.shape), dx = x;
+        dx.data = tu_alloc(ap_numel(&x));
+        char what[128];
+        int rc = ap_clip_preprocess_forward(ctx, &tmp, &p, &x);
+        snprintf(what, sizeof what, "%s: preprocess %lld x %lld -> %lld x %lld vs torchvision",
+                 cases[k], (long long)H, (long long)W, (long long)S, (long long)S);
+        if (tu_check(rc == 0, "%s%s%s", what, rc ? ": " : "", rc ? ap_errmsg() : ""))
+            tu_compare(what, p.data, y.data, ap_numel(&y), 1e-5, 1e-5);
+        rc = ap_clip_preprocess_backward(ctx, &tmp, &dx, &proj, &x);
+        snprintf(what, sizeof what, "%s: d(sum(p * proj))/d(image) vs autograd", cases[k]);
+        if (tu_check(rc == 0, "%s%s%s", what, rc ? ": " : "", rc ? ap_errmsg() : ""))
+            tu_compare(what, dx.data, g.data, ap_numel(&x), 1e-5, 1e-5);
+        ap_arena_free(&tmp);
+        free(p.data), free(dx.data), free(x.data), free(y.data), free(proj.data), free(g.data);
+    }
+    ap_st_close(f);
+    tu_expect_error("40 x 66 image (Resize(28) gives 28 x 46)", ap_clip_preprocess_size(40, 66, 28),
+                    "square", "28 x 46", NULL);
+}
+
 int main(void) {
     printf("test_aesthetic: AlignProp aesthetic reward vs torch (transformers 4.30.2 CLIPModel)\n");
     ap_ctx ctx;
@@ -161,6 +279,7 @@ int main(void) {
     ap_st_file *f = tu_fixture_open("clip");
     if (f) tiny(&ctx, f, dir);
     real_mlp(&ctx, f, dir);
+    preprocess_golden(&ctx);
     if (f) ap_st_close(f);
     ap_ctx_free(&ctx);
     return tu_exit();

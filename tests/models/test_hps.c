@@ -24,6 +24,65 @@
 #define G_ATOL 1e-6
 #define G_RTOL 1e-3
 
+/* Planning and the image gradient when Resize(S) up-samples (H < S) or
+ * down-samples a near-square image (S + 12 x S + 13, which torchvision maps
+ * to S x S): tmp is exactly ap_hps_tmp_bytes, and the gradient matches
+ * central finite differences of the fp32 forward (pixels in [-0.9, 0.9],
+ * keep the clamp away from its kinks for eps 1e-2; the costs c are scaled
+ * by 300 so that max|grad| (10..95) exceeds the checker's floor of 1;
+ * observed error 1e-4..2e-4 of max|grad| (fp32 loss noise / 2 eps plus
+ * O(eps^2) curvature): tolerance 2e-3. */
+typedef struct {
+    ap_ctx *ctx;
+    const ap_hps *m;
+    ap_arena *tmp;
+    ap_tensor image, l, txt;
+    const float *c;
+} hps_state;
+
+static double hps_loss(void *p) {
+    hps_state *s = p;
+    if (ap_hps_forward(s->ctx, NULL, s->tmp, NULL, s->m, NULL, &s->l, &s->image, &s->txt)) {
+        printf("  forward failed: %s\n", ap_errmsg());
+        return 0;
+    }
+    return tu_dot(s->l.data, s->c, s->l.shape[0]);
+}
+
+static void resample(ap_ctx *ctx, const ap_hps *m, const ap_tensor *txt, int64_t H, int64_t W,
+                     uint64_t seed) {
+    int64_t B = txt->shape[0];
+    int S = m->visual.image_size;
+    ap_arena tape, tmp;
+    size_t tb = ap_hps_tmp_bytes(m, B, H, W);
+    ap_arena_init(&tape, ap_hps_tape_bytes(m, B), "hps tape");
+    ap_arena_init(&tmp, tb, "hps tmp");
+    ap_tensor image = ap_t4(tu_alloc(B * 3 * H * W), B, 3, H, W), dimage = image;
+    dimage.data = tu_alloc(ap_numel(&image));
+    tu_fill_uniform(image.data, ap_numel(&image), seed, -0.9f, 0.9f);
+    float *c = tu_alloc(B);
+    for (int64_t b = 0; b < B; b++) c[b] = 300.0f * (0.7f - 0.9f * (float)b);
+    ap_tensor l = ap_t1(tu_alloc(B), B), dl = ap_t1(c, B);
+    ap_hps_saved sv;
+    char what[160];
+    snprintf(what, sizeof what, "%lld x %lld -> Resize(%d) (%s)", (long long)H, (long long)W, S,
+             H < S ? "up-sampling" : "down-sampling");
+    int rc = ap_hps_forward(ctx, &tape, &tmp, &sv, m, NULL, &l, &image, txt);
+    if (tu_check(rc == 0, "%s: forward, tmp %zu bytes planned%s%s", what, tb, rc ? ": " : "",
+                 rc ? ap_errmsg() : "")) {
+        rc = ap_hps_backward(ctx, &tmp, m, &sv, &dimage, &dl);
+        if (tu_check(rc == 0, "%s: backward (tmp peak %zu of %zu)%s%s", what, tmp.peak, tb,
+                     rc ? ": " : "", rc ? ap_errmsg() : "")) {
+            hps_state st = {ctx, m, &tmp, image, l, *txt, c};
+            snprintf(what + strlen(what), sizeof what - strlen(what), ": d(sum c*loss)/d(image)");
+            tu_gradcheck(what, hps_loss, &st, image.data, ap_numel(&image), dimage.data, 1e-2,
+                         2e-3, 12);
+        }
+    }
+    ap_arena_free(&tape), ap_arena_free(&tmp);
+    free(image.data), free(dimage.data), free(l.data), free(c);
+}
+
 static void tiny(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     char cfg[1024], ckpt[1024];
     snprintf(cfg, sizeof cfg, "%s/hps/open_clip_tiny.json", dir);
@@ -79,6 +138,9 @@ static void tiny(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     rc = ap_hps_forward(ctx, NULL, &tmp, NULL, &m, &s2, NULL, &image, &txt);
     tu_check(rc == 0 && memcmp(s2.data, sc.data, (size_t)B * sizeof(float)) == 0,
              "inference score equals the tape forward bit for bit");
+    int S = m.visual.image_size;
+    resample(ctx, &m, &txt, S - 8, S - 8, 7);   /* up-sampling */
+    resample(ctx, &m, &txt, S + 12, S + 13, 8); /* down-sampling, near-square */
     ap_tensor badt = ap_t2(txt.data, B, E - 1);
     tu_expect_error("text features of the wrong width",
                     ap_hps_forward(ctx, NULL, &tmp, NULL, &m, &s2, NULL, &image, &badt), "hps_forward",

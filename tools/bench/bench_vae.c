@@ -3,7 +3,9 @@
  * thread count).
  *
  * usage: bench_vae [--threads N] [--reps N] [--batch B] [--latent H W]
- *                  [--channels 64,128,256,256] [--layers 2] [--groups 32]
+ *                  [--channels 64,128,256,256] [--layers 2] [--groups 32] [--full-tape]
+ * --full-tape: tape every activation (v->full_tape) instead of block
+ * checkpointing; --reps 0: one run of each, no warm-up (for peak-RSS checks).
  * Defaults: SD v1.5's decoder, B 1, a 64x64 latent. Prints one line per
  * measurement: the median of --reps runs after one warm-up, for inference
  * (tape NULL) and for a taped forward plus backward, with the planned tape
@@ -36,7 +38,7 @@ static void fill(float *x, size_t n, unsigned seed, float scale) {
 }
 
 int main(int argc, char **argv) {
-    int threads = 0, reps = 3;
+    int threads = 0, reps = 3, full_tape = 0;
     int64_t B = 1, h = 64, w = 64;
     ap_vae_config c;
     ap_vae_config_sd15(&c);
@@ -47,13 +49,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--latent") && i + 2 < argc) h = atoi(argv[++i]), w = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--layers") && i + 1 < argc) c.layers_per_block = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--groups") && i + 1 < argc) c.groups = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--full-tape")) full_tape = 1;
         else if (!strcmp(argv[i], "--channels") && i + 1 < argc) {
             c.n_blocks = 0;
             for (char *t = strtok(argv[++i], ","); t && c.n_blocks < AP_VAE_MAX_BLOCKS; t = strtok(NULL, ","))
                 c.block_out[c.n_blocks++] = atoi(t);
         } else {
             printf("usage: bench_vae [--threads N] [--reps N] [--batch B] [--latent H W]\n"
-                   "                 [--channels 64,128,256,256] [--layers 2] [--groups 32]\n");
+                   "                 [--channels 64,128,256,256] [--layers 2] [--groups 32]"
+                   " [--full-tape]\n");
             return strcmp(argv[i], "--help") ? 1 : 0;
         }
     }
@@ -63,6 +67,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_vae: %s\n", ap_errmsg());
         return 1;
     }
+    v.full_tape = full_tape;
     /* random weights: GroupNorm gammas 1, others small */
     for (int i = 0; i < v.params.count; i++) {
         ap_param *p = &v.params.items[i];
@@ -100,8 +105,9 @@ int main(int argc, char **argv) {
     }
     qsort(t_inf + 1, (size_t)reps, sizeof(double), cmp);
     qsort(t_fb + 1, (size_t)reps, sizeof(double), cmp);
-    printf("BENCH vae decode fwd_ms=%.0f fwd+bwd_ms=%.0f (median of %d after a warm-up)\n",
-           t_inf[1 + reps / 2], t_fb[1 + reps / 2], reps);
+    int m = reps ? 1 + reps / 2 : 0;
+    printf("BENCH vae decode fwd_ms=%.0f fwd+bwd_ms=%.0f (%s, median of %d after a warm-up)\n",
+           t_inf[m], t_fb[m], full_tape ? "full tape" : "checkpointed", reps);
     return 0;
 fail:
     fprintf(stderr, "bench_vae: %s\n", ap_errmsg());
