@@ -5,14 +5,19 @@
 # Starts `mpirun -np $SLURM_NTASKS alignprop-mpi CONFIG --resume auto ...`
 # (one rank per task, i.e. per GPU), so a requeued job continues from the
 # newest complete checkpoint. SLURM's warning signal (--signal=B:USR1@T, sent
-# to this batch shell before the time limit) and SIGTERM (scancel,
-# preemption) are forwarded to mpirun as SIGUSR1, which Open MPI passes on to
+# to this batch shell before the time limit; also scancel --signal=USR1
+# --batch) is forwarded to mpirun as SIGUSR1, which Open MPI passes on to
 # every rank: each finishes its optimizer step, rank 0 writes a checkpoint,
-# and all exit with 75. Exit 75 is then turned into `scontrol requeue`
-# (the job comes back and resumes); 0 ends the job; anything else fails it.
+# and all exit with 75. Exit 75 of a still-running job is then turned into
+# `scontrol requeue` (the job comes back and resumes); 0 ends the job;
+# anything else fails it. SIGTERM (plain scancel, preemption) reaches every
+# process from SLURM itself; see jobs/README.md for what each launcher makes
+# of it.
 # Environment: AP_BIN (default: build/alignprop-mpi under the submit
 # directory), AP_PER_GPU_CAPACITY (per-node micro-batch), AP_NUM_THREADS
-# (default: --cpus-per-task), AP_MPIRUN_ARGS (extra mpirun options).
+# (default: --cpus-per-task), AP_MPIRUN_ARGS (extra mpirun options),
+# AP_LAUNCHER=srun (start the ranks with `srun --mpi=$AP_SRUN_MPI`, default
+# pmix, plus AP_SRUN_ARGS, instead of mpirun; see jobs/README.md for why).
 
 ap_job_run() {
   local config=$1
@@ -27,11 +32,24 @@ ap_job_run() {
        "$ntasks ranks, $AP_NUM_THREADS threads each, $config"
   local pass=(-x AP_NUM_THREADS)
   [ -n "${AP_PER_GPU_CAPACITY:-}" ] && pass+=(-x AP_PER_GPU_CAPACITY)
-  # shellcheck disable=SC2086
-  mpirun -np "$ntasks" "${pass[@]}" ${AP_MPIRUN_ARGS:-} \
-    "$bin" "$config" --resume auto "$@" &
+  case "${AP_LAUNCHER:-mpirun}" in
+    # shellcheck disable=SC2086
+    mpirun) mpirun -np "$ntasks" "${pass[@]}" ${AP_MPIRUN_ARGS:-} \
+              "$bin" "$config" --resume auto "$@" & ;;
+    # srun exports this shell's environment to every task
+    # shellcheck disable=SC2086
+    srun) srun --mpi="${AP_SRUN_MPI:-pmix}" --ntasks="$ntasks" ${AP_SRUN_ARGS:-} \
+            "$bin" "$config" --resume auto "$@" & ;;
+    *) echo "ap_job_run: AP_LAUNCHER=${AP_LAUNCHER}: expected mpirun or srun" >&2; return 2 ;;
+  esac
   local pid=$! rc
-  trap 'echo "ap_job_run: signal received: the ranks finish their step, checkpoint and stop"; kill -USR1 '"$pid"' 2>/dev/null' USR1 TERM
+  # USR1 (--signal=B:USR1@T, scancel --signal=USR1 --batch) reaches this shell
+  # only: pass it on (mpirun and srun both forward SIGUSR1 to every rank).
+  # SIGTERM (scancel, preemption) SLURM sends to every process of the job,
+  # ranks included: forwarding it would be their second signal, which means
+  # "stop now" to them, so it is only noted here.
+  trap 'echo "ap_job_run: SIGUSR1: the ranks finish their step, checkpoint and stop"; kill -USR1 '"$pid"' 2>/dev/null' USR1
+  trap 'echo "ap_job_run: SIGTERM (the ranks have it too: they finish their step and checkpoint if given the time)"' TERM
   while :; do
     wait "$pid"
     rc=$?
@@ -39,6 +57,15 @@ ap_job_run() {
   done
   trap - USR1 TERM
   if [ "$rc" -eq 75 ]; then
+    # requeue only a job that is still running (USR1: time limit warning,
+    # scancel --signal=USR1 --batch); a cancelled or preempted one is SLURM's
+    # (scancel means stop; preemption requeues by itself)
+    local state
+    state=$(scontrol show job "${SLURM_JOB_ID:-0}" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
+    if [ -n "$state" ] && [ "$state" != RUNNING ]; then
+      echo "ap_job_run: stopped (exit 75) while the job is $state: not requeued; it resumes when resubmitted"
+      return 75
+    fi
     echo "ap_job_run: stopped for requeue (exit 75): requeueing job ${SLURM_JOB_ID:-?}"
     if [ -n "${SLURM_JOB_ID:-}" ] && scontrol requeue "$SLURM_JOB_ID"; then
       return 0

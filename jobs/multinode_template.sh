@@ -12,7 +12,7 @@
 #SBATCH --job-name=alignprop
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=4
-#SBATCH --gpus-per-task=1
+#SBATCH --gpus-per-node=4
 #SBATCH --cpus-per-task=8
 #SBATCH --time=48:00:00
 #SBATCH --requeue
@@ -27,6 +27,9 @@ cd "$root" || exit 1
 . jobs/lib.sh
 config=${1:-configs/hps.yaml}
 [ $# -gt 0 ] && shift
-# mpirun places $SLURM_NTASKS ranks over the allocation (Open MPI reads it);
+# mpirun places $SLURM_NTASKS ranks over the allocation (Open MPI reads it) and
+# starts its daemons on the other nodes with `srun`, one task per node: GPUs are
+# requested per node (not --gpus-per-task=1, which that one-task step would
+# inherit and so see one GPU per node); the ranks pick their GPU by local rank.
 # AP_PER_GPU_CAPACITY, when set on the submitting shell, goes to every rank.
 ap_job_run "$config" "$@"

@@ -12,13 +12,15 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/tests/train/common.sh"
 echo "slurm requeue: sbatch, SIGUSR1, exit 75, requeue, resume == uninterrupted"
 sdir="$tmp/slurm"
+# teardown (daemons, munged, jobs) on every exit, also on meson's timeout SIGTERM
+trap '"$root/tools/slurm-local" down "$sdir"; [ -n "${AP_TEST_KEEP:-}" ] || rm -rf "$tmp"' EXIT
+trap 'exit 1' TERM INT HUP
 env_line=$("$root/tools/slurm-local" up "$sdir")
 rc=$?
 if [ $rc -ne 0 ]; then
-  [ $rc -eq 77 ] && { echo "SKIP: SLURM cannot start here"; exit 77; }
+  [ $rc -eq 77 ] && { echo "SKIP: SLURM cannot start here (reason above)"; exit 77; }
   echo "tools/slurm-local failed ($rc)"; exit 1
 fi
-trap '"$root/tools/slurm-local" down "$sdir"; [ -n "${AP_TEST_KEEP:-}" ] || rm -rf "$tmp"' EXIT
 eval "$env_line"
 sets=(--set steps=4 --set num_epochs=3 --set train.total_samples_per_epoch=4
       --set train.total_batch_size=4 --set visualize_eval=false --set save_freq=1
@@ -31,8 +33,9 @@ jid=$(cd "$root" && AP_BIN="$BIN" sbatch --parsable "$tmp/job.sh" "$CFG" --set l
 [ -n "$jid" ] && ok "submitted job $jid" || { bad "sbatch failed"; finish; exit 1; }
 out="$tmp/slurm-alignprop-aesthetic-$jid.out"
 job_state() { scontrol show job "$jid" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
+# signal once the first checkpoint is published (the stop writes a later one)
 for _ in $(seq 1 600); do
-  grep -q "step 1/" "$out" 2>/dev/null && break
+  [ -s "$(last_lora "$tmp/slurm-run/r")" ] && break
   case "$(job_state)" in FAILED|CANCELLED|COMPLETED) break ;; esac
   sleep 0.2
 done
@@ -44,12 +47,13 @@ for _ in $(seq 1 300); do
 done
 grep -q "stop requested" "$out" && ok "ranks stopped after their step and checkpointed" || bad "no stop message"
 grep -q "requeueing job $jid" "$out" && ok "exit 75 mapped to scontrol requeue" || { bad "no requeue"; tail -20 "$out"; }
-# a requeued job waits ~2 min before it is eligible again; release it now
-for _ in $(seq 1 50); do squeue -h -j "$jid" -o %t | grep -q PD && break; sleep 0.2; done
-scontrol update jobid="$jid" StartTime=now >/dev/null 2>&1
+# a requeued job is eligible again after AuthInfo's cred_expire: 10 s under
+# tools/slurm-local (SLURM's default is 120 s). Not StartTime=now: a relaunch
+# in the same second as the kill is refused by slurmd ("already killed").
 # the requeued run ends with "alignprop-mpi exited N"; then the job completes
 for _ in $(seq 1 900); do
   grep -q "ap_job_run: alignprop-mpi exited" "$out" 2>/dev/null && break
+  case "$(job_state)" in FAILED|CANCELLED|TIMEOUT|NODE_FAIL) break ;; esac
   sleep 0.2
 done
 for _ in $(seq 1 100); do
