@@ -22,4 +22,8 @@ static inline int ap_is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* Create path and its missing parents (mkdir -p, mode 0755); errors name
+ * the component that failed. */
+int ap_mkdirs(const char *path);
+
 #endif

@@ -277,7 +277,7 @@ int ap_atomic_commit(ap_atomic *a) {
     return AP_OK;
 }
 
-static int write_all(int fd, const void *data, size_t len) {
+int ap_write_all(int fd, const void *data, size_t len) {
     const char *p = data;
     while (len) {
         ssize_t w = write(fd, p, len);
@@ -295,7 +295,7 @@ int ap_write_file_atomic(const char *path, const void *data, size_t len) {
     ap_atomic a;
     AP_TRY(ap_atomic_begin(&a, path, 0));
     int fd = open(a.tmp, O_WRONLY | O_TRUNC | O_CLOEXEC);
-    int bad = fd < 0 || write_all(fd, data, len) != 0;
+    int bad = fd < 0 || ap_write_all(fd, data, len) != 0;
     int e = errno;
     if (fd >= 0 && close(fd) != 0 && !bad) bad = 1, e = errno;
     if (bad) {

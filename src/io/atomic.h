@@ -37,5 +37,8 @@ int ap_atomic_remove(const char *path);
 /* Install handlers for SIGINT, SIGTERM, SIGHUP that unlink every registered
  * temporary, then re-raise the signal with its default action. Idempotent. */
 void ap_atomic_install_signal_cleanup(void);
+/* write(2) all of data to fd, retrying on EINTR and short writes; 0 or -1
+ * (errno set). */
+int ap_write_all(int fd, const void *data, size_t len);
 
 #endif

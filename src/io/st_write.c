@@ -49,20 +49,6 @@ static int sb_json(sbuf *s, const char *txt) {
     return sb_str(s, "\"");
 }
 
-static int write_all(int fd, const void *data, size_t len) {
-    const char *p = data;
-    while (len) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 int ap_st_write(const char *path, const ap_st_entry *e, int n, const char *const *meta) {
     sbuf h = {0};
     int rc = AP_ERR;
@@ -103,9 +89,9 @@ int ap_st_write(const char *path, const ap_st_entry *e, int n, const char *const
     int fd = open(a.tmp, O_WRONLY | O_TRUNC | O_CLOEXEC);
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
-    int bad = fd < 0 || write_all(fd, len8, 8) || write_all(fd, h.buf, h.len);
+    int bad = fd < 0 || ap_write_all(fd, len8, 8) || ap_write_all(fd, h.buf, h.len);
     for (int i = 0; i < n && !bad; i++)
-        bad = write_all(fd, e[i].t->data, (size_t)ap_numel(e[i].t) * sizeof(float));
+        bad = ap_write_all(fd, e[i].t->data, (size_t)ap_numel(e[i].t) * sizeof(float));
     int err = errno;
     if (fd >= 0 && close(fd) != 0 && !bad) bad = 1, err = errno;
     if (bad) {

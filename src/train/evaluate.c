@@ -16,21 +16,6 @@
 #include "train/checkpoint.h"
 #include "train/job.h"
 
-static int mkdir_p(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return ap_fail("%s: cannot create directory: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return ap_fail("%s: cannot create directory: %s", buf, strerror(errno));
-    return AP_OK;
-}
-
 /* "<i:03d>_<prompt>.png" as main.py names eval images; '/' and control
  * characters in the prompt become '_', and the name is cut at 120 bytes. */
 static void image_name(char *out, size_t cap, const char *dir, int i, const char *prompt) {
@@ -115,7 +100,7 @@ int ap_job_evaluate(ap_job *j, int64_t step, int64_t epoch, const char *dir, dou
             uint64_t s = ap_key(c->seed, AP_KEY_EVAL_PROMPT, 0, (uint64_t)k);
             names[k] = j->eval_prompts[ap_rand_int(&s, 0, j->n_eval_prompts - 1)];
         }
-        if (!rc) rc = mkdir_p(dir);
+        if (!rc) rc = ap_mkdirs(dir);
         for (int k = 0; k < E && !rc; k++) {
             char path[4400];
             uint8_t *hwc = malloc((size_t)img);

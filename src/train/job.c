@@ -26,21 +26,6 @@ void ap_hash_floats(const float *x, size_t n, uint64_t *h) {
     *h = a;
 }
 
-static int mkdirs(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return ap_fail("%s: cannot create directory: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return ap_fail("%s: cannot create directory: %s", buf, strerror(errno));
-    return AP_OK;
-}
-
 /* The run directory: logdir/run_name (run_name "": the config file's name
  * without .yaml, so `--resume auto` finds the run again). */
 static int run_dir(const ap_train_config *c, char *out, size_t cap) {
@@ -96,7 +81,7 @@ int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, i
     j->cfg = cfg, j->dist = dist, j->cap = cap;
     AP_TRY(ap_ctx_init(&j->ctx, threads));
     AP_TRY(run_dir(cfg, j->run_dir, sizeof j->run_dir));
-    if (dist->rank == 0) AP_TRY(mkdirs(j->run_dir));
+    if (dist->rank == 0) AP_TRY(ap_mkdirs(j->run_dir));
     ap_dist_barrier(dist);
     int *caps = ap_malloc(sizeof(int) * (size_t)dist->world, "capacities");
     if (!caps) return AP_ERR;
