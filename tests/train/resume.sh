@@ -2,7 +2,8 @@
 # A run killed anywhere (kill -9 while sampling, during backward, while a
 # checkpoint is being written) or stopped with SIGUSR1 resumes with
 # --resume auto to exactly the LoRA of an uninterrupted run (bit for bit:
-# same samples, same decomposition), and never leaves a partial checkpoint.
+# same samples, same decomposition), as does a 2-rank job one of whose ranks
+# is killed (the job ends non-zero); nothing leaves a partial checkpoint.
 #   resume.sh BIN LORA_DIFF CONFIG
 BIN=$1 DIFF=$2 CFG=$3
 . "$(dirname "$0")/common.sh"
@@ -50,5 +51,21 @@ if "$DIFF" "$(last_lora "$tmp/usr1/r")" "$(last_lora "$tmp/usr1full/r")" 0; then
   ok "stopped + resumed == uninterrupted (2 ranks), bit for bit"
 else
   bad "stopped + resumed differs (2 ranks)"
+fi
+
+# One rank of two dies (SIGKILL in its backward pass of step 3): the job ends
+# non-zero, no partial checkpoint; --resume auto finishes it to the same LoRA.
+mpirun -np 1 -x AP_DEBUG_KILL_AT=backward:3 "$BIN" "$CFG" --per-gpu-capacity 1 --set logdir="$tmp/rankdie" \
+  "${sets[@]}" --resume auto : -np 1 "$BIN" "$CFG" --per-gpu-capacity 1 --set logdir="$tmp/rankdie" \
+  "${sets[@]}" --resume auto > "$tmp/d1.log" 2>&1
+rc=$?
+[ $rc -ne 0 ] && ok "a rank killed: the job exits $rc" || bad "a rank killed, yet the job exited 0"
+msg=$(checkpoints_complete "$tmp/rankdie/r") && ok "after the dead rank: $msg" || bad "after the dead rank: $msg"
+mpirun -np 2 "$BIN" "$CFG" --per-gpu-capacity 1 --set logdir="$tmp/rankdie" "${sets[@]}" --resume auto \
+  > "$tmp/d2.log" 2>&1 && ok "resumed after the dead rank" || { bad "resume after the dead rank: exit $?"; tail "$tmp/d2.log"; }
+if "$DIFF" "$(last_lora "$tmp/rankdie/r")" "$(last_lora "$tmp/usr1full/r")" 0; then
+  ok "dead rank + resumed == uninterrupted (2 ranks), bit for bit"
+else
+  bad "dead rank + resumed differs"
 fi
 finish
