@@ -11,7 +11,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: alignprop-mpi COMMAND [options]     (alignprop-mpi COMMAND --help)\n"
-            "       alignprop-mpi [options] CONFIG.yaml  (training: not implemented yet)\n"
+            "       alignprop-mpi CONFIG.yaml [options]  (training; alignprop-mpi CONFIG.yaml --help)\n"
             "\n"
             "Fine-tunes LoRA adapters of Stable Diffusion v1.5 by backpropagating a\n"
             "differentiable reward (aesthetic, HPSv2) through the DDIM sampler.\n"
@@ -27,18 +27,17 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "sample")) return ap_cmd_sample(argc - 1, argv + 1);
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--version")) {
-            printf("alignprop-mpi %s\n", AP_VERSION);
-            return 0;
-        }
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
     }
-    usage(stderr);
-    if (argc >= 2)
-        fprintf(stderr, "alignprop-mpi: %s: the training job is not implemented yet\n", argv[1]);
-    return 2;
+    if (!strcmp(argv[1], "--version")) {
+        printf("alignprop-mpi %s\n", AP_VERSION);
+        return 0;
+    }
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        usage(stdout);
+        return 0;
+    }
+    return ap_cmd_train(argc, argv);
 }

@@ -23,6 +23,14 @@ Unicode data files:
   ftfy     fix_c1_controls, fix_latin_ligatures, fix_character_width,
            remove_control_chars tables, and the HTML5 entity table used by
            ftfy.fixes.unescape_html and html.unescape.
+  re_word  \\w of Python's re (ftfy's badness expression)
+  mojibake ftfy's fix_encoding: the character classes of ftfy.badness.BADNESS_RE
+           and chardata.UTF8_DETECTOR_RE as one bit mask per code point, the
+           alternatives of BADNESS_RE as sequences of class bits (checked
+           against BADNESS_RE itself on generated strings), and the byte ->
+           character maps of chardata.CHARMAP_ENCODINGS (ftfy's sloppy codecs).
+  nfc      unicodedata.normalize("NFC"): canonical combining classes, one-level
+           canonical decompositions and the primary composites by pair.
 """
 import html
 import html.entities
@@ -109,6 +117,159 @@ def lower_runs():
     return runs, len(pairs)
 
 
+# ftfy.badness.BADNESS_RE as data: one list of positions per alternative, each
+# position the body of a regex character class ({name} = a category of
+# ftfy.badness.MOJIBAKE_CATEGORIES) or one of the special classes below.
+# "[a-z]\s?[ÃÂ][ ]" is written as its two expansions and "^" as a flag.
+SPECIAL = {".": 0, r"\s": 1, r"\w": 2, "^A-Za-z": 3}  # bit numbers, computed in C
+A_ACC = "{lower_accented}{upper_accented}"
+BADNESS_ALTS = [
+    ["{c1}"],
+    ["{bad}" + A_ACC + "{box}{start_punctuation}{end_punctuation}{currency}{numeric}", "{bad}"],
+    ["a-zA-Z", "{lower_common}{upper_common}", "{bad}"],
+    ["{bad}", A_ACC + "{box}{start_punctuation}{end_punctuation}{currency}{numeric}"],
+    ["{lower_accented}{lower_common}{box}{end_punctuation}{currency}{numeric}", "{upper_accented}"],
+    ["{box}{end_punctuation}{currency}{numeric}", "{lower_accented}"],
+    ["{lower_accented}{box}{end_punctuation}", "{currency}"],
+    [r"\s", "{upper_accented}", "{currency}"],
+    ["{upper_accented}{box}", "{numeric}"],
+    [A_ACC + "{box}{currency}{end_punctuation}", "{start_punctuation}", "{numeric}"],
+    [A_ACC + "{currency}{numeric}{box}", "{end_punctuation}", "{start_punctuation}"],
+    ["{currency}{numeric}{box}", "{start_punctuation}"],
+    ["a-z", "{upper_accented}", "{start_punctuation}{currency}"],
+    ["{box}", "{kaomoji}"],
+    [A_ACC + "{currency}{numeric}{start_punctuation}{end_punctuation}", "{box}"],
+    ["{box}", "{end_punctuation}"],
+    [A_ACC, "{end_punctuation}", r"\w"],
+    ["Œœ", "^A-Za-z"],
+    ["ÂÃÎÐ", "€Šš¢£Ÿž\xa0\xad®©°·»{start_punctuation}{end_punctuation}–—´"],
+    ["×", "²³"],
+    ["ØÙ", "{common}{currency}{bad}{numeric}{start_punctuation}ŸŠ®°µ»"] * 2,
+    ["à", "²µ¹¼½¾"],
+    ["√", "±∂†≠®™´≤≥¥µø"],
+    ["≈", "°¢"],
+    ["‚", "Ä", "ìîïòôúùû†°¢π"],
+    ["‚", "âó", "àä°ê"],
+    ["в", "Ђ"],
+    ["ВГРС", "{c1}{bad}{start_punctuation}{end_punctuation}{currency}°µ", "ВГРС"],
+    ["Г", "ў", "В", "Ђ", "В", ".", "A-Za-z "],
+    ["Ã", "\xa0¡"],
+    ["a-z", "ÃÂ", " "],
+    ["a-z", r"\s", "ÃÂ", " "],
+    ["^", "ÃÂ", " "],
+    ["a-z.,?!{end_punctuation}", "Â", " {start_punctuation}{end_punctuation}"],
+    ["β", "€", "™\xa0Ά\xad®°"],
+    ["ΒΓΞΟ", "{c1}{bad}{start_punctuation}{end_punctuation}{currency}°", "ΒΓΞΟ"],
+]
+# chardata.UTF8_DETECTOR_RE's classes, fixed bit numbers for the C matcher.
+UTF8_CLASSES = ["utf8_first_of_2", "utf8_first_of_3", "utf8_first_of_4", "utf8_continuation",
+                "utf8_continuation_strict"]
+
+
+def mojibake_tables():
+    """(bit masks per code point, patterns, class bodies) for fix_encoding."""
+    import re
+
+    import ftfy.badness as fb
+    import ftfy.chardata as cd
+
+    # Each position is a union of atoms: a category, a run of literal
+    # characters or a special class; each atom gets one bit.
+    atoms = {}  # atom body (characters of a class) -> bit
+    for name in UTF8_CLASSES:
+        atoms[cd.UTF8_CLUES[name]] = 4 + len(atoms)
+    pats = []
+    for alt in BADNESS_ALTS:
+        anchored = alt[0] == "^"
+        masks_pos = []
+        for pos in alt[1:] if anchored else alt:
+            if pos in SPECIAL:
+                masks_pos.append(1 << SPECIAL[pos])
+                continue
+            m = 0
+            for k, part in enumerate(re.split(r"\{(\w+)\}", pos)):
+                if not part:
+                    continue
+                body = fb.MOJIBAKE_CATEGORIES[part] if k % 2 else part
+                if body not in atoms:
+                    atoms[body] = 4 + len(atoms)
+                m |= 1 << atoms[body]
+            masks_pos.append(m)
+        pats.append((anchored, masks_pos))
+    assert 4 + len(atoms) <= 64, len(atoms)
+    masks = {}
+    for body, bit in atoms.items():
+        rx = re.compile("[" + body + "]")
+        for cp in range(0x10000):
+            if rx.match(chr(cp)):
+                masks[cp] = masks.get(cp, 0) | (1 << bit)
+    assert max(masks) < 0x10000
+    # Check: the alternatives, as one regex, find exactly what BADNESS_RE
+    # finds, on every pair of characters of the classes (plus ASCII and
+    # spaces) and on random strings of 3..8 of them.
+    def cls(pos):
+        body = pos.format(**fb.MOJIBAKE_CATEGORIES)
+        return {".": ".", r"\s": r"\s", r"\w": r"\w", "^A-Za-z": "[^A-Za-z]"}.get(
+            body, "[" + body.replace("\\", "\\\\").replace("]", "\\]") + "]")
+    mine = re.compile("|".join(("^" if a[0] == "^" else "") + "".join(
+        cls(p) for p in (a[1:] if a[0] == "^" else a)) for a in BADNESS_ALTS))
+    import random
+    alphabet = sorted(chr(c) for c in masks) + list("aAzZ .,?!_1\n\t") + ["\u3000", "\u4e00"]
+    for x in alphabet:
+        for y in alphabet:
+            assert bool(mine.search(x + y)) == bool(fb.BADNESS_RE.search(x + y)), (x, y)
+    rng = random.Random(1)
+    for _ in range(300000):
+        t = "".join(rng.choice(alphabet) for _ in range(rng.randint(3, 8)))
+        assert bool(mine.search(t)) == bool(fb.BADNESS_RE.search(t)), t
+    return masks, pats, len(atoms)
+
+
+def charmaps():
+    """Characters of bytes 0x80..0xFF and then of byte 0x1A in each encoding
+    of chardata.CHARMAP_ENCODINGS, checked against Python's encoders."""
+    import ftfy.chardata as cd
+
+    out = []
+    for enc in cd.CHARMAP_ENCODINGS:
+        chars = (bytes(range(0x80, 0x100)) + b"\x1a").decode(enc)
+        assert len(set(chars)) == 129 and all(ord(c) >= 0x80 or c == "\x1a" for c in chars[:128])
+        for b in list(range(0x80)) + list(range(0x80, 0x100)):
+            if b == 0x1A:
+                continue
+            ch = bytes([b]).decode(enc)
+            assert (ch == chr(b)) if b < 0x80 else ch == chars[b - 0x80], (enc, b)
+            assert ch.encode(enc) == bytes([b])
+        assert chars[128].encode(enc) == b"\x1a"
+        out.append((enc, [ord(c) for c in chars]))
+    return out
+
+
+def nfc_tables():
+    """Combining classes (ranges), one-level canonical decompositions and the
+    primary composites (pairs that NFC composes)."""
+    import unicodedata as ud
+
+    ccc, dec, comp = [], [], []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = ud.combining(chr(cp))
+        if c:
+            if ccc and ccc[-1][1] == cp - 1 and ccc[-1][2] == c:
+                ccc[-1][1] = cp
+            else:
+                ccc.append([cp, cp, c])
+        d = ud.decomposition(chr(cp))
+        if d and not d.startswith("<") and not (0xAC00 <= cp <= 0xD7A3):
+            parts = [int(x, 16) for x in d.split()]
+            assert len(parts) in (1, 2)
+            dec.append((cp, parts[0], parts[1] if len(parts) == 2 else 0))
+            if len(parts) == 2 and ud.normalize("NFC", chr(cp)) == chr(cp):
+                comp.append((parts[0], parts[1], cp))
+    return ccc, dec, sorted(comp)
+
+
 def main():
     if not in_refenv():
         py = subprocess.check_output([str(ROOT / "tools" / "refenv")], text=True).strip()
@@ -137,7 +298,13 @@ def main():
         "ftfy_control": ranges(lambda c: c in cd.CONTROL_CHARS),
         "re_digit": ranges(lambda c: re.match(r"\d", chr(c)) is not None),
         "html_invalid": ranges(lambda c: c in html._invalid_codepoints),
+        "re_word": ranges(lambda c: re.match(r"\w", chr(c)) is not None),
     }
+    assert tables["pyspace"] == ranges(lambda c: re.match(r"\s", chr(c)) is not None), \
+        "re's \\s (ftfy's badness) is not str.isspace(): add a table"
+    masks, pats, nclasses = mojibake_tables()
+    cmaps = charmaps()
+    ccc, dec, comp = nfc_tables()
     tables = {k: merge_surrogate_gap(v) for k, v in tables.items()}
     runs, npairs = lower_runs()
 
@@ -204,9 +371,45 @@ def main():
                 line += item
             f.write(line + "\n};\n")
             f.write(f"const int ap_uc_{name}_n = {len(items)};\n\n")
+        f.write("/* ftfy fix_encoding: class bits (0..3 computed in C, see textclean_encoding.c) */\n")
+        f.write("const ap_uc_bits ap_uc_mojibake[] = {\n")
+        items = sorted(masks.items())
+        for i in range(0, len(items), 3):
+            f.write("   " + "".join(f" {{0x{c:X}, 0x{m:X}}}," for c, m in items[i:i + 3]) + "\n")
+        f.write(f"}};\nconst int ap_uc_mojibake_n = {len(items)};\n\n")
+        f.write("/* ftfy.badness.BADNESS_RE: {anchored at ^, length, class bit per position} */\n")
+        f.write("const ap_uc_pattern ap_uc_badness[] = {\n")
+        for anchored, mp in pats:
+            f.write(f"    {{{int(anchored)}, {len(mp)}, {{{', '.join(f'0x{m:X}' for m in mp)}}}}},\n")
+        f.write(f"}};\nconst int ap_uc_badness_n = {len(pats)};\n\n")
+        f.write("/* bytes 0x80..0xFF, then byte 0x1A, of ftfy's CHARMAP_ENCODINGS in order */\n")
+        f.write(f"const char *const ap_uc_charmap_name[AP_UC_NCHARMAP] = {{\n")
+        f.write("   " + "".join(f' "{e}",' for e, _ in cmaps) + "\n};\n")
+        f.write("const uint16_t ap_uc_charmap[AP_UC_NCHARMAP][129] = {\n")
+        for e, cps in cmaps:
+            f.write(f"    {{ /* {e} */\n")
+            for i in range(0, 129, 12):
+                f.write("       " + "".join(f" 0x{c:X}," for c in cps[i:i + 12]) + "\n")
+            f.write("    },\n")
+        f.write("};\n\n")
+        f.write("/* NFC: canonical combining classes */\n")
+        f.write("const ap_uc_range_val ap_uc_ccc[] = {\n")
+        for i in range(0, len(ccc), 4):
+            f.write("   " + "".join(f" {{0x{a:X}, 0x{b:X}, {v}}}," for a, b, v in ccc[i:i + 4]) + "\n")
+        f.write(f"}};\nconst int ap_uc_ccc_n = {len(ccc)};\n\n")
+        for name, rows, what in (("decomp", dec, "{cp, first, second or 0}, by cp"),
+                                 ("comp", comp, "{first, second, composite}, by pair")):
+            f.write(f"/* NFC: {what} */\nconst ap_uc_triple ap_uc_{name}[] = {{\n")
+            for i in range(0, len(rows), 4):
+                f.write("   " + "".join(f" {{0x{a:X}, 0x{b:X}, 0x{c:X}}}," for a, b, c in rows[i:i + 4])
+                        + "\n")
+            f.write(f"}};\nconst int ap_uc_{name}_n = {len(rows)};\n\n")
     sizes = {k: len(v) for k, v in tables.items()}
     print(f"wrote {OUT.relative_to(ROOT)}: ranges {sizes}, lower runs {len(runs)}, "
-          f"fold {fold}, html5 {len(h5)}, ftfy upper-case entities {len(ft)}")
+          f"fold {fold}, html5 {len(h5)}, ftfy upper-case entities {len(ft)}, mojibake classes "
+          f"{nclasses} over {len(masks)} code points, badness alternatives {len(pats)}, "
+          f"charmaps {len(cmaps)}, ccc ranges {len(ccc)}, decompositions {len(dec)}, "
+          f"composites {len(comp)}")
 
 
 if __name__ == "__main__":

@@ -4,5 +4,7 @@
 #define AP_CLI_COMMANDS_H
 
 int ap_cmd_sample(int argc, char **argv);
+/* alignprop-mpi CONFIG.yaml [options]: training / evaluation (train_cmd.c). */
+int ap_cmd_train(int argc, char **argv);
 
 #endif

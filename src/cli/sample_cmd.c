@@ -13,6 +13,7 @@
 
 #include "cli/commands.h"
 #include "core/err.h"
+#include "io/atomic.h"
 #include "io/png.h"
 #include "pipeline/sd.h"
 #include "pipeline/tiny.h"
@@ -104,6 +105,7 @@ static void slug(char *dst, size_t cap, const char *prompt) {
 }
 
 int ap_cmd_sample(int argc, char **argv) {
+    ap_atomic_install_signal_cleanup(); /* Ctrl-C leaves no *.png.tmp.* behind */
     static struct option opts[] = {
         {"model", required_argument, 0, 'm'},   {"tiny", required_argument, 0, 'T'},
         {"lora", required_argument, 0, 'l'},    {"prompt", required_argument, 0, 'p'},

@@ -23,7 +23,10 @@ static inline double ap_unit53(uint64_t r) { return (double)(r >> 11) * 0x1.0p-5
  * seed, e.g. (seed, AP_KEY_NOISE, epoch, sample index). Keys of different
  * (seed, stream, a, b) give independent splitmix64 streams, so a sample's
  * randomness never depends on which rank or micro-batch draws it. */
-enum { AP_KEY_NOISE = 1, AP_KEY_PROMPT = 2, AP_KEY_TRUNC = 3, AP_KEY_LORA = 4, AP_KEY_EVAL = 5 };
+enum {
+    AP_KEY_NOISE = 1, AP_KEY_PROMPT = 2, AP_KEY_TRUNC = 3, AP_KEY_LORA = 4,
+    AP_KEY_EVAL_NOISE = 5, AP_KEY_EVAL_PROMPT = 6
+};
 static inline uint64_t ap_key(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b) {
     uint64_t s = seed ^ 0x5851F42D4C957F2Dull;
     uint64_t k = ap_splitmix64(&s) ^ (stream * 0xD1B54A32D192ED03ull);

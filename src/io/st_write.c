@@ -1,4 +1,4 @@
-/* st_write.c: safetensors writer and atomic file writes. */
+/* st_write.c: safetensors writer (F32), published through io/atomic.h. */
 #include "st_write.h"
 
 #include <errno.h>
@@ -63,36 +63,6 @@ static int write_all(int fd, const void *data, size_t len) {
     return 0;
 }
 
-/* Open a fresh temp file beside path; returns fd and its name in tmp. */
-static int open_temp(const char *path, char *tmp, size_t n) {
-    static int counter;
-    for (int tries = 0; tries < 100; tries++) {
-        snprintf(tmp, n, "%s.tmp.%d.%d", path, (int)getpid(), counter++);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
-        if (fd >= 0 || errno != EEXIST) return fd;
-    }
-    return -1;
-}
-
-static int finish(int fd, const char *tmp, const char *path, int failed) {
-    int err = failed ? errno : 0;
-    if (!failed && fsync(fd) != 0) err = errno, failed = 1;
-    if (close(fd) != 0 && !failed) err = errno, failed = 1;
-    if (!failed && rename(tmp, path) != 0) err = errno, failed = 1;
-    if (failed) {
-        unlink(tmp);
-        return ap_fail("%s: write failed: %s (nothing was replaced)", path, strerror(err));
-    }
-    return AP_OK;
-}
-
-int ap_write_file_atomic(const char *path, const void *data, size_t len) {
-    char tmp[4096];
-    int fd = open_temp(path, tmp, sizeof tmp);
-    if (fd < 0) return ap_fail("%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-    return finish(fd, tmp, path, write_all(fd, data, len) != 0);
-}
-
 int ap_st_write(const char *path, const ap_st_entry *e, int n, const char *const *meta) {
     sbuf h = {0};
     int rc = AP_ERR;
@@ -128,18 +98,22 @@ int ap_st_write(const char *path, const ap_st_entry *e, int n, const char *const
     if (sb_str(&h, "}")) goto out;
     while (h.len % 8)
         if (sb_str(&h, " ")) goto out;
-    char tmp[4096];
-    int fd = open_temp(path, tmp, sizeof tmp);
-    if (fd < 0) {
-        ap_fail("%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-        goto out;
-    }
+    ap_atomic a;
+    if (ap_atomic_begin(&a, path, 0)) goto out;
+    int fd = open(a.tmp, O_WRONLY | O_TRUNC | O_CLOEXEC);
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
-    int bad = write_all(fd, len8, 8) || write_all(fd, h.buf, h.len);
+    int bad = fd < 0 || write_all(fd, len8, 8) || write_all(fd, h.buf, h.len);
     for (int i = 0; i < n && !bad; i++)
         bad = write_all(fd, e[i].t->data, (size_t)ap_numel(e[i].t) * sizeof(float));
-    rc = finish(fd, tmp, path, bad);
+    int err = errno;
+    if (fd >= 0 && close(fd) != 0 && !bad) bad = 1, err = errno;
+    if (bad) {
+        ap_atomic_abort(&a);
+        ap_fail("%s: write failed: %s (nothing was replaced)", path, strerror(err));
+        goto out;
+    }
+    rc = ap_atomic_commit(&a);
 out:
     free(h.buf);
     return rc;

@@ -42,12 +42,16 @@ int ap_sd_lora_rank(const char *path, int *rank) {
 }
 
 int ap_sd_open(ap_sd *sd, const char *dir, const char *lora) {
+    return ap_sd_open_rank(sd, dir, lora, 0);
+}
+
+int ap_sd_open_rank(ap_sd *sd, const char *dir, const char *lora, int lora_rank) {
     memset(sd, 0, sizeof *sd);
     char a[4096], b[4096];
     snprintf(a, sizeof a, "%s/model_index.json", dir);
     if (!ap_path_exists(a))
         return ap_fail("%s: not a diffusers model directory (expected model_index.json)", dir);
-    int rank = 0, rc;
+    int rank = lora_rank, rc;
     if (lora) AP_TRY(ap_sd_lora_rank(lora, &rank));
     snprintf(a, sizeof a, "%s/tokenizer/vocab.json", dir);
     snprintf(b, sizeof b, "%s/tokenizer/merges.txt", dir);

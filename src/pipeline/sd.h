@@ -47,6 +47,9 @@ typedef struct ap_sample_opts {
  * save_attn_procs file (or a directory holding pytorch_lora_weights.*); its
  * rank is read off the file. */
 int ap_sd_open(ap_sd *sd, const char *dir, const char *lora);
+/* The same with LoRA matrices of rank lora_rank (> 0) allocated (zeroed)
+ * when lora is NULL: the training job's starting point. */
+int ap_sd_open_rank(ap_sd *sd, const char *dir, const char *lora, int lora_rank);
 
 /* Load from one single-file checkpoint in the CompVis layout (.safetensors
  * or .ckpt: model.diffusion_model.*, first_stage_model.*,

@@ -1,4 +1,5 @@
-/* textclean.c: ftfy.fix_text (subset, see textclean.h), html.unescape and
+/* textclean.c: ftfy.fix_text (see textclean.h; fix_encoding and NFC live in
+ * textclean_encoding.c and textclean_nfc.c), html.unescape and
  * whitespace_clean on code-point strings, following the Python sources of
  * ftfy 6.1.1 (__init__.fix_text / fix_and_explain, fixes.py) and Python 3.11
  * html/__init__.py step by step. */
@@ -210,7 +211,9 @@ static int fix_segment(ap_ustr *out, const uint32_t *seg, size_t n, int unescape
             cur = tmp;
             tmp = t;
         }
-        if ((rc = ftfy_char_fixers(&cur, &tmp))) break;
+        if ((rc = ap_ftfy_fix_encoding(&tmp, &cur))) break;
+        if ((rc = ftfy_char_fixers(&tmp, &cur))) break;
+        if ((rc = ap_nfc(&cur, &tmp))) break;
         if (cur.n == prev.n && (cur.n == 0 || !memcmp(cur.cp, prev.cp, cur.n * sizeof *cur.cp)))
             break;
     }

@@ -11,9 +11,9 @@
  *    padded with 0.
  *
  * Algorithm: spec/clip_text.md section 4 and spec/hps.md section 6. Text
- * clean-up (ftfy.fix_text subset, html.unescape, whitespace) is in
- * textclean.h, which also lists what of ftfy is not reproduced. Input is
- * UTF-8; invalid bytes are decoded as Python's errors="replace" does.
+ * clean-up (ftfy 6.1.1 fix_text with its defaults, mojibake repair and NFC
+ * included; html.unescape; whitespace) is in textclean.h. Input is UTF-8;
+ * invalid bytes are decoded as Python's errors="replace" does.
  */
 #ifndef AP_TEXT_TOKENIZER_H
 #define AP_TEXT_TOKENIZER_H

@@ -20,10 +20,10 @@ typedef struct { const char *name, *value; } ap_uc_entity;          /* sorted by
 /* Generated tables; each sorted, with its length in <name>_n. */
 extern const ap_uc_range ap_uc_letter[], ap_uc_number[], ap_uc_other[], ap_uc_rspace[],
     ap_uc_pyspace[], ap_uc_cased[], ap_uc_case_ignorable[], ap_uc_ftfy_control[],
-    ap_uc_re_digit[], ap_uc_html_invalid[];
+    ap_uc_re_digit[], ap_uc_html_invalid[], ap_uc_re_word[];
 extern const int ap_uc_letter_n, ap_uc_number_n, ap_uc_other_n, ap_uc_rspace_n,
     ap_uc_pyspace_n, ap_uc_cased_n, ap_uc_case_ignorable_n, ap_uc_ftfy_control_n,
-    ap_uc_re_digit_n, ap_uc_html_invalid_n;
+    ap_uc_re_digit_n, ap_uc_html_invalid_n, ap_uc_re_word_n;
 extern const ap_uc_lower_run ap_uc_lower[];
 extern const int ap_uc_lower_n;
 extern const ap_uc_map ap_uc_fold_ascii[], ap_uc_ligature[], ap_uc_width[], ap_uc_html_charref[];
@@ -31,6 +31,34 @@ extern const int ap_uc_fold_ascii_n, ap_uc_ligature_n, ap_uc_width_n, ap_uc_html
 extern const uint32_t ap_uc_c1_cp1252[32];
 extern const ap_uc_entity ap_uc_html5[], ap_uc_ftfy_upper[];
 extern const int ap_uc_html5_n, ap_uc_ftfy_upper_n;
+
+/* ftfy fix_encoding (textclean_encoding.c). ap_uc_mojibake: code point ->
+ * bit mask of the classes of BADNESS_RE and UTF8_DETECTOR_RE (bits 4..8 are
+ * utf8_first_of_2/3/4, utf8_continuation, utf8_continuation_strict; bits
+ * 0..3, never stored: any but newline, \s, \w, not an ASCII letter; the
+ * others are the categories and literal runs of those expressions).
+ * ap_uc_badness: the alternatives of BADNESS_RE, a mask of class bits per
+ * position (a character matches a position when its mask shares a bit).
+ * ap_uc_charmap: characters of bytes 0x80..0xFF and of byte 0x1A in each of
+ * ftfy's CHARMAP_ENCODINGS (in its order; the sloppy codecs' maps). */
+typedef struct { uint32_t cp; uint64_t mask; } ap_uc_bits;
+typedef struct { uint8_t anchored, len; uint64_t pos[7]; } ap_uc_pattern;
+enum { AP_UC_NCHARMAP = 9 };
+extern const ap_uc_bits ap_uc_mojibake[];
+extern const ap_uc_pattern ap_uc_badness[];
+extern const int ap_uc_mojibake_n, ap_uc_badness_n;
+extern const char *const ap_uc_charmap_name[AP_UC_NCHARMAP];
+extern const uint16_t ap_uc_charmap[AP_UC_NCHARMAP][129];
+
+/* NFC (textclean_nfc.c): canonical combining classes (ranges with value),
+ * one-level canonical decompositions {cp, first, second or 0} sorted by cp,
+ * primary composites {first, second, composite} sorted by pair. Hangul
+ * syllables are algorithmic and not listed. */
+typedef struct { uint32_t lo, hi, val; } ap_uc_range_val;
+typedef struct { uint32_t a, b, c; } ap_uc_triple;
+extern const ap_uc_range_val ap_uc_ccc[];
+extern const ap_uc_triple ap_uc_decomp[], ap_uc_comp[];
+extern const int ap_uc_ccc_n, ap_uc_decomp_n, ap_uc_comp_n;
 
 /* Membership of cp in a sorted range table (binary search). */
 int ap_uc_in(const ap_uc_range *r, int n, uint32_t cp);

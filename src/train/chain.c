@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/killpoint.h"
 
 static size_t lat_n(const ap_chain *ch) { return (size_t)(ch->C * ch->h * ch->w); }
 
@@ -48,8 +49,8 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
     if (ch->sched.clip_sample) ch->eps_store = falloc((size_t)S * c * n, "chain eps per step", &tot);
     ch->x2 = falloc(2 * c * n, "UNet input", &tot);
     ch->eps2 = falloc(2 * c * n, "UNet output", &tot);
-    ch->d2 = falloc(2 * c * n, "UNet output gradient", &tot);
-    ch->dx2 = falloc(2 * c * n, "UNet input gradient", &tot);
+    ch->d2 = falloc(2 * n, "UNet output gradient", &tot);
+    ch->dx2 = falloc(2 * n, "UNet input gradient", &tot);
     ch->ctx2 = falloc(2 * c * (size_t)(L * D), "UNet context", &tot);
     ch->ts2 = falloc(2 * c, "timesteps", &tot);
     ch->dx = falloc(c * n, "latent gradient", &tot);
@@ -61,9 +62,15 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
         !ch->dx2 || !ch->ctx2 || !ch->ts2 || !ch->dx || !ch->deps || !ch->image || !ch->dimage ||
         !ch->loss_b)
         rc = AP_ERR;
-    ap_unet_plan up;
+    /* forward: one inference call of batch 2 cap; backward: one sample's
+     * two CFG rows at a time, with a tape */
+    ap_unet_plan up, up1;
     if (!rc) rc = ap_unet_plan_sizes(unet, 2 * (int64_t)cap, ch->h, ch->w, L, ctx->n_threads, &up);
-    if (!rc) rc = ap_arena_init(&ch->unet_tape, up.tape_bytes, "UNet tape (one step)");
+    if (!rc) rc = ap_unet_plan_sizes(unet, 2, ch->h, ch->w, L, ctx->n_threads, &up1);
+    if (!rc && up1.tmp_bytes > up.tmp_bytes) up.tmp_bytes = up1.tmp_bytes;
+    if (!rc && up1.scratch_bytes > up.scratch_bytes) up.scratch_bytes = up1.scratch_bytes;
+    if (!rc) up.tape_bytes = up1.tape_bytes;
+    if (!rc) rc = ap_arena_init(&ch->unet_tape, up.tape_bytes, "UNet tape (one sample, one step)");
     if (!rc) rc = ap_arena_init(&ch->unet_tmp, up.tmp_bytes, "UNet temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, up.scratch_bytes);
     size_t vt = ap_vae_tape_bytes(vae, cap, ch->h, ch->w);
@@ -118,7 +125,7 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     if (b < 1 || b > ch->cap)
         return ap_fail("chain: micro-batch of %d samples: expected 1..%d (the planned capacity)",
                        b, ch->cap);
-    const size_t n = lat_n(ch), LD = (size_t)(ch->L * ch->D);
+    const size_t n = lat_n(ch);
     const int64_t C = ch->C, h = ch->h, w = ch->w, bn = (int64_t)b * (int64_t)n;
     float *lat = ch->lat;
     int idx_all[4096], *idx = idx_all;
@@ -138,6 +145,7 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
         if (ch->eps_store) memcpy(ch->eps_store + (size_t)i * (size_t)b * n, ch->eps2, (size_t)bn * sizeof(float));
         AP_TRY(ap_ddim_step(&ch->sched, i, xo, xi, ch->eps2, NULL, bn));
         AP_TRY(check_finite(xo, bn, "the latents", i));
+        if (io->dloss && i == S / 2) ap_killpoint("sample");
     }
     float *xS = lat + (size_t)S * (size_t)b * n;
     const int64_t HW = ch->H * ch->W;
@@ -172,30 +180,28 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
         const float *ei = ch->eps_store ? ch->eps_store + (size_t)i * (size_t)b * n : NULL;
         /* dx <- c_x dx (the latent path), deps = c_eps dx */
         AP_TRY(ap_ddim_step_backward(&ch->sched, i, ch->dx, ch->deps, ch->dx, xi, ei, bn));
-        int na = 0;
-        for (int k = 0; k < b; k++)
-            if (io->attached[(size_t)k * S + i]) idx[na++] = k;
-        if (!na) continue;
-        /* recompute step i's UNet call on the attached samples with a tape */
-        gather(ch, io, xi, idx, na, ch->sched.timesteps[i]);
-        const int64_t an = (int64_t)na * (int64_t)n;
-        ap_tensor tx = ap_t4(ch->x2, 2 * na, C, h, w), te = ap_t4(ch->eps2, 2 * na, C, h, w);
-        ap_tensor tt = ap_t1(ch->ts2, 2 * na), tc = ap_t3(ch->ctx2, 2 * na, ch->L, ch->D);
-        ap_arena_reset(&ch->unet_tape);
-        AP_TRY(ap_unet_forward(ctx, ch->unet, &ch->unet_tape, &ch->unet_tmp, &te, &tx, &tt, &tc));
-        for (int j = 0; j < na; j++)
-            memcpy(ch->d2 + (size_t)j * n, ch->deps + (size_t)idx[j] * n, n * sizeof(float));
-        /* deps_u = (1 - g) deps, deps_c = g deps */
-        ap_cfg_combine_backward(ch->d2, ch->d2 + an, ch->d2, ch->guidance, an);
-        ap_tensor td = ap_t4(ch->d2, 2 * na, C, h, w), tdx2 = ap_t4(ch->dx2, 2 * na, C, h, w);
-        AP_TRY(ap_unet_backward(ctx, ch->unet, &ch->unet_tmp, &tdx2, &td));
-        for (int j = 0; j < na; j++) {
-            float *d = ch->dx + (size_t)idx[j] * n;
-            const float *gu = ch->dx2 + (size_t)j * n, *gc = ch->dx2 + (size_t)(na + j) * n;
+        if (i == (S + first) / 2) ap_killpoint("backward");
+        /* recompute step i's UNet call with a tape, one attached sample at a
+         * time ([x_k; x_k] with [uncond; cond_k]): the tape holds one sample's
+         * two CFG rows whatever the micro-batch, and each sample's gradient
+         * is computed alone (it does not depend on the batch composition) */
+        for (int k = 0; k < b; k++) {
+            if (!io->attached[(size_t)k * S + i]) continue;
+            idx[0] = k;
+            gather(ch, io, xi, idx, 1, ch->sched.timesteps[i]);
+            ap_tensor tx = ap_t4(ch->x2, 2, C, h, w), te = ap_t4(ch->eps2, 2, C, h, w);
+            ap_tensor tt = ap_t1(ch->ts2, 2), tc = ap_t3(ch->ctx2, 2, ch->L, ch->D);
+            ap_arena_reset(&ch->unet_tape);
+            AP_TRY(ap_unet_forward(ctx, ch->unet, &ch->unet_tape, &ch->unet_tmp, &te, &tx, &tt, &tc));
+            memcpy(ch->d2, ch->deps + (size_t)k * n, n * sizeof(float));
+            /* deps_u = (1 - g) deps, deps_c = g deps */
+            ap_cfg_combine_backward(ch->d2, ch->d2 + n, ch->d2, ch->guidance, (int64_t)n);
+            ap_tensor td = ap_t4(ch->d2, 2, C, h, w), tdx2 = ap_t4(ch->dx2, 2, C, h, w);
+            AP_TRY(ap_unet_backward(ctx, ch->unet, &ch->unet_tmp, &tdx2, &td));
+            float *d = ch->dx + (size_t)k * n;
+            const float *gu = ch->dx2, *gc = ch->dx2 + n;
             for (size_t e = 0; e < n; e++) d[e] += gu[e] + gc[e];
         }
-        for (int k = 0; k < b; k++) idx[k] = k;
     }
-    (void)LD;
     return AP_OK;
 }

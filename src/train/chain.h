@@ -8,8 +8,9 @@
  * checkpointed); reward forward (taped); loss_b.
  * Backward from dloss_b: reward -> image -> VAE -> dx_S; then for i = S-1
  * down to the earliest attached step: dx_i = c_x dx_{i+1} (ddim backward)
- * and, for the samples whose step i is attached, the UNet call of step i is
- * recomputed with a tape on those samples only and back-propagated with
+ * and, for each sample whose step i is attached, the UNet call of step i is
+ * recomputed with a tape on that sample alone ([x_k; x_k], batch 2: the tape
+ * is one sample's whatever the micro-batch) and back-propagated with
  * deps_u = (1 - g) c_eps dx_{i+1}, deps_c = g c_eps dx_{i+1}: LoRA grads +=
  * (both calls), dx_i += J_u^T deps_u + J_c^T deps_c. A detached step passes
  * the gradient along the latent only (ddim.md §7). Memory beyond the S + 1
@@ -39,7 +40,8 @@ typedef struct ap_chain {
     ap_arena unet_tape, unet_tmp, vae_tape;
     float *lat;               /* (S + 1, cap, C, h, w) latents */
     float *eps_store;         /* (S, cap, C, h, w) combined eps, only with clip_sample */
-    float *x2, *eps2, *ctx2, *ts2, *d2, *dx2; /* UNet call buffers (2 cap, ...) */
+    float *x2, *eps2, *ctx2, *ts2;          /* UNet call buffers (2 cap, ...) */
+    float *d2, *dx2;                        /* UNet gradients (2, ...): one sample */
     float *dx, *deps, *image, *dimage;      /* (cap, ...) */
     float *loss_b;                          /* (cap) */
     size_t planned_bytes;     /* everything above, for the report */

@@ -110,6 +110,10 @@ typedef struct ap_train_config {
  * Errors: see the header comment. */
 int ap_config_load(ap_train_config *c, const char *path, const char *const *sets, int n_sets);
 void ap_config_free(ap_train_config *c);
+/* Every file and directory the run mode needs exists and is readable (model
+ * unless tiny:, prompt files, reward weights, resume_from): errors name the
+ * key and the path. Called after --dry-run, before any model is loaded. */
+int ap_config_check_files(const ap_train_config *c);
 
 /* Per-rank micro-batch size: the config's per_gpu_capacity, overridden by
  * per_gpu_capacity_by_host[host], then by $AP_PER_GPU_CAPACITY, then by

@@ -71,15 +71,23 @@ int ap_dist_allreduce_sum(ap_dist *d, float *buf, int64_t n) {
     if (d->world == 1) return AP_OK;
     for (int64_t off = 0; off < n; off += INT_MAX / 2) {
         int cnt = (int)(n - off < INT_MAX / 2 ? n - off : INT_MAX / 2);
-        MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, buf + off, cnt, MPI_FLOAT, MPI_SUM, COMM(d)),
-                "MPI_Allreduce (LoRA gradients)");
+        /* reduce to rank 0, then broadcast: every rank gets the same bits
+         * whatever algorithm the library picks (an allreduce may sum in a
+         * different order on different ranks) */
+        int rc = d->rank == 0 ? MPI_Reduce(MPI_IN_PLACE, buf + off, cnt, MPI_FLOAT, MPI_SUM, 0, COMM(d))
+                              : MPI_Reduce(buf + off, NULL, cnt, MPI_FLOAT, MPI_SUM, 0, COMM(d));
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Reduce (sum over ranks)");
+        MPI_TRY(MPI_Bcast(buf + off, cnt, MPI_FLOAT, 0, COMM(d)), "MPI_Bcast (sum over ranks)");
     }
     return AP_OK;
 }
 
 int ap_dist_allreduce_sum_d(ap_dist *d, double *buf, int n) {
     if (d->world == 1) return AP_OK;
-    MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, COMM(d)), "MPI_Allreduce");
+    int rc = d->rank == 0 ? MPI_Reduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, 0, COMM(d))
+                          : MPI_Reduce(buf, NULL, n, MPI_DOUBLE, MPI_SUM, 0, COMM(d));
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Reduce (sum over ranks)");
+    MPI_TRY(MPI_Bcast(buf, n, MPI_DOUBLE, 0, COMM(d)), "MPI_Bcast (sum over ranks)");
     return AP_OK;
 }
 

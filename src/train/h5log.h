@@ -38,8 +38,8 @@ typedef struct ap_eval_row {
 
 /* Create path (N, E as above), or, when resume_step >= 0 and the file exists,
  * open it and drop every train row with step > resume_step and every eval
- * row with step > resume_step (so a resumed run's log equals an
- * uninterrupted one's). Then start SWMR writing. */
+ * row with step >= resume_step (the resumed run evaluates at resume_step
+ * again), so a resumed run's log equals an uninterrupted one's. Then start SWMR writing. */
 int ap_h5log_open(ap_h5log **out, const char *path, int N, int E, int64_t resume_step);
 int ap_h5log_train(ap_h5log *l, const ap_train_row *row); /* append + flush */
 int ap_h5log_eval(ap_h5log *l, const ap_eval_row *row);   /* append + flush */

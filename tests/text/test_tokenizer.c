@@ -11,7 +11,11 @@
  *     merges.txt} when set, else from vocab.json/merges.txt derived from the
  *     .gz the way CLIP's are built. Skipped with a reason otherwise.
  *  3. Context lengths other than 77 (truncation rules), loader errors.
- *  4. Fuzz: 2000 random byte strings (invalid UTF-8 included) through both
+ *  4. The cleaned text itself: ap_ftfy_fix_text against ftfy.fix_text on
+ *     ftfy.txt.gz (hard cases and generated mojibake), ap_nfc against
+ *     unicodedata.normalize("NFC") on nfc.txt.gz; every case must match
+ *     (a case listed in KNOWN_DIFFERENT would be printed, not hidden).
+ *  5. Fuzz: 2000 random byte strings (invalid UTF-8 included) through both
  *     flavours: no crash (run under ASan/UBSan too), ids well-formed.
  * Token ids are integers: the tolerance is exact equality.
  */
@@ -23,6 +27,7 @@
 #include <zlib.h>
 
 #include "testutil.h"
+#include "text/textclean.h"
 #include "text/tokenizer.h"
 
 #define L 77
@@ -393,6 +398,87 @@ static void test_errors(const char *fx, const ap_tokenizer *hf) {
     rmdir(dir);
 }
 
+/* Inputs on which the C ftfy is known to differ from ftfy 6.1.1 (none):
+ * listed cases are printed as differences, not failures. */
+static const char *const KNOWN_DIFFERENT[] = {NULL};
+
+static int is_known_different(const char *key) {
+    for (int i = 0; KNOWN_DIFFERENT[i]; i++)
+        if (!strcmp(KNOWN_DIFFERENT[i], key)) return 1;
+    return 0;
+}
+
+/* Hex field [p, end) as bytes into buf (NUL-terminated); returns the length. */
+static size_t unhex(const char *p, const char *end, char *buf) {
+    size_t n = (size_t)(end - p) / 2;
+    for (size_t i = 0; i < n; i++) buf[i] = (char)(hexval(p[2 * i]) * 16 + hexval(p[2 * i + 1]));
+    buf[n] = '\0';
+    return n;
+}
+
+static void print_ustr(const char *label, const ap_ustr *u) {
+    printf("      %s:", label);
+    for (size_t i = 0; i < u->n && i < 40; i++)
+        printf(u->cp[i] >= 0x20 && u->cp[i] < 0x7F ? " %c" : " U+%04X", (unsigned)u->cp[i]);
+    printf("%s\n", u->n > 40 ? " ..." : "");
+}
+
+/* Lines "[key<TAB>]hex(in)<TAB>hex(expected)"; fn(out, in) must give expected. */
+static void compare_text_file(const char *what, const char *path, int keyed,
+                              int (*fn)(ap_ustr *, const ap_ustr *)) {
+    char *text = slurp(path, NULL);
+    if (!tu_check(text != NULL, "%s: read %s", what, path)) return;
+    int n = 0, bad = 0, known = 0, changed = 0;
+    ap_ustr in = {0}, want = {0}, got = {0};
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        char *key = keyed ? line : NULL, *a = line;
+        if (keyed) {
+            if (!(a = strchr(line, '\t'))) continue;
+            *a++ = '\0';
+        }
+        char *b = strchr(a, '\t');
+        if (!b) continue;
+        size_t la = (size_t)(b - a), lb = strlen(b + 1);
+        char *buf = malloc((la > lb ? la : lb) / 2 + 1);
+        size_t nb = unhex(a, b, buf);
+        in.n = want.n = 0; /* ap_utf8_decode appends */
+        int rc = ap_utf8_decode(&in, buf, nb);
+        nb = unhex(b + 1, b + 1 + lb, buf);
+        if (rc == 0) rc = ap_utf8_decode(&want, buf, nb);
+        free(buf);
+        if (rc == 0) rc = fn(&got, &in);
+        n++;
+        int same = rc == 0 && got.n == want.n &&
+                   (got.n == 0 || !memcmp(got.cp, want.cp, got.n * sizeof *got.cp));
+        changed += want.n != in.n || (in.n && memcmp(want.cp, in.cp, in.n * sizeof *in.cp));
+        if (same) continue;
+        int kd = key && is_known_different(key);
+        known += kd;
+        bad += !kd;
+        if (kd || bad <= 5) {
+            printf("    %s %s case %s%s\n", kd ? "KNOWN DIFFERENT" : "MISMATCH", what,
+                   key ? key : "", rc ? ap_errmsg() : "");
+            print_ustr("input   ", &in);
+            print_ustr("expected", &want);
+            print_ustr("C       ", &got);
+        }
+    }
+    tu_check(bad == 0 && n > 0, "%s: %d cases (%d changed by the reference), %d mismatches, "
+             "%d known different (exact code points)", what, n, changed, bad, known);
+    ap_ustr_free(&in);
+    ap_ustr_free(&want);
+    ap_ustr_free(&got);
+    free(text);
+}
+
+static void test_clean_text(const char *fx) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/tokenizer/ftfy.txt.gz", fx);
+    compare_text_file("ftfy.fix_text", path, 1, ap_ftfy_fix_text);
+    snprintf(path, sizeof path, "%s/tokenizer/nfc.txt.gz", fx);
+    compare_text_file("NFC", path, 0, ap_nfc);
+}
+
 static uint64_t rng_next(uint64_t *s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -400,13 +486,28 @@ static uint64_t rng_next(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
-/* 2000 random byte strings: invalid UTF-8, NUL-free, biased towards the
- * bytes the tokenizer cares about (ASCII, UTF-8 lead/continuation bytes,
- * '&', '<', '\'', specials). */
+/* A random code point of the ranges ftfy's fix_encoding and NFC look at:
+ * Latin-1 and windows-1252 characters, C1 controls, Greek, Cyrillic, box
+ * drawing, combining marks, Hangul jamo, U+FFFD, U+001A, ASCII. */
+static uint32_t mojibake_cp(uint64_t r) {
+    static const uint32_t ranges[][2] = {
+        {0xA0, 0xFF}, {0x80, 0x9F}, {0x152, 0x17E}, {0x2013, 0x203A}, {0x20AC, 0x20AC},
+        {0x2122, 0x2122}, {0x384, 0x3CE}, {0x401, 0x45F}, {0x2500, 0x259F}, {0x300, 0x36F},
+        {0x1100, 0x1112}, {0x1161, 0x1175}, {0x11A8, 0x11C2}, {0xFFFD, 0xFFFD}, {0x1A, 0x1A},
+        {0x20, 0x7E}, {0x20, 0x7E}, {0x2C6, 0x2DD}, {0x192, 0x192}, {0x221A, 0x2265}};
+    const uint32_t *g = ranges[(r >> 8) % (sizeof ranges / sizeof ranges[0])];
+    return g[0] + (uint32_t)((r >> 20) % (g[1] - g[0] + 1));
+}
+
+/* 2000 random strings: odd ones invalid UTF-8 bytes, NUL-free, biased
+ * towards the bytes the tokenizer cares about (ASCII, UTF-8 lead and
+ * continuation bytes, '&', '<', '\'', specials); even ones valid UTF-8 of
+ * mojibake_cp characters, for ftfy's fix_encoding and NFC. */
 static void test_fuzz(const ap_tokenizer *hf, const ap_tokenizer *oc) {
     static const char *frags[] = {"<|endoftext|>", "<|startoftext|>", "<start_of_text>", "&amp;",
                                   "&#x41;", "&#", "'s", "\xce\xa3", "\xc4\xb0", "\x1b[3",
-                                  "\xef\xac\x81", "\r\n", "&lt;", "\xe2\x80\x9c", " "};
+                                  "\xef\xac\x81", "\r\n", "&lt;", "\xe2\x80\x9c", " ",
+                                  "\xc3\xa2\xe2\x82\xac", "\xc3\x83", "e\xcc\x81", "\n<"};
     uint64_t s = 20231005;
     char buf[700];
     int bad = 0, iters = 2000; /* AP_FUZZ_ITERS overrides, for longer sanitizer runs */
@@ -422,6 +523,14 @@ static void test_fuzz(const ap_tokenizer *hf, const ap_tokenizer *oc) {
                 if (k + (int)fl >= n) break;
                 memcpy(buf + k, f, fl);
                 k += (int)fl;
+                continue;
+            }
+            if (it % 2 == 0) {
+                unsigned char u[4];
+                int ul = ap_utf8_encode(mojibake_cp(r), u);
+                if (k + ul >= n) break;
+                memcpy(buf + k, u, (size_t)ul);
+                k += ul;
                 continue;
             }
             unsigned b = (unsigned)(r >> 16) & 0xFF;
@@ -447,7 +556,7 @@ static void test_fuzz(const ap_tokenizer *hf, const ap_tokenizer *oc) {
         }
     }
     double sec = (double)(clock() - t0) / CLOCKS_PER_SEC;
-    tu_check(bad == 0, "fuzz: %d random byte strings (<= 600 bytes, invalid UTF-8) x 2 flavours, "
+    tu_check(bad == 0, "fuzz: %d random strings (<= 600 bytes, half invalid UTF-8, half mojibake-like) x 2 flavours, "
                        "%d failures, %.2f s CPU", iters, bad, sec);
     tu_check(sec < 10.0 * iters / 2000, "fuzz time %.2f s < 10 s per 2000 cases", sec);
 }
@@ -482,6 +591,7 @@ int main(void) {
     test_full_vocab(&c, fx, shared);
     test_context_lengths(hf, oc);
     test_errors(fx, hf);
+    test_clean_text(fx);
     test_fuzz(hf, oc);
     ap_tokenizer_free(hf);
     ap_tokenizer_free(oc);

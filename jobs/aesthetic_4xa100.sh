@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# AlignProp aesthetic training on one node with 4 GPUs (one MPI rank each).
+#   sbatch jobs/aesthetic_4xa100.sh [CONFIG] [alignprop-mpi options, e.g. --set pretrained.model=PATH]
+# Requeues itself when stopped (time limit, preemption, scancel --signal=USR1)
+# and resumes from the newest complete checkpoint. See jobs/README.md.
+#SBATCH --job-name=alignprop-aesthetic
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=4
+#SBATCH --gpus-per-task=1
+#SBATCH --cpus-per-task=8
+#SBATCH --time=24:00:00
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@300
+#SBATCH --open-mode=append
+#SBATCH --output=logs/slurm-%x-%j.out
+set -u
+# the repository: $AP_ROOT, else the submit directory, else the job's working directory
+root=${AP_ROOT:-${SLURM_SUBMIT_DIR:-.}}
+[ -f "$root/jobs/lib.sh" ] || root=$PWD
+cd "$root" || exit 1
+. jobs/lib.sh
+config=${1:-configs/aesthetic.yaml}
+[ $# -gt 0 ] && shift
+ap_job_run "$config" "$@"

@@ -1,0 +1,180 @@
+/* train_cmd.c: `alignprop-mpi CONFIG.yaml`: the training job (and the
+ * evaluate / evaluate_soup modes a config selects). One process per rank
+ * under mpirun or srun; a plain run is a single rank. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "core/err.h"
+#include "train/config.h"
+#include "train/dist.h"
+#include "train/job.h"
+
+void ap_train_install_stop_handlers(void);
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: [mpirun -np N] alignprop-mpi CONFIG.yaml [options]\n"
+        "\n"
+        "Fine-tunes LoRA adapters of Stable Diffusion by backpropagating a differentiable\n"
+        "reward through the DDIM sampler (AlignProp). CONFIG.yaml: see configs/README.md\n"
+        "(presets: configs/aesthetic.yaml, hps.yaml, *_k1.yaml, evaluate.yaml,\n"
+        "evaluate_soup.yaml, demo.yaml). One MPI rank per GPU (or CPU process).\n"
+        "\n"
+        "  --set KEY=VALUE         override a config key (repeatable), e.g.\n"
+        "                          --set train.learning_rate=1e-4 --set num_epochs=10\n"
+        "  --resume auto|PATH      continue from the newest complete checkpoint of the run\n"
+        "                          directory (auto: start fresh when there is none) or PATH\n"
+        "  --per-gpu-capacity N    micro-batch of this rank (overrides the config, its\n"
+        "                          per-host map and $AP_PER_GPU_CAPACITY)\n"
+        "  --threads N             CPU threads per rank (default: $AP_NUM_THREADS,\n"
+        "                          $OMP_NUM_THREADS, else the node's cores / ranks on the node)\n"
+        "  --dry-run               print the resolved config and the batch arithmetic, exit\n"
+        "  --help                  this help\n"
+        "\n"
+        "Outputs under <logdir>/<run_name>: checkpoints/checkpoint_<step>/ (state.h5 +\n"
+        "pytorch_lora_weights.safetensors), log.h5 (HDF5, readable while running),\n"
+        "eval_vis/ (PNG + grid). SIGUSR1 or SIGTERM: finish the step, checkpoint, exit 75\n"
+        "(requeue); then run again with --resume auto. Exit 0 done, 1 failure, 2 bad\n"
+        "usage or config.\n");
+}
+
+static int parse_int(const char *opt, const char *s, int lo, int hi, int *out) {
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) {
+        fprintf(stderr, "alignprop-mpi: %s: expected an integer in %d..%d, found \"%s\"\n", opt,
+                lo, hi, s);
+        return AP_ERR;
+    }
+    *out = (int)v;
+    return AP_OK;
+}
+
+int ap_cmd_train(int argc, char **argv) {
+    static struct option opts[] = {
+        {"set", required_argument, 0, 's'},      {"resume", required_argument, 0, 'r'},
+        {"dry-run", no_argument, 0, 'd'},        {"per-gpu-capacity", required_argument, 0, 'c'},
+        {"threads", required_argument, 0, 't'},  {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    const char *resume = NULL, *config = NULL;
+    int n_sets = 0, dry = 0, cli_cap = 0, threads = 0, ch;
+    if (!sets) return AP_EXIT_FAIL;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 's':
+            if (!strchr(optarg, '=')) {
+                fprintf(stderr, "alignprop-mpi: --set: expected KEY=VALUE, found \"%s\"\n", optarg);
+                free(sets);
+                return AP_EXIT_USAGE;
+            }
+            sets[n_sets++] = optarg;
+            break;
+        case 'r': resume = optarg; break;
+        case 'd': dry = 1; break;
+        case 'c':
+            if (parse_int("--per-gpu-capacity", optarg, 1, 256, &cli_cap)) goto usage_err;
+            break;
+        case 't':
+            if (parse_int("--threads", optarg, 1, 4096, &threads)) goto usage_err;
+            break;
+        case 'h': usage(stdout); free(sets); return AP_EXIT_OK;
+        default: goto usage_err;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "alignprop-mpi: expected one CONFIG.yaml, found %d positional argument%s%s%s\n",
+                argc - optind, argc - optind == 1 ? "" : "s", argc - optind > 1 ? ": " : "",
+                argc - optind > 1 ? argv[optind + 1] : "");
+        goto usage_err;
+    }
+    config = argv[optind];
+    if (resume && !*resume) {
+        fprintf(stderr, "alignprop-mpi: --resume: expected auto or a checkpoint path, found \"\"\n");
+        goto usage_err;
+    }
+
+    ap_dist d;
+    if (ap_dist_init(&d, &argc, &argv)) {
+        fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
+        free(sets);
+        return AP_EXIT_FAIL;
+    }
+    ap_train_config cfg;
+    int code = AP_EXIT_OK;
+    if (ap_config_load(&cfg, config, sets, n_sets)) {
+        if (d.rank == 0) fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
+        code = AP_EXIT_USAGE;
+        goto done_nocfg;
+    }
+    int cap = 0;
+    if (ap_config_capacity(&cfg, d.host, cli_cap, &cap)) {
+        fprintf(stderr, "alignprop-mpi: rank %d (%s): %s\n", d.rank, d.host, ap_errmsg());
+        code = AP_EXIT_USAGE;
+        goto done;
+    }
+    if (dry) {
+        int *caps = calloc((size_t)d.world, sizeof *caps);
+        ap_batch_plan plan;
+        if (!caps || ap_dist_allgather_int(&d, cap, caps) ||
+            ap_batch_plan_make(&plan, &cfg, d.world, caps)) {
+            if (d.rank == 0) fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
+            code = AP_EXIT_USAGE;
+        } else {
+            if (d.rank == 0) ap_config_print(stdout, &cfg, &plan);
+            ap_batch_plan_free(&plan);
+        }
+        free(caps);
+        goto done;
+    }
+    if (strcmp(cfg.backend, "cpu") != 0) {
+        if (d.rank == 0)
+            fprintf(stderr, "alignprop-mpi: %s: backend: \"%s\" is not available in this build: "
+                    "expected \"cpu\" (the CUDA backend is not implemented yet)\n", cfg.path,
+                    cfg.backend);
+        code = AP_EXIT_USAGE;
+        goto done;
+    }
+    if (d.rank == 0 && strcmp(cfg.mixed_precision, "no") != 0)
+        fprintf(stderr, "note: mixed_precision \"%s\" applies to the CUDA backend; the CPU backend "
+                "computes in fp32\n", cfg.mixed_precision);
+    if (ap_config_check_files(&cfg)) {
+        if (d.rank == 0) fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
+        code = AP_EXIT_USAGE;
+        goto done;
+    }
+    if (!threads && !getenv("AP_NUM_THREADS") && !getenv("OMP_NUM_THREADS")) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = (int)(cores / (d.local_world > 0 ? d.local_world : 1));
+        if (threads < 1) threads = 1;
+    }
+    ap_train_install_stop_handlers();
+    ap_job job;
+    if (ap_job_open(&job, &cfg, &d, cap, threads)) {
+        fprintf(stderr, "alignprop-mpi: rank %d: %s\n", d.rank, ap_errmsg());
+        code = AP_EXIT_FAIL;
+    } else {
+        ap_dist_print0(&d, "alignprop-mpi: %s on %d rank%s (%d threads on rank 0), reward %s, "
+                       "model %s\n", cfg.mode == AP_RUN_TRAIN ? "training" : "evaluation",
+                       d.world, d.world > 1 ? "s" : "", job.ctx.n_threads,
+                       ap_reward_name(job.reward), job.model_dir);
+        code = cfg.mode == AP_RUN_TRAIN ? ap_job_train(&job, resume) : ap_job_evaluate_only(&job);
+    }
+    if (code == AP_EXIT_FAIL && d.world > 1) ap_dist_abort(&d, AP_EXIT_FAIL);
+    ap_job_close(&job);
+done:
+    ap_config_free(&cfg);
+done_nocfg:
+    ap_dist_finalize(&d);
+    free(sets);
+    return code;
+usage_err:
+    fprintf(stderr, "(alignprop-mpi --help lists the options)\n");
+    free(sets);
+    return AP_EXIT_USAGE;
+}

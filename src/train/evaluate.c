@@ -1,0 +1,219 @@
+/* evaluate.c: evaluation images and rewards (job.h), and the evaluate-only
+ * and LoRA-soup modes (AlignProp's only_eval / soup_inference). */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/path.h"
+#include "core/rng.h"
+#include "io/png.h"
+#include "train/checkpoint.h"
+#include "train/job.h"
+
+static int mkdir_p(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return ap_fail("%s: cannot create directory: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return ap_fail("%s: cannot create directory: %s", buf, strerror(errno));
+    return AP_OK;
+}
+
+/* "<i:03d>_<prompt>.png" as main.py names eval images; '/' and control
+ * characters in the prompt become '_', and the name is cut at 120 bytes. */
+static void image_name(char *out, size_t cap, const char *dir, int i, const char *prompt) {
+    char p[128];
+    size_t k = 0;
+    for (const char *s = prompt; *s && k < sizeof p - 1 && k < 120; s++)
+        p[k++] = (*s == '/' || (unsigned char)*s < 0x20) ? '_' : *s;
+    p[k] = '\0';
+    snprintf(out, cap, "%s/%03d_%s.png", dir, i, p);
+}
+
+static int write_grid(const char *path, const float *images, int E, int H, int W) {
+    int cols = (int)ceil(sqrt((double)E)), rows = (E + cols - 1) / cols;
+    size_t gw = (size_t)cols * W, gh = (size_t)rows * H;
+    uint8_t *grid = calloc(gw * gh * 3, 1), *cell = malloc((size_t)H * W * 3);
+    if (!grid || !cell) {
+        free(grid), free(cell);
+        return ap_fail("out of memory: evaluation grid");
+    }
+    for (int i = 0; i < E; i++) {
+        ap_png_to_rgb8(cell, images + (size_t)i * 3 * H * W, H, W, AP_PNG_TRUNC);
+        size_t r0 = (size_t)(i / cols) * H, c0 = (size_t)(i % cols) * W;
+        for (int y = 0; y < H; y++)
+            memcpy(grid + ((r0 + y) * gw + c0) * 3, cell + (size_t)y * W * 3, (size_t)W * 3);
+    }
+    int rc = ap_png_write_rgb8(path, grid, (int)gh, (int)gw);
+    free(grid), free(cell);
+    return rc;
+}
+
+int ap_job_evaluate(ap_job *j, int64_t step, int64_t epoch, const char *dir, double *mean_out) {
+    const ap_train_config *c = j->cfg;
+    ap_dist *d = j->dist;
+    int E = c->per_gpu_capacity * c->max_vis_images;
+    if (E < 1) E = 1;
+    const int H = (int)j->chain.H, W = (int)j->chain.W;
+    const int64_t n = j->chain.C * j->chain.h * j->chain.w, img = 3 * (int64_t)H * W;
+    float *images = ap_calloc((size_t)E * (size_t)img, sizeof(float), "evaluation images");
+    float *rewards = ap_calloc((size_t)E, sizeof(float), "evaluation rewards");
+    float *noise = ap_malloc((size_t)(j->cap * n) * sizeof(float), "evaluation latents");
+    float loss[256], rew[256];
+    const char *pr[256];
+    int idx[256];
+    int rc = (!images || !rewards || !noise) ? AP_ERR : AP_OK;
+    const int64_t key_a = c->same_evaluation ? 0 : step + 1;
+    /* image k on rank k mod world, in micro-batches of this rank's capacity */
+    for (int k0 = d->rank; k0 < E && !rc;) {
+        int b = 0;
+        for (int k = k0; k < E && b < j->cap && b < 256; k += d->world) idx[b++] = k;
+        for (int i = 0; i < b; i++) {
+            uint64_t s = ap_key(c->seed, AP_KEY_EVAL_PROMPT, 0, (uint64_t)idx[i]);
+            pr[i] = j->eval_prompts[ap_rand_int(&s, 0, j->n_eval_prompts - 1)];
+            ap_job_noise(j, AP_KEY_EVAL_NOISE, key_a, idx[i], noise + i * n);
+        }
+        rc = ap_job_encode(j, pr, b, j->cond);
+        float *out = j->chain.dimage; /* (cap, 3, H, W) free outside backward */
+        ap_chain_io io = {.b = b, .noise = noise, .cond = j->cond, .uncond = j->uncond,
+                          .prompts = pr, .loss = loss, .reward = rew, .images = out};
+        if (!rc) rc = ap_chain_run(&j->chain, &j->ctx, &io);
+        for (int i = 0; i < b && !rc; i++) {
+            memcpy(images + (size_t)idx[i] * img, out + (size_t)i * img, (size_t)img * sizeof(float));
+            rewards[idx[i]] = rew[i];
+        }
+        k0 = idx[b - 1] + d->world;
+    }
+    if (rc) fprintf(stderr, "\nalignprop-mpi: rank %d: evaluation: %s\n", d->rank, ap_errmsg());
+    int any = 0;
+    if (ap_dist_any(d, rc != 0, &any) || any) goto out;
+    rc = ap_dist_allreduce_sum(d, images, (int64_t)E * img);
+    if (!rc) rc = ap_dist_allreduce_sum(d, rewards, E);
+    if (rc) goto out;
+    double mean = 0, var = 0;
+    for (int k = 0; k < E; k++) mean += rewards[k];
+    mean /= E;
+    for (int k = 0; k < E; k++) var += (rewards[k] - mean) * (rewards[k] - mean);
+    double sd = E > 1 ? sqrt(var / (E - 1)) : 0.0;
+    if (mean_out) *mean_out = mean;
+    if (d->rank == 0) {
+        const char **names = malloc(sizeof *names * (size_t)E);
+        if (!names) rc = ap_fail("out of memory");
+        for (int k = 0; k < E && !rc; k++) {
+            uint64_t s = ap_key(c->seed, AP_KEY_EVAL_PROMPT, 0, (uint64_t)k);
+            names[k] = j->eval_prompts[ap_rand_int(&s, 0, j->n_eval_prompts - 1)];
+        }
+        if (!rc) rc = mkdir_p(dir);
+        for (int k = 0; k < E && !rc; k++) {
+            char path[4400];
+            uint8_t *hwc = malloc((size_t)img);
+            if (!hwc) {
+                rc = ap_fail("out of memory");
+                break;
+            }
+            image_name(path, sizeof path, dir, k, names[k]);
+            ap_png_to_rgb8(hwc, images + (size_t)k * img, H, W, AP_PNG_TRUNC);
+            rc = ap_png_write_rgb8(path, hwc, H, W);
+            free(hwc);
+        }
+        char gp[4400];
+        snprintf(gp, sizeof gp, "%s/grid.png", dir);
+        if (!rc) rc = write_grid(gp, images, E, H, W);
+        if (!rc && j->log) {
+            ap_eval_row row = {.step = step, .epoch = epoch, .reward_mean = mean,
+                               .reward_std = sd, .rewards = rewards, .prompts = names};
+            rc = ap_h5log_eval(j->log, &row);
+        }
+        free(names);
+        if (!rc)
+            fprintf(stderr, "%seval at step %lld: %s reward %.4f +- %.4f over %d images -> %s\n",
+                    isatty(2) ? "\n" : "", (long long)step, ap_reward_name(j->reward), mean, sd,
+                    E, dir);
+        else
+            fprintf(stderr, "\nalignprop-mpi: evaluation: %s\n", ap_errmsg());
+    }
+    int bad = 0;
+    if (ap_dist_any(d, rc != 0, &bad) || bad) rc = rc ? rc : ap_fail("evaluation failed on rank 0");
+out:
+    free(images), free(rewards), free(noise);
+    return rc ? AP_ERR : AP_OK;
+}
+
+/* LoRA weights of a checkpoint directory (state.h5) or a LoRA file /
+ * directory (pytorch_lora_weights.*) into the UNet. */
+static int load_lora(ap_job *j, const char *path) {
+    char st[4200];
+    snprintf(st, sizeof st, "%s/state.h5", path);
+    if (ap_is_file(st) || (strlen(path) > 3 && !strcmp(path + strlen(path) - 3, ".h5"))) {
+        ap_ckpt_meta meta;
+        memset(&meta, 0, sizeof meta);
+        int rc = ap_ckpt_read(path, &j->sd.unet.lora, NULL, NULL, &meta);
+        ap_ckpt_meta_free(&meta);
+        return rc;
+    }
+    return ap_unet_load_lora(&j->sd.unet, path);
+}
+
+int ap_job_evaluate_only(ap_job *j) {
+    const ap_train_config *c = j->cfg;
+    ap_params *lora = &j->sd.unet.lora;
+    int rc = AP_OK;
+    if (c->mode == AP_RUN_EVALUATE_SOUP) {
+        /* main.py's load_model_hook: lora = c1 * lora_1 + (1 - c1) * lora_2;
+         * resume_from_2 "same"/"stablediffusion": lora = c1 * lora_1 */
+        float *l2 = NULL;
+        int base = !strcmp(c->resume_from_2, "same") || !strcmp(c->resume_from_2, "stablediffusion");
+        if (!base) {
+            rc = load_lora(j, c->resume_from_2);
+            l2 = rc ? NULL : ap_malloc(lora->total * sizeof(float), "second LoRA");
+            if (!rc && !l2) rc = AP_ERR;
+            if (!rc) memcpy(l2, lora->flat, lora->total * sizeof(float));
+        }
+        if (!rc) rc = load_lora(j, c->resume_from);
+        const float c1 = (float)c->mixing_coef_1;
+        for (size_t i = 0; i < lora->total && !rc; i++)
+            lora->flat[i] = lora->flat[i] * c1 + (l2 ? l2[i] * (1.0f - c1) : 0.0f);
+        free(l2);
+        if (!rc) ap_dist_print0(j->dist, "LoRA soup: %g x %s + %g x %s\n", c->mixing_coef_1,
+                                c->resume_from, 1.0 - c->mixing_coef_1,
+                                base ? "the base model" : c->resume_from_2);
+    } else if (c->resume_from[0]) {
+        rc = load_lora(j, c->resume_from);
+        if (!rc) ap_dist_print0(j->dist, "evaluating LoRA %s\n", c->resume_from);
+    } else {
+        memset(lora->flat, 0, lora->total * sizeof(float));
+        ap_dist_print0(j->dist, "evaluating the base model (no LoRA: resume_from is empty)\n");
+    }
+    if (rc) {
+        fprintf(stderr, "alignprop-mpi: rank %d: %s\n", j->dist->rank, ap_errmsg());
+        return AP_EXIT_FAIL;
+    }
+    int E = c->per_gpu_capacity * c->max_vis_images;
+    if (j->dist->rank == 0) {
+        char lp[4200];
+        snprintf(lp, sizeof lp, "%s/eval.h5", j->run_dir);
+        rc = ap_h5log_open(&j->log, lp, 1, E < 1 ? 1 : E, -1);
+        if (rc) fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
+    }
+    int any = 0;
+    if (ap_dist_any(j->dist, rc != 0, &any) || any) return AP_EXIT_FAIL;
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/eval_vis", j->run_dir);
+    double mean = 0;
+    if (ap_job_evaluate(j, 0, 0, dir, &mean)) return AP_EXIT_FAIL;
+    ap_dist_print0(j->dist, "evaluation: mean %s reward %.7g; images in %s, rewards in %s/eval.h5\n",
+                   ap_reward_name(j->reward), mean, dir, j->run_dir);
+    return AP_EXIT_OK;
+}

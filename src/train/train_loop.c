@@ -1,0 +1,319 @@
+/* train_loop.c: the AlignProp training loop (job.h): sample, reward
+ * backprop, one all-reduce, clip, AdamW; checkpoints, log, evaluation,
+ * progress, resume, and a graceful stop on SIGUSR1/SIGTERM. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/killpoint.h"
+#include "core/rng.h"
+#include "train/checkpoint.h"
+#include "train/job.h"
+
+static volatile sig_atomic_t stop_signal = 0;
+int64_t ap_killpoint_step = 0;
+
+static void on_stop(int sig) {
+    if (stop_signal) { /* a second signal: stop now */
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+    stop_signal = sig;
+}
+
+void ap_train_install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void hms(char *buf, size_t cap, double s) {
+    long t = s > 0 && s < 1e8 ? (long)(s + 0.5) : 0;
+    snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+/* Rank 0 writes; every rank learns whether it worked. */
+static int save(ap_job *j, int64_t epoch_done) {
+    int rc = AP_OK;
+    char path[4096] = "";
+    if (j->dist->rank == 0) {
+        ap_ckpt_meta meta = {.step = j->step, .epoch = epoch_done, .adam_step = j->opt.step,
+                             .seed = j->cfg->seed, .next_sample = j->step * j->plan.global_batch,
+                             .config = j->cfg->text ? j->cfg->text : "", .model = j->cfg->model,
+                             .base_hash = j->base_hash};
+        rc = ap_ckpt_write(j->run_dir, &j->sd.unet.lora, j->opt.m, j->opt.v, &meta,
+                           j->cfg->num_checkpoint_limit, path, sizeof path);
+        if (rc) fprintf(stderr, "\nalignprop-mpi: checkpoint: %s\n", ap_errmsg());
+        else fprintf(stderr, "%scheckpoint %s\n", isatty(2) ? "\n" : "", path);
+    }
+    int any = 0;
+    AP_TRY(ap_dist_any(j->dist, rc != 0, &any));
+    return any ? ap_fail("writing the checkpoint failed on rank 0") : AP_OK;
+}
+
+/* Restore LoRA, Adam and the step from a checkpoint: rank 0 reads, every
+ * rank receives (no shared file system needed). */
+static int restore(ap_job *j, const char *path) {
+    int rc = AP_OK;
+    int64_t hdr[2] = {0, 0};
+    if (j->dist->rank == 0) {
+        ap_ckpt_meta meta;
+        memset(&meta, 0, sizeof meta);
+        rc = ap_ckpt_read(path, &j->sd.unet.lora, j->opt.m, j->opt.v, &meta);
+        if (!rc && meta.base_hash && strcmp(meta.base_hash, j->base_hash))
+            rc = ap_fail("%s: trained on other base weights (content hash %s, this model %s): "
+                         "resume with the model it was trained on", path, meta.base_hash,
+                         j->base_hash);
+        if (!rc && meta.seed != j->cfg->seed)
+            fprintf(stderr, "warning: %s was written with seed %llu, the config says %llu: the "
+                    "samples after resuming differ from an uninterrupted run\n", path,
+                    (unsigned long long)meta.seed, (unsigned long long)j->cfg->seed);
+        hdr[0] = meta.step, hdr[1] = meta.adam_step;
+        if (rc) fprintf(stderr, "alignprop-mpi: resume: %s\n", ap_errmsg());
+        ap_ckpt_meta_free(&meta);
+    }
+    int any = 0;
+    AP_TRY(ap_dist_any(j->dist, rc != 0, &any));
+    if (any) return rc ? AP_ERR : ap_fail("resume failed on rank 0");
+    AP_TRY(ap_dist_bcast(j->dist, hdr, sizeof hdr));
+    AP_TRY(ap_dist_bcast(j->dist, j->sd.unet.lora.flat, (int64_t)(j->sd.unet.lora.total * sizeof(float))));
+    AP_TRY(ap_dist_bcast(j->dist, j->opt.m, (int64_t)(j->sd.unet.lora.total * sizeof(float))));
+    AP_TRY(ap_dist_bcast(j->dist, j->opt.v, (int64_t)(j->sd.unet.lora.total * sizeof(float))));
+    j->step = hdr[0];
+    j->opt.step = hdr[1];
+    return AP_OK;
+}
+
+static int resume_path(ap_job *j, const char *resume, char *path, size_t cap) {
+    path[0] = '\0';
+    int found = 0;
+    if (resume && !strcmp(resume, "auto")) {
+        if (j->dist->rank == 0) found = ap_ckpt_latest(j->run_dir, path, cap);
+        AP_TRY(ap_dist_bcast(j->dist, &found, sizeof found));
+        if (found < 0) return AP_ERR;
+    } else if (resume && *resume) {
+        snprintf(path, cap, "%s", resume), found = 1;
+    } else if (j->cfg->resume_from[0]) {
+        snprintf(path, cap, "%s", j->cfg->resume_from), found = 1;
+    }
+    return found;
+}
+
+typedef struct step_stats {
+    float *rewards;    /* (N) */
+    float *attached;   /* (N) */
+    double sums[2];    /* loss sum, samples */
+} step_stats;
+
+/* The micro-batches of this rank for optimizer step `step`. Each
+ * micro-batch's LoRA gradient starts from zero and is then added to the
+ * step's sum (j->gacc), so a micro-batch contributes the same bits whether
+ * it runs first, later, or on another rank; the sum over micro-batches (and
+ * then over ranks) is the only place the decomposition shows. */
+static int run_step(ap_job *j, int64_t step, step_stats *st) {
+    const ap_batch_plan *p = &j->plan;
+    const int r = j->dist->rank, N = p->global_batch, S = j->chain.sched.steps;
+    const int64_t spe = p->steps_per_epoch, epoch = step / spe, base = (step % spe) * N;
+    const int64_t n = j->chain.C * j->chain.h * j->chain.w;
+    float *noise = ap_malloc((size_t)(j->cap * n) * sizeof(float), "initial latents");
+    unsigned char *att = ap_malloc((size_t)j->cap * (size_t)S, "attached steps");
+    float dloss[256], loss[256], rew[256];
+    const char *pr[256];
+    int rc = (!noise || !att) ? AP_ERR : AP_OK;
+    if (j->cap > 256) rc = ap_fail("per_gpu_capacity %d: at most 256 supported", j->cap);
+    for (int g = 0; g < p->micro_batches && !rc; g++) {
+        int lo = p->first[r] + g * j->cap, hi = p->first[r] + p->share[r];
+        if (hi > lo + j->cap) hi = lo + j->cap;
+        int b = hi - lo;
+        if (b <= 0) break;
+        for (int i = 0; i < b && !rc; i++) {
+            int64_t k = base + lo + i;
+            pr[i] = j->prompts[ap_job_prompt_index(j, epoch, k)];
+            ap_job_noise(j, AP_KEY_NOISE, epoch, k, noise + i * n);
+            int na = ap_job_trunc(j, epoch, k, att + (size_t)i * S);
+            if (na < 0) rc = AP_ERR;
+            st->attached[lo + i] = (float)na;
+            dloss[i] = (float)(j->cfg->loss_coeff / N);
+        }
+        if (!rc) rc = ap_job_encode(j, pr, b, j->cond);
+        ap_chain_io io = {.b = b, .noise = noise, .cond = j->cond, .uncond = j->uncond,
+                          .prompts = pr, .attached = att, .dloss = dloss, .loss = loss,
+                          .reward = rew};
+        ap_unet_zero_lora_grads(&j->sd.unet);
+        if (!rc) rc = ap_chain_run(&j->chain, &j->ctx, &io);
+        const size_t nl = j->sd.unet.lora.total;
+        for (size_t e = 0; e < nl && !rc; e++) j->gacc[e] += j->sd.unet.lora_grad[e];
+        for (int i = 0; i < b && !rc; i++) {
+            st->rewards[lo + i] = rew[i];
+            st->sums[0] += loss[i];
+            st->sums[1] += 1;
+        }
+    }
+    free(noise), free(att);
+    return rc;
+}
+
+static uint64_t lora_checksum(const ap_job *j) {
+    uint64_t h = 0;
+    ap_hash_floats(j->sd.unet.lora.flat, j->sd.unet.lora.total, &h);
+    return h;
+}
+
+int ap_job_train(ap_job *j, const char *resume) {
+    const ap_train_config *c = j->cfg;
+    ap_dist *d = j->dist;
+    const int N = j->plan.global_batch;
+    const int64_t spe = j->plan.steps_per_epoch, total = (int64_t)c->num_epochs * spe;
+    const int64_t nl = (int64_t)j->sd.unet.lora.total;
+    char ck[4096];
+    int found = resume_path(j, resume, ck, sizeof ck);
+    if (found < 0 || (found && restore(j, ck))) {
+        fprintf(stderr, "alignprop-mpi: rank %d: %s\n", d->rank, ap_errmsg());
+        return AP_EXIT_FAIL;
+    }
+    if (found) ap_dist_print0(d, "resumed from %s at step %lld (epoch %lld)\n", ck,
+                              (long long)j->step, (long long)(j->step / spe));
+    else if (resume && !strcmp(resume, "auto"))
+        ap_dist_print0(d, "no checkpoint in %s/checkpoints: starting from step 0\n", j->run_dir);
+    int E = c->per_gpu_capacity * c->max_vis_images;
+    if (E < 1) E = 1;
+    int rc = AP_OK;
+    if (d->rank == 0) {
+        char lp[4200];
+        snprintf(lp, sizeof lp, "%s/log.h5", j->run_dir);
+        rc = ap_h5log_open(&j->log, lp, N, E, found ? j->step : -1);
+        if (rc) fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
+    }
+    int any = 0;
+    if (ap_dist_any(d, rc != 0, &any) || any) return AP_EXIT_FAIL;
+    ap_dist_print0(d, "run %s: %d ranks, global batch %d (%d micro-batches of up to %d per rank), "
+                   "%lld steps per epoch, %d epochs; planned %.1f MB per rank\n", j->run_dir,
+                   d->world, N, j->plan.micro_batches, j->cap, (long long)spe, c->num_epochs,
+                   j->chain.planned_bytes / 1e6);
+
+    step_stats st;
+    st.rewards = ap_malloc((size_t)N * sizeof(float), "rewards");
+    st.attached = ap_malloc((size_t)N * sizeof(float), "attached counts");
+    if (!st.rewards || !st.attached) return AP_EXIT_FAIL;
+    const int tty = isatty(2);
+    const double t_start = now_s();
+    const int64_t first_step = j->step;
+    int saved_at = -1, code = AP_EXIT_OK;
+    ap_adamw_hp hp = {c->learning_rate, c->adam_beta1, c->adam_beta2, c->adam_epsilon,
+                      c->adam_weight_decay};
+    while (j->step < total) {
+        if (c->visualize_eval && j->step % c->vis_freq == 0) {
+            char dir[4200];
+            snprintf(dir, sizeof dir, "%s/eval_vis/step_%06lld", j->run_dir, (long long)j->step);
+            if (ap_job_evaluate(j, j->step, j->step / spe, dir, NULL)) goto fail;
+        }
+        const double t0 = now_s();
+        ap_killpoint_step = j->step + 1;
+        memset(j->gacc, 0, (size_t)nl * sizeof(float));
+        memset(st.rewards, 0, (size_t)N * sizeof(float));
+        memset(st.attached, 0, (size_t)N * sizeof(float));
+        st.sums[0] = st.sums[1] = 0;
+        if (run_step(j, j->step, &st)) goto fail;
+        /* one all-reduce of the gradients; the statistics ride along */
+        if (ap_dist_allreduce_sum(d, j->gacc, nl)) goto fail;
+        if (ap_dist_allreduce_sum(d, st.rewards, N)) goto fail;
+        if (ap_dist_allreduce_sum(d, st.attached, N)) goto fail;
+        if (ap_dist_allreduce_sum_d(d, st.sums, 2)) goto fail;
+        double gnorm = ap_clip_grad_norm(j->gacc, nl, c->max_grad_norm);
+        if (!isfinite(gnorm)) {
+            ap_fail("step %lld: the LoRA gradient norm is %g (non-finite): lower "
+                    "train.learning_rate or check the reward", (long long)j->step + 1, gnorm);
+            goto fail;
+        }
+        ap_adamw_step(&j->opt, &hp, j->sd.unet.lora.flat, j->gacc);
+        j->step++;
+        if (j->step % c->checksum_every == 0 &&
+            ap_dist_check_same(d, lora_checksum(j), "the LoRA weights checksum"))
+            goto fail;
+        const double dt = now_s() - t0;
+        /* statistics, log, progress (rank 0) */
+        double mean = 0, var = 0, att = 0;
+        for (int k = 0; k < N; k++) mean += st.rewards[k], att += st.attached[k];
+        mean /= N, att /= N;
+        for (int k = 0; k < N; k++) var += (st.rewards[k] - mean) * (st.rewards[k] - mean);
+        double sd = N > 1 ? sqrt(var / (N - 1)) : 0.0; /* torch .std(): unbiased */
+        double loss = c->loss_coeff * st.sums[0] / N;
+        if (d->rank == 0) {
+            const int64_t epoch = (j->step - 1) / spe, base = ((j->step - 1) % spe) * N;
+            const char **pr = malloc(sizeof *pr * (size_t)N);
+            int32_t *ai = malloc(sizeof *ai * (size_t)N);
+            if (!pr || !ai) {
+                free(pr), free(ai);
+                ap_fail("out of memory: log row");
+                goto fail;
+            }
+            for (int k = 0; k < N; k++) {
+                pr[k] = j->prompts[ap_job_prompt_index(j, epoch, base + k)];
+                ai[k] = (int32_t)st.attached[k];
+            }
+            ap_train_row row = {.step = j->step, .epoch = epoch, .loss = loss,
+                                .reward_mean = mean, .reward_std = sd, .grad_norm = gnorm,
+                                .lr = c->learning_rate, .step_time = dt,
+                                .samples_per_s = N / dt, .attached_mean = att,
+                                .rewards = st.rewards, .prompts = pr, .attached = ai};
+            int lrc = ap_h5log_train(j->log, &row);
+            free(pr), free(ai);
+            if (lrc) goto fail;
+            double el = now_s() - t_start, eta = el / (double)(j->step - first_step) * (double)(total - j->step);
+            char e1[32], e2[32];
+            hms(e1, sizeof e1, el), hms(e2, sizeof e2, eta);
+            fprintf(stderr, "%sepoch %lld/%d step %lld/%lld  loss %.5g  reward %.4f +- %.4f  "
+                    "|grad| %.3g  attached %.1f  %.2f samples/s  elapsed %s  ETA %s%s",
+                    tty ? "\r" : "", (long long)epoch + 1, c->num_epochs, (long long)j->step,
+                    (long long)total, loss, mean, sd, gnorm, att, N / dt, e1, e2,
+                    tty ? "   " : "\n");
+        }
+        const int epoch_end = j->step % spe == 0;
+        const int64_t epoch_done = j->step / spe;
+        if (epoch_end && (epoch_done - 1) % c->save_freq == 0) {
+            if (save(j, epoch_done)) goto fail;
+            saved_at = (int)j->step;
+        }
+        int stop = 0;
+        if (ap_dist_any(d, stop_signal != 0, &stop)) goto fail;
+        if (stop) {
+            ap_dist_print0(d, "\nstop requested (signal): checkpointing at step %lld\n",
+                           (long long)j->step);
+            if (saved_at != j->step && save(j, epoch_done)) goto fail;
+            code = AP_EXIT_REQUEUE;
+            break;
+        }
+    }
+    if (code == AP_EXIT_OK) {
+        if (tty && d->rank == 0) fputc('\n', stderr);
+        if (c->visualize_eval) {
+            char dir[4200];
+            snprintf(dir, sizeof dir, "%s/eval_vis/step_%06lld", j->run_dir, (long long)j->step);
+            if (ap_job_evaluate(j, j->step, j->step / spe, dir, NULL)) goto fail;
+        }
+        if (saved_at != j->step && save(j, j->step / spe)) goto fail;
+        ap_dist_print0(d, "done: %lld steps in %.1fs; checkpoints in %s/checkpoints, log %s/log.h5\n",
+                       (long long)(j->step - first_step), now_s() - t_start, j->run_dir, j->run_dir);
+    }
+    free(st.rewards), free(st.attached);
+    return code;
+fail:
+    fprintf(stderr, "\nalignprop-mpi: rank %d: %s\n", d->rank, ap_errmsg());
+    free(st.rewards), free(st.attached);
+    return AP_EXIT_FAIL;
+}
