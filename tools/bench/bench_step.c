@@ -33,11 +33,11 @@
 #include "train/chain.h"
 #include "train/reward.h"
 
-/* The same constants as tools/bench/step_torch.py. */
+/* The same constants as tools/bench/step_torch.py (configs/aesthetic.yaml values). */
 enum { STEPS = 50 };
 static const float GUIDANCE = 7.5f;
 static const double LOSS_COEFF = 0.01, MAX_GRAD_NORM = 5.0;
-static const ap_adamw_hp ADAMW = {1e-3, 0.9, 0.999, 1e-8, 1e-4};
+static const ap_adamw_hp ADAMW = {1e-3, 0.9, 0.999, 1e-8, 0.1};
 
 static double now_s(void) {
     struct timespec ts;

@@ -44,8 +44,9 @@ from diffusers.loaders import AttnProcsLayers
 from diffusers.models.attention_processor import LoRAAttnProcessor
 from safetensors.torch import load_file, save_file
 
+# configs/aesthetic.yaml (the original 7f4503f values), as bench_step.c
 STEPS, GUIDANCE, LOSS_COEFF, MAX_GRAD_NORM = 50, 7.5, 0.01, 5.0
-ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-4, eps=1e-8)
+ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), weight_decay=0.1, eps=1e-8)
 SD15_SCHED = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                   beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
                   steps_offset=1, prediction_type="epsilon")
