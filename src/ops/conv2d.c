@@ -611,6 +611,15 @@ static int use_pg(void) {
 #endif
 }
 
+const char *ap_conv2d_variant(void) {
+    switch (use_pg()) {
+    case PG_DIRECT: return "packed AVX-512 GEMM, im2col gathered (AP_CONV2D_DIRECT)";
+    case PG_WINO: return "packed AVX-512 GEMM, Winograd F(2x2,3x3) where it pays";
+    case PG_WINO_ALL: return "packed AVX-512 GEMM, Winograd for every 3x3 (AP_CONV2D_WINOGRAD)";
+    default: return "im2col + BLAS";
+    }
+}
+
 /* Winograd F(2x2, 3x3) runs for 3x3/s1/p1 convs in mode PG_WINO_ALL, and in
  * PG_WINO where it pays: C, O >= 64, H, W >= 8 and >= 128 tiles per image
  * (256 over a CFG batch of 2, as measured; per image so that the choice, and

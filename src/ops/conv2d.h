@@ -70,4 +70,8 @@ int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
                        const ap_tensor *in, const ap_tensor *w, int stride,
                        int pad);
 
+/* The path this process's convolutions take (CPU and environment above), for
+ * benchmark reports: e.g. "packed AVX-512 GEMM, Winograd where it pays". */
+const char *ap_conv2d_variant(void);
+
 #endif
