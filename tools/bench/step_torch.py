@@ -36,13 +36,16 @@ import random
 import resource
 import sys
 import time
+import pathlib
 
 import torch
 import torch.utils.checkpoint as checkpoint
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from diffusers.loaders import AttnProcsLayers
-from diffusers.models.attention_processor import LoRAAttnProcessor
 from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "fixtures"))
+import unet as fixtures_unet  # noqa: E402
 
 # configs/aesthetic.yaml (the original 7f4503f values), as bench_step.c
 STEPS, GUIDANCE, LOSS_COEFF, MAX_GRAD_NORM = 50, 7.5, 0.01, 5.0
@@ -59,19 +62,9 @@ MID_VAE = dict(block_out_channels=(64, 128, 128, 128), layers_per_block=2, norm_
 
 
 def install_lora(unet):
-    """AlignProp main.py: LoRAAttnProcessor (rank 4) on every attention."""
-    procs = {}
-    boc = unet.config.block_out_channels
-    for name in unet.attn_processors.keys():
-        cross = None if name.endswith("attn1.processor") else unet.config.cross_attention_dim
-        if name.startswith("mid_block"):
-            hidden = boc[-1]
-        elif name.startswith("up_blocks"):
-            hidden = list(reversed(boc))[int(name[len("up_blocks.")])]
-        else:
-            hidden = boc[int(name[len("down_blocks.")])]
-        procs[name] = LoRAAttnProcessor(hidden_size=hidden, cross_attention_dim=cross, rank=4)
-    unet.set_attn_processor(procs)
+    """AlignProp main.py: LoRAAttnProcessor (rank 4) on every attention
+    (tools/fixtures/unet.py builds the processors)."""
+    fixtures_unet.install_lora(unet, rank=4)
     return AttnProcsLayers(unet.attn_processors)
 
 

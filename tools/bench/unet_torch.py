@@ -14,11 +14,14 @@ import json
 import resource
 import sys
 import time
+import pathlib
 
 import torch
 from diffusers import UNet2DConditionModel
-from diffusers.models.attention_processor import LoRAAttnProcessor
 from safetensors.torch import save_file
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "fixtures"))
+import unet as fixtures_unet  # noqa: E402
 
 CONFIG = dict(block_out_channels=(64, 128, 256), layers_per_block=2,
               down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -40,18 +43,7 @@ def main():
     unet = UNet2DConditionModel(sample_size=a.size, **CONFIG)
     unet.requires_grad_(False)
     unet.save_pretrained(a.dir, safe_serialization=True)
-    procs = {}
-    boc = unet.config.block_out_channels
-    for name in unet.attn_processors:
-        cross = None if name.endswith("attn1.processor") else unet.config.cross_attention_dim
-        if name.startswith("mid_block"):
-            hidden = boc[-1]
-        elif name.startswith("up_blocks"):
-            hidden = list(reversed(boc))[int(name[len("up_blocks.")])]
-        else:
-            hidden = boc[int(name[len("down_blocks.")])]
-        procs[name] = LoRAAttnProcessor(hidden_size=hidden, cross_attention_dim=cross, rank=4)
-    unet.set_attn_processor(procs)
+    fixtures_unet.install_lora(unet, rank=4)
     lora = [p for k, p in unet.named_parameters() if "lora" in k]
     with torch.no_grad():
         for k, p in unet.named_parameters():
