@@ -172,7 +172,7 @@ int main(void) {
     e.g = tu_fixture_open("train_chain");
     if (!e.g) return tu_skip("fixture train_chain.safetensors missing");
     ap_ctx_init(&e.ctx, 0);
-    char dir[4096], lora[4200], clip[4200], mlp[4200];
+    char dir[4096], lora[4200], clip[4200], mlp[4200], hcfg[4200], hckpt[4200], hbpe[4200];
     snprintf(dir, sizeof dir, "%s/sd_tiny", fx);
     snprintf(lora, sizeof lora, "%s/sd_tiny/lora", fx);
     int rc = ap_sd_open(&e.sd, dir, lora);
@@ -182,22 +182,35 @@ int main(void) {
     e.noise = tu_fixture(e.g, "inputs.noise", &t);
     e.cond = tu_fixture(e.g, "inputs.cond", &t);
     e.uncond = tu_fixture(e.g, "inputs.uncond", &t);
-    ap_reward *demo = NULL, *aes = NULL;
+    ap_reward *demo = NULL, *aes = NULL, *hps = NULL;
     snprintf(clip, sizeof clip, "%s/clip/clip_model", fx);
     snprintf(mlp, sizeof mlp, "%s/clip/aesthetic_mlp.pth", fx);
     rc = ap_reward_open_kind(&demo, AP_REWARD_DEMO, NULL, NULL, NULL, NULL, NULL, 10, 1);
     tu_check(rc == 0, "demo reward%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
     rc = ap_reward_open_kind(&aes, AP_REWARD_AESTHETIC, clip, mlp, NULL, NULL, NULL, 10, 1);
     tu_check(rc == 0, "aesthetic reward (tiny CLIP + MLP)%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
+    /* a tiny open_clip whose vocabulary covers its 40-merge BPE (hps_tiny.pt
+     * of tools/fixtures/hps.py has 100 tokens, below any open_clip tokenizer's) */
+    snprintf(hcfg, sizeof hcfg, "%s/train_chain_hps/open_clip_tiny.json", fx);
+    snprintf(hckpt, sizeof hckpt, "%s/train_chain_hps/hps_tiny.pt", fx);
+    snprintf(hbpe, sizeof hbpe, "%s/train_chain_hps/bpe_tiny.txt.gz", fx);
+    rc = ap_reward_open_kind(&hps, AP_REWARD_HPS, NULL, NULL, hcfg, hckpt, hbpe, 10, 1);
+    tu_check(rc == 0, "hps reward (tiny open_clip + 40-merge BPE)%s%s", rc ? ": " : "",
+             rc ? ap_errmsg() : "");
     const char *cases[] = {"full", "k1", "perstep", "traj", "none"};
     for (int c = 0; c < 5 && demo; c++) run_case(&e, demo, "demo", cases[c]);
     if (aes) {
         run_case(&e, aes, "aesthetic", "full");
         run_case(&e, aes, "aesthetic", "perstep");
     }
+    if (hps) {
+        run_case(&e, hps, "hps", "full");
+        run_case(&e, hps, "hps", "perstep");
+    }
     if (demo) finite_differences(&e, demo);
     ap_reward_free(demo);
     ap_reward_free(aes);
+    ap_reward_free(hps);
     free(e.noise), free(e.cond), free(e.uncond);
     ap_st_close(e.g);
     ap_sd_close(&e.sd);
