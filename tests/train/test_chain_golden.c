@@ -17,6 +17,7 @@
 #include "io/safetensors.h"
 #include "pipeline/sd.h"
 #include "testutil.h"
+#include "text/tokenizer.h"
 #include "train/chain.h"
 
 #define B 2
@@ -228,6 +229,20 @@ int main(void) {
     snprintf(hcfg, sizeof hcfg, "%s/train_chain_hps/open_clip_tiny.json", fx);
     snprintf(hckpt, sizeof hckpt, "%s/train_chain_hps/hps_tiny.pt", fx);
     snprintf(hbpe, sizeof hbpe, "%s/train_chain_hps/bpe_tiny.txt.gz", fx);
+    {   /* the ids the HPS reward sees: open_clip.tokenize's (scores depend on them) */
+        ap_tokenizer *tok = NULL;
+        float *want = tu_fixture(e.g, "hps.ids", &t);
+        int32_t ids[77];
+        const char *pr[B] = {"a photo of a cat", "a dog"};
+        int bad = ap_tokenizer_load_openclip(&tok, hbpe) != 0;
+        for (int k = 0; k < B && !bad; k++) {
+            bad |= ap_tokenize(tok, pr[k], ids, 77) != 0;
+            for (int j = 0; j < 77 && !bad; j++) bad |= ids[j] != (int32_t)want[k * 77 + j];
+        }
+        tu_check(!bad, "hps: open_clip ids of the prompts (40-merge BPE) equal open_clip.tokenize's");
+        ap_tokenizer_free(tok);
+        free(want);
+    }
     rc = ap_reward_open_kind(&hps, AP_REWARD_HPS, NULL, NULL, hcfg, hckpt, hbpe, 10, 1);
     tu_check(rc == 0, "hps reward (tiny open_clip + 40-merge BPE)%s%s", rc ? ": " : "",
              rc ? ap_errmsg() : "");
