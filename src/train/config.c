@@ -458,11 +458,6 @@ static int conv_enum(const reader *r, int k, char *out, size_t cap) {
 static int resolve_path(const reader *r, int k, char *p, size_t cap) {
     if (!*p || p[0] == '/' || r->s[k].set != 1 || !r->dir[0]) return AP_OK;
     if (!strcmp(p, "stablediffusion") || !strcmp(p, "same") || !strncmp(p, "tiny:", 5)) return AP_OK;
-    if (!strcmp(KEYS[k].name, "pretrained.model") && !strchr(p, '.') && strchr(p, '/') &&
-        !ap_path_exists(p)) {
-        /* a hub name such as runwayml/stable-diffusion-v1-5: leave it, the
-         * file check names it */
-    }
     char buf[AP_CFG_PATH];
     int n = snprintf(buf, sizeof buf, "%s/%s", r->dir, p);
     if (n < 0 || (size_t)n >= cap) return bad_value(r, k, p, "a path shorter than %zu bytes", cap);
@@ -601,8 +596,7 @@ static int check(conv *cv) {
         char *end = NULL;
         const char *s = c->model + 5;
         errno = 0;
-        unsigned long long v = strtoull(s, &end, 10);
-        (void)v;
+        strtoull(s, &end, 10);
         if (!*s || *end || *s == '-' || errno == ERANGE)
             return bad_value(r, key_index("pretrained.model"), c->model, "tiny:SEED with SEED a non-negative integer");
     }
