@@ -3,6 +3,8 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "core/err.h"
+#include "core/isa.h"
 
 #ifndef AP_VERSION
 #define AP_VERSION "unknown"
@@ -22,7 +24,8 @@ static void usage(FILE *f) {
             "\n"
             "options:\n"
             "  --help        show this help and exit\n"
-            "  --version     print the version and exit\n");
+            "  --version     print the version, the CPU's features and the kernel\n"
+            "                variant used (AP_CPU_ISA=avx512|avx2|generic forces one)\n");
 }
 
 int main(int argc, char **argv) {
@@ -32,7 +35,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (!strcmp(argv[1], "--version")) {
+        char cpu[512];
+        if (ap_cpu_isa_init()) {
+            fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
+            return 2;
+        }
         printf("alignprop-mpi %s\n", AP_VERSION);
+        printf("%s\n", ap_cpu_describe(cpu, sizeof cpu));
         return 0;
     }
     if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {

@@ -1,6 +1,7 @@
 /* testutil.c: comparison, gradcheck and reporting helpers for tests. */
 #include "testutil.h"
 
+#include "core/isa.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
 
@@ -194,4 +195,16 @@ float *tu_fixture(ap_st_file *f, const char *name, ap_tensor *t) {
         exit(1);
     }
     return t->data;
+}
+
+/* Every test runs on the kernel variant AP_CPU_ISA names (meson runs the op
+ * tests once per variant); one this CPU cannot run is a printed skip. */
+__attribute__((constructor)) static void tu_isa_guard(void) {
+    if (ap_cpu_isa_init() != AP_OK) {
+        printf("SKIP: %s\n", ap_errmsg());
+        fflush(stdout);
+        exit(TU_SKIP);
+    }
+    const char *e = getenv("AP_CPU_ISA");
+    if (e && *e) printf("kernel variant: %s (AP_CPU_ISA)\n", ap_isa_name(ap_cpu_isa()));
 }

@@ -324,7 +324,11 @@ int ap_cmd_sample(int argc, char **argv) {
     }
 
     /* ---- phase 3: load; image size and steps against the model */
-    ap_ctx_init(&ctx, (int)threads);
+    if (ap_ctx_init(&ctx, (int)threads)) {
+        fprintf(stderr, "alignprop-mpi sample: %s\n", ap_errmsg());
+        rc = 2;
+        goto done;
+    }
     ctx_open = 1;
     double t0 = now_s();
     if (rank == 0)

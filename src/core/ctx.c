@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "isa.h"
 #include "../ops/blas.h"
 
 #ifdef _OPENMP
@@ -22,6 +23,7 @@ static int env_int(const char *name) {
 int ap_ctx_init(ap_ctx *ctx, int n_threads) {
     memset(ctx, 0, sizeof *ctx);
     ctx->backend = AP_BACKEND_CPU;
+    AP_TRY(ap_cpu_isa_init());
     if (n_threads <= 0) n_threads = env_int("AP_NUM_THREADS");
     if (n_threads <= 0) n_threads = env_int("OMP_NUM_THREADS");
 #ifdef _OPENMP
