@@ -38,7 +38,7 @@ const char *ap_cpu_describe(char *buf, int size);
 #define AP_ISA_X86 1
 #define AP_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define AP_TARGET_AVX512 \
-    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,prefer-vector-width=512")))
 #else
 #define AP_ISA_X86 0
 #define AP_TARGET_AVX2
@@ -54,6 +54,14 @@ const char *ap_cpu_describe(char *buf, int size);
     AP_TARGET_AVX2 static void name##_avx2 params { name##_body args; }          \
     AP_TARGET_AVX512 static void name##_avx512 params { name##_body args; }      \
     static void (*const name##_tab[AP_ISA_COUNT]) params = {                     \
+        name##_generic, name##_avx2, name##_avx512}
+
+/* The same for a kernel returning ret. */
+#define AP_ISA_KERNEL_RET(ret, name, params, args)                               \
+    static ret name##_generic params { return name##_body args; }                \
+    AP_TARGET_AVX2 static ret name##_avx2 params { return name##_body args; }    \
+    AP_TARGET_AVX512 static ret name##_avx512 params { return name##_body args; } \
+    static ret (*const name##_tab[AP_ISA_COUNT]) params = {                      \
         name##_generic, name##_avx2, name##_avx512}
 
 #define ap_isa_pick(name) (name##_tab[ap_cpu_isa()])

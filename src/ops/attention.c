@@ -30,20 +30,15 @@
 
 #include "blas.h"
 #include "core/err.h"
+#include "core/isa.h"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-/* Row kernels are compiled for AVX-512, AVX2 and baseline x86-64 and picked
- * at load time (the build does not use -march); exp is the hot spot. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define AP_SIMD_CLONES \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define AP_SIMD_CLONES
-#endif
-
+/* Row kernels are compiled for AVX-512, AVX2 and baseline x86-64 and the
+ * variant in use is picked per call (core/isa.h: AP_CPU_ISA); exp is the hot
+ * spot. */
 /* exp(x) for x <= 0 in the style of Cephes expf (rel. error ~2e-7 over the
  * range used here), written so the compiler vectorises it; exactly 0 below
  * -87 (where expf is denormal) and for -inf, 1 for x > 0 (softmax arguments
@@ -51,7 +46,7 @@
  * float-to-int conversion (a NaN or out-of-range float converted to int, or
  * a negative value shifted, is undefined behaviour); the selects compile to
  * blends, so the normal path keeps its speed. */
-static inline float exp_neg(float x) {
+AP_ISA_INLINE float exp_neg(float x) {
     const float magic = 12582912.0f; /* 1.5 * 2^23: round to nearest integer */
     float xc = x > -87.0f ? x : -87.0f; /* NaN -> -87 */
     xc = xc < 0.0f ? xc : 0.0f;
@@ -72,8 +67,7 @@ static inline float exp_neg(float x) {
     return x < -87.0f ? 0.0f : (x == x ? y * two_n : x);
 }
 
-AP_SIMD_CLONES
-static float row_max(const float *s, int n) {
+AP_ISA_INLINE float row_max_body(const float *s, int n) {
     float m = s[0];
 #pragma omp simd reduction(max : m)
     for (int j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
@@ -81,8 +75,7 @@ static float row_max(const float *s, int n) {
 }
 
 /* s[j] = exp(s[j] - shift) for j < n; returns the sum. */
-AP_SIMD_CLONES
-static float row_exp(float *s, int n, float shift) {
+AP_ISA_INLINE float row_exp_body(float *s, int n, float shift) {
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int j = 0; j < n; j++) {
@@ -94,11 +87,13 @@ static float row_exp(float *s, int n, float shift) {
 }
 
 /* ds[j] = p[j] * (ds[j] - di) (ds holds dP on entry). */
-AP_SIMD_CLONES
-static void row_dsoftmax(float *ds, const float *p, int n, float di) {
+AP_ISA_INLINE void row_dsoftmax_body(float *ds, const float *p, int n, float di) {
 #pragma omp simd
     for (int j = 0; j < n; j++) ds[j] = p[j] * (ds[j] - di);
 }
+AP_ISA_KERNEL_RET(float, row_max, (const float *s, int n), (s, n));
+AP_ISA_KERNEL_RET(float, row_exp, (float *s, int n, float shift), (s, n, shift));
+AP_ISA_KERNEL(row_dsoftmax, (float *ds, const float *p, int n, float di), (ds, p, n, di));
 
 static void zero_rows(float *x, int rows, int cols, int64_t ld) {
     for (int i = 0; i < rows; i++) memset(x + i * ld, 0, (size_t)cols * sizeof(float));
@@ -234,9 +229,9 @@ static void forward_block(const attn_dims *d, tile_ws w, float *out, float *lse,
                 memset(row, 0, (size_t)nk * sizeof(float));
                 continue;
             }
-            float mnew = row_max(row, (int)nv);
+            float mnew = ap_isa_pick(row_max)(row, (int)nv);
             if (m[i] > mnew) mnew = m[i];
-            float sum = row_exp(row, (int)nv, mnew);
+            float sum = ap_isa_pick(row_exp)(row, (int)nv, mnew);
             if (nv < nk) memset(row + nv, 0, (size_t)(nk - nv) * sizeof(float));
             float a = expf(m[i] - mnew); /* 0 on the first block (m = -inf) */
             if (a != 1.0f) {
@@ -337,7 +332,7 @@ static void backward_item(const attn_dims *d, const bwd_args *a, tile_ws w, int6
                 int64_t nv = a->causal ? q0 + i + 1 - k0 : nk;
                 if (nv > nk) nv = nk;
                 if (nv < 0) nv = 0;
-                row_exp(row, (int)nv, lse[q0 + i]);
+                ap_isa_pick(row_exp)(row, (int)nv, lse[q0 + i]);
                 if (nv < nk) memset(row + nv, 0, (size_t)(nk - nv) * sizeof(float));
             }
             if (dV)
@@ -347,7 +342,7 @@ static void backward_item(const attn_dims *d, const bwd_args *a, tile_ws w, int6
             ap_gemm_serial(0, 1, mq, nk, D, 1.0f, dO, ld, V + k0 * C, ld, 0.0f, dS,
                            AP_ATTN_BK);
             for (int i = 0; i < mq; i++)
-                row_dsoftmax(dS + (size_t)i * AP_ATTN_BK, P + (size_t)i * AP_ATTN_BK,
+                ap_isa_pick(row_dsoftmax)(dS + (size_t)i * AP_ATTN_BK, P + (size_t)i * AP_ATTN_BK,
                              nk, Di[i]);
             if (dQ)
                 ap_gemm_serial(0, 0, mq, D, nk, a->scale, dS, AP_ATTN_BK, K + k0 * C,

@@ -2,8 +2,8 @@
  *
  * Accumulation rule: parameter grads (dw, db) +=, activation grads (din) =.
  *
- * On CPUs with AVX-512F (runtime check; AP_CONV2D_BLAS=1 forces the
- * fallback) everything runs on the packed GEMM below, whose B panels are
+ * On the AVX2 and AVX-512 kernel variants (core/isa.h; AP_CONV2D_BLAS=1
+ * forces the fallback) everything runs on the packed GEMM below, whose B panels are
  * gathered from the image straight into L1 (no column buffer):
  *   forward: out_b (O, Ho*Wo)  = w (O, CKK) . im2col(in_b)
  *   dw:      dw (O, CKK)      += dout_b (O, pixels) . im2col(in_b)^T
@@ -15,7 +15,7 @@
  *            output tiles: Winograd F(2x2, 3x3), 16 packed GEMMs over the
  *            transform points (see wg_run; AP_CONV2D_DIRECT=1 turns it off,
  *            AP_CONV2D_WINOGRAD=1 forces it for every 3x3/s1/p1 shape)
- * Otherwise (no AVX-512, or din of strided convs), per image b and chunk of
+ * Otherwise (generic variant, or din of strided convs), per image b and chunk of
  * output rows [i0, i1) (n = (i1 - i0) * Wo columns):
  *   col (C*kh*kw, n)   = im2col(in_b)              row r = (c, u, v)
  *   forward:  out_b[:, i0*Wo : i1*Wo]  = w (O, CKK) . col  (+ bias, pre-filled)
@@ -38,6 +38,7 @@
 
 #include "blas.h"
 #include "core/err.h"
+#include "core/isa.h"
 #include "packed_gemm.h"
 
 typedef struct {
@@ -52,7 +53,7 @@ typedef struct {
 
 /* Path modes (the "pg" argument below): */
 enum {
-    PG_OFF = 0,   /* im2col + BLAS (no AVX-512, or AP_CONV2D_BLAS=1) */
+    PG_OFF = 0,   /* im2col + BLAS (generic variant, or AP_CONV2D_BLAS=1) */
     PG_DIRECT,    /* packed GEMM, im2col gathered (AP_CONV2D_DIRECT=1) */
     PG_WINO,      /* packed GEMM, Winograd where wg_eligible (default) */
     PG_WINO_ALL,  /* Winograd for every 3x3/s1/p1 conv (AP_CONV2D_WINOGRAD=1) */
@@ -237,8 +238,8 @@ typedef struct {
 /* Stride 1: the panel's 32 pixels are runs along output rows; each run reads
  * a contiguous stretch of an input row, so a row of dst is two vectors merged
  * from one masked load per run (masked lanes, padding included, stay 0). */
-PG_TARGET static void pack_im2col_s1(const pack_im2col_arg *a, int k0, int kc, int n0,
-                                     int nr, float *dst) {
+AP_TARGET_AVX512 static void pack_im2col_s1(const pack_im2col_arg *a, int k0, int kc,
+                                            int n0, int nr, float *dst) {
     const conv_dims *d = a->d;
     const int H = d->H, W = d->W, Wo = d->Wo, ph = d->ph, pw = d->pw;
     const size_t HW = (size_t)H * W;
@@ -279,11 +280,46 @@ PG_TARGET static void pack_im2col_s1(const pack_im2col_arg *a, int k0, int kc, i
     }
 }
 
+/* The same panel in plain C for the other variants: zero the row, copy each
+ * run's in-image stretch. */
+AP_ISA_INLINE void pack_im2col_s1_plain_body(const pack_im2col_arg *a, int k0, int kc, int n0,
+                                             int nr, float *dst) {
+    const conv_dims *d = a->d;
+    const int H = d->H, W = d->W, Wo = d->Wo, ph = d->ph, pw = d->pw;
+    int seg_i[PG_NR + 1], seg_l0[PG_NR + 1], seg_l1[PG_NR + 1], seg_j0[PG_NR + 1], nseg = 0;
+    for (int l = 0; l < nr; nseg++) {
+        int n = n0 + l, jj = n % Wo, len = Wo - jj < nr - l ? Wo - jj : nr - l;
+        seg_i[nseg] = n / Wo, seg_j0[nseg] = jj, seg_l0[nseg] = l, seg_l1[nseg] = l + len;
+        l += len;
+    }
+    int c = k0 / (d->kh * d->kw), u = (k0 / d->kw) % d->kh, v = k0 % d->kw;
+    for (int k = 0; k < kc; k++, dst += PG_NR) {
+        int lo = pw - v > 0 ? pw - v : 0, hi = W + pw - v < Wo ? W + pw - v : Wo;
+        const float *xc = a->x + (size_t)c * H * W;
+        for (int j = 0; j < PG_NR; j++) dst[j] = 0.0f;
+        for (int g = 0; g < nseg; g++) {
+            int y = seg_i[g] + u - ph, jj = seg_j0[g], l0 = seg_l0[g];
+            if (y < 0 || y >= H) continue;
+            int a0 = l0 + (lo - jj > 0 ? lo - jj : 0);
+            int a1 = seg_l1[g] < l0 + hi - jj ? seg_l1[g] : l0 + hi - jj;
+            const float *src = xc + (size_t)y * W + (jj - l0 + v - pw);
+            for (int l = a0; l < a1; l++) dst[l] = src[l];
+        }
+        if (++v == d->kw) v = 0, u++;
+        if (u == d->kh) u = 0, c++;
+    }
+}
+AP_ISA_KERNEL(pack_im2col_s1_plain, (const pack_im2col_arg *a, int k0, int kc, int n0, int nr,
+                                     float *dst), (a, k0, kc, n0, nr, dst));
+
 static void pack_im2col(const void *arg, int k0, int kc, int n0, int nr, float *dst) {
     const pack_im2col_arg *a = arg;
     const conv_dims *d = a->d;
     if (d->s == 1) {
-        pack_im2col_s1(a, k0, kc, n0, nr, dst);
+        if (ap_cpu_isa() == AP_ISA_AVX512)
+            pack_im2col_s1(a, k0, kc, n0, nr, dst);
+        else
+            ap_isa_pick(pack_im2col_s1_plain)(a, k0, kc, n0, nr, dst);
         return;
     }
     const int s = d->s, ph = d->ph, pw = d->pw, H = d->H, W = d->W, Wo = d->Wo;
@@ -357,8 +393,8 @@ typedef struct {
     int pix0;       /* first output pixel of this GEMM call */
 } pack_dwcol_arg;
 
-PG_TARGET static void pack_dwcol(const void *arg, int k0, int kc, int n0, int nr,
-                                 float *dst) {
+AP_TARGET_AVX512 static void pack_dwcol_avx512(const void *arg, int k0, int kc, int n0,
+                                               int nr, float *dst) {
     const pack_dwcol_arg *a = arg;
     const conv_dims *d = a->d;
     const int s = d->s, H = d->H, W = d->W, Wo = d->Wo, kh = d->kh, kw = d->kw;
@@ -397,6 +433,44 @@ PG_TARGET static void pack_dwcol(const void *arg, int k0, int kc, int n0, int nr
         _mm512_store_ps(dst + 16, g1);
         if (++jj == Wo) jj = 0, i++;
     }
+}
+
+/* The same panel in plain C (AVX2 has no masked gathers): lane j reads
+ * x[off[j] + y*W + x] when (y + u_j, x + v_j) lies inside the image. */
+AP_ISA_INLINE void pack_dwcol_plain_body(const void *arg, int k0, int kc, int n0, int nr,
+                                   float *dst) {
+    const pack_dwcol_arg *a = arg;
+    const conv_dims *d = a->d;
+    const int s = d->s, H = d->H, W = d->W, Wo = d->Wo, kh = d->kh, kw = d->kw;
+    int off[PG_NR], uu[PG_NR], vv[PG_NR];
+    for (int j = 0; j < PG_NR; j++) {
+        int r = j < nr ? n0 + j : n0;
+        int v = r % kw, u = (r / kw) % kh, c = r / (kw * kh);
+        off[j] = (c * H + u) * W + v, uu[j] = u, vv[j] = v;
+    }
+    int p0 = a->pix0 + k0, i = p0 / Wo, jj = p0 % Wo;
+    for (int k = 0; k < kc; k++, dst += PG_NR) {
+        const int yk = i * s - d->ph, xk = jj * s - d->pw, base = yk * W + xk;
+        if (yk < 0 || yk + kh > H || xk < 0 || xk + kw > W) {
+            for (int j = 0; j < nr; j++) {
+                const int y = yk + uu[j], x = xk + vv[j];
+                dst[j] = y >= 0 && y < H && x >= 0 && x < W ? a->x[off[j] + base] : 0.0f;
+            }
+        } else {
+            for (int j = 0; j < nr; j++) dst[j] = a->x[off[j] + base];
+        }
+        for (int j = nr; j < PG_NR; j++) dst[j] = 0.0f;
+        if (++jj == Wo) jj = 0, i++;
+    }
+}
+AP_ISA_KERNEL(pack_dwcol_plain, (const void *arg, int k0, int kc, int n0, int nr, float *dst),
+              (arg, k0, kc, n0, nr, dst));
+
+static void pack_dwcol(const void *arg, int k0, int kc, int n0, int nr, float *dst) {
+    if (ap_cpu_isa() == AP_ISA_AVX512)
+        pack_dwcol_avx512(arg, k0, kc, n0, nr, dst);
+    else
+        ap_isa_pick(pack_dwcol_plain)(arg, k0, kc, n0, nr, dst);
 }
 
 /* ---- Winograd F(2x2, 3x3): 3x3 kernels, stride 1, pad 1 -----------------
@@ -480,14 +554,12 @@ static void wg_weights(const ap_ctx *ctx, const conv_dims *d, const float *w,
 
 /* V[p][c][t - t0] for the chunk's tiles t in [t0, t1), t = g*tw + tj with g
  * the tile row over the batch; V[p] has row stride ldT. */
-PG_TARGET static void wg_input(const ap_ctx *ctx, const conv_dims *d, const float *xs,
-                               int t0, int t1, float *V, int ldT) {
+AP_ISA_INLINE void wg_input_row_body(const conv_dims *d, const float *xs, int t0, int t1,
+                                     float *V, int ldT, int c, int g) {
     const int C = d->C, H = d->H, W = d->W, th = wg_tiles_h(d), tw = wg_tiles_w(d);
-    const int g0 = t0 / tw, g1 = (t1 - 1) / tw + 1;
     const size_t ps = (size_t)C * ldT;
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) collapse(2)
-    for (int c = 0; c < C; c++)
-        for (int g = g0; g < g1; g++) {
+    {
+        {
             const int bi = g / th, ti = g % th;
             const int js = t0 - g * tw > 0 ? t0 - g * tw : 0;
             const int je = t1 - g * tw < tw ? t1 - g * tw : tw;
@@ -527,17 +599,29 @@ PG_TARGET static void wg_input(const ap_ctx *ctx, const conv_dims *d, const floa
                 }
             }
         }
+    }
+}
+AP_ISA_KERNEL(wg_input_row, (const conv_dims *d, const float *xs, int t0, int t1, float *V,
+                             int ldT, int c, int g), (d, xs, t0, t1, V, ldT, c, g));
+
+/* V for tiles [t0, t1): threads over (channel, tile row). */
+static void wg_input(const ap_ctx *ctx, const conv_dims *d, const float *xs, int t0, int t1,
+                     float *V, int ldT) {
+    const int C = d->C, tw = wg_tiles_w(d), g0 = t0 / tw, g1 = (t1 - 1) / tw + 1;
+    void (*const row)(const conv_dims *, const float *, int, int, float *, int, int, int) =
+        ap_isa_pick(wg_input_row);
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) collapse(2)
+    for (int c = 0; c < C; c++)
+        for (int g = g0; g < g1; g++) row(d, xs, t0, t1, V, ldT, c, g);
 }
 
 /* out tiles t in [t0, t1) = A^T M A + bias (may be NULL). */
-PG_TARGET static void wg_output(const ap_ctx *ctx, const conv_dims *d, const float *M,
-                                int ldT, int t0, int t1, const float *bias, float *out) {
+AP_ISA_INLINE void wg_output_row_body(const conv_dims *d, const float *M, int ldT, int t0,
+                                      int t1, const float *bias, float *out, int o, int g) {
     const int O = d->O, Ho = d->Ho, Wo = d->Wo, th = wg_tiles_h(d), tw = wg_tiles_w(d);
-    const int g0 = t0 / tw, g1 = (t1 - 1) / tw + 1;
     const size_t ps = (size_t)O * ldT;
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) collapse(2)
-    for (int o = 0; o < O; o++)
-        for (int g = g0; g < g1; g++) {
+    {
+        {
             const int bi = g / th, ti = g % th;
             const int js = t0 - g * tw > 0 ? t0 - g * tw : 0;
             const int je = t1 - g * tw < tw ? t1 - g * tw : tw;
@@ -567,6 +651,21 @@ PG_TARGET static void wg_output(const ap_ctx *ctx, const conv_dims *d, const flo
                                sizeof(float) * (size_t)ncol);
             }
         }
+    }
+}
+AP_ISA_KERNEL(wg_output_row, (const conv_dims *d, const float *M, int ldT, int t0, int t1,
+                              const float *bias, float *out, int o, int g),
+              (d, M, ldT, t0, t1, bias, out, o, g));
+
+/* out tiles [t0, t1): threads over (output channel, tile row). */
+static void wg_output(const ap_ctx *ctx, const conv_dims *d, const float *M, int ldT, int t0,
+                      int t1, const float *bias, float *out) {
+    const int O = d->O, tw = wg_tiles_w(d), g0 = t0 / tw, g1 = (t1 - 1) / tw + 1;
+    void (*const row)(const conv_dims *, const float *, int, int, int, const float *, float *,
+                      int, int) = ap_isa_pick(wg_output_row);
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) collapse(2)
+    for (int o = 0; o < O; o++)
+        for (int g = g0; g < g1; g++) row(d, M, ldT, t0, t1, bias, out, o, g);
 }
 
 /* out (B, O, Ho, Wo) = conv3x3/s1/p1(xs, w (O, C*9)) (+ bias); scr holds
@@ -603,7 +702,7 @@ static int env_on(const char *name) {
  * eligible shape to Winograd (tests: small shapes). */
 static int use_pg(void) {
 #if PG_HAVE
-    if (env_on("AP_CONV2D_BLAS") || !__builtin_cpu_supports("avx512f")) return PG_OFF;
+    if (env_on("AP_CONV2D_BLAS") || !ap_pg_available()) return PG_OFF;
     if (env_on("AP_CONV2D_DIRECT")) return PG_DIRECT;
     return env_on("AP_CONV2D_WINOGRAD") ? PG_WINO_ALL : PG_WINO;
 #else
@@ -612,10 +711,17 @@ static int use_pg(void) {
 }
 
 const char *ap_conv2d_variant(void) {
+    const int avx512 = ap_cpu_isa() == AP_ISA_AVX512;
     switch (use_pg()) {
-    case PG_DIRECT: return "packed AVX-512 GEMM, im2col gathered (AP_CONV2D_DIRECT)";
-    case PG_WINO: return "packed AVX-512 GEMM, Winograd F(2x2,3x3) where it pays";
-    case PG_WINO_ALL: return "packed AVX-512 GEMM, Winograd for every 3x3 (AP_CONV2D_WINOGRAD)";
+    case PG_DIRECT:
+        return avx512 ? "packed AVX-512 GEMM, im2col gathered (AP_CONV2D_DIRECT)"
+                      : "packed AVX2 GEMM, im2col gathered (AP_CONV2D_DIRECT)";
+    case PG_WINO:
+        return avx512 ? "packed AVX-512 GEMM, Winograd F(2x2,3x3) where it pays"
+                      : "packed AVX2 GEMM, Winograd F(2x2,3x3) where it pays";
+    case PG_WINO_ALL:
+        return avx512 ? "packed AVX-512 GEMM, Winograd for every 3x3 (AP_CONV2D_WINOGRAD)"
+                      : "packed AVX2 GEMM, Winograd for every 3x3 (AP_CONV2D_WINOGRAD)";
     default: return "im2col + BLAS";
     }
 }

@@ -1,9 +1,12 @@
-/* packed_gemm.c: the AVX-512 packed GEMM (see packed_gemm.h). */
+/* packed_gemm.c: the packed GEMM for AVX2 and AVX-512 (see packed_gemm.h). */
 #include "packed_gemm.h"
 
 #if PG_HAVE
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#include "core/isa.h"
 
 void ap_pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K, float *Ap) {
     const int npanel = ap_pg_mpad(M) / PG_MR, Mp = ap_pg_mpad(M);
@@ -22,50 +25,92 @@ void ap_pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K, floa
 }
 
 
-/* C[0:mr, 0:nr] = (accum ? C : bias ? bias[row] : 0) + Ap (kc x 12) . Bp (kc x 32). */
-PG_TARGET static void pg_kernel(int kc, const float *Ap, const float *Bp, float *C,
-                                int ldc, int accum, const float *bias, int mr, int nr) {
-    __m512 c0[PG_MR], c1[PG_MR];
-    /* C rows are a whole row stride apart (often 16 KiB): start fetching
-     * them now so the epilogue does not wait on L2/L3. */
-    for (int r = 0; r < mr; r++) {
-        _mm_prefetch((const char *)(C + (size_t)r * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(C + (size_t)r * ldc + 31), _MM_HINT_T0);
+/* ---- micro-kernel: one source for every vector width ---------------------
+ *
+ * PG_TILE(NAME, TARGET, VT, W, R, BCAST, FMA) defines NAME(kc, Ap, Bp, C, ldc,
+ * accum, bias, mr, nr) for the instruction set TARGET: C[0:mr, 0:nr] (mr <= R,
+ * nr <= 2W) = (accum ? C : bias ? bias[row] : 0) + A . B over packed panels (A
+ * rows PG_MR apart, B rows PG_NR apart), with R x 2 accumulators of the vector
+ * type VT (W floats). Each C element is bias, then the k products in order by
+ * FMA, then + C: the same rounding for every width. */
+#define PG_TILE(NAME, TARGET, VT, W, R, BCAST, FMA)                                     \
+    TARGET AP_ISA_INLINE void NAME(int kc, const float *Ap, const float *Bp, float *C,  \
+                                   int ldc, int accum, const float *bias, int mr, int nr) { \
+        VT c0[R], c1[R];                                                                \
+        /* C rows are a whole row stride apart (often 16 KiB): start fetching \
+         * them now so the epilogue does not wait on L2/L3. */                          \
+        for (int r = 0; r < mr; r++) {                                                  \
+            _mm_prefetch((const char *)(C + (size_t)r * ldc), _MM_HINT_T0);             \
+            _mm_prefetch((const char *)(C + (size_t)r * ldc + 2 * W - 1), _MM_HINT_T0); \
+        }                                                                               \
+        _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                          \
+            c0[r] = BCAST(bias && r < mr ? bias[r] : 0.0f);                             \
+            c1[r] = c0[r];                                                              \
+        }                                                                               \
+        for (int k = 0; k < kc; k++) {                                                  \
+            const VT b0 = *(const VT *)Bp, b1 = *(const VT *)(Bp + W);                  \
+            _mm_prefetch((const char *)(Ap + 8 * PG_MR), _MM_HINT_T0);                  \
+            _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                      \
+                const VT a = BCAST(Ap[r]);                                              \
+                c0[r] = FMA(a, b0, c0[r]);                                              \
+                c1[r] = FMA(a, b1, c1[r]);                                              \
+            }                                                                           \
+            Ap += PG_MR, Bp += PG_NR;                                                   \
+        }                                                                               \
+        if (mr == R && nr == 2 * W) {                                                   \
+            _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                      \
+                float *cr = C + (size_t)r * ldc;                                        \
+                VT u0, u1;                                                              \
+                if (accum) {                                                            \
+                    memcpy(&u0, cr, sizeof u0), memcpy(&u1, cr + W, sizeof u1);         \
+                    c0[r] += u0, c1[r] += u1;                                           \
+                }                                                                       \
+                memcpy(cr, &c0[r], sizeof u0), memcpy(cr + W, &c1[r], sizeof u1);       \
+            }                                                                           \
+        } else {                                                                        \
+            for (int r = 0; r < mr; r++) {                                              \
+                float t[2 * W], *cr = C + (size_t)r * ldc;                              \
+                memcpy(t, &c0[r], sizeof c0[r]), memcpy(t + W, &c1[r], sizeof c1[r]);   \
+                for (int j = 0; j < nr; j++) cr[j] = accum ? cr[j] + t[j] : t[j];       \
+            }                                                                           \
+        }                                                                               \
     }
-#pragma GCC unroll 12
-    for (int r = 0; r < PG_MR; r++) {
-        c0[r] = bias && r < mr ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
-        c1[r] = c0[r];
-    }
-    for (int k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
-        _mm_prefetch((const char *)(Ap + 8 * PG_MR), _MM_HINT_T0);
-#pragma GCC unroll 12
-        for (int r = 0; r < PG_MR; r++) {
-            __m512 a = _mm512_set1_ps(Ap[r]);
-            c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
-            c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
-        }
-        Ap += PG_MR, Bp += PG_NR;
-    }
-    __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-#pragma GCC unroll 12
-    for (int r = 0; r < PG_MR; r++) {
-        if (r >= mr) break;
-        float *cr = C + (size_t)r * ldc;
-        if (accum) {
-            c0[r] = _mm512_add_ps(c0[r], _mm512_maskz_loadu_ps(m0, cr));
-            c1[r] = _mm512_add_ps(c1[r], _mm512_maskz_loadu_ps(m1, cr + 16));
-        }
-        _mm512_mask_storeu_ps(cr, m0, c0[r]);
-        _mm512_mask_storeu_ps(cr + 16, m1, c1[r]);
-    }
+
+PG_TILE(pg_tile16, AP_TARGET_AVX512, __m512, 16, 12, _mm512_set1_ps, _mm512_fmadd_ps)
+PG_TILE(pg_tile8, AP_TARGET_AVX2, __m256, 8, 6, _mm256_set1_ps, _mm256_fmadd_ps)
+
+/* One 12 x 32 tile of C (mr x nr of it inside C). */
+typedef void (*pg_kernel_fn)(int kc, const float *Ap, const float *Bp, float *C, int ldc,
+                             int accum, const float *bias, int mr, int nr);
+
+AP_TARGET_AVX512 static void pg_kernel_avx512(int kc, const float *Ap, const float *Bp,
+                                              float *C, int ldc, int accum,
+                                              const float *bias, int mr, int nr) {
+    pg_tile16(kc, Ap, Bp, C, ldc, accum, bias, mr, nr);
 }
+
+/* AVX2: the tile as 6 x 16 sub-tiles (rows h*6.., columns v*16..). */
+AP_TARGET_AVX2 static void pg_kernel_avx2(int kc, const float *Ap, const float *Bp, float *C,
+                                          int ldc, int accum, const float *bias, int mr,
+                                          int nr) {
+    for (int v = 0; v < 2 && 16 * v < nr; v++)
+        for (int h = 0; h < 2 && 6 * h < mr; h++) {
+            const int m = mr - 6 * h < 6 ? mr - 6 * h : 6, n = nr - 16 * v < 16 ? nr - 16 * v : 16;
+            pg_tile8(kc, Ap + 6 * h, Bp + 16 * v, C + (size_t)6 * h * ldc + 16 * v, ldc, accum,
+                     bias ? bias + 6 * h : NULL, m, n);
+        }
+}
+
+static pg_kernel_fn pg_kernel_for(ap_isa isa) {
+    return isa == AP_ISA_AVX512 ? pg_kernel_avx512 : isa == AP_ISA_AVX2 ? pg_kernel_avx2 : NULL;
+}
+
+int ap_pg_available(void) { return pg_kernel_for(ap_cpu_isa()) != NULL; }
 
 void ap_pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap, ap_pg_pack_b pack,
                 const void *arg, float *C, int ldc, int accum, const float *bias) {
     const int Mp = ap_pg_mpad(M), npanel = Mp / PG_MR, nt = ctx->n_threads;
+    const pg_kernel_fn pg_kernel = pg_kernel_for(ap_cpu_isa());
     /* Column blocks of about PG_NC (whole NR panels), their count a multiple
      * of the threads where there are enough panels: N = 2880 in 6 blocks of
      * 512 left one of two threads 17% more work than the other. */

@@ -6,10 +6,14 @@
  * panels of MR rows (per KC block: Ap[panel][k][MR], zero rows past M); B is
  * packed by a callback into one KC x NR panel at a time on the stack (L1
  * resident), so the convolution's columns are gathered straight from the
- * image and never written to memory. Micro-kernel: MR x NR = 12 x 32 (24 zmm
- * accumulators). Threads take (column block, row group) tasks. Used when the
- * CPU has AVX-512F; otherwise (or with AP_CONV2D_BLAS=1 in the environment)
- * conv2d runs im2col + ap_gemm.
+ * image and never written to memory. Threads take (column block, row group)
+ * tasks. The packed layout (MR x NR = 12 x 32 tiles) is the same for every
+ * kernel variant (core/isa.h); the micro-kernel, written once for any vector
+ * width, runs a tile as 12 x 32 (24 zmm accumulators) on AVX-512 and as four
+ * 6 x 16 sub-tiles (12 ymm accumulators) on AVX2, with the same rounding
+ * (bias, then the k products in order by FMA, then + C), so both variants
+ * give the same bits. The generic variant (or AP_CONV2D_BLAS=1) makes conv2d
+ * run im2col + ap_gemm instead.
  */
 #ifndef AP_PACKED_GEMM_H
 #define AP_PACKED_GEMM_H
@@ -22,8 +26,8 @@
 
 enum { PG_MR = 12, PG_NR = 32, PG_KC = 256, PG_NC = 512, PG_MCP = 32 };
 
-/* Functions compiled for AVX-512 whatever the build's -march (runtime-checked). */
-#define PG_TARGET __attribute__((target("avx512f,fma")))
+/* 1 when the kernel variant in use has a packed GEMM (AVX2 or AVX-512). */
+int ap_pg_available(void);
 
 /* Fills dst[k][j] (k < kc, j < PG_NR) with B[k0 + k][n0 + j], zero for j >= nr. */
 typedef void (*ap_pg_pack_b)(const void *arg, int k0, int kc, int n0, int nr, float *dst);

@@ -14,13 +14,14 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/isa.h"
 
 /* exp(x) for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-7
  * polynomial, scale by 2^n through the exponent bits). Values below
  * -87.3 (results under 1.2e-38, where floats turn denormal) give exactly 0,
  * as does -inf; NaN gives NaN. Integer masks instead of ?: keep the loop
  * vectorisable. */
-static inline float exp_nonpos(float x) {
+AP_ISA_INLINE float exp_nonpos(float x) {
     int32_t ix;
     memcpy(&ix, &x, sizeof ix);
     ix &= 0x7fffffff;                /* bits of |x| */
@@ -64,6 +65,33 @@ static int last_axis(const char *op, const char *arg, const ap_tensor *t, int64_
     return AP_OK;
 }
 
+/* One row: yr = softmax(xr) over N values. */
+AP_ISA_INLINE void softmax_row_body(const float *xr, float *yr, int64_t N) {
+    float mx = xr[0];
+    for (int64_t j = 1; j < N; j++) mx = xr[j] > mx ? xr[j] : mx;
+#pragma omp simd
+    for (int64_t j = 0; j < N; j++) yr[j] = exp_nonpos(xr[j] - mx);
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < N; j++) s += yr[j];
+    const float inv = (float)(1.0 / s);
+#pragma omp simd
+    for (int64_t j = 0; j < N; j++) yr[j] *= inv;
+}
+AP_ISA_KERNEL(softmax_row, (const float *xr, float *yr, int64_t N), (xr, yr, N));
+
+/* One row of the backward: dxr = yr * (dyr - sum dyr * yr). */
+AP_ISA_INLINE void dsoftmax_row_body(const float *yr, const float *dyr, float *dxr, int64_t N) {
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < N; j++) s += (double)dyr[j] * yr[j];
+    const float sf = (float)s;
+#pragma omp simd
+    for (int64_t j = 0; j < N; j++) dxr[j] = yr[j] * (dyr[j] - sf);
+}
+AP_ISA_KERNEL(dsoftmax_row, (const float *yr, const float *dyr, float *dxr, int64_t N),
+              (yr, dyr, dxr, N));
+
 int ap_softmax_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
     int64_t N;
     AP_TRY(last_axis("softmax_forward", "in", in, &N));
@@ -71,21 +99,9 @@ int ap_softmax_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
     const int64_t rows = ap_numel(in) / N;
     const float *x = in->data;
     float *y = out->data;
+    void (*const row)(const float *, float *, int64_t) = ap_isa_pick(softmax_row);
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (rows * N > 16384)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * N;
-        float *yr = y + r * N;
-        float mx = xr[0];
-        for (int64_t j = 1; j < N; j++) mx = xr[j] > mx ? xr[j] : mx;
-#pragma omp simd
-        for (int64_t j = 0; j < N; j++) yr[j] = exp_nonpos(xr[j] - mx);
-        double s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < N; j++) s += yr[j];
-        const float inv = (float)(1.0 / s);
-#pragma omp simd
-        for (int64_t j = 0; j < N; j++) yr[j] *= inv;
-    }
+    for (int64_t r = 0; r < rows; r++) row(x + r * N, y + r * N, N);
     return AP_OK;
 }
 
@@ -98,16 +114,9 @@ int ap_softmax_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout
     const int64_t rows = ap_numel(out) / N;
     const float *y = out->data, *dy = dout->data;
     float *dx = din->data;
+    void (*const row)(const float *, const float *, float *, int64_t) =
+        ap_isa_pick(dsoftmax_row);
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (rows * N > 16384)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *yr = y + r * N, *dyr = dy + r * N;
-        float *dxr = dx + r * N;
-        double s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < N; j++) s += (double)dyr[j] * yr[j];
-        const float sf = (float)s;
-#pragma omp simd
-        for (int64_t j = 0; j < N; j++) dxr[j] = yr[j] * (dyr[j] - sf);
-    }
+    for (int64_t r = 0; r < rows; r++) row(y + r * N, dy + r * N, dx + r * N, N);
     return AP_OK;
 }
