@@ -20,6 +20,7 @@
 
 #include "core/ctx.h"
 #include "core/err.h"
+#include "core/isa.h"
 #include "ops/attention.h"
 #include "ops/conv2d.h"
 #include "ops/linear.h"
@@ -131,7 +132,15 @@ int main(int argc, char **argv) {
     int threads = 0, reps = 5, first = 1;
     while (first < argc && !strncmp(argv[first], "--", 2)) {
         if (!strcmp(argv[first], "--help")) {
-            printf("usage: bench_ops [--threads N] [--reps N] [conv|conv_din|linear|attention|group_norm ...]\n");
+            printf("usage: bench_ops [--info] [--threads N] [--reps N] [conv|conv_din|linear|attention|group_norm ...]\n");
+            return 0;
+        }
+        if (!strcmp(argv[first], "--info")) { /* the CPU and the kernels that run */
+            char cpu[512];
+            if (ap_cpu_isa_init()) { fprintf(stderr, "bench_ops: %s\n", ap_errmsg()); return 2; }
+            printf("ours: %s; conv2d: %s; linear: OpenBLAS (OPENBLAS_CORETYPE %s)\n",
+                   ap_cpu_describe(cpu, sizeof cpu), ap_conv2d_variant(),
+                   getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "auto");
             return 0;
         }
         if (first + 1 >= argc) { fprintf(stderr, "bench_ops: %s needs a value\n", argv[first]); return 2; }
@@ -142,7 +151,7 @@ int main(int argc, char **argv) {
     }
     if (reps < 1) reps = 1;
     ap_ctx ctx;
-    ap_ctx_init(&ctx, threads);
+    CHECK(ap_ctx_init(&ctx, threads));
     if (wanted(argc, argv, first, "conv")) {
         int64_t B = 2, C = 320, H = 64, W = 64;
         conv_st s = {ap_t4(buf(B * C * H * W), B, C, H, W), ap_t4(buf(C * C * 9), C, C, 3, 3),

@@ -4,6 +4,8 @@ same thread count, same timing rule (median of reps after a warm-up), printing
 the same BENCH line. Attention is computed as diffusers 0.17.1 does on the CPU
 (baddbmm scores, softmax, bmm) since torch 1.13 has no fused SDPA."""
 import argparse
+import os
+import sys
 import resource
 import time
 
@@ -91,7 +93,18 @@ CASES = {
 }
 
 
+def info():
+    cap = [l.split(":", 1)[1].strip() for l in torch.__config__.show().splitlines()
+           if "CPU capability usage" in l]
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "best")
+    print(f"torch {torch.__version__}: ATen CPU capability {cap[0] if cap else '?'}, "
+          f"oneDNN max ISA {isa}, OPENBLAS_CORETYPE {os.environ.get('OPENBLAS_CORETYPE', 'auto')}")
+
+
 def main():
+    if "--info" in sys.argv:
+        info()
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
