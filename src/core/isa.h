@@ -26,6 +26,9 @@ typedef enum { AP_ISA_GENERIC = 0, AP_ISA_AVX2 = 1, AP_ISA_AVX512 = 2, AP_ISA_CO
 int ap_cpu_isa_init(void);
 /* The variant in use (initialising on first use; GENERIC if that failed). */
 ap_isa ap_cpu_isa(void);
+/* Switches the variant for the rest of the process (tests comparing
+ * variants in one process); AP_ERR when the CPU lacks it. Not while ops run. */
+int ap_cpu_isa_force(ap_isa isa);
 /* 1 when this CPU can run the variant. */
 int ap_cpu_isa_supported(ap_isa isa);
 /* "avx512", "avx2", "generic". */

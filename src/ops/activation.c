@@ -3,20 +3,91 @@
  *
  * Accumulation rule: activation grads = (there are no parameters).
  * Formulas follow PyTorch's CPU kernels (GeluKernel, x * sigmoid(1.702 x)) in
- * float; at large |x| every derivative tends to 0 or 1 without NaN. */
+ * float, with PyTorch's vectorised erf (see verf); at large |x| every
+ * derivative tends to 0 or 1 without NaN. */
 #include "activation.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "core/err.h"
+#include "core/isa.h"
+
+/* Work is split into fixed chunks of CHUNK elements (threads over chunks);
+ * each chunk runs a kernel compiled for the variant in use (core/isa.h). The
+ * exponentials are vexp() below, written so that the loops vectorise (libm's
+ * expf and erff are scalar calls): silu, quick_gelu and erf-GELU run 8 or 16
+ * lanes at a time. */
+#define CHUNK 8192
+#define PAR_CHUNKS(n, body)                                                                 \
+    _Pragma("omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > 32768)") \
+    for (int64_t c0 = 0; c0 < (n); c0 += CHUNK) {                                          \
+        const int64_t len = (n) - c0 < CHUNK ? (n) - c0 : CHUNK;                          \
+        body;                                                                               \
+    }
+
+/* exp(x) in the style of Cephes expf (x = k ln2 + r, |r| <= ln2 / 2, degree-7
+ * polynomial; relative error ~2e-7 against libm's expf): 0 below -87.3 (where
+ * expf is denormal), +inf above 88 (true exp is finite up to 88.72: the
+ * activations below only divide by 1 + exp, where that is a difference of
+ * below 4e-37), NaN for NaN. The argument is clamped before the float-to-int
+ * conversion (out-of-range conversions are undefined); selects compile to
+ * blends. */
+AP_ISA_INLINE float vexp(float x) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23: round to nearest integer */
+    float xc = x > -87.3f ? x : -87.3f; /* NaN -> -87.3 */
+    xc = xc < 88.0f ? xc : 88.0f;
+    const float t = xc * 1.44269504088896341f + magic;
+    const float k = t - magic; /* in [-126, 127] */
+    float r = xc - k * 0.693359375f;
+    r = r - k * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const float y = p * r * r + r + 1.0f;
+    const uint32_t bits = (uint32_t)((int32_t)k + 127) << 23;
+    float two_k;
+    memcpy(&two_k, &bits, sizeof two_k);
+    return x < -87.3f ? 0.0f : x > 88.0f ? INFINITY : (x == x ? y * two_k : x);
+}
+
+/* erf(x) as PyTorch's vectorised CPU kernels compute it (Abramowitz-Stegun
+ * 7.1.26, |error| <= 1.5e-7): sign(x) (1 - t p(t) exp(-x^2)), t = 1 / (1 +
+ * 0.3275911 |x|). */
+AP_ISA_INLINE float verf(float x) {
+    const float ax = fabsf(x), t = 1.0f / (0.3275911f * ax + 1.0f);
+    const float p =
+        (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t +
+        0.254829592f;
+    return copysignf(1.0f - p * t * vexp(-ax * ax), x);
+}
+
+AP_ISA_INLINE void silu_fwd_body(const float *x, float *y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + vexp(-x[i]));
+}
+AP_ISA_KERNEL(silu_fwd, (const float *x, float *y, int64_t n), (x, y, n));
+
+AP_ISA_INLINE void silu_bwd_body(const float *x, const float *dy, float *dx, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        const float s = 1.0f / (1.0f + vexp(-x[i]));
+        dx[i] = dy[i] * (s + x[i] * s * (1.0f - s));
+    }
+}
+AP_ISA_KERNEL(silu_bwd, (const float *x, const float *dy, float *dx, int64_t n), (x, dy, dx, n));
 
 int ap_silu_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
     AP_TRY(ap_expect_same("silu_forward", "in", in, "out", out));
     const float *x = in->data;
     float *y = out->data;
     int64_t n = ap_numel(in);
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+    void (*const k)(const float *, float *, int64_t) = ap_isa_pick(silu_fwd);
+    PAR_CHUNKS(n, k(x + c0, y + c0, len))
     return AP_OK;
 }
 
@@ -27,11 +98,8 @@ int ap_silu_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout,
     const float *x = in->data, *dy = dout->data;
     float *dx = din->data;
     int64_t n = ap_numel(in);
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; i++) {
-        float s = 1.0f / (1.0f + expf(-x[i]));
-        dx[i] = dy[i] * (s + x[i] * s * (1.0f - s));
-    }
+    void (*const k)(const float *, const float *, float *, int64_t) = ap_isa_pick(silu_bwd);
+    PAR_CHUNKS(n, k(x + c0, dy + c0, dx + c0, len))
     return AP_OK;
 }
 
@@ -43,19 +111,19 @@ int ap_silu_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout,
 #define GELU_C 0.044715f
 #define QUICK_GELU_A 1.702f
 
-static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * GELU_SQRT1_2)); }
+AP_ISA_INLINE float gelu_erf(float x) { return 0.5f * x * (1.0f + verf(x * GELU_SQRT1_2)); }
 
-static inline float gelu_erf_grad(float x) {
-    const float cdf = 0.5f * (1.0f + erff(x * GELU_SQRT1_2));
-    return cdf + x * GELU_INV_SQRT_2PI * expf(-0.5f * x * x);
+AP_ISA_INLINE float gelu_erf_grad(float x) {
+    const float cdf = 0.5f * (1.0f + verf(x * GELU_SQRT1_2));
+    return cdf + x * GELU_INV_SQRT_2PI * vexp(-0.5f * x * x);
 }
 
-static inline float gelu_tanh(float x) {
+AP_ISA_INLINE float gelu_tanh(float x) {
     const float t = tanhf(GELU_K * (x + GELU_C * x * x * x));
     return 0.5f * x * (1.0f + t);
 }
 
-static inline float gelu_tanh_grad(float x) {
+AP_ISA_INLINE float gelu_tanh_grad(float x) {
     const float t = tanhf(GELU_K * (x + GELU_C * x * x * x));
     const float sech2 = 1.0f - t * t;
     /* sech2 is exactly 0 where x^2 may overflow: keep 0 * inf out. */
@@ -64,19 +132,37 @@ static inline float gelu_tanh_grad(float x) {
     return 0.5f * (1.0f + t) + inner;
 }
 
+AP_ISA_INLINE void gelu_fwd_body(const float *x, float *y, int64_t n, int tanh_approx) {
+    if (tanh_approx) {
+        for (int64_t i = 0; i < n; i++) y[i] = gelu_tanh(x[i]);
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) y[i] = gelu_erf(x[i]);
+    }
+}
+AP_ISA_KERNEL(gelu_fwd, (const float *x, float *y, int64_t n, int tanh_approx),
+              (x, y, n, tanh_approx));
+
+AP_ISA_INLINE void gelu_bwd_body(const float *x, const float *dy, float *dx, int64_t n,
+                                 int tanh_approx) {
+    if (tanh_approx) {
+        for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * gelu_tanh_grad(x[i]);
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * gelu_erf_grad(x[i]);
+    }
+}
+AP_ISA_KERNEL(gelu_bwd, (const float *x, const float *dy, float *dx, int64_t n, int tanh_approx),
+              (x, dy, dx, n, tanh_approx));
+
 int ap_gelu_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
                     int tanh_approx) {
     AP_TRY(ap_expect_same("gelu_forward", "in", in, "out", out));
     const float *x = in->data;
     float *y = out->data;
     int64_t n = ap_numel(in);
-    if (tanh_approx) {
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++) y[i] = gelu_tanh(x[i]);
-    } else {
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++) y[i] = gelu_erf(x[i]);
-    }
+    void (*const k)(const float *, float *, int64_t, int) = ap_isa_pick(gelu_fwd);
+    PAR_CHUNKS(n, k(x + c0, y + c0, len, tanh_approx))
     return AP_OK;
 }
 
@@ -87,25 +173,35 @@ int ap_gelu_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout,
     const float *x = in->data, *dy = dout->data;
     float *dx = din->data;
     int64_t n = ap_numel(in);
-    if (tanh_approx) {
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * gelu_tanh_grad(x[i]);
-    } else {
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > 32768)
-        for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * gelu_erf_grad(x[i]);
-    }
+    void (*const k)(const float *, const float *, float *, int64_t, int) = ap_isa_pick(gelu_bwd);
+    PAR_CHUNKS(n, k(x + c0, dy + c0, dx + c0, len, tanh_approx))
     return AP_OK;
 }
 
 /* ---- QuickGELU ----------------------------------------------------------- */
+
+AP_ISA_INLINE void qgelu_fwd_body(const float *x, float *y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + vexp(-QUICK_GELU_A * x[i]));
+}
+AP_ISA_KERNEL(qgelu_fwd, (const float *x, float *y, int64_t n), (x, y, n));
+
+AP_ISA_INLINE void qgelu_bwd_body(const float *x, const float *dy, float *dx, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        const float s = 1.0f / (1.0f + vexp(-QUICK_GELU_A * x[i]));
+        dx[i] = dy[i] * (s + x[i] * (QUICK_GELU_A * s * (1.0f - s))); /* no inf * 0 */
+    }
+}
+AP_ISA_KERNEL(qgelu_bwd, (const float *x, const float *dy, float *dx, int64_t n), (x, dy, dx, n));
 
 int ap_quick_gelu_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
     AP_TRY(ap_expect_same("quick_gelu_forward", "in", in, "out", out));
     const float *x = in->data;
     float *y = out->data;
     int64_t n = ap_numel(in);
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-QUICK_GELU_A * x[i]));
+    void (*const k)(const float *, float *, int64_t) = ap_isa_pick(qgelu_fwd);
+    PAR_CHUNKS(n, k(x + c0, y + c0, len))
     return AP_OK;
 }
 
@@ -116,11 +212,8 @@ int ap_quick_gelu_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
     const float *x = in->data, *dy = dout->data;
     float *dx = din->data;
     int64_t n = ap_numel(in);
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; i++) {
-        float s = 1.0f / (1.0f + expf(-QUICK_GELU_A * x[i]));
-        dx[i] = dy[i] * (s + x[i] * (QUICK_GELU_A * s * (1.0f - s))); /* no inf * 0 */
-    }
+    void (*const k)(const float *, const float *, float *, int64_t) = ap_isa_pick(qgelu_bwd);
+    PAR_CHUNKS(n, k(x + c0, dy + c0, dx + c0, len))
     return AP_OK;
 }
 
@@ -142,18 +235,38 @@ static int geglu_dims(const char *op, const ap_tensor *in, const char *half_name
     return ap_expect(op, half_name, half, in->ndim, dims);
 }
 
+/* One row: y = hidden * gelu(gate), the row's input [hidden | gate]. */
+AP_ISA_INLINE void geglu_fwd_row_body(const float *h, float *yr, int64_t N) {
+    const float *gate = h + N;
+#pragma omp simd
+    for (int64_t j = 0; j < N; j++) yr[j] = h[j] * gelu_erf(gate[j]);
+}
+AP_ISA_KERNEL(geglu_fwd_row, (const float *h, float *yr, int64_t N), (h, yr, N));
+
+/* One row of the backward; din may alias in (each element read before written). */
+AP_ISA_INLINE void geglu_bwd_row_body(const float *h, const float *dyr, float *dh, int64_t N) {
+    const float *gate = h + N;
+    float *dgate = dh + N;
+    /* in place, element j is read and written by iteration j alone */
+#pragma omp simd
+    for (int64_t j = 0; j < N; j++) {
+        const float hv = h[j], gv = gate[j];
+        dh[j] = dyr[j] * gelu_erf(gv);
+        dgate[j] = dyr[j] * hv * gelu_erf_grad(gv);
+    }
+}
+AP_ISA_KERNEL(geglu_bwd_row, (const float *h, const float *dyr, float *dh, int64_t N),
+              (h, dyr, dh, N));
+
 int ap_geglu_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
     int64_t N;
     AP_TRY(geglu_dims("geglu_forward", in, "out", out, &N));
     const int64_t rows = ap_numel(out) / N;
     const float *x = in->data;
     float *y = out->data;
+    void (*const k)(const float *, float *, int64_t) = ap_isa_pick(geglu_fwd_row);
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (rows * N > 32768)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *h = x + r * 2 * N, *gate = h + N;
-        float *yr = y + r * N;
-        for (int64_t j = 0; j < N; j++) yr[j] = h[j] * gelu_erf(gate[j]);
-    }
+    for (int64_t r = 0; r < rows; r++) k(x + r * 2 * N, y + r * N, N);
     return AP_OK;
 }
 
@@ -165,15 +278,8 @@ int ap_geglu_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout,
     const int64_t rows = ap_numel(dout) / N;
     const float *x = in->data, *dy = dout->data;
     float *dx = din->data;
+    void (*const k)(const float *, const float *, float *, int64_t) = ap_isa_pick(geglu_bwd_row);
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (rows * N > 32768)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *h = x + r * 2 * N, *gate = h + N, *dyr = dy + r * N;
-        float *dh = dx + r * 2 * N, *dgate = dh + N;
-        for (int64_t j = 0; j < N; j++) { /* read both before writing: din may alias in */
-            const float hv = h[j], gv = gate[j];
-            dh[j] = dyr[j] * gelu_erf(gv);
-            dgate[j] = dyr[j] * hv * gelu_erf_grad(gv);
-        }
-    }
+    for (int64_t r = 0; r < rows; r++) k(x + r * 2 * N, dy + r * N, dx + r * 2 * N, N);
     return AP_OK;
 }

@@ -12,6 +12,7 @@
 
 #include "io/safetensors.h"
 #include "ops/conv2d.h"
+#include "core/isa.h"
 #include "testutil.h"
 
 typedef struct {
@@ -386,6 +387,45 @@ static void test_shapes(ap_ctx *ctx) {
                     "conv2d_backward", "stride", NULL);
 }
 
+/* The packed GEMM rounds the same way at every vector width (bias, then the
+ * k products in order by FMA, then + C) and the Winograd transforms are the
+ * same adds: AVX2 and AVX-512 give the same bits, forward, din and dw. */
+static void test_isa_agree(ap_ctx *ctx) {
+    if (!ap_cpu_isa_supported(AP_ISA_AVX512) || !ap_cpu_isa_supported(AP_ISA_AVX2)) {
+        printf("  skip AVX2 vs AVX-512 bit-identity: this CPU lacks one of them\n");
+        return;
+    }
+    const ap_isa was = ap_cpu_isa();
+    const geom gs[] = {{2, 64, 16, 17, 64, 3, 3, 1, 1, 1}, /* Winograd (forced below) */
+                       {1, 13, 9, 40, 29, 3, 3, 1, 1, 1},  /* packed, row-spanning panels */
+                       {2, 7, 11, 9, 5, 3, 3, 2, 1, 1},    /* strided */
+                       {1, 33, 8, 8, 70, 1, 1, 1, 0, 1}};  /* 1x1 direct */
+    for (size_t k = 0; k < sizeof gs / sizeof *gs; k++) {
+        if (k == 0) setenv("AP_CONV2D_WINOGRAD", "1", 1);
+        conv_case c[2];
+        for (int v = 0; v < 2; v++) {
+            case_alloc(&c[v], ctx, gs[k], 90 + k);
+            ap_cpu_isa_force(v ? AP_ISA_AVX2 : AP_ISA_AVX512);
+            tu_check(ap_conv2d_forward(ctx, &c[v].y, &c[v].x, &c[v].w, &c[v].b, gs[k].s,
+                                       gs[k].p) == 0, "isa-agree forward runs");
+            tu_check(ap_conv2d_backward(ctx, &c[v].dx, &c[v].dw, &c[v].db, &c[v].proj, &c[v].x,
+                                        &c[v].w, gs[k].s, gs[k].p) == 0,
+                     "isa-agree backward runs");
+        }
+        char gb[96], what[160];
+        geom_str(&gs[k], gb, sizeof gb);
+        snprintf(what, sizeof what, "conv2d out AVX2 == AVX-512 bit for bit (%s)", gb);
+        tu_compare(what, c[1].y.data, c[0].y.data, ap_numel(&c[0].y), 0, 0);
+        snprintf(what, sizeof what, "conv2d din AVX2 == AVX-512 bit for bit (%s)", gb);
+        tu_compare(what, c[1].dx.data, c[0].dx.data, ap_numel(&c[0].dx), 0, 0);
+        snprintf(what, sizeof what, "conv2d dw AVX2 == AVX-512 bit for bit (%s)", gb);
+        tu_compare(what, c[1].dw.data, c[0].dw.data, ap_numel(&c[0].dw), 0, 0);
+        case_free(&c[0]), case_free(&c[1]);
+        if (k == 0) unsetenv("AP_CONV2D_WINOGRAD");
+    }
+    ap_cpu_isa_force(was);
+}
+
 int main(void) {
     ap_ctx ctx1, ctx2;
     ap_ctx_init(&ctx1, 1);
@@ -422,8 +462,10 @@ int main(void) {
     }
     printf("test_conv2d: shape errors\n");
     test_shapes(&ctx2);
-    /* Forward and backward have two paths (packed AVX-512 GEMM where the CPU
-     * has it, im2col + BLAS otherwise); cover the BLAS one here too. */
+    printf("test_conv2d: kernel variants agree\n");
+    test_isa_agree(&ctx2);
+    /* Forward and backward have two paths (packed GEMM on the AVX2 and AVX-512
+     * variants, im2col + BLAS on generic); cover the BLAS one here too. */
     printf("test_conv2d: im2col + BLAS forward and backward (AP_CONV2D_BLAS=1)\n");
     setenv("AP_CONV2D_BLAS", "1", 1);
     test_case(&ctx2, (geom){2, 3, 7, 5, 4, 3, 3, 1, 1, 1}, 1);
