@@ -330,6 +330,7 @@ int ap_cmd_sample(int argc, char **argv) {
         goto done;
     }
     ctx_open = 1;
+    ap_ctx_pin_threads(&ctx);
     double t0 = now_s();
     if (rank == 0)
         fprintf(stderr, "loading %s%s%s (%d threads%s)\n", model, lora ? " with LoRA " : "",

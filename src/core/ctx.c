@@ -1,6 +1,11 @@
 /* ctx.c: execution context, scratch workspace and arena allocator. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sched_getaffinity, pthread_setaffinity_np */
+#endif
 #include "ctx.h"
 
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +39,34 @@ int ap_ctx_init(ap_ctx *ctx, int n_threads) {
     /* Ops split work across threads themselves and call single-threaded BLAS. */
     ap_blas_single_thread();
     return AP_OK;
+}
+
+int ap_ctx_pin_threads(const ap_ctx *ctx) {
+#if defined(__linux__) && defined(_OPENMP)
+    const char *e = getenv("AP_PIN_THREADS");
+    if ((e && !strcmp(e, "0")) || getenv("OMP_PROC_BIND") || getenv("GOMP_CPU_AFFINITY"))
+        return 0;
+    cpu_set_t set;
+    if (ctx->n_threads < 2 || sched_getaffinity(0, sizeof set, &set) != 0 ||
+        CPU_COUNT(&set) != ctx->n_threads)
+        return 0;
+    int cpus[CPU_SETSIZE], n = 0;
+    for (int i = 0; i < CPU_SETSIZE; i++)
+        if (CPU_ISSET(i, &set)) cpus[n++] = i;
+    int pinned = 0;
+#pragma omp parallel num_threads(ctx->n_threads) reduction(+ : pinned)
+    {
+        const int t = omp_get_thread_num();
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpus[t % n], &one);
+        pinned += pthread_setaffinity_np(pthread_self(), sizeof one, &one) == 0;
+    }
+    return pinned == ctx->n_threads;
+#else
+    (void)ctx;
+    return 0;
+#endif
 }
 
 void ap_ctx_free(ap_ctx *ctx) {

@@ -80,6 +80,7 @@ int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, i
     memset(j, 0, sizeof *j);
     j->cfg = cfg, j->dist = dist, j->cap = cap;
     AP_TRY(ap_ctx_init(&j->ctx, threads));
+    ap_ctx_pin_threads(&j->ctx);
     AP_TRY(run_dir(cfg, j->run_dir, sizeof j->run_dir));
     if (dist->rank == 0) AP_TRY(ap_mkdirs(j->run_dir));
     ap_dist_barrier(dist);

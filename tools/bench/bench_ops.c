@@ -152,6 +152,7 @@ int main(int argc, char **argv) {
     if (reps < 1) reps = 1;
     ap_ctx ctx;
     CHECK(ap_ctx_init(&ctx, threads));
+    ap_ctx_pin_threads(&ctx);
     if (wanted(argc, argv, first, "conv")) {
         int64_t B = 2, C = 320, H = 64, W = 64;
         conv_st s = {ap_t4(buf(B * C * H * W), B, C, H, W), ap_t4(buf(C * C * 9), C, C, 3, 3),

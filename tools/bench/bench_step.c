@@ -95,6 +95,7 @@ int main(int argc, char **argv) {
 
     ap_ctx ctx;
     CHECK(ap_ctx_init(&ctx, threads));
+    ap_ctx_pin_threads(&ctx);
     char path[4096];
     ap_unet m;
     snprintf(path, sizeof path, "%s/unet", dir);

@@ -56,6 +56,7 @@ int main(int argc, char **argv) {
     if (!dir) return fprintf(stderr, "bench_unet: --dir is required\n"), 2;
     ap_ctx ctx;
     CHECK(ap_ctx_init(&ctx, threads));
+    ap_ctx_pin_threads(&ctx);
     ap_unet m;
     CHECK(ap_unet_open(&m, dir, 4));
     CHECK(ap_unet_load_lora(&m, dir));
