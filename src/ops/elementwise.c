@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/isa.h"
 
 #define PAR_MIN 32768 /* below this many elements one thread is faster */
 
@@ -31,6 +32,64 @@ static int need(const char *op, const char *arg, const ap_tensor *t) {
     return ap_fail("%s: %s: expected a tensor, found none", op, arg);
 }
 
+/* ---- per-variant chunk kernels (core/isa.h) ------------------------------
+ * Loops run over fixed chunks of CHUNK elements, threads over chunks; every
+ * output element is computed by one expression, so all variants agree. */
+#define CHUNK 16384
+enum { EW_ADD, EW_MUL, EW_SCALE, EW_AXPY, EW_ADDC };
+
+/* z = x + y | x * y | s * x; z += s * x (axpy); z = x + s (ADDC) over n. */
+AP_ISA_INLINE void ew_map_body(int op, const float *x, const float *y, float *z, float s,
+                               int64_t n) {
+    switch (op) {
+    case EW_ADD:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) z[i] = x[i] + y[i];
+        break;
+    case EW_MUL:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) z[i] = x[i] * y[i];
+        break;
+    case EW_SCALE:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) z[i] = s * x[i];
+        break;
+    case EW_AXPY:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) z[i] += s * x[i];
+        break;
+    default:
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) z[i] = x[i] + s;
+        break;
+    }
+}
+AP_ISA_KERNEL(ew_map, (int op, const float *x, const float *y, float *z, float s, int64_t n),
+              (op, x, y, z, s, n));
+
+/* z (n) = op(x, y, s) in chunks over the context's threads. */
+static void ew_run(ap_ctx *ctx, int op, const float *x, const float *y, float *z, float s,
+                   int64_t n) {
+    void (*const k)(int, const float *, const float *, float *, float, int64_t) =
+        ap_isa_pick(ew_map);
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > PAR_MIN)
+    for (int64_t c0 = 0; c0 < n; c0 += CHUNK)
+        k(op, x + c0, y ? y + c0 : NULL, z + c0, s, n - c0 < CHUNK ? n - c0 : CHUNK);
+}
+
+/* da = g * b, db = g * a (either may be NULL); each element's inputs are read
+ * before its outputs are written. */
+AP_ISA_INLINE void mul_bwd_body(const float *x, const float *y, const float *g, float *dx,
+                                float *dy, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float gi = g[i], xi = x[i], yi = y[i];
+        if (dx) dx[i] = gi * yi;
+        if (dy) dy[i] = gi * xi;
+    }
+}
+AP_ISA_KERNEL(mul_bwd, (const float *x, const float *y, const float *g, float *dx, float *dy,
+                        int64_t n), (x, y, g, dx, dy, n));
+
 /* ---- add, mul, scale, axpy ---------------------------------------------- */
 
 int ap_add_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b) {
@@ -39,8 +98,7 @@ int ap_add_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const 
     const float *x = a->data, *y = b->data;
     float *z = out->data;
     int64_t n = ap_numel(a);
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) z[i] = x[i] + y[i];
+    ew_run(ctx, EW_ADD, x, y, z, 0.0f, n);
     return AP_OK;
 }
 
@@ -61,8 +119,7 @@ int ap_mul_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const 
     const float *x = a->data, *y = b->data;
     float *z = out->data;
     int64_t n = ap_numel(a);
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) z[i] = x[i] * y[i];
+    ew_run(ctx, EW_MUL, x, y, z, 0.0f, n);
     return AP_OK;
 }
 
@@ -78,12 +135,12 @@ int ap_mul_backward(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db,
     int64_t n = ap_numel(a);
     /* Each element's inputs are read before its outputs are written, so da
      * and db may alias dout, a or b (not each other). */
+    void (*const k)(const float *, const float *, const float *, float *, float *, int64_t) =
+        ap_isa_pick(mul_bwd);
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i], xi = x[i], yi = y[i];
-        if (dx) dx[i] = gi * yi;
-        if (dy) dy[i] = gi * xi;
-    }
+    for (int64_t c0 = 0; c0 < n; c0 += CHUNK)
+        k(x + c0, y + c0, g + c0, dx ? dx + c0 : NULL, dy ? dy + c0 : NULL,
+          n - c0 < CHUNK ? n - c0 : CHUNK);
     return AP_OK;
 }
 
@@ -94,8 +151,7 @@ static int scale_map(ap_ctx *ctx, const char *op, const char *src_name, const ap
     const float *x = src->data;
     float *z = dst->data;
     int64_t n = ap_numel(src);
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) z[i] = s * x[i];
+    ew_run(ctx, EW_SCALE, x, NULL, z, s, n);
     return AP_OK;
 }
 
@@ -112,8 +168,7 @@ int ap_axpy(ap_ctx *ctx, const ap_tensor *y, float s, const ap_tensor *x) {
     const float *xs = x->data;
     float *ys = y->data;
     int64_t n = ap_numel(x);
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) ys[i] += s * xs[i];
+    ew_run(ctx, EW_AXPY, xs, NULL, ys, s, n);
     return AP_OK;
 }
 
@@ -178,12 +233,11 @@ int ap_add_channel_bias_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tens
     AP_TRY(ap_expect2(op, "bias", bias, B, C));
     AP_TRY(ap_expect_same(op, "in", in, "out", out));
     int64_t planes = B * C;
+    void (*const k)(int, const float *, const float *, float *, float, int64_t) =
+        ap_isa_pick(ew_map);
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (planes * L > PAR_MIN)
-    for (int64_t q = 0; q < planes; q++) {
-        const float *x = in->data + q * L;
-        float *y = out->data + q * L, v = bias->data[q];
-        for (int64_t i = 0; i < L; i++) y[i] = x[i] + v;
-    }
+    for (int64_t q = 0; q < planes; q++)
+        k(EW_ADDC, in->data + q * L, NULL, out->data + q * L, bias->data[q], L);
     return AP_OK;
 }
 

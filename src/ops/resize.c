@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/isa.h"
 
 typedef struct {
     int64_t i0, i1; /* source taps along the axis */
@@ -76,6 +77,69 @@ static int bilinear_check(const char *op, const char *name_in, const ap_tensor *
     return AP_OK;
 }
 
+/* Output row r (plane r / Ho, row r % Ho) of the bilinear forward. fmaf is
+ * exactly rounded whether the variant has FMA instructions or calls libm, so
+ * every variant gives the same bits. */
+AP_ISA_INLINE void bilinear_row_body(const float *x, float *y, const axis_tap *th,
+                                     const axis_tap *tw, int64_t H, int64_t W, int64_t Ho,
+                                     int64_t Wo, int64_t r) {
+    const int64_t p = r / Ho, oh = r % Ho;
+    const axis_tap h = th[oh];
+    const float *x0 = x + (p * H + h.i0) * W, *x1 = x + (p * H + h.i1) * W;
+    float *yr = y + r * Wo;
+    for (int64_t ow = 0; ow < Wo; ow++) {
+        const axis_tap w = tw[ow];
+        float t0 = fmaf(x0[w.i0], w.l0, x0[w.i1] * w.l1);
+        float t1 = fmaf(x1[w.i0], w.l0, x1[w.i1] * w.l1);
+        yr[ow] = fmaf(t0, h.l0, t1 * h.l1);
+    }
+}
+AP_ISA_KERNEL(bilinear_row, (const float *x, float *y, const axis_tap *th, const axis_tap *tw,
+                             int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t r),
+              (x, y, th, tw, H, W, Ho, Wo, r));
+
+/* Plane p of the bilinear backward: din = sum of the taps' shares of dout. */
+AP_ISA_INLINE void dbilinear_plane_body(const float *g, float *dx, const axis_tap *th,
+                                        const axis_tap *tw, int64_t H, int64_t W, int64_t Ho,
+                                        int64_t Wo, int64_t p) {
+    float *d = dx + p * H * W;
+    const float *gp = g + p * Ho * Wo;
+    memset(d, 0, (size_t)(H * W) * sizeof(float));
+    for (int64_t oh = 0; oh < Ho; oh++) {
+        const axis_tap h = th[oh];
+        float *d0 = d + h.i0 * W, *d1 = d + h.i1 * W;
+        for (int64_t ow = 0; ow < Wo; ow++) {
+            const axis_tap w = tw[ow];
+            float gv = gp[oh * Wo + ow];
+            d0[w.i0] = fmaf(h.l0 * w.l0, gv, d0[w.i0]);
+            d0[w.i1] = fmaf(h.l0 * w.l1, gv, d0[w.i1]);
+            d1[w.i0] = fmaf(h.l1 * w.l0, gv, d1[w.i0]);
+            d1[w.i1] = fmaf(h.l1 * w.l1, gv, d1[w.i1]);
+        }
+    }
+}
+AP_ISA_KERNEL(dbilinear_plane, (const float *g, float *dx, const axis_tap *th,
+                                const axis_tap *tw, int64_t H, int64_t W, int64_t Ho,
+                                int64_t Wo, int64_t p),
+              (g, dx, th, tw, H, W, Ho, Wo, p));
+
+/* Input row r of the nearest 2x upsample: two output rows. */
+AP_ISA_INLINE void up2_row_body(const float *x, float *y, int64_t W, int64_t r) {
+    const float *xr = x + r * W;
+    float *y0 = y + r * 4 * W, *y1 = y0 + 2 * W;
+    for (int64_t j = 0; j < W; j++) y0[2 * j] = y0[2 * j + 1] = xr[j];
+    memcpy(y1, y0, (size_t)(2 * W) * sizeof(float));
+}
+AP_ISA_KERNEL(up2_row, (const float *x, float *y, int64_t W, int64_t r), (x, y, W, r));
+
+/* Its backward: PyTorch's order, children visited row-major, added one at a time. */
+AP_ISA_INLINE void dup2_row_body(const float *g, float *dx, int64_t W, int64_t r) {
+    const float *g0 = g + r * 4 * W, *g1 = g0 + 2 * W;
+    float *d = dx + r * W;
+    for (int64_t j = 0; j < W; j++) d[j] = ((g0[2 * j] + g0[2 * j + 1]) + g1[2 * j]) + g1[2 * j + 1];
+}
+AP_ISA_KERNEL(dup2_row, (const float *g, float *dx, int64_t W, int64_t r), (g, dx, W, r));
+
 int ap_resize_bilinear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
     const char *op = "resize_bilinear_forward";
     AP_TRY(bilinear_check(op, "in", in, "out", out));
@@ -86,19 +150,10 @@ int ap_resize_bilinear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tenso
     const float *x = in->data;
     float *y = out->data;
     int64_t rows = P * Ho;
+    void (*const k)(const float *, float *, const axis_tap *, const axis_tap *, int64_t,
+                    int64_t, int64_t, int64_t, int64_t) = ap_isa_pick(bilinear_row);
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (rows * Wo > 16384)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t p = r / Ho, oh = r % Ho;
-        const axis_tap h = th[oh];
-        const float *x0 = x + (p * H + h.i0) * W, *x1 = x + (p * H + h.i1) * W;
-        float *yr = y + r * Wo;
-        for (int64_t ow = 0; ow < Wo; ow++) {
-            const axis_tap w = tw[ow];
-            float t0 = fmaf(x0[w.i0], w.l0, x0[w.i1] * w.l1);
-            float t1 = fmaf(x1[w.i0], w.l0, x1[w.i1] * w.l1);
-            yr[ow] = fmaf(t0, h.l0, t1 * h.l1);
-        }
-    }
+    for (int64_t r = 0; r < rows; r++) k(x, y, th, tw, H, W, Ho, Wo, r);
     return AP_OK;
 }
 
@@ -111,24 +166,10 @@ int ap_resize_bilinear_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tens
     AP_TRY(make_taps(ctx, H, W, Ho, Wo, &th, &tw));
     const float *g = dout->data;
     float *dx = din->data;
+    void (*const k)(const float *, float *, const axis_tap *, const axis_tap *, int64_t,
+                    int64_t, int64_t, int64_t, int64_t) = ap_isa_pick(dbilinear_plane);
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (P * Ho * Wo > 16384)
-    for (int64_t p = 0; p < P; p++) {
-        float *d = dx + p * H * W;
-        const float *gp = g + p * Ho * Wo;
-        memset(d, 0, (size_t)(H * W) * sizeof(float));
-        for (int64_t oh = 0; oh < Ho; oh++) {
-            const axis_tap h = th[oh];
-            float *d0 = d + h.i0 * W, *d1 = d + h.i1 * W;
-            for (int64_t ow = 0; ow < Wo; ow++) {
-                const axis_tap w = tw[ow];
-                float gv = gp[oh * Wo + ow];
-                d0[w.i0] = fmaf(h.l0 * w.l0, gv, d0[w.i0]);
-                d0[w.i1] = fmaf(h.l0 * w.l1, gv, d0[w.i1]);
-                d1[w.i0] = fmaf(h.l1 * w.l0, gv, d1[w.i0]);
-                d1[w.i1] = fmaf(h.l1 * w.l1, gv, d1[w.i1]);
-            }
-        }
-    }
+    for (int64_t p = 0; p < P; p++) k(g, dx, th, tw, H, W, Ho, Wo, p);
     return AP_OK;
 }
 
@@ -140,13 +181,9 @@ int ap_upsample_nearest2x_forward(ap_ctx *ctx, const ap_tensor *out, const ap_te
     const float *x = in->data;
     float *y = out->data;
     int64_t rows = B * C * H; /* input rows; each writes two output rows */
+    void (*const k)(const float *, float *, int64_t, int64_t) = ap_isa_pick(up2_row);
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (rows * W > 32768)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * W;
-        float *y0 = y + r * 4 * W, *y1 = y0 + 2 * W;
-        for (int64_t j = 0; j < W; j++) y0[2 * j] = y0[2 * j + 1] = xr[j];
-        memcpy(y1, y0, (size_t)(2 * W) * sizeof(float));
-    }
+    for (int64_t r = 0; r < rows; r++) k(x, y, W, r);
     return AP_OK;
 }
 
@@ -158,14 +195,9 @@ int ap_upsample_nearest2x_backward(ap_ctx *ctx, const ap_tensor *din, const ap_t
     const float *g = dout->data;
     float *dx = din->data;
     int64_t rows = B * C * H;
+    void (*const k)(const float *, float *, int64_t, int64_t) = ap_isa_pick(dup2_row);
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (rows * W > 32768)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *g0 = g + r * 4 * W, *g1 = g0 + 2 * W;
-        float *d = dx + r * W;
-        /* PyTorch's order: children visited row-major, added one at a time. */
-        for (int64_t j = 0; j < W; j++)
-            d[j] = ((g0[2 * j] + g0[2 * j + 1]) + g1[2 * j]) + g1[2 * j + 1];
-    }
+    for (int64_t r = 0; r < rows; r++) k(g, dx, W, r);
     return AP_OK;
 }
 
