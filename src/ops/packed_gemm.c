@@ -57,19 +57,19 @@ void ap_pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K, floa
             }                                                                           \
             Ap += PG_MR, Bp += PG_NR;                                                   \
         }                                                                               \
-        if (mr == R && nr == 2 * W) {                                                   \
-            _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                      \
-                float *cr = C + (size_t)r * ldc;                                        \
+        /* Unrolled with constant r so the accumulators stay in registers. */ \
+        _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                          \
+            if (r >= mr) break;                                                         \
+            float *cr = C + (size_t)r * ldc;                                            \
+            if (nr == 2 * W) {                                                          \
                 VT u0, u1;                                                              \
                 if (accum) {                                                            \
                     memcpy(&u0, cr, sizeof u0), memcpy(&u1, cr + W, sizeof u1);         \
                     c0[r] += u0, c1[r] += u1;                                           \
                 }                                                                       \
                 memcpy(cr, &c0[r], sizeof u0), memcpy(cr + W, &c1[r], sizeof u1);       \
-            }                                                                           \
-        } else {                                                                        \
-            for (int r = 0; r < mr; r++) {                                              \
-                float t[2 * W], *cr = C + (size_t)r * ldc;                              \
+            } else {                                                                    \
+                float t[2 * W];                                                         \
                 memcpy(t, &c0[r], sizeof c0[r]), memcpy(t + W, &c1[r], sizeof c1[r]);   \
                 for (int j = 0; j < nr; j++) cr[j] = accum ? cr[j] + t[j] : t[j];       \
             }                                                                           \
