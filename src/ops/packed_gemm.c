@@ -107,26 +107,39 @@ static pg_kernel_fn pg_kernel_for(ap_isa isa) {
 
 int ap_pg_available(void) { return pg_kernel_for(ap_cpu_isa()) != NULL; }
 
-void ap_pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap, ap_pg_pack_b pack,
-                const void *arg, float *C, int ldc, int accum, const float *bias) {
-    const int Mp = ap_pg_mpad(M), npanel = Mp / PG_MR, nt = ctx->n_threads;
-    const pg_kernel_fn pg_kernel = pg_kernel_for(ap_cpu_isa());
-    /* Column blocks of about PG_NC (whole NR panels), their count a multiple
-     * of the threads where there are enough panels: N = 2880 in 6 blocks of
-     * 512 left one of two threads 17% more work than the other. */
+/* Column blocks of about PG_NC (whole NR panels), their count a multiple of
+ * the threads where there are enough panels: N = 2880 in 6 blocks of 512 left
+ * one of two threads 17% more work than the other. Row groups split the
+ * panels further when there are fewer column blocks than threads. */
+typedef struct {
+    int ncb, ncw, mgroups, per_group, npanel;
+} pg_split;
+
+static pg_split pg_split_of(int M, int N, int nt) {
+    pg_split s;
+    s.npanel = ap_pg_mpad(M) / PG_MR;
     int ncb = (N + PG_NC - 1) / PG_NC, npan = (N + PG_NR - 1) / PG_NR;
     ncb = (ncb + nt - 1) / nt * nt;
     if (ncb > npan) ncb = npan;
-    const int ncw = (npan + ncb - 1) / ncb * PG_NR;
-    ncb = (N + ncw - 1) / ncw;
-    int mgroups = ncb >= nt ? 1 : (nt + ncb - 1) / ncb;
-    if (mgroups > npanel) mgroups = npanel;
-    const int per_group = (npanel + mgroups - 1) / mgroups;
+    s.ncw = (npan + ncb - 1) / ncb * PG_NR;
+    s.ncb = (N + s.ncw - 1) / s.ncw;
+    s.mgroups = s.ncb >= nt ? 1 : (nt + s.ncb - 1) / s.ncb;
+    if (s.mgroups > s.npanel) s.mgroups = s.npanel;
+    s.per_group = (s.npanel + s.mgroups - 1) / s.mgroups;
+    return s;
+}
+
+void ap_pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap, ap_pg_pack_b pack,
+                const void *arg, float *C, int ldc, int accum, const float *bias) {
+    const int Mp = ap_pg_mpad(M), nt = ctx->n_threads;
+    const pg_kernel_fn pg_kernel = pg_kernel_for(ap_cpu_isa());
+    const pg_split sp = pg_split_of(M, N, nt);
+    const int npanel = sp.npanel, ncw = sp.ncw;
 #pragma omp parallel for num_threads(nt) schedule(dynamic) collapse(2)
-    for (int cb = 0; cb < ncb; cb++)
-        for (int g = 0; g < mgroups; g++) {
+    for (int cb = 0; cb < sp.ncb; cb++)
+        for (int g = 0; g < sp.mgroups; g++) {
             _Alignas(64) float Bp[PG_KC * PG_NR];
-            int p0 = g * per_group, p1 = p0 + per_group < npanel ? p0 + per_group : npanel;
+            int p0 = g * sp.per_group, p1 = p0 + sp.per_group < npanel ? p0 + sp.per_group : npanel;
             int nend = (cb + 1) * ncw < N ? (cb + 1) * ncw : N;
             /* Row blocks of at most PG_MCP panels keep A's KC slice and the
              * C block in L2; B panels are repacked per row block. */
@@ -144,6 +157,48 @@ void ap_pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap, ap_pg_p
                             pg_kernel(kc, Ap + (size_t)Mp * k0 + (size_t)ip * PG_MR * kc,
                                       Bp, C + (size_t)m0 * ldc + n0, ldc, accum || k0 > 0,
                                       bias && k0 == 0 ? bias + m0 : NULL, mr, nr);
+                        }
+                    }
+                }
+            }
+        }
+}
+
+/* Panels of A packed per row block on the stack: 16 panels x KC = 192 KiB. */
+enum { PG_MCB = 16 };
+
+void ap_pg_gemm_cb(const ap_ctx *ctx, int M, int N, int K, ap_pg_pack_a_cb pack_a,
+                   const void *arg_a, ap_pg_pack_b pack_b, const void *arg_b, float *C,
+                   int ldc, int accum) {
+    const int nt = ctx->n_threads;
+    const pg_kernel_fn pg_kernel = pg_kernel_for(ap_cpu_isa());
+    const pg_split sp = pg_split_of(M, N, nt);
+    const int npanel = sp.npanel, ncw = sp.ncw;
+#pragma omp parallel for num_threads(nt) schedule(dynamic) collapse(2)
+    for (int cb = 0; cb < sp.ncb; cb++)
+        for (int g = 0; g < sp.mgroups; g++) {
+            _Alignas(64) float Bp[PG_KC * PG_NR];
+            _Alignas(64) float Ab[PG_MCB * PG_MR * PG_KC];
+            int p0 = g * sp.per_group, p1 = p0 + sp.per_group < npanel ? p0 + sp.per_group : npanel;
+            int nend = (cb + 1) * ncw < N ? (cb + 1) * ncw : N;
+            int nmb = (p1 - p0 + PG_MCB - 1) / PG_MCB;
+            for (int mb = 0; mb < nmb; mb++) {
+                int q0 = p0 + (int)((int64_t)(p1 - p0) * mb / nmb);
+                int q1 = p0 + (int)((int64_t)(p1 - p0) * (mb + 1) / nmb);
+                for (int k0 = 0; k0 < K; k0 += PG_KC) {
+                    int kc = K - k0 < PG_KC ? K - k0 : PG_KC;
+                    for (int ip = q0; ip < q1; ip++) {
+                        int m0 = ip * PG_MR, mr = M - m0 < PG_MR ? M - m0 : PG_MR;
+                        pack_a(arg_a, m0, mr, k0, kc, Ab + (size_t)(ip - q0) * PG_MR * kc);
+                    }
+                    for (int n0 = cb * ncw; n0 < nend; n0 += PG_NR) {
+                        int nr = nend - n0 < PG_NR ? nend - n0 : PG_NR;
+                        pack_b(arg_b, k0, kc, n0, nr, Bp);
+                        for (int ip = q0; ip < q1; ip++) {
+                            int m0 = ip * PG_MR, mr = M - m0 < PG_MR ? M - m0 : PG_MR;
+                            pg_kernel(kc, Ab + (size_t)(ip - q0) * PG_MR * kc, Bp,
+                                      C + (size_t)m0 * ldc + n0, ldc, accum || k0 > 0, NULL, mr,
+                                      nr);
                         }
                     }
                 }

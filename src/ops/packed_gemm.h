@@ -42,6 +42,14 @@ void ap_pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K, floa
  * ap_pg_pack_a and B from pack; bias (M) may be NULL. */
 void ap_pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap, ap_pg_pack_b pack,
                 const void *arg, float *C, int ldc, int accum, const float *bias);
+/* Fills dst[k][r] (k < kc, r < PG_MR) with A[m0 + r][k0 + k], zero for r >= mr. */
+typedef void (*ap_pg_pack_a_cb)(const void *arg, int m0, int mr, int k0, int kc, float *dst);
+
+/* The same GEMM with A packed by a callback as well, a block of rows at a time
+ * into a buffer on the stack (no workspace): C = (accum ? C : 0) + A . B. */
+void ap_pg_gemm_cb(const ap_ctx *ctx, int M, int N, int K, ap_pg_pack_a_cb pack_a,
+                   const void *arg_a, ap_pg_pack_b pack_b, const void *arg_b, float *C,
+                   int ldc, int accum);
 #else
 #define PG_HAVE 0
 #endif
