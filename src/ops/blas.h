@@ -1,9 +1,11 @@
 /* blas.h: the one place that includes CBLAS (OpenBLAS on Debian).
  *
- * ap_gemm is the GEMM every op uses: row-major C = alpha*op(A)*op(B) + beta*C,
+ * ap_gemm is the GEMM every op uses: row-major C = alpha*op(A)*op(B) + beta*C.
+ * On the AVX-512 kernel variant, with beta 0 or 1 and N, K >= 16
+ * (N*K >= 4096), it runs the packed GEMM (packed_gemm.h); otherwise it is
  * split across ctx->n_threads OpenMP threads along M or N, each thread calling
  * single-threaded BLAS. Inside an existing parallel region call
- * ap_gemm_serial instead.
+ * ap_gemm_serial (always BLAS) instead.
  */
 #ifndef AP_BLAS_H
 #define AP_BLAS_H

@@ -696,7 +696,7 @@ static int env_on(const char *name) {
     return e && *e && *e != '0';
 }
 
-/* The packed AVX-512 GEMM runs when the CPU has it and AP_CONV2D_BLAS is not
+/* The packed GEMM runs on the AVX2 and AVX-512 variants when AP_CONV2D_BLAS is not
  * set to a non-empty value (tests use it to cover the im2col + BLAS path);
  * AP_CONV2D_DIRECT keeps it on im2col, AP_CONV2D_WINOGRAD sends every
  * eligible shape to Winograd (tests: small shapes). */

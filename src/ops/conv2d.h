@@ -10,8 +10,8 @@
  * number of output rows processed at once: all Ho rows when the columns of one
  * image fit AP_CONV2D_COL_FLOATS, else as many as fit (at least one). Images
  * are processed one at a time, so scratch does not grow with B. A 1x1 kernel
- * with stride 1 and pad 0 is a plain GEMM and needs no columns. On x86-64
- * CPUs with AVX-512F (checked at run time) the forward and dweight instead
+ * with stride 1 and pad 0 is a plain GEMM and needs no columns. On the AVX2
+ * and AVX-512 kernel variants (core/isa.h, chosen at run time) the forward and dweight instead
  * run a packed GEMM that gathers columns on the fly (scratch: the packed
  * weights, O rounded up to 12 x C*kh*kw floats; for dweight a packed slice of
  * dout, O rounded up to 12 x at most AP_CONV2D_COL_FLOATS / that pixels),

@@ -1,6 +1,6 @@
-/* packed_gemm.h: AVX-512 packed GEMM with operand packing by callback, the
- * engine of conv2d (im2col panels gathered straight into L1, Winograd's 16
- * point GEMMs). Internal to src/ops.
+/* packed_gemm.h: the packed GEMM (AVX2 and AVX-512) with operand packing by
+ * callback, the engine of conv2d (im2col panels gathered straight into L1,
+ * Winograd's 16 point GEMMs) and of ap_gemm where it runs. Internal to src/ops.
  *
  * C (M, N) row-major (+)= A (M, K) . B (K, N). A is packed once per call into
  * panels of MR rows (per KC block: Ap[panel][k][MR], zero rows past M); B is
