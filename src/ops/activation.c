@@ -13,12 +13,13 @@
 
 #include "core/err.h"
 #include "core/isa.h"
+#include "vexp.h"
 
 /* Work is split into fixed chunks of CHUNK elements (threads over chunks);
  * each chunk runs a kernel compiled for the variant in use (core/isa.h). The
- * exponentials are vexp() below, written so that the loops vectorise (libm's
+ * exponentials are ap_vexp() below, written so that the loops vectorise (libm's
  * expf and erff are scalar calls): silu, quick_gelu and erf-GELU run 8 or 16
- * lanes at a time. */
+ * lanes at a time (ap_vexp, vexp.h). */
 #define CHUNK 8192
 #define PAR_CHUNKS(n, body)                                                                 \
     _Pragma("omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > 32768)") \
@@ -26,34 +27,6 @@
         const int64_t len = (n) - c0 < CHUNK ? (n) - c0 : CHUNK;                          \
         body;                                                                               \
     }
-
-/* exp(x) in the style of Cephes expf (x = k ln2 + r, |r| <= ln2 / 2, degree-7
- * polynomial; relative error ~2e-7 against libm's expf): 0 below -87.3 (where
- * expf is denormal), +inf above 88 (true exp is finite up to 88.72: the
- * activations below only divide by 1 + exp, where that is a difference of
- * below 4e-37), NaN for NaN. The argument is clamped before the float-to-int
- * conversion (out-of-range conversions are undefined); selects compile to
- * blends. */
-AP_ISA_INLINE float vexp(float x) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23: round to nearest integer */
-    float xc = x > -87.3f ? x : -87.3f; /* NaN -> -87.3 */
-    xc = xc < 88.0f ? xc : 88.0f;
-    const float t = xc * 1.44269504088896341f + magic;
-    const float k = t - magic; /* in [-126, 127] */
-    float r = xc - k * 0.693359375f;
-    r = r - k * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    const float y = p * r * r + r + 1.0f;
-    const uint32_t bits = (uint32_t)((int32_t)k + 127) << 23;
-    float two_k;
-    memcpy(&two_k, &bits, sizeof two_k);
-    return x < -87.3f ? 0.0f : x > 88.0f ? INFINITY : (x == x ? y * two_k : x);
-}
 
 /* erf(x) as PyTorch's vectorised CPU kernels compute it (Abramowitz-Stegun
  * 7.1.26, |error| <= 1.5e-7): sign(x) (1 - t p(t) exp(-x^2)), t = 1 / (1 +
@@ -63,19 +36,19 @@ AP_ISA_INLINE float verf(float x) {
     const float p =
         (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t +
         0.254829592f;
-    return copysignf(1.0f - p * t * vexp(-ax * ax), x);
+    return copysignf(1.0f - p * t * ap_vexp(-ax * ax), x);
 }
 
 AP_ISA_INLINE void silu_fwd_body(const float *x, float *y, int64_t n) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + vexp(-x[i]));
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + ap_vexp(-x[i]));
 }
 AP_ISA_KERNEL(silu_fwd, (const float *x, float *y, int64_t n), (x, y, n));
 
 AP_ISA_INLINE void silu_bwd_body(const float *x, const float *dy, float *dx, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
-        const float s = 1.0f / (1.0f + vexp(-x[i]));
+        const float s = 1.0f / (1.0f + ap_vexp(-x[i]));
         dx[i] = dy[i] * (s + x[i] * s * (1.0f - s));
     }
 }
@@ -115,7 +88,7 @@ AP_ISA_INLINE float gelu_erf(float x) { return 0.5f * x * (1.0f + verf(x * GELU_
 
 AP_ISA_INLINE float gelu_erf_grad(float x) {
     const float cdf = 0.5f * (1.0f + verf(x * GELU_SQRT1_2));
-    return cdf + x * GELU_INV_SQRT_2PI * vexp(-0.5f * x * x);
+    return cdf + x * GELU_INV_SQRT_2PI * ap_vexp(-0.5f * x * x);
 }
 
 AP_ISA_INLINE float gelu_tanh(float x) {
@@ -182,14 +155,14 @@ int ap_gelu_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout,
 
 AP_ISA_INLINE void qgelu_fwd_body(const float *x, float *y, int64_t n) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + vexp(-QUICK_GELU_A * x[i]));
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + ap_vexp(-QUICK_GELU_A * x[i]));
 }
 AP_ISA_KERNEL(qgelu_fwd, (const float *x, float *y, int64_t n), (x, y, n));
 
 AP_ISA_INLINE void qgelu_bwd_body(const float *x, const float *dy, float *dx, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
-        const float s = 1.0f / (1.0f + vexp(-QUICK_GELU_A * x[i]));
+        const float s = 1.0f / (1.0f + ap_vexp(-QUICK_GELU_A * x[i]));
         dx[i] = dy[i] * (s + x[i] * (QUICK_GELU_A * s * (1.0f - s))); /* no inf * 0 */
     }
 }

@@ -31,6 +31,7 @@
 #include "blas.h"
 #include "core/err.h"
 #include "core/isa.h"
+#include "vexp.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -39,34 +40,6 @@
 /* Row kernels are compiled for AVX-512, AVX2 and baseline x86-64 and the
  * variant in use is picked per call (core/isa.h: AP_CPU_ISA); exp is the hot
  * spot. */
-/* exp(x) for x <= 0 in the style of Cephes expf (rel. error ~2e-7 over the
- * range used here), written so the compiler vectorises it; exactly 0 below
- * -87 (where expf is denormal) and for -inf, 1 for x > 0 (softmax arguments
- * are <= 0), NaN for NaN. The argument is clamped to [-87, 0] before the
- * float-to-int conversion (a NaN or out-of-range float converted to int, or
- * a negative value shifted, is undefined behaviour); the selects compile to
- * blends, so the normal path keeps its speed. */
-AP_ISA_INLINE float exp_neg(float x) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23: round to nearest integer */
-    float xc = x > -87.0f ? x : -87.0f; /* NaN -> -87 */
-    xc = xc < 0.0f ? xc : 0.0f;
-    float t = xc * 1.44269504088896341f + magic;
-    float n = t - magic;
-    float r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float y = p * r * r + r + 1.0f;
-    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23; /* n in [-126, 0] */
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    return x < -87.0f ? 0.0f : (x == x ? y * two_n : x);
-}
-
 AP_ISA_INLINE float row_max_body(const float *s, int n) {
     float m = s[0];
 #pragma omp simd reduction(max : m)
@@ -79,7 +52,7 @@ AP_ISA_INLINE float row_exp_body(float *s, int n, float shift) {
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int j = 0; j < n; j++) {
-        float e = exp_neg(s[j] - shift);
+        float e = ap_vexp(s[j] - shift);
         s[j] = e;
         sum += e;
     }

@@ -235,6 +235,22 @@ typedef struct {
     const float *x; /* (C, H, W) of one image */
 } pack_im2col_arg;
 
+/* A panel's pixels n0 .. n0 + nr as runs along output rows: run g is output
+ * row i[g], columns j0[g].., panel lanes [l0[g], l1[g]). Returns the count. */
+typedef struct {
+    int i[PG_NR + 1], j0[PG_NR + 1], l0[PG_NR + 1], l1[PG_NR + 1];
+} pg_segs;
+
+AP_ISA_INLINE int pg_segs_of(int n0, int nr, int Wo, pg_segs *sg) {
+    int nseg = 0;
+    for (int l = 0; l < nr; nseg++) {
+        int n = n0 + l, jj = n % Wo, len = Wo - jj < nr - l ? Wo - jj : nr - l;
+        sg->i[nseg] = n / Wo, sg->j0[nseg] = jj, sg->l0[nseg] = l, sg->l1[nseg] = l + len;
+        l += len;
+    }
+    return nseg;
+}
+
 /* Stride 1: the panel's 32 pixels are runs along output rows; each run reads
  * a contiguous stretch of an input row, so a row of dst is two vectors merged
  * from one masked load per run (masked lanes, padding included, stay 0). */
@@ -243,12 +259,9 @@ AP_TARGET_AVX512 static void pack_im2col_s1(const pack_im2col_arg *a, int k0, in
     const conv_dims *d = a->d;
     const int H = d->H, W = d->W, Wo = d->Wo, ph = d->ph, pw = d->pw;
     const size_t HW = (size_t)H * W;
-    int seg_i[PG_NR + 1], seg_l0[PG_NR + 1], seg_l1[PG_NR + 1], seg_j0[PG_NR + 1], nseg = 0;
-    for (int l = 0; l < nr; nseg++) {
-        int n = n0 + l, jj = n % Wo, len = Wo - jj < nr - l ? Wo - jj : nr - l;
-        seg_i[nseg] = n / Wo, seg_j0[nseg] = jj, seg_l0[nseg] = l, seg_l1[nseg] = l + len;
-        l += len;
-    }
+    pg_segs sg;
+    const int nseg = pg_segs_of(n0, nr, Wo, &sg);
+    const int *seg_i = sg.i, *seg_l0 = sg.l0, *seg_l1 = sg.l1, *seg_j0 = sg.j0;
     int c = k0 / (d->kh * d->kw), u = (k0 / d->kw) % d->kh, v = k0 % d->kw;
     for (int k = 0; k < kc; k++, dst += PG_NR) {
         /* Output columns [lo, hi) read an input column inside [0, W). */
@@ -286,12 +299,9 @@ AP_ISA_INLINE void pack_im2col_s1_plain_body(const pack_im2col_arg *a, int k0, i
                                              int nr, float *dst) {
     const conv_dims *d = a->d;
     const int H = d->H, W = d->W, Wo = d->Wo, ph = d->ph, pw = d->pw;
-    int seg_i[PG_NR + 1], seg_l0[PG_NR + 1], seg_l1[PG_NR + 1], seg_j0[PG_NR + 1], nseg = 0;
-    for (int l = 0; l < nr; nseg++) {
-        int n = n0 + l, jj = n % Wo, len = Wo - jj < nr - l ? Wo - jj : nr - l;
-        seg_i[nseg] = n / Wo, seg_j0[nseg] = jj, seg_l0[nseg] = l, seg_l1[nseg] = l + len;
-        l += len;
-    }
+    pg_segs sg;
+    const int nseg = pg_segs_of(n0, nr, Wo, &sg);
+    const int *seg_i = sg.i, *seg_l0 = sg.l0, *seg_l1 = sg.l1, *seg_j0 = sg.j0;
     int c = k0 / (d->kh * d->kw), u = (k0 / d->kw) % d->kh, v = k0 % d->kw;
     for (int k = 0; k < kc; k++, dst += PG_NR) {
         int lo = pw - v > 0 ? pw - v : 0, hi = W + pw - v < Wo ? W + pw - v : Wo;

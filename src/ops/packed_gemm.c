@@ -129,33 +129,49 @@ static pg_split pg_split_of(int M, int N, int nt) {
     return s;
 }
 
-void ap_pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap, ap_pg_pack_b pack,
-                const void *arg, float *C, int ldc, int accum, const float *bias) {
+/* Panels of A packed per row block on the stack when A comes by callback:
+ * 16 panels x KC = 192 KiB. */
+enum { PG_MCB = 16 };
+
+/* Both entry points: A pre-packed (Ap, all of it, layout of ap_pg_pack_a) or
+ * packed by pack_a a row block at a time. */
+static void pg_run(const ap_ctx *ctx, int M, int N, int K, const float *Ap,
+                   ap_pg_pack_a_cb pack_a, const void *arg_a, ap_pg_pack_b pack_b,
+                   const void *arg_b, float *C, int ldc, int accum, const float *bias) {
     const int Mp = ap_pg_mpad(M), nt = ctx->n_threads;
     const pg_kernel_fn pg_kernel = pg_kernel_for(ap_cpu_isa());
     const pg_split sp = pg_split_of(M, N, nt);
     const int npanel = sp.npanel, ncw = sp.ncw;
+    /* Row blocks of at most mcp panels keep A's KC slice and the C block in
+     * L2; B panels are repacked per row block. */
+    const int mcp = Ap ? PG_MCP : PG_MCB;
 #pragma omp parallel for num_threads(nt) schedule(dynamic) collapse(2)
     for (int cb = 0; cb < sp.ncb; cb++)
         for (int g = 0; g < sp.mgroups; g++) {
             _Alignas(64) float Bp[PG_KC * PG_NR];
+            _Alignas(64) float Ab[Ap ? 1 : PG_MCB * PG_MR * PG_KC];
             int p0 = g * sp.per_group, p1 = p0 + sp.per_group < npanel ? p0 + sp.per_group : npanel;
             int nend = (cb + 1) * ncw < N ? (cb + 1) * ncw : N;
-            /* Row blocks of at most PG_MCP panels keep A's KC slice and the
-             * C block in L2; B panels are repacked per row block. */
-            int nmb = (p1 - p0 + PG_MCP - 1) / PG_MCP;
+            int nmb = (p1 - p0 + mcp - 1) / mcp;
             for (int mb = 0; mb < nmb; mb++) {
                 int q0 = p0 + (int)((int64_t)(p1 - p0) * mb / nmb);
                 int q1 = p0 + (int)((int64_t)(p1 - p0) * (mb + 1) / nmb);
                 for (int k0 = 0; k0 < K; k0 += PG_KC) {
                     int kc = K - k0 < PG_KC ? K - k0 : PG_KC;
-                    for (int n0 = cb * ncw; n0 < nend; n0 += PG_NR) {
-                        int nr = nend - n0 < PG_NR ? nend - n0 : PG_NR;
-                        pack(arg, k0, kc, n0, nr, Bp);
+                    /* panel ip of this KC slice: in Ap, or packed into Ab */
+                    const float *A0 = Ap ? Ap + (size_t)Mp * k0 + (size_t)q0 * PG_MR * kc : Ab;
+                    if (!Ap)
                         for (int ip = q0; ip < q1; ip++) {
                             int m0 = ip * PG_MR, mr = M - m0 < PG_MR ? M - m0 : PG_MR;
-                            pg_kernel(kc, Ap + (size_t)Mp * k0 + (size_t)ip * PG_MR * kc,
-                                      Bp, C + (size_t)m0 * ldc + n0, ldc, accum || k0 > 0,
+                            pack_a(arg_a, m0, mr, k0, kc, Ab + (size_t)(ip - q0) * PG_MR * kc);
+                        }
+                    for (int n0 = cb * ncw; n0 < nend; n0 += PG_NR) {
+                        int nr = nend - n0 < PG_NR ? nend - n0 : PG_NR;
+                        pack_b(arg_b, k0, kc, n0, nr, Bp);
+                        for (int ip = q0; ip < q1; ip++) {
+                            int m0 = ip * PG_MR, mr = M - m0 < PG_MR ? M - m0 : PG_MR;
+                            pg_kernel(kc, A0 + (size_t)(ip - q0) * PG_MR * kc, Bp,
+                                      C + (size_t)m0 * ldc + n0, ldc, accum || k0 > 0,
                                       bias && k0 == 0 ? bias + m0 : NULL, mr, nr);
                         }
                     }
@@ -164,46 +180,15 @@ void ap_pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap, ap_pg_p
         }
 }
 
-/* Panels of A packed per row block on the stack: 16 panels x KC = 192 KiB. */
-enum { PG_MCB = 16 };
+void ap_pg_gemm(const ap_ctx *ctx, int M, int N, int K, const float *Ap, ap_pg_pack_b pack,
+                const void *arg, float *C, int ldc, int accum, const float *bias) {
+    pg_run(ctx, M, N, K, Ap, NULL, NULL, pack, arg, C, ldc, accum, bias);
+}
 
 void ap_pg_gemm_cb(const ap_ctx *ctx, int M, int N, int K, ap_pg_pack_a_cb pack_a,
                    const void *arg_a, ap_pg_pack_b pack_b, const void *arg_b, float *C,
                    int ldc, int accum) {
-    const int nt = ctx->n_threads;
-    const pg_kernel_fn pg_kernel = pg_kernel_for(ap_cpu_isa());
-    const pg_split sp = pg_split_of(M, N, nt);
-    const int npanel = sp.npanel, ncw = sp.ncw;
-#pragma omp parallel for num_threads(nt) schedule(dynamic) collapse(2)
-    for (int cb = 0; cb < sp.ncb; cb++)
-        for (int g = 0; g < sp.mgroups; g++) {
-            _Alignas(64) float Bp[PG_KC * PG_NR];
-            _Alignas(64) float Ab[PG_MCB * PG_MR * PG_KC];
-            int p0 = g * sp.per_group, p1 = p0 + sp.per_group < npanel ? p0 + sp.per_group : npanel;
-            int nend = (cb + 1) * ncw < N ? (cb + 1) * ncw : N;
-            int nmb = (p1 - p0 + PG_MCB - 1) / PG_MCB;
-            for (int mb = 0; mb < nmb; mb++) {
-                int q0 = p0 + (int)((int64_t)(p1 - p0) * mb / nmb);
-                int q1 = p0 + (int)((int64_t)(p1 - p0) * (mb + 1) / nmb);
-                for (int k0 = 0; k0 < K; k0 += PG_KC) {
-                    int kc = K - k0 < PG_KC ? K - k0 : PG_KC;
-                    for (int ip = q0; ip < q1; ip++) {
-                        int m0 = ip * PG_MR, mr = M - m0 < PG_MR ? M - m0 : PG_MR;
-                        pack_a(arg_a, m0, mr, k0, kc, Ab + (size_t)(ip - q0) * PG_MR * kc);
-                    }
-                    for (int n0 = cb * ncw; n0 < nend; n0 += PG_NR) {
-                        int nr = nend - n0 < PG_NR ? nend - n0 : PG_NR;
-                        pack_b(arg_b, k0, kc, n0, nr, Bp);
-                        for (int ip = q0; ip < q1; ip++) {
-                            int m0 = ip * PG_MR, mr = M - m0 < PG_MR ? M - m0 : PG_MR;
-                            pg_kernel(kc, Ab + (size_t)(ip - q0) * PG_MR * kc, Bp,
-                                      C + (size_t)m0 * ldc + n0, ldc, accum || k0 > 0, NULL, mr,
-                                      nr);
-                        }
-                    }
-                }
-            }
-        }
+    pg_run(ctx, M, N, K, NULL, pack_a, arg_a, pack_b, arg_b, C, ldc, accum, NULL);
 }
 #else
 typedef int ap_packed_gemm_unavailable; /* ISO C: no empty translation unit */
