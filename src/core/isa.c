@@ -47,21 +47,15 @@ static ap_isa best(void) {
 static char *features(char *buf, int size) {
     buf[0] = '\0';
 #if AP_ISA_X86
-    static const char *const names[] = {"sse4.2", "avx", "avx2", "fma", "f16c", "avx512f",
-                                        "avx512bw", "avx512dq", "avx512vl", "avx512bf16"};
     __builtin_cpu_init();
     int len = 0;
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        int on = 0;
-        /* __builtin_cpu_supports needs a string literal. */
-#define F(s) else if (!strcmp(names[i], s)) on = __builtin_cpu_supports(s)
-        if (0) {}
-        F("sse4.2"); F("avx"); F("avx2"); F("fma"); F("f16c"); F("avx512f");
-        F("avx512bw"); F("avx512dq"); F("avx512vl"); F("avx512bf16");
+    /* __builtin_cpu_supports needs a string literal: one line per feature. */
+#define F(s)                                                                        \
+    if (__builtin_cpu_supports(s) && len < size)                                    \
+        len += snprintf(buf + len, (size_t)(size - len), "%s%s", len ? " " : "", s);
+    F("sse4.2") F("avx") F("avx2") F("fma") F("f16c") F("avx512f") F("avx512bw")
+    F("avx512dq") F("avx512vl") F("avx512bf16")
 #undef F
-        if (on && len < size)
-            len += snprintf(buf + len, (size_t)(size - len), "%s%s", len ? " " : "", names[i]);
-    }
     if (!len) snprintf(buf, (size_t)size, "baseline x86-64");
 #else
     snprintf(buf, (size_t)size, "non-x86 (generic kernels only)");

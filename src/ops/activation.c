@@ -8,8 +8,6 @@
 #include "activation.h"
 
 #include <math.h>
-#include <stdint.h>
-#include <string.h>
 
 #include "core/err.h"
 #include "core/isa.h"
@@ -17,9 +15,9 @@
 
 /* Work is split into fixed chunks of CHUNK elements (threads over chunks);
  * each chunk runs a kernel compiled for the variant in use (core/isa.h). The
- * exponentials are ap_vexp() below, written so that the loops vectorise (libm's
- * expf and erff are scalar calls): silu, quick_gelu and erf-GELU run 8 or 16
- * lanes at a time (ap_vexp, vexp.h). */
+ * exponentials are ap_vexp (vexp.h), written so that the loops vectorise
+ * (libm's expf and erff are scalar calls): silu, quick_gelu and erf-GELU run
+ * 8 or 16 lanes at a time. */
 #define CHUNK 8192
 #define PAR_CHUNKS(n, body)                                                                 \
     _Pragma("omp parallel for num_threads(ctx->n_threads) schedule(static) if (n > 32768)") \

@@ -36,14 +36,14 @@ static int chunk_of(int len) {
     return chunk < 128 ? 128 : chunk;
 }
 
-/* ---- the packed GEMM path (AVX2 / AVX-512 variants) ----------------------
- * Where the kernel variant has the packed GEMM (packed_gemm.h), beta is 0 or 1
- * and the shape is not tiny, ap_gemm and ap_gemm_items run on it, with both
- * operands packed by the callbacks below (alpha folded into A's panels). An
- * element of C is then (beta C) + the k products in order by FMA, whatever M,
- * N, the row's place in the call and the thread count: the same for one item
- * as for a batch. Measured (SD linear 4096x320 -> 1280, 2 threads, AMD EPYC
- * Zen 5): OpenBLAS (Haswell kernel) 14.0 ms, packed AVX-512 9.1 ms. */
+/* ---- the packed GEMM path (AVX-512 variant) ------------------------------
+ * On AVX-512, with beta 0 or 1 and N, K not tiny (pg_wanted), ap_gemm and
+ * ap_gemm_items run the packed GEMM (packed_gemm.h), both operands packed by
+ * callbacks (alpha folded into A's panels). An element of C is then (beta C) +
+ * the k products in order by FMA, whatever M, N, the row's place in the call
+ * and the thread count: the same for one item as for a batch. Measured (SD
+ * linear 4096x320 -> 1280, 2 threads, AMD EPYC Zen 5): OpenBLAS (Haswell
+ * kernel) 14.0 ms, packed AVX-512 9.1 ms. */
 typedef struct {
     const float *a;
     int ld, trans;
@@ -71,35 +71,22 @@ static void pg_pack_a_any(const void *arg, int m0, int mr, int k0, int kc, float
     }
 }
 
-typedef struct {
-    const float *b;
-    int ld, trans;
-} pg_b_arg;
-
-static void pg_pack_b_any(const void *arg, int k0, int kc, int n0, int nr, float *dst) {
-    const pg_b_arg *b = arg;
-    if (b->trans) { /* op(B)[k][n] = B[n][k]: each of the nr rows of B is a column */
-        for (int j = 0; j < nr; j++) {
-            const float *src = b->b + (size_t)(n0 + j) * b->ld + k0;
-            for (int k = 0; k < kc; k++) dst[(size_t)k * PG_NR + j] = src[k];
-        }
-        for (int k = 0; k < kc; k++)
-            for (int j = nr; j < PG_NR; j++) dst[(size_t)k * PG_NR + j] = 0.0f;
-        return;
+/* op(B) = B^T, B (N, K) with row stride ld: dst[k][j] = b[(n0 + j) * ld + k0 + k]
+ * (a plain B is ap_pg_pack_rows). */
+static void pg_pack_b_trans(const void *arg, int k0, int kc, int n0, int nr, float *dst) {
+    const ap_pg_rows_arg *b = arg;
+    for (int j = 0; j < nr; j++) {
+        const float *src = b->b + (size_t)(n0 + j) * b->ld + k0;
+        for (int k = 0; k < kc; k++) dst[(size_t)k * PG_NR + j] = src[k];
     }
-    for (int k = 0; k < kc; k++) {
-        const float *src = b->b + (size_t)(k0 + k) * b->ld + n0;
-        float *d = dst + (size_t)k * PG_NR;
-        for (int j = 0; j < nr; j++) d[j] = src[j];
-        for (int j = nr; j < PG_NR; j++) d[j] = 0.0f;
-    }
+    for (int k = 0; k < kc; k++)
+        for (int j = nr; j < PG_NR; j++) dst[(size_t)k * PG_NR + j] = 0.0f;
 }
 
 /* 1 when this GEMM runs on the packed path: decided by N and K only, never by
  * M, so that a row (an image's, a prompt's) takes the same path whatever the
  * batch around it (sample: batch 1 and 2 give the same bits). */
-static int pg_wanted(int M, int N, int K, float beta) {
-    (void)M;
+static int pg_wanted(int N, int K, float beta) {
     /* AVX-512 only: on AVX2 the 6x16 sub-tiles ran SD's linear (K = 320) 10-15%
      * slower than OpenBLAS's Haswell kernel (conv keeps the packed GEMM there:
      * its im2col gather into L1 is what pays). */
@@ -107,22 +94,22 @@ static int pg_wanted(int M, int N, int K, float beta) {
            K >= 16 && N * K >= 4096;
 }
 
-static void pg_run(const ap_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
-                   const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                   int ldc) {
+static void gemm_packed(const ap_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, float beta,
+                        float *C, int ldc) {
     ap_ctx one = {.n_threads = 1};
     pg_a_arg a = {A, lda, ta, alpha};
-    pg_b_arg b = {B, ldb, tb};
-    ap_pg_gemm_cb(ctx ? ctx : &one, M, N, K, pg_pack_a_any, &a, pg_pack_b_any, &b, C, ldc,
-                  beta == 1.0f);
+    ap_pg_rows_arg b = {B, ldb};
+    ap_pg_gemm_cb(ctx ? ctx : &one, M, N, K, pg_pack_a_any, &a,
+                  tb ? pg_pack_b_trans : ap_pg_pack_rows, &b, C, ldc, beta == 1.0f);
 }
 
 void ap_gemm(const ap_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb, float beta,
              float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    if (pg_wanted(M, N, K, beta)) {
-        pg_run(ctx, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (pg_wanted(N, K, beta)) {
+        gemm_packed(ctx, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     int nt = ctx ? ctx->n_threads : 1;
@@ -168,8 +155,8 @@ void ap_gemm_items(const ap_ctx *ctx, int items, int tb, int M, int N, int K, fl
     if (M <= 0 || N <= 0) return;
     /* On the packed path a row's result does not depend on the rows around it:
      * all items as one GEMM. */
-    if (pg_wanted(M * items, N, K, beta)) {
-        pg_run(ctx, 0, tb, M * items, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (pg_wanted(N, K, beta)) {
+        gemm_packed(ctx, 0, tb, M * items, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     int nt = ctx ? ctx->n_threads : 1;

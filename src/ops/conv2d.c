@@ -251,32 +251,39 @@ AP_ISA_INLINE int pg_segs_of(int n0, int nr, int Wo, pg_segs *sg) {
     return nseg;
 }
 
+/* Run g at tap (u, v) of one channel xc of a stride-1 conv: panel lanes
+ * [*a0, *a1) read inside the image, lane l from src[l] (the input column
+ * j0 + (l - l0) + v - pw of row i + u - ph); NULL when that row is padding. */
+AP_ISA_INLINE const float *pg_seg_src(const conv_dims *d, const pg_segs *sg, int g,
+                                      const float *xc, int u, int v, int *a0, int *a1) {
+    const int y = sg->i[g] + u - d->ph, jj = sg->j0[g], l0 = sg->l0[g];
+    if (y < 0 || y >= d->H) return NULL;
+    /* Output columns [lo, hi) read an input column inside [0, W). */
+    const int lo = d->pw - v > 0 ? d->pw - v : 0;
+    const int hi = d->W + d->pw - v < d->Wo ? d->W + d->pw - v : d->Wo;
+    *a0 = l0 + (lo - jj > 0 ? lo - jj : 0);
+    *a1 = sg->l1[g] < l0 + hi - jj ? sg->l1[g] : l0 + hi - jj;
+    return xc + (size_t)y * d->W + (jj - l0 + v - d->pw);
+}
+
 /* Stride 1: the panel's 32 pixels are runs along output rows; each run reads
  * a contiguous stretch of an input row, so a row of dst is two vectors merged
  * from one masked load per run (masked lanes, padding included, stay 0). */
 AP_TARGET_AVX512 static void pack_im2col_s1(const pack_im2col_arg *a, int k0, int kc,
                                             int n0, int nr, float *dst) {
     const conv_dims *d = a->d;
-    const int H = d->H, W = d->W, Wo = d->Wo, ph = d->ph, pw = d->pw;
-    const size_t HW = (size_t)H * W;
+    const size_t HW = (size_t)d->H * d->W;
     pg_segs sg;
-    const int nseg = pg_segs_of(n0, nr, Wo, &sg);
-    const int *seg_i = sg.i, *seg_l0 = sg.l0, *seg_l1 = sg.l1, *seg_j0 = sg.j0;
+    const int nseg = pg_segs_of(n0, nr, d->Wo, &sg);
     int c = k0 / (d->kh * d->kw), u = (k0 / d->kw) % d->kh, v = k0 % d->kw;
     for (int k = 0; k < kc; k++, dst += PG_NR) {
-        /* Output columns [lo, hi) read an input column inside [0, W). */
-        int lo = pw - v > 0 ? pw - v : 0, hi = W + pw - v < Wo ? W + pw - v : Wo;
-        const float *xc = a->x + (size_t)c * H * W;
+        const float *xc = a->x + (size_t)c * HW;
         __m512 r0 = _mm512_setzero_ps(), r1 = _mm512_setzero_ps();
         for (int g = 0; g < nseg; g++) {
-            int y = seg_i[g] + u - ph, jj = seg_j0[g], l0 = seg_l0[g];
-            if (y < 0 || y >= H) continue;
-            int a0 = l0 + (lo - jj > 0 ? lo - jj : 0);
-            int a1 = seg_l1[g] < l0 + hi - jj ? seg_l1[g] : l0 + hi - jj;
-            if (a1 <= a0) continue;
+            int a0, a1;
+            const float *src = pg_seg_src(d, &sg, g, xc, u, v, &a0, &a1);
+            if (!src || a1 <= a0) continue;
             uint32_t m = (uint32_t)((1ull << a1) - (1ull << a0));
-            /* lane l reads input column jj + (l - l0) + v - pw of row y */
-            const float *src = xc + (size_t)y * W + (jj - l0 + v - pw);
             r0 = _mm512_mask_loadu_ps(r0, (__mmask16)m, src);
             r1 = _mm512_mask_loadu_ps(r1, (__mmask16)(m >> 16), src + 16);
             /* x does not fit L2 and channels are H*W apart: fetch the row
@@ -298,21 +305,16 @@ AP_TARGET_AVX512 static void pack_im2col_s1(const pack_im2col_arg *a, int k0, in
 AP_ISA_INLINE void pack_im2col_s1_plain_body(const pack_im2col_arg *a, int k0, int kc, int n0,
                                              int nr, float *dst) {
     const conv_dims *d = a->d;
-    const int H = d->H, W = d->W, Wo = d->Wo, ph = d->ph, pw = d->pw;
     pg_segs sg;
-    const int nseg = pg_segs_of(n0, nr, Wo, &sg);
-    const int *seg_i = sg.i, *seg_l0 = sg.l0, *seg_l1 = sg.l1, *seg_j0 = sg.j0;
+    const int nseg = pg_segs_of(n0, nr, d->Wo, &sg);
     int c = k0 / (d->kh * d->kw), u = (k0 / d->kw) % d->kh, v = k0 % d->kw;
     for (int k = 0; k < kc; k++, dst += PG_NR) {
-        int lo = pw - v > 0 ? pw - v : 0, hi = W + pw - v < Wo ? W + pw - v : Wo;
-        const float *xc = a->x + (size_t)c * H * W;
+        const float *xc = a->x + (size_t)c * d->H * d->W;
         for (int j = 0; j < PG_NR; j++) dst[j] = 0.0f;
         for (int g = 0; g < nseg; g++) {
-            int y = seg_i[g] + u - ph, jj = seg_j0[g], l0 = seg_l0[g];
-            if (y < 0 || y >= H) continue;
-            int a0 = l0 + (lo - jj > 0 ? lo - jj : 0);
-            int a1 = seg_l1[g] < l0 + hi - jj ? seg_l1[g] : l0 + hi - jj;
-            const float *src = xc + (size_t)y * W + (jj - l0 + v - pw);
+            int a0, a1;
+            const float *src = pg_seg_src(d, &sg, g, xc, u, v, &a0, &a1);
+            if (!src) continue;
             for (int l = a0; l < a1; l++) dst[l] = src[l];
         }
         if (++v == d->kw) v = 0, u++;
@@ -377,21 +379,6 @@ static void pack_im2col(const void *arg, int k0, int kc, int n0, int nr, float *
     }
 }
 
-/* B row-major (K, N) with row stride ld: dst[k][j] = B[(k0 + k)*ld + n0 + j]. */
-typedef struct {
-    const float *b;
-    int ld;
-} pack_plain_arg;
-
-static void pack_plain(const void *arg, int k0, int kc, int n0, int nr, float *dst) {
-    const pack_plain_arg *a = arg;
-    const float *src = a->b + (size_t)k0 * a->ld + n0;
-    for (int k = 0; k < kc; k++, dst += PG_NR, src += a->ld) {
-        memcpy(dst, src, sizeof(float) * (size_t)nr);
-        for (int j = nr; j < PG_NR; j++) dst[j] = 0.0f;
-    }
-}
-
 /* B = im2col(x_b)^T for dweight: dst[k][j] = col[n0 + j][pix0 + k0 + k], the
  * input value weight tap r = n0 + j = (c, u, v) meets at output pixel
  * pix0 + k0 + k (0 outside). Each row of dst is two 16-lane gathers: a lane's
@@ -448,7 +435,7 @@ AP_TARGET_AVX512 static void pack_dwcol_avx512(const void *arg, int k0, int kc, 
 /* The same panel in plain C (AVX2 has no masked gathers): lane j reads
  * x[off[j] + y*W + x] when (y + u_j, x + v_j) lies inside the image. */
 AP_ISA_INLINE void pack_dwcol_plain_body(const void *arg, int k0, int kc, int n0, int nr,
-                                   float *dst) {
+                                         float *dst) {
     const pack_dwcol_arg *a = arg;
     const conv_dims *d = a->d;
     const int s = d->s, H = d->H, W = d->W, Wo = d->Wo, kh = d->kh, kw = d->kw;
@@ -568,45 +555,41 @@ AP_ISA_INLINE void wg_input_row_body(const conv_dims *d, const float *xs, int t0
                                      float *V, int ldT, int c, int g) {
     const int C = d->C, H = d->H, W = d->W, th = wg_tiles_h(d), tw = wg_tiles_w(d);
     const size_t ps = (size_t)C * ldT;
-    {
-        {
-            const int bi = g / th, ti = g % th;
-            const int js = t0 - g * tw > 0 ? t0 - g * tw : 0;
-            const int je = t1 - g * tw < tw ? t1 - g * tw : tw;
-            const float *xc = xs + ((size_t)bi * C + c) * H * W;
-            for (int tj0 = js; tj0 < je; tj0 += WG_TB) {
-                const int nt = je - tj0 < WG_TB ? je - tj0 : WG_TB;
-                const int xs0 = 2 * tj0 - 1, width = 2 * nt + 2;
-                _Alignas(64) float rows[4][2 * WG_TB + 2], s[4][2 * WG_TB + 2];
-                int klo = -xs0 > 0 ? -xs0 : 0, khi = W - xs0 < width ? W - xs0 : width;
-                for (int r = 0; r < 4; r++) {
-                    const int y = 2 * ti - 1 + r;
-                    if (y < 0 || y >= H) {
-                        memset(rows[r], 0, sizeof(float) * (size_t)width);
-                        continue;
-                    }
-                    for (int k = 0; k < klo; k++) rows[r][k] = 0.0f;
-                    memcpy(rows[r] + klo, xc + (size_t)y * W + xs0 + klo,
-                           sizeof(float) * (size_t)(khi - klo));
-                    for (int k = khi; k < width; k++) rows[r][k] = 0.0f;
-                }
-                for (int k = 0; k < width; k++) { /* B^T d */
-                    s[0][k] = rows[0][k] - rows[2][k];
-                    s[1][k] = rows[1][k] + rows[2][k];
-                    s[2][k] = rows[2][k] - rows[1][k];
-                    s[3][k] = rows[1][k] - rows[3][k];
-                }
-                float *v = V + (size_t)c * ldT + ((size_t)g * tw + tj0 - t0);
-                for (int i = 0; i < 4; i++) { /* (B^T d) B */
-                    const float *si = s[i];
-                    float *v0 = v + 4 * i * ps, *v1 = v0 + ps, *v2 = v1 + ps, *v3 = v2 + ps;
-                    for (int t = 0; t < nt; t++) {
-                        v0[t] = si[2 * t] - si[2 * t + 2];
-                        v1[t] = si[2 * t + 1] + si[2 * t + 2];
-                        v2[t] = si[2 * t + 2] - si[2 * t + 1];
-                        v3[t] = si[2 * t + 1] - si[2 * t + 3];
-                    }
-                }
+    const int bi = g / th, ti = g % th;
+    const int js = t0 - g * tw > 0 ? t0 - g * tw : 0;
+    const int je = t1 - g * tw < tw ? t1 - g * tw : tw;
+    const float *xc = xs + ((size_t)bi * C + c) * H * W;
+    for (int tj0 = js; tj0 < je; tj0 += WG_TB) {
+        const int nt = je - tj0 < WG_TB ? je - tj0 : WG_TB;
+        const int xs0 = 2 * tj0 - 1, width = 2 * nt + 2;
+        _Alignas(64) float rows[4][2 * WG_TB + 2], s[4][2 * WG_TB + 2];
+        int klo = -xs0 > 0 ? -xs0 : 0, khi = W - xs0 < width ? W - xs0 : width;
+        for (int r = 0; r < 4; r++) {
+            const int y = 2 * ti - 1 + r;
+            if (y < 0 || y >= H) {
+                memset(rows[r], 0, sizeof(float) * (size_t)width);
+                continue;
+            }
+            for (int k = 0; k < klo; k++) rows[r][k] = 0.0f;
+            memcpy(rows[r] + klo, xc + (size_t)y * W + xs0 + klo,
+                   sizeof(float) * (size_t)(khi - klo));
+            for (int k = khi; k < width; k++) rows[r][k] = 0.0f;
+        }
+        for (int k = 0; k < width; k++) { /* B^T d */
+            s[0][k] = rows[0][k] - rows[2][k];
+            s[1][k] = rows[1][k] + rows[2][k];
+            s[2][k] = rows[2][k] - rows[1][k];
+            s[3][k] = rows[1][k] - rows[3][k];
+        }
+        float *v = V + (size_t)c * ldT + ((size_t)g * tw + tj0 - t0);
+        for (int i = 0; i < 4; i++) { /* (B^T d) B */
+            const float *si = s[i];
+            float *v0 = v + 4 * i * ps, *v1 = v0 + ps, *v2 = v1 + ps, *v3 = v2 + ps;
+            for (int t = 0; t < nt; t++) {
+                v0[t] = si[2 * t] - si[2 * t + 2];
+                v1[t] = si[2 * t + 1] + si[2 * t + 2];
+                v2[t] = si[2 * t + 2] - si[2 * t + 1];
+                v3[t] = si[2 * t + 1] - si[2 * t + 3];
             }
         }
     }
@@ -630,37 +613,33 @@ AP_ISA_INLINE void wg_output_row_body(const conv_dims *d, const float *M, int ld
                                       int t1, const float *bias, float *out, int o, int g) {
     const int O = d->O, Ho = d->Ho, Wo = d->Wo, th = wg_tiles_h(d), tw = wg_tiles_w(d);
     const size_t ps = (size_t)O * ldT;
-    {
-        {
-            const int bi = g / th, ti = g % th;
-            const int js = t0 - g * tw > 0 ? t0 - g * tw : 0;
-            const int je = t1 - g * tw < tw ? t1 - g * tw : tw;
-            const float bo = bias ? bias[o] : 0.0f;
-            float *yo = out + ((size_t)bi * O + o) * Ho * Wo;
-            for (int tj0 = js; tj0 < je; tj0 += WG_TB) {
-                const int nt = je - tj0 < WG_TB ? je - tj0 : WG_TB;
-                _Alignas(64) float q[2][4][WG_TB], yb[2][2 * WG_TB];
-                const float *m = M + (size_t)o * ldT + ((size_t)g * tw + tj0 - t0);
-                for (int j = 0; j < 4; j++) { /* A^T M */
-                    const float *m0 = m + j * ps, *m1 = m0 + 4 * ps, *m2 = m1 + 4 * ps,
-                                *m3 = m2 + 4 * ps;
-                    for (int t = 0; t < nt; t++) {
-                        q[0][j][t] = m0[t] + m1[t] + m2[t];
-                        q[1][j][t] = m1[t] - m2[t] - m3[t];
-                    }
-                }
-                for (int a = 0; a < 2; a++) /* (A^T M) A */
-                    for (int t = 0; t < nt; t++) {
-                        yb[a][2 * t] = q[a][0][t] + q[a][1][t] + q[a][2][t] + bo;
-                        yb[a][2 * t + 1] = q[a][1][t] - q[a][2][t] - q[a][3][t] + bo;
-                    }
-                const int ncol = Wo - 2 * tj0 < 2 * nt ? Wo - 2 * tj0 : 2 * nt;
-                for (int a = 0; a < 2; a++)
-                    if (2 * ti + a < Ho)
-                        memcpy(yo + (size_t)(2 * ti + a) * Wo + 2 * tj0, yb[a],
-                               sizeof(float) * (size_t)ncol);
+    const int bi = g / th, ti = g % th;
+    const int js = t0 - g * tw > 0 ? t0 - g * tw : 0;
+    const int je = t1 - g * tw < tw ? t1 - g * tw : tw;
+    const float bo = bias ? bias[o] : 0.0f;
+    float *yo = out + ((size_t)bi * O + o) * Ho * Wo;
+    for (int tj0 = js; tj0 < je; tj0 += WG_TB) {
+        const int nt = je - tj0 < WG_TB ? je - tj0 : WG_TB;
+        _Alignas(64) float q[2][4][WG_TB], yb[2][2 * WG_TB];
+        const float *m = M + (size_t)o * ldT + ((size_t)g * tw + tj0 - t0);
+        for (int j = 0; j < 4; j++) { /* A^T M */
+            const float *m0 = m + j * ps, *m1 = m0 + 4 * ps, *m2 = m1 + 4 * ps,
+                        *m3 = m2 + 4 * ps;
+            for (int t = 0; t < nt; t++) {
+                q[0][j][t] = m0[t] + m1[t] + m2[t];
+                q[1][j][t] = m1[t] - m2[t] - m3[t];
             }
         }
+        for (int a = 0; a < 2; a++) /* (A^T M) A */
+            for (int t = 0; t < nt; t++) {
+                yb[a][2 * t] = q[a][0][t] + q[a][1][t] + q[a][2][t] + bo;
+                yb[a][2 * t + 1] = q[a][1][t] - q[a][2][t] - q[a][3][t] + bo;
+            }
+        const int ncol = Wo - 2 * tj0 < 2 * nt ? Wo - 2 * tj0 : 2 * nt;
+        for (int a = 0; a < 2; a++)
+            if (2 * ti + a < Ho)
+                memcpy(yo + (size_t)(2 * ti + a) * Wo + 2 * tj0, yb[a],
+                       sizeof(float) * (size_t)ncol);
     }
 }
 AP_ISA_KERNEL(wg_output_row, (const conv_dims *d, const float *M, int ldT, int t0, int t1,
@@ -691,8 +670,8 @@ static void wg_run(const ap_ctx *ctx, const conv_dims *d, const float *xs,
         const int t1 = t0 + ldT < ntile ? t0 + ldT : ntile, T = t1 - t0;
         wg_input(ctx, d, xs, t0, t1, V, ldT);
         for (int p = 0; p < 16; p++) {
-            pack_plain_arg a = {V + (size_t)p * C * ldT, ldT};
-            ap_pg_gemm(ctx, O, T, C, Up + p * per, pack_plain, &a, M + (size_t)p * O * ldT,
+            ap_pg_rows_arg a = {V + (size_t)p * C * ldT, ldT};
+            ap_pg_gemm(ctx, O, T, C, Up + p * per, ap_pg_pack_rows, &a, M + (size_t)p * O * ldT,
                     ldT, 0, NULL);
         }
         wg_output(ctx, d, M, ldT, t0, t1, bias, out);
@@ -850,9 +829,9 @@ static void conv_fwd_run(ap_ctx *ctx, const conv_dims *d, const float *xs,
 #if PG_HAVE
         if (pg) { /* the packed GEMM starts its sums from the bias */
             pack_im2col_arg ai = {d, x};
-            pack_plain_arg ap = {x, HW};
+            ap_pg_rows_arg ap = {x, HW};
             if (d->direct)
-                ap_pg_gemm(ctx, d->O, HoWo, d->K, scr, pack_plain, &ap, y, HoWo, 0, bias);
+                ap_pg_gemm(ctx, d->O, HoWo, d->K, scr, ap_pg_pack_rows, &ap, y, HoWo, 0, bias);
             else
                 ap_pg_gemm(ctx, d->O, HoWo, d->K, scr, pack_im2col, &ai, y, HoWo, 0, bias);
             continue;

@@ -55,7 +55,8 @@ AP_ISA_INLINE float sum_block(const float *x, int64_t len) {
 /* sum x[i] */
 AP_ISA_INLINE double sum_f(const float *x, int64_t n) {
     double s = 0;
-    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) s += sum_block(x + b0, n - b0 < BLOCK ? n - b0 : BLOCK);
+    for (int64_t b0 = 0; b0 < n; b0 += BLOCK)
+        s += sum_block(x + b0, n - b0 < BLOCK ? n - b0 : BLOCK);
     return s;
 }
 
@@ -80,7 +81,8 @@ AP_ISA_INLINE void dev_block(const float *x, int64_t len, float m, double s[2]) 
 /* s[0] = sum (x[i] - m), s[1] = sum (x[i] - m)^2 */
 AP_ISA_INLINE void sum_dev(const float *x, int64_t n, float m, double s[2]) {
     s[0] = s[1] = 0;
-    for (int64_t b0 = 0; b0 < n; b0 += BLOCK) dev_block(x + b0, n - b0 < BLOCK ? n - b0 : BLOCK, m, s);
+    for (int64_t b0 = 0; b0 < n; b0 += BLOCK)
+        dev_block(x + b0, n - b0 < BLOCK ? n - b0 : BLOCK, m, s);
 }
 
 /* Mean and rstd of x[0..n), two passes: m0 = float(sum / n), then the sums of

@@ -25,6 +25,15 @@ void ap_pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K, floa
 }
 
 
+void ap_pg_pack_rows(const void *arg, int k0, int kc, int n0, int nr, float *dst) {
+    const ap_pg_rows_arg *a = arg;
+    const float *src = a->b + (size_t)k0 * a->ld + n0;
+    for (int k = 0; k < kc; k++, dst += PG_NR, src += a->ld) {
+        memcpy(dst, src, sizeof(float) * (size_t)nr);
+        for (int j = nr; j < PG_NR; j++) dst[j] = 0.0f;
+    }
+}
+
 /* ---- micro-kernel: one source for every vector width ---------------------
  *
  * PG_TILE(NAME, TARGET, VT, W, R, BCAST, FMA) defines NAME(kc, Ap, Bp, C, ldc,

@@ -32,6 +32,14 @@ int ap_pg_available(void);
 /* Fills dst[k][j] (k < kc, j < PG_NR) with B[k0 + k][n0 + j], zero for j >= nr. */
 typedef void (*ap_pg_pack_b)(const void *arg, int k0, int kc, int n0, int nr, float *dst);
 
+/* B row-major (K, N) with row stride ld: the pack_b of a plain matrix,
+ * dst[k][j] = b[(k0 + k) * ld + n0 + j]. */
+typedef struct {
+    const float *b;
+    int ld;
+} ap_pg_rows_arg;
+void ap_pg_pack_rows(const void *arg, int k0, int kc, int n0, int nr, float *dst);
+
 /* Rows of A rounded up to whole MR panels. */
 static inline int ap_pg_mpad(int M) { return (M + PG_MR - 1) / PG_MR * PG_MR; }
 
