@@ -16,13 +16,15 @@
  * process) with the first step's reward and grad norm, which must match
  * PyTorch's (same weights, noise and mask).
  * The second form writes the demo's tiny model (pipeline/tiny.h) into D;
- * --variant prints the conv2d kernel path (ops/conv2d.h). */
+ * --variant prints the CPU, its features, the kernel variant (core/isa.h) and the
+ * conv2d path (ops/conv2d.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/err.h"
+#include "core/isa.h"
 #include "io/safetensors.h"
 #include "models/unet.h"
 #include "models/vae.h"
@@ -67,7 +69,7 @@ static double peak_rss_mb(void) {
 static void usage(FILE *o) {
     fprintf(o, "usage: bench_step --dir D --trunc k1|rand --name NAME [--threads N] [--reps N]\n"
                "       bench_step --write-tiny D [--seed S]\n"
-               "       bench_step --variant   (the conv2d path this CPU takes)\n");
+               "       bench_step --variant   (the CPU, kernel variant and conv2d path)\n");
 }
 
 int main(int argc, char **argv) {
@@ -82,7 +84,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--write-tiny") && i + 1 < argc) tiny = argv[++i];
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--variant")) return printf("%s\n", ap_conv2d_variant()), 0;
+        else if (!strcmp(argv[i], "--variant")) {
+            char cpu[512];
+            if (ap_cpu_isa_init()) return fprintf(stderr, "bench_step: %s\n", ap_errmsg()), 2;
+            printf("%s; conv2d: %s\n", ap_cpu_describe(cpu, sizeof cpu), ap_conv2d_variant());
+            return 0;
+        }
         else if (!strcmp(argv[i], "--help")) return usage(stdout), 0;
         else return usage(stderr), 2;
     }
