@@ -11,7 +11,10 @@
 
 #include "err.h"
 #include "isa.h"
-#include "../ops/blas.h"
+
+/* The CPU op table (cpu/backend.c); its init hook sets up BLAS. */
+extern const struct ap_backend ap_cpu_backend;
+int ap_cpu_backend_init(ap_ctx *ctx);
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -25,10 +28,21 @@ static int env_int(const char *name) {
     return (*end == '\0' && v > 0 && v < 4096) ? (int)v : 0;
 }
 
+static int env_on(const char *name) {
+    const char *e = getenv(name);
+    return e && *e && *e != '0';
+}
+
 int ap_ctx_init(ap_ctx *ctx, int n_threads) {
     memset(ctx, 0, sizeof *ctx);
-    ctx->backend = AP_BACKEND_CPU;
+    ctx->be = &ap_cpu_backend;
+    ctx->device = AP_CPU;
     AP_TRY(ap_cpu_isa_init());
+    ctx->isa = ap_cpu_isa();
+    ctx->conv_path = env_on("AP_CONV2D_BLAS")       ? AP_CONV_BLAS
+                     : env_on("AP_CONV2D_DIRECT")   ? AP_CONV_DIRECT
+                     : env_on("AP_CONV2D_WINOGRAD") ? AP_CONV_WINOGRAD
+                                                    : AP_CONV_AUTO;
     if (n_threads <= 0) n_threads = env_int("AP_NUM_THREADS");
     if (n_threads <= 0) n_threads = env_int("OMP_NUM_THREADS");
 #ifdef _OPENMP
@@ -36,8 +50,16 @@ int ap_ctx_init(ap_ctx *ctx, int n_threads) {
 #endif
     if (n_threads <= 0) n_threads = 1;
     ctx->n_threads = n_threads;
-    /* Ops split work across threads themselves and call single-threaded BLAS. */
-    ap_blas_single_thread();
+    return ap_cpu_backend_init(ctx);
+}
+
+int ap_ctx_set_isa(ap_ctx *ctx, ap_isa isa) {
+    if (!ap_cpu_isa_supported(isa)) {
+        char d[512];
+        return ap_fail("kernel variant %s: this CPU lacks it (%s)", ap_isa_name(isa),
+                       ap_cpu_describe(d, sizeof d));
+    }
+    ctx->isa = isa;
     return AP_OK;
 }
 

@@ -1,7 +1,9 @@
 /* ctx.h: execution context and workspaces.
  *
- * Every op takes an ap_ctx: which backend runs it (CPU threads now, a CUDA
- * stream later), how many threads, and a scratch workspace for temporaries
+ * Every op takes an ap_ctx: which backend runs it (its op table, ops/backend.h:
+ * CPU threads now, a CUDA stream later), how many threads, the CPU kernel
+ * variant and conv2d path (set once, when the context is made), and a
+ * scratch workspace for temporaries
  * (im2col columns, attention tiles). Scratch is planned by the caller with
  * ap_ctx_reserve() using the ops' *_scratch_bytes() functions; an op then
  * takes it with ap_scratch() at entry, never in an inner loop. A context
@@ -17,7 +19,20 @@
 
 #include <stddef.h>
 
-typedef enum { AP_BACKEND_CPU = 0, AP_BACKEND_CUDA = 1 } ap_backend;
+#include "isa.h"
+#include "tensor.h"
+
+struct ap_backend; /* the op table, ops/backend.h */
+
+/* CPU conv2d paths (cpu/conv2d.c): the default, packed GEMM with Winograd
+ * where it pays; packed GEMM only (exact im2col sums); Winograd for every
+ * eligible 3x3; im2col + BLAS everywhere. */
+typedef enum {
+    AP_CONV_AUTO = 0,
+    AP_CONV_DIRECT = 1,
+    AP_CONV_WINOGRAD = 2,
+    AP_CONV_BLAS = 3
+} ap_conv_path;
 
 typedef struct ap_arena {
     char *base;
@@ -28,17 +43,26 @@ typedef struct ap_arena {
 } ap_arena;
 
 typedef struct ap_ctx {
-    ap_backend backend;
-    int n_threads;      /* CPU threads used by ops */
-    void *stream;       /* cudaStream_t on the CUDA backend; NULL on CPU */
+    const struct ap_backend *be; /* op table of the backend that runs the ops */
+    ap_device device;            /* where the ops' tensors must live */
+    int n_threads;               /* CPU threads used by ops */
+    ap_isa isa;                  /* CPU kernel variant (ap_cpu_isa() at init) */
+    ap_conv_path conv_path;      /* CPU conv2d path ($AP_CONV2D_* at init) */
+    void *stream;                /* cudaStream_t on the CUDA backend; NULL on CPU */
     char *scratch;      /* 64-byte aligned */
     size_t scratch_cap; /* bytes */
     size_t scratch_peak;
     int scratch_fixed; /* 1: ap_scratch never grows */
 } ap_ctx;
 
-/* n_threads <= 0 picks $AP_NUM_THREADS, else $OMP_NUM_THREADS, else all cores. */
+/* A CPU context. n_threads <= 0 picks $AP_NUM_THREADS, else
+ * $OMP_NUM_THREADS, else all cores. The kernel variant is the process's
+ * (AP_CPU_ISA or the best supported), the conv2d path AP_CONV2D_BLAS |
+ * AP_CONV2D_DIRECT | AP_CONV2D_WINOGRAD=1 or the default. */
 int ap_ctx_init(ap_ctx *ctx, int n_threads);
+/* Runs this context's ops on kernel variant isa; AP_ERR naming the CPU's
+ * features when it lacks it. Not while ops run. */
+int ap_ctx_set_isa(ap_ctx *ctx, ap_isa isa);
 void ap_ctx_free(ap_ctx *ctx);
 /* Pins the context's OpenMP threads one per CPU when the process may run on
  * exactly n_threads CPUs and neither OMP_PROC_BIND nor GOMP_CPU_AFFINITY is

@@ -11,8 +11,8 @@
  * function NAME_body (plain C, GCC vector extensions, or the width-generic
  * helpers of the op) and AP_ISA_KERNEL(NAME, params, args) compiles it three
  * times, with target attributes, into NAME_generic / NAME_avx2 / NAME_avx512
- * and a table NAME_tab indexed by ap_isa. Call ap_isa_pick(NAME) to get the
- * variant for this process. OpenMP regions must stay outside the bodies (an
+ * and a table NAME_tab indexed by ap_isa. Call ap_isa_pick(ctx, NAME) to get
+ * the variant of a context (ap_ctx.isa, set once when it is made). OpenMP regions must stay outside the bodies (an
  * outlined region would be compiled for the default target).
  */
 #ifndef AP_ISA_H
@@ -26,8 +26,8 @@ typedef enum { AP_ISA_GENERIC = 0, AP_ISA_AVX2 = 1, AP_ISA_AVX512 = 2, AP_ISA_CO
 int ap_cpu_isa_init(void);
 /* The variant in use (initialising on first use; GENERIC if that failed). */
 ap_isa ap_cpu_isa(void);
-/* Switches the variant for the rest of the process (tests comparing
- * variants in one process); AP_ERR when the CPU lacks it. Not while ops run. */
+/* Switches the process's variant, the one contexts made afterwards take
+ * (ap_ctx_set_isa changes one context's); AP_ERR when the CPU lacks it. */
 int ap_cpu_isa_force(ap_isa isa);
 /* 1 when this CPU can run the variant. */
 int ap_cpu_isa_supported(ap_isa isa);
@@ -67,6 +67,6 @@ const char *ap_cpu_describe(char *buf, int size);
     static ret (*const name##_tab[AP_ISA_COUNT]) params = {                      \
         name##_generic, name##_avx2, name##_avx512}
 
-#define ap_isa_pick(name) (name##_tab[ap_cpu_isa()])
+#define ap_isa_pick(ctx, name) (name##_tab[(ctx)->isa])
 
 #endif

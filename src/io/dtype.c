@@ -13,19 +13,19 @@ static const struct {
     [AP_DT_BOOL] = {"BOOL", 1},
 };
 
-size_t ap_dtype_size(ap_dtype t) { return (unsigned)t < AP_DT_COUNT ? k_types[t].size : 0; }
+size_t ap_file_dtype_size(ap_file_dtype t) { return (unsigned)t < AP_DT_COUNT ? k_types[t].size : 0; }
 
-const char *ap_dtype_name(ap_dtype t) {
+const char *ap_file_dtype_name(ap_file_dtype t) {
     return (unsigned)t < AP_DT_COUNT ? k_types[t].name : "?";
 }
 
-int ap_dtype_parse(const char *s) {
+int ap_file_dtype_parse(const char *s) {
     for (int t = 0; t < AP_DT_COUNT; t++)
         if (strcmp(s, k_types[t].name) == 0) return t;
     return -1;
 }
 
-int ap_dtype_is_float(ap_dtype t) {
+int ap_file_dtype_is_float(ap_file_dtype t) {
     return t == AP_DT_F32 || t == AP_DT_F16 || t == AP_DT_BF16 || t == AP_DT_F64;
 }
 
@@ -57,7 +57,7 @@ float ap_bf16_to_f32(uint16_t h) {
     return f;
 }
 
-void ap_convert_to_f32(float *dst, const void *src, ap_dtype t, size_t n) {
+void ap_convert_to_f32(float *dst, const void *src, ap_file_dtype t, size_t n) {
     const unsigned char *s = src;
     switch (t) {
     case AP_DT_F32: memcpy(dst, s, n * 4); break;

@@ -17,16 +17,16 @@ typedef enum {
     AP_DT_U8,
     AP_DT_BOOL,
     AP_DT_COUNT
-} ap_dtype;
+} ap_file_dtype;
 
-size_t ap_dtype_size(ap_dtype t);
-const char *ap_dtype_name(ap_dtype t); /* safetensors spelling: "F32", "BF16"... */
+size_t ap_file_dtype_size(ap_file_dtype t);
+const char *ap_file_dtype_name(ap_file_dtype t); /* safetensors spelling: "F32", "BF16"... */
 /* Parse a safetensors dtype string; returns -1 when unknown. */
-int ap_dtype_parse(const char *s);
+int ap_file_dtype_parse(const char *s);
 /* True for types that convert to float32 (F32, F16, BF16, F64). */
-int ap_dtype_is_float(ap_dtype t);
+int ap_file_dtype_is_float(ap_file_dtype t);
 /* dst[i] = (float)src[i] for n elements of a floating type (little-endian). */
-void ap_convert_to_f32(float *dst, const void *src, ap_dtype t, size_t n);
+void ap_convert_to_f32(float *dst, const void *src, ap_file_dtype t, size_t n);
 
 float ap_f16_to_f32(uint16_t h);
 float ap_bf16_to_f32(uint16_t h);

@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #include "core/tensor.h"
-#include "io/dtype.h" /* ap_dtype of a storage */
+#include "io/dtype.h" /* ap_file_dtype of a storage */
 
 typedef enum {
     AP_PK_NONE,

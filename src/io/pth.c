@@ -78,14 +78,14 @@ static int add_tensor(flat *fl, const char *name, const ap_pk_value *t) {
         return ap_fail("%s: tensor '%s': storage record '%s' is missing from the "
                        "archive", f->path, name, rec);
     int64_t bytes;
-    if (__builtin_mul_overflow(s->u.storage.numel, (int64_t)ap_dtype_size(s->u.storage.dtype),
+    if (__builtin_mul_overflow(s->u.storage.numel, (int64_t)ap_file_dtype_size(s->u.storage.dtype),
                                &bytes) ||
         (uint64_t)bytes != ze->size)
         return ap_fail("%s: tensor '%s': storage '%s' should hold %lld %s elements "
                        "of %zu bytes, the record has %llu bytes",
                        f->path, name, rec, (long long)s->u.storage.numel,
-                       ap_dtype_name(s->u.storage.dtype),
-                       ap_dtype_size(s->u.storage.dtype), (unsigned long long)ze->size);
+                       ap_file_dtype_name(s->u.storage.dtype),
+                       ap_file_dtype_size(s->u.storage.dtype), (unsigned long long)ze->size);
     if (f->n == f->cap) {
         int nc = f->cap ? f->cap * 2 : 64;
         pth_entry *ne = realloc(f->e, (size_t)nc * sizeof *ne);
@@ -381,7 +381,7 @@ static float elem_f32(const uint8_t *p, int dt) {
 
 /* Gather the strided view into dst (row-major), converting each element. */
 static void gather(float *dst, const uint8_t *base, const pth_entry *e, int64_t numel) {
-    int64_t es = (int64_t)ap_dtype_size(e->dtype);
+    int64_t es = (int64_t)ap_file_dtype_size(e->dtype);
     int contiguous = 1;
     int64_t want = 1;
     for (int i = e->ndim - 1; i >= 0; i--) {
@@ -390,7 +390,7 @@ static void gather(float *dst, const uint8_t *base, const pth_entry *e, int64_t 
     }
     const uint8_t *src = base + e->offset * es;
     if (contiguous) {
-        if (ap_dtype_is_float(e->dtype)) {
+        if (ap_file_dtype_is_float(e->dtype)) {
             ap_convert_to_f32(dst, src, e->dtype, (size_t)numel);
         } else {
             for (int64_t k = 0; k < numel; k++) dst[k] = elem_f32(src + k * es, e->dtype);

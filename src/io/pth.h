@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #include "core/tensor.h"
-#include "io/dtype.h" /* ap_dtype: AP_DT_F32, AP_DT_F16, ... */
+#include "io/dtype.h" /* ap_file_dtype: AP_DT_F32, AP_DT_F16, ... */
 
 typedef struct ap_pth_file ap_pth_file;
 
@@ -37,7 +37,7 @@ const char *ap_pth_name(const ap_pth_file *f, int i);
 /* Index of tensor `name`, or -1 (no error recorded). */
 int ap_pth_find(const ap_pth_file *f, const char *name);
 
-/* dtype (ap_dtype), ndim and shape (room for AP_MAX_DIMS) of tensor `name`;
+/* dtype (ap_file_dtype), ndim and shape (room for AP_MAX_DIMS) of tensor `name`;
  * any output pointer may be NULL. Fails naming the file if absent. */
 int ap_pth_info(const ap_pth_file *f, const char *name, int *dtype, int *ndim,
                 int64_t *shape);

@@ -37,11 +37,11 @@ static int parse_entry(ap_st_file *f, const char *name, const ap_json *e,
         return ap_fail("tensor %s: expected an object, found %s", name,
                        ap_json_type_name(e->type));
     AP_TRY(ap_json_get_str(e, "dtype", name, &dt));
-    int d = ap_dtype_parse(dt);
+    int d = ap_file_dtype_parse(dt);
     if (d < 0)
         return ap_fail("tensor %s: dtype: expected one of F32 F16 BF16 F64 I64 I32 I16 "
                        "I8 U8 BOOL, found \"%s\"", name, dt);
-    t->dtype = (ap_dtype)d;
+    t->dtype = (ap_file_dtype)d;
     const ap_json *shape = ap_json_get(e, "shape");
     if (!shape || shape->type != AP_JSON_ARR)
         return ap_fail("tensor %s: shape: expected an array", name);
@@ -70,7 +70,7 @@ static int parse_entry(ap_st_file *f, const char *name, const ap_json *e,
         return ap_fail("tensor %s: data_offsets [%.0f, %.0f] outside the data block "
                        "of %zu bytes (file truncated?)", name, b, en, data_size);
     t->nbytes = (size_t)en - (size_t)b;
-    size_t want = (size_t)t->numel * ap_dtype_size(t->dtype);
+    size_t want = (size_t)t->numel * ap_file_dtype_size(t->dtype);
     if (t->nbytes != want)
         return ap_fail("tensor %s: expected %zu bytes for %s x %lld, found %zu", name,
                        want, dt, (long long)t->numel, t->nbytes);
@@ -198,9 +198,9 @@ static int check(const ap_st_file *f, const char *name, int ndim, const int64_t 
                  const ap_st_tensor **out) {
     const ap_st_tensor *t = ap_st_find(f, name);
     if (!t) return ap_fail("%s: tensor %s: missing", f->path, name);
-    if (!ap_dtype_is_float(t->dtype))
+    if (!ap_file_dtype_is_float(t->dtype))
         return ap_fail("%s: tensor %s: expected a floating dtype (F32, F16, BF16, F64), "
-                       "found %s", f->path, name, ap_dtype_name(t->dtype));
+                       "found %s", f->path, name, ap_file_dtype_name(t->dtype));
     if (ndim > 0) {
         ap_tensor want = ap_tn((float *)1, ndim, shape);
         ap_tensor got = ap_tn((float *)1, t->ndim, t->shape);

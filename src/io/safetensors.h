@@ -18,7 +18,7 @@
 
 typedef struct ap_st_tensor {
     char *name;
-    ap_dtype dtype;
+    ap_file_dtype dtype;
     int ndim;
     int64_t shape[AP_MAX_DIMS];
     int64_t numel;

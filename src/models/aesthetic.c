@@ -14,7 +14,7 @@
 #include "io/pth.h"
 #include "io/safetensors.h"
 #include "models/clip_common.h"
-#include "ops/blas.h"
+#include "cpu/blas.h"
 #include "ops/linear.h"
 
 static const int kLayer[5] = {0, 2, 4, 6, 7}; /* nn.Sequential indices of the Linears */

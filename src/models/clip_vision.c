@@ -10,7 +10,7 @@
 
 #include "core/err.h"
 #include "models/clip_common.h"
-#include "ops/blas.h"
+#include "cpu/blas.h"
 #include "ops/conv2d.h"
 #include "ops/linear.h"
 #include "ops/norm.h"

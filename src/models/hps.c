@@ -11,7 +11,7 @@
 
 #include "core/err.h"
 #include "models/clip_common.h"
-#include "ops/blas.h"
+#include "cpu/blas.h"
 
 #define HPS_NORM_EPS 1e-12f /* F.normalize */
 

@@ -2,7 +2,7 @@
 #include "proj.h"
 
 #include "core/err.h"
-#include "ops/blas.h"
+#include "cpu/blas.h"
 
 static int check(const char *op, const ap_proj *p, const ap_tensor *x, const ap_tensor *y,
                  int64_t *rows) {

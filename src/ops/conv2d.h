@@ -24,7 +24,8 @@
  * up to 12 x C, plus 16 x (C + O) x T for T tiles per chunk, T chosen so this
  * part stays within AP_CONV2D_COL_FLOATS / 2; fp32 error ~1.6x im2col's,
  * measured in tests/ops/test_conv2d.c).
- * Environment: AP_CONV2D_BLAS=1 forces im2col + BLAS everywhere;
+ * The path is the context's (ap_ctx.conv_path, read from the environment
+ * once by ap_ctx_init): AP_CONV2D_BLAS=1 forces im2col + BLAS everywhere;
  * AP_CONV2D_DIRECT=1 keeps the packed path but never uses Winograd (exact
  * im2col sums); AP_CONV2D_WINOGRAD=1 uses Winograd for every 3x3/s1/p1 conv
  * regardless of size (tests). ap_conv2d_scratch_bytes() covers forward and
@@ -72,6 +73,6 @@ int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
 
 /* The path this process's convolutions take (CPU and environment above), for
  * benchmark reports: e.g. "packed AVX-512 GEMM, Winograd where it pays". */
-const char *ap_conv2d_variant(void);
+const char *ap_conv2d_variant(const ap_ctx *ctx);
 
 #endif

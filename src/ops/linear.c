@@ -1,22 +1,13 @@
-/* linear.c: fully connected layer (CPU reference).
- *
- * Accumulation rule: parameter grads (dw, db) +=, activation grads (din) =.
- *
- * in is viewed as a (rows, I) matrix, rows = numel(in) / I:
- *   forward:  out (rows, O) = bias (pre-filled) + in . w^T     one ap_gemm
- *   backward: din (rows, I) = dout . w                         one ap_gemm
- *             dw (O, I)    += dout^T . in                      one ap_gemm
- *             db (O)       += column sums of dout (double accumulation)
- */
+/* linear.c: argument checks and dispatch of the fully connected layer; the
+ * CPU body (one GEMM each way) is in cpu/linear.c. */
 #include "linear.h"
 
 #include <limits.h>
 #include <stdio.h>
 
-#include "blas.h"
+#include "backend.h"
 #include "core/err.h"
 
-/* Re-records the current error with the shapes of in and w appended. */
 static int fail_ctx(const ap_tensor *in, const ap_tensor *w) {
     char msg[1024], si[160] = "(none)", sw[160] = "(none)";
     snprintf(msg, sizeof msg, "%s", ap_errmsg());
@@ -25,7 +16,6 @@ static int fail_ctx(const ap_tensor *in, const ap_tensor *w) {
     return ap_fail("%s (in %s, weight %s)", msg, si, sw);
 }
 
-/* Validates in (..., I) and w (O, I); sets rows, I, O. */
 static int check_in_w(const char *op, const ap_tensor *in, const ap_tensor *w,
                       int *rows, int *I, int *O) {
     if (!in || !in->data || in->ndim < 1 || in->ndim > AP_MAX_DIMS) {
@@ -48,7 +38,6 @@ static int check_in_w(const char *op, const ap_tensor *in, const ap_tensor *w,
     return AP_OK;
 }
 
-/* Checks t has in's leading dims and last dim O. */
 static int check_rows(const char *op, const char *arg, const ap_tensor *t,
                       const ap_tensor *in, const ap_tensor *w, int O) {
     int64_t want[AP_MAX_DIMS];
@@ -64,51 +53,9 @@ int ap_linear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
     int rows, I, O;
     AP_TRY(check_in_w(op, in, w, &rows, &I, &O));
     AP_TRY(check_rows(op, "out", out, in, w, O));
-    int bias = ap_present(b);
-    if (bias && ap_expect1(op, "bias", b, O)) return fail_ctx(in, w);
-
-    float *y = out->data;
-    if (bias) {
-        const float *bb = b->data;
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if ((int64_t)rows * O > 32768)
-        for (int r = 0; r < rows; r++) {
-            float *yr = y + (size_t)r * O;
-            for (int o = 0; o < O; o++) yr[o] = bb[o];
-        }
-    }
-    /* (B, ..., I) with 3+ dims: one GEMM per leading index (image, prompt),
-     * so its rows never depend on the batch; a 2-D input is one block (give
-     * per-item rows as (B, 1, I) to have them computed alone). */
-    int items = in->ndim >= 3 ? (int)in->shape[0] : 1;
-    ap_gemm_items(ctx, items, 1, rows / items, O, I, 1.0f, in->data, I, w->data, I,
-                  bias ? 1.0f : 0.0f, y, O);
-    return AP_OK;
-}
-
-/* db[o] += sum_r g[r, o] in double, rows in order (so the result does not
- * depend on the thread count). Columns are split into one contiguous block
- * per thread (at most BLK wide): each row contributes one contiguous
- * stretch, which the prefetchers follow; blocks of 64 columns made every row
- * a new 4 KiB page at SD widths (row stride 5 KiB) and ran at ~5 GB/s. */
-static void bias_grad(const ap_ctx *ctx, float *db, const float *g, int rows, int O) {
-    enum { BLK = 1024 };
-    int nt = ctx->n_threads > 0 ? ctx->n_threads : 1;
-    int nblk = (O + BLK - 1) / BLK;
-    if (nblk < nt) nblk = nt;
-    int width = (O + nblk - 1) / nblk;
-    width = (width + 15) & ~15;
-    nblk = (O + width - 1) / width;
-#pragma omp parallel for num_threads(nt) schedule(static) if ((int64_t)rows * O > 32768)
-    for (int blk = 0; blk < nblk; blk++) {
-        int o0 = blk * width, n = O - o0 < width ? O - o0 : width;
-        double acc[BLK];
-        for (int k = 0; k < n; k++) acc[k] = 0.0;
-        for (int r = 0; r < rows; r++) {
-            const float *gr = g + (size_t)r * O + o0;
-            for (int k = 0; k < n; k++) acc[k] += gr[k];
-        }
-        for (int k = 0; k < n; k++) db[o0 + k] += (float)acc[k];
-    }
+    if (ap_present(b) && ap_expect1(op, "bias", b, O)) return fail_ctx(in, w);
+    AP_TRY(ap_expect_on(ctx, op, "out", out, "in", in, "weight", w, "bias", b, NULL));
+    return AP_DISPATCH(ctx, linear_forward, out, in, w, b);
 }
 
 int ap_linear_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
@@ -118,16 +65,10 @@ int ap_linear_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
     int rows, I, O;
     AP_TRY(check_in_w(op, in, w, &rows, &I, &O));
     AP_TRY(check_rows(op, "dout", dout, in, w, O));
-    int want_dx = ap_present(din), want_dw = ap_present(dw), want_db = ap_present(db);
-    if (want_dx && ap_expect_same(op, "in", in, "din", din)) return fail_ctx(in, w);
-    if (want_dw && ap_expect_same(op, "weight", w, "dweight", dw)) return fail_ctx(in, w);
-    if (want_db && ap_expect1(op, "dbias", db, O)) return fail_ctx(in, w);
-
-    const float *g = dout->data;
-    if (want_db) bias_grad(ctx, db->data, g, rows, O);
-    if (want_dw)
-        ap_gemm(ctx, 1, 0, O, I, rows, 1.0f, g, O, in->data, I, 1.0f, dw->data, I);
-    if (want_dx)
-        ap_gemm(ctx, 0, 0, rows, I, O, 1.0f, g, O, w->data, I, 0.0f, din->data, I);
-    return AP_OK;
+    if (ap_present(din) && ap_expect_same(op, "in", in, "din", din)) return fail_ctx(in, w);
+    if (ap_present(dw) && ap_expect_same(op, "weight", w, "dweight", dw)) return fail_ctx(in, w);
+    if (ap_present(db) && ap_expect1(op, "dbias", db, O)) return fail_ctx(in, w);
+    AP_TRY(ap_expect_on(ctx, op, "din", din, "dweight", dw, "dbias", db, "dout", dout, "in", in,
+                        "weight", w, NULL));
+    return AP_DISPATCH(ctx, linear_backward, din, dw, db, dout, in, w);
 }

@@ -246,7 +246,7 @@ static void expect_info(ap_pth_file *f, const char *name, int dtype, int ndim,
         snprintf(s2 + strlen(s2), 20, d ? ", %lld" : "%lld", (long long)st[d]);
     }
     tu_check(ok, "%s: %s %s shape %s) strides %s) offset %lld", ap_pth_path(f), name,
-             ap_dtype_name(dt), s1, s2, (long long)off);
+             ap_file_dtype_name(dt), s1, s2, (long long)off);
 }
 
 static void test_fixture_details(void) {

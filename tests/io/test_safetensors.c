@@ -163,7 +163,7 @@ static void fuzz(const unsigned char *good, size_t n, const char *tmp, int iters
             accepted++;
             for (int i = 0; i < ap_st_count(f); i++) {
                 const ap_st_tensor *t = ap_st_at(f, i);
-                if (!ap_dtype_is_float(t->dtype) || t->numel > (1 << 20)) continue;
+                if (!ap_file_dtype_is_float(t->dtype) || t->numel > (1 << 20)) continue;
                 float *d = malloc((size_t)(t->numel ? t->numel : 1) * 4);
                 ap_st_read_f32(f, t->name, 0, NULL, d);
                 free(d);

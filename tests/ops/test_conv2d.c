@@ -282,13 +282,13 @@ static void test_wg_sd(ap_ctx *ctx) {
     ref_backward(&g, c.x.data, c.w.data, c.proj.data, rdx, rdw, rdb);
     double err[2][2];
     for (int path = 0; path < 2; path++) {
-        if (path) setenv("AP_CONV2D_DIRECT", "1", 1);
+        if (path) ctx->conv_path = AP_CONV_DIRECT;
         tu_check(ap_conv2d_forward(ctx, &c.y, &c.x, &c.w, &c.b, 1, 1) == 0 &&
                      ap_conv2d_backward(ctx, &c.dx, NULL, NULL, &c.proj, &c.x, &c.w, 1, 1) == 0,
                  "conv2d 1x320x32x32 runs (%s)", path ? "im2col" : "default");
         err[path][0] = max_abs_err(c.y.data, ry, ny);
         err[path][1] = max_abs_err(c.dx.data, rdx, nx);
-        if (path) unsetenv("AP_CONV2D_DIRECT");
+        if (path) ctx->conv_path = AP_CONV_AUTO;
     }
     double ymax = 0.0, dxmax = 0.0;
     for (int64_t k = 0; k < ny; k++) ymax = fmax(ymax, fabs(ry[k]));
@@ -395,17 +395,17 @@ static void test_isa_agree(ap_ctx *ctx) {
         printf("  skip AVX2 vs AVX-512 bit-identity: this CPU lacks one of them\n");
         return;
     }
-    const ap_isa was = ap_cpu_isa();
+    const ap_isa was = ctx->isa;
     const geom gs[] = {{2, 64, 16, 17, 64, 3, 3, 1, 1, 1}, /* Winograd (forced below) */
                        {1, 13, 9, 40, 29, 3, 3, 1, 1, 1},  /* packed, row-spanning panels */
                        {2, 7, 11, 9, 5, 3, 3, 2, 1, 1},    /* strided */
                        {1, 33, 8, 8, 70, 1, 1, 1, 0, 1}};  /* 1x1 direct */
     for (size_t k = 0; k < sizeof gs / sizeof *gs; k++) {
-        if (k == 0) setenv("AP_CONV2D_WINOGRAD", "1", 1);
+        if (k == 0) ctx->conv_path = AP_CONV_WINOGRAD;
         conv_case c[2];
         for (int v = 0; v < 2; v++) {
             case_alloc(&c[v], ctx, gs[k], 90 + k);
-            ap_cpu_isa_force(v ? AP_ISA_AVX2 : AP_ISA_AVX512);
+            ap_ctx_set_isa(ctx, v ? AP_ISA_AVX2 : AP_ISA_AVX512);
             tu_check(ap_conv2d_forward(ctx, &c[v].y, &c[v].x, &c[v].w, &c[v].b, gs[k].s,
                                        gs[k].p) == 0, "isa-agree forward runs");
             tu_check(ap_conv2d_backward(ctx, &c[v].dx, &c[v].dw, &c[v].db, &c[v].proj, &c[v].x,
@@ -421,9 +421,9 @@ static void test_isa_agree(ap_ctx *ctx) {
         snprintf(what, sizeof what, "conv2d dw AVX2 == AVX-512 bit for bit (%s)", gb);
         tu_compare(what, c[1].dw.data, c[0].dw.data, ap_numel(&c[0].dw), 0, 0);
         case_free(&c[0]), case_free(&c[1]);
-        if (k == 0) unsetenv("AP_CONV2D_WINOGRAD");
+        if (k == 0) ctx->conv_path = AP_CONV_AUTO;
     }
-    ap_cpu_isa_force(was);
+    ap_ctx_set_isa(ctx, was);
 }
 
 int main(void) {
@@ -467,7 +467,7 @@ int main(void) {
     /* Forward and backward have two paths (packed GEMM on the AVX2 and AVX-512
      * variants, im2col + BLAS on generic); cover the BLAS one here too. */
     printf("test_conv2d: im2col + BLAS forward and backward (AP_CONV2D_BLAS=1)\n");
-    setenv("AP_CONV2D_BLAS", "1", 1);
+    ctx1.conv_path = ctx2.conv_path = AP_CONV_BLAS;
     test_case(&ctx2, (geom){2, 3, 7, 5, 4, 3, 3, 1, 1, 1}, 1);
     test_accumulate(&ctx2);
     test_case(&ctx2, (geom){2, 3, 9, 7, 5, 3, 3, 2, 1, 1}, 2);
@@ -480,13 +480,13 @@ int main(void) {
             test_golden(f, &ctx2, GOLDEN_CASES[k]);
         ap_st_close(f);
     }
-    unsetenv("AP_CONV2D_BLAS");
+    ctx1.conv_path = ctx2.conv_path = AP_CONV_AUTO;
     /* Winograd F(2x2, 3x3) (3x3/s1/p1 forward and din): by default only for
      * C, O >= 64 and >= 256 tiles; AP_CONV2D_WINOGRAD=1 forces it for every
      * 3x3/s1/p1 shape: odd H/W (border tiles), C/O not multiples of 16, B>1,
      * images smaller than a tile block. */
     printf("test_conv2d: Winograd forced on (AP_CONV2D_WINOGRAD=1)\n");
-    setenv("AP_CONV2D_WINOGRAD", "1", 1);
+    ctx1.conv_path = ctx2.conv_path = AP_CONV_WINOGRAD;
     test_case(&ctx2, (geom){2, 3, 7, 5, 4, 3, 3, 1, 1, 1}, 1);
     test_case(&ctx2, (geom){3, 5, 9, 7, 7, 3, 3, 1, 1, 1}, 21);
     test_case(&ctx1, (geom){1, 17, 6, 11, 19, 3, 3, 1, 1, 0}, 22);
@@ -501,7 +501,7 @@ int main(void) {
             test_golden(f, &ctx2, GOLDEN_CASES[k]);
         ap_st_close(f);
     }
-    unsetenv("AP_CONV2D_WINOGRAD");
+    ctx1.conv_path = ctx2.conv_path = AP_CONV_AUTO;
     printf("test_conv2d: Winograd by default at SD size, vs im2col (AP_CONV2D_DIRECT=1)\n");
     test_wg_sd(&ctx2);
     /* A default-eligible shape (C, O >= 64, 2 x 12x12 = 288 tiles) against
@@ -512,10 +512,10 @@ int main(void) {
      * |x proj| <= 1, measured 2.3e-5 (same code on both paths): 1e-4. */
     test_naive(&ctx2, (geom){2, 65, 23, 24, 67, 3, 3, 1, 1, 1}, 26,
                "B2 C65 23x24 O67, default path: Winograd", 5e-5, 5e-5, 1e-4);
-    setenv("AP_CONV2D_DIRECT", "1", 1);
+    ctx1.conv_path = ctx2.conv_path = AP_CONV_DIRECT;
     test_naive(&ctx2, (geom){2, 65, 23, 24, 67, 3, 3, 1, 1, 1}, 26,
                "B2 C65 23x24 O67, AP_CONV2D_DIRECT=1: im2col", 5e-5, 5e-5, 1e-4);
-    unsetenv("AP_CONV2D_DIRECT");
+    ctx1.conv_path = ctx2.conv_path = AP_CONV_AUTO;
     ap_ctx_free(&ctx1);
     ap_ctx_free(&ctx2);
     return tu_exit();

@@ -137,9 +137,10 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(argv[first], "--info")) { /* the CPU and the kernels that run */
             char cpu[512];
-            if (ap_cpu_isa_init()) { fprintf(stderr, "bench_ops: %s\n", ap_errmsg()); return 2; }
+            ap_ctx vc;
+            if (ap_ctx_init(&vc, 1)) { fprintf(stderr, "bench_ops: %s\n", ap_errmsg()); return 2; }
             printf("ours: %s; conv2d: %s; linear: %s (OPENBLAS_CORETYPE %s)\n",
-                   ap_cpu_describe(cpu, sizeof cpu), ap_conv2d_variant(),
+                   ap_cpu_describe(cpu, sizeof cpu), ap_conv2d_variant(&vc),
                    ap_cpu_isa() == AP_ISA_AVX512 ? "packed AVX-512 GEMM" : "OpenBLAS",
                    getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "auto");
             return 0;

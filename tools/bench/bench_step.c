@@ -86,8 +86,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--variant")) {
             char cpu[512];
-            if (ap_cpu_isa_init()) return fprintf(stderr, "bench_step: %s\n", ap_errmsg()), 2;
-            printf("%s; conv2d: %s\n", ap_cpu_describe(cpu, sizeof cpu), ap_conv2d_variant());
+            ap_ctx vc;
+            if (ap_ctx_init(&vc, 1)) return fprintf(stderr, "bench_step: %s\n", ap_errmsg()), 2;
+            printf("%s; conv2d: %s\n", ap_cpu_describe(cpu, sizeof cpu), ap_conv2d_variant(&vc));
+            ap_ctx_free(&vc);
             return 0;
         }
         else if (!strcmp(argv[i], "--help")) return usage(stdout), 0;
@@ -151,7 +153,7 @@ int main(int argc, char **argv) {
             "%d threads; planned %.1f MB; conv2d: %s\n", name, (long long)H, (long long)W,
             (long long)noise.shape[2], (long long)noise.shape[3], (long long)L, (long long)D,
             m.params.total, v.params.total, (long long)nl, n_att, STEPS, ctx.n_threads,
-            ch.planned_bytes / 1e6, ap_conv2d_variant());
+            ch.planned_bytes / 1e6, ap_conv2d_variant(&ctx));
 
     const float dloss = (float)(LOSS_COEFF / 1);
     float loss, reward, reward0 = 0;

@@ -27,7 +27,7 @@
 enum { PG_MR = 12, PG_NR = 32, PG_KC = 256, PG_NC = 512, PG_MCP = 32 };
 
 /* 1 when the kernel variant in use has a packed GEMM (AVX2 or AVX-512). */
-int ap_pg_available(void);
+int ap_pg_available(const ap_ctx *ctx);
 
 /* Fills dst[k][j] (k < kc, j < PG_NR) with B[k0 + k][n0 + j], zero for j >= nr. */
 typedef void (*ap_pg_pack_b)(const void *arg, int k0, int kc, int n0, int nr, float *dst);

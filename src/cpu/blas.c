@@ -86,18 +86,18 @@ static void pg_pack_b_trans(const void *arg, int k0, int kc, int n0, int nr, flo
 /* 1 when this GEMM runs on the packed path: decided by N and K only, never by
  * M, so that a row (an image's, a prompt's) takes the same path whatever the
  * batch around it (sample: batch 1 and 2 give the same bits). */
-static int pg_wanted(int N, int K, float beta) {
+static int pg_wanted(const ap_ctx *ctx, int N, int K, float beta) {
     /* AVX-512 only: on AVX2 the 6x16 sub-tiles ran SD's linear (K = 320) 10-15%
      * slower than OpenBLAS's Haswell kernel (conv keeps the packed GEMM there:
      * its im2col gather into L1 is what pays). */
-    return ap_cpu_isa() == AP_ISA_AVX512 && (beta == 0.0f || beta == 1.0f) && N >= 16 &&
+    return (ctx ? ctx->isa : ap_cpu_isa()) == AP_ISA_AVX512 && (beta == 0.0f || beta == 1.0f) && N >= 16 &&
            K >= 16 && N * K >= 4096;
 }
 
 static void gemm_packed(const ap_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
                         const float *A, int lda, const float *B, int ldb, float beta,
                         float *C, int ldc) {
-    ap_ctx one = {.n_threads = 1};
+    ap_ctx one = {.n_threads = 1, .isa = ap_cpu_isa()}; /* ctx NULL: one thread */
     pg_a_arg a = {A, lda, ta, alpha};
     ap_pg_rows_arg b = {B, ldb};
     ap_pg_gemm_cb(ctx ? ctx : &one, M, N, K, pg_pack_a_any, &a,
@@ -108,7 +108,7 @@ void ap_gemm(const ap_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha
              const float *A, int lda, const float *B, int ldb, float beta,
              float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    if (pg_wanted(N, K, beta)) {
+    if (pg_wanted(ctx, N, K, beta)) {
         gemm_packed(ctx, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
@@ -155,7 +155,7 @@ void ap_gemm_items(const ap_ctx *ctx, int items, int tb, int M, int N, int K, fl
     if (M <= 0 || N <= 0) return;
     /* On the packed path a row's result does not depend on the rows around it:
      * all items as one GEMM. */
-    if (pg_wanted(N, K, beta)) {
+    if (pg_wanted(ctx, N, K, beta)) {
         gemm_packed(ctx, 0, tb, M * items, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }

@@ -114,7 +114,7 @@ static pg_kernel_fn pg_kernel_for(ap_isa isa) {
     return isa == AP_ISA_AVX512 ? pg_kernel_avx512 : isa == AP_ISA_AVX2 ? pg_kernel_avx2 : NULL;
 }
 
-int ap_pg_available(void) { return pg_kernel_for(ap_cpu_isa()) != NULL; }
+int ap_pg_available(const ap_ctx *ctx) { return pg_kernel_for(ctx->isa) != NULL; }
 
 /* Column blocks of about PG_NC (whole NR panels), their count a multiple of
  * the threads where there are enough panels: N = 2880 in 6 blocks of 512 left
@@ -148,7 +148,7 @@ static void pg_run(const ap_ctx *ctx, int M, int N, int K, const float *Ap,
                    ap_pg_pack_a_cb pack_a, const void *arg_a, ap_pg_pack_b pack_b,
                    const void *arg_b, float *C, int ldc, int accum, const float *bias) {
     const int Mp = ap_pg_mpad(M), nt = ctx->n_threads;
-    const pg_kernel_fn pg_kernel = pg_kernel_for(ap_cpu_isa());
+    const pg_kernel_fn pg_kernel = pg_kernel_for(ctx->isa);
     const pg_split sp = pg_split_of(M, N, nt);
     const int npanel = sp.npanel, ncw = sp.ncw;
     /* Row blocks of at most mcp panels keep A's KC slice and the C block in

@@ -1,0 +1,107 @@
+/* backend.h: a backend's op table, and how public ops reach it.
+ *
+ * A backend (after ggml's backend interface) is a struct of function
+ * pointers: its name and device, memory (alloc/free, copy with cast between
+ * devices and dtypes, fill, sync) and one entry per public op, forward and
+ * backward, with exactly the public op's signature. ap_ctx.be points at the
+ * table of the backend that runs the context's ops.
+ *
+ * Public ops in src/ops/ check their arguments (shape, dtype, and the
+ * device against the context) and then call AP_DISPATCH, so every backend
+ * gets validated arguments and a body never checks again. A NULL entry means
+ * "not on this backend": the call fails naming the op and the backend. The
+ * CPU table lives in src/cpu/backend.c with the CPU bodies beside it; a CUDA
+ * table will sit in kernels/ behind the same struct.
+ */
+#ifndef AP_OPS_BACKEND_H
+#define AP_OPS_BACKEND_H
+
+#include <stddef.h>
+
+#include "core/ctx.h"
+#include "core/tensor.h"
+
+typedef struct ap_backend {
+    const char *name;  /* "cpu", "cuda" */
+    ap_device device;  /* where its tensors live */
+    /* memory: bytes on the device (64-byte aligned on the CPU); NULL with an
+     * error naming bytes and what when it cannot be had */
+    void *(*alloc)(ap_ctx *ctx, size_t bytes, const char *what);
+    void (*free)(ap_ctx *ctx, void *p);
+    /* dst = src converted to dst's dtype; either may be on this backend's
+     * device or on the CPU (host <-> device copies) */
+    int (*copy)(ap_ctx *ctx, const ap_tensor *dst, const ap_tensor *src);
+    /* dst[...] = value (float32) */
+    int (*fill)(ap_ctx *ctx, const ap_tensor *dst, float value);
+    /* waits until every op queued on the context has finished */
+    int (*sync)(ap_ctx *ctx);
+
+    /* activation (ops/activation.h) */
+    int (*silu_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    int (*silu_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const ap_tensor *in);
+    int (*gelu_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, int tanh_approx);
+    int (*gelu_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const ap_tensor *in, int tanh_approx);
+    int (*quick_gelu_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    int (*quick_gelu_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const ap_tensor *in);
+    int (*geglu_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    int (*geglu_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const ap_tensor *in);
+    /* attention (ops/attention.h) */
+    int (*attention_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *lse, const ap_tensor *q, const ap_tensor *k, const ap_tensor *v, int n_heads, float scale, int causal);
+    int (*attention_backward)(ap_ctx *ctx, const ap_tensor *dq, const ap_tensor *dk, const ap_tensor *dv, const ap_tensor *dout, const ap_tensor *q, const ap_tensor *k, const ap_tensor *v, const ap_tensor *out, const ap_tensor *lse, int n_heads, float scale, int causal);
+    /* conv2d (ops/conv2d.h) */
+    int (*conv2d_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, const ap_tensor *w, const ap_tensor *b, int stride, int pad);
+    int (*conv2d_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw, const ap_tensor *db, const ap_tensor *dout, const ap_tensor *in, const ap_tensor *w, int stride, int pad);
+    /* elementwise (ops/elementwise.h) */
+    int (*add_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b);
+    int (*add_backward)(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db, const ap_tensor *dout);
+    int (*mul_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b);
+    int (*mul_backward)(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db, const ap_tensor *dout, const ap_tensor *a, const ap_tensor *b);
+    int (*scale_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, float s);
+    int (*scale_backward)(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *dout, float s);
+    int (*axpy)(ap_ctx *ctx, const ap_tensor *y, float s, const ap_tensor *x);
+    int (*concat_channels_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b);
+    int (*concat_channels_backward)(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db, const ap_tensor *dout);
+    int (*add_channel_bias_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, const ap_tensor *bias);
+    int (*add_channel_bias_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dbias, const ap_tensor *dout);
+    int (*nchw_to_nlc_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    int (*nchw_to_nlc_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout);
+    int (*nlc_to_nchw_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    int (*nlc_to_nchw_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout);
+    /* linear (ops/linear.h) */
+    int (*linear_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, const ap_tensor *w, const ap_tensor *b);
+    int (*linear_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw, const ap_tensor *db, const ap_tensor *dout, const ap_tensor *in, const ap_tensor *w);
+    /* norm (ops/norm.h) */
+    int (*group_norm_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *mean, const ap_tensor *rstd, const ap_tensor *in, const ap_tensor *gamma, const ap_tensor *beta, int groups, float eps);
+    int (*group_norm_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dgamma, const ap_tensor *dbeta, const ap_tensor *dout, const ap_tensor *in, const ap_tensor *mean, const ap_tensor *rstd, const ap_tensor *gamma, int groups);
+    int (*layer_norm_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *mean, const ap_tensor *rstd, const ap_tensor *in, const ap_tensor *gamma, const ap_tensor *beta, float eps);
+    int (*layer_norm_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dgamma, const ap_tensor *dbeta, const ap_tensor *dout, const ap_tensor *in, const ap_tensor *mean, const ap_tensor *rstd, const ap_tensor *gamma);
+    /* resize (ops/resize.h) */
+    int (*upsample_nearest2x_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    int (*upsample_nearest2x_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout);
+    int (*resize_bilinear_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    int (*resize_bilinear_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout);
+    /* softmax (ops/softmax.h) */
+    int (*softmax_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    int (*softmax_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const ap_tensor *out);
+    /* timestep (ops/timestep.h) */
+    int (*timestep_embedding_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *t, int flip_sin_to_cos, float downscale_freq_shift, float scale, int max_period);
+    int (*timestep_embedding_backward)(ap_ctx *ctx, const ap_tensor *dt, const ap_tensor *dout, const ap_tensor *t, int flip_sin_to_cos, float downscale_freq_shift, float scale, int max_period);
+} ap_backend;
+
+/* Fails "OP: not available on the NAME backend". */
+int ap_backend_lacks(const ap_ctx *ctx, const char *op);
+
+/* Calls the context's entry for op with (ctx, args...), or fails naming op
+ * and the backend when the backend lacks it. */
+#define AP_DISPATCH(ctx, op, ...)                                              \
+    ((ctx)->be && (ctx)->be->op ? (ctx)->be->op((ctx), __VA_ARGS__)              \
+                                : ap_backend_lacks((ctx), #op))
+
+/* Fails unless every present tensor of the NULL-terminated list of
+ * ("name", const ap_tensor *) pairs is float32 and lives on the context's
+ * device: "conv2d_forward: weight: expected f32 on cuda (the context's
+ * backend), found (320, 4, 3, 3) f32 cpu". Absent tensors (NULL, no data)
+ * are skipped: optional arguments are checked when given. */
+int ap_expect_on(const ap_ctx *ctx, const char *op, ...);
+
+#endif
