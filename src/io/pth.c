@@ -1,7 +1,7 @@
 /* pth.c: PyTorch zip checkpoints: mmap, ZIP index, restricted unpickle,
  * flatten the object tree into named tensors, load as float32.
  *
- * Archive layout (spec/formats.md §4): one top folder <prefix>/ holding
+ * Archive layout (docs/formats.md §4): one top folder <prefix>/ holding
  * data.pkl (the pickle), data/<key> (raw little-endian storage bytes),
  * version, and optionally byteorder. A tensor is a view of a storage:
  * element (i0..ik) is storage[offset + sum(ij * stride_j)].
@@ -231,7 +231,7 @@ static int check_byteorder(ap_pth_file *f, const char *prefix) {
     char nm[160];
     snprintf(nm, sizeof nm, "%s/byteorder", prefix);
     const ap_zip_entry *e = ap_zip_find(&f->zip, nm);
-    if (!e) return 0; /* absent: little-endian (formats.md §4.1) */
+    if (!e) return 0; /* absent: little-endian (docs/formats.md §4.1) */
     const uint8_t *d;
     uint8_t *owned;
     AP_TRY(ap_zip_read(&f->zip, e, &d, &owned));

@@ -1,4 +1,4 @@
-/* aesthetic.h: AlignProp's aesthetic reward (clip_vision_aesthetic.md §4-§7),
+/* aesthetic.h: AlignProp's aesthetic reward (docs/clip.md §4-§7),
  * forward and backward w.r.t. the generated image (all weights frozen):
  *
  *   p = preprocess(image)            clamp(x/2 + 0.5, 0, 1), Resize, Normalize (clip_common.h)

@@ -2,7 +2,7 @@
  * aesthetic scorer, HPSv2):
  *  - config.json readers with the reference library's defaults and checks;
  *  - the weight file of a transformers directory;
- *  - AlignProp's differentiable reward preprocessing (clip_vision_aesthetic.md §4):
+ *  - AlignProp's differentiable reward preprocessing (docs/clip.md §4):
  *      a = clamp(image / 2 + 0.5, 0, 1)                    (B, 3, H, W)
  *      r = Resize(S)(a)   torchvision 0.15 tensor bilinear, no antialias
  *      p = (r - mean_c) / std_c   CLIP mean/std              (B, 3, S, S)

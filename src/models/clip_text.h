@@ -1,4 +1,4 @@
-/* clip_text.h: CLIP text towers (clip_text.md, hps.md §4), forward only (frozen).
+/* clip_text.h: CLIP text towers (docs/clip.md §2, docs/hps.md §4), forward only (frozen).
  *
  *   h = token_embedding[ids] + position_embedding[0..N-1]      (B, N, C)
  *   h = causal pre-LN encoder layers (nn/encoder.h)

@@ -1,5 +1,5 @@
 /* clip_vision.h: CLIP ViT image towers with their output projection
- * (clip_vision_aesthetic.md §2, hps.md §3); forward and backward w.r.t. the
+ * (docs/clip.md §3, docs/hps.md §3); forward and backward w.r.t. the
  * pixels (weights frozen).
  *
  *   x   = conv(pixels, patch_w, stride = kernel = patch, no bias)   (B, C, g, g)

@@ -1,4 +1,4 @@
-/* hps.h: HPSv2 reward (hps.md) = open_clip CLIP (ViT-H-14) with AlignProp's
+/* hps.h: HPSv2 reward (docs/hps.md) = open_clip CLIP (ViT-H-14) with AlignProp's
  * hps_loss_fn; forward, and backward w.r.t. the image (text tower forward only,
  * all weights frozen).
  *

@@ -1,5 +1,5 @@
 /* unet.h: diffusers 0.17.1 UNet2DConditionModel (Stable Diffusion 1.x/2.x
- * layout) with AlignProp's LoRA, forward and backward (spec/unet.md, lora.md).
+ * layout) with AlignProp's LoRA, forward and backward (docs/unet.md, docs/lora.md).
  *
  * The model is built from unet/config.json: block_out_channels, layers_per_block
  * (int or list), down/up block types (CrossAttnDownBlock2D, DownBlock2D,

@@ -19,7 +19,7 @@
 #include "ops/norm.h"
 #include "ops/resize.h"
 
-#define VAE_EPS 1e-6f /* every decoder GroupNorm (spec/vae.md §1) */
+#define VAE_EPS 1e-6f /* every decoder GroupNorm (docs/vae.md §1) */
 
 /* ---- config ------------------------------------------------------------- */
 

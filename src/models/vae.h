@@ -1,5 +1,5 @@
 /* vae.h: the decoder half of diffusers 0.17.1 AutoencoderKL as AlignProp
- * uses it (spec/vae.md), forward and backward w.r.t. the latent only (all
+ * uses it (docs/vae.md), forward and backward w.r.t. the latent only (all
  * weights frozen):
  *
  *   image = decoder(post_quant_conv(latent / scaling_factor))

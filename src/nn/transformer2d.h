@@ -1,5 +1,5 @@
 /* transformer2d.h: diffusers 0.17.1 Transformer2DModel as the SD 1.x/2.x UNet
- * uses it (continuous input, one BasicTransformerBlock, spec/unet.md §6):
+ * uses it (continuous input, one BasicTransformerBlock, docs/unet.md §6):
  *
  *   g  = GroupNorm(groups, C, eps 1e-6)(x)                       x (B, C, H, W)
  *   h0 = tokens(proj_in(g))  1x1 conv, then NCHW -> (B, N, C)    N = H·W

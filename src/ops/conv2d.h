@@ -2,7 +2,7 @@
  * forward and backward, as im2col + GEMM.
  *
  * Accumulation rule (every op file): parameter grads +=, activation grads =.
- * Conv2d is a cross-correlation (spec/README.md, conventions):
+ * Conv2d is a cross-correlation (docs/README.md, conventions):
  *   out[b, o, i, j] = bias[o] + sum_{c,u,v} w[o, c, u, v] * in[b, c, i*s + u - p, j*s + v - p]
  * with zeros outside the input; Ho = (H + 2p - kh)/s + 1, Wo likewise.
  *

@@ -1,7 +1,7 @@
 /* linear.h: fully connected layer (PyTorch Linear), forward and backward.
  *
  * Accumulation rule (every op file): parameter grads +=, activation grads =.
- * y = x . w^T + b over every leading index of x (spec/README.md, conventions).
+ * y = x . w^T + b over every leading index of x (docs/README.md, conventions).
  * One GEMM each way (ap_gemm, threaded); no scratch.
  */
 #ifndef AP_LINEAR_H

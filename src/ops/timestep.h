@@ -2,7 +2,7 @@
  * get_timestep_embedding), forward and backward with respect to t.
  *
  * SD v1.5's UNet uses dim 320, flip_sin_to_cos = 1, downscale_freq_shift = 0,
- * scale 1, max_period 10000 (spec/unet.md §4).
+ * scale 1, max_period 10000 (docs/unet.md §4).
  *
  * Accumulation rule (every op file): parameter grads +=, activation grads =.
  * No parameters; dt is overwritten.

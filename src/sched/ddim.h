@@ -1,7 +1,7 @@
 /* ddim.h: the DDIM sampler of diffusers 0.17.1 (DDIMScheduler) as AlignProp
  * uses it, classifier-free guidance, and AlignProp's truncated backprop rule.
  *
- * Spec: shared/spec/ddim.md. The schedule (ap_ddim: betas, alphas_cumprod,
+ * Notes: docs/ddim.md. The schedule (ap_ddim: betas, alphas_cumprod,
  * timesteps) is built once from a diffusers scheduler config; a step is a
  * pure elementwise function of (step index i, x, eps) and the schedule.
  * Forward and backward evaluate the same float32 expressions in the same
@@ -39,14 +39,14 @@ typedef struct ap_ddim_config {
 /* DDIMScheduler's own defaults (linear 1e-4..0.02, clip_sample and
  * set_alpha_to_one true, steps_offset 0, leading, eta 0). */
 void ap_ddim_config_defaults(ap_ddim_config *c);
-/* SD v1.5's scheduler config as AlignProp loads it (spec ddim.md §1):
+/* SD v1.5's scheduler config as AlignProp loads it (docs/ddim.md §1):
  * scaled_linear 0.00085..0.012, clip_sample false, set_alpha_to_one false,
  * steps_offset 1, epsilon, leading, eta 0. */
 void ap_ddim_config_sd15(ap_ddim_config *c);
 /* Read a diffusers scheduler_config.json (any scheduler class, e.g. SD's
  * PNDMScheduler file) over the DDIM defaults, as DDIMScheduler.from_config
  * does: keys DDIM does not take are ignored; a missing clip_sample stays TRUE
- * (DDIM's default, spec §1). Errors name the file, the key, the expected
+ * (DDIM's default, docs/ddim.md §1). Errors name the file, the key, the expected
  * type or values and what was found. eta is set to 0. */
 int ap_ddim_config_from_json(ap_ddim_config *c, const char *path);
 /* Check that a config is one this implementation runs (errors name the key
@@ -118,7 +118,7 @@ void ap_cfg_combine(float *eps, const float *eps_u, const float *eps_c, float gu
 void ap_cfg_combine_backward(float *deps_u, float *deps_c, const float *deps, float guidance,
                              int64_t n);
 
-/* Truncated backpropagation (spec §8): at which steps gradients flow
+/* Truncated backpropagation (docs/ddim.md §8): at which steps gradients flow
  * through the UNet outputs (eps_u, eps_c). A detached step still passes
  * dx = c_x * dx_prev along the latent; it only skips the UNet backward. */
 typedef struct ap_trunc_config {

@@ -1,7 +1,7 @@
 /* tokenizer.c: the CLIP BPE tokenizer (tokenizer.h): symbol tables, the
  * pre-tokenizer pattern, byte-level BPE and the HF / open_clip assembly.
  *
- * Pipeline per prompt (spec/clip_text.md s4, spec/hps.md s6):
+ * Pipeline per prompt (docs/clip.md s6, docs/hps.md s6):
  *   UTF-8 -> code points (errors="replace")
  *   HF: split around literal <|startoftext|> / <|endoftext|>, then per piece
  *       fix_text -> whitespace_clean -> lower

@@ -10,7 +10,7 @@
  *    [eot]; longer than L: first L kept, the last overwritten with eot;
  *    padded with 0.
  *
- * Algorithm: spec/clip_text.md section 4 and spec/hps.md section 6. Text
+ * Algorithm: docs/clip.md section 6 and docs/hps.md section 6. Text
  * clean-up (ftfy 6.1.1 fix_text with its defaults, mojibake repair and NFC
  * included; html.unescape; whitespace) is in textclean.h. Input is UTF-8;
  * invalid bytes are decoded as Python's errors="replace" does.

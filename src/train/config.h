@@ -26,7 +26,7 @@
 typedef enum { AP_REWARD_AESTHETIC = 0, AP_REWARD_HPS = 1, AP_REWARD_DEMO = 2 } ap_reward_kind;
 /* train: the AlignProp loop; evaluate: only_eval; evaluate_soup: soup_inference. */
 typedef enum { AP_RUN_TRAIN = 0, AP_RUN_EVALUATE = 1, AP_RUN_EVALUATE_SOUP = 2 } ap_run_mode;
-/* How random truncation draws K (ddim.md §8): per_step = main.py at 7f4503f
+/* How random truncation draws K (docs/ddim.md §8): per_step = main.py at 7f4503f
  * (a fresh K_i for every step i, step attached when i >= K_i);
  * per_trajectory = the paper (one K per sample: the last K steps attached). */
 typedef enum { AP_TRUNC_PER_STEP = 0, AP_TRUNC_PER_TRAJECTORY = 1 } ap_trunc_mode;
@@ -82,7 +82,7 @@ typedef struct ap_train_config {
     double guidance_scale;             /* sd_guidance_scale (7.5) */
     int resolution;                    /* resolution: image height = width (512; tiny 64) */
 
-    /* truncated backprop (ddim.md §8) */
+    /* truncated backprop (docs/ddim.md §8) */
     int truncated_backprop;            /* truncated_backprop */
     int truncated_backprop_rand;       /* truncated_backprop_rand */
     int truncated_backprop_minmax[2];  /* truncated_backprop_minmax, inclusive */

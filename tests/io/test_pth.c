@@ -1,7 +1,7 @@
 /* test_pth.c: the PyTorch zip-checkpoint reader (src/io/pth.c, zip.c, pickle.c).
  *
  * 1. AlignProp's real aesthetic MLP ($AP_SHARED_DIR, skipped with a reason when
- *    absent): names, shapes, strides as in spec/formats.md §4.3, values vs numbers
+ *    absent): names, shapes, strides as in docs/formats.md §4.3, values vs numbers
  *    torch computed (tools/fixtures/io_pth.py), a truncated copy.
  * 2. Files written by torch.save 1.13 (tests/fixtures/pth/): every tensor equals
  *    its expected float32 copy in io_pth.safetensors exactly (all conversions are
@@ -106,7 +106,7 @@ static void test_aesthetic(ap_st_file *ex, const char *tmp) {
                  st[nd - 1] == 1 && (nd == 1 || st[0] == sh[1]);
         ap_tensor shape = ap_tn(NULL, nd, sh);
         char ss[64];
-        tu_check(ok, "aesthetic[%d] = %s F32 shape %s contiguous, offset 0 (formats.md 4.3)", i,
+        tu_check(ok, "aesthetic[%d] = %s F32 shape %s contiguous, offset 0 (docs/formats.md 4.3)", i,
                  nm, ap_shape_str(&shape, ss, sizeof ss));
     }
     double t1 = now();

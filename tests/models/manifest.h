@@ -14,7 +14,7 @@
 
 /* Lines of the manifest whose key starts with one of the prefixes (NULL-
  * terminated; NULL = all), skipping int64 buffers (position_ids), must equal
- * the declared slots one for one. expect_params: parameter count the spec
+ * the declared slots one for one. expect_params: parameter count docs/keys.md
  * states (0 = do not check). */
 static inline void tu_manifest_check(const char *what, const ap_params *p, const char *file,
                                      const char *const *prefixes, long long expect_params) {
@@ -64,7 +64,7 @@ static inline void tu_manifest_check(const char *what, const ap_params *p, const
              rows);
     if (expect_params)
         tu_check(total == expect_params && (long long)p->total == expect_params,
-                 "%s: %lld parameters declared, spec states %lld", what, (long long)p->total,
+                 "%s: %lld parameters declared, docs state %lld", what, (long long)p->total,
                  expect_params);
 }
 

@@ -4,7 +4,7 @@
  * Normalize, the ViT, the L2 normalisation and the MLP, against AlignProp's
  * aesthetic_loss_fn under torch autograd. The REAL MLP file
  * ($AP_SHARED_DIR/data/aesthetic/sac+logos+ava1-l14-linearMSE.pth, never
- * copied) is loaded and scored against torch and the spec's check values when
+ * copied) is loaded and scored against torch and the docs/clip.md §5 check values when
  * present. */
 #include <math.h>
 #include <stdio.h>
@@ -187,7 +187,7 @@ static void real_mlp(ap_ctx *ctx, ap_st_file *f, const char *dir) {
                  m.dims[4] == 16 && m.dims[5] == 1,
              "real MLP widths 768 -> 1024 -> 128 -> 64 -> 16 -> 1");
     tu_check(fabsf(m.b[4].data[0] - 0.98999321f) == 0.0f, "layers.7.bias = 0.98999321 (bytes 32 70 7d 3f)");
-    /* spec check values (fp32): u = (1/sqrt 768)(1..1) -> 4.883285; b_eff = MLP(0);
+    /* docs/clip.md §5 check values (fp32): u = (1/sqrt 768)(1..1) -> 4.883285; b_eff = MLP(0);
      * w_eff = d r / d u */
     float u0[768], zero[768], w_eff[768], r1, r0, one = 1.0f;
     for (int i = 0; i < 768; i++) u0[i] = 1.0f / sqrtf(768.0f), zero[i] = 0.0f;
@@ -198,10 +198,10 @@ static void real_mlp(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     double nw = 0;
     for (int i = 0; i < 768; i++) nw += (double)w_eff[i] * w_eff[i];
     nw = sqrt(nw);
-    /* the spec's values carry 7 significant digits */
-    tu_check(rc == 0 && fabs(r1 - 4.883285) < 2e-6, "score of the uniform unit vector %.7f (spec 4.883285)", r1);
-    tu_check(rc == 0 && fabs(r0 - 5.2366458) < 2e-6, "b_eff = MLP(0) = %.7f (spec 5.2366458)", r0);
-    tu_check(rc == 0 && fabs(nw - 17.995625) < 2e-5, "|w_eff| = %.6f (spec 17.995625)", nw);
+    /* the docs' values carry 7 significant digits */
+    tu_check(rc == 0 && fabs(r1 - 4.883285) < 2e-6, "score of the uniform unit vector %.7f (docs 4.883285)", r1);
+    tu_check(rc == 0 && fabs(r0 - 5.2366458) < 2e-6, "b_eff = MLP(0) = %.7f (docs 5.2366458)", r0);
+    tu_check(rc == 0 && fabs(nw - 17.995625) < 2e-5, "|w_eff| = %.6f (docs 17.995625)", nw);
     /* vs torch on random unit embeddings (fixture from the same file) */
     ap_tensor u, r_ref, dr, g_ref;
     if (!f) return;

@@ -1,5 +1,5 @@
 /* test_resize.c: nearest 2x upsample and bilinear resize: gradchecks,
- * PyTorch goldens (tools/fixtures/ops_misc.py), the spec's 512 -> 224 check
+ * PyTorch goldens (tools/fixtures/ops_misc.py), docs/clip.md §4's 512 -> 224 check
  * values, torchvision's size rule, thread determinism and shape errors. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,7 +91,7 @@ static void test_goldens(ap_ctx *ctx) {
     ap_st_close(f);
 }
 
-/* spec/clip_vision_aesthetic.md §4: resizing a ramp 0..511 to 224 samples it
+/* docs/clip.md §4: resizing a ramp 0..511 to 224 samples it
  * at src(d) = (d + 0.5) * 512/224 - 0.5. */
 static void test_spec_ramp(ap_ctx *ctx) {
     float ramp[512], y[224];
@@ -100,8 +100,8 @@ static void test_spec_ramp(ap_ctx *ctx) {
     tu_check(ap_resize_bilinear_forward(ctx, &out, &in) == 0, "ramp resize runs");
     float got[5] = {y[0], y[1], y[2], y[3], y[223]};
     const float want[5] = {0.642857f, 2.928571f, 5.214286f, 7.5f, 510.357143f};
-    /* The spec's 6-decimal values; fp32 spacing at 510 is 3.1e-5. */
-    tu_compare("512 -> 224 ramp at d = 0, 1, 2, 3, 223 vs spec", got, want, 5, 4e-5, 0);
+    /* The docs' 6-decimal values; fp32 spacing at 510 is 3.1e-5. */
+    tu_compare("512 -> 224 ramp at d = 0, 1, 2, 3, 223 vs docs", got, want, 5, 4e-5, 0);
     int Ho = 0, Wo = 0;
     ap_resize_shorter_side(512, 512, 224, &Ho, &Wo);
     tu_check(Ho == 224 && Wo == 224, "shorter side 512x512 -> 224: %dx%d", Ho, Wo);

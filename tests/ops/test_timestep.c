@@ -1,5 +1,5 @@
 /* test_timestep.c: sinusoidal timestep embedding: diffusers 0.17.1 goldens
- * (tools/fixtures/ops_misc.py), spec/unet.md §4 check values, gradchecks
+ * (tools/fixtures/ops_misc.py), docs/unet.md §4 check values, gradchecks
  * of dt, shape and parameter errors. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,7 +93,7 @@ static void test_goldens(ap_ctx *ctx) {
     ap_st_close(f);
 }
 
-/* spec/unet.md §4 check values (6 significant digits). */
+/* docs/unet.md §4 check values (6 significant digits). */
 static void test_spec_values(ap_ctx *ctx) {
     float t[2] = {981, 1}, e[2 * 320];
     ap_tensor tt = ap_t1(t, 2), te = ap_t2(e, 2, 320);
@@ -101,7 +101,7 @@ static void test_spec_values(ap_ctx *ctx) {
     float got[9] = {e[0], e[1], e[159], e[160], e[161], e[319], e[320], e[480], e[639]};
     const float want[9] = {0.679957f, -0.798429f, 0.994606f, 0.733252f, 0.602089f,
                            0.103726f, 0.540302f,  0.841471f, 1.0593e-4f};
-    tu_compare("t=981 emb[0,1,159,160,161,319], t=1 emb[0,160,319] vs spec", got, want, 9, 1e-6,
+    tu_compare("t=981 emb[0,1,159,160,161,319], t=1 emb[0,160,319] vs docs", got, want, 9, 1e-6,
                1e-4);
     /* dim 1: no frequency, one zero pad column (diffusers pads odd dims). */
     float e1[2] = {7, 7};

@@ -1,6 +1,6 @@
 /* test_ddim.c: DDIM schedule/step, CFG and truncation rule against
- * diffusers 0.17.1 (tools/fixtures/ddim.py), the spec's check values
- * (shared/spec/ddim.md), finite differences, the config JSON reader and the
+ * diffusers 0.17.1 (tools/fixtures/ddim.py), the check values
+ * of docs/ddim.md, finite differences, the config JSON reader and the
  * error messages. */
 #include <math.h>
 #include <stdio.h>
@@ -14,7 +14,7 @@
 
 #define NLAT 64 /* fixture latent (1, 4, 4, 4) */
 
-/* ddim.md §4 table: t, alpha_t, alpha_prev, c_x, c_eps for i = 0..49 */
+/* docs/ddim.md §4 table: t, alpha_t, alpha_prev, c_x, c_eps for i = 0..49 */
 static const double spec_table[50][5] = {
     {981, 0.005775497, 0.007281723, 1.122851701, -0.123252006},
     {961, 0.007281723, 0.009117304, 1.118964092, -0.119451746},
@@ -70,24 +70,24 @@ static const double spec_table[50][5] = {
 
 static ap_ddim g_sd; /* SD v1.5, 50 steps */
 
-/* ---------------------------------------------------------------- spec values */
+/* ---------------------------------------------------------------- docs values */
 
 static void test_spec_values(void) {
-    printf("spec ddim.md check values (SD v1.5, 50 steps):\n");
+    printf("docs/ddim.md check values (SD v1.5, 50 steps):\n");
     ap_ddim *s = &g_sd;
     int ok = s->steps == 50 && s->step_ratio == 20;
     for (int i = 0; i < 50; i++) ok &= s->timesteps[i] == 981 - 20 * i;
     tu_check(ok, "timesteps are 981, 961, ..., 1 (ratio 20, offset 1): got %d .. %d",
              s->timesteps[0], s->timesteps[49]);
-    /* The spec prints 8-10 significant digits of float32 values: compare
+    /* docs/ddim.md prints 8-10 significant digits of float32 values: compare
      * with the float value's own precision (rel 1.2e-7). */
     float b[4] = {s->betas[0], s->betas[1], s->betas[500], s->betas[999]};
     float bw[4] = {0.0008499999531f, 0.0008546986f, 0.0048149545f, 0.0119999992f};
-    tu_compare("betas 0, 1, 500, 999 vs spec §2", b, bw, 4, 0, 1.2e-7);
+    tu_compare("betas 0, 1, 500, 999 vs docs §2", b, bw, 4, 0, 1.2e-7);
     float a[5] = {s->alphas_cumprod[0], s->alphas_cumprod[1], s->alphas_cumprod[499],
                   s->alphas_cumprod[999], s->final_alpha_cumprod};
     float aw[5] = {0.99914998f, 0.99829602f, 0.27766946f, 0.0046600960f, 0.99914998f};
-    tu_compare("alphas_cumprod 0, 1, 499, 999, final vs spec §2", a, aw, 5, 0, 1.2e-7);
+    tu_compare("alphas_cumprod 0, 1, 499, 999, final vs docs §2", a, aw, 5, 0, 1.2e-7);
     float got[4][50], want[4][50];
     int tok = 1;
     for (int i = 0; i < 50; i++) {
@@ -99,14 +99,14 @@ static void test_spec_values(void) {
     }
     tu_check(tok, "coefficient table: t and prev_t = t - 20 of all 50 rows");
     /* alphas: 9 decimals of a float (abs 5e-10 + its ulp). c_x, c_eps are
-     * derived: the spec's and ours are both within ~1 ulp of the real value. */
-    tu_compare("table alpha_t (50) vs spec §4", got[0], want[0], 50, 1e-9, 1.2e-7);
-    tu_compare("table alpha_prev (50) vs spec §4", got[1], want[1], 50, 1e-9, 1.2e-7);
-    tu_compare("table c_x (50) vs spec §4", got[2], want[2], 50, 1e-9, 2.4e-7);
+     * derived: the docs' and ours are both within ~1 ulp of the real value. */
+    tu_compare("table alpha_t (50) vs docs §4", got[0], want[0], 50, 1e-9, 1.2e-7);
+    tu_compare("table alpha_prev (50) vs docs §4", got[1], want[1], 50, 1e-9, 1.2e-7);
+    tu_compare("table c_x (50) vs docs §4", got[2], want[2], 50, 1e-9, 2.4e-7);
     /* c_eps = sqrt_dir - c_x * sqrt_beta_t cancels: each float sqrt carries
      * up to 6e-8 absolute error (half an ulp of ~1), so abs 1.2e-7. */
-    tu_compare("table c_eps (50) vs spec §4", got[3], want[3], 50, 1.2e-7, 0);
-    /* §7: prod of c_x over all steps telescopes to sqrt(alpha_0 / alpha_981) */
+    tu_compare("table c_eps (50) vs docs §4", got[3], want[3], 50, 1.2e-7, 0);
+    /* docs/ddim.md §7: prod of c_x over all steps telescopes to sqrt(alpha_0 / alpha_981) */
     double prod = 1;
     for (int i = 0; i < 50; i++) {
         ap_ddim_coef c;
@@ -115,7 +115,7 @@ static void test_spec_values(void) {
     }
     double tel = sqrt((double)s->alphas_cumprod[0] / s->alphas_cumprod[981]);
     tu_check(fabs(prod - tel) < 1e-5 * tel && fabs(prod - 13.15) < 0.01,
-             "product of c_x = %.6f = sqrt(a_0 / a_981) = %.6f (spec: ~13.15)", prod, tel);
+             "product of c_x = %.6f = sqrt(a_0 / a_981) = %.6f (docs: ~13.15)", prod, tel);
 }
 
 /* ---------------------------------------------------------------- goldens */
@@ -472,7 +472,7 @@ static void test_config_json(void) {
 
     rc = ap_ddim_config_from_json(&c, variant("noclip.json", NULL));
     tu_check(rc == 0 && c.clip_sample == 1 && c.clip_sample_range == 1.0,
-             "a config without clip_sample gets DDIM's default clip_sample TRUE (spec §1)");
+             "a config without clip_sample gets DDIM's default clip_sample TRUE (docs/ddim.md §1)");
     rc = ap_ddim_config_from_json(
         &c, variant("resave.json",
                     "\"clip_sample\": false, \"prediction_type\": \"epsilon\", "
@@ -590,7 +590,7 @@ static int uniform_draw(void *p, int lo, int hi) {
 }
 
 static void test_truncation(void) {
-    printf("truncated backprop rule (main.py 7f4503f, spec §8):\n");
+    printf("truncated backprop rule (main.py 7f4503f, docs/ddim.md §8):\n");
     unsigned char at[50];
     ap_trunc_config full = {0, 0, {35, 45}, 100, 0}; /* general(): not truncated */
     int nd = ap_trunc_plan(&full, 50, NULL, NULL, at);

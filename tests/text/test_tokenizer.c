@@ -310,10 +310,10 @@ static void test_full_vocab(const corpus *c, const char *fx, const char *shared)
         snprintf(path, sizeof path, "%s/tokenizer/expected_hf_full.txt.gz", fx);
         compare_set("HF full", hf, path, c, shared);
         int32_t ids[L];
-        ap_tokenize(hf, "a photo of a cat", ids, L); /* spec/clip_text.md worked example */
+        ap_tokenize(hf, "a photo of a cat", ids, L); /* docs/clip.md §6 worked example */
         const int32_t want[7] = {49406, 320, 1125, 539, 320, 2368, 49407};
         tu_check(!memcmp(ids, want, sizeof want) && ids[76] == 49407,
-                 "spec example 'a photo of a cat' (HF full)");
+                 "docs example 'a photo of a cat' (HF full)");
     }
     if (derived) {
         unlink(v);

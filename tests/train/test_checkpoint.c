@@ -1,5 +1,5 @@
 /* test_checkpoint.c: train/checkpoint.h on SD v1.5's rank-4 LoRA key set
- * (797,184 floats, spec/appendix_lora_keys.md): bit-exact round trip, the
+ * (797,184 floats, docs/lora.md §5): bit-exact round trip, the
  * safetensors export through ap_wsrc_open, limit pruning, latest skipping a
  * temporary and a truncated state.h5, strict read errors, the time to write
  * one checkpoint, and kill -9 at random moments of a writer loop. */
