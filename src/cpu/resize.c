@@ -193,16 +193,3 @@ int ap_cpu_upsample_nearest2x_backward(ap_ctx *ctx, const ap_tensor *din, const 
     for (int64_t r = 0; r < rows; r++) k(g, dx, W, r);
     return AP_OK;
 }
-
-void ap_resize_shorter_side(int H, int W, int size, int *Ho, int *Wo) {
-    int shorter = W <= H ? W : H, longer = W <= H ? H : W;
-    /* Python: int(size * long / short): exact int product, true division. */
-    int new_long = (int)((double)((int64_t)size * longer) / (double)shorter);
-    if (W <= H) {
-        *Wo = size;
-        *Ho = new_long;
-    } else {
-        *Ho = size;
-        *Wo = new_long;
-    }
-}

@@ -43,3 +43,16 @@ int ap_upsample_nearest2x_backward(ap_ctx *ctx, const ap_tensor *din, const ap_t
     AP_TRY(ap_expect_on(ctx, op, "din", din, "dout", dout, NULL));
     return AP_DISPATCH(ctx, upsample_nearest2x_backward, din, dout);
 }
+
+void ap_resize_shorter_side(int H, int W, int size, int *Ho, int *Wo) {
+    int shorter = W <= H ? W : H, longer = W <= H ? H : W;
+    /* Python: int(size * long / short): exact int product, true division. */
+    int new_long = (int)((double)((int64_t)size * longer) / (double)shorter);
+    if (W <= H) {
+        *Wo = size;
+        *Ho = new_long;
+    } else {
+        *Ho = size;
+        *Wo = new_long;
+    }
+}
