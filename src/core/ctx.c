@@ -8,6 +8,8 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "isa.h"
@@ -113,8 +115,39 @@ int ap_ctx_reserve(ap_ctx *ctx, size_t bytes) {
 
 void ap_ctx_fix_scratch(ap_ctx *ctx) { ctx->scratch_fixed = 1; }
 
+/* Address space that is never backed: dry runs hand it out (64 GiB). */
+#define AP_UNBACKED_BYTES ((size_t)64 << 30)
+
+static void *unbacked(size_t *bytes) {
+    *bytes = AP_UNBACKED_BYTES;
+    void *p = mmap(NULL, AP_UNBACKED_BYTES, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+ap_ctx ap_ctx_dry(const ap_ctx *real) {
+    ap_ctx d = *real;
+    d.scratch = NULL;
+    d.scratch_cap = 0;
+    d.scratch_peak = 0;
+    d.scratch_fixed = 0;
+    d.dry_run = 1;
+    return d;
+}
+
 void *ap_scratch(ap_ctx *ctx, size_t bytes, const char *what) {
     if (bytes > ctx->scratch_peak) ctx->scratch_peak = bytes;
+    if (ctx->dry_run) { /* one unbacked range for every dry run of the process */
+        static void *range;
+        static size_t range_bytes;
+#pragma omp critical(ap_unbacked)
+        if (!range) range = unbacked(&range_bytes);
+        if (!range || bytes > range_bytes) {
+            ap_fail("dry run: %s: %zu bytes of scratch exceed the measurable range", what, bytes);
+            return NULL;
+        }
+        return range;
+    }
     if (bytes > ctx->scratch_cap) {
         if (ctx->scratch_fixed) {
             ap_fail("scratch workspace too small: %s needs %zu bytes, %zu planned",
@@ -133,16 +166,40 @@ int ap_arena_init(ap_arena *a, size_t bytes, const char *what) {
     memset(a, 0, sizeof *a);
     a->what = what;
     bytes = ap_align64(bytes);
-    void *p = NULL;
-    if (bytes && posix_memalign(&p, 64, bytes) != 0)
+    if (!bytes) return AP_OK;
+    /* pages for bytes, then one guard page; the block ends where the guard
+     * begins, so any write past the plan faults */
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t data = (bytes + page - 1) / page * page;
+    void *p = mmap(NULL, data + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
         return ap_fail("out of memory: %zu bytes for %s", bytes, what);
+    if (mprotect((char *)p + data, page, PROT_NONE) != 0) {
+        munmap(p, data + page);
+        return ap_fail("%s: cannot protect the guard page after %zu bytes", what, bytes);
+    }
+    a->map = p;
+    a->map_bytes = data + page;
+    a->base = (char *)p + (data - bytes);
+    a->cap = bytes;
+    return AP_OK;
+}
+
+int ap_arena_init_measure(ap_arena *a, const char *what) {
+    memset(a, 0, sizeof *a);
+    a->what = what;
+    size_t bytes;
+    void *p = unbacked(&bytes);
+    if (!p) return ap_fail("%s: cannot reserve address space to measure", what);
+    a->map = p;
+    a->map_bytes = bytes;
     a->base = p;
     a->cap = bytes;
     return AP_OK;
 }
 
 void ap_arena_free(ap_arena *a) {
-    free(a->base);
+    if (a->map) munmap(a->map, a->map_bytes);
     memset(a, 0, sizeof *a);
 }
 

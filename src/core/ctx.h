@@ -40,6 +40,8 @@ typedef struct ap_arena {
     size_t used;
     size_t peak;
     const char *what; /* what the arena holds, for error messages */
+    void *map;        /* the mapping (base..cap, then the guard page) */
+    size_t map_bytes;
 } ap_arena;
 
 typedef struct ap_ctx {
@@ -53,6 +55,7 @@ typedef struct ap_ctx {
     size_t scratch_cap; /* bytes */
     size_t scratch_peak;
     int scratch_fixed; /* 1: ap_scratch never grows */
+    int dry_run;       /* 1: ops do no arithmetic, only record their scratch (below) */
 } ap_ctx;
 
 /* A CPU context. n_threads <= 0 picks $AP_NUM_THREADS, else
@@ -81,7 +84,22 @@ void ap_ctx_fix_scratch(ap_ctx *ctx);
  * an error naming bytes and what when it cannot be had. */
 void *ap_scratch(ap_ctx *ctx, size_t bytes, const char *what);
 
+/* Dry runs (measured workspaces). A dry-run context (ap_ctx_dry, a copy of a
+ * real one with dry_run set) runs the real forward and backward code of a
+ * model, but every public op only records the scratch it would take
+ * (ctx->scratch_peak) and touches no tensor; arenas made by
+ * ap_arena_init_measure hand out addresses that are never backed (any access
+ * faults) and record their peak. One dry run of a step measures every
+ * workspace exactly: the plan is the measured peaks, nothing hand-written. */
+ap_ctx ap_ctx_dry(const ap_ctx *real);
+
+/* An arena of bytes (64-byte aligned blocks) whose end is followed by an
+ * inaccessible guard page: a write past the plan faults instead of
+ * corrupting memory. */
 int ap_arena_init(ap_arena *a, size_t bytes, const char *what);
+/* A measuring arena: any number of bytes, never backed (addresses fault when
+ * touched); a->peak is what a real arena needs. */
+int ap_arena_init_measure(ap_arena *a, const char *what);
 void ap_arena_free(ap_arena *a);
 /* 64-byte aligned block; NULL with an error naming bytes, what and the arena. */
 void *ap_arena_alloc(ap_arena *a, size_t bytes, const char *what);

@@ -223,6 +223,14 @@ static void forward_block(const attn_dims *d, tile_ws w, float *out, float *lse,
     }
 }
 
+size_t ap_cpu_attention_forward_scratch(ap_ctx *ctx, const ap_tensor *out,
+                                        const ap_tensor *lse, const ap_tensor *q,
+                                        const ap_tensor *k, const ap_tensor *v, int n_heads,
+                                        float scale, int causal) {
+    const int nt = ctx->n_threads > 0 ? ctx->n_threads : 1;
+    return (size_t)nt * per_thread_bytes();
+}
+
 int ap_cpu_attention_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *lse,
                          const ap_tensor *q, const ap_tensor *k, const ap_tensor *v,
                          int n_heads, float scale, int causal) {
@@ -323,6 +331,19 @@ static void backward_item(const attn_dims *d, const bwd_args *a, tile_ws w, int6
                                dK + k0 * C, ld);
         }
     }
+}
+
+size_t ap_cpu_attention_backward_scratch(ap_ctx *ctx, const ap_tensor *dq, const ap_tensor *dk,
+                                         const ap_tensor *dv, const ap_tensor *dout,
+                                         const ap_tensor *q, const ap_tensor *k,
+                                         const ap_tensor *v, const ap_tensor *out,
+                                         const ap_tensor *lse, int n_heads, float scale,
+                                         int causal) {
+    if (!ap_present(dq) && !ap_present(dk) && !ap_present(dv)) return 0;
+    const int nt = ctx->n_threads > 0 ? ctx->n_threads : 1;
+    const int64_t B = q->shape[0], Lq = q->shape[1], Lk = k->shape[1], D = q->shape[2] / n_heads;
+    return (size_t)nt * per_thread_bytes() +
+           (ap_present(dq) ? dq_private_bytes(B, Lq, Lk, n_heads, D, nt) : 0);
 }
 
 int ap_cpu_attention_backward(ap_ctx *ctx, const ap_tensor *dq, const ap_tensor *dk,

@@ -156,4 +156,12 @@ const ap_backend ap_cpu_backend = {
     .softmax_backward = ap_cpu_softmax_backward,
     .timestep_embedding_forward = ap_cpu_timestep_embedding_forward,
     .timestep_embedding_backward = ap_cpu_timestep_embedding_backward,
+    .attention_forward_scratch = ap_cpu_attention_forward_scratch,
+    .attention_backward_scratch = ap_cpu_attention_backward_scratch,
+    .conv2d_forward_scratch = ap_cpu_conv2d_forward_scratch,
+    .conv2d_backward_scratch = ap_cpu_conv2d_backward_scratch,
+    .group_norm_backward_scratch = ap_cpu_group_norm_backward_scratch,
+    .layer_norm_backward_scratch = ap_cpu_layer_norm_backward_scratch,
+    .resize_bilinear_forward_scratch = ap_cpu_resize_bilinear_forward_scratch,
+    .resize_bilinear_backward_scratch = ap_cpu_resize_bilinear_backward_scratch,
 };

@@ -593,6 +593,14 @@ static void conv_fwd_run(ap_ctx *ctx, const conv_dims *d, const float *xs,
     }
 }
 
+size_t ap_cpu_conv2d_forward_scratch(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
+                                     const ap_tensor *w, const ap_tensor *b, int stride,
+                                     int pad) {
+    conv_dims d;
+    dims_of(&d, ctx, in, w, stride, pad);
+    return fwd_floats(&d, use_pg(ctx)) * sizeof(float);
+}
+
 int ap_cpu_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
                       const ap_tensor *w, const ap_tensor *b, int stride, int pad) {
     conv_dims d;
@@ -609,6 +617,31 @@ int ap_cpu_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in
     }
     conv_fwd_run(ctx, &d, in->data, w->data, bias ? b->data : NULL, out->data, pg, scr);
     return AP_OK;
+}
+
+/* Scratch floats of a backward that wants din (want_dx) and/or dweight
+ * (want_dw); one block serves whichever runs: they run one after another. */
+static size_t bwd_floats(const conv_dims *d, int pg, int want_dx, int want_dw) {
+    conv_dims t;
+    const int pg_dw = pg && want_dw, conv_dx = pg && want_dx && din_as_conv(d, &t);
+    const int fb_dw = want_dw && !pg_dw, fb_dx = want_dx && !conv_dx;
+    size_t nscr = 0;
+    if (pg_dw) nscr = dw_pg_floats(d);
+    if (conv_dx && din_floats(d, pg) > nscr) nscr = din_floats(d, pg);
+    if ((fb_dw || fb_dx) && !d->direct && (size_t)d->K * d->rows * d->Wo > nscr)
+        nscr = (size_t)d->K * d->rows * d->Wo;
+    return nscr;
+}
+
+size_t ap_cpu_conv2d_backward_scratch(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
+                                      const ap_tensor *db, const ap_tensor *dout,
+                                      const ap_tensor *in, const ap_tensor *w, int stride,
+                                      int pad) {
+    const int want_dx = ap_present(din), want_dw = ap_present(dw);
+    if (!want_dx && !want_dw) return 0;
+    conv_dims d;
+    dims_of(&d, ctx, in, w, stride, pad);
+    return bwd_floats(&d, use_pg(ctx), want_dx, want_dw) * sizeof(float);
 }
 
 int ap_cpu_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
@@ -646,11 +679,7 @@ int ap_cpu_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
     const int pg = use_pg(ctx);
     const int pg_dw = pg && want_dw, conv_dx = pg && want_dx && din_as_conv(&d, &t);
     const int fb_dw = want_dw && !pg_dw, fb_dx = want_dx && !conv_dx;
-    size_t nscr = 0;
-    if (pg_dw) nscr = dw_pg_floats(&d);
-    if (conv_dx && din_floats(&d, pg) > nscr) nscr = din_floats(&d, pg);
-    if ((fb_dw || fb_dx) && !d.direct && (size_t)d.K * d.rows * d.Wo > nscr)
-        nscr = (size_t)d.K * d.rows * d.Wo;
+    const size_t nscr = bwd_floats(&d, pg, want_dx, want_dw);
     float *scr = NULL;
     if (nscr) {
         scr = ap_scratch(ctx, nscr * sizeof(float), "conv2d_backward scratch");

@@ -253,6 +253,15 @@ AP_ISA_KERNEL(gn_bwd_group, (const gn_dims *d, const float *x, const float *dy, 
                              double *sum_dy, double *sum_dyxh, float *dx),
               (d, x, dy, g, mu, rs, groups, bg, sum_dy, sum_dyxh, dx));
 
+size_t ap_cpu_group_norm_backward_scratch(ap_ctx *ctx, const ap_tensor *din,
+                                          const ap_tensor *dgamma, const ap_tensor *dbeta,
+                                          const ap_tensor *dout, const ap_tensor *in,
+                                          const ap_tensor *mean, const ap_tensor *rstd,
+                                          const ap_tensor *gamma, int groups) {
+    if (!ap_present(din) && !ap_present(dgamma) && !ap_present(dbeta)) return 0;
+    return ap_group_norm_scratch_bytes(in->shape[0], in->shape[1]);
+}
+
 int ap_cpu_group_norm_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dgamma,
                            const ap_tensor *dbeta, const ap_tensor *dout,
                            const ap_tensor *in, const ap_tensor *mean,
@@ -383,6 +392,16 @@ AP_ISA_INLINE void ln_bwd_row_body(const float *x, const float *dy, const float 
 AP_ISA_KERNEL(ln_bwd_row, (const float *x, const float *dy, const float *g, const float *mu,
                            const float *rs, int64_t C, int64_t r, double *pg, double *pb,
                            float *dx), (x, dy, g, mu, rs, C, r, pg, pb, dx));
+
+size_t ap_cpu_layer_norm_backward_scratch(ap_ctx *ctx, const ap_tensor *din,
+                                          const ap_tensor *dgamma, const ap_tensor *dbeta,
+                                          const ap_tensor *dout, const ap_tensor *in,
+                                          const ap_tensor *mean, const ap_tensor *rstd,
+                                          const ap_tensor *gamma) {
+    if (!ap_present(dgamma) && !ap_present(dbeta)) return 0;
+    const int64_t C = in->shape[in->ndim - 1];
+    return ap_layer_norm_scratch_bytes(ap_numel(in) / C, C);
+}
 
 int ap_cpu_layer_norm_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dgamma,
                            const ap_tensor *dbeta, const ap_tensor *dout,

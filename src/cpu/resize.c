@@ -139,6 +139,16 @@ AP_ISA_INLINE void dup2_row_body(const float *g, float *dx, int64_t W, int64_t r
 }
 AP_ISA_KERNEL(dup2_row, (const float *g, float *dx, int64_t W, int64_t r), (g, dx, W, r));
 
+size_t ap_cpu_resize_bilinear_forward_scratch(ap_ctx *ctx, const ap_tensor *out,
+                                              const ap_tensor *in) {
+    return ap_resize_bilinear_scratch_bytes(out->shape[2], out->shape[3]);
+}
+
+size_t ap_cpu_resize_bilinear_backward_scratch(ap_ctx *ctx, const ap_tensor *din,
+                                               const ap_tensor *dout) {
+    return ap_resize_bilinear_scratch_bytes(dout->shape[2], dout->shape[3]);
+}
+
 int ap_cpu_resize_bilinear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
     const char *op = "resize_bilinear_forward";
     AP_TRY(bilinear_check(op, "in", in, "out", out));

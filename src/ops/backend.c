@@ -10,6 +10,11 @@ int ap_backend_lacks(const ap_ctx *ctx, const char *op) {
                    ctx->be ? ctx->be->name : "(none: context not initialised)");
 }
 
+int ap_dry_note(ap_ctx *ctx, size_t scratch_bytes) {
+    if (scratch_bytes > ctx->scratch_peak) ctx->scratch_peak = scratch_bytes;
+    return AP_OK;
+}
+
 int ap_expect_on(const ap_ctx *ctx, const char *op, ...) {
     va_list ap;
     va_start(ap, op);

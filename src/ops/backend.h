@@ -86,16 +86,70 @@ typedef struct ap_backend {
     /* timestep (ops/timestep.h) */
     int (*timestep_embedding_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *t, int flip_sin_to_cos, float downscale_freq_shift, float scale, int max_period);
     int (*timestep_embedding_backward)(ap_ctx *ctx, const ap_tensor *dt, const ap_tensor *dout, const ap_tensor *t, int flip_sin_to_cos, float downscale_freq_shift, float scale, int max_period);
+
+    /* per-op scratch queries: the bytes of ctx scratch the op takes for these
+     * arguments (NULL: none). A dry-run context calls these instead of the
+     * ops (core/ctx.h), which is how workspaces are measured. */
+    size_t (*copy_scratch)(ap_ctx *ctx, const ap_tensor *dst, const ap_tensor *src);
+    size_t (*fill_scratch)(ap_ctx *ctx, const ap_tensor *dst, float value);
+    size_t (*silu_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    size_t (*silu_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const ap_tensor *in);
+    size_t (*gelu_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, int tanh_approx);
+    size_t (*gelu_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const ap_tensor *in, int tanh_approx);
+    size_t (*quick_gelu_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    size_t (*quick_gelu_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const ap_tensor *in);
+    size_t (*geglu_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    size_t (*geglu_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const ap_tensor *in);
+    size_t (*attention_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *lse, const ap_tensor *q, const ap_tensor *k, const ap_tensor *v, int n_heads, float scale, int causal);
+    size_t (*attention_backward_scratch)(ap_ctx *ctx, const ap_tensor *dq, const ap_tensor *dk, const ap_tensor *dv, const ap_tensor *dout, const ap_tensor *q, const ap_tensor *k, const ap_tensor *v, const ap_tensor *out, const ap_tensor *lse, int n_heads, float scale, int causal);
+    size_t (*conv2d_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, const ap_tensor *w, const ap_tensor *b, int stride, int pad);
+    size_t (*conv2d_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw, const ap_tensor *db, const ap_tensor *dout, const ap_tensor *in, const ap_tensor *w, int stride, int pad);
+    size_t (*add_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b);
+    size_t (*add_backward_scratch)(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db, const ap_tensor *dout);
+    size_t (*mul_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b);
+    size_t (*mul_backward_scratch)(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db, const ap_tensor *dout, const ap_tensor *a, const ap_tensor *b);
+    size_t (*scale_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, float s);
+    size_t (*scale_backward_scratch)(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *dout, float s);
+    size_t (*axpy_scratch)(ap_ctx *ctx, const ap_tensor *y, float s, const ap_tensor *x);
+    size_t (*concat_channels_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b);
+    size_t (*concat_channels_backward_scratch)(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db, const ap_tensor *dout);
+    size_t (*add_channel_bias_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, const ap_tensor *bias);
+    size_t (*add_channel_bias_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dbias, const ap_tensor *dout);
+    size_t (*nchw_to_nlc_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    size_t (*nchw_to_nlc_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout);
+    size_t (*nlc_to_nchw_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    size_t (*nlc_to_nchw_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout);
+    size_t (*linear_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, const ap_tensor *w, const ap_tensor *b);
+    size_t (*linear_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw, const ap_tensor *db, const ap_tensor *dout, const ap_tensor *in, const ap_tensor *w);
+    size_t (*group_norm_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *mean, const ap_tensor *rstd, const ap_tensor *in, const ap_tensor *gamma, const ap_tensor *beta, int groups, float eps);
+    size_t (*group_norm_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dgamma, const ap_tensor *dbeta, const ap_tensor *dout, const ap_tensor *in, const ap_tensor *mean, const ap_tensor *rstd, const ap_tensor *gamma, int groups);
+    size_t (*layer_norm_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *mean, const ap_tensor *rstd, const ap_tensor *in, const ap_tensor *gamma, const ap_tensor *beta, float eps);
+    size_t (*layer_norm_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dgamma, const ap_tensor *dbeta, const ap_tensor *dout, const ap_tensor *in, const ap_tensor *mean, const ap_tensor *rstd, const ap_tensor *gamma);
+    size_t (*upsample_nearest2x_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    size_t (*upsample_nearest2x_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout);
+    size_t (*resize_bilinear_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    size_t (*resize_bilinear_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout);
+    size_t (*softmax_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    size_t (*softmax_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const ap_tensor *out);
+    size_t (*timestep_embedding_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *t, int flip_sin_to_cos, float downscale_freq_shift, float scale, int max_period);
+    size_t (*timestep_embedding_backward_scratch)(ap_ctx *ctx, const ap_tensor *dt, const ap_tensor *dout, const ap_tensor *t, int flip_sin_to_cos, float downscale_freq_shift, float scale, int max_period);
 } ap_backend;
 
 /* Fails "OP: not available on the NAME backend". */
 int ap_backend_lacks(const ap_ctx *ctx, const char *op);
 
+/* Records a dry run's scratch request (ctx->scratch_peak) and returns AP_OK. */
+int ap_dry_note(ap_ctx *ctx, size_t scratch_bytes);
+
 /* Calls the context's entry for op with (ctx, args...), or fails naming op
- * and the backend when the backend lacks it. */
-#define AP_DISPATCH(ctx, op, ...)                                              \
-    ((ctx)->be && (ctx)->be->op ? (ctx)->be->op((ctx), __VA_ARGS__)              \
-                                : ap_backend_lacks((ctx), #op))
+ * and the backend when the backend lacks it. On a dry-run context the op
+ * does no arithmetic and touches no tensor: only its scratch query runs. */
+#define AP_DISPATCH(ctx, op, ...)                                                      \
+    (!(ctx)->be || !(ctx)->be->op ? ap_backend_lacks((ctx), #op)                          \
+     : (ctx)->dry_run ? ap_dry_note((ctx), (ctx)->be->op##_scratch                        \
+                                               ? (ctx)->be->op##_scratch((ctx), __VA_ARGS__) \
+                                               : 0)                                       \
+                      : (ctx)->be->op((ctx), __VA_ARGS__))
 
 /* Fails unless every present tensor of the NULL-terminated list of
  * ("name", const ap_tensor *) pairs is float32 and lives on the context's
