@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/err.h"
 #include "core/isa.h"
@@ -169,6 +170,12 @@ static void state_free(hx_state *s) {
 }
 
 /* ---- running ----------------------------------------------------------- */
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 static void env_set(const hx_case *c, int on) {
     if (!c->env) return;
@@ -344,6 +351,7 @@ void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
             counts[HX_SKIP]++;
             continue;
         }
+        double t0 = now();
         if (ref_rc == -2) { /* the reference runs once for all pairs */
             ref_rc = run_case_on(c, case_index, ref, &rs, err, sizeof err);
             if (ref_rc != AP_OK)
@@ -382,7 +390,8 @@ void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
             }
             if (c->backward) {
                 int op_failed = 0;
-                fd = fd_check(c, &ts, tests[ti], opt->fd_points, pair, print, &op_failed);
+                fd = fd_check(c, &ts, tests[ti], c->full ? opt->fd_points_full : opt->fd_points,
+                              pair, print, &op_failed);
                 if (!(fd <= c->fd_tol)) {
                     if (!fail)
                         snprintf(why, sizeof why, "finite differences disagree with the backward");
@@ -401,7 +410,7 @@ void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
         hx_verdict v = fail ? (expect_fail ? HX_XFAIL : HX_FAIL)
                             : (expect_fail ? HX_XPASS : HX_PASS);
         static const char *vname[] = {"PASS", "FAIL", "SKIP", "FAIL (known)", "PASS (known failure passed)"};
-        printf("%s %-15s %s  %s\n", head, pair, line, vname[v]);
+        printf("%s %-15s %s  %s [%.2f s]\n", head, pair, line, vname[v], now() - t0);
         if (fail) printf("      %s: %s\n", pair, why);
         if (expect_fail) printf("      known failure: %s\n", c->known_failure);
         counts[v]++;

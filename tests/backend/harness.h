@@ -113,7 +113,8 @@ void harness_ctx_close(hx_backend *b);
 typedef enum { HX_PASS, HX_FAIL, HX_SKIP, HX_XFAIL, HX_XPASS } hx_verdict;
 
 typedef struct hx_options {
-    int fd_points; /* finite-difference coordinates per gradient tensor */
+    int fd_points;      /* finite-difference coordinates per gradient tensor */
+    int fd_points_full; /* the same for full-size cases (a forward is seconds) */
     int verbose;   /* per-tensor errors even when passing */
 } hx_options;
 

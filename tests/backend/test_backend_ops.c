@@ -41,7 +41,9 @@
 #include "ops/softmax.h"
 #include "ops/timestep.h"
 
-/* ---- conv2d: p = {B, C, H, W, O, k, stride, pad, bias} ------------------- */
+/* ---- conv2d: p = {B, C, H, W, O, k, stride, pad, bias, frozen} ----------- */
+/* frozen: the backward of a frozen layer (LoRA training's base convs): din
+ * only, dw and db NULL, and in a shape-only descriptor (conv2d.h). */
 
 static void conv_setup(hx_state *s, const hx_case *c) {
     const int *p = c->p;
@@ -53,6 +55,7 @@ static void conv_setup(hx_state *s, const hx_case *c) {
     hx_out(s, "y", HX_DIMS(p[0], p[4], Ho, Wo));
     if (!c->backward) return;
     hx_grad(s, "dx", x);
+    if (p[9]) return;
     hx_grad_acc(s, "dw", w);
     if (b >= 0) hx_grad_acc(s, "db", b);
 }
@@ -64,7 +67,9 @@ static int conv_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
 
 static int conv_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     ap_tensor dy = hx_dout(s, hx_find(s, "y"));
-    return ap_conv2d_backward(ctx, HX(s, "dx"), HX(s, "dw"), HX_OPT(s, "db"), &dy, HX(s, "x"),
+    ap_tensor in = *HX(s, "x");
+    if (c->p[9]) in.data = NULL;
+    return ap_conv2d_backward(ctx, HX(s, "dx"), HX_OPT(s, "dw"), HX_OPT(s, "db"), &dy, &in,
                               HX(s, "w"), c->p[6], c->p[7]);
 }
 
@@ -76,12 +81,17 @@ static int conv_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
  * FD: the conv is linear, so eps 0.5 costs no truncation error and keeps
  * float rounding of the loss small; tolerance 1e-3. */
 #define CONV(label_, B, C, H, W, O, k, st, pad, bias, ...)                                 \
-    {.op = "conv2d", .label = label_, .p = {B, C, H, W, O, k, st, pad, bias},            \
+    CONV_(label_, B, C, H, W, O, k, st, pad, bias, 0, __VA_ARGS__)
+#define CONV_FROZEN(label_, B, C, H, W, O, k, st, pad, bias, ...)                          \
+    CONV_(label_, B, C, H, W, O, k, st, pad, bias, 1, __VA_ARGS__)
+#define CONV_(label_, B, C, H, W, O, k, st, pad, bias, frozen, ...)                        \
+    {.op = "conv2d", .label = label_, .p = {B, C, H, W, O, k, st, pad, bias, frozen},    \
      .setup = conv_setup, .forward = conv_forward, .backward = conv_backward,            \
      .atol = 2e-5, .rtol = 1e-4, .gatol = 2e-5, .grtol = 1e-4, .fd_eps = 0.5,             \
      .fd_tol = 1e-3, __VA_ARGS__}
 
-/* ---- linear: p = {B, L, I, O, bias}; B = 0: in is (L, I) ---------------- */
+/* ---- linear: p = {B, L, I, O, bias, frozen}; B = 0: in is (L, I) -------- */
+/* frozen: din only (a frozen projection under a LoRA adapter). */
 
 static void linear_setup(hx_state *s, const hx_case *c) {
     const int *p = c->p;
@@ -94,6 +104,7 @@ static void linear_setup(hx_state *s, const hx_case *c) {
     else hx_out(s, "y", HX_DIMS(p[1], p[3]));
     if (!c->backward) return;
     hx_grad(s, "dx", x);
+    if (p[5]) return;
     hx_grad_acc(s, "dw", w);
     if (b >= 0) hx_grad_acc(s, "db", b);
 }
@@ -104,15 +115,19 @@ static int linear_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
 
 static int linear_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     ap_tensor dy = hx_dout(s, hx_find(s, "y"));
-    return ap_linear_backward(ctx, HX(s, "dx"), HX(s, "dw"), HX_OPT(s, "db"), &dy, HX(s, "x"),
+    return ap_linear_backward(ctx, HX(s, "dx"), HX_OPT(s, "dw"), HX_OPT(s, "db"), &dy, HX(s, "x"),
                               HX(s, "w"));
 }
 
 /* OpenBLAS on generic and AVX2, the packed GEMM on AVX-512 (N, K >= 16):
  * sums of K products in another order, same scale argument as conv2d. dw
  * sums over all rows (up to 4096 in --full). FD: linear, eps 0.5. */
-#define LINEAR(label_, B, L, I, O, bias, ...)                                             \
-    {.op = "linear", .label = label_, .p = {B, L, I, O, bias}, .setup = linear_setup,     \
+#define LINEAR(label_, B, L, I, O, bias, ...) LINEAR_(label_, B, L, I, O, bias, 0, __VA_ARGS__)
+#define LINEAR_FROZEN(label_, B, L, I, O, bias, ...)                                      \
+    LINEAR_(label_, B, L, I, O, bias, 1, __VA_ARGS__)
+#define LINEAR_(label_, B, L, I, O, bias, frozen, ...)                                    \
+    {.op = "linear", .label = label_, .p = {B, L, I, O, bias, frozen},                    \
+     .setup = linear_setup,                                                               \
      .forward = linear_forward, .backward = linear_backward, .atol = 2e-5, .rtol = 1e-4, \
      .gatol = 5e-5, .grtol = 1e-4, .fd_eps = 0.5, .fd_tol = 1e-3, __VA_ARGS__}
 
@@ -453,6 +468,9 @@ static const hx_case cases[] = {
     CONV("SD shortcut 1x1 (1,320,8,8)->640", 1, 320, 8, 8, 640, 1, 1, 0, 1),
     CONV("VAE conv_out 3x3 (1,128,16,16)->3", 1, 128, 16, 16, 3, 3, 1, 1, 1),
     CONV("ViT-H patch 14x14 s14 (1,3,28,28)->1280", 1, 3, 28, 28, 1280, 14, 14, 0, 0),
+    CONV_FROZEN("frozen din only 3x3 (1,64,32,32)->64", 1, 64, 32, 32, 64, 3, 1, 1, 1),
+    CONV_FROZEN("frozen din only s2 (1,320,16,16)->320", 1, 320, 16, 16, 320, 3, 2, 1, 1),
+    CONV_FROZEN("frozen din only 1x1 (1,320,8,8)->640", 1, 320, 8, 8, 640, 1, 1, 0, 0),
     CONV("edge 1x1 (1,1,1,1)->1", 1, 1, 1, 1, 1, 1, 1, 0, 1),
     CONV("edge 3x3 pad 1 on 1x1 (1,2,1,1)->3", 1, 2, 1, 1, 3, 3, 1, 1, 1),
     CONV("edge odd 3x3 (2,3,7,5)->5", 2, 3, 7, 5, 5, 3, 1, 1, 1),
@@ -478,6 +496,7 @@ static const hx_case cases[] = {
     LINEAR("CLIP-L fc1 (1,77,768)->3072", 1, 77, 768, 3072, 1),
     LINEAR("ViT-H qkv (1,17,1280)->3840", 1, 17, 1280, 3840, 1),
     LINEAR("ViT-H fc2 (1,17,5120)->1280", 1, 17, 5120, 1280, 1),
+    LINEAR_FROZEN("frozen din only (1,77,768)->320", 1, 77, 768, 320, 0),
     LINEAR("edge (1,1)->1", 0, 1, 1, 1, 1),
     LINEAR("edge (3,5)->7", 0, 3, 5, 7, 1),
     LINEAR("edge odd packed (2,19,100)->70", 2, 19, 100, 70, 1),
@@ -503,7 +522,7 @@ static const hx_case cases[] = {
     ATTN("edge causal tiles+1 (1,257,1x24)", 1, 257, 257, 1, 24, 1),
     ATTN("edge causal odd (3,5,2x3)", 3, 5, 5, 2, 3, 1),
     ATTN("edge D=1 (2,7|9,3x1)", 2, 7, 9, 3, 1, 0),
-    ATTN("SD self D=40 (2,4096,8x40)", 2, 4096, 4096, 8, 40, 0, .full = 1),
+    ATTN("SD self D=40 (1,4096,8x40)", 1, 4096, 4096, 8, 40, 0, .full = 1),
     ATTN("ViT-H D=80 (1,257,16x80)", 1, 257, 257, 16, 80, 0, .full = 1),
 
     /* group_norm: SD GroupNorm(32) at 320/640/1280 (eps 1e-5), VAE at 512
@@ -625,7 +644,8 @@ static void usage(const char *argv0) {
            "  --full          add the full-size cases (SD 64x64 latent, 4096-token\n"
            "                  attention, ViT-H 257 tokens, 512->224 resize): minutes\n"
            "  --list          print the cases and exit\n"
-           "  --fd-points N   finite-difference coordinates per gradient (default 4)\n"
+           "  --fd-points N   finite-difference coordinates per gradient (default 4,\n"
+           "                  2 for the full-size cases)\n"
            "  --verbose       per-tensor errors of every case\n",
            argv0);
 }
@@ -633,13 +653,14 @@ static void usage(const char *argv0) {
 int main(int argc, char **argv) {
     const char *only = NULL;
     int full = 0, list = 0;
-    hx_options opt = {.fd_points = 4, .verbose = 0};
+    hx_options opt = {.fd_points = 4, .fd_points_full = 2, .verbose = 0};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--op") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--full")) full = 1;
         else if (!strcmp(argv[i], "--list")) list = 1;
         else if (!strcmp(argv[i], "--verbose")) opt.verbose = 1;
-        else if (!strcmp(argv[i], "--fd-points") && i + 1 < argc) opt.fd_points = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--fd-points") && i + 1 < argc)
+            opt.fd_points = opt.fd_points_full = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(argv[0]);
             return 0;
