@@ -21,7 +21,7 @@
  * backend_use() switches to it before each run. When the variant becomes a
  * field of ap_ctx, open sets that field and backend_use() goes away; a CUDA
  * backend is one more name here. */
-int harness_ctx_open(hx_backend *b, const char *variant, char *why, size_t why_len) {
+int harness_ctx_open(hx_backend *b, const char *variant) {
     memset(b, 0, sizeof *b);
     snprintf(b->name, sizeof b->name, "%s", variant);
     int isa = -1;
@@ -29,17 +29,21 @@ int harness_ctx_open(hx_backend *b, const char *variant, char *why, size_t why_l
         if (!strcmp(variant, ap_isa_name((ap_isa)i))) isa = i;
     if (isa < 0) return ap_fail("backend %s: unknown (generic, avx2, avx512)", variant);
     if (!ap_cpu_isa_supported((ap_isa)isa)) {
-        char cpu[512];
-        snprintf(why, why_len, "this CPU lacks %s (%s)", variant,
+        char cpu[400];
+        snprintf(b->why, sizeof b->why, "this CPU lacks %s; %s", variant,
                  ap_cpu_describe(cpu, (int)sizeof cpu));
-        return 1;
+        return AP_OK;
     }
     b->isa = isa;
     if (ap_ctx_init(&b->ctx, 0) != AP_OK) return AP_ERR;
-    return 0;
+    b->available = 1;
+    return AP_OK;
 }
 
-void harness_ctx_close(hx_backend *b) { ap_ctx_free(&b->ctx); }
+void harness_ctx_close(hx_backend *b) {
+    if (b->available) ap_ctx_free(&b->ctx);
+    b->available = 0;
+}
 
 static void backend_use(const hx_backend *b) {
     if (ap_cpu_isa_force((ap_isa)b->isa) != AP_OK) {
@@ -248,8 +252,7 @@ static void compare(const char *pair, const char *name, const float *got, const 
         int bad;
         double d = 0;
         if (!isfinite(w) || !isfinite(g)) {
-            bad = !(isnan(w) && isnan(g)) && !(g == w);
-            if (isnan(w)) bad = 1; /* the reference left it unwritten */
+            bad = isnan(w) || isnan(g) || g != w; /* equal infinities pass */
         } else {
             d = fabs(g - w);
             if (d > st->max_abs) st->max_abs = d;
@@ -335,8 +338,7 @@ static double tol_of(const hx_case *c, hx_kind k, int rel) {
 }
 
 void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
-                      hx_backend *const *tests, const char *const *test_names,
-                      const char *const *skip_why, int n_tests, const hx_options *opt,
+                      hx_backend *const *tests, int n_tests, const hx_options *opt,
                       int *counts) {
     char head[160], err[512];
     snprintf(head, sizeof head, "%-18s %-46s", c->op, c->label);
@@ -345,9 +347,9 @@ void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
     env_set(c, 1);
     for (int ti = 0; ti < n_tests; ti++) {
         char pair[80];
-        snprintf(pair, sizeof pair, "%s/%s", ref->name, test_names[ti]);
-        if (!tests[ti]) {
-            printf("%s %-15s SKIP (%s)\n", head, pair, skip_why[ti]);
+        snprintf(pair, sizeof pair, "%s/%s", ref->name, tests[ti]->name);
+        if (!tests[ti]->available) {
+            printf("%s %-15s SKIP (%s)\n", head, pair, tests[ti]->why);
             counts[HX_SKIP]++;
             continue;
         }

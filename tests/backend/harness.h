@@ -99,14 +99,16 @@ int hx_index(const hx_state *s, const char *name);
 /* A backend: a context and the variant it runs. */
 typedef struct hx_backend {
     char name[32];
+    int available; /* 0: this machine cannot run it; why says why */
+    char why[512];
     ap_ctx ctx;
     int isa; /* CPU kernel variant (core/isa.h) */
 } hx_backend;
 
-/* Opens backend `variant` ("generic", "avx2", "avx512"). Returns 0 when it
- * runs here, 1 when this machine cannot run it (the reason in why), AP_ERR on
- * an unknown name. */
-int harness_ctx_open(hx_backend *b, const char *variant, char *why, size_t why_len);
+/* Opens backend `variant` ("generic", "avx2", "avx512"). Returns 0 (then
+ * b->available says whether it runs here, b->why why not), AP_ERR on an
+ * unknown name or a context that cannot be made. */
+int harness_ctx_open(hx_backend *b, const char *variant);
 void harness_ctx_close(hx_backend *b);
 
 /* Result of one case on one (reference, test) pair. */
@@ -118,12 +120,11 @@ typedef struct hx_options {
     int verbose;   /* per-tensor errors even when passing */
 } hx_options;
 
-/* Runs case c on ref and on every test backend (skipped ones have NULL),
- * prints one line per pair and details of failures; adds to counts
- * [HX_PASS..HX_XPASS]. test_names names the pairs for printing. */
+/* Runs case c on ref and on each of the n_tests test backends (an
+ * unavailable one gives a SKIP line), prints one line per pair and the
+ * details of failures; adds to counts[HX_PASS..HX_XPASS]. */
 void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
-                      hx_backend *const *tests, const char *const *test_names,
-                      const char *const *skip_why, int n_tests, const hx_options *opt,
+                      hx_backend *const *tests, int n_tests, const hx_options *opt,
                       int *counts);
 
 #endif

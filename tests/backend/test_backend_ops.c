@@ -33,6 +33,7 @@
 #include "harness.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
+#include "ops/blas.h"
 #include "ops/conv2d.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
@@ -130,6 +131,43 @@ static int linear_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
      .setup = linear_setup,                                                               \
      .forward = linear_forward, .backward = linear_backward, .atol = 2e-5, .rtol = 1e-4, \
      .gatol = 5e-5, .grtol = 1e-4, .fd_eps = 0.5, .fd_tol = 1e-3, __VA_ARGS__}
+
+/* ---- gemm (blas.h): p = {ta, tb, M, N, K, 4 beta, items, pad}, f = alpha */
+/* C (items*M, N) = alpha op(A) op(B) + beta C, row-major, every leading
+ * dimension `pad` floats wider than its rows (the pad columns of C must stay
+ * as they were). items > 0: ap_gemm_items (A not transposed). beta = 0
+ * starts C poisoned (BLAS must not read it), else from a seeded value. */
+
+static void gemm_setup(hx_state *s, const hx_case *c) {
+    const int *p = c->p;
+    int64_t rows = (int64_t)p[2] * (p[6] ? p[6] : 1), pad = p[7];
+    float a = sqrtf(3.0f / (float)p[4]);
+    if (p[0]) hx_in(s, "A", -1, 1, HX_DIMS(p[4], rows + pad));
+    else hx_in(s, "A", -1, 1, HX_DIMS(rows, p[4] + pad));
+    if (p[1]) hx_in(s, "B", -a, a, HX_DIMS(p[3], p[4] + pad));
+    else hx_in(s, "B", -a, a, HX_DIMS(p[4], p[3] + pad));
+    if (p[5] || pad) hx_out_init(s, "C", HX_DIMS(rows, p[3] + pad));
+    else hx_out(s, "C", HX_DIMS(rows, p[3]));
+}
+
+static int gemm_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
+    const int *p = c->p;
+    const ap_tensor *A = HX(s, "A"), *B = HX(s, "B"), *C = HX(s, "C");
+    int lda = (int)A->shape[1], ldb = (int)B->shape[1], ldc = (int)C->shape[1];
+    float beta = 0.25f * (float)p[5];
+    if (p[6])
+        ap_gemm_items(ctx, p[6], p[1], p[2], p[3], p[4], c->f, A->data, lda, B->data, ldb,
+                      beta, C->data, ldc);
+    else
+        ap_gemm(ctx, p[0], p[1], p[2], p[3], p[4], c->f, A->data, lda, B->data, ldb, beta,
+                C->data, ldc);
+    return AP_OK;
+}
+
+/* As linear (OpenBLAS or the packed GEMM on AVX-512). Forward only. */
+#define GEMM(label_, ta, tb, M, N, K, beta4, items, pad, alpha)                             \
+    {.op = "gemm", .label = label_, .p = {ta, tb, M, N, K, beta4, items, pad}, .f = alpha, \
+     .setup = gemm_setup, .forward = gemm_forward, .atol = 2e-5, .rtol = 1e-4}
 
 /* ---- attention: p = {B, Lq, Lk, H, D, causal} ---------------------------- */
 
@@ -504,6 +542,22 @@ static const hx_case cases[] = {
     LINEAR("SD to_q (2,4096,320)->320", 2, 4096, 320, 320, 0, .full = 1),
     LINEAR("ViT-H fc1 (1,257,1280)->5120", 1, 257, 1280, 5120, 1, .full = 1),
 
+    /* gemm: every op's GEMM. The packed path (AVX-512, beta 0 or 1, N, K
+     * >= 16, N*K >= 4096) and BLAS; transposes as linear's backward uses
+     * them; beta 0 on a poisoned C, 1, 0.5; alpha; items (per-prompt rows
+     * of CLIP, 77 each); padded leading dimensions; tiny and odd sizes. */
+    GEMM("SD q.k-like (256,320,320) beta 0", 0, 0, 256, 320, 320, 0, 0, 0, 1.0f),
+    GEMM("SD dw-like A^T (320,320,256) beta 1", 1, 0, 320, 320, 256, 4, 0, 0, 1.0f),
+    GEMM("SD dx-like B^T (256,320,320) beta 1", 0, 1, 256, 320, 320, 4, 0, 0, 1.0f),
+    GEMM("A^T B^T (77,768,64) beta 0.5 alpha 0.125", 1, 1, 77, 768, 64, 2, 0, 0, 0.125f),
+    GEMM("CLIP items 2x(77,768,768) B^T", 0, 1, 77, 768, 768, 0, 2, 0, 1.0f),
+    GEMM("items 3x(5,70,100) beta 1", 0, 0, 5, 70, 100, 4, 3, 0, 1.0f),
+    GEMM("padded ld +3 (33,130,47) beta 1", 0, 0, 33, 130, 47, 4, 0, 3, 1.0f),
+    GEMM("padded ld +5 A^T B^T (19,40,130)", 1, 1, 19, 40, 130, 0, 0, 5, -0.5f),
+    GEMM("edge (1,1,1)", 0, 0, 1, 1, 1, 0, 0, 0, 1.0f),
+    GEMM("edge N,K < 16 (100,15,15)", 0, 0, 100, 15, 15, 0, 0, 0, 1.0f),
+    GEMM("edge M=1 (1,4096,320) beta 1", 0, 1, 1, 4096, 320, 4, 0, 0, 1.0f),
+
     /* attention. SD head dim 40/80/160 (8 heads at 320/640/1280 channels),
      * self and cross (77 CLIP tokens); CLIP-L text 12 heads of 64, causal;
      * ViT-H 16 heads of 80. Edge: one token, tiles (128 queries, 256
@@ -687,26 +741,25 @@ int main(int argc, char **argv) {
 
     char cpu[512];
     printf("%s\n", ap_cpu_describe(cpu, (int)sizeof cpu));
+    /* Pairs: generic (the reference) against each other variant. */
     hx_backend ref, avx2, avx512;
-    char why_ref[600] = "", why[2][600] = {"", ""};
-    int rc = harness_ctx_open(&ref, "generic", why_ref, sizeof why_ref);
-    if (rc != 0) {
-        printf("reference backend generic: %s\n", rc > 0 ? why_ref : ap_errmsg());
-        return rc > 0 ? 77 : 1;
+    hx_backend *tests[] = {&avx2, &avx512};
+    const char *names[] = {"avx2", "avx512"};
+    const int n_tests = 2;
+    if (harness_ctx_open(&ref, "generic") != AP_OK) {
+        printf("reference backend generic: %s\n", ap_errmsg());
+        return 1;
     }
-    hx_backend *tests[2] = {&avx2, &avx512};
-    const char *names[2] = {"avx2", "avx512"};
-    const char *skip_why[2] = {why[0], why[1]};
-    for (int t = 0; t < 2; t++) {
-        rc = harness_ctx_open(tests[t], names[t], why[t], sizeof why[t]);
-        if (rc < 0) {
+    if (!ref.available) {
+        printf("reference backend generic: %s\n", ref.why);
+        return 77;
+    }
+    for (int t = 0; t < n_tests; t++) {
+        if (harness_ctx_open(tests[t], names[t]) != AP_OK) {
             printf("backend %s: %s\n", names[t], ap_errmsg());
             return 1;
         }
-        if (rc > 0) {
-            printf("backend %s skipped: %s\n", names[t], why[t]);
-            tests[t] = NULL;
-        }
+        if (!tests[t]->available) printf("backend %s skipped: %s\n", names[t], tests[t]->why);
     }
     printf("reference %s; threads %d; %d cases%s\n", ref.name, ref.ctx.n_threads, selected,
            full ? " (with --full)" : "");
@@ -715,10 +768,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < N_CASES; i++) {
         const hx_case *c = &cases[i];
         if ((only && strcmp(only, c->op)) || (c->full && !full)) continue;
-        harness_run_case(c, i, &ref, tests, names, skip_why, 2, &opt, counts);
+        harness_run_case(c, i, &ref, tests, n_tests, &opt, counts);
     }
-    for (int t = 0; t < 2; t++)
-        if (tests[t]) harness_ctx_close(tests[t]);
+    for (int t = 0; t < n_tests; t++) harness_ctx_close(tests[t]);
     harness_ctx_close(&ref);
 
     int passed = counts[HX_PASS] + counts[HX_XPASS], failed = counts[HX_FAIL];
