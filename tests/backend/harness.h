@@ -64,7 +64,9 @@ struct hx_case {
     void (*setup)(hx_state *s, const hx_case *c);
     int (*forward)(hx_state *s, ap_ctx *ctx, const hx_case *c);
     int (*backward)(hx_state *s, ap_ctx *ctx, const hx_case *c); /* NULL: none */
-    double atol, rtol;   /* forward outputs, test vs reference */
+    /* Test vs reference: |test - ref| <= atol * S + rtol * |ref|, S the
+     * tensor's scale max(1, max |ref|) (harness.c, compare). */
+    double atol, rtol;   /* forward outputs */
     double gatol, grtol; /* gradients, test vs reference */
     double fd_eps, fd_tol;
     int full;                  /* only with --full (full-size shapes) */
