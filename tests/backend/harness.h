@@ -69,6 +69,8 @@ struct hx_case {
     double atol, rtol;   /* forward outputs */
     double gatol, grtol; /* gradients, test vs reference */
     double fd_eps, fd_tol;
+    int inplace;               /* op-specific: run with the aliasing the op allows
+                                  (out = in forward, din = dout backward) */
     int full;                  /* only with --full (full-size shapes) */
     const char *env;           /* "NAME=VALUE" set while the case runs, or NULL */
     const char *known_failure; /* non-NULL: expected to fail, and why */

@@ -45,6 +45,14 @@
 #include "ops/softmax.h"
 #include "ops/timestep.h"
 
+/* In-place cases (hx_case.inplace): dst takes src's values, then the op runs
+ * with dst as both its input and its output. The op's own input tensor
+ * stays intact, so the finite differences still see a pure function. */
+static const ap_tensor *alias(const ap_tensor *dst, const ap_tensor *src) {
+    memcpy(dst->data, src->data, (size_t)ap_numel(dst) * sizeof(float));
+    return dst;
+}
+
 /* ---- conv2d: p = {B, C, H, W, O, k, stride, pad, bias, frozen} ----------- */
 /* frozen: the backward of a frozen layer (LoRA training's base convs): din
  * only, dw and db NULL, and in a shape-only descriptor (conv2d.h). */
@@ -230,7 +238,8 @@ static void gn_setup(hx_state *s, const hx_case *c) {
 }
 
 static int gn_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
-    return ap_group_norm_forward(ctx, HX(s, "y"), HX(s, "mean"), HX(s, "rstd"), HX(s, "x"),
+    const ap_tensor *x = c->inplace ? alias(HX(s, "y"), HX(s, "x")) : HX(s, "x");
+    return ap_group_norm_forward(ctx, HX(s, "y"), HX(s, "mean"), HX(s, "rstd"), x,
                                  HX_OPT(s, "gamma"), HX_OPT(s, "beta"), c->p[4], c->f);
 }
 
@@ -268,7 +277,8 @@ static void ln_setup(hx_state *s, const hx_case *c) {
 }
 
 static int ln_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
-    return ap_layer_norm_forward(ctx, HX(s, "y"), HX(s, "mean"), HX(s, "rstd"), HX(s, "x"),
+    const ap_tensor *x = c->inplace ? alias(HX(s, "y"), HX(s, "x")) : HX(s, "x");
+    return ap_layer_norm_forward(ctx, HX(s, "y"), HX(s, "mean"), HX(s, "rstd"), x,
                                  HX_OPT(s, "gamma"), HX_OPT(s, "beta"), c->f);
 }
 
@@ -296,12 +306,14 @@ static void softmax_setup(hx_state *s, const hx_case *c) {
 }
 
 static int softmax_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
-    return ap_softmax_forward(ctx, HX(s, "y"), HX(s, "x"));
+    const ap_tensor *x = c->inplace ? alias(HX(s, "y"), HX(s, "x")) : HX(s, "x");
+    return ap_softmax_forward(ctx, HX(s, "y"), x);
 }
 
 static int softmax_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     ap_tensor dy = hx_dout(s, hx_find(s, "y"));
-    return ap_softmax_backward(ctx, HX(s, "dx"), &dy, HX(s, "y"));
+    const ap_tensor *dout = c->inplace ? alias(HX(s, "dx"), &dy) : &dy;
+    return ap_softmax_backward(ctx, HX(s, "dx"), dout, HX(s, "y"));
 }
 
 /* Probabilities in [0, 1]; the variants' exp is held to 1 ulp (softmax.h),
@@ -326,6 +338,7 @@ static void act_setup(hx_state *s, const hx_case *c) {
 
 static int act_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     const ap_tensor *y = HX(s, "y"), *x = HX(s, "x");
+    if (c->inplace) x = alias(y, x); /* not GEGLU: its out is half its in */
     switch (c->p[3]) {
     case ACT_SILU: return ap_silu_forward(ctx, y, x);
     case ACT_GELU_ERF: return ap_gelu_forward(ctx, y, x, 0);
@@ -337,13 +350,14 @@ static int act_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
 
 static int act_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     ap_tensor dy = hx_dout(s, hx_find(s, "y"));
-    const ap_tensor *dx = HX(s, "dx"), *x = HX(s, "x");
+    const ap_tensor *dx = HX(s, "dx"), *x = HX(s, "x"), *dout = &dy;
+    if (c->inplace) dout = alias(dx, &dy);
     switch (c->p[3]) {
-    case ACT_SILU: return ap_silu_backward(ctx, dx, &dy, x);
-    case ACT_GELU_ERF: return ap_gelu_backward(ctx, dx, &dy, x, 0);
-    case ACT_GELU_TANH: return ap_gelu_backward(ctx, dx, &dy, x, 1);
-    case ACT_QUICK_GELU: return ap_quick_gelu_backward(ctx, dx, &dy, x);
-    default: return ap_geglu_backward(ctx, dx, &dy, x);
+    case ACT_SILU: return ap_silu_backward(ctx, dx, dout, x);
+    case ACT_GELU_ERF: return ap_gelu_backward(ctx, dx, dout, x, 0);
+    case ACT_GELU_TANH: return ap_gelu_backward(ctx, dx, dout, x, 1);
+    case ACT_QUICK_GELU: return ap_quick_gelu_backward(ctx, dx, dout, x);
+    default: return ap_geglu_backward(ctx, dx, dout, x);
     }
 }
 
@@ -458,6 +472,7 @@ static void ew_setup(hx_state *s, const hx_case *c) {
 
 static int ew_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     const ap_tensor *y = HX(s, "y"), *a = HX(s, "a"), *b = HX_OPT(s, "b");
+    if (c->inplace) a = alias(y, a); /* add, mul, scale, channel bias */
     switch (c->p[0]) {
     case EW_ADD: return ap_add_forward(ctx, y, a, b);
     case EW_MUL: return ap_mul_forward(ctx, y, a, b);
@@ -472,13 +487,14 @@ static int ew_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
 
 static int ew_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     ap_tensor dy = hx_dout(s, hx_find(s, "y"));
-    const ap_tensor *da = HX(s, "da"), *db = HX_OPT(s, "db");
+    const ap_tensor *da = HX(s, "da"), *db = HX_OPT(s, "db"), *dout = &dy;
+    if (c->inplace) dout = alias(da, &dy); /* add, mul, scale, channel bias */
     switch (c->p[0]) {
-    case EW_ADD: return ap_add_backward(ctx, da, db, &dy);
-    case EW_MUL: return ap_mul_backward(ctx, da, db, &dy, HX(s, "a"), HX(s, "b"));
-    case EW_SCALE: return ap_scale_backward(ctx, da, &dy, c->f);
+    case EW_ADD: return ap_add_backward(ctx, da, db, dout);
+    case EW_MUL: return ap_mul_backward(ctx, da, db, dout, HX(s, "a"), HX(s, "b"));
+    case EW_SCALE: return ap_scale_backward(ctx, da, dout, c->f);
     case EW_CONCAT: return ap_concat_channels_backward(ctx, da, db, &dy);
-    case EW_BIAS: return ap_add_channel_bias_backward(ctx, da, db, &dy);
+    case EW_BIAS: return ap_add_channel_bias_backward(ctx, da, db, dout);
     case EW_TO_NLC: return ap_nchw_to_nlc_backward(ctx, da, &dy);
     default: return ap_nlc_to_nchw_backward(ctx, da, &dy);
     }
@@ -593,6 +609,7 @@ static const hx_case cases[] = {
     GN("no spatial (3,8) g2", 3, 8, 0, 0, 2, 1, 0, 1e-5f),
     GN("edge 1 element/group (1,32,1,1) g32", 1, 32, 1, 1, 32, 1, 0, 1e-5f),
     GN("edge odd (1,15,7,9) g5", 1, 15, 7, 9, 5, 1, 0, 1e-5f),
+    GN("in-place SD (1,320,8,8) g32", 1, 320, 8, 8, 32, 1, 0, 1e-5f, .inplace = 1),
     GN("SD (1,320,64,64) g32", 1, 320, 64, 64, 32, 1, 0, 1e-5f, .full = 1),
     GN("VAE (1,128,256,256) g32 eps 1e-6", 1, 128, 256, 256, 32, 1, 0, 1e-6f, .full = 1),
 
@@ -605,6 +622,7 @@ static const hx_case cases[] = {
     LN("edge C=1 (1,3,1)", 1, 3, 1, 1, 1e-5f),
     LN("edge odd (2,5,7) no affine", 2, 5, 7, 0, 1e-5f),
     LN("edge odd C=33 (1,3,33)", 1, 3, 33, 1, 1e-5f),
+    LN("in-place CLIP-L (1,77,768)", 1, 77, 768, 1, 1e-5f, .inplace = 1),
     LN("SD (2,4096,320)", 2, 4096, 320, 1, 1e-5f, .full = 1),
 
     /* softmax over the last axis: CLIP/ViT attention rows, a 1000-way
@@ -616,6 +634,7 @@ static const hx_case cases[] = {
     SOFTMAX("edge (1,1)", 1, 1, 4),
     SOFTMAX("edge odd (3,17)", 3, 17, 4),
     SOFTMAX("edge (1,257)", 1, 257, 4),
+    SOFTMAX("in-place CLIP-L scores (77,77)", 77, 77, 4, .inplace = 1),
     SOFTMAX("SD scores (4096,4096)", 4096, 4096, 4, .full = 1),
 
     /* activations: SiLU in the ResNet blocks (320..1280 channels) and the
@@ -633,6 +652,11 @@ static const hx_case cases[] = {
     ACT("quick_gelu", "CLIP-L mlp (1,77,3072)", 1, 77, 3072, ACT_QUICK_GELU),
     ACT("quick_gelu", "edge (1,1,1)", 1, 1, 1, ACT_QUICK_GELU),
     ACT("quick_gelu", "edge odd (1,1,15)", 1, 1, 15, ACT_QUICK_GELU),
+    ACT("silu", "in-place SD res (1,320,256)", 1, 320, 256, ACT_SILU, .inplace = 1),
+    ACT("gelu", "erf in-place odd (1,17,1283)", 1, 17, 1283, ACT_GELU_ERF, .inplace = 1),
+    ACT("gelu", "tanh in-place odd (1,17,1283)", 1, 17, 1283, ACT_GELU_TANH, .inplace = 1),
+    ACT("quick_gelu", "in-place CLIP-L (1,77,3072)", 1, 77, 3072, ACT_QUICK_GELU,
+        .inplace = 1),
     ACT("geglu", "SD ff (1,64,2560)->1280", 1, 64, 2560, ACT_GEGLU),
     ACT("geglu", "edge (1,1,2)->1", 1, 1, 2, ACT_GEGLU),
     ACT("geglu", "edge odd (1,3,34)->17", 1, 3, 34, ACT_GEGLU),
@@ -668,6 +692,10 @@ static const hx_case cases[] = {
     EW("scale", "SD (1,320,16,16) x0.18215", EW_SCALE, 1, 320, 16, 16, 0, 0.18215f,
        ew_backward),
     EW("scale", "edge odd (1,1,1,15) x-3", EW_SCALE, 1, 1, 1, 15, 0, -3.0f, ew_backward),
+    EW("add", "in-place SD (1,320,8,8)", EW_ADD, 1, 320, 8, 8, 0, 0, ew_backward, .inplace = 1),
+    EW("mul", "in-place odd (1,3,5,7)", EW_MUL, 1, 3, 5, 7, 0, 0, ew_backward, .inplace = 1),
+    EW("scale", "in-place SD (1,320,8,8) x0.5", EW_SCALE, 1, 320, 8, 8, 0, 0.5f, ew_backward,
+       .inplace = 1),
     EW("axpy", "SD skip (1,320,16,16) +0.5x", EW_AXPY, 1, 320, 16, 16, 0, 0.5f, NULL),
     EW("axpy", "edge odd (1,1,1,33) -2x", EW_AXPY, 1, 1, 1, 33, 0, -2.0f, NULL),
     EW("axpy", "edge (1,1,1,1) +1x", EW_AXPY, 1, 1, 1, 1, 0, 1.0f, NULL),
@@ -677,6 +705,8 @@ static const hx_case cases[] = {
     EW("concat_channels", "edge odd (2,3,5,7)+1", EW_CONCAT, 2, 3, 5, 7, 1, 0, ew_backward),
     EW("add_channel_bias", "SD temb (2,320,16,16)", EW_BIAS, 2, 320, 16, 16, 0, 0,
        ew_backward),
+    EW("add_channel_bias", "in-place SD (2,320,8,8)", EW_BIAS, 2, 320, 8, 8, 0, 0,
+       ew_backward, .inplace = 1),
     EW("add_channel_bias", "edge (1,1,1,1)", EW_BIAS, 1, 1, 1, 1, 0, 0, ew_backward),
     EW("add_channel_bias", "edge odd (1,3,5,7)", EW_BIAS, 1, 3, 5, 7, 0, 0, ew_backward),
     EW("nchw_to_nlc", "SD proj_in (1,320,16,16)", EW_TO_NLC, 1, 320, 16, 16, 0, 0,
