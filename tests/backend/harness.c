@@ -29,9 +29,7 @@ int harness_ctx_open(hx_backend *b, const char *variant) {
         if (!strcmp(variant, ap_isa_name((ap_isa)i))) isa = i;
     if (isa < 0) return ap_fail("backend %s: unknown (generic, avx2, avx512)", variant);
     if (!ap_cpu_isa_supported((ap_isa)isa)) {
-        char cpu[400];
-        snprintf(b->why, sizeof b->why, "this CPU lacks %s; %s", variant,
-                 ap_cpu_describe(cpu, (int)sizeof cpu));
+        snprintf(b->why, sizeof b->why, "this CPU lacks %s", variant);
         return AP_OK;
     }
     b->isa = isa;
