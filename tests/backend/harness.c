@@ -343,16 +343,45 @@ static double tol_of(const hx_case *c, hx_kind k, int rel) {
     return rel ? (grad ? c->grtol : c->rtol) : (grad ? c->gatol : c->atol);
 }
 
+/* Appends a reason to why ("; " between reasons). */
+static void add_why(char *why, size_t len, const char *reason) {
+    size_t n = strlen(why);
+    snprintf(why + n, len - n, "%s%s", n ? "; " : "", reason);
+}
+
+/* Compares every output and gradient of ts with rs into fwd / bwd. */
+static void compare_states(const hx_case *c, hx_state *ts, hx_state *rs, const char *pair,
+                           int print, int verbose, cmp_stats *fwd, cmp_stats *bwd) {
+    for (int i = 0; i < ts->n; i++) {
+        hx_tensor *t = &ts->t[i];
+        if (t->kind == HX_IN) continue;
+        cmp_stats one = {0};
+        compare(pair, t->name, t->t.data, rs->t[i].t.data, ap_numel(&t->t),
+                tol_of(c, t->kind, 0), tol_of(c, t->kind, 1), &one, print);
+        cmp_stats *agg = (t->kind == HX_GRAD || t->kind == HX_GRAD_ACC) ? bwd : fwd;
+        if (one.max_abs > agg->max_abs) agg->max_abs = one.max_abs;
+        if (one.max_ref > agg->max_ref) agg->max_ref = one.max_ref;
+        agg->bad += one.bad;
+        if (verbose)
+            printf("      %s %-8s max abs err %.3g, max |ref| %.3g, %lld out of tolerance\n",
+                   pair, t->name, one.max_abs, one.max_ref, (long long)one.bad);
+    }
+}
+
 void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
                       hx_backend *const *tests, int n_tests, const hx_options *opt,
                       int *counts) {
-    char head[160], err[512];
+    static const char *vname[] = {"PASS", "FAIL", "SKIP", "FAIL (known)",
+                                  "PASS (known failure passed: unmark it)"};
+    char head[160], err[512], ref_why[768] = "";
     snprintf(head, sizeof head, "%-18s %-46s", c->op, c->label);
     hx_state rs;
-    int ref_rc = -2;
+    int ref_ran = 0, ref_ok = 0;
+    int expect_fail = c->known_failure != NULL;
+    int print = !expect_fail || opt->verbose;
     env_set(c, 1);
     for (int ti = 0; ti < n_tests; ti++) {
-        char pair[80];
+        char pair[80], why[1600] = "";
         snprintf(pair, sizeof pair, "%s/%s", ref->name, tests[ti]->name);
         if (!tests[ti]->available) {
             printf("%s %-15s SKIP (%s)\n", head, pair, tests[ti]->why);
@@ -360,50 +389,48 @@ void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
             continue;
         }
         double t0 = now();
-        if (ref_rc == -2) { /* the reference runs once for all pairs */
-            ref_rc = run_case_on(c, case_index, ref, &rs, err, sizeof err);
-            if (ref_rc != AP_OK)
-                printf("      %s: reference %s failed: %s\n", c->op, ref->name, err);
+        if (!ref_ran) { /* the reference runs once for all pairs */
+            ref_ran = 1;
+            if (run_case_on(c, case_index, ref, &rs, err, sizeof err) != AP_OK)
+                snprintf(ref_why, sizeof ref_why, "reference %s failed: %s", ref->name, err);
+            else if (!inputs_intact(&rs, err, sizeof err))
+                snprintf(ref_why, sizeof ref_why, "reference %s: %s", ref->name, err);
+            else ref_ok = 1;
         }
         hx_state ts;
-        int rc = run_case_on(c, case_index, tests[ti], &ts, err, sizeof err);
-        int fail = rc != AP_OK || ref_rc != AP_OK;
-        char why[768] = "";
-        if (rc != AP_OK) snprintf(why, sizeof why, "%s failed: %s", tests[ti]->name, err);
-        else if (ref_rc != AP_OK) snprintf(why, sizeof why, "reference failed");
+        int ok = ref_ok;
+        if (!ref_ok) add_why(why, sizeof why, ref_why);
+        if (run_case_on(c, case_index, tests[ti], &ts, err, sizeof err) != AP_OK) {
+            char r[640];
+            snprintf(r, sizeof r, "%s failed: %s", tests[ti]->name, err);
+            add_why(why, sizeof why, r);
+            ok = 0;
+        }
         cmp_stats fwd = {0}, bwd = {0};
         double fd = 0;
-        int expect_fail = c->known_failure != NULL;
-        int print = !expect_fail || opt->verbose;
-        if (!fail) {
-            if (!inputs_intact(&ts, why, sizeof why)) fail = 1;
-            for (int i = 0; i < ts.n; i++) {
-                hx_tensor *t = &ts.t[i];
-                if (t->kind == HX_IN) continue;
-                cmp_stats one = {0};
-                compare(pair, t->name, t->t.data, rs.t[i].t.data, ap_numel(&t->t),
-                        tol_of(c, t->kind, 0), tol_of(c, t->kind, 1), &one, print);
-                cmp_stats *agg = (t->kind == HX_GRAD || t->kind == HX_GRAD_ACC) ? &bwd : &fwd;
-                if (one.max_abs > agg->max_abs) agg->max_abs = one.max_abs;
-                if (one.max_ref > agg->max_ref) agg->max_ref = one.max_ref;
-                agg->bad += one.bad;
-                if (opt->verbose)
-                    printf("      %s %-8s max abs err %.3g, max |ref| %.3g, %lld out of tolerance\n",
-                           pair, t->name, one.max_abs, one.max_ref, (long long)one.bad);
+        if (ok) {
+            if (!inputs_intact(&ts, err, sizeof err)) {
+                add_why(why, sizeof why, err);
+                ok = 0;
             }
+            compare_states(c, &ts, &rs, pair, print, opt->verbose, &fwd, &bwd);
             if (fwd.bad || bwd.bad) {
-                fail = 1;
-                snprintf(why, sizeof why, "%lld forward, %lld gradient values out of tolerance",
+                char r[128];
+                snprintf(r, sizeof r, "%lld forward, %lld gradient values out of tolerance",
                          (long long)fwd.bad, (long long)bwd.bad);
+                add_why(why, sizeof why, r);
+                ok = 0;
             }
             if (c->backward) {
                 int op_failed = 0;
                 fd = fd_check(c, &ts, tests[ti], c->full ? opt->fd_points_full : opt->fd_points,
                               pair, print, &op_failed);
-                if (!(fd <= c->fd_tol)) {
-                    if (!fail)
-                        snprintf(why, sizeof why, "finite differences disagree with the backward");
-                    fail = 1;
+                if (op_failed) {
+                    add_why(why, sizeof why, "the forward failed during finite differences");
+                    ok = 0;
+                } else if (!(fd <= c->fd_tol)) {
+                    add_why(why, sizeof why, "finite differences disagree with the backward");
+                    ok = 0;
                 }
             }
         }
@@ -415,16 +442,15 @@ void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
             snprintf(line + o, sizeof line - (size_t)o,
                      "  bwd %.1e rel %.1e (tol %.0e*S+%.0e|ref|)  fd %.1e (tol %.0e)", bwd.max_abs,
                      rel_of(&bwd), c->gatol, c->grtol, fd, c->fd_tol);
-        hx_verdict v = fail ? (expect_fail ? HX_XFAIL : HX_FAIL)
-                            : (expect_fail ? HX_XPASS : HX_PASS);
-        static const char *vname[] = {"PASS", "FAIL", "SKIP", "FAIL (known)", "PASS (known failure passed)"};
+        hx_verdict v = !ok ? (expect_fail ? HX_XFAIL : HX_FAIL)
+                           : (expect_fail ? HX_XPASS : HX_PASS);
         printf("%s %-15s %s  %s [%.2f s]\n", head, pair, line, vname[v], now() - t0);
-        if (fail) printf("      %s: %s\n", pair, why);
+        if (!ok) printf("      %s: %s\n", pair, why);
         if (expect_fail) printf("      known failure: %s\n", c->known_failure);
         counts[v]++;
         state_free(&ts);
         fflush(stdout);
     }
-    if (ref_rc != -2) state_free(&rs);
+    if (ref_ran) state_free(&rs);
     env_set(c, 0);
 }
