@@ -270,7 +270,9 @@ static void compare(const char *pair, const char *name, const float *got, const 
             if (print && shown++ < 3)
                 printf("      %s %s[%lld]: test %.9g ref %.9g (abs err %.3g)%s\n", pair, name,
                        (long long)i, g, w, d,
-                       isnan(g) ? " <- not written (poison)" : isnan(w) ? " <- ref not written" : "");
+                       isnan(g)   ? " <- not written (poison)"
+                       : isnan(w) ? " <- ref not written"
+                                  : "");
         }
     }
 }

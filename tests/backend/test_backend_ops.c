@@ -180,13 +180,14 @@ static int gemm_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     {.op = "gemm", .label = label_, .p = {ta, tb, M, N, K, beta4, items, pad}, .f = alpha, \
      .setup = gemm_setup, .forward = gemm_forward, .atol = 2e-5, .rtol = 1e-4}
 
-/* ---- attention: p = {B, Lq, Lk, H, D, causal} ---------------------------- */
+/* ---- attention: p = {B, Lq, Lk, H, D, causal, qk range}; range 0: 2 ------- */
 
 static void attn_setup(hx_state *s, const hx_case *c) {
     const int *p = c->p;
     int64_t HD = (int64_t)p[3] * p[4];
-    int q = hx_in(s, "q", -2, 2, HX_DIMS(p[0], p[1], HD));
-    int k = hx_in(s, "k", -2, 2, HX_DIMS(p[0], p[2], HD));
+    float r = p[6] ? (float)p[6] : 2.0f;
+    int q = hx_in(s, "q", -r, r, HX_DIMS(p[0], p[1], HD));
+    int k = hx_in(s, "k", -r, r, HX_DIMS(p[0], p[2], HD));
     int v = hx_in(s, "v", -1, 1, HX_DIMS(p[0], p[2], HD));
     hx_out(s, "out", HX_DIMS(p[0], p[1], HD));
     hx_aux(s, "lse", HX_DIMS(p[0], p[3], p[1]));
@@ -213,7 +214,11 @@ static int attn_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
  * allows 2e-5 + 1e-4 rel; the same here. FD: eps 1e-2 (softmax curvature
  * gives ~1e-5 truncation), tolerance 2e-3. */
 #define ATTN(label_, B, Lq, Lk, H, D, causal, ...)                                        \
-    {.op = "attention", .label = label_, .p = {B, Lq, Lk, H, D, causal},                  \
+    ATTN_(label_, B, Lq, Lk, H, D, causal, 0, __VA_ARGS__)
+#define ATTN_RANGE(label_, B, Lq, Lk, H, D, causal, range, ...)                           \
+    ATTN_(label_, B, Lq, Lk, H, D, causal, range, __VA_ARGS__)
+#define ATTN_(label_, B, Lq, Lk, H, D, causal, range, ...)                                \
+    {.op = "attention", .label = label_, .p = {B, Lq, Lk, H, D, causal, range},           \
      .setup = attn_setup, .forward = attn_forward, .backward = attn_backward,             \
      .atol = 2e-5, .rtol = 1e-4, .gatol = 2e-5, .grtol = 1e-4, .fd_eps = 1e-2,            \
      .fd_tol = 2e-3, __VA_ARGS__}
@@ -324,14 +329,15 @@ static int softmax_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
      .rtol = 1e-5, .gatol = 1e-6, .grtol = 1e-5, .fd_eps = 1e-2, .fd_tol = 2e-3,          \
      __VA_ARGS__}
 
-/* ---- activations: p = {n0, n1, n2, kind} ---------------------------------- */
+/* ---- activations: p = {n0, n1, n2, kind, range}; range 0: 6 --------------- */
 
 enum { ACT_SILU, ACT_GELU_ERF, ACT_GELU_TANH, ACT_QUICK_GELU, ACT_GEGLU };
 
 static void act_setup(hx_state *s, const hx_case *c) {
     const int *p = c->p;
     int64_t n_out = p[3] == ACT_GEGLU ? p[2] / 2 : p[2];
-    int x = hx_in(s, "x", -6, 6, HX_DIMS(p[0], p[1], p[2]));
+    float r = p[4] ? (float)p[4] : 6.0f;
+    int x = hx_in(s, "x", -r, r, HX_DIMS(p[0], p[1], p[2]));
     hx_out(s, "y", HX_DIMS(p[0], p[1], n_out));
     if (c->backward) hx_grad(s, "dx", x);
 }
@@ -364,8 +370,11 @@ static int act_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
 /* Pointwise; the variants' exp/erf/tanh differ by a few ulp on inputs in
  * [-6, 6] (outputs up to 6): atol 2e-6 + rtol 1e-5. FD: eps 1e-2
  * (third derivatives are O(1): truncation ~2e-5), tolerance 1e-3. */
-#define ACT(op_, label_, n0, n1, n2, kind, ...)                                            \
-    {.op = op_, .label = label_, .p = {n0, n1, n2, kind}, .setup = act_setup,             \
+#define ACT(op_, label_, n0, n1, n2, kind, ...) ACT_(op_, label_, n0, n1, n2, kind, 0, __VA_ARGS__)
+#define ACT_RANGE(op_, label_, n0, n1, n2, kind, range, ...)                             \
+    ACT_(op_, label_, n0, n1, n2, kind, range, __VA_ARGS__)
+#define ACT_(op_, label_, n0, n1, n2, kind, range, ...)                                   \
+    {.op = op_, .label = label_, .p = {n0, n1, n2, kind, range}, .setup = act_setup,      \
      .forward = act_forward, .backward = act_backward, .atol = 2e-6, .rtol = 1e-5,        \
      .gatol = 2e-6, .grtol = 1e-5, .fd_eps = 1e-2, .fd_tol = 1e-3, __VA_ARGS__}
 
@@ -595,6 +604,7 @@ static const hx_case cases[] = {
     ATTN("edge causal tiles+1 (1,257,1x24)", 1, 257, 257, 1, 24, 1),
     ATTN("edge causal odd (3,5,2x3)", 3, 5, 5, 2, 3, 1),
     ATTN("edge D=1 (2,7|9,3x1)", 2, 7, 9, 3, 1, 0),
+    ATTN_RANGE("peaked scores q,k in +-6 (1,300,2x64)", 1, 300, 300, 2, 64, 0, 6),
     ATTN("SD self D=40 (1,4096,8x40)", 1, 4096, 4096, 8, 40, 0, .full = 1),
     ATTN("ViT-H D=80 (1,257,16x80)", 1, 257, 257, 16, 80, 0, .full = 1),
 
@@ -605,6 +615,7 @@ static const hx_case cases[] = {
     GN("SD (2,1280,4,4) g32", 2, 1280, 4, 4, 32, 1, 0, 1e-5f),
     GN("VAE (1,512,8,8) g32 eps 1e-6", 1, 512, 8, 8, 32, 1, 0, 1e-6f),
     GN("shifted mean 100 (1,64,8,8) g32", 1, 64, 8, 8, 32, 1, 100, 1e-5f),
+    GN("shifted mean 300 (1,320,8,8) g32", 1, 320, 8, 8, 32, 1, 300, 1e-5f),
     GN("no affine (2,6,5,3) g3", 2, 6, 5, 3, 3, 0, 0, 1e-5f),
     GN("no spatial (3,8) g2", 3, 8, 0, 0, 2, 1, 0, 1e-5f),
     GN("edge 1 element/group (1,32,1,1) g32", 1, 32, 1, 1, 32, 1, 0, 1e-5f),
@@ -657,6 +668,11 @@ static const hx_case cases[] = {
     ACT("gelu", "tanh in-place odd (1,17,1283)", 1, 17, 1283, ACT_GELU_TANH, .inplace = 1),
     ACT("quick_gelu", "in-place CLIP-L (1,77,3072)", 1, 77, 3072, ACT_QUICK_GELU,
         .inplace = 1),
+    ACT_RANGE("silu", "tails in +-100 (1,7,33)", 1, 7, 33, ACT_SILU, 100),
+    ACT_RANGE("gelu", "erf tails in +-100 (1,7,33)", 1, 7, 33, ACT_GELU_ERF, 100),
+    ACT_RANGE("gelu", "tanh tails in +-100 (1,7,33)", 1, 7, 33, ACT_GELU_TANH, 100),
+    ACT_RANGE("quick_gelu", "tails in +-100 (1,7,33)", 1, 7, 33, ACT_QUICK_GELU, 100),
+    ACT_RANGE("geglu", "tails in +-100 (1,7,66)->33", 1, 7, 66, ACT_GEGLU, 100),
     ACT("geglu", "SD ff (1,64,2560)->1280", 1, 64, 2560, ACT_GEGLU),
     ACT("geglu", "edge (1,1,2)->1", 1, 1, 2, ACT_GEGLU),
     ACT("geglu", "edge odd (1,3,34)->17", 1, 3, 34, ACT_GEGLU),
