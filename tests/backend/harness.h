@@ -22,7 +22,12 @@
  *
  * Backends: today the CPU backend in its kernel variants (core/isa.h):
  * "generic", "avx2", "avx512". harness_ctx_open() is the one place that knows
- * how a variant is chosen; a CUDA backend would be one more name there.
+ * how a variant is chosen. A CUDA backend is one more name there plus a copy
+ * of the state's tensors to the device before each forward / backward and
+ * back after (every tensor a case uses is declared in its hx_state, so this
+ * is one loop in harness.c); comparisons, loss and finite differences stay
+ * on the host. Case functions touch data directly only in alias() (in-place
+ * cases) and gemm's raw pointers: those would take the backend's copy.
  */
 #ifndef AP_HARNESS_H
 #define AP_HARNESS_H
