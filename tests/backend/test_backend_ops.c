@@ -11,11 +11,14 @@
  *
  *   test_backend_ops [--op NAME] [--full] [--list] [--fd-points N] [--verbose]
  *
- * The default set uses the models' real channel counts, head dims and kernel
- * sizes with small batch and spatial sizes (a 16x16 latent instead of 64x64,
- * 65 ViT tokens instead of 257) and runs in well under a minute on 2 cores;
- * --full adds the full-size layers (SD 64x64 latent, 4096-token attention,
- * ViT-H 257 tokens, the 512->224 reward resize), minutes each.
+ * The default set (143 cases) uses the models' real channel counts, head
+ * dims and kernel sizes with small batch and spatial sizes (a 16x16 latent
+ * instead of 64x64, 65 ViT tokens instead of 257), plus edge, in-place and
+ * frozen-layer (din only) cases: ~10 s on the 2-core dev box in a release
+ * build when it is otherwise idle (~35 s beside other work), ~35 s under
+ * AddressSanitizer. --full adds 18 full-size layers (SD 64x64 latent, SD
+ * 4096-token attention, ViT-H 257 tokens, VAE 128x128x256 conv, the 512->224
+ * reward resize) with 2 finite-difference points each: ~90 s more.
  *
  * Tolerances: |test - ref| <= atol * S + rtol * |ref| elementwise, with S =
  * max(1, max |ref|) over the tensor: float sums err in proportion to their
