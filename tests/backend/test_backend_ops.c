@@ -18,7 +18,7 @@
  * build when it is otherwise idle (~35 s beside other work), ~35 s under
  * AddressSanitizer. --full adds 18 full-size layers (SD 64x64 latent, SD
  * 4096-token attention, ViT-H 257 tokens, VAE 128x128x256 conv, the 512->224
- * reward resize) with 2 finite-difference points each: ~90 s more.
+ * reward resize) with 2 finite-difference points each: 1.5-2 min more.
  *
  * Tolerances: |test - ref| <= atol * S + rtol * |ref| elementwise, with S =
  * max(1, max |ref|) over the tensor: float sums err in proportion to their
