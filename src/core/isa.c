@@ -84,14 +84,6 @@ int ap_cpu_isa_init(void) {
     return ap_fail("AP_CPU_ISA: expected avx512, avx2 or generic, found \"%s\"", e);
 }
 
-int ap_cpu_isa_force(ap_isa isa) {
-    if ((int)isa < 0 || isa >= AP_ISA_COUNT || !ap_cpu_isa_supported(isa))
-        return ap_fail("kernel variant %s: this CPU does not support it",
-                       ap_isa_name(isa));
-    g_isa = isa;
-    return AP_OK;
-}
-
 ap_isa ap_cpu_isa(void) {
     if (g_isa < 0 && ap_cpu_isa_init() != AP_OK) g_isa = AP_ISA_GENERIC;
     return (ap_isa)g_isa;

@@ -26,9 +26,6 @@ typedef enum { AP_ISA_GENERIC = 0, AP_ISA_AVX2 = 1, AP_ISA_AVX512 = 2, AP_ISA_CO
 int ap_cpu_isa_init(void);
 /* The variant in use (initialising on first use; GENERIC if that failed). */
 ap_isa ap_cpu_isa(void);
-/* Switches the process's variant, the one contexts made afterwards take
- * (ap_ctx_set_isa changes one context's); AP_ERR when the CPU lacks it. */
-int ap_cpu_isa_force(ap_isa isa);
 /* 1 when this CPU can run the variant. */
 int ap_cpu_isa_supported(ap_isa isa);
 /* "avx512", "avx2", "generic". */

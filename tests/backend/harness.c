@@ -16,11 +16,8 @@
 
 /* ---- backends ---------------------------------------------------------- */
 
-/* Today a backend is the CPU backend with one kernel variant, and the variant
- * is a process-wide setting (ap_cpu_isa_force): open records it, and
- * backend_use() switches to it before each run. When the variant becomes a
- * field of ap_ctx, open sets that field and backend_use() goes away; a CUDA
- * backend is one more name here. */
+/* Today a backend is the CPU backend with one kernel variant, a field of its
+ * context (ap_ctx.isa); a CUDA backend is one more name here. */
 int harness_ctx_open(hx_backend *b, const char *variant) {
     memset(b, 0, sizeof *b);
     snprintf(b->name, sizeof b->name, "%s", variant);
@@ -34,6 +31,7 @@ int harness_ctx_open(hx_backend *b, const char *variant) {
     }
     b->isa = isa;
     if (ap_ctx_init(&b->ctx, 0) != AP_OK) return AP_ERR;
+    if (ap_ctx_set_isa(&b->ctx, (ap_isa)isa) != AP_OK) return AP_ERR;
     b->available = 1;
     return AP_OK;
 }
@@ -43,12 +41,8 @@ void harness_ctx_close(hx_backend *b) {
     b->available = 0;
 }
 
-static void backend_use(const hx_backend *b) {
-    if (ap_cpu_isa_force((ap_isa)b->isa) != AP_OK) {
-        fprintf(stderr, "backend %s: %s\n", b->name, ap_errmsg());
-        exit(1);
-    }
-}
+/* The case's conv2d path on this backend's context. */
+static void backend_use(hx_backend *b, const hx_case *c) { b->ctx.conv_path = c->conv_path; }
 
 /* ---- tensors ----------------------------------------------------------- */
 
@@ -179,21 +173,12 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static void env_set(const hx_case *c, int on) {
-    if (!c->env) return;
-    char name[64];
-    const char *eq = strchr(c->env, '=');
-    snprintf(name, sizeof name, "%.*s", (int)(eq - c->env), c->env);
-    if (on) setenv(name, eq + 1, 1);
-    else unsetenv(name);
-}
-
 static int run_forward(hx_state *s, hx_backend *b, const hx_case *c) {
     for (int i = 0; i < s->n; i++)
         if (s->t[i].kind == HX_OUT && s->t[i].init)
             memcpy(s->t[i].t.data, s->t[i].init,
                    (size_t)ap_numel(&s->t[i].t) * sizeof(float));
-    backend_use(b);
+    backend_use(b, c);
     return c->forward(s, &b->ctx, c);
 }
 
@@ -381,7 +366,6 @@ void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
     int ref_ran = 0, ref_ok = 0;
     int expect_fail = c->known_failure != NULL;
     int print = !expect_fail || opt->verbose;
-    env_set(c, 1);
     for (int ti = 0; ti < n_tests; ti++) {
         char pair[80], why[1600] = "";
         snprintf(pair, sizeof pair, "%s/%s", ref->name, tests[ti]->name);
@@ -454,5 +438,4 @@ void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
         fflush(stdout);
     }
     if (ref_ran) state_free(&rs);
-    env_set(c, 0);
 }

@@ -77,7 +77,7 @@ struct hx_case {
     int inplace;               /* op-specific: run with the aliasing the op allows
                                   (out = in forward, din = dout backward) */
     int full;                  /* only with --full (full-size shapes) */
-    const char *env;           /* "NAME=VALUE" set while the case runs, or NULL */
+    ap_conv_path conv_path;    /* conv2d path of the case (AP_CONV_AUTO: the default) */
     const char *known_failure; /* non-NULL: expected to fail, and why */
 };
 

@@ -39,7 +39,7 @@
 #include "harness.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
-#include "ops/blas.h"
+#include "cpu/blas.h"
 #include "ops/conv2d.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
@@ -528,9 +528,9 @@ static const hx_case cases[] = {
      * embedding 14x14 s14 3->1280. Default: 8x8..32x32 maps. */
     CONV("SD conv_in 3x3 (1,4,16,16)->320", 1, 4, 16, 16, 320, 3, 1, 1, 1),
     CONV("SD res 3x3 (1,320,8,8)->320 winograd", 1, 320, 8, 8, 320, 3, 1, 1, 1,
-         .env = "AP_CONV2D_WINOGRAD=1"),
+         .conv_path = AP_CONV_WINOGRAD),
     CONV("SD res 3x3 (1,320,8,8)->320 direct", 1, 320, 8, 8, 320, 3, 1, 1, 1,
-         .env = "AP_CONV2D_DIRECT=1"),
+         .conv_path = AP_CONV_DIRECT),
     CONV("winograd by size 3x3 (1,64,32,32)->64", 1, 64, 32, 32, 64, 3, 1, 1, 1),
     CONV("SD res 3x3 (1,1280,4,4)->1280", 1, 1280, 4, 4, 1280, 3, 1, 1, 1),
     CONV("SD down 3x3 s2 (1,320,16,16)->320", 1, 320, 16, 16, 320, 3, 2, 1, 1),
@@ -547,7 +547,7 @@ static const hx_case cases[] = {
     CONV("edge 3x3 pad 0 (1,17,9,10)->13", 1, 17, 9, 10, 13, 3, 1, 0, 1),
     CONV("edge 1x1 s2 (1,33,7,7)->35", 1, 33, 7, 7, 35, 1, 2, 0, 1),
     CONV("edge winograd odd (2,67,9,11)->70", 2, 67, 9, 11, 70, 3, 1, 1, 1,
-         .env = "AP_CONV2D_WINOGRAD=1"),
+         .conv_path = AP_CONV_WINOGRAD),
     CONV("SD res 3x3 (1,320,64,64)->320", 1, 320, 64, 64, 320, 3, 1, 1, 1, .full = 1),
     CONV("SD down 3x3 s2 (1,640,32,32)->640", 1, 640, 32, 32, 640, 3, 2, 1, 1, .full = 1),
     CONV("VAE dec 3x3 (1,256,128,128)->256", 1, 256, 128, 128, 256, 3, 1, 1, 1, .full = 1),
