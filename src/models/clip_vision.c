@@ -10,7 +10,7 @@
 
 #include "core/err.h"
 #include "models/clip_common.h"
-#include "ops/blas.h"
+#include "ops/matmul.h"
 #include "ops/conv2d.h"
 #include "ops/linear.h"
 #include "ops/norm.h"
@@ -113,10 +113,9 @@ int ap_vit_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_vit_saved *sv,
     if (ap_layer_norm_forward(ctx, &s->pooled, &s->post_mean, &s->post_rstd, &s->cls_tok, &v->post_w,
                               &v->post_b, v->eps))
         goto out;
-    if (v->proj_in_out)
-        ap_gemm(ctx, 0, 0, (int)B, (int)P, (int)C, 1.0f, pooled, (int)C, v->proj.data, (int)P, 0.0f,
-                out->data, (int)P);
-    else if (ap_linear_forward(ctx, out, &s->pooled, &v->proj, NULL))
+    if (v->proj_in_out) { /* proj (C, P): out = pooled . proj */
+        if (ap_matmul(ctx, out, &s->pooled, &v->proj, 0, 0, 1.0f, 0.0f)) goto out;
+    } else if (ap_linear_forward(ctx, out, &s->pooled, &v->proj, NULL))
         goto out;
     rc = AP_OK;
 out:
@@ -139,10 +138,9 @@ int ap_vit_backward(ap_ctx *ctx, ap_arena *tmp, const ap_vit *v, const ap_vit_sa
           *dxc = take(tmp, B * C * g * g, "vit d(patch embeddings)");
     if (!dpool || !dcls || !d0 || !d1 || !dxc) goto out;
     ap_tensor tdpool = ap_t2(dpool, B, C), tdcls = ap_t2(dcls, B, C);
-    if (v->proj_in_out)
-        ap_gemm(ctx, 0, 1, (int)B, (int)C, (int)P, 1.0f, dout->data, (int)P, v->proj.data, (int)P,
-                0.0f, dpool, (int)C);
-    else if (ap_linear_backward(ctx, &tdpool, NULL, NULL, dout, &tdpool, &v->proj))
+    if (v->proj_in_out) { /* d(pooled) = dout . projᵀ */
+        if (ap_matmul(ctx, &tdpool, dout, &v->proj, 0, 1, 1.0f, 0.0f)) goto out;
+    } else if (ap_linear_backward(ctx, &tdpool, NULL, NULL, dout, &tdpool, &v->proj))
         goto out;
     if (ap_layer_norm_backward(ctx, &tdcls, NULL, NULL, &tdpool, &s->cls_tok, &s->post_mean,
                                &s->post_rstd, &v->post_w))

@@ -11,7 +11,7 @@
 
 #include "core/err.h"
 #include "models/clip_common.h"
-#include "ops/blas.h"
+#include "ops/matmul.h"
 
 #define HPS_NORM_EPS 1e-12f /* F.normalize */
 
@@ -174,8 +174,8 @@ int ap_hps_encode_text(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_ten
             if (ids[b * N + i] > ids[b * N + best]) best = i;
         memcpy(pooled + b * Ct, h + (b * N + best) * Ct, (size_t)Ct * sizeof(float));
     }
-    ap_gemm(ctx, 0, 0, (int)B, (int)E, (int)Ct, 1.0f, pooled, (int)Ct, m->text_proj.data, (int)E,
-            0.0f, feats->data, (int)E);
+    ap_tensor tpool = ap_t2(pooled, B, Ct);
+    if (ap_matmul(ctx, feats, &tpool, &m->text_proj, 0, 0, 1.0f, 0.0f)) goto out;
     if (ap_l2norm_forward(ctx, feats, &tn, feats, HPS_NORM_EPS)) goto out;
     rc = AP_OK;
 out:
