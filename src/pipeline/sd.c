@@ -162,8 +162,10 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
         rc = ap_unet_forward(ctx, &sd->unet, NULL, &tmp, &te, &tx, &tt, &tc);
         if (rc) break;
         /* eps_u = eps[0..n), eps_c = eps[n..2n): combined into eps[0..n) */
-        ap_cfg_combine(eps, eps, eps + n * lat, o->guidance, n * lat);
-        rc = ap_ddim_step(&sched, i, x + n * lat, x + n * lat, eps, NULL, n * lat);
+        ap_tensor teu = ap_t4(eps, n, Cl, h, w), tec = ap_t4(eps + n * lat, n, Cl, h, w);
+        ap_tensor txc = ap_t4(x + n * lat, n, Cl, h, w);
+        rc = ap_guidance_forward(ctx, &teu, &teu, &tec, o->guidance);
+        if (!rc) rc = ap_ddim_step(ctx, &sched, i, &txc, &txc, &teu, NULL);
         char what[96];
         snprintf(what, sizeof what, "sample: DDIM step %d of %d (t = %d): latents", i + 1,
                  sched.steps, sched.timesteps[i]);

@@ -141,11 +141,12 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
             ap_tensor tx = ap_t4(ch->x2, 2, C, h, w), te = ap_t4(ch->eps2, 2, C, h, w);
             ap_tensor tt = ap_t1(ch->ts2, 2), tc = ap_t3(ch->ctx2, 2, ch->L, ch->D);
             AP_TRY(ap_unet_forward(ctx, ch->unet, NULL, &ch->unet_tmp, &te, &tx, &tt, &tc));
-            ap_cfg_combine(ch->eps2, ch->eps2, ch->eps2 + n, ch->guidance, (int64_t)n);
+            ap_tensor teu = ap_t4(ch->eps2, 1, C, h, w), tec = ap_t4(ch->eps2 + n, 1, C, h, w);
+            AP_TRY(ap_guidance_forward(ctx, &teu, &teu, &tec, ch->guidance));
             if (ch->eps_store)
                 memcpy(ch->eps_store + ((size_t)i * (size_t)b + (size_t)k) * n, ch->eps2, n * sizeof(float));
-            AP_TRY(ap_ddim_step(&ch->sched, i, xo + (size_t)k * n, xi + (size_t)k * n, ch->eps2, NULL,
-                                (int64_t)n));
+            ap_tensor txo = ap_t4(xo + (size_t)k * n, 1, C, h, w), txi = ap_t4(xi + (size_t)k * n, 1, C, h, w);
+            AP_TRY(ap_ddim_step(ctx, &ch->sched, i, &txo, &txi, &teu, NULL));
         }
         AP_TRY(check_finite(xo, bn, "the latents", i));
         if (io->dloss && i == S / 2) ap_killpoint("sample");
@@ -182,7 +183,9 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
         const float *xi = lat + (size_t)i * (size_t)b * n;
         const float *ei = ch->eps_store ? ch->eps_store + (size_t)i * (size_t)b * n : NULL;
         /* dx <- c_x dx (the latent path), deps = c_eps dx */
-        AP_TRY(ap_ddim_step_backward(&ch->sched, i, ch->dx, ch->deps, ch->dx, xi, ei, bn));
+        ap_tensor tdxb = ap_t4(ch->dx, b, C, h, w), tdeb = ap_t4(ch->deps, b, C, h, w);
+        ap_tensor txb = ap_t4((float *)xi, b, C, h, w), teb = ap_t4((float *)ei, b, C, h, w);
+        AP_TRY(ap_ddim_step_backward(ctx, &ch->sched, i, &tdxb, &tdeb, &tdxb, &txb, &teb));
         if (i == (S + first) / 2) ap_killpoint("backward");
         /* recompute step i's UNet call with a tape, one attached sample at a
          * time ([x_k; x_k] with [uncond; cond_k]): the tape holds one sample's
@@ -198,7 +201,8 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
             AP_TRY(ap_unet_forward(ctx, ch->unet, &ch->unet_tape, &ch->unet_tmp, &te, &tx, &tt, &tc));
             memcpy(ch->d2, ch->deps + (size_t)k * n, n * sizeof(float));
             /* deps_u = (1 - g) deps, deps_c = g deps */
-            ap_cfg_combine_backward(ch->d2, ch->d2 + n, ch->d2, ch->guidance, (int64_t)n);
+            ap_tensor tdu = ap_t4(ch->d2, 1, C, h, w), tdc = ap_t4(ch->d2 + n, 1, C, h, w);
+            AP_TRY(ap_guidance_backward(ctx, &tdu, &tdc, &tdu, ch->guidance));
             ap_tensor td = ap_t4(ch->d2, 2, C, h, w), tdx2 = ap_t4(ch->dx2, 2, C, h, w);
             AP_TRY(ap_unet_backward(ctx, ch->unet, &ch->unet_tmp, &tdx2, &td));
             float *d = ch->dx + (size_t)k * n;
