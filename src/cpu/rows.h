@@ -1,0 +1,19 @@
+/* cpu/rows.h: CPU bodies of the row ops (ops/rows.h). They trust their
+ * arguments (the public ops checked them). */
+#ifndef AP_CPU_ROWS_H
+#define AP_CPU_ROWS_H
+
+#include "ops/rows.h"
+
+int ap_cpu_copy(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+int ap_cpu_tensor_read(ap_ctx *ctx, float *host, const ap_tensor *t);
+int ap_cpu_tensor_write(ap_ctx *ctx, const ap_tensor *t, const float *host);
+int ap_cpu_fill(ap_ctx *ctx, const ap_tensor *out, float value);
+int ap_cpu_gather_rows(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, const int *idx,
+                       int m);
+int ap_cpu_gather_rows_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout,
+                                const int *idx, int m);
+int ap_cpu_sum_rows(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, int accumulate);
+int ap_cpu_count_nonfinite(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+
+#endif

@@ -1,0 +1,146 @@
+/* rows.c: argument checks of the row ops (rows.h) and the finite check
+ * built on them; the bodies are in cpu/rows.c.
+ *
+ * Accumulation rule: activation grads = (ap_sum_rows += when asked).
+ */
+#include "ops/rows.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/finite.h"
+#include "cpu/rows.h"
+
+static int need(const char *op, const char *arg, const ap_tensor *t) {
+    if (ap_present(t) && t->ndim >= 1) return AP_OK;
+    return ap_fail("%s: %s: expected a tensor, found none", op, arg);
+}
+
+/* b has a's trailing dims (any first dim). */
+static int same_rows(const char *op, const char *arg_a, const ap_tensor *a, const char *arg_b,
+                     const ap_tensor *b) {
+    AP_TRY(need(op, arg_a, a));
+    AP_TRY(need(op, arg_b, b));
+    int ok = a->ndim == b->ndim;
+    for (int i = 1; ok && i < a->ndim; i++) ok = a->shape[i] == b->shape[i];
+    if (ok) return AP_OK;
+    char sa[160], sb[160];
+    return ap_fail("%s: %s: expected the trailing dims of %s %s, found %s", op, arg_b, arg_a,
+                   ap_shape_str(a, sa, sizeof sa), ap_shape_str(b, sb, sizeof sb));
+}
+
+static int check_idx(const char *op, const int *idx, int m, int64_t N, int64_t rows_out) {
+    if (m < 1 || !idx) return ap_fail("%s: idx: expected at least one row index, found none", op);
+    if (m != rows_out)
+        return ap_fail("%s: idx: expected as many indices as rows of the gathered tensor (%lld), "
+                       "found %d", op, (long long)rows_out, m);
+    for (int j = 0; j < m; j++)
+        if (idx[j] < 0 || idx[j] >= N)
+            return ap_fail("%s: idx[%d]: expected a row index in 0..%lld, found %d", op, j,
+                           (long long)N - 1, idx[j]);
+    return AP_OK;
+}
+
+ap_tensor ap_rows(const ap_tensor *t, int64_t r0, int64_t n) {
+    ap_tensor v = *t;
+    if (!t->data || t->ndim < 1 || r0 < 0 || n < 1 || r0 + n > t->shape[0]) {
+        v.data = NULL;
+        return v;
+    }
+    v.data = t->data + r0 * (ap_numel(t) / t->shape[0]);
+    v.shape[0] = n;
+    return v;
+}
+
+ap_tensor ap_row(const ap_tensor *t, int64_t i) {
+    ap_tensor v = ap_rows(t, i, 1);
+    if (v.ndim > 1) {
+        for (int d = 1; d < v.ndim; d++) v.shape[d - 1] = v.shape[d];
+        v.ndim--;
+    }
+    return v;
+}
+
+int ap_copy(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
+    AP_TRY(ap_expect_same("copy", "in", in, "out", out));
+    return ap_cpu_copy(ctx, out, in);
+}
+
+int ap_tensor_read(ap_ctx *ctx, float *host, const ap_tensor *t) {
+    AP_TRY(need("tensor_read", "t", t));
+    if (!host) return ap_fail("tensor_read: host: expected a host buffer, found none");
+    return ap_cpu_tensor_read(ctx, host, t);
+}
+
+int ap_tensor_write(ap_ctx *ctx, const ap_tensor *t, const float *host) {
+    AP_TRY(need("tensor_write", "t", t));
+    if (!host) return ap_fail("tensor_write: host: expected host values, found none");
+    return ap_cpu_tensor_write(ctx, t, host);
+}
+
+int ap_fill(ap_ctx *ctx, const ap_tensor *out, float value) {
+    AP_TRY(need("fill", "out", out));
+    return ap_cpu_fill(ctx, out, value);
+}
+
+int ap_gather_rows(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, const int *idx,
+                   int m) {
+    const char *op = "gather_rows";
+    AP_TRY(same_rows(op, "in", in, "out", out));
+    AP_TRY(check_idx(op, idx, m, in->shape[0], out->shape[0]));
+    const float *a = in->data, *ae = a + ap_numel(in), *o = out->data, *oe = o + ap_numel(out);
+    if (o < ae && a < oe) return ap_fail("%s: out: must not overlap in", op);
+    return ap_cpu_gather_rows(ctx, out, in, idx, m);
+}
+
+int ap_gather_rows_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout,
+                            const int *idx, int m) {
+    const char *op = "gather_rows_backward";
+    AP_TRY(same_rows(op, "dout", dout, "din", din));
+    AP_TRY(check_idx(op, idx, m, din->shape[0], dout->shape[0]));
+    const float *a = dout->data, *ae = a + ap_numel(dout), *o = din->data,
+                *oe = o + ap_numel(din);
+    if (o < ae && a < oe) return ap_fail("%s: din: must not overlap dout", op);
+    return ap_cpu_gather_rows_backward(ctx, din, dout, idx, m);
+}
+
+int ap_sum_rows(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, int accumulate) {
+    const char *op = "sum_rows";
+    AP_TRY(need(op, "in", in));
+    AP_TRY(need(op, "out", out));
+    int64_t r = ap_numel(in) / in->shape[0];
+    if (ap_numel(out) != r) {
+        char si[160], so[160];
+        return ap_fail("%s: out: expected %lld elements (one row of in %s), found %s (%lld)", op,
+                       (long long)r, ap_shape_str(in, si, sizeof si),
+                       ap_shape_str(out, so, sizeof so), (long long)ap_numel(out));
+    }
+    const float *a = in->data, *ae = a + ap_numel(in), *o = out->data, *oe = o + r;
+    if (o < ae && a < oe) return ap_fail("%s: out: must not overlap in", op);
+    return ap_cpu_sum_rows(ctx, out, in, accumulate);
+}
+
+int ap_count_nonfinite(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
+    AP_TRY(need("count_nonfinite", "in", in));
+    AP_TRY(ap_expect1("count_nonfinite", "out", out, 1));
+    return ap_cpu_count_nonfinite(ctx, out, in);
+}
+
+int ap_check_finite_tensor(ap_ctx *ctx, const ap_tensor *t, const char *what) {
+    float count = 0;
+    ap_tensor tc = ap_t1(&count, 1); /* on a device: a one-float device buffer */
+    AP_TRY(ap_count_nonfinite(ctx, &tc, t));
+    float seen = 0;
+    AP_TRY(ap_tensor_read(ctx, &seen, &tc));
+    if (seen == 0) return AP_OK;
+    /* failure path only: bring the values over to say which and where */
+    int64_t n = ap_numel(t);
+    float *h = ap_malloc((size_t)n * sizeof(float), "non-finite report");
+    if (!h) return AP_ERR;
+    int rc = ap_tensor_read(ctx, h, t);
+    if (!rc) rc = ap_check_finite(h, n, what);
+    free(h);
+    return rc ? rc : ap_fail("%s: %g non-finite values counted, none found on reading", what,
+                             (double)seen);
+}
