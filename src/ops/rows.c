@@ -62,6 +62,12 @@ ap_tensor ap_row(const ap_tensor *t, int64_t i) {
     return v;
 }
 
+ap_tensor ap_reshape(const ap_tensor *t, int ndim, const int64_t *shape) {
+    ap_tensor v = ap_tn(t->data, ndim, shape);
+    if (ndim < 1 || ndim > AP_MAX_DIMS || !t->data || ap_numel(&v) != ap_numel(t)) v.data = NULL;
+    return v;
+}
+
 int ap_copy(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
     AP_TRY(ap_expect_same("copy", "in", in, "out", out));
     return ap_cpu_copy(ctx, out, in);
@@ -143,4 +149,80 @@ int ap_check_finite_tensor(ap_ctx *ctx, const ap_tensor *t, const char *what) {
     free(h);
     return rc ? rc : ap_fail("%s: %g non-finite values counted, none found on reading", what,
                              (double)seen);
+}
+
+/* ---- per-row arithmetic of the model heads -------------------------------- */
+
+int ap_add_broadcast_rows(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a,
+                          const ap_tensor *b) {
+    const char *op = "add_broadcast_rows";
+    AP_TRY(ap_expect_same(op, "a", a, "out", out));
+    AP_TRY(need(op, "b", b));
+    int64_t r = ap_numel(a) / a->shape[0];
+    int ok = ap_numel(b) == r && (b->ndim == a->ndim - 1 || b->ndim == a->ndim);
+    for (int i = 1; ok && i < a->ndim; i++)
+        ok = b->shape[b->ndim - a->ndim + i] == a->shape[i];
+    if (b->ndim == a->ndim && b->shape[0] != 1) ok = 0;
+    if (!ok) {
+        char sa[160], sb[160];
+        return ap_fail("%s: b: expected the trailing dims of a %s (optionally with a leading 1), "
+                       "found %s", op, ap_shape_str(a, sa, sizeof sa), ap_shape_str(b, sb, sizeof sb));
+    }
+    return ap_cpu_add_broadcast_rows(ctx, out, a, b);
+}
+
+int ap_l2norm_forward(ap_ctx *ctx, const ap_tensor *u, const ap_tensor *norm,
+                      const ap_tensor *v, float eps) {
+    const char *op = "l2norm_forward";
+    AP_TRY(ap_expect(op, "v", v, 2, (int64_t[]){-1, -1}));
+    AP_TRY(ap_expect_same(op, "v", v, "u", u));
+    AP_TRY(ap_expect1(op, "norm", norm, v->shape[0]));
+    return ap_cpu_l2norm_forward(ctx, u, norm, v, eps);
+}
+
+int ap_l2norm_backward(ap_ctx *ctx, const ap_tensor *dv, const ap_tensor *du,
+                       const ap_tensor *u, const ap_tensor *norm, float eps) {
+    const char *op = "l2norm_backward";
+    AP_TRY(ap_expect(op, "u", u, 2, (int64_t[]){-1, -1}));
+    AP_TRY(ap_expect_same(op, "u", u, "du", du));
+    AP_TRY(ap_expect_same(op, "u", u, "dv", dv));
+    AP_TRY(ap_expect1(op, "norm", norm, u->shape[0]));
+    return ap_cpu_l2norm_backward(ctx, dv, du, u, norm, eps);
+}
+
+int ap_row_dot_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a,
+                       const ap_tensor *b) {
+    const char *op = "row_dot_forward";
+    AP_TRY(ap_expect(op, "a", a, 2, (int64_t[]){-1, -1}));
+    AP_TRY(ap_expect_same(op, "a", a, "b", b));
+    AP_TRY(ap_expect1(op, "out", out, a->shape[0]));
+    return ap_cpu_row_dot_forward(ctx, out, a, b);
+}
+
+int ap_row_dot_backward(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db,
+                        const ap_tensor *dout, const ap_tensor *a, const ap_tensor *b) {
+    const char *op = "row_dot_backward";
+    AP_TRY(ap_expect(op, "a", a, 2, (int64_t[]){-1, -1}));
+    AP_TRY(ap_expect_same(op, "a", a, "b", b));
+    AP_TRY(ap_expect1(op, "dout", dout, a->shape[0]));
+    if (ap_present(da)) AP_TRY(ap_expect_same(op, "a", a, "da", da));
+    if (ap_present(db)) AP_TRY(ap_expect_same(op, "b", b, "db", db));
+    return ap_cpu_row_dot_backward(ctx, da, db, dout, a, b);
+}
+
+int ap_abs_diff_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float target) {
+    AP_TRY(ap_expect_same("abs_diff_forward", "x", x, "out", out));
+    return ap_cpu_abs_diff_forward(ctx, out, x, target);
+}
+
+int ap_abs_diff_backward(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout,
+                         const ap_tensor *x, float target) {
+    AP_TRY(ap_expect_same("abs_diff_backward", "x", x, "dout", dout));
+    AP_TRY(ap_expect_same("abs_diff_backward", "x", x, "dx", dx));
+    return ap_cpu_abs_diff_backward(ctx, dx, dout, x, target);
+}
+
+int ap_affine_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float a, float b) {
+    AP_TRY(ap_expect_same("affine_forward", "x", x, "out", out));
+    return ap_cpu_affine_forward(ctx, out, x, a, b);
 }

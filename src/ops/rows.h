@@ -29,6 +29,10 @@ ap_tensor ap_rows(const ap_tensor *t, int64_t r0, int64_t n);
  * 1-D t gives (1)); no data when i is out of range. */
 ap_tensor ap_row(const ap_tensor *t, int64_t i);
 
+/* t with another shape of the same numel (ndim <= AP_MAX_DIMS), the same
+ * memory; no data when the sizes differ. */
+ap_tensor ap_reshape(const ap_tensor *t, int ndim, const int64_t *shape);
+
 /* out = in (the same shape). out must not partly overlap in. */
 int ap_copy(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
 
@@ -66,5 +70,44 @@ int ap_count_nonfinite(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
  * ap_count_nonfinite and reads the count through ap_tensor_read (a
  * synchronisation point); only on failure does it read t itself. */
 int ap_check_finite_tensor(ap_ctx *ctx, const ap_tensor *t, const char *what);
+
+/* ---- per-row arithmetic of the model heads -------------------------------- */
+
+/* out[r] = a[r] + b for every row r: out, a (R, ...); b with a's trailing
+ * dims, (...) or (1, ...) (e.g. position embeddings added to every
+ * sequence). out may alias a. Used on frozen b only: its backward for a
+ * is the identity (da = dout, no op needed). */
+int ap_add_broadcast_rows(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a,
+                          const ap_tensor *b);
+
+/* u (B, D) = v / max(|v|_2, eps) per row; norm (B) receives |v|_2 (float,
+ * summed in double). eps = 0 gives torch.linalg.vector_norm division
+ * (aesthetic), 1e-12 F.normalize (HPS). u may alias v. */
+int ap_l2norm_forward(ap_ctx *ctx, const ap_tensor *u, const ap_tensor *norm,
+                      const ap_tensor *v, float eps);
+/* dv (B, D) (=) = (du - u (u . du)) / |v| where |v| > eps, du / eps where the
+ * norm was clamped. dv may alias du. */
+int ap_l2norm_backward(ap_ctx *ctx, const ap_tensor *dv, const ap_tensor *du,
+                       const ap_tensor *u, const ap_tensor *norm, float eps);
+
+/* out (B) = sum_i a[b, i] * b[b, i] per row, summed in double in index
+ * order, rounded once. a, b (B, D). */
+int ap_row_dot_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a,
+                       const ap_tensor *b);
+/* da[b, i] = dout[b] * b[b, i], db[b, i] = dout[b] * a[b, i] (each
+ * optional, =). dout (B); da, db, a, b (B, D). */
+int ap_row_dot_backward(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db,
+                        const ap_tensor *dout, const ap_tensor *a, const ap_tensor *b);
+
+/* out = |x - target| (any shape, the same for out and x). out may alias x. */
+int ap_abs_diff_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float target);
+/* dx = dout * sign(x - target) (0 where x == target or x is NaN). dx may
+ * alias dout. */
+int ap_abs_diff_backward(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout,
+                         const ap_tensor *x, float target);
+
+/* out = a * x + b (any shape; with a = -1, b = 1 exactly 1 - x). out may
+ * alias x. Its backward is ap_scale_backward with a. */
+int ap_affine_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float a, float b);
 
 #endif

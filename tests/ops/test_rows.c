@@ -2,7 +2,9 @@
  * bit for bit, row gather and its backward (central differences of the
  * forward; repeated rows summed), the sum of rows with and without
  * accumulation in its documented order, fills, the non-finite count and
- * the finite check's message, and argument errors. */
+ * the finite check's message, argument errors; the head ops (l2norm, row
+ * dot, |x - target|) by central differences, broadcast add and affine bit
+ * for bit. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -127,6 +129,93 @@ static void test_errors(ap_ctx *ctx) {
     tu_expect_error("copy shapes", ap_copy(ctx, &cp, &in), "copy", "(3, 4)", "(4, 3)", NULL);
 }
 
+/* ---- head ops: l2norm, row dot, |x - target|, broadcast add, affine ---- */
+
+enum { H_L2NORM, H_ROWDOT, H_ABSDIFF };
+
+typedef struct {
+    ap_ctx *ctx;
+    int op;
+    ap_tensor a, b, out, norm;
+    float eps;
+    const float *proj;
+} head_case;
+
+static int head_forward(head_case *c) {
+    switch (c->op) {
+    case H_L2NORM: return ap_l2norm_forward(c->ctx, &c->out, &c->norm, &c->a, c->eps);
+    case H_ROWDOT: return ap_row_dot_forward(c->ctx, &c->out, &c->a, &c->b);
+    default: return ap_abs_diff_forward(c->ctx, &c->out, &c->a, 0.3f);
+    }
+}
+
+static double head_loss(void *p) {
+    head_case *c = p;
+    head_forward(c);
+    return tu_dot(c->out.data, c->proj, ap_numel(&c->out));
+}
+
+static void gradcheck_head(ap_ctx *ctx, const char *what, int op, float eps) {
+    enum { B = 3, D = 7 };
+    float a[B * D], b[B * D], out[B * D], norm[B], proj[B * D], da[B * D], db[B * D];
+    tu_fill_normal(a, B * D, 91, 1);
+    tu_fill_normal(b, B * D, 92, 1);
+    tu_fill_uniform(proj, B * D, 93, -1, 1);
+    if (op == H_L2NORM && eps > 1) /* row 1 below eps: the clamped branch */
+        for (int i = 0; i < D; i++) a[D + i] *= 0.05f;
+    if (op == H_ABSDIFF) /* keep x away from the kink at 0.3 */
+        for (int i = 0; i < B * D; i++)
+            if (fabsf(a[i] - 0.3f) < 0.05f) a[i] += 0.2f;
+    head_case c = {ctx, op, ap_t2(a, B, D), ap_t2(b, B, D),
+                   op == H_ROWDOT ? ap_t1(out, B) : ap_t2(out, B, D), ap_t1(norm, B), eps, proj};
+    int rc = head_forward(&c);
+    ap_tensor tda = ap_t2(da, B, D), tdb = ap_t2(db, B, D), tu = c.out;
+    ap_tensor tp = op == H_ROWDOT ? ap_t1(proj, B) : ap_t2(proj, B, D);
+    if (op == H_L2NORM) rc |= ap_l2norm_backward(ctx, &tda, &tp, &tu, &c.norm, eps);
+    else if (op == H_ROWDOT) rc |= ap_row_dot_backward(ctx, &tda, &tdb, &tp, &c.a, &c.b);
+    else rc |= ap_abs_diff_backward(ctx, &tda, &tp, &c.a, 0.3f);
+    tu_check(rc == 0, "%s forward and backward run%s%s", what, rc ? ": " : "", rc ? ap_errmsg() : "");
+    /* smooth (or linear) where sampled: central differences at eps 1e-3 in
+     * float; 2e-3 * max(1, max|ana|) covers the fp32 rounding of the loss */
+    char name[128];
+    snprintf(name, sizeof name, "%s d(a)", what);
+    tu_gradcheck(name, head_loss, &c, a, B * D, da, 1e-3, 2e-3, B * D);
+    if (op == H_ROWDOT) {
+        snprintf(name, sizeof name, "%s d(b)", what);
+        tu_gradcheck(name, head_loss, &c, b, B * D, db, 1e-3, 2e-3, B * D);
+    }
+}
+
+static void test_heads(ap_ctx *ctx) {
+    gradcheck_head(ctx, "l2norm (3, 7), eps 0", H_L2NORM, 0.0f);
+    gradcheck_head(ctx, "l2norm (3, 7), eps 1.5 (row 1 clamped)", H_L2NORM, 1.5f);
+    gradcheck_head(ctx, "row_dot (3, 7)", H_ROWDOT, 0);
+    gradcheck_head(ctx, "abs_diff |x - 0.3| (3, 7)", H_ABSDIFF, 0);
+    enum { R = 3, E = 10 };
+    float a[R * E], pos[E], out[R * E], want[R * E];
+    tu_fill_normal(a, R * E, 94, 1);
+    tu_fill_normal(pos, E, 95, 1);
+    for (int k = 0; k < R; k++)
+        for (int e = 0; e < E; e++) want[k * E + e] = a[k * E + e] + pos[e];
+    ap_tensor ta = ap_t3(a, R, 2, 5), tpos = ap_t2(pos, 2, 5), to = ap_t3(out, R, 2, 5);
+    int rc = ap_add_broadcast_rows(ctx, &to, &ta, &tpos);
+    tu_check(rc == 0 && !memcmp(out, want, sizeof want),
+             "add_broadcast_rows (3, 2, 5) + (2, 5): a + b bit for bit");
+    ap_tensor tpos1 = ap_t3(pos, 1, 2, 5);
+    rc = ap_add_broadcast_rows(ctx, &ta, &ta, &tpos1);
+    tu_check(rc == 0 && !memcmp(a, want, sizeof want),
+             "add_broadcast_rows in place with b (1, 2, 5): the same bits");
+    for (int i = 0; i < R * E; i++) want[i] = 1.0f - a[i];
+    rc = ap_affine_forward(ctx, &to, &ta, -1.0f, 1.0f);
+    tu_check(rc == 0 && !memcmp(out, want, sizeof want), "affine -x + 1: exactly 1 - x");
+    ap_tensor bad = ap_t2(pos, 5, 2);
+    tu_expect_error("add_broadcast_rows shape", ap_add_broadcast_rows(ctx, &to, &ta, &bad),
+                    "add_broadcast_rows", "b", "(3, 2, 5)", "(5, 2)", NULL);
+    ap_tensor n2 = ap_t1(pos, 2), v = ap_t2(a, 3, 10);
+    tu_expect_error("l2norm norm shape", ap_l2norm_forward(ctx, &v, &n2, &v, 0), "l2norm_forward",
+                    "norm", "(3)", "(2)", NULL);
+}
+
 int main(void) {
     printf("test_rows: row gathers and sums, copies, host transfers, non-finite count\n");
     ap_ctx ctx;
@@ -136,6 +225,7 @@ int main(void) {
     test_moves(&ctx);
     test_nonfinite(&ctx);
     test_errors(&ctx);
+    test_heads(&ctx);
     ap_ctx_free(&ctx);
     return tu_exit();
 }
