@@ -173,3 +173,13 @@ int ap_cpu_affine_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x,
     for (int64_t i = 0; i < n; i++) out->data[i] = a * x->data[i] + b;
     return AP_OK;
 }
+
+/* Moved from models/vae.c (z = latent / scaling_factor). */
+int ap_cpu_divide_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float s) {
+    const float *a = x->data;
+    float *y = out->data;
+    const int64_t n = ap_numel(x);
+#pragma omp parallel for num_threads(ctx->n_threads) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] / s;
+    return AP_OK;
+}

@@ -30,5 +30,6 @@ int ap_cpu_abs_diff_backward(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *
                              const ap_tensor *x, float target);
 int ap_cpu_affine_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float a,
                           float b);
+int ap_cpu_divide_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float s);
 
 #endif

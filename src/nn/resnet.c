@@ -9,6 +9,7 @@
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/norm.h"
+#include "ops/rows.h"
 
 int ap_resnet_declare(ap_resnet *r, ap_params *p, const char *pre, int cin, int cout,
                       int temb_dim, int groups, float eps) {
@@ -127,8 +128,8 @@ int ap_resnet_backward(ap_ctx *ctx, ap_arena *tmp, const ap_resnet *r,
     /* shortcut path: dx = shortcut^T(dout) (=) */
     if (ap_present(&r->short_w)) {
         if (ap_conv2d_backward(ctx, dx, NULL, NULL, dout, &s->x, &r->short_w, 1, 0)) goto out;
-    } else {
-        memcpy(dx->data, dout->data, (size_t)ap_numel(dx) * sizeof(float));
+    } else if (ap_copy(ctx, dx, dout)) {
+        goto out;
     }
     /* main path */
     if (ap_conv2d_backward(ctx, &d_out, NULL, NULL, dout, &a_out_shape, &r->conv2_w, 1, 1)) goto out;

@@ -226,3 +226,9 @@ int ap_affine_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, flo
     AP_TRY(ap_expect_same("affine_forward", "x", x, "out", out));
     return ap_cpu_affine_forward(ctx, out, x, a, b);
 }
+
+int ap_divide_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float s) {
+    AP_TRY(ap_expect_same("divide_forward", "x", x, "out", out));
+    if (s == 0.0f) return ap_fail("divide_forward: s: expected a non-zero divisor, found 0");
+    return ap_cpu_divide_forward(ctx, out, x, s);
+}

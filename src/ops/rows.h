@@ -110,4 +110,9 @@ int ap_abs_diff_backward(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout
  * alias x. Its backward is ap_scale_backward with a. */
 int ap_affine_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float a, float b);
 
+/* out = x / s, a true division (PyTorch's x / scaling_factor; not
+ * x * (1 / s)), any shape. Also its own backward: dx = dout / s. out may
+ * alias x. */
+int ap_divide_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float s);
+
 #endif

@@ -3,8 +3,8 @@
  * forward; repeated rows summed), the sum of rows with and without
  * accumulation in its documented order, fills, the non-finite count and
  * the finite check's message, argument errors; the head ops (l2norm, row
- * dot, |x - target|) by central differences, broadcast add and affine bit
- * for bit. */
+ * dot, |x - target|) by central differences, broadcast add, affine and
+ * divide bit for bit. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -208,6 +208,12 @@ static void test_heads(ap_ctx *ctx) {
     for (int i = 0; i < R * E; i++) want[i] = 1.0f - a[i];
     rc = ap_affine_forward(ctx, &to, &ta, -1.0f, 1.0f);
     tu_check(rc == 0 && !memcmp(out, want, sizeof want), "affine -x + 1: exactly 1 - x");
+    for (int i = 0; i < R * E; i++) want[i] = a[i] / 0.18215f;
+    rc = ap_divide_forward(ctx, &to, &ta, 0.18215f);
+    tu_check(rc == 0 && !memcmp(out, want, sizeof want),
+             "divide x / 0.18215: a true division bit for bit (not x * (1 / s))");
+    tu_expect_error("divide by 0", ap_divide_forward(ctx, &to, &ta, 0.0f), "divide_forward",
+                    "non-zero", NULL);
     ap_tensor bad = ap_t2(pos, 5, 2);
     tu_expect_error("add_broadcast_rows shape", ap_add_broadcast_rows(ctx, &to, &ta, &bad),
                     "add_broadcast_rows", "b", "(3, 2, 5)", "(5, 2)", NULL);
