@@ -1,0 +1,51 @@
+/* image.c: argument checks of the pixel ops (image.h); the bodies are in
+ * cpu/image.c.
+ *
+ * Accumulation rule: activation grads = (every output here).
+ */
+#include "ops/image.h"
+
+#include "core/err.h"
+#include "cpu/image.h"
+
+int ap_to_unit_range_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x) {
+    AP_TRY(ap_expect_same("to_unit_range_forward", "x", x, "out", out));
+    return ap_cpu_to_unit_range_forward(ctx, out, x);
+}
+
+int ap_to_unit_range_backward(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout,
+                              const ap_tensor *x) {
+    AP_TRY(ap_expect_same("to_unit_range_backward", "x", x, "dout", dout));
+    AP_TRY(ap_expect_same("to_unit_range_backward", "x", x, "dx", dx));
+    return ap_cpu_to_unit_range_backward(ctx, dx, dout, x);
+}
+
+static int check_stats(const char *op, int need_mean, const float *mean, const float *std,
+                       int64_t C) {
+    if (!std || (need_mean && !mean))
+        return ap_fail("%s: mean, std: expected %lld host floats each, found none", op,
+                       (long long)C);
+    for (int64_t c = 0; c < C; c++)
+        if (!(std[c] != 0.0f))
+            return ap_fail("%s: std[%lld]: expected a non-zero number, found %g", op, (long long)c,
+                           (double)std[c]);
+    return AP_OK;
+}
+
+int ap_channel_normalize_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x,
+                                 const float *mean, const float *std) {
+    const char *op = "channel_normalize_forward";
+    AP_TRY(ap_expect(op, "x", x, 4, (int64_t[]){-1, -1, -1, -1}));
+    AP_TRY(ap_expect_same(op, "x", x, "out", out));
+    AP_TRY(check_stats(op, 1, mean, std, x->shape[1]));
+    return ap_cpu_channel_normalize_forward(ctx, out, x, mean, std);
+}
+
+int ap_channel_normalize_backward(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout,
+                                  const float *std) {
+    const char *op = "channel_normalize_backward";
+    AP_TRY(ap_expect(op, "dout", dout, 4, (int64_t[]){-1, -1, -1, -1}));
+    AP_TRY(ap_expect_same(op, "dout", dout, "dx", dx));
+    AP_TRY(check_stats(op, 0, NULL, std, dout->shape[1]));
+    return ap_cpu_channel_normalize_backward(ctx, dx, dout, std);
+}
