@@ -12,5 +12,8 @@ int ap_cpu_channel_normalize_forward(ap_ctx *ctx, const ap_tensor *out, const ap
                                      const float *mean, const float *std);
 int ap_cpu_channel_normalize_backward(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout,
                                       const float *std);
+int ap_cpu_colourfulness_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *image);
+int ap_cpu_colourfulness_backward(ap_ctx *ctx, const ap_tensor *dimage, const ap_tensor *dout,
+                                  const ap_tensor *image);
 
 #endif

@@ -49,3 +49,20 @@ int ap_channel_normalize_backward(ap_ctx *ctx, const ap_tensor *dx, const ap_ten
     AP_TRY(check_stats(op, 0, NULL, std, dout->shape[1]));
     return ap_cpu_channel_normalize_backward(ctx, dx, dout, std);
 }
+
+int ap_colourfulness_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *image) {
+    const char *op = "colourfulness_forward";
+    AP_TRY(ap_expect(op, "image", image, 4, (int64_t[]){-1, 3, -1, -1}));
+    AP_TRY(ap_expect1(op, "out", out, image->shape[0]));
+    return ap_cpu_colourfulness_forward(ctx, out, image);
+}
+
+int ap_colourfulness_backward(ap_ctx *ctx, const ap_tensor *dimage, const ap_tensor *dout,
+                              const ap_tensor *image) {
+    const char *op = "colourfulness_backward";
+    AP_TRY(ap_expect(op, "image", image, 4, (int64_t[]){-1, 3, -1, -1}));
+    AP_TRY(ap_expect_same(op, "image", image, "dimage", dimage));
+    AP_TRY(ap_expect1(op, "dout", dout, image->shape[0]));
+    if (dimage->data == image->data) return ap_fail("%s: dimage: must not alias image", op);
+    return ap_cpu_colourfulness_backward(ctx, dimage, dout, image);
+}

@@ -1,5 +1,6 @@
-/* image.h: pointwise pixel ops of the reward preprocessing (AlignProp's
- * image/2 + 0.5 clamp and torchvision's Normalize), forward and backward.
+/* image.h: pixel ops of the rewards, forward and backward: AlignProp's
+ * image/2 + 0.5 clamp and torchvision's Normalize (CLIP preprocessing),
+ * and the demo reward's colourfulness.
  *
  * Accumulation rule (every op file): parameter grads +=, activation grads =.
  * Both ops work on activations: outputs are overwritten (=). Images are
@@ -26,5 +27,15 @@ int ap_channel_normalize_forward(ap_ctx *ctx, const ap_tensor *out, const ap_ten
 /* dx[b, c] = dout[b, c] / std[c]. dx, dout (B, C, H, W); dx may alias dout. */
 int ap_channel_normalize_backward(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout,
                                   const float *std);
+
+/* out (B) = colourfulness (Hasler & Suesstrunk 2003) of each image (B, 3,
+ * H, W) mapped to [0, 1] by x/2 + 0.5 (no clamp): sigma_rgyb + 0.3 mu_rgyb
+ * over rg = r - g, yb = (r + g)/2 - b, in double, rounded once. The demo
+ * reward (train/reward.h). */
+int ap_colourfulness_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *image);
+/* dimage (B, 3, H, W) (=) = dout[b] * d colourfulness / d image[b]
+ * (statistics recomputed from image, the forward's input). dout (B). */
+int ap_colourfulness_backward(ap_ctx *ctx, const ap_tensor *dimage, const ap_tensor *dout,
+                              const ap_tensor *image);
 
 #endif

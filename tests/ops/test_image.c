@@ -1,7 +1,8 @@
 /* test_image.c: the pixel ops (ops/image.h): the [-1, 1] -> [0, 1] clamp
  * and the per-channel Normalize, backward against central differences of
  * the forward (points away from the clamp's kinks), clamped points' zero
- * gradient, in-place forms bit for bit, and argument errors. */
+ * gradient, in-place forms bit for bit, argument errors; the demo reward's
+ * colourfulness by central differences. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -80,6 +81,33 @@ static void errors(ap_ctx *ctx) {
                     "channel_normalize_backward", "std[1]", "non-zero", NULL);
 }
 
+typedef struct {
+    ap_ctx *ctx;
+    ap_tensor img, out;
+    const float *proj;
+} colour_case;
+
+static double colour_loss(void *p) {
+    colour_case *c = p;
+    ap_colourfulness_forward(c->ctx, &c->out, &c->img);
+    return tu_dot(c->out.data, c->proj, B);
+}
+
+static void colourfulness(ap_ctx *ctx) {
+    float img[N], out[B], proj[B] = {0.7f, -1.3f}, d[N];
+    tu_fill_uniform(img, N, 104, -0.9f, 0.9f);
+    colour_case c = {ctx, ap_t4(img, B, C, H, W), ap_t1(out, B), proj};
+    ap_tensor td = ap_t4(d, B, C, H, W), tp = ap_t1(proj, B);
+    int rc = ap_colourfulness_forward(ctx, &c.out, &c.img);
+    rc |= ap_colourfulness_backward(ctx, &td, &tp, &c.img);
+    tu_check(rc == 0 && out[0] > 0 && out[1] > 0, "colourfulness (2, 3, 3, 4): %g, %g", out[0],
+             out[1]);
+    /* smooth (sqrt of positive variances): eps 1e-3 in float, 2e-3 relative */
+    tu_gradcheck("colourfulness d(image)", colour_loss, &c, img, N, d, 1e-3, 2e-3, N);
+    tu_expect_error("colourfulness dout shape", ap_colourfulness_backward(ctx, &td, &c.out, &c.out),
+                    "colourfulness_backward", "image", NULL);
+}
+
 int main(void) {
     printf("test_image: pixel range clamp and per-channel normalisation\n");
     ap_ctx ctx;
@@ -87,6 +115,7 @@ int main(void) {
     gradcheck(&ctx, 0);
     gradcheck(&ctx, 1);
     in_place(&ctx);
+    colourfulness(&ctx);
     errors(&ctx);
     ap_ctx_free(&ctx);
     return tu_exit();
