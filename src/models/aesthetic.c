@@ -125,7 +125,7 @@ int ap_aesthetic_mlp_forward(ap_ctx *ctx, const ap_aesthetic *m, const ap_tensor
     if (!buf) return AP_ERR;
     ap_tensor x = *u;
     for (int i = 0; i < 5; i++) {
-        ap_tensor y = i == 4 ? ap_t2(r->data, B, 1) : ap_t2(buf + (i % 2) * B * D, B, m->dims[i + 1]);
+        ap_tensor y = i == 4 ? ap_reshape(r, 2, (int64_t[]){B, 1}) : ap_t2(buf + (i % 2) * B * D, B, m->dims[i + 1]);
         AP_TRY(ap_linear_forward(ctx, &y, &x, &m->w[i], &m->b[i]));
         x = y;
     }
@@ -140,7 +140,7 @@ int ap_aesthetic_mlp_backward(ap_ctx *ctx, const ap_aesthetic *m, const ap_tenso
     AP_TRY(ap_expect1(op, "dreward", dr, B));
     float *buf = ap_scratch(ctx, (size_t)(2 * B * D) * sizeof(float), "aesthetic MLP gradients");
     if (!buf) return AP_ERR;
-    ap_tensor g = ap_t2(dr->data, B, 1);
+    ap_tensor g = ap_reshape(dr, 2, (int64_t[]){B, 1});
     for (int i = 4; i >= 0; i--) {
         ap_tensor gi = i == 0 ? *du : ap_t2(buf + (i % 2) * B * D, B, m->dims[i]);
         AP_TRY(ap_linear_backward(ctx, &gi, NULL, NULL, &g, &gi, &m->w[i]));

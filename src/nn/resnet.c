@@ -86,7 +86,7 @@ int ap_resnet_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_resnet_save
         if (!tp) return AP_ERR;
         ap_tensor ttp = ap_t2(tp, B, r->cout);
         /* (B, 1, C) views: each sample's projection is its own GEMM (batch-independent) */
-        ap_tensor vin = ap_t3(temb_act->data, B, 1, r->temb_dim), vtp = ap_t3(tp, B, 1, r->cout);
+        ap_tensor vin = ap_reshape(temb_act, 3, (int64_t[]){B, 1, r->temb_dim}), vtp = ap_t3(tp, B, 1, r->cout);
         AP_TRY(ap_linear_forward(ctx, &vtp, &vin, &r->temb_w, &r->temb_b));
         AP_TRY(ap_add_channel_bias_forward(ctx, &s->h1, &s->h1, &ttp));
     }
