@@ -44,11 +44,12 @@ static int check_idx(const char *op, const int *idx, int m, int64_t N, int64_t r
 
 ap_tensor ap_rows(const ap_tensor *t, int64_t r0, int64_t n) {
     ap_tensor v = *t;
-    if (!t->data || t->ndim < 1 || r0 < 0 || n < 1 || r0 + n > t->shape[0]) {
+    if (t->ndim < 1) {
         v.data = NULL;
         return v;
     }
-    v.data = t->data + r0 * (ap_numel(t) / t->shape[0]);
+    int ok = t->data && r0 >= 0 && n >= 1 && r0 + n <= t->shape[0];
+    v.data = ok ? t->data + r0 * (ap_numel(t) / t->shape[0]) : NULL;
     v.shape[0] = n;
     return v;
 }

@@ -21,8 +21,8 @@
 #include "core/tensor.h"
 
 /* A view of rows r0 .. r0 + n - 1 of t (N, ...): (n, ...), the same
- * memory. Out-of-range rows give a tensor with no data (an op then fails
- * naming it). */
+ * memory. Out-of-range rows, or a t without data, give the (n, ...) shape
+ * with no data (an op then fails naming it). */
 ap_tensor ap_rows(const ap_tensor *t, int64_t r0, int64_t n);
 
 /* Row i of t (N, d1, ...) as a tensor (d1, ...) over the same memory (a
