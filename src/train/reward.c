@@ -10,6 +10,7 @@
 #include "models/hps.h"
 #include "ops/elementwise.h"
 #include "ops/image.h"
+#include "ops/rows.h"
 #include "text/tokenizer.h"
 
 struct ap_reward {
@@ -26,9 +27,9 @@ struct ap_reward {
     ap_tokenizer *tok;
     float *text;               /* (B, E) text features of the current prompts */
     int32_t *ids;              /* (B, N) */
-    /* demo: per-sample statistics kept for backward */
     ap_tensor image;           /* last forward's image (caller-owned) */
-    float *dl;                 /* (B) scaled d(loss) for backward */
+    float *dl;                 /* (B) host: scaled d(loss) for backward */
+    float *vals;               /* (3, B) tensor side: reward, loss, d(loss) */
     int taped;
 };
 
@@ -86,7 +87,7 @@ void ap_reward_free(ap_reward *r) {
     }
     ap_arena_free(&r->tape);
     ap_arena_free(&r->tmp);
-    free(r->text), free(r->ids), free(r->dl);
+    free(r->text), free(r->ids), free(r->dl), free(r->vals);
     free(r);
 }
 
@@ -95,8 +96,8 @@ int ap_reward_plan(ap_reward *r, ap_ctx *ctx, int64_t B, int64_t H, int64_t W) {
     if (r->B >= B && r->H == H && r->W == W) return AP_OK;
     ap_arena_free(&r->tape);
     ap_arena_free(&r->tmp);
-    free(r->text), free(r->ids), free(r->dl);
-    r->text = NULL, r->ids = NULL, r->dl = NULL;
+    free(r->text), free(r->ids), free(r->dl), free(r->vals);
+    r->text = NULL, r->ids = NULL, r->dl = NULL, r->vals = NULL;
     r->B = B, r->H = H, r->W = W;
     size_t tape = 64, tmp = 64;
     if (r->kind == AP_REWARD_AESTHETIC) {
@@ -113,7 +114,8 @@ int ap_reward_plan(ap_reward *r, ap_ctx *ctx, int64_t B, int64_t H, int64_t W) {
         if (!r->text || !r->ids) return AP_ERR;
     }
     r->dl = ap_malloc((size_t)B * sizeof(float), "reward d(loss)");
-    if (!r->dl) return AP_ERR;
+    r->vals = ap_malloc((size_t)(3 * B) * sizeof(float), "reward, loss and d(loss) tensors");
+    if (!r->dl || !r->vals) return AP_ERR;
     AP_TRY(ap_arena_init(&r->tape, tape, "reward tape"));
     AP_TRY(ap_arena_init(&r->tmp, tmp, "reward temporaries"));
     return AP_OK;
@@ -129,7 +131,8 @@ int ap_reward_forward(ap_reward *r, ap_ctx *ctx, const ap_tensor *image,
                        (long long)r->B, (long long)r->H, (long long)r->W);
     r->taped = 0;
     r->image = *image;
-    ap_tensor tr = ap_t1(reward, B), tl = ap_t1(loss, B);
+    /* the models write (B) tensors; the values come to the host at the end */
+    ap_tensor tr = ap_t1(r->vals, B), tl = ap_t1(r->vals + B, B);
     ap_arena_reset(&r->tape);
     if (r->kind == AP_REWARD_AESTHETIC) {
         AP_TRY(ap_aesthetic_forward(ctx, keep_tape ? &r->tape : NULL, &r->tmp, &r->aes_sv, &r->aes,
@@ -148,6 +151,8 @@ int ap_reward_forward(ap_reward *r, ap_ctx *ctx, const ap_tensor *image,
         AP_TRY(ap_colourfulness_forward(ctx, &tr, image));
         AP_TRY(ap_scale_forward(ctx, &tl, &tr, -1.0f));
     }
+    if (reward) AP_TRY(ap_tensor_read(ctx, reward, &tr));
+    AP_TRY(ap_tensor_read(ctx, loss, &tl));
     for (int64_t b = 0; b < B; b++) loss[b] = (float)(loss[b] * r->grad_scale);
     r->taped = keep_tape;
     return AP_OK;
@@ -159,7 +164,8 @@ int ap_reward_backward(ap_reward *r, ap_ctx *ctx, const ap_tensor *dimage, const
     int64_t B = r->image.shape[0];
     float *dl = r->dl;
     for (int64_t b = 0; b < B; b++) dl[b] = (float)(dloss[b] * r->grad_scale);
-    ap_tensor td = ap_t1(dl, B);
+    ap_tensor td = ap_t1(r->vals + 2 * r->B, B);
+    AP_TRY(ap_tensor_write(ctx, &td, dl));
     if (r->kind == AP_REWARD_AESTHETIC)
         return ap_aesthetic_backward(ctx, &r->tmp, &r->aes, &r->aes_sv, dimage, &td);
     if (r->kind == AP_REWARD_HPS)
