@@ -56,6 +56,8 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
     ch->d2 = falloc(2 * n, "UNet output gradient", &tot);
     ch->dx2 = falloc(2 * n, "UNet input gradient", &tot);
     ch->ctx2 = falloc(2 * (size_t)(L * D), "UNet context", &tot);
+    ch->cond = falloc(c * (size_t)(L * D), "prompt embeddings", &tot);
+    ch->uncond = falloc((size_t)(L * D), "empty-prompt embedding", &tot);
     ch->ts2 = falloc(2, "timesteps", &tot);
     ch->dx = falloc(c * n, "latent gradient", &tot);
     ch->deps = falloc(c * n, "eps gradient", &tot);
@@ -63,7 +65,7 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
     ch->dimage = falloc(c * 3 * (size_t)(H * W), "image gradient", &tot);
     ch->loss_b = falloc(c, "losses", &tot);
     if (!ch->lat || (ch->sched.clip_sample && !ch->eps_store) || !ch->x2 || !ch->eps2 || !ch->d2 ||
-        !ch->dx2 || !ch->ctx2 || !ch->ts2 || !ch->dx || !ch->deps || !ch->image || !ch->dimage ||
+        !ch->dx2 || !ch->ctx2 || !ch->cond || !ch->uncond || !ch->ts2 || !ch->dx || !ch->deps || !ch->image || !ch->dimage ||
         !ch->loss_b)
         rc = AP_ERR;
     /* every UNet call is one sample's two CFG rows (forward and recompute) */
@@ -86,7 +88,8 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
 
 void ap_chain_free(ap_chain *ch) {
     free(ch->lat), free(ch->eps_store), free(ch->x2), free(ch->eps2), free(ch->d2), free(ch->dx2);
-    free(ch->ctx2), free(ch->ts2), free(ch->dx), free(ch->deps), free(ch->image), free(ch->dimage);
+    free(ch->ctx2), free(ch->cond), free(ch->uncond), free(ch->ts2), free(ch->dx), free(ch->deps);
+    free(ch->image), free(ch->dimage);
     free(ch->loss_b);
     ap_arena_free(&ch->unet_tape);
     ap_arena_free(&ch->unet_tmp);
@@ -122,9 +125,11 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
      * when the step's backward needs it (clip_sample) */
     ap_tensor lat = ap_tn(ch->lat, 5, (int64_t[]){S + 1, b, C, h, w});
     ap_tensor eps_keep = ap_tn(ch->eps_store, 5, (int64_t[]){S, b, C, h, w});
-    /* io's prompt embeddings are host arrays used in place (CPU backend) */
-    ap_tensor uncond = ap_t3((float *)io->uncond, 1, ch->L, ch->D);
-    ap_tensor cond = ap_t3((float *)io->cond, b, ch->L, ch->D);
+    /* io's noise and prompt embeddings are host arrays: written into the
+     * chain's tensors once */
+    ap_tensor uncond = ap_t3(ch->uncond, 1, ch->L, ch->D), cond = ap_t3(ch->cond, b, ch->L, ch->D);
+    AP_TRY(ap_tensor_write(ctx, &uncond, io->uncond));
+    AP_TRY(ap_tensor_write(ctx, &cond, io->cond));
 
     /* forward: no tape, keep the latents. One sample at a time ([x_k; x_k]
      * with [uncond; cond_k] in one UNet call of batch 2), so a sample's
