@@ -1,6 +1,9 @@
-/* cpu/rows.c: copies, fills, row gathers and sums, the non-finite count
- * (CPU bodies of ops/rows.h). Copies are memcpy (bits preserved, -0 and NaN
- * payloads included); sums run in one fixed order per element. */
+/* cpu/rows.c: copies, fills, row gathers and sums, the non-finite count,
+ * and the per-row arithmetic of the model heads (broadcast add, l2
+ * normalisation, row dot, |x - target|, affine, division), the CPU bodies
+ * of ops/rows.h. Copies are memcpy (bits preserved, -0 and NaN payloads
+ * included); sums run in one fixed order per element; the head loops are
+ * the ones models/ and vae.c had, unchanged. */
 #include "cpu/rows.h"
 
 #include <math.h>

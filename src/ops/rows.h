@@ -1,7 +1,9 @@
 /* rows.h: data movement over a tensor's first dimension (views, copies,
- * host transfers, row gathers and sums, fills) and the non-finite count:
- * what the sampling loop, the chain and the model heads did with memcpy
- * and host loops over raw floats.
+ * host transfers, row gathers and sums, fills), the non-finite count, and
+ * the per-row arithmetic of the model heads (broadcast add, l2
+ * normalisation, row dot, |x - target|, affine, division): what the
+ * sampling loop, the chain, the VAE and the CLIP/aesthetic/HPS heads did
+ * with memcpy and host loops over raw floats.
  *
  * Accumulation rule (every op file): parameter grads +=, activation grads =.
  * Everything here is an activation op: outputs are overwritten (=) unless a
