@@ -7,6 +7,7 @@
 #include "train/chain.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,8 +138,14 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
      * one sample's whatever the capacity. */
     ap_tensor x0 = ap_row(&lat, 0);
     AP_TRY(ap_tensor_write(ctx, &x0, io->noise));
-    AP_TRY(ap_sampler_run(ctx, &sm, &lat, ch->eps_store ? &eps_keep : NULL, &uncond, &cond,
-                          "chain", on_step, io));
+    if (ap_sampler_run(ctx, &sm, &lat, ch->eps_store ? &eps_keep : NULL, &uncond, &cond, "chain",
+                       on_step, io)) {
+        char m[1024];
+        snprintf(m, sizeof m, "%s", ap_errmsg());
+        return strstr(m, "non-finite")
+                   ? ap_fail("%s (check the weights, guidance scale and learning rate)", m)
+                   : AP_ERR;
+    }
     ap_tensor xS = ap_row(&lat, S);
     ap_tensor ti = ap_t4(ch->image, b, 3, ch->H, ch->W);
     ap_arena_reset(&ch->vae_tape);
