@@ -8,6 +8,10 @@
 #include "blas.h"
 #include "core/err.h"
 #include "cpu.h"
+#include "ddim_step.h"
+#include "image.h"
+#include "matmul.h"
+#include "rows.h"
 #include "io/dtype.h"
 #include "ops/backend.h"
 
@@ -164,4 +168,31 @@ const ap_backend ap_cpu_backend = {
     .layer_norm_backward_scratch = ap_cpu_layer_norm_backward_scratch,
     .resize_bilinear_forward_scratch = ap_cpu_resize_bilinear_forward_scratch,
     .resize_bilinear_backward_scratch = ap_cpu_resize_bilinear_backward_scratch,
+    .matmul = ap_cpu_matmul,
+    .matmul_items = ap_cpu_matmul_items,
+    .ddim_update_forward = ap_cpu_ddim_update_forward,
+    .ddim_update_backward = ap_cpu_ddim_update_backward,
+    .guidance_forward = ap_cpu_guidance_forward,
+    .guidance_backward = ap_cpu_guidance_backward,
+    .tensor_read = ap_cpu_tensor_read,
+    .tensor_write = ap_cpu_tensor_write,
+    .gather_rows = ap_cpu_gather_rows,
+    .gather_rows_backward = ap_cpu_gather_rows_backward,
+    .sum_rows = ap_cpu_sum_rows,
+    .count_nonfinite = ap_cpu_count_nonfinite,
+    .add_broadcast_rows = ap_cpu_add_broadcast_rows,
+    .l2norm_forward = ap_cpu_l2norm_forward,
+    .l2norm_backward = ap_cpu_l2norm_backward,
+    .row_dot_forward = ap_cpu_row_dot_forward,
+    .row_dot_backward = ap_cpu_row_dot_backward,
+    .abs_diff_forward = ap_cpu_abs_diff_forward,
+    .abs_diff_backward = ap_cpu_abs_diff_backward,
+    .affine_forward = ap_cpu_affine_forward,
+    .divide_forward = ap_cpu_divide_forward,
+    .to_unit_range_forward = ap_cpu_to_unit_range_forward,
+    .to_unit_range_backward = ap_cpu_to_unit_range_backward,
+    .channel_normalize_forward = ap_cpu_channel_normalize_forward,
+    .channel_normalize_backward = ap_cpu_channel_normalize_backward,
+    .colourfulness_forward = ap_cpu_colourfulness_forward,
+    .colourfulness_backward = ap_cpu_colourfulness_backward,
 };

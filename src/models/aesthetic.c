@@ -14,8 +14,9 @@
 #include "io/pth.h"
 #include "io/safetensors.h"
 #include "models/clip_common.h"
-#include "cpu/blas.h"
+#include "ops/elementwise.h"
 #include "ops/linear.h"
+#include "ops/rows.h"
 
 static const int kLayer[5] = {0, 2, 4, 6, 7}; /* nn.Sequential indices of the Linears */
 
@@ -124,7 +125,7 @@ int ap_aesthetic_mlp_forward(ap_ctx *ctx, const ap_aesthetic *m, const ap_tensor
     if (!buf) return AP_ERR;
     ap_tensor x = *u;
     for (int i = 0; i < 5; i++) {
-        ap_tensor y = i == 4 ? ap_t2(r->data, B, 1) : ap_t2(buf + (i % 2) * B * D, B, m->dims[i + 1]);
+        ap_tensor y = i == 4 ? ap_reshape(r, 2, (int64_t[]){B, 1}) : ap_t2(buf + (i % 2) * B * D, B, m->dims[i + 1]);
         AP_TRY(ap_linear_forward(ctx, &y, &x, &m->w[i], &m->b[i]));
         x = y;
     }
@@ -139,7 +140,7 @@ int ap_aesthetic_mlp_backward(ap_ctx *ctx, const ap_aesthetic *m, const ap_tenso
     AP_TRY(ap_expect1(op, "dreward", dr, B));
     float *buf = ap_scratch(ctx, (size_t)(2 * B * D) * sizeof(float), "aesthetic MLP gradients");
     if (!buf) return AP_ERR;
-    ap_tensor g = ap_t2(dr->data, B, 1);
+    ap_tensor g = ap_reshape(dr, 2, (int64_t[]){B, 1});
     for (int i = 4; i >= 0; i--) {
         ap_tensor gi = i == 0 ? *du : ap_t2(buf + (i % 2) * B * D, B, m->dims[i]);
         AP_TRY(ap_linear_backward(ctx, &gi, NULL, NULL, &g, &gi, &m->w[i]));
@@ -190,11 +191,11 @@ int ap_aesthetic_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_aestheti
     if (ap_vit_forward(ctx, tape, tmp, tape ? &s->vit : NULL, &m->clip.v, &s->e, &s->p)) goto out;
     if (ap_l2norm_forward(ctx, &s->u, &s->norm, &s->e, 0.0f)) goto out;
     if (ap_aesthetic_mlp_forward(ctx, m, &s->reward, &s->u)) goto out;
-    for (int64_t b = 0; b < B; b++) {
-        float r = s->reward.data[b];
-        if (reward) reward->data[b] = r;
-        if (loss) loss->data[b] = isnan(m->target) ? -r : fabsf(r - m->target);
-    }
+    if (reward && ap_copy(ctx, reward, &s->reward)) goto out;
+    /* loss = |r - target|, or -r without a target (maximise the reward) */
+    if (loss && (isnan(m->target) ? ap_scale_forward(ctx, loss, &s->reward, -1.0f)
+                                  : ap_abs_diff_forward(ctx, loss, &s->reward, m->target)))
+        goto out;
     rc = AP_OK;
 out:
     tmp->used = tmark;
@@ -216,13 +217,11 @@ int ap_aesthetic_backward(ap_ctx *ctx, ap_arena *tmp, const ap_aesthetic *m,
           *du = ap_arena_floats(tmp, (size_t)(2 * B * P), "aesthetic d(features)"),
           *dp = ap_arena_floats(tmp, (size_t)(B * 3 * S * S), "aesthetic d(pixels)");
     if (!dr || !du || !dp) goto out;
-    for (int64_t b = 0; b < B; b++) {
-        float d = s->reward.data[b] - m->target;
-        float sg = isnan(m->target) ? -1.0f : (d > 0 ? 1.0f : (d < 0 ? -1.0f : 0.0f));
-        dr[b] = dloss->data[b] * sg;
-    }
     ap_tensor tdr = ap_t1(dr, B), tdu = ap_t2(du, B, P), tde = ap_t2(du + B * P, B, P),
               tdp = ap_t4(dp, B, 3, S, S);
+    if (isnan(m->target) ? ap_scale_backward(ctx, &tdr, dloss, -1.0f)
+                         : ap_abs_diff_backward(ctx, &tdr, dloss, &s->reward, m->target))
+        goto out;
     if (ap_aesthetic_mlp_backward(ctx, m, &tdu, &tdr)) goto out;
     if (ap_l2norm_backward(ctx, &tde, &tdu, &s->u, &s->norm, 0.0f)) goto out;
     if (ap_vit_backward(ctx, tmp, &m->clip.v, &s->vit, &tdp, &tde)) goto out;

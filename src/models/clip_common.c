@@ -1,5 +1,6 @@
-/* clip_common.c: config readers, weight-file choice, AlignProp's reward
- * preprocessing and L2 normalisation for the CLIP-family models. */
+/* clip_common.c: config readers, weight-file choice and AlignProp's reward
+ * preprocessing (on the pixel, resize and row ops) for the CLIP-family
+ * models. */
 #include "clip_common.h"
 
 #include <math.h>
@@ -8,7 +9,9 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "ops/image.h"
 #include "ops/resize.h"
+#include "ops/rows.h"
 
 const float ap_clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 const float ap_clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
@@ -82,28 +85,15 @@ int ap_clip_preprocess_forward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *p,
     int64_t n = B * 3 * H * W;
     float *a = ap_arena_floats(tmp, (size_t)n, "clamped image");
     if (!a) return AP_ERR;
-    const float *x = image->data;
-#pragma omp parallel for num_threads(ctx->n_threads) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i] / 2.0f + 0.5f;
-        a[i] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v); /* NaN stays NaN, as torch.clamp */
-    }
     ap_tensor ta = ap_t4(a, B, 3, H, W);
-    int rc = AP_OK;
-    if (H == S && W == S) /* torchvision returns the image unchanged */
-        memcpy(p->data, a, (size_t)n * sizeof(float));
-    else
+    int rc = ap_to_unit_range_forward(ctx, &ta, image);
+    if (!rc && H == S && W == S) /* torchvision returns the image unchanged */
+        rc = ap_copy(ctx, p, &ta);
+    else if (!rc)
         rc = ap_resize_bilinear_forward(ctx, p, &ta);
     tmp->used = mark;
     AP_TRY(rc);
-    int64_t plane = (int64_t)S * S;
-#pragma omp parallel for collapse(2) num_threads(ctx->n_threads) if (B * 3 * plane > 65536)
-    for (int64_t b = 0; b < B; b++)
-        for (int c = 0; c < 3; c++) {
-            float *q = p->data + (b * 3 + c) * plane;
-            for (int64_t i = 0; i < plane; i++) q[i] = (q[i] - ap_clip_mean[c]) / ap_clip_std[c];
-        }
-    return AP_OK;
+    return ap_channel_normalize_forward(ctx, p, p, ap_clip_mean, ap_clip_std);
 }
 
 int ap_clip_preprocess_backward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *dimage,
@@ -120,69 +110,13 @@ int ap_clip_preprocess_backward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *dim
     int64_t plane = (int64_t)S * S;
     float *g = ap_arena_floats(tmp, (size_t)(B * 3 * plane), "preprocess d(resized)");
     if (!g) return AP_ERR;
-    for (int64_t b = 0; b < B; b++)
-        for (int c = 0; c < 3; c++) {
-            const float *s = dp->data + (b * 3 + c) * plane;
-            float *d = g + (b * 3 + c) * plane;
-            for (int64_t i = 0; i < plane; i++) d[i] = s[i] / ap_clip_std[c];
-        }
     ap_tensor tg = ap_t4(g, B, 3, S, S);
-    int rc = AP_OK;
-    if (H == S && W == S)
-        memcpy(dimage->data, g, (size_t)(B * 3 * plane) * sizeof(float));
-    else
+    int rc = ap_channel_normalize_backward(ctx, &tg, dp, ap_clip_std);
+    if (!rc && H == S && W == S)
+        rc = ap_copy(ctx, dimage, &tg);
+    else if (!rc)
         rc = ap_resize_bilinear_backward(ctx, dimage, &tg);
     tmp->used = mark;
     AP_TRY(rc);
-    int64_t n = B * 3 * H * W;
-    const float *x = image->data;
-    float *d = dimage->data;
-#pragma omp parallel for num_threads(ctx->n_threads) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i] / 2.0f + 0.5f;
-        d[i] = (v >= 0.0f && v <= 1.0f) ? d[i] / 2.0f : 0.0f;
-    }
-    return AP_OK;
-}
-
-int ap_l2norm_forward(ap_ctx *ctx, const ap_tensor *u, const ap_tensor *norm,
-                      const ap_tensor *v, float eps) {
-    (void)ctx;
-    const char *op = "l2norm_forward";
-    AP_TRY(ap_expect(op, "v", v, 2, (int64_t[]){-1, -1}));
-    AP_TRY(ap_expect_same(op, "v", v, "u", u));
-    int64_t B = v->shape[0], D = v->shape[1];
-    AP_TRY(ap_expect1(op, "norm", norm, B));
-    for (int64_t b = 0; b < B; b++) {
-        const float *x = v->data + b * D;
-        double s = 0;
-        for (int64_t i = 0; i < D; i++) s += (double)x[i] * x[i];
-        float n = (float)sqrt(s), d = n > eps ? n : eps;
-        norm->data[b] = n;
-        for (int64_t i = 0; i < D; i++) u->data[b * D + i] = x[i] / d;
-    }
-    return AP_OK;
-}
-
-int ap_l2norm_backward(ap_ctx *ctx, const ap_tensor *dv, const ap_tensor *du,
-                       const ap_tensor *u, const ap_tensor *norm, float eps) {
-    (void)ctx;
-    const char *op = "l2norm_backward";
-    AP_TRY(ap_expect(op, "u", u, 2, (int64_t[]){-1, -1}));
-    AP_TRY(ap_expect_same(op, "u", u, "du", du));
-    AP_TRY(ap_expect_same(op, "u", u, "dv", dv));
-    int64_t B = u->shape[0], D = u->shape[1];
-    AP_TRY(ap_expect1(op, "norm", norm, B));
-    for (int64_t b = 0; b < B; b++) {
-        const float *g = du->data + b * D, *y = u->data + b * D;
-        float *o = dv->data + b * D, n = norm->data[b];
-        if (!(n > eps)) { /* clamped: the norm is a constant */
-            for (int64_t i = 0; i < D; i++) o[i] = g[i] / eps;
-            continue;
-        }
-        double dot = 0;
-        for (int64_t i = 0; i < D; i++) dot += (double)y[i] * g[i];
-        for (int64_t i = 0; i < D; i++) o[i] = (float)((g[i] - y[i] * dot) / n);
-    }
-    return AP_OK;
+    return ap_to_unit_range_backward(ctx, dimage, dimage, image);
 }

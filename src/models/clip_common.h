@@ -57,14 +57,4 @@ int ap_clip_preprocess_forward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *p,
 int ap_clip_preprocess_backward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *dimage,
                                 const ap_tensor *dp, const ap_tensor *image);
 
-/* u (B, D) = v / max(|v|_2, eps) per row; norm (B) receives |v|_2 (float,
- * summed in double). eps = 0 gives torch.linalg.vector_norm division (aesthetic),
- * 1e-12 F.normalize (HPS). u may alias v. */
-int ap_l2norm_forward(ap_ctx *ctx, const ap_tensor *u, const ap_tensor *norm,
-                      const ap_tensor *v, float eps);
-/* dv (B, D) (=) = (du - u (u . du)) / |v| where |v| > eps, du / eps where the
- * norm was clamped. dv may alias du. */
-int ap_l2norm_backward(ap_ctx *ctx, const ap_tensor *dv, const ap_tensor *du,
-                       const ap_tensor *u, const ap_tensor *norm, float eps);
-
 #endif

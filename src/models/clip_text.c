@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "models/clip_common.h"
 #include "ops/norm.h"
+#include "ops/rows.h"
 
 size_t ap_text_tower_tmp_bytes(const ap_text_tower *t, int64_t B, int64_t N) {
     return t->layers > 0 ? ap_enc_tmp_bytes(&t->layer[0], B, N) : 0;
@@ -31,11 +32,10 @@ int ap_text_tower_forward(ap_ctx *ctx, ap_arena *tmp, const ap_text_tower *t,
         if (ids[i] < 0 || ids[i] >= t->vocab)
             return ap_fail("%s: ids[%lld][%lld]: expected a token id in [0, %d), found %d", op,
                            (long long)(i / N), (long long)(i % N), t->vocab, (int)ids[i]);
-    float *h = out->data;
-    for (int64_t i = 0; i < B * N; i++) {
-        const float *te = t->tok_emb.data + (int64_t)ids[i] * C, *pe = t->pos_emb.data + (i % N) * C;
-        for (int64_t c = 0; c < C; c++) h[i * C + c] = te[c] + pe[c];
-    }
+    /* h (B, N, C) = token embeddings of ids + position embeddings 0..N-1 */
+    ap_tensor rows = ap_reshape(out, 2, (int64_t[]){B * N, C}), pos = ap_rows(&t->pos_emb, 0, N);
+    AP_TRY(ap_gather_rows(ctx, &rows, &t->tok_emb, (const int *)ids, (int)(B * N)));
+    AP_TRY(ap_add_broadcast_rows(ctx, out, out, &pos));
     /* the layers run in place on out (inference), the final LayerNorm too */
     for (int l = 0; l < t->layers; l++) AP_TRY(ap_enc_forward(ctx, NULL, tmp, NULL, &t->layer[l], out, out));
     size_t mark = tmp->used;

@@ -10,10 +10,12 @@
 
 #include "core/err.h"
 #include "models/clip_common.h"
-#include "cpu/blas.h"
+#include "ops/matmul.h"
 #include "ops/conv2d.h"
+#include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/norm.h"
+#include "ops/rows.h"
 
 static int64_t grid(const ap_vit *v) { return (v->image_size - v->patch) / v->patch + 1; }
 
@@ -31,11 +33,13 @@ size_t ap_vit_tape_bytes(const ap_vit *v, int64_t B) {
 size_t ap_vit_tmp_bytes(const ap_vit *v, int64_t B) {
     int64_t T = ap_vit_tokens(v), C = v->C, g = grid(v);
     size_t enc = v->layers ? ap_enc_tmp_bytes(&v->layer[0], B, T) : 0;
-    /* forward: conv output, + (inference) emb, stats, h, cls, pooled */
-    size_t fwd = (size_t)(B * C * g * g + 2 * B * T * C + 2 * B * T + 2 * B * C + 2 * B) *
-                     sizeof(float) + 64 * 8;
-    /* backward: dpooled, dcls, two (B, T, C) gradients, dconv */
-    size_t bwd = (size_t)(2 * B * C + 2 * B * T * C + B * C * g * g) * sizeof(float) + 64 * 5;
+    /* forward: conv output, its (B, g*g, C) permute, the class tokens per
+     * image, + (inference) emb, stats, h, cls, pooled */
+    size_t fwd = (size_t)(2 * B * C * g * g + 2 * B * T * C + 2 * B * T + 3 * B * C + 2 * B) *
+                     sizeof(float) + 64 * 10;
+    /* backward: dpooled, dcls, two (B, T, C) gradients, dconv and its
+     * (B, g*g, C) permute */
+    size_t bwd = (size_t)(2 * B * C + 2 * B * T * C + 2 * B * C * g * g) * sizeof(float) + 64 * 6;
     return (fwd > bwd ? fwd : bwd) + enc;
 }
 
@@ -46,6 +50,20 @@ size_t ap_vit_scratch_bytes(const ap_vit *v, int64_t B, int n_threads) {
                                        v->patch, v->patch, v->patch, 0);
     size_t n = ap_layer_norm_scratch_bytes(B * T, v->C);
     return a > c ? (a > n ? a : n) : (c > n ? c : n);
+}
+
+/* The class token of every sequence, cls (B, C) = h[:, 0] (backward: dh
+ * (B, T, C) = 0 except dh[:, 0] = dcls). */
+static int cls_gather(ap_ctx *ctx, const ap_tensor *cls, const ap_tensor *h, int backward) {
+    int64_t B = h->shape[0], T = h->shape[1], C = h->shape[2];
+    int *idx = ap_malloc((size_t)B * sizeof(int), "vit class-token indices");
+    if (!idx) return AP_ERR;
+    for (int64_t b = 0; b < B; b++) idx[b] = (int)(b * T);
+    ap_tensor rows = ap_reshape(h, 2, (int64_t[]){B * T, C});
+    int rc = backward ? ap_gather_rows_backward(ctx, &rows, cls, idx, (int)B)
+                      : ap_gather_rows(ctx, cls, &rows, idx, (int)B);
+    free(idx);
+    return rc;
 }
 
 static float *take(ap_arena *a, int64_t n, const char *what) {
@@ -72,21 +90,28 @@ int ap_vit_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_vit_saved *sv,
                                "vit layer records");
         if (!s->h || !s->ls) goto out;
     }
-    float *xc = take(tmp, B * C * g * g, "vit patch embeddings"), *emb = take(keep, B * T * C, "vit embeddings"),
+    float *xc = take(tmp, B * C * g * g, "vit patch embeddings"),
+          *xl = take(tmp, B * g * g * C, "vit patch tokens"), *cb = take(tmp, B * C, "vit class tokens in"),
+          *emb = take(keep, B * T * C, "vit embeddings"),
           *st = take(keep, 2 * B * T, "vit ln_pre statistics"), *h0 = take(keep, B * T * C, "vit ln_pre output");
-    if (!xc || !emb || !st || !h0) goto out;
+    if (!xc || !xl || !cb || !emb || !st || !h0) goto out;
     ap_tensor txc = ap_t4(xc, B, C, g, g), th = ap_t3(h0, B, T, C);
     s->emb = ap_t3(emb, B, T, C);
     s->pre_mean = ap_t1(st, B * T), s->pre_rstd = ap_t1(st + B * T, B * T);
     if (ap_conv2d_forward(ctx, &txc, pixels, &v->patch_w, NULL, v->patch, 0)) goto out;
-    for (int64_t b = 0; b < B; b++) {
-        float *e = emb + b * T * C;
-        for (int64_t c = 0; c < C; c++) e[c] = v->cls.data[c] + v->pos.data[c];
-        for (int64_t c = 0; c < C; c++) {
-            const float *xp = xc + (b * C + c) * g * g;
-            for (int64_t p = 0; p < g * g; p++) e[(1 + p) * C + c] = xp[p] + v->pos.data[(1 + p) * C + c];
-        }
-    }
+    /* emb (B, T, C) = [class; patches (B, g*g, C)] + positions (T, C) */
+    ap_tensor txl = ap_t3(xl, B, g * g, C), tcb = ap_t4(cb, B, 1, C, 1);
+    ap_tensor cls1 = ap_reshape(&v->cls, 4, (int64_t[]){1, 1, C, 1}), e4 = ap_t4(emb, B, T, C, 1),
+              xl4 = ap_t4(xl, B, g * g, C, 1);
+    int *zero = ap_malloc((size_t)B * sizeof(int), "vit class-token indices");
+    if (!zero) goto out;
+    memset(zero, 0, (size_t)B * sizeof(int));
+    int erc = ap_nchw_to_nlc_forward(ctx, &txl, &txc);
+    if (!erc) erc = ap_gather_rows(ctx, &tcb, &cls1, zero, (int)B);
+    free(zero);
+    if (erc || ap_concat_channels_forward(ctx, &e4, &tcb, &xl4) ||
+        ap_add_broadcast_rows(ctx, &s->emb, &s->emb, &v->pos))
+        goto out;
     if (ap_layer_norm_forward(ctx, &th, &s->pre_mean, &s->pre_rstd, &s->emb, &v->pre_w, &v->pre_b,
                               v->eps))
         goto out;
@@ -106,17 +131,16 @@ int ap_vit_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_vit_saved *sv,
     float *cls = take(keep, B * C, "vit class tokens"), *pst = take(keep, 2 * B, "vit ln_post statistics"),
           *pooled = take(keep, B * C, "vit pooled");
     if (!cls || !pst || !pooled) goto out;
-    for (int64_t b = 0; b < B; b++) memcpy(cls + b * C, th.data + b * T * C, (size_t)C * sizeof(float));
     s->cls_tok = ap_t2(cls, B, C);
+    if (cls_gather(ctx, &s->cls_tok, &th, 0)) goto out;
     s->post_mean = ap_t1(pst, B), s->post_rstd = ap_t1(pst + B, B);
     s->pooled = ap_t2(pooled, B, C);
     if (ap_layer_norm_forward(ctx, &s->pooled, &s->post_mean, &s->post_rstd, &s->cls_tok, &v->post_w,
                               &v->post_b, v->eps))
         goto out;
-    if (v->proj_in_out)
-        ap_gemm(ctx, 0, 0, (int)B, (int)P, (int)C, 1.0f, pooled, (int)C, v->proj.data, (int)P, 0.0f,
-                out->data, (int)P);
-    else if (ap_linear_forward(ctx, out, &s->pooled, &v->proj, NULL))
+    if (v->proj_in_out) { /* proj (C, P): out = pooled . proj */
+        if (ap_matmul(ctx, out, &s->pooled, &v->proj, 0, 0, 1.0f, 0.0f)) goto out;
+    } else if (ap_linear_forward(ctx, out, &s->pooled, &v->proj, NULL))
         goto out;
     rc = AP_OK;
 out:
@@ -136,21 +160,20 @@ int ap_vit_backward(ap_ctx *ctx, ap_arena *tmp, const ap_vit *v, const ap_vit_sa
     int rc = AP_ERR;
     float *dpool = take(tmp, B * C, "vit d(pooled)"), *dcls = take(tmp, B * C, "vit d(class tokens)"),
           *d0 = take(tmp, B * T * C, "vit hidden gradient A"), *d1 = take(tmp, B * T * C, "vit hidden gradient B"),
-          *dxc = take(tmp, B * C * g * g, "vit d(patch embeddings)");
-    if (!dpool || !dcls || !d0 || !d1 || !dxc) goto out;
+          *dxc = take(tmp, B * C * g * g, "vit d(patch embeddings)"),
+          *dxl = take(tmp, B * g * g * C, "vit d(patch tokens)");
+    if (!dpool || !dcls || !d0 || !d1 || !dxc || !dxl) goto out;
     ap_tensor tdpool = ap_t2(dpool, B, C), tdcls = ap_t2(dcls, B, C);
-    if (v->proj_in_out)
-        ap_gemm(ctx, 0, 1, (int)B, (int)C, (int)P, 1.0f, dout->data, (int)P, v->proj.data, (int)P,
-                0.0f, dpool, (int)C);
-    else if (ap_linear_backward(ctx, &tdpool, NULL, NULL, dout, &tdpool, &v->proj))
+    if (v->proj_in_out) { /* d(pooled) = dout . projᵀ */
+        if (ap_matmul(ctx, &tdpool, dout, &v->proj, 0, 1, 1.0f, 0.0f)) goto out;
+    } else if (ap_linear_backward(ctx, &tdpool, NULL, NULL, dout, &tdpool, &v->proj))
         goto out;
     if (ap_layer_norm_backward(ctx, &tdcls, NULL, NULL, &tdpool, &s->cls_tok, &s->post_mean,
                                &s->post_rstd, &v->post_w))
         goto out;
     /* only the class tokens of the last output receive gradient */
-    memset(d0, 0, (size_t)(B * T * C) * sizeof(float));
-    for (int64_t b = 0; b < B; b++) memcpy(d0 + b * T * C, dcls + b * C, (size_t)C * sizeof(float));
     ap_tensor dcur = ap_t3(d0, B, T, C), dnext = ap_t3(d1, B, T, C);
+    if (cls_gather(ctx, &tdcls, &dcur, 1)) goto out;
     for (int l = v->layers - 1; l >= 0; l--) {
         if (ap_enc_backward(ctx, tmp, &v->layer[l], &s->ls[l], &dnext, &dcur)) goto out;
         ap_tensor t = dcur;
@@ -160,13 +183,12 @@ int ap_vit_backward(ap_ctx *ctx, ap_arena *tmp, const ap_vit *v, const ap_vit_sa
     if (ap_layer_norm_backward(ctx, &dnext, NULL, NULL, &dcur, &s->emb, &s->pre_mean, &s->pre_rstd,
                                &v->pre_w))
         goto out;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t c = 0; c < C; c++) {
-            float *dp = dxc + (b * C + c) * g * g;
-            const float *de = dnext.data + b * T * C;
-            for (int64_t p = 0; p < g * g; p++) dp[p] = de[(1 + p) * C + c];
-        }
-    ap_tensor tdxc = ap_t4(dxc, B, C, g, g);
+    /* d(patches) = d(emb)[:, 1:] (the class token and positions are frozen) */
+    ap_tensor tdxc = ap_t4(dxc, B, C, g, g), tdxl = ap_t3(dxl, B, g * g, C);
+    ap_tensor de4 = ap_reshape(&dnext, 4, (int64_t[]){B, T, C, 1}), dxl4 = ap_t4(dxl, B, g * g, C, 1);
+    if (ap_concat_channels_backward(ctx, NULL, &dxl4, &de4) ||
+        ap_nchw_to_nlc_backward(ctx, &tdxc, &tdxl))
+        goto out;
     if (ap_conv2d_backward(ctx, dpixels, NULL, NULL, &tdxc, &s->pixels, &v->patch_w, v->patch, 0))
         goto out;
     rc = AP_OK;

@@ -11,7 +11,9 @@
 
 #include "core/err.h"
 #include "models/clip_common.h"
-#include "cpu/blas.h"
+#include "ops/elementwise.h"
+#include "ops/matmul.h"
+#include "ops/rows.h"
 
 #define HPS_NORM_EPS 1e-12f /* F.normalize */
 
@@ -168,14 +170,21 @@ int ap_hps_encode_text(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_ten
     if (!h || !pooled || !norm) goto out;
     ap_tensor th = ap_t3(h, B, N, Ct), tn = ap_t1(norm, B);
     if (ap_text_tower_forward(ctx, tmp, &m->text, &th, ids, B, N)) goto out;
+    /* pooled (B, Ct) = h at each prompt's end token: torch.argmax of the
+     * ids, the first position of the maximum (host-side index logic) */
+    int *idx = ap_malloc((size_t)B * sizeof(int), "HPS end-token rows");
+    if (!idx) goto out;
     for (int64_t b = 0; b < B; b++) {
-        int64_t best = 0; /* torch.argmax: first position of the maximum */
+        int64_t best = 0;
         for (int64_t i = 1; i < N; i++)
             if (ids[b * N + i] > ids[b * N + best]) best = i;
-        memcpy(pooled + b * Ct, h + (b * N + best) * Ct, (size_t)Ct * sizeof(float));
+        idx[b] = (int)(b * N + best);
     }
-    ap_gemm(ctx, 0, 0, (int)B, (int)E, (int)Ct, 1.0f, pooled, (int)Ct, m->text_proj.data, (int)E,
-            0.0f, feats->data, (int)E);
+    ap_tensor tpool = ap_t2(pooled, B, Ct), hrows = ap_t2(h, B * N, Ct);
+    int grc = ap_gather_rows(ctx, &tpool, &hrows, idx, (int)B);
+    free(idx);
+    if (grc) goto out;
+    if (ap_matmul(ctx, feats, &tpool, &m->text_proj, 0, 0, 1.0f, 0.0f)) goto out;
     if (ap_l2norm_forward(ctx, feats, &tn, feats, HPS_NORM_EPS)) goto out;
     rc = AP_OK;
 out:
@@ -219,17 +228,15 @@ int ap_hps_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_hps_saved *sv,
     s->p = ap_t4(p, B, 3, S, S);
     s->f = ap_t2(f, B, E), s->n = ap_t2(f + B * E, B, E), s->t = ap_t2(f + 2 * B * E, B, E);
     s->norm = ap_t1(f + 3 * B * E, B);
-    memcpy(s->t.data, text->data, (size_t)(B * E) * sizeof(float));
+    if (ap_copy(ctx, &s->t, text)) goto out;
     if (ap_clip_preprocess_forward(ctx, tmp, &s->p, image)) goto out;
     if (ap_vit_forward(ctx, tape, tmp, tape ? &s->vit : NULL, &m->visual, &s->f, &s->p)) goto out;
     if (ap_l2norm_forward(ctx, &s->n, &s->norm, &s->f, HPS_NORM_EPS)) goto out;
-    for (int64_t b = 0; b < B; b++) {
-        double d = 0;
-        for (int64_t i = 0; i < E; i++) d += (double)s->n.data[b * E + i] * s->t.data[b * E + i];
-        float sc = (float)d;
-        if (score) score->data[b] = sc;
-        if (loss) loss->data[b] = 1.0f - sc;
-    }
+    /* score = n . t per image; loss = 1 - score (computed in loss when no
+     * score is wanted) */
+    const ap_tensor *sc = score ? score : loss;
+    if (sc && ap_row_dot_forward(ctx, sc, &s->n, &s->t)) goto out;
+    if (loss && ap_affine_forward(ctx, loss, sc, -1.0f, 1.0f)) goto out;
     rc = AP_OK;
 out:
     tmp->used = tmark;
@@ -247,12 +254,15 @@ int ap_hps_backward(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_hps_sa
     size_t mark = tmp->used;
     int rc = AP_ERR;
     float *dn = ap_arena_floats(tmp, (size_t)(2 * B * E), "HPS d(features)"),
-          *dp = ap_arena_floats(tmp, (size_t)(B * 3 * S * S), "HPS d(pixels)");
-    if (!dn || !dp) goto out;
-    /* loss = 1 - n.t: dn = -dloss * t */
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t i = 0; i < E; i++) dn[b * E + i] = -dloss->data[b] * s->t.data[b * E + i];
-    ap_tensor tdn = ap_t2(dn, B, E), tdf = ap_t2(dn + B * E, B, E), tdp = ap_t4(dp, B, 3, S, S);
+          *dp = ap_arena_floats(tmp, (size_t)(B * 3 * S * S), "HPS d(pixels)"),
+          *ds = ap_arena_floats(tmp, (size_t)B, "HPS d(score)");
+    if (!dn || !dp || !ds) goto out;
+    ap_tensor tdn = ap_t2(dn, B, E), tdf = ap_t2(dn + B * E, B, E), tdp = ap_t4(dp, B, 3, S, S),
+              tds = ap_t1(ds, B);
+    /* loss = 1 - n.t: d(score) = -dloss, dn = d(score) * t */
+    if (ap_scale_backward(ctx, &tds, dloss, -1.0f) ||
+        ap_row_dot_backward(ctx, &tdn, NULL, &tds, &s->n, &s->t))
+        goto out;
     if (ap_l2norm_backward(ctx, &tdf, &tdn, &s->n, &s->norm, HPS_NORM_EPS)) goto out;
     if (ap_vit_backward(ctx, tmp, &m->visual, &s->vit, &tdp, &tdf)) goto out;
     if (ap_clip_preprocess_backward(ctx, tmp, dimage, &tdp, &s->image)) goto out;

@@ -18,6 +18,7 @@
 #include "ops/elementwise.h"
 #include "ops/norm.h"
 #include "ops/resize.h"
+#include "ops/rows.h"
 
 #define VAE_EPS 1e-6f /* every decoder GroupNorm (docs/vae.md §1) */
 
@@ -414,12 +415,6 @@ static int check_planned(const char *op, const ap_vae *v, int64_t B, int64_t h, 
     return AP_OK;
 }
 
-/* z = x / s (or dx = dz / s): a true division, as PyTorch's x / scaling_factor. */
-static void divide(ap_ctx *ctx, float *y, const float *x, int64_t n, float s) {
-#pragma omp parallel for num_threads(ctx->n_threads) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] / s;
-}
-
 static int attention_forward(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *out,
                              const ap_tensor *x) {
     ap_vae_saved *s = &v->sv;
@@ -459,7 +454,7 @@ static int seg_in(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *x, const ap_tensor
     ap_tensor p = ap_t4(a->tape ? ap_arena_floats(&v->tmp, (size_t)(B * L * h * w), "VAE p")
                                 : act(a, B * L * h * w, "VAE p"), B, L, h, w);
     if (!z.data || !p.data) return AP_ERR;
-    divide(ctx, z.data, latent->data, ap_numel(&z), c->scaling_factor);
+    AP_TRY(ap_divide_forward(ctx, &z, latent, c->scaling_factor));
     AP_TRY(ap_conv2d_forward(ctx, &p, &z, &v->pq_w, &v->pq_b, 1, 0));
     *x = ap_t4(act(a, B * Cm * h * w, "VAE conv_in output"), B, Cm, h, w);
     if (!x->data) return AP_ERR;
@@ -536,12 +531,7 @@ static int seg_out(ap_ctx *ctx, ap_vae *v, acts *a, const ap_tensor *image, cons
 }
 
 /* Sample b of t (B, ...) as a (1, ...) view. */
-static ap_tensor sample(const ap_tensor *t, int64_t b) {
-    ap_tensor s = *t;
-    s.shape[0] = 1;
-    s.data = t->data + b * (ap_numel(t) / t->shape[0]);
-    return s;
-}
+static ap_tensor sample(const ap_tensor *t, int64_t b) { return ap_rows(t, b, 1); }
 
 /* One pass of the layers over latent (Bx, L, h, w): full tape (tape set,
  * ck NULL), inference (tape NULL, ck NULL), or inference that copies each
@@ -562,7 +552,7 @@ static int forward_pass(ap_ctx *ctx, ap_vae *v, ap_arena *tape, ap_tensor *ck, i
     for (int k = 0; k < c->n_blocks + 2; k++) {
         if (ck) { /* x becomes this segment's checkpoint */
             ap_tensor keep = sample(&ck[k], b);
-            memcpy(keep.data, x.data, (size_t)ap_numel(&x) * sizeof(float));
+            AP_TRY(ap_copy(ctx, &keep, &x));
             x = keep;
         }
         if (k == c->n_blocks + 1) break;
@@ -712,7 +702,7 @@ static int backward_pass(ap_ctx *ctx, ap_vae *v, int64_t b, const ap_tensor *dla
     dy = ap_t4(g[k], B, Cm, h, w);
     AP_TRY(ap_conv2d_backward(ctx, &dp, NULL, NULL, &dy, &shape_p, &v->in_w, 1, 1));
     AP_TRY(ap_conv2d_backward(ctx, &dz, NULL, NULL, &dp, &shape_p, &v->pq_w, 1, 0));
-    divide(ctx, dlatent->data, dz.data, ap_numel(dlatent), c->scaling_factor);
+    AP_TRY(ap_divide_forward(ctx, dlatent, &dz, c->scaling_factor)); /* its own backward */
     ap_arena_reset(&v->tmp);
     return AP_OK;
 }

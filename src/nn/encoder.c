@@ -13,6 +13,7 @@
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/norm.h"
+#include "ops/rows.h"
 
 int ap_enc_declare(ap_enc_layer *l, ap_params *p, const char *pre, ap_enc_keys keys, int C,
                    int F, int heads, ap_enc_act act, int causal, float eps) {
@@ -70,10 +71,10 @@ static void mha_of(const ap_enc_layer *l, ap_mha *m) {
     memset(m, 0, sizeof *m);
     int64_t C = l->C;
     if (l->keys == AP_ENC_KEYS_OPENCLIP) {
-        float *w = l->in_w.data, *b = l->in_b.data;
-        m->q.w = ap_t2(w, C, C), m->q.b = ap_t1(b, C);
-        m->k.w = ap_t2(w ? w + C * C : NULL, C, C), m->k.b = ap_t1(b ? b + C : NULL, C);
-        m->v.w = ap_t2(w ? w + 2 * C * C : NULL, C, C), m->v.b = ap_t1(b ? b + 2 * C : NULL, C);
+        /* in_w (3C, C), in_b (3C): q, k, v are rows 0, C, 2C of each */
+        m->q.w = ap_rows(&l->in_w, 0, C), m->q.b = ap_rows(&l->in_b, 0, C);
+        m->k.w = ap_rows(&l->in_w, C, C), m->k.b = ap_rows(&l->in_b, C, C);
+        m->v.w = ap_rows(&l->in_w, 2 * C, C), m->v.b = ap_rows(&l->in_b, 2 * C, C);
     } else {
         m->q.w = l->q_w, m->q.b = l->q_b;
         m->k.w = l->k_w, m->k.b = l->k_b;

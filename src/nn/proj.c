@@ -1,8 +1,10 @@
-/* proj.c: linear projection + LoRA branch, forward and backward. */
+/* proj.c: linear projection + LoRA branch, forward and backward, on the
+ * linear and matmul ops (no raw GEMM here). */
 #include "proj.h"
 
 #include "core/err.h"
-#include "cpu/blas.h"
+#include "ops/linear.h"
+#include "ops/matmul.h"
 
 static int check(const char *op, const ap_proj *p, const ap_tensor *x, const ap_tensor *y,
                  int64_t *rows) {
@@ -35,31 +37,29 @@ size_t ap_proj_saved_floats(const ap_proj *p, int64_t rows) {
     return p->lora ? (size_t)(rows * p->lora->down.shape[0]) : 0;
 }
 
+/* t's leading dims with last dim n, over data (a view for a matmul's output). */
+static ap_tensor with_last(float *data, const ap_tensor *t, int64_t n) {
+    ap_tensor v = ap_tn(data, t->ndim, t->shape);
+    v.shape[v.ndim - 1] = n;
+    return v;
+}
+
 int ap_proj_forward(ap_ctx *ctx, ap_arena *tape, ap_proj_saved *sv, const ap_proj *p,
                     const ap_tensor *out, const ap_tensor *x) {
     int64_t rows;
     AP_TRY(check("proj_forward", p, x, out, &rows));
-    int O = (int)p->w.shape[0], I = (int)p->w.shape[1];
-    float *y = out->data;
-    if (ap_present(&p->b)) {
-#pragma omp parallel for num_threads(ctx->n_threads) if (rows * O > 65536)
-        for (int64_t r = 0; r < rows; r++)
-            for (int o = 0; o < O; o++) y[r * O + o] = p->b.data[o];
-    }
-    /* (B, L, I): one GEMM per leading index (image, prompt), so its rows never
-     * depend on the batch (2-D: one block) */
-    int items = x->ndim >= 3 ? (int)x->shape[0] : 1, M = (int)(rows / items);
-    ap_gemm_items(ctx, items, 1, M, O, I, 1.0f, x->data, I, p->w.data, I,
-                  ap_present(&p->b) ? 1.0f : 0.0f, y, O);
+    /* y = b + x·Wᵀ with one GEMM per leading index (image, prompt), so its
+     * rows never depend on the batch (2-D: one block) */
+    AP_TRY(ap_linear_forward(ctx, out, x, &p->w, ap_present(&p->b) ? &p->b : NULL));
     if (!p->lora) return AP_OK;
-    int R = (int)p->lora->down.shape[0];
+    int64_t R = p->lora->down.shape[0];
     size_t n = (size_t)rows * (size_t)R;
     float *u = tape ? ap_arena_floats(tape, n, "LoRA u = x·Aᵀ")
                     : ap_scratch(ctx, n * sizeof(float), "LoRA u = x·Aᵀ");
     if (!u) return AP_ERR;
-    ap_gemm_items(ctx, items, 1, M, R, I, 1.0f, x->data, I, p->lora->down.data, I, 0.0f, u, R);
-    ap_gemm_items(ctx, items, 1, M, O, R, p->lora->scale, u, R, p->lora->up.data, R, 1.0f, y,
-                  O);
+    ap_tensor tu = with_last(u, x, R);
+    AP_TRY(ap_matmul_items(ctx, &tu, x, &p->lora->down, 1, 1.0f, 0.0f));
+    AP_TRY(ap_matmul_items(ctx, out, &tu, &p->lora->up, 1, p->lora->scale, 1.0f));
     if (sv) sv->u = ap_t2(u, rows, R);
     return AP_OK;
 }
@@ -70,26 +70,24 @@ int ap_proj_backward(ap_ctx *ctx, const ap_proj *p, const ap_proj_saved *sv,
     int64_t rows;
     AP_TRY(check("proj_backward", p, x, dout, &rows));
     if (dx) AP_TRY(ap_expect_same("proj_backward", "x", x, "dx", dx));
-    int O = (int)p->w.shape[0], I = (int)p->w.shape[1];
-    if (dx)
-        ap_gemm(ctx, 0, 0, (int)rows, I, O, 1.0f, dout->data, O, p->w.data, I,
-                accumulate_dx ? 1.0f : 0.0f, dx->data, I);
+    if (dx) /* dx (=|+=) dout·W */
+        AP_TRY(ap_matmul(ctx, dx, dout, &p->w, 0, 0, 1.0f, accumulate_dx ? 1.0f : 0.0f));
     if (!p->lora) return AP_OK;
     const ap_lora *l = p->lora;
-    int R = (int)l->down.shape[0];
+    int64_t R = l->down.shape[0];
     if (!sv || !sv->u.data || ap_numel(&sv->u) != rows * R)
-        return ap_fail("proj_backward: the LoRA activation u (%lld x %d) was not saved by "
-                       "the forward (pass a tape)", (long long)rows, R);
+        return ap_fail("proj_backward: the LoRA activation u (%lld x %lld) was not saved by "
+                       "the forward (pass a tape)", (long long)rows, (long long)R);
     /* gB = dout·B (rows, r): scratch. */
     float *gb = ap_scratch(ctx, (size_t)rows * (size_t)R * sizeof(float), "LoRA dout·B");
     if (!gb) return AP_ERR;
-    ap_gemm(ctx, 0, 0, (int)rows, R, O, 1.0f, dout->data, O, l->up.data, R, 0.0f, gb, R);
+    ap_tensor tgb = ap_t2(gb, rows, R);
+    AP_TRY(ap_matmul(ctx, &tgb, dout, &l->up, 0, 0, 1.0f, 0.0f));
     if (ap_present(&l->dup)) /* dB += s·doutᵀ·u */
-        ap_gemm(ctx, 1, 0, O, R, (int)rows, l->scale, dout->data, O, sv->u.data, R, 1.0f,
-                l->dup.data, R);
+        AP_TRY(ap_matmul(ctx, &l->dup, dout, &sv->u, 1, 0, l->scale, 1.0f));
     if (ap_present(&l->ddown)) /* dA += s·gBᵀ·x */
-        ap_gemm(ctx, 1, 0, R, I, (int)rows, l->scale, gb, R, x->data, I, 1.0f, l->ddown.data, I);
+        AP_TRY(ap_matmul(ctx, &l->ddown, &tgb, x, 1, 0, l->scale, 1.0f));
     if (dx) /* dx += s·gB·A */
-        ap_gemm(ctx, 0, 0, (int)rows, I, R, l->scale, gb, R, l->down.data, I, 1.0f, dx->data, I);
+        AP_TRY(ap_matmul(ctx, dx, &tgb, &l->down, 0, 0, l->scale, 1.0f));
     return AP_OK;
 }

@@ -9,6 +9,7 @@
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/norm.h"
+#include "ops/rows.h"
 
 int ap_resnet_declare(ap_resnet *r, ap_params *p, const char *pre, int cin, int cout,
                       int temb_dim, int groups, float eps) {
@@ -85,7 +86,7 @@ int ap_resnet_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_resnet_save
         if (!tp) return AP_ERR;
         ap_tensor ttp = ap_t2(tp, B, r->cout);
         /* (B, 1, C) views: each sample's projection is its own GEMM (batch-independent) */
-        ap_tensor vin = ap_t3(temb_act->data, B, 1, r->temb_dim), vtp = ap_t3(tp, B, 1, r->cout);
+        ap_tensor vin = ap_reshape(temb_act, 3, (int64_t[]){B, 1, r->temb_dim}), vtp = ap_t3(tp, B, 1, r->cout);
         AP_TRY(ap_linear_forward(ctx, &vtp, &vin, &r->temb_w, &r->temb_b));
         AP_TRY(ap_add_channel_bias_forward(ctx, &s->h1, &s->h1, &ttp));
     }
@@ -127,8 +128,8 @@ int ap_resnet_backward(ap_ctx *ctx, ap_arena *tmp, const ap_resnet *r,
     /* shortcut path: dx = shortcut^T(dout) (=) */
     if (ap_present(&r->short_w)) {
         if (ap_conv2d_backward(ctx, dx, NULL, NULL, dout, &s->x, &r->short_w, 1, 0)) goto out;
-    } else {
-        memcpy(dx->data, dout->data, (size_t)ap_numel(dx) * sizeof(float));
+    } else if (ap_copy(ctx, dx, dout)) {
+        goto out;
     }
     /* main path */
     if (ap_conv2d_backward(ctx, &d_out, NULL, NULL, dout, &a_out_shape, &r->conv2_w, 1, 1)) goto out;

@@ -14,6 +14,7 @@
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/norm.h"
+#include "ops/rows.h"
 
 #define GN_EPS 1e-6f /* hard-coded in Transformer2DModel */
 #define LN_EPS 1e-5f /* BasicTransformerBlock's LayerNorms */
@@ -223,7 +224,7 @@ int ap_transformer2d_backward(ap_ctx *ctx, ap_arena *tmp, const ap_transformer2d
     ap_tensor dz = ap_t3(p4, B, N, 4 * C), df1 = ap_t3(p8, B, N, 8 * C);
     int rc = AP_ERR;
     /* residual: dx = dout; proj_out back to the token gradient dA = d h3 */
-    memcpy(dx->data, dout->data, (size_t)ap_numel(dx) * sizeof(float));
+    if (ap_copy(ctx, dx, dout)) goto out;
     if (t->linear_proj) {
         if (ap_nlc_to_nchw_backward(ctx, &dB, dout)) goto out;
         if (ap_linear_backward(ctx, &dA, NULL, NULL, &dB, &dB, &t->proj_out_w)) goto out;

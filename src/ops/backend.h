@@ -20,6 +20,7 @@
 
 #include "core/ctx.h"
 #include "core/tensor.h"
+#include "ops/ddim_step.h" /* ap_ddim_scalars */
 
 typedef struct ap_backend {
     const char *name;  /* "cpu", "cuda" */
@@ -86,6 +87,37 @@ typedef struct ap_backend {
     /* timestep (ops/timestep.h) */
     int (*timestep_embedding_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *t, int flip_sin_to_cos, float downscale_freq_shift, float scale, int max_period);
     int (*timestep_embedding_backward)(ap_ctx *ctx, const ap_tensor *dt, const ap_tensor *dout, const ap_tensor *t, int flip_sin_to_cos, float downscale_freq_shift, float scale, int max_period);
+    /* matmul (ops/matmul.h) */
+    int (*matmul)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b, int ta, int tb, float alpha, float beta);
+    int (*matmul_items)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b, int tb, float alpha, float beta);
+    /* ddim_step (ops/ddim_step.h) */
+    int (*ddim_update_forward)(ap_ctx *ctx, const ap_tensor *x_prev, const ap_tensor *x, const ap_tensor *eps, const ap_tensor *noise, const ap_ddim_scalars *c);
+    int (*ddim_update_backward)(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *deps, const ap_tensor *dx_prev, const ap_tensor *x, const ap_tensor *eps, const ap_ddim_scalars *c);
+    int (*guidance_forward)(ap_ctx *ctx, const ap_tensor *eps, const ap_tensor *eps_u, const ap_tensor *eps_c, float guidance);
+    int (*guidance_backward)(ap_ctx *ctx, const ap_tensor *deps_u, const ap_tensor *deps_c, const ap_tensor *deps, float guidance);
+    /* rows (ops/rows.h) */
+    int (*tensor_read)(ap_ctx *ctx, float *host, const ap_tensor *t);
+    int (*tensor_write)(ap_ctx *ctx, const ap_tensor *t, const float *host);
+    int (*gather_rows)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, const int *idx, int m);
+    int (*gather_rows_backward)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const int *idx, int m);
+    int (*sum_rows)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, int accumulate);
+    int (*count_nonfinite)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    int (*add_broadcast_rows)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b);
+    int (*l2norm_forward)(ap_ctx *ctx, const ap_tensor *u, const ap_tensor *norm, const ap_tensor *v, float eps);
+    int (*l2norm_backward)(ap_ctx *ctx, const ap_tensor *dv, const ap_tensor *du, const ap_tensor *u, const ap_tensor *norm, float eps);
+    int (*row_dot_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b);
+    int (*row_dot_backward)(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db, const ap_tensor *dout, const ap_tensor *a, const ap_tensor *b);
+    int (*abs_diff_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float target);
+    int (*abs_diff_backward)(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout, const ap_tensor *x, float target);
+    int (*affine_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float a, float b);
+    int (*divide_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float s);
+    /* image (ops/image.h) */
+    int (*to_unit_range_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x);
+    int (*to_unit_range_backward)(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout, const ap_tensor *x);
+    int (*channel_normalize_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, const float *mean, const float *std);
+    int (*channel_normalize_backward)(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout, const float *std);
+    int (*colourfulness_forward)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *image);
+    int (*colourfulness_backward)(ap_ctx *ctx, const ap_tensor *dimage, const ap_tensor *dout, const ap_tensor *image);
 
     /* per-op scratch queries: the bytes of ctx scratch the op takes for these
      * arguments (NULL: none). A dry-run context calls these instead of the
@@ -133,6 +165,33 @@ typedef struct ap_backend {
     size_t (*softmax_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const ap_tensor *out);
     size_t (*timestep_embedding_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *t, int flip_sin_to_cos, float downscale_freq_shift, float scale, int max_period);
     size_t (*timestep_embedding_backward_scratch)(ap_ctx *ctx, const ap_tensor *dt, const ap_tensor *dout, const ap_tensor *t, int flip_sin_to_cos, float downscale_freq_shift, float scale, int max_period);
+    size_t (*matmul_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b, int ta, int tb, float alpha, float beta);
+    size_t (*matmul_items_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b, int tb, float alpha, float beta);
+    size_t (*ddim_update_forward_scratch)(ap_ctx *ctx, const ap_tensor *x_prev, const ap_tensor *x, const ap_tensor *eps, const ap_tensor *noise, const ap_ddim_scalars *c);
+    size_t (*ddim_update_backward_scratch)(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *deps, const ap_tensor *dx_prev, const ap_tensor *x, const ap_tensor *eps, const ap_ddim_scalars *c);
+    size_t (*guidance_forward_scratch)(ap_ctx *ctx, const ap_tensor *eps, const ap_tensor *eps_u, const ap_tensor *eps_c, float guidance);
+    size_t (*guidance_backward_scratch)(ap_ctx *ctx, const ap_tensor *deps_u, const ap_tensor *deps_c, const ap_tensor *deps, float guidance);
+    size_t (*tensor_read_scratch)(ap_ctx *ctx, float *host, const ap_tensor *t);
+    size_t (*tensor_write_scratch)(ap_ctx *ctx, const ap_tensor *t, const float *host);
+    size_t (*gather_rows_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, const int *idx, int m);
+    size_t (*gather_rows_backward_scratch)(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout, const int *idx, int m);
+    size_t (*sum_rows_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, int accumulate);
+    size_t (*count_nonfinite_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in);
+    size_t (*add_broadcast_rows_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b);
+    size_t (*l2norm_forward_scratch)(ap_ctx *ctx, const ap_tensor *u, const ap_tensor *norm, const ap_tensor *v, float eps);
+    size_t (*l2norm_backward_scratch)(ap_ctx *ctx, const ap_tensor *dv, const ap_tensor *du, const ap_tensor *u, const ap_tensor *norm, float eps);
+    size_t (*row_dot_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const ap_tensor *b);
+    size_t (*row_dot_backward_scratch)(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db, const ap_tensor *dout, const ap_tensor *a, const ap_tensor *b);
+    size_t (*abs_diff_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float target);
+    size_t (*abs_diff_backward_scratch)(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout, const ap_tensor *x, float target);
+    size_t (*affine_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float a, float b);
+    size_t (*divide_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, float s);
+    size_t (*to_unit_range_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x);
+    size_t (*to_unit_range_backward_scratch)(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout, const ap_tensor *x);
+    size_t (*channel_normalize_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *x, const float *mean, const float *std);
+    size_t (*channel_normalize_backward_scratch)(ap_ctx *ctx, const ap_tensor *dx, const ap_tensor *dout, const float *std);
+    size_t (*colourfulness_forward_scratch)(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *image);
+    size_t (*colourfulness_backward_scratch)(ap_ctx *ctx, const ap_tensor *dimage, const ap_tensor *dout, const ap_tensor *image);
 } ap_backend;
 
 /* Fails "OP: not available on the NAME backend". */

@@ -8,10 +8,11 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
-#include "core/finite.h"
 #include "core/path.h"
 #include "core/rng.h"
 #include "io/weights.h"
+#include "ops/rows.h"
+#include "pipeline/sampler.h"
 #include "sd_internal.h"
 
 /* Rank of a LoRA file: rows of any "...to_k_lora.down.weight" (AlignProp's
@@ -120,6 +121,18 @@ static int encode(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n, flo
     return rc;
 }
 
+/* The sampler's per-step callback: the caller's progress report. */
+typedef struct progress_cb {
+    ap_progress_fn fn;
+    void *user;
+} progress_cb;
+
+static int on_step(void *p, int done, int total) {
+    const progress_cb *q = p;
+    if (q->fn) q->fn(q->user, done, total);
+    return AP_OK;
+}
+
 int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
                  const ap_sample_opts *o, float *images, ap_progress_fn progress, void *user) {
     int h, w;
@@ -134,50 +147,42 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     const int L = sd->text.t.max_pos, C = sd->text.t.C;
     const int Cl = sd->unet.cfg.in_channels;
     const int64_t lat = (int64_t)Cl * h * w, B2 = 2 * (int64_t)n;
-    /* context (2n, L, C): the empty prompt n times, then the prompts, as
-     * StableDiffusionPipeline concatenates [uncond, cond]. */
-    float *ctxt = ap_malloc((size_t)(B2 * L * C) * sizeof(float), "text embeddings");
-    float *x = ap_malloc((size_t)(B2 * lat) * sizeof(float), "latents");
+    /* one UNet call per step for all n prompts: rows [uncond x n; cond], as
+     * StableDiffusionPipeline concatenates them (pipeline/sampler.h) */
+    float *uncond = ap_malloc((size_t)(L * C) * sizeof(float), "empty-prompt embedding");
+    float *cond = ap_malloc((size_t)(n * L * C) * sizeof(float), "text embeddings");
+    float *ctxt = ap_malloc((size_t)(B2 * L * C) * sizeof(float), "UNet context");
+    float *x = ap_malloc((size_t)(n * lat) * sizeof(float), "latents");
+    float *x2 = ap_malloc((size_t)(B2 * lat) * sizeof(float), "UNet input");
     float *eps = ap_malloc((size_t)(B2 * lat) * sizeof(float), "noise predictions");
     float *ts = ap_malloc((size_t)B2 * sizeof(float), "timesteps");
+    float *noise = o->init_noise ? NULL : ap_malloc((size_t)(n * lat) * sizeof(float), "initial noise");
     ap_arena tmp = {0};
-    int rc = (!ctxt || !x || !eps || !ts) ? AP_ERR : AP_OK;
+    int rc = (!uncond || !cond || !ctxt || !x || !x2 || !eps || !ts || (!o->init_noise && !noise))
+                 ? AP_ERR : AP_OK;
     const char *empty[1] = {""};
-    if (!rc) rc = encode(ctx, sd, empty, 1, ctxt);
-    for (int i = 1; i < n && !rc; i++)
-        memcpy(ctxt + (size_t)i * L * C, ctxt, (size_t)L * C * sizeof(float));
-    if (!rc) rc = encode(ctx, sd, prompts, n, ctxt + (size_t)n * L * C);
+    if (!rc) rc = encode(ctx, sd, empty, 1, uncond);
+    if (!rc) rc = encode(ctx, sd, prompts, n, cond);
     ap_unet_plan plan;
     if (!rc) rc = ap_unet_plan_sizes(&sd->unet, B2, h, w, L, ctx->n_threads, &plan);
     if (!rc) rc = ap_arena_init(&tmp, plan.tmp_bytes, "UNet temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, plan.scratch_bytes);
-    if (!rc && o->init_noise) memcpy(x + n * lat, o->init_noise, (size_t)(n * lat) * sizeof(float));
-    else if (!rc) /* image k: its own stream, whatever the batch, rank or thread count */
-        for (int k = 0; k < n; k++) ap_gaussian_fill(x + (n + k) * lat, lat, o->seeds ? o->seeds[k] : o->seed + (uint64_t)k);
-    ap_tensor tx = ap_t4(x, B2, Cl, h, w), te = ap_t4(eps, B2, Cl, h, w);
-    ap_tensor tt = ap_t1(ts, B2), tc = ap_t3(ctxt, B2, L, C);
-    for (int i = 0; i < sched.steps && !rc; i++) {
-        memcpy(x, x + n * lat, (size_t)(n * lat) * sizeof(float)); /* same latent twice */
-        for (int64_t b = 0; b < B2; b++) ts[b] = (float)sched.timesteps[i];
-        rc = ap_unet_forward(ctx, &sd->unet, NULL, &tmp, &te, &tx, &tt, &tc);
-        if (rc) break;
-        /* eps_u = eps[0..n), eps_c = eps[n..2n): combined into eps[0..n) */
-        ap_cfg_combine(eps, eps, eps + n * lat, o->guidance, n * lat);
-        rc = ap_ddim_step(&sched, i, x + n * lat, x + n * lat, eps, NULL, n * lat);
-        char what[96];
-        snprintf(what, sizeof what, "sample: DDIM step %d of %d (t = %d): latents", i + 1,
-                 sched.steps, sched.timesteps[i]);
-        if (!rc) rc = ap_check_finite(x + n * lat, n * lat, what);
-        if (!rc && progress) progress(user, i + 1, sched.steps);
-    }
+    ap_tensor tl = ap_t4(x, n, Cl, h, w), tlat = ap_tn(x, 5, (int64_t[]){1, n, Cl, h, w});
+    if (!rc && !o->init_noise) /* image k: its own stream, whatever the batch, rank or thread count */
+        for (int k = 0; k < n; k++) ap_gaussian_fill(noise + k * lat, lat, o->seeds ? o->seeds[k] : o->seed + (uint64_t)k);
+    if (!rc) rc = ap_tensor_write(ctx, &tl, o->init_noise ? o->init_noise : noise);
+    ap_sampler sm = {.unet = &sd->unet, .tmp = &tmp, .sched = &sched, .guidance = o->guidance,
+                     .group = n, .x2 = ap_t4(x2, B2, Cl, h, w), .eps2 = ap_t4(eps, B2, Cl, h, w),
+                     .ctx2 = ap_t3(ctxt, B2, L, C), .t2 = ap_t1(ts, B2)};
+    ap_tensor tu = ap_t3(uncond, 1, L, C), tc = ap_t3(cond, n, L, C);
+    progress_cb cb = {progress, user};
+    if (!rc) rc = ap_sampler_run(ctx, &sm, &tlat, NULL, &tu, &tc, "sample", on_step, &cb);
     ap_arena_free(&tmp);
-    if (!rc && o->final_latents)
-        memcpy(o->final_latents, x + n * lat, (size_t)(n * lat) * sizeof(float));
+    if (!rc && o->final_latents) rc = ap_tensor_read(ctx, o->final_latents, &tl);
     if (!rc) rc = ap_vae_plan(&sd->vae, ctx, n, h, w);
-    ap_tensor tl = ap_t4(x + n * lat, n, Cl, h, w);
     ap_tensor ti = ap_t4(images, n, sd->vae.cfg.out_channels, o->height, o->width);
     if (!rc) rc = ap_vae_forward(ctx, &sd->vae, NULL, &ti, &tl);
-    if (!rc) rc = ap_check_finite(images, ap_numel(&ti), "sample: VAE decode: images");
-    free(ctxt), free(x), free(eps), free(ts);
+    if (!rc) rc = ap_check_finite_tensor(ctx, &ti, "sample: VAE decode: images");
+    free(uncond), free(cond), free(ctxt), free(x), free(x2), free(eps), free(ts), free(noise);
     return rc;
 }

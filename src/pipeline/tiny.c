@@ -74,20 +74,21 @@ static int randomize_and_write(ap_params *p, const char *path, uint64_t *rng) {
     for (int i = 0; i < p->count; i++) {
         ap_param *s = &p->items[i];
         int64_t n = ap_numel(&s->t);
+        float *w = s->t.data; /* host: weights made here, written to a file below */
         int norm = strstr(s->name, "norm") != NULL || strstr(s->name, "layrnorm") != NULL;
         if (ends_with(s->name, ".bias")) {
-            for (int64_t k = 0; k < n; k++) s->t.data[k] = 0.0f;
+            for (int64_t k = 0; k < n; k++) w[k] = 0.0f;
         } else if (norm && ends_with(s->name, ".weight")) {
-            for (int64_t k = 0; k < n; k++) s->t.data[k] = 1.0f;
+            for (int64_t k = 0; k < n; k++) w[k] = 1.0f;
         } else if (strstr(s->name, "embedding")) {
             for (int64_t k = 0; k < n; k++) {
                 double u1 = unit(rng) + 1e-12, u2 = unit(rng);
-                s->t.data[k] = (float)(0.02 * sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+                w[k] = (float)(0.02 * sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
             }
         } else {
             int64_t fan_in = s->t.ndim > 1 ? n / s->t.shape[0] : n;
             double bound = 1.0 / sqrt((double)(fan_in > 0 ? fan_in : 1));
-            for (int64_t k = 0; k < n; k++) s->t.data[k] = (float)(bound * (2 * unit(rng) - 1));
+            for (int64_t k = 0; k < n; k++) w[k] = (float)(bound * (2 * unit(rng) - 1));
         }
         e[i].name = s->name;
         e[i].t = &s->t;

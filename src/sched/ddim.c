@@ -299,65 +299,40 @@ int ap_ddim_coeffs(const ap_ddim *s, int i, ap_ddim_coef *c) {
 
 /* ---------------------------------------------------------------- step */
 
-int ap_ddim_step(const ap_ddim *s, int i, float *x_prev, const float *x, const float *eps,
-                 const float *noise, int64_t n) {
+/* The update op's scalars of step i. */
+static int scalars(const ap_ddim *s, int i, ap_ddim_scalars *k) {
     ap_ddim_coef c;
     AP_TRY(ap_ddim_coeffs(s, i, &c));
+    *k = (ap_ddim_scalars){.sqrt_alpha_t = c.sqrt_alpha_t,
+                           .sqrt_beta_t = c.sqrt_beta_t,
+                           .sqrt_alpha_prev = c.sqrt_alpha_prev,
+                           .sqrt_dir = c.sqrt_dir,
+                           .sigma = c.sigma,
+                           .clip = s->clip_sample,
+                           .clip_range = s->clip_sample_range};
+    return 0;
+}
+
+int ap_ddim_step(ap_ctx *ctx, const ap_ddim *s, int i, const ap_tensor *x_prev,
+                 const ap_tensor *x, const ap_tensor *eps, const ap_tensor *noise) {
+    ap_ddim_scalars k;
+    AP_TRY(scalars(s, i, &k));
     int noisy = s->eta > 0;
-    if (noisy && !noise)
-        return ap_fail("DDIM step: noise: expected (n) floats when eta > 0 (eta %g), found NULL",
-                       s->eta);
-    const float r = s->clip_sample_range;
-    for (int64_t k = 0; k < n; k++) {
-        float e = eps[k];
-        float x0 = (x[k] - c.sqrt_beta_t * e) / c.sqrt_alpha_t;
-        if (s->clip_sample) x0 = x0 < -r ? -r : x0 > r ? r : x0; /* NaN passes, as torch */
-        float xp = c.sqrt_alpha_prev * x0 + c.sqrt_dir * e;
-        if (noisy) xp = xp + c.sigma * noise[k];
-        x_prev[k] = xp;
-    }
-    return 0;
+    if (noisy && !ap_present(noise))
+        return ap_fail("DDIM step: noise: expected a tensor shaped like x when eta > 0 (eta %g), "
+                       "found none", s->eta);
+    return ap_ddim_update_forward(ctx, x_prev, x, eps, noisy ? noise : NULL, &k);
 }
 
-int ap_ddim_step_backward(const ap_ddim *s, int i, float *dx, float *deps,
-                          const float *dx_prev, const float *x, const float *eps, int64_t n) {
-    ap_ddim_coef c;
-    AP_TRY(ap_ddim_coeffs(s, i, &c));
-    if (s->clip_sample && (!x || !eps))
-        return ap_fail("DDIM step backward: x, eps: expected the step's inputs (n floats "
-                       "each) when clip_sample is set, found NULL");
-    const float r = s->clip_sample_range;
-    for (int64_t k = 0; k < n; k++) {
-        float g = dx_prev[k];
-        float gx0 = g * c.sqrt_alpha_prev;
-        if (s->clip_sample) {
-            float x0 = (x[k] - c.sqrt_beta_t * eps[k]) / c.sqrt_alpha_t;
-            if (!(x0 >= -r && x0 <= r)) gx0 = 0.0f; /* clamp passes grad on [-r, r] */
-        }
-        float q = gx0 / c.sqrt_alpha_t;
-        if (deps) deps[k] = g * c.sqrt_dir - q * c.sqrt_beta_t;
-        if (dx) dx[k] = q;
-    }
-    return 0;
-}
-
-/* ---------------------------------------------------------------- CFG */
-
-void ap_cfg_combine(float *eps, const float *eps_u, const float *eps_c, float guidance,
-                    int64_t n) {
-    for (int64_t k = 0; k < n; k++) {
-        float u = eps_u[k];
-        eps[k] = u + guidance * (eps_c[k] - u);
-    }
-}
-
-void ap_cfg_combine_backward(float *deps_u, float *deps_c, const float *deps, float guidance,
-                             int64_t n) {
-    for (int64_t k = 0; k < n; k++) {
-        float g = deps[k], gc = guidance * g;
-        if (deps_c) deps_c[k] = gc;
-        if (deps_u) deps_u[k] = g - gc;
-    }
+int ap_ddim_step_backward(ap_ctx *ctx, const ap_ddim *s, int i, const ap_tensor *dx,
+                          const ap_tensor *deps, const ap_tensor *dx_prev, const ap_tensor *x,
+                          const ap_tensor *eps) {
+    ap_ddim_scalars k;
+    AP_TRY(scalars(s, i, &k));
+    if (s->clip_sample && (!ap_present(x) || !ap_present(eps)))
+        return ap_fail("DDIM step backward: x, eps: expected the step's inputs (shaped like "
+                       "dx_prev) when clip_sample is set, found none");
+    return ap_ddim_update_backward(ctx, dx, deps, dx_prev, x, eps, &k);
 }
 
 /* ---------------------------------------------------------------- truncation */

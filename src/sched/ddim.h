@@ -1,5 +1,5 @@
 /* ddim.h: the DDIM sampler of diffusers 0.17.1 (DDIMScheduler) as AlignProp
- * uses it, classifier-free guidance, and AlignProp's truncated backprop rule.
+ * uses it and AlignProp's truncated backprop rule.
  *
  * Notes: docs/ddim.md. The schedule (ap_ddim: betas, alphas_cumprod,
  * timesteps) is built once from a diffusers scheduler config; a step is a
@@ -9,12 +9,17 @@
  * with torch 1.13 on the CPU (tests/sched/test_ddim.c).
  *
  * Gradients here are activation gradients: outputs are overwritten (=).
- * Latents are flat float arrays of n elements, e.g. (B, 4, 64, 64).
+ * The per-element arithmetic is the ap_ddim_update op (ops/ddim_step.h);
+ * this file keeps the schedule and the host-side scalars of each step.
  */
 #ifndef AP_SCHED_DDIM_H
 #define AP_SCHED_DDIM_H
 
 #include <stdint.h>
+
+#include "core/ctx.h"
+#include "core/tensor.h"
+#include "ops/ddim_step.h"
 
 #define AP_DDIM_MAX_TRAIN 2048 /* largest num_train_timesteps supported */
 #define AP_DDIM_NAME 32        /* room for a config string value */
@@ -92,31 +97,25 @@ int ap_ddim_coeffs(const ap_ddim *s, int i, ap_ddim_coef *c);
 /* One step at index i: x_prev = scheduler.step(eps, timesteps[i], x).prev_sample,
  *   x0 = (x - sqrt_beta_t * eps) / sqrt_alpha_t   [clamped when clip_sample]
  *   x_prev = sqrt_alpha_prev * x0 + sqrt_dir * eps [+ sigma * noise when eta > 0]
- * x, eps, noise, x_prev: (n). x_prev may alias x or eps. noise is read only
- * when eta > 0 (diffusers' variance_noise) and may be NULL otherwise. */
-int ap_ddim_step(const ap_ddim *s, int i, float *x_prev, const float *x, const float *eps,
-                 const float *noise, int64_t n);
+ * through ap_ddim_update_forward (ops/ddim_step.h) with step i's scalars.
+ * x, eps, noise, x_prev: the same shape, e.g. (B, 4, 64, 64). x_prev may
+ * alias x or eps. noise is read only when eta > 0 (diffusers'
+ * variance_noise) and may be NULL otherwise. */
+int ap_ddim_step(ap_ctx *ctx, const ap_ddim *s, int i, const ap_tensor *x_prev,
+                 const ap_tensor *x, const ap_tensor *eps, const ap_tensor *noise);
 
-/* Backward of ap_ddim_step given dx_prev = dL/dx_prev (n):
+/* Backward of ap_ddim_step given dx_prev = dL/dx_prev:
  *   dx = dL/dx, deps = dL/deps (each may be NULL: not wanted; overwritten).
  * Without clipping these are dx = c_x * dx_prev, deps = c_eps * dx_prev up to
  * rounding; computed as autograd does: dx = (dx_prev * sqrt_alpha_prev) /
  * sqrt_alpha_t, deps = dx_prev * sqrt_dir - dx * sqrt_beta_t. With
  * clip_sample, x and eps (the step's inputs) give the clamp mask; otherwise
- * they may be NULL. dx may alias dx_prev (deps must not alias dx_prev then).
- * No gradient reaches the noise (a constant). */
-int ap_ddim_step_backward(const ap_ddim *s, int i, float *dx, float *deps,
-                          const float *dx_prev, const float *x, const float *eps, int64_t n);
-
-/* Classifier-free guidance as main.py writes it:
- *   eps = eps_u + guidance * (eps_c - eps_u)  (float32, in that order).
- * All (n); eps may alias eps_u or eps_c. AlignProp: guidance = 7.5. */
-void ap_cfg_combine(float *eps, const float *eps_u, const float *eps_c, float guidance,
-                    int64_t n);
-/* Its backward (=): deps_c = guidance * deps, deps_u = deps - guidance * deps.
- * Either output may be NULL; deps_u may alias deps (deps_c must not then). */
-void ap_cfg_combine_backward(float *deps_u, float *deps_c, const float *deps, float guidance,
-                             int64_t n);
+ * they may be NULL. dx may alias dx_prev. No gradient reaches the noise (a
+ * constant). Classifier-free guidance is ap_guidance_forward/_backward in
+ * ops/ddim_step.h. */
+int ap_ddim_step_backward(ap_ctx *ctx, const ap_ddim *s, int i, const ap_tensor *dx,
+                          const ap_tensor *deps, const ap_tensor *dx_prev, const ap_tensor *x,
+                          const ap_tensor *eps);
 
 /* Truncated backpropagation (docs/ddim.md §8): at which steps gradients flow
  * through the UNet outputs (eps_u, eps_c). A detached step still passes

@@ -7,11 +7,16 @@
 #include "train/chain.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/err.h"
+#include "core/finite.h"
 #include "core/killpoint.h"
+#include "ops/ddim_step.h"
+#include "ops/rows.h"
+#include "pipeline/sampler.h"
 
 static size_t lat_n(const ap_chain *ch) { return (size_t)(ch->C * ch->h * ch->w); }
 
@@ -52,6 +57,8 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
     ch->d2 = falloc(2 * n, "UNet output gradient", &tot);
     ch->dx2 = falloc(2 * n, "UNet input gradient", &tot);
     ch->ctx2 = falloc(2 * (size_t)(L * D), "UNet context", &tot);
+    ch->cond = falloc(c * (size_t)(L * D), "prompt embeddings", &tot);
+    ch->uncond = falloc((size_t)(L * D), "empty-prompt embedding", &tot);
     ch->ts2 = falloc(2, "timesteps", &tot);
     ch->dx = falloc(c * n, "latent gradient", &tot);
     ch->deps = falloc(c * n, "eps gradient", &tot);
@@ -59,7 +66,7 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
     ch->dimage = falloc(c * 3 * (size_t)(H * W), "image gradient", &tot);
     ch->loss_b = falloc(c, "losses", &tot);
     if (!ch->lat || (ch->sched.clip_sample && !ch->eps_store) || !ch->x2 || !ch->eps2 || !ch->d2 ||
-        !ch->dx2 || !ch->ctx2 || !ch->ts2 || !ch->dx || !ch->deps || !ch->image || !ch->dimage ||
+        !ch->dx2 || !ch->ctx2 || !ch->cond || !ch->uncond || !ch->ts2 || !ch->dx || !ch->deps || !ch->image || !ch->dimage ||
         !ch->loss_b)
         rc = AP_ERR;
     /* every UNet call is one sample's two CFG rows (forward and recompute) */
@@ -82,7 +89,8 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
 
 void ap_chain_free(ap_chain *ch) {
     free(ch->lat), free(ch->eps_store), free(ch->x2), free(ch->eps2), free(ch->d2), free(ch->dx2);
-    free(ch->ctx2), free(ch->ts2), free(ch->dx), free(ch->deps), free(ch->image), free(ch->dimage);
+    free(ch->ctx2), free(ch->cond), free(ch->uncond), free(ch->ts2), free(ch->dx), free(ch->deps);
+    free(ch->image), free(ch->dimage);
     free(ch->loss_b);
     ap_arena_free(&ch->unet_tape);
     ap_arena_free(&ch->unet_tmp);
@@ -90,29 +98,21 @@ void ap_chain_free(ap_chain *ch) {
     memset(ch, 0, sizeof *ch);
 }
 
-static int check_finite(const float *x, int64_t n, const char *what, int step) {
-    for (int64_t i = 0; i < n; i++) {
-        if (!isfinite(x[i]))
-            return ap_fail("chain: non-finite value %g in %s at element %lld%s%d (check the "
-                           "weights, guidance scale and learning rate)", (double)x[i], what,
-                           (long long)i, step >= 0 ? " after DDIM step " : ", step ", step);
-    }
-    return AP_OK;
+/* The shared sampling loop over this chain's one-sample UNet buffers. */
+static ap_sampler sampler(ap_chain *ch) {
+    const int64_t C = ch->C, h = ch->h, w = ch->w;
+    return (ap_sampler){.unet = ch->unet, .tmp = &ch->unet_tmp, .sched = &ch->sched,
+                        .guidance = ch->guidance, .group = 1,
+                        .x2 = ap_t4(ch->x2, 2, C, h, w), .eps2 = ap_t4(ch->eps2, 2, C, h, w),
+                        .ctx2 = ap_t3(ch->ctx2, 2, ch->L, ch->D), .t2 = ap_t1(ch->ts2, 2)};
 }
 
-/* One UNet call on [x_k; x_k] for the samples listed in idx (na of them):
- * inputs gathered into x2 / ctx2 / ts2. */
-static void gather(ap_chain *ch, const ap_chain_io *io, const float *lat, const int *idx, int na,
-                   int t) {
-    const size_t n = lat_n(ch), LD = (size_t)(ch->L * ch->D);
-    for (int j = 0; j < na; j++) {
-        int k = idx[j];
-        memcpy(ch->x2 + (size_t)j * n, lat + (size_t)k * n, n * sizeof(float));
-        memcpy(ch->x2 + (size_t)(na + j) * n, lat + (size_t)k * n, n * sizeof(float));
-        memcpy(ch->ctx2 + (size_t)j * LD, io->uncond, LD * sizeof(float));
-        memcpy(ch->ctx2 + (size_t)(na + j) * LD, io->cond + (size_t)k * LD, LD * sizeof(float));
-    }
-    for (int j = 0; j < 2 * na; j++) ch->ts2[j] = (float)t;
+/* After sampling step done - 1: the "sample" kill point half-way through a
+ * training step's forward (tests of the requeue path). */
+static int on_step(void *user, int done, int total) {
+    const ap_chain_io *io = user;
+    if (io->dloss && done - 1 == total / 2) ap_killpoint("sample");
+    return AP_OK;
 }
 
 int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
@@ -120,53 +120,49 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     if (b < 1 || b > ch->cap)
         return ap_fail("chain: micro-batch of %d samples: expected 1..%d (the planned capacity)",
                        b, ch->cap);
-    const size_t n = lat_n(ch);
-    const int64_t C = ch->C, h = ch->h, w = ch->w, bn = (int64_t)b * (int64_t)n;
-    float *lat = ch->lat;
-    int idx_all[4096], *idx = idx_all;
-    if (b > 4096) return ap_fail("chain: micro-batch above 4096");
-    for (int k = 0; k < b; k++) idx[k] = k;
+    const int64_t C = ch->C, h = ch->h, w = ch->w;
+    const ap_sampler sm = sampler(ch);
+    /* latents x_0 .. x_S (S + 1, b, C, h, w); the combined eps of every step
+     * when the step's backward needs it (clip_sample) */
+    ap_tensor lat = ap_tn(ch->lat, 5, (int64_t[]){S + 1, b, C, h, w});
+    ap_tensor eps_keep = ap_tn(ch->eps_store, 5, (int64_t[]){S, b, C, h, w});
+    /* io's noise and prompt embeddings are host arrays: written into the
+     * chain's tensors once */
+    ap_tensor uncond = ap_t3(ch->uncond, 1, ch->L, ch->D), cond = ap_t3(ch->cond, b, ch->L, ch->D);
+    AP_TRY(ap_tensor_write(ctx, &uncond, io->uncond));
+    AP_TRY(ap_tensor_write(ctx, &cond, io->cond));
 
-    /* forward: no tape, keep the latents */
-    memcpy(lat, io->noise, (size_t)bn * sizeof(float));
-    AP_TRY(check_finite(lat, bn, "the initial latents", -1));
-    /* one sample at a time: [x_k; x_k] with [uncond; cond_k] in one UNet call
-     * of batch 2, so a sample's latents never depend on the batch around it
-     * and the temporaries are one sample's whatever the capacity */
-    for (int i = 0; i < S; i++) {
-        float *xi = lat + (size_t)i * (size_t)b * n, *xo = xi + (size_t)b * n;
-        for (int k = 0; k < b; k++) {
-            idx[0] = k;
-            gather(ch, io, xi, idx, 1, ch->sched.timesteps[i]);
-            ap_tensor tx = ap_t4(ch->x2, 2, C, h, w), te = ap_t4(ch->eps2, 2, C, h, w);
-            ap_tensor tt = ap_t1(ch->ts2, 2), tc = ap_t3(ch->ctx2, 2, ch->L, ch->D);
-            AP_TRY(ap_unet_forward(ctx, ch->unet, NULL, &ch->unet_tmp, &te, &tx, &tt, &tc));
-            ap_cfg_combine(ch->eps2, ch->eps2, ch->eps2 + n, ch->guidance, (int64_t)n);
-            if (ch->eps_store)
-                memcpy(ch->eps_store + ((size_t)i * (size_t)b + (size_t)k) * n, ch->eps2, n * sizeof(float));
-            AP_TRY(ap_ddim_step(&ch->sched, i, xo + (size_t)k * n, xi + (size_t)k * n, ch->eps2, NULL,
-                                (int64_t)n));
-        }
-        AP_TRY(check_finite(xo, bn, "the latents", i));
-        if (io->dloss && i == S / 2) ap_killpoint("sample");
+    /* forward: no tape, keep the latents. One sample at a time ([x_k; x_k]
+     * with [uncond; cond_k] in one UNet call of batch 2), so a sample's
+     * latents never depend on the batch around it and the temporaries are
+     * one sample's whatever the capacity. */
+    ap_tensor x0 = ap_row(&lat, 0);
+    AP_TRY(ap_tensor_write(ctx, &x0, io->noise));
+    if (ap_sampler_run(ctx, &sm, &lat, ch->eps_store ? &eps_keep : NULL, &uncond, &cond, "chain",
+                       on_step, io)) {
+        char m[1024];
+        snprintf(m, sizeof m, "%s", ap_errmsg());
+        return strstr(m, "non-finite")
+                   ? ap_fail("%s (check the weights, guidance scale and learning rate)", m)
+                   : AP_ERR;
     }
-    float *xS = lat + (size_t)S * (size_t)b * n;
-    const int64_t HW = ch->H * ch->W;
-    ap_tensor tl = ap_t4(xS, b, C, h, w), ti = ap_t4(ch->image, b, 3, ch->H, ch->W);
+    ap_tensor xS = ap_row(&lat, S);
+    ap_tensor ti = ap_t4(ch->image, b, 3, ch->H, ch->W);
     ap_arena_reset(&ch->vae_tape);
-    AP_TRY(ap_vae_forward(ctx, ch->vae, io->dloss ? &ch->vae_tape : NULL, &ti, &tl));
-    AP_TRY(check_finite(ch->image, (int64_t)b * 3 * HW, "the decoded images", -1));
-    if (io->images) memcpy(io->images, ch->image, (size_t)b * 3 * (size_t)HW * sizeof(float));
+    AP_TRY(ap_vae_forward(ctx, ch->vae, io->dloss ? &ch->vae_tape : NULL, &ti, &xS));
+    AP_TRY(ap_check_finite_tensor(ctx, &ti, "chain: the decoded images"));
+    if (io->images) AP_TRY(ap_tensor_read(ctx, io->images, &ti));
     AP_TRY(ap_reward_forward(ch->reward, ctx, &ti, io->prompts, io->reward, io->loss,
                              io->dloss != NULL));
-    for (int k = 0; k < b; k++)
-        if (!isfinite(io->loss[k]))
-            return ap_fail("chain: non-finite loss %g for sample %d (%s reward)", (double)io->loss[k],
-                           k, ap_reward_name(ch->reward));
+    int64_t bad = ap_first_nonfinite(io->loss, b); /* host scalars, already read back */
+    if (bad >= 0)
+        return ap_fail("chain: non-finite loss %g for sample %lld (%s reward)",
+                       (double)io->loss[bad], (long long)bad, ap_reward_name(ch->reward));
     if (!io->dloss) return AP_OK;
 
     /* backward: reward -> image -> VAE -> x_S */
     ap_tensor tdi = ap_t4(ch->dimage, b, 3, ch->H, ch->W), tdx = ap_t4(ch->dx, b, C, h, w);
+    ap_tensor tdeps = ap_t4(ch->deps, b, C, h, w);
     AP_TRY(ap_reward_backward(ch->reward, ctx, &tdi, io->dloss));
     AP_TRY(ap_vae_backward(ctx, ch->vae, &tdx, &tdi));
 
@@ -178,11 +174,12 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
                 first = i;
                 break;
             }
+    ap_tensor td2 = ap_t4(ch->d2, 2, C, h, w), tdx2 = ap_t4(ch->dx2, 2, C, h, w);
+    ap_tensor d2u = ap_rows(&td2, 0, 1), d2c = ap_rows(&td2, 1, 1);
     for (int i = S - 1; i >= first; i--) {
-        const float *xi = lat + (size_t)i * (size_t)b * n;
-        const float *ei = ch->eps_store ? ch->eps_store + (size_t)i * (size_t)b * n : NULL;
+        ap_tensor xi = ap_row(&lat, i), ei = ch->eps_store ? ap_row(&eps_keep, i) : (ap_tensor){0};
         /* dx <- c_x dx (the latent path), deps = c_eps dx */
-        AP_TRY(ap_ddim_step_backward(&ch->sched, i, ch->dx, ch->deps, ch->dx, xi, ei, bn));
+        AP_TRY(ap_ddim_step_backward(ctx, &ch->sched, i, &tdx, &tdeps, &tdx, &xi, &ei));
         if (i == (S + first) / 2) ap_killpoint("backward");
         /* recompute step i's UNet call with a tape, one attached sample at a
          * time ([x_k; x_k] with [uncond; cond_k]): the tape holds one sample's
@@ -190,20 +187,17 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
          * is computed alone (it does not depend on the batch composition) */
         for (int k = 0; k < b; k++) {
             if (!io->attached[(size_t)k * S + i]) continue;
-            idx[0] = k;
-            gather(ch, io, xi, idx, 1, ch->sched.timesteps[i]);
-            ap_tensor tx = ap_t4(ch->x2, 2, C, h, w), te = ap_t4(ch->eps2, 2, C, h, w);
-            ap_tensor tt = ap_t1(ch->ts2, 2), tc = ap_t3(ch->ctx2, 2, ch->L, ch->D);
+            AP_TRY(ap_sampler_inputs(ctx, &sm, &xi, &uncond, &cond, k, ch->sched.timesteps[i]));
             ap_arena_reset(&ch->unet_tape);
-            AP_TRY(ap_unet_forward(ctx, ch->unet, &ch->unet_tape, &ch->unet_tmp, &te, &tx, &tt, &tc));
-            memcpy(ch->d2, ch->deps + (size_t)k * n, n * sizeof(float));
+            AP_TRY(ap_unet_forward(ctx, ch->unet, &ch->unet_tape, &ch->unet_tmp, &sm.eps2, &sm.x2,
+                                   &sm.t2, &sm.ctx2));
             /* deps_u = (1 - g) deps, deps_c = g deps */
-            ap_cfg_combine_backward(ch->d2, ch->d2 + n, ch->d2, ch->guidance, (int64_t)n);
-            ap_tensor td = ap_t4(ch->d2, 2, C, h, w), tdx2 = ap_t4(ch->dx2, 2, C, h, w);
-            AP_TRY(ap_unet_backward(ctx, ch->unet, &ch->unet_tmp, &tdx2, &td));
-            float *d = ch->dx + (size_t)k * n;
-            const float *gu = ch->dx2, *gc = ch->dx2 + n;
-            for (size_t e = 0; e < n; e++) d[e] += gu[e] + gc[e];
+            ap_tensor dk = ap_rows(&tdeps, k, 1), xk = ap_rows(&tdx, k, 1);
+            AP_TRY(ap_copy(ctx, &d2u, &dk));
+            AP_TRY(ap_guidance_backward(ctx, &d2u, &d2c, &d2u, ch->guidance));
+            AP_TRY(ap_unet_backward(ctx, ch->unet, &ch->unet_tmp, &tdx2, &td2));
+            /* x_k fed both CFG rows: dx_k += dx_u + dx_c */
+            AP_TRY(ap_sum_rows(ctx, &xk, &tdx2, 1));
         }
     }
     return AP_OK;

@@ -40,6 +40,7 @@ typedef struct ap_chain {
     ap_arena unet_tape, unet_tmp, vae_tape;
     float *lat;               /* (S + 1, cap, C, h, w) latents */
     float *eps_store;         /* (S, cap, C, h, w) combined eps, only with clip_sample */
+    float *cond, *uncond;                   /* (cap, L, D), (1, L, D): io's embeddings */
     float *x2, *eps2, *ctx2, *ts2;          /* UNet call buffers (2, ...): one sample */
     float *d2, *dx2;                        /* UNet gradients (2, ...): one sample */
     float *dx, *deps, *image, *dimage;      /* (cap, ...) */

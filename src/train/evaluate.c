@@ -56,10 +56,12 @@ int ap_job_evaluate(ap_job *j, int64_t step, int64_t epoch, const char *dir, dou
     float *images = ap_calloc((size_t)E * (size_t)img, sizeof(float), "evaluation images");
     float *rewards = ap_calloc((size_t)E, sizeof(float), "evaluation rewards");
     float *noise = ap_malloc((size_t)(j->cap * n) * sizeof(float), "evaluation latents");
+    /* (cap, 3, H, W) host copy of a micro-batch's images (ap_chain_io.images) */
+    float *out = ap_malloc((size_t)j->cap * (size_t)img * sizeof(float), "evaluation micro-batch images");
     float loss[256], rew[256];
     const char *pr[256];
     int idx[256];
-    int rc = (!images || !rewards || !noise) ? AP_ERR : AP_OK;
+    int rc = (!images || !rewards || !noise || !out) ? AP_ERR : AP_OK;
     const int64_t key_a = c->same_evaluation ? 0 : step + 1;
     /* image k on rank k mod world, in micro-batches of this rank's capacity */
     for (int k0 = d->rank; k0 < E && !rc;) {
@@ -71,7 +73,6 @@ int ap_job_evaluate(ap_job *j, int64_t step, int64_t epoch, const char *dir, dou
             ap_job_noise(j, AP_KEY_EVAL_NOISE, key_a, idx[i], noise + i * n);
         }
         rc = ap_job_encode(j, pr, b, j->cond);
-        float *out = j->chain.dimage; /* (cap, 3, H, W) free outside backward */
         ap_chain_io io = {.b = b, .noise = noise, .cond = j->cond, .uncond = j->uncond,
                           .prompts = pr, .loss = loss, .reward = rew, .images = out};
         if (!rc) rc = ap_chain_run(&j->chain, &j->ctx, &io);
@@ -132,7 +133,7 @@ int ap_job_evaluate(ap_job *j, int64_t step, int64_t epoch, const char *dir, dou
     int bad = 0;
     if (ap_dist_any(d, rc != 0, &bad) || bad) rc = rc ? rc : ap_fail("evaluation failed on rank 0");
 out:
-    free(images), free(rewards), free(noise);
+    free(images), free(rewards), free(noise), free(out);
     return rc ? AP_ERR : AP_OK;
 }
 

@@ -8,6 +8,9 @@
 #include "core/err.h"
 #include "models/aesthetic.h"
 #include "models/hps.h"
+#include "ops/elementwise.h"
+#include "ops/image.h"
+#include "ops/rows.h"
 #include "text/tokenizer.h"
 
 struct ap_reward {
@@ -24,10 +27,9 @@ struct ap_reward {
     ap_tokenizer *tok;
     float *text;               /* (B, E) text features of the current prompts */
     int32_t *ids;              /* (B, N) */
-    /* demo: per-sample statistics kept for backward */
     ap_tensor image;           /* last forward's image (caller-owned) */
-    double *stats;             /* (B, 6): mean_rg, mean_yb, var_rg, var_yb, s, m */
-    float *dl;                 /* (B) scaled d(loss) for backward */
+    float *dl;                 /* (B) host: scaled d(loss) for backward */
+    float *vals;               /* (3, B) tensor side: reward, loss, d(loss) */
     int taped;
 };
 
@@ -85,7 +87,7 @@ void ap_reward_free(ap_reward *r) {
     }
     ap_arena_free(&r->tape);
     ap_arena_free(&r->tmp);
-    free(r->text), free(r->ids), free(r->stats), free(r->dl);
+    free(r->text), free(r->ids), free(r->dl), free(r->vals);
     free(r);
 }
 
@@ -94,8 +96,8 @@ int ap_reward_plan(ap_reward *r, ap_ctx *ctx, int64_t B, int64_t H, int64_t W) {
     if (r->B >= B && r->H == H && r->W == W) return AP_OK;
     ap_arena_free(&r->tape);
     ap_arena_free(&r->tmp);
-    free(r->text), free(r->ids), free(r->stats), free(r->dl);
-    r->text = NULL, r->ids = NULL, r->stats = NULL, r->dl = NULL;
+    free(r->text), free(r->ids), free(r->dl), free(r->vals);
+    r->text = NULL, r->ids = NULL, r->dl = NULL, r->vals = NULL;
     r->B = B, r->H = H, r->W = W;
     size_t tape = 64, tmp = 64;
     if (r->kind == AP_REWARD_AESTHETIC) {
@@ -111,55 +113,12 @@ int ap_reward_plan(ap_reward *r, ap_ctx *ctx, int64_t B, int64_t H, int64_t W) {
         r->ids = ap_malloc((size_t)(B * N) * sizeof(int32_t), "HPS token ids");
         if (!r->text || !r->ids) return AP_ERR;
     }
-    r->stats = ap_malloc((size_t)B * 6 * sizeof(double), "reward statistics");
     r->dl = ap_malloc((size_t)B * sizeof(float), "reward d(loss)");
-    if (!r->stats || !r->dl) return AP_ERR;
+    r->vals = ap_malloc((size_t)(3 * B) * sizeof(float), "reward, loss and d(loss) tensors");
+    if (!r->dl || !r->vals) return AP_ERR;
     AP_TRY(ap_arena_init(&r->tape, tape, "reward tape"));
     AP_TRY(ap_arena_init(&r->tmp, tmp, "reward temporaries"));
     return AP_OK;
-}
-
-/* Colourfulness of one image (3, H, W) in [0, 1] = x/2 + 0.5 (reward.h). */
-static double colourfulness(const float *img, int64_t HW, double *st) {
-    const float *R = img, *G = img + HW, *Bc = img + 2 * HW;
-    double s_rg = 0, s_yb = 0;
-    for (int64_t p = 0; p < HW; p++) {
-        double r = R[p] * 0.5 + 0.5, g = G[p] * 0.5 + 0.5, b = Bc[p] * 0.5 + 0.5;
-        s_rg += r - g;
-        s_yb += 0.5 * (r + g) - b;
-    }
-    double m_rg = s_rg / HW, m_yb = s_yb / HW, v_rg = 0, v_yb = 0;
-    for (int64_t p = 0; p < HW; p++) {
-        double r = R[p] * 0.5 + 0.5, g = G[p] * 0.5 + 0.5, b = Bc[p] * 0.5 + 0.5;
-        double a = r - g - m_rg, c = 0.5 * (r + g) - b - m_yb;
-        v_rg += a * a;
-        v_yb += c * c;
-    }
-    v_rg /= HW, v_yb /= HW;
-    double s = sqrt(v_rg + v_yb), m = sqrt(m_rg * m_rg + m_yb * m_yb);
-    st[0] = m_rg, st[1] = m_yb, st[2] = v_rg, st[3] = v_yb, st[4] = s, st[5] = m;
-    return s + 0.3 * m;
-}
-
-/* d(colourfulness)/d(image) * dC, written into dimg (3, H, W). */
-static void colourfulness_backward(float *dimg, const float *img, int64_t HW, const double *st,
-                                   double dC) {
-    const float *R = img, *G = img + HW, *Bc = img + 2 * HW;
-    double m_rg = st[0], m_yb = st[1], s = st[4], m = st[5];
-    /* dC/dv = 1/(2s) for each variance; dC/dmean = 0.3 * mean / m */
-    double ds = s > 0 ? dC / (2.0 * s) : 0.0;
-    double dm_rg = m > 0 ? dC * 0.3 * m_rg / m : 0.0, dm_yb = m > 0 ? dC * 0.3 * m_yb / m : 0.0;
-    for (int64_t p = 0; p < HW; p++) {
-        double r = R[p] * 0.5 + 0.5, g = G[p] * 0.5 + 0.5, b = Bc[p] * 0.5 + 0.5;
-        double a = r - g - m_rg, c = 0.5 * (r + g) - b - m_yb;
-        /* d var/d x_p = 2 (x_p - mean) / HW (the mean's own term sums to 0) */
-        double d_rg = ds * 2.0 * a / HW + dm_rg / HW;
-        double d_yb = ds * 2.0 * c / HW + dm_yb / HW;
-        /* rg = r - g, yb = (r + g)/2 - b; pixel = x/2 + 0.5 */
-        dimg[p] = (float)(0.5 * (d_rg + 0.5 * d_yb));
-        dimg[HW + p] = (float)(0.5 * (-d_rg + 0.5 * d_yb));
-        dimg[2 * HW + p] = (float)(0.5 * (-d_yb));
-    }
 }
 
 int ap_reward_forward(ap_reward *r, ap_ctx *ctx, const ap_tensor *image,
@@ -172,7 +131,8 @@ int ap_reward_forward(ap_reward *r, ap_ctx *ctx, const ap_tensor *image,
                        (long long)r->B, (long long)r->H, (long long)r->W);
     r->taped = 0;
     r->image = *image;
-    ap_tensor tr = ap_t1(reward, B), tl = ap_t1(loss, B);
+    /* the models write (B) tensors; the values come to the host at the end */
+    ap_tensor tr = ap_t1(r->vals, B), tl = ap_t1(r->vals + B, B);
     ap_arena_reset(&r->tape);
     if (r->kind == AP_REWARD_AESTHETIC) {
         AP_TRY(ap_aesthetic_forward(ctx, keep_tape ? &r->tape : NULL, &r->tmp, &r->aes_sv, &r->aes,
@@ -187,13 +147,12 @@ int ap_reward_forward(ap_reward *r, ap_ctx *ctx, const ap_tensor *image,
         AP_TRY(ap_hps_encode_text(ctx, &r->tmp, &r->hps, &tt, r->ids, B, N));
         AP_TRY(ap_hps_forward(ctx, keep_tape ? &r->tape : NULL, &r->tmp, &r->hps_sv, &r->hps, &tr,
                               &tl, image, &tt));
-    } else {
-        for (int64_t b = 0; b < B; b++) {
-            double c = colourfulness(image->data + b * 3 * H * W, H * W, r->stats + 6 * b);
-            reward[b] = (float)c;
-            loss[b] = (float)-c;
-        }
+    } else { /* demo: reward = colourfulness, loss = -reward */
+        AP_TRY(ap_colourfulness_forward(ctx, &tr, image));
+        AP_TRY(ap_scale_forward(ctx, &tl, &tr, -1.0f));
     }
+    if (reward) AP_TRY(ap_tensor_read(ctx, reward, &tr));
+    AP_TRY(ap_tensor_read(ctx, loss, &tl));
     for (int64_t b = 0; b < B; b++) loss[b] = (float)(loss[b] * r->grad_scale);
     r->taped = keep_tape;
     return AP_OK;
@@ -202,16 +161,16 @@ int ap_reward_forward(ap_reward *r, ap_ctx *ctx, const ap_tensor *image,
 int ap_reward_backward(ap_reward *r, ap_ctx *ctx, const ap_tensor *dimage, const float *dloss) {
     if (!r->taped) return ap_fail("reward %s: backward needs a forward with a tape", kind_name(r->kind));
     AP_TRY(ap_expect_same("reward_backward", "image", &r->image, "dimage", dimage));
-    int64_t B = r->image.shape[0], H = r->image.shape[2], W = r->image.shape[3];
+    int64_t B = r->image.shape[0];
     float *dl = r->dl;
     for (int64_t b = 0; b < B; b++) dl[b] = (float)(dloss[b] * r->grad_scale);
-    ap_tensor td = ap_t1(dl, B);
+    ap_tensor td = ap_t1(r->vals + 2 * r->B, B);
+    AP_TRY(ap_tensor_write(ctx, &td, dl));
     if (r->kind == AP_REWARD_AESTHETIC)
         return ap_aesthetic_backward(ctx, &r->tmp, &r->aes, &r->aes_sv, dimage, &td);
     if (r->kind == AP_REWARD_HPS)
         return ap_hps_backward(ctx, &r->tmp, &r->hps, &r->hps_sv, dimage, &td);
-    for (int64_t b = 0; b < B; b++)
-        colourfulness_backward(dimage->data + b * 3 * H * W, r->image.data + b * 3 * H * W, H * W,
-                               r->stats + 6 * b, -(double)dl[b]);
-    return AP_OK;
+    /* loss = -colourfulness: d(colourfulness) = -dl */
+    AP_TRY(ap_scale_forward(ctx, &td, &td, -1.0f));
+    return ap_colourfulness_backward(ctx, dimage, &td, &r->image);
 }

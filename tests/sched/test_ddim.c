@@ -9,10 +9,35 @@
 #include <unistd.h>
 
 #include "io/safetensors.h"
+#include "ops/ddim_step.h"
 #include "sched/ddim.h"
 #include "testutil.h"
 
 #define NLAT 64 /* fixture latent (1, 4, 4, 4) */
+
+/* The step and guidance ops on raw float arrays of n elements (as (n)
+ * tensors; a NULL pointer is an absent tensor). */
+static ap_ctx g_ctx;
+static ap_tensor view(const float *p, int64_t n) { return ap_t1((float *)p, n); }
+static int step(const ap_ddim *s, int i, float *y, const float *x, const float *e,
+                const float *nz, int64_t n) {
+    ap_tensor ty = view(y, n), tx = view(x, n), te = view(e, n), tn = view(nz, n);
+    return ap_ddim_step(&g_ctx, s, i, &ty, &tx, &te, &tn);
+}
+static int step_back(const ap_ddim *s, int i, float *dx, float *de, const float *g,
+                     const float *x, const float *e, int64_t n) {
+    ap_tensor tdx = view(dx, n), tde = view(de, n), tg = view(g, n), tx = view(x, n),
+              te = view(e, n);
+    return ap_ddim_step_backward(&g_ctx, s, i, &tdx, &tde, &tg, &tx, &te);
+}
+static void cfg(float *out, const float *u, const float *c, float g, int64_t n) {
+    ap_tensor to = view(out, n), tu = view(u, n), tc = view(c, n);
+    if (ap_guidance_forward(&g_ctx, &to, &tu, &tc, g)) printf("guidance: %s\n", ap_errmsg());
+}
+static void cfg_back(float *du, float *dc, const float *g_, float g, int64_t n) {
+    ap_tensor tdu = view(du, n), tdc = view(dc, n), tg = view(g_, n);
+    if (ap_guidance_backward(&g_ctx, &tdu, &tdc, &tg, g)) printf("guidance: %s\n", ap_errmsg());
+}
 
 /* docs/ddim.md §4 table: t, alpha_t, alpha_prev, c_x, c_eps for i = 0..49 */
 static const double spec_table[50][5] = {
@@ -203,15 +228,15 @@ static void golden_trajectory(void) {
     memcpy(x, x0.data, sizeof(float) * NLAT);
     for (int i = 0; i < 50; i++) {
         const float *in = i ? xs.data + (i - 1) * NLAT : x0.data;
-        ap_ddim_step(&g_sd, i, all + i * NLAT, in, eps.data + i * NLAT, NULL, NLAT);
-        ap_ddim_step(&g_sd, i, x, x, eps.data + i * NLAT, NULL, NLAT); /* in place */
+        step(&g_sd, i, all + i * NLAT, in, eps.data + i * NLAT, NULL, NLAT);
+        step(&g_sd, i, x, x, eps.data + i * NLAT, NULL, NLAT); /* in place */
     }
     tu_compare("each step from diffusers' input (50 x 64) exact", all, xs.data, 50 * NLAT, 0, 0);
     tu_compare("chained in-place trajectory, final x exact", x, xs.data + 49 * NLAT, NLAT, 0, 0);
     float *g = tu_alloc(NLAT), *deps = tu_alloc(50 * NLAT);
     memcpy(g, proj.data, sizeof(float) * NLAT);
     for (int i = 49; i >= 0; i--)
-        ap_ddim_step_backward(&g_sd, i, g, deps + i * NLAT, g, NULL, NULL, NLAT);
+        step_back(&g_sd, i, g, deps + i * NLAT, g, NULL, NULL, NLAT);
     tu_compare("chained backward dL/deps_i (50 x 64) exact", deps, geps.data, 50 * NLAT, 0, 0);
     tu_compare("chained backward dL/dx0 exact", g, gx0.data, NLAT, 0, 0);
     free(x), free(y), free(all), free(g), free(deps);
@@ -243,9 +268,9 @@ static void golden_single(const char *cs, const ap_ddim *s) {
         int64_t o = r * NLAT;
         float y[NLAT], dx[NLAT], de[NLAT];
         char what[128];
-        int rc = ap_ddim_step(s, i, y, x.data + o, e.data + o, nz.data ? nz.data + o : NULL,
+        int rc = step(s, i, y, x.data + o, e.data + o, nz.data ? nz.data + o : NULL,
                               NLAT);
-        rc |= ap_ddim_step_backward(s, i, dx, de, proj.data + o, x.data + o, e.data + o, NLAT);
+        rc |= step_back(s, i, dx, de, proj.data + o, x.data + o, e.data + o, NLAT);
         tu_check(rc == 0, "%s step %d runs (%s)", cs, i, rc ? ap_errmsg() : "ok");
         snprintf(what, sizeof what, "%s step i=%d (t=%d) forward exact", cs, i, s->timesteps[i]);
         tu_compare(what, y, out.data + o, NLAT, 0, 0);
@@ -269,9 +294,9 @@ static void golden_cfg(void) {
     fx("cfg.grad_c", &gc);
     int64_t n = ap_numel(&u);
     float *e = tu_alloc(n), *du = tu_alloc(n), *dc = tu_alloc(n);
-    ap_cfg_combine(e, u.data, c.data, 7.5f, n);
+    cfg(e, u.data, c.data, 7.5f, n);
     tu_compare("cfg forward exact", e, out.data, n, 0, 0);
-    ap_cfg_combine_backward(du, dc, proj.data, 7.5f, n);
+    cfg_back(du, dc, proj.data, 7.5f, n);
     tu_compare("cfg d/deps_u exact", du, gu.data, n, 0, 0);
     tu_compare("cfg d/deps_c exact", dc, gc.data, n, 0, 0);
     free(e), free(du), free(dc);
@@ -311,7 +336,7 @@ typedef struct {
 
 static double step_loss(void *p) {
     step_case *c = p;
-    ap_ddim_step(c->s, c->i, c->out, c->x, c->eps, c->noise, c->n);
+    step(c->s, c->i, c->out, c->x, c->eps, c->noise, c->n);
     return tu_dot(c->out, c->proj, c->n);
 }
 
@@ -331,7 +356,7 @@ static void gradcheck_step(const char *what, const ap_ddim *s, int i, float xsca
         }
     }
     step_case c = {s, i, x, e, nz, out, proj, N};
-    int rc = ap_ddim_step_backward(s, i, dx, de, proj, x, e, N);
+    int rc = step_back(s, i, dx, de, proj, x, e, N);
     tu_check(rc == 0, "%s backward runs (%s)", what, rc ? ap_errmsg() : "ok");
     if (s->clip_sample) {
         int z = 0;
@@ -358,7 +383,7 @@ typedef struct {
 
 static double cfg_loss(void *p) {
     cfg_case *c = p;
-    ap_cfg_combine(c->out, c->u, c->c, c->g, c->n);
+    cfg(c->out, c->u, c->c, c->g, c->n);
     return tu_dot(c->out, c->proj, c->n);
 }
 
@@ -384,23 +409,23 @@ static void test_gradchecks(void) {
     tu_fill_normal(cc, N, 22, 1);
     tu_fill_uniform(proj, N, 23, -1, 1);
     cfg_case k = {u, cc, out, proj, 7.5f, N};
-    ap_cfg_combine_backward(du, dc, proj, 7.5f, N);
+    cfg_back(du, dc, proj, 7.5f, N);
     tu_gradcheck("cfg 7.5 deps_u", cfg_loss, &k, u, N, du, 1e-2, 1e-3, N);
     tu_gradcheck("cfg 7.5 deps_c", cfg_loss, &k, cc, N, dc, 1e-2, 1e-3, N);
     /* aliasing: in-place forward and backward agree with out-of-place */
     float e2[N], x2[N], g2[N], de2[N];
-    ap_cfg_combine(out, u, cc, 7.5f, N);
+    cfg(out, u, cc, 7.5f, N);
     memcpy(e2, u, sizeof u);
-    ap_cfg_combine(e2, e2, cc, 7.5f, N);
+    cfg(e2, e2, cc, 7.5f, N);
     tu_compare("cfg in place (eps aliases eps_u)", e2, out, N, 0, 0);
     float xo[N], dxo[N], deo[N];
     memcpy(x2, u, sizeof u);
-    ap_ddim_step(&g_sd, 3, xo, u, cc, NULL, N);
-    ap_ddim_step(&g_sd, 3, x2, x2, cc, NULL, N);
+    step(&g_sd, 3, xo, u, cc, NULL, N);
+    step(&g_sd, 3, x2, x2, cc, NULL, N);
     tu_compare("step in place (x_prev aliases x)", x2, xo, N, 0, 0);
-    ap_ddim_step_backward(&g_sd, 3, dxo, deo, proj, NULL, NULL, N);
+    step_back(&g_sd, 3, dxo, deo, proj, NULL, NULL, N);
     memcpy(g2, proj, sizeof proj);
-    ap_ddim_step_backward(&g_sd, 3, g2, de2, g2, NULL, NULL, N);
+    step_back(&g_sd, 3, g2, de2, g2, NULL, NULL, N);
     tu_compare("step backward in place (dx aliases dx_prev)", g2, dxo, N, 0, 0);
     tu_compare("step backward in place: deps", de2, deo, N, 0, 0);
     /* dx = c_x * g, deps = c_eps * g up to rounding (documented form) */
@@ -552,19 +577,19 @@ static void test_errors(void) {
     c.eta = -1;
     tu_expect_error("eta -1", ap_ddim_init(s, &c, 50), "eta", ">= 0", NULL);
     float x[4] = {0}, y[4];
-    tu_expect_error("step i = 50", ap_ddim_step(&g_sd, 50, y, x, x, NULL, 4), "index i",
+    tu_expect_error("step i = 50", step(&g_sd, 50, y, x, x, NULL, 4), "index i",
                     "0..49", "found 50", NULL);
-    tu_expect_error("backward i = -1", ap_ddim_step_backward(&g_sd, -1, y, y, x, NULL, NULL, 4),
+    tu_expect_error("backward i = -1", step_back(&g_sd, -1, y, y, x, NULL, NULL, 4),
                     "index i", "found -1", NULL);
     ap_ddim_config_sd15(&c);
     c.eta = 1;
     ap_ddim_init(s, &c, 50);
-    tu_expect_error("eta 1 without noise", ap_ddim_step(s, 0, y, x, x, NULL, 4), "noise",
+    tu_expect_error("eta 1 without noise", step(s, 0, y, x, x, NULL, 4), "noise",
                     "eta > 0", NULL);
     ap_ddim_config_sd15(&c);
     c.clip_sample = 1;
     ap_ddim_init(s, &c, 50);
-    tu_expect_error("clip backward without x", ap_ddim_step_backward(s, 0, y, y, x, NULL, x, 4),
+    tu_expect_error("clip backward without x", step_back(s, 0, y, y, x, NULL, x, 4),
                     "clip_sample", "x, eps", NULL);
     free(s);
 }
@@ -666,6 +691,7 @@ int main(void) {
         printf("FAIL: SD v1.5 init: %s\n", ap_errmsg());
         return 1;
     }
+    ap_ctx_init(&g_ctx, 1);
     test_spec_values();
     test_goldens();
     test_gradchecks();
@@ -675,5 +701,6 @@ int main(void) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmpdir);
     if (system(cmd) != 0) printf("  note: could not remove %s\n", g_tmpdir);
+    ap_ctx_free(&g_ctx);
     return tu_exit();
 }
