@@ -221,3 +221,34 @@ float *ap_arena_floats(ap_arena *a, size_t n, const char *what) {
 }
 
 void ap_arena_reset(ap_arena *a) { a->used = 0; }
+
+int ap_measure(const ap_ctx *ctx, int n, const char *const *what, ap_measure_fn fn, void *user,
+               size_t *peaks, size_t *scratch) {
+    ap_arena a[8];
+    if (n < 0 || n > 8) return ap_fail("measure: %d arenas (at most 8)", n);
+    ap_ctx dry = ap_ctx_dry(ctx);
+    int rc = AP_OK, made = 0;
+    for (; made < n && !rc; made++) rc = ap_arena_init_measure(&a[made], what[made]);
+    if (!rc) rc = fn(&dry, a, user);
+    for (int i = 0; i < made; i++) {
+        if (!rc) peaks[i] = a[i].peak;
+        ap_arena_free(&a[i]);
+    }
+    if (!rc) *scratch = dry.scratch_peak;
+    ap_ctx_free(&dry);
+    return rc;
+}
+
+void *ap_unbacked_alloc(size_t bytes, const char *what) {
+    void *p = mmap(NULL, bytes ? bytes : 1, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED) {
+        ap_fail("%s: cannot reserve %zu bytes of address space", what, bytes);
+        return NULL;
+    }
+    return p;
+}
+
+void ap_unbacked_free(void *p, size_t bytes) {
+    if (p) munmap(p, bytes ? bytes : 1);
+}

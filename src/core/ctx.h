@@ -93,6 +93,19 @@ void *ap_scratch(ap_ctx *ctx, size_t bytes, const char *what);
  * workspace exactly: the plan is the measured peaks, nothing hand-written. */
 ap_ctx ap_ctx_dry(const ap_ctx *real);
 
+/* Runs fn once on a dry-run copy of ctx with n measuring arenas (what[i]
+ * names arena i); peaks[i] receives arena i's peak and *scratch the scratch
+ * the ops asked for. fn may use further measuring arenas of its own for
+ * inputs that are not part of the plan. */
+typedef int (*ap_measure_fn)(ap_ctx *dry, ap_arena *arenas, void *user);
+int ap_measure(const ap_ctx *ctx, int n, const char *const *what, ap_measure_fn fn, void *user,
+               size_t *peaks, size_t *scratch);
+/* bytes of address space that is never backed (touching it faults): the
+ * data of tensors whose shapes a dry run needs but whose values it never
+ * reads (weights not loaded, inputs). Freed with ap_unbacked_free. */
+void *ap_unbacked_alloc(size_t bytes, const char *what);
+void ap_unbacked_free(void *p, size_t bytes);
+
 /* An arena of bytes (64-byte aligned blocks) whose end is followed by an
  * inaccessible guard page: a write past the plan faults instead of
  * corrupting memory. */

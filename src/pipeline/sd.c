@@ -164,7 +164,7 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     if (!rc) rc = encode(ctx, sd, empty, 1, uncond);
     if (!rc) rc = encode(ctx, sd, prompts, n, cond);
     ap_unet_plan plan;
-    if (!rc) rc = ap_unet_plan_sizes(&sd->unet, B2, h, w, L, ctx->n_threads, &plan);
+    if (!rc) rc = ap_unet_plan_measure(ctx, &sd->unet, B2, h, w, L, &plan);
     if (!rc) rc = ap_arena_init(&tmp, plan.tmp_bytes, "UNet temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, plan.scratch_bytes);
     ap_tensor tl = ap_t4(x, n, Cl, h, w), tlat = ap_tn(x, 5, (int64_t[]){1, n, Cl, h, w});

@@ -71,7 +71,7 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
         rc = AP_ERR;
     /* every UNet call is one sample's two CFG rows (forward and recompute) */
     ap_unet_plan up;
-    if (!rc) rc = ap_unet_plan_sizes(unet, 2, ch->h, ch->w, L, ctx->n_threads, &up);
+    if (!rc) rc = ap_unet_plan_measure(ctx, unet, 2, ch->h, ch->w, L, &up);
     if (!rc) rc = ap_arena_init(&ch->unet_tape, up.tape_bytes, "UNet tape (one sample, one step)");
     if (!rc) rc = ap_arena_init(&ch->unet_tmp, up.tmp_bytes, "UNet temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, up.scratch_bytes);

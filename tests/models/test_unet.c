@@ -68,7 +68,7 @@ static void golden_case(ap_ctx *ctx, const char *name) {
 
     ap_unet_plan plan;
     ap_arena tape, tmp;
-    rc = ap_unet_plan_sizes(&m, B, H, W, L, ctx->n_threads, &plan);
+    rc = ap_unet_plan_measure(ctx, &m, B, H, W, L, &plan);
     ap_arena_init(&tape, plan.tape_bytes, "UNet tape");
     ap_arena_init(&tmp, plan.tmp_bytes, "UNet tmp");
     ap_ctx_reserve(ctx, plan.scratch_bytes);
@@ -323,7 +323,7 @@ static void lora_io(ap_ctx *ctx) {
             tu_fixture(f, "x", &x), tu_fixture(f, "timesteps", &t), tu_fixture(f, "context", &cx);
             tu_fixture(f, "eps", &e1), tu_fixture(f, "eps", &e2);
             ap_unet_plan p;
-            ap_unet_plan_sizes(&b, x.shape[0], x.shape[2], x.shape[3], cx.shape[1], ctx->n_threads, &p);
+            ap_unet_plan_measure(ctx, &b, x.shape[0], x.shape[2], x.shape[3], cx.shape[1], &p);
             ap_arena tmp;
             ap_arena_init(&tmp, p.tmp_bytes, "tmp");
             rc = ap_unet_forward(ctx, &b, NULL, &tmp, &e1, &x, &t, &cx) ||

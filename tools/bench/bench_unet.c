@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
     load(f, "x", &x), load(f, "t", &t), load(f, "context", &c), load(f, "eps", &ref);
     int64_t B = x.shape[0], H = x.shape[2], W = x.shape[3], L = c.shape[1];
     ap_unet_plan p;
-    CHECK(ap_unet_plan_sizes(&m, B, H, W, L, ctx.n_threads, &p));
+    CHECK(ap_unet_plan_measure(&ctx, &m, B, H, W, L, &p));
     ap_arena tape, tmp;
     CHECK(ap_arena_init(&tape, p.tape_bytes, "UNet tape"));
     CHECK(ap_arena_init(&tmp, p.tmp_bytes, "UNet tmp"));
