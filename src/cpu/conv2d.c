@@ -42,6 +42,7 @@
 #include "core/isa.h"
 #include "conv2d_internal.h"
 #include "packed_gemm.h"
+#include "widen.h"
 
 
 static size_t packed_a_floats(const conv_dims *d);
@@ -68,6 +69,7 @@ static void dims_init(conv_dims *d, int B, int C, int H, int W, int O, int kh,
     d->K = C * kh * kw;
     d->direct = kh == 1 && kw == 1 && stride == 1 && ph == 0 && pw == 0;
     d->isa = AP_ISA_GENERIC;
+    d->wdt = AP_F32;
     d->rows = d->direct ? d->Ho : chunk_rows(d->K, d->Ho, d->Wo);
 }
 
@@ -77,6 +79,7 @@ static void dims_of(conv_dims *d, const ap_ctx *ctx, const ap_tensor *in, const 
     dims_init(d, (int)in->shape[0], (int)in->shape[1], (int)in->shape[2], (int)in->shape[3],
               (int)w->shape[0], (int)w->shape[2], (int)w->shape[3], stride, pad, pad);
     d->isa = ctx->isa;
+    d->wdt = w->dtype;
 }
 
 size_t ap_conv2d_scratch_bytes(int B, int C, int H, int W, int O, int kh, int kw,
@@ -497,6 +500,12 @@ static int din_as_conv(const conv_dims *d, conv_dims *t) {
 
 static size_t fwd_floats(const conv_dims *d, int pg);
 
+/* A bf16 / f16 weight widened to f32 (O, K) for the BLAS paths, rounded up
+ * to 16 floats. */
+static size_t wide_floats(const conv_dims *d) {
+    return ((size_t)d->O * d->K + 15) & ~(size_t)15;
+}
+
 /* din-as-conv scratch (0 if din is not a conv): w' (C, O*kh*kw), rounded up
  * to 16 floats, then that conv's own scratch. */
 static size_t din_wt_floats(const conv_dims *d) {
@@ -543,9 +552,10 @@ static size_t fwd_floats(const conv_dims *d, int pg) {
 
 /* out (B, O, Ho, Wo) = conv(x (B, C, H, W), w (O, K) row-major) (+ bias (O),
  * may be NULL), on the packed GEMM (pg) or im2col + BLAS; scr holds
- * fwd_floats(d, pg) floats. */
+ * fwd_floats(d, pg) floats. w is of dtype d->wdt: the packed paths widen it
+ * while packing; im2col + BLAS wants it f32 (the caller widens it first). */
 static void conv_fwd_run(ap_ctx *ctx, const conv_dims *d, const float *xs,
-                         const float *w, const float *bias, float *out, int pg,
+                         const void *w, const float *bias, float *out, int pg,
                          float *scr) {
     const int HW = d->H * d->W, HoWo = d->Ho * d->Wo;
 #if PG_HAVE
@@ -553,7 +563,7 @@ static void conv_fwd_run(ap_ctx *ctx, const conv_dims *d, const float *xs,
         ap_wg_run(ctx, d, xs, w, bias, out, scr);
         return;
     }
-    if (pg) ap_pg_pack_a(ctx, w, d->K, d->O, d->K, scr);
+    if (pg) ap_pg_pack_a_w(ctx, w, d->wdt, d->K, d->O, d->K, scr);
 #else
     (void)pg;
 #endif
@@ -600,14 +610,21 @@ int ap_cpu_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in
     int bias = ap_present(b);
 
     const int pg = use_pg(ctx);
-    size_t n = fwd_floats(&d, pg);
+    /* im2col + BLAS reads a bf16 / f16 weight widened into scratch first */
+    const size_t nw = !pg && d.wdt != AP_F32 ? wide_floats(&d) : 0;
+    size_t n = fwd_floats(&d, pg) + nw;
     float *scr = NULL;
     if (n) {
         scr = ap_scratch(ctx, n * sizeof(float),
                          pg ? "conv2d_forward packed weights" : "conv2d_forward columns");
         if (!scr) return AP_ERR;
     }
-    conv_fwd_run(ctx, &d, in->data, w->data, bias ? b->data : NULL, out->data, pg, scr);
+    const void *wd = w->data;
+    if (nw) {
+        ap_widen(ctx, scr, w->data, d.wdt, (size_t)d.O * d.K);
+        wd = scr, scr += nw, d.wdt = AP_F32;
+    }
+    conv_fwd_run(ctx, &d, in->data, wd, bias ? b->data : NULL, out->data, pg, scr);
     return AP_OK;
 }
 
@@ -651,10 +668,18 @@ int ap_cpu_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
     if (conv_dx && din_floats(&d, pg) > nscr) nscr = din_floats(&d, pg);
     if ((fb_dw || fb_dx) && !d.direct && (size_t)d.K * d.rows * d.Wo > nscr)
         nscr = (size_t)d.K * d.rows * d.Wo;
+    /* GEMM + col2im reads a bf16 / f16 weight widened into scratch first
+     * (ops/conv2d.c refuses dw for such a weight) */
+    const size_t nw = fb_dx && d.wdt != AP_F32 ? wide_floats(&d) : 0;
     float *scr = NULL;
-    if (nscr) {
-        scr = ap_scratch(ctx, nscr * sizeof(float), "conv2d_backward scratch");
+    const float *wf = d.wdt == AP_F32 ? w->data : NULL; /* w as f32, where read */
+    if (nscr + nw) {
+        scr = ap_scratch(ctx, (nscr + nw) * sizeof(float), "conv2d_backward scratch");
         if (!scr) return AP_ERR;
+    }
+    if (nw) {
+        ap_widen(ctx, scr, w->data, d.wdt, (size_t)d.O * d.K);
+        wf = scr, scr += nw;
     }
 #if PG_HAVE
     if (pg_dw) {
@@ -678,9 +703,10 @@ int ap_cpu_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d.C > 1)
         for (int c = 0; c < d.C; c++)
             for (int o = 0; o < d.O; o++) {
-                const float *src = w->data + ((size_t)o * d.C + c) * kk;
+                const size_t src = ((size_t)o * d.C + c) * kk;
                 float *dst = wt + (size_t)c * t.K + (size_t)o * kk;
-                for (int uv = 0; uv < kk; uv++) dst[kk - 1 - uv] = src[uv];
+                for (int uv = 0; uv < kk; uv++)
+                    dst[kk - 1 - uv] = ap_widen_at(w->data, d.wdt, src + uv);
             }
         conv_fwd_run(ctx, &t, dout->data, wt, NULL, din->data, pg,
                      scr + din_wt_floats(&d));
@@ -697,7 +723,7 @@ int ap_cpu_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
                 ap_gemm(ctx, 0, 1, d.O, d.C, HW, 1.0f, g, HW, x, HW, 1.0f, dw->data,
                         d.C);
             if (fb_dx)
-                ap_gemm(ctx, 1, 0, d.C, HW, d.O, 1.0f, w->data, d.C, g, HW, 0.0f, dx,
+                ap_gemm(ctx, 1, 0, d.C, HW, d.O, 1.0f, wf, d.C, g, HW, 0.0f, dx,
                         HW);
             continue;
         }
@@ -712,7 +738,7 @@ int ap_cpu_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
                         dw->data, d.K);
             }
             if (fb_dx) {
-                ap_gemm(ctx, 1, 0, d.K, n, d.O, 1.0f, w->data, d.K, gc, HoWo, 0.0f,
+                ap_gemm(ctx, 1, 0, d.K, n, d.O, 1.0f, wf, d.K, gc, HoWo, 0.0f,
                         col, n);
                 col2im(ctx, &d, col, i0, i1, dx);
             }
