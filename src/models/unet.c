@@ -231,8 +231,10 @@ out:
  * which widen a bf16 weight on the fly. */
 static const char *const unet_keep_f32[] = {"attn1.to_", "attn2.to_", NULL};
 
+void ap_unet_store_frozen(ap_unet *m) { ap_params_store_frozen(&m->params, unet_keep_f32); }
+
 int ap_unet_alloc(ap_unet *m) {
-    ap_params_store_frozen(&m->params, unet_keep_f32);
+    ap_unet_store_frozen(m);
     AP_TRY(ap_params_alloc(&m->params, "UNet weights"));
     if (m->lora_rank <= 0) return AP_OK;
     AP_TRY(ap_params_alloc(&m->lora, "UNet LoRA"));
