@@ -9,8 +9,10 @@
 #endif
 
 AP_ISA_INLINE void widen_bf16_body(float *dst, const uint16_t *src, size_t n) {
-    uint32_t *d = (uint32_t *)dst;
-    for (size_t i = 0; i < n; i++) d[i] = (uint32_t)src[i] << 16;
+    for (size_t i = 0; i < n; i++) { /* memcpy: no type punning through pointers */
+        const uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(dst + i, &u, sizeof u);
+    }
 }
 AP_ISA_KERNEL(widen_bf16, (float *dst, const uint16_t *src, size_t n), (dst, src, n));
 
