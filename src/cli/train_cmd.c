@@ -140,9 +140,17 @@ int ap_cmd_train(int argc, char **argv) {
         code = AP_EXIT_USAGE;
         goto done;
     }
-    if (d.rank == 0 && strcmp(cfg.mixed_precision, "no") != 0)
+    /* bf16: frozen weights stored in bf16 as the models load (train/job.c).
+     * fp16 (the presets' value, from the reference's CUDA runs) keeps fp32 on
+     * the CPU: switching it to f16 storage would change every preset's run. */
+    if (!strcmp(cfg.mixed_precision, "bf16")) {
+        if (d.rank == 0)
+            fprintf(stderr, "note: mixed_precision \"bf16\": frozen UNet, VAE decoder and reward "
+                    "weights stored in bf16 (LoRA, gradients and AdamW in fp32)\n");
+    } else if (d.rank == 0 && strcmp(cfg.mixed_precision, "no") != 0) {
         fprintf(stderr, "note: mixed_precision \"%s\" applies to the CUDA backend; the CPU backend "
-                "computes in fp32\n", cfg.mixed_precision);
+                "computes in fp32 (bf16 stores the frozen weights in bf16)\n", cfg.mixed_precision);
+    }
     if (ap_config_check_files(&cfg)) {
         if (d.rank == 0) fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
         code = AP_EXIT_USAGE;

@@ -41,36 +41,6 @@ static int cpu_sync(ap_ctx *ctx) {
     return AP_OK;
 }
 
-/* float32 -> bfloat16, round to nearest even (NaN stays NaN). */
-static uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-/* float32 -> IEEE half, round to nearest even, overflow to inf. */
-static uint16_t f32_to_f16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    const uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);         /* NaN */
-    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);        /* overflow: inf */
-    if (a < 0x38800000u) {                                          /* subnormal or 0 */
-        if (a < 0x33000000u) return (uint16_t)sign;                 /* < half the smallest */
-        const uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
-        const uint32_t shift = 126u - e; /* 14..24 */
-        uint32_t h = m >> shift;
-        const uint32_t rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
-        if (rem > half || (rem == half && (h & 1u))) h++;
-        return (uint16_t)(sign | h);
-    }
-    uint32_t h = ((a - 0x38000000u) >> 13);
-    const uint32_t rem = a & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-    return (uint16_t)(sign | h);
-}
 
 static float load(const void *p, ap_dtype dt, int64_t i) {
     switch (dt) {
@@ -82,8 +52,8 @@ static float load(const void *p, ap_dtype dt, int64_t i) {
 
 static void store(void *p, ap_dtype dt, int64_t i, float v) {
     switch (dt) {
-    case AP_BF16: ((uint16_t *)p)[i] = f32_to_bf16(v); break;
-    case AP_F16: ((uint16_t *)p)[i] = f32_to_f16(v); break;
+    case AP_BF16: ((uint16_t *)p)[i] = ap_f32_to_bf16(v); break;
+    case AP_F16: ((uint16_t *)p)[i] = ap_f32_to_f16(v); break;
     default: ((float *)p)[i] = v; break;
     }
 }
@@ -160,6 +130,8 @@ const ap_backend ap_cpu_backend = {
     .softmax_backward = ap_cpu_softmax_backward,
     .timestep_embedding_forward = ap_cpu_timestep_embedding_forward,
     .timestep_embedding_backward = ap_cpu_timestep_embedding_backward,
+    .linear_forward_scratch = ap_cpu_linear_forward_scratch,
+    .linear_backward_scratch = ap_cpu_linear_backward_scratch,
     .attention_forward_scratch = ap_cpu_attention_forward_scratch,
     .attention_backward_scratch = ap_cpu_attention_backward_scratch,
     .conv2d_forward_scratch = ap_cpu_conv2d_forward_scratch,

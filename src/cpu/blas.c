@@ -6,6 +6,7 @@
 #include "../core/ctx.h"
 #include "../core/isa.h"
 #include "packed_gemm.h"
+#include "widen.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -94,14 +95,54 @@ static int pg_wanted(const ap_ctx *ctx, int N, int K, float beta) {
            K >= 16 && N * K >= 4096;
 }
 
+/* B of a 2-byte dtype (a bf16/f16 weight), widened while packing. */
+typedef struct {
+    const void *b;
+    ap_dtype dt;
+    int ld;
+    ap_isa isa;
+} pg_typed_arg;
+
+/* As ap_pg_pack_rows: dst[k][j] = B[k0 + k][n0 + j] widened. */
+static void pg_pack_rows_typed(const void *arg, int k0, int kc, int n0, int nr, float *dst) {
+    const pg_typed_arg *b = arg;
+    for (int k = 0; k < kc; k++, dst += PG_NR) {
+        ap_widen_row(b->isa, dst, ap_elem_ptr(b->b, b->dt, (size_t)(k0 + k) * b->ld + n0),
+                     b->dt, (size_t)nr);
+        for (int j = nr; j < PG_NR; j++) dst[j] = 0.0f;
+    }
+}
+
+/* As pg_pack_b_trans: a row of B (N, K) widened on the stack, then scattered. */
+static void pg_pack_b_trans_typed(const void *arg, int k0, int kc, int n0, int nr, float *dst) {
+    const pg_typed_arg *b = arg;
+    float row[PG_KC];
+    for (int j = 0; j < nr; j++) {
+        ap_widen_row(b->isa, row, ap_elem_ptr(b->b, b->dt, (size_t)(n0 + j) * b->ld + k0),
+                     b->dt, (size_t)kc);
+        for (int k = 0; k < kc; k++) dst[(size_t)k * PG_NR + j] = row[k];
+    }
+    for (int k = 0; k < kc; k++)
+        for (int j = nr; j < PG_NR; j++) dst[(size_t)k * PG_NR + j] = 0.0f;
+}
+
+/* B of dtype bdt (float32 when AP_F32). */
 static void gemm_packed(const ap_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
-                        const float *A, int lda, const float *B, int ldb, float beta,
-                        float *C, int ldc) {
+                        const float *A, int lda, const void *B, ap_dtype bdt, int ldb,
+                        float beta, float *C, int ldc) {
     ap_ctx one = {.n_threads = 1, .isa = ap_cpu_isa()}; /* ctx NULL: one thread */
+    if (!ctx) ctx = &one;
     pg_a_arg a = {A, lda, ta, alpha};
+    if (bdt != AP_F32) {
+        pg_typed_arg b = {B, bdt, ldb, ctx->isa};
+        ap_pg_gemm_cb(ctx, M, N, K, pg_pack_a_any, &a,
+                      tb ? pg_pack_b_trans_typed : pg_pack_rows_typed, &b, C, ldc,
+                      beta == 1.0f);
+        return;
+    }
     ap_pg_rows_arg b = {B, ldb};
-    ap_pg_gemm_cb(ctx ? ctx : &one, M, N, K, pg_pack_a_any, &a,
-                  tb ? pg_pack_b_trans : ap_pg_pack_rows, &b, C, ldc, beta == 1.0f);
+    ap_pg_gemm_cb(ctx, M, N, K, pg_pack_a_any, &a, tb ? pg_pack_b_trans : ap_pg_pack_rows,
+                  &b, C, ldc, beta == 1.0f);
 }
 
 void ap_gemm(const ap_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
@@ -109,7 +150,7 @@ void ap_gemm(const ap_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha
              float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     if (pg_wanted(ctx, N, K, beta)) {
-        gemm_packed(ctx, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        gemm_packed(ctx, ta, tb, M, N, K, alpha, A, lda, B, AP_F32, ldb, beta, C, ldc);
         return;
     }
     int nt = ctx ? ctx->n_threads : 1;
@@ -156,7 +197,8 @@ void ap_gemm_items(const ap_ctx *ctx, int items, int tb, int M, int N, int K, fl
     /* On the packed path a row's result does not depend on the rows around it:
      * all items as one GEMM. */
     if (pg_wanted(ctx, N, K, beta)) {
-        gemm_packed(ctx, 0, tb, M * items, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        gemm_packed(ctx, 0, tb, M * items, N, K, alpha, A, lda, B, AP_F32, ldb, beta, C,
+                    ldc);
         return;
     }
     int nt = ctx ? ctx->n_threads : 1;
@@ -180,4 +222,61 @@ void ap_gemm_items(const ap_ctx *ctx, int items, int tb, int M, int N, int K, fl
             ap_gemm_serial(0, tb, M, n, K, alpha, Ai, lda, tb ? B + (size_t)lo * ldb : B + lo,
                            ldb, beta, Ci + lo, ldc);
     }
+}
+
+/* ---- B a bf16 / f16 weight ------------------------------------------------ */
+
+/* B widened into ctx's scratch: the elements op(B) reads (rows of B, the last
+ * one only up to its used columns), at the same ldb, so the BLAS call is the
+ * float32 one with the same arguments. */
+static const float *widen_b(ap_ctx *ctx, int tb, int N, int K, const void *B, ap_dtype bdt,
+                            int ldb) {
+    const int rows = tb ? N : K, cols = tb ? K : N;
+    const size_t n = (size_t)(rows - 1) * ldb + cols;
+    float *w = ap_scratch(ctx, n * sizeof(float), "gemm: weight widened to f32");
+    if (w) ap_widen(ctx, w, B, bdt, n);
+    return w;
+}
+
+size_t ap_gemm_w_scratch(const ap_ctx *ctx, int tb, int M, int N, int K, ap_dtype bdt, int ldb,
+                         float beta) {
+    if (bdt == AP_F32 || M <= 0 || N <= 0 || pg_wanted(ctx, N, K, beta)) return 0;
+    const int rows = tb ? N : K, cols = tb ? K : N;
+    return ((size_t)(rows - 1) * ldb + cols) * sizeof(float);
+}
+
+int ap_gemm_w(ap_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+              int lda, const void *B, ap_dtype bdt, int ldb, float beta, float *C, int ldc) {
+    if (bdt == AP_F32) {
+        ap_gemm(ctx, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return 0;
+    }
+    if (M <= 0 || N <= 0) return 0;
+    if (pg_wanted(ctx, N, K, beta)) {
+        gemm_packed(ctx, ta, tb, M, N, K, alpha, A, lda, B, bdt, ldb, beta, C, ldc);
+        return 0;
+    }
+    const float *w = widen_b(ctx, tb, N, K, B, bdt, ldb);
+    if (!w) return -1;
+    ap_gemm(ctx, ta, tb, M, N, K, alpha, A, lda, w, ldb, beta, C, ldc);
+    return 0;
+}
+
+int ap_gemm_items_w(ap_ctx *ctx, int items, int tb, int M, int N, int K, float alpha,
+                    const float *A, int lda, const void *B, ap_dtype bdt, int ldb, float beta,
+                    float *C, int ldc) {
+    if (bdt == AP_F32) {
+        ap_gemm_items(ctx, items, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return 0;
+    }
+    if (M <= 0 || N <= 0) return 0;
+    if (pg_wanted(ctx, N, K, beta)) {
+        gemm_packed(ctx, 0, tb, items > 1 ? M * items : M, N, K, alpha, A, lda, B, bdt, ldb,
+                    beta, C, ldc);
+        return 0;
+    }
+    const float *w = widen_b(ctx, tb, N, K, B, bdt, ldb);
+    if (!w) return -1;
+    ap_gemm_items(ctx, items, tb, M, N, K, alpha, A, lda, w, ldb, beta, C, ldc);
+    return 0;
 }

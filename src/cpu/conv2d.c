@@ -42,6 +42,7 @@
 #include "core/isa.h"
 #include "conv2d_internal.h"
 #include "packed_gemm.h"
+#include "widen.h"
 
 
 static size_t packed_a_floats(const conv_dims *d);
@@ -68,6 +69,7 @@ static void dims_init(conv_dims *d, int B, int C, int H, int W, int O, int kh,
     d->K = C * kh * kw;
     d->direct = kh == 1 && kw == 1 && stride == 1 && ph == 0 && pw == 0;
     d->isa = AP_ISA_GENERIC;
+    d->wdt = AP_F32;
     d->rows = d->direct ? d->Ho : chunk_rows(d->K, d->Ho, d->Wo);
 }
 
@@ -77,6 +79,7 @@ static void dims_of(conv_dims *d, const ap_ctx *ctx, const ap_tensor *in, const 
     dims_init(d, (int)in->shape[0], (int)in->shape[1], (int)in->shape[2], (int)in->shape[3],
               (int)w->shape[0], (int)w->shape[2], (int)w->shape[3], stride, pad, pad);
     d->isa = ctx->isa;
+    d->wdt = w->dtype;
 }
 
 size_t ap_conv2d_scratch_bytes(int B, int C, int H, int W, int O, int kh, int kw,
@@ -497,6 +500,12 @@ static int din_as_conv(const conv_dims *d, conv_dims *t) {
 
 static size_t fwd_floats(const conv_dims *d, int pg);
 
+/* A bf16 / f16 weight widened to f32 (O, K) for the BLAS paths, rounded up
+ * to 16 floats. */
+static size_t wide_floats(const conv_dims *d) {
+    return ((size_t)d->O * d->K + 15) & ~(size_t)15;
+}
+
 /* din-as-conv scratch (0 if din is not a conv): w' (C, O*kh*kw), rounded up
  * to 16 floats, then that conv's own scratch. */
 static size_t din_wt_floats(const conv_dims *d) {
@@ -543,9 +552,10 @@ static size_t fwd_floats(const conv_dims *d, int pg) {
 
 /* out (B, O, Ho, Wo) = conv(x (B, C, H, W), w (O, K) row-major) (+ bias (O),
  * may be NULL), on the packed GEMM (pg) or im2col + BLAS; scr holds
- * fwd_floats(d, pg) floats. */
+ * fwd_floats(d, pg) floats. w is of dtype d->wdt: the packed paths widen it
+ * while packing; im2col + BLAS wants it f32 (the caller widens it first). */
 static void conv_fwd_run(ap_ctx *ctx, const conv_dims *d, const float *xs,
-                         const float *w, const float *bias, float *out, int pg,
+                         const void *w, const float *bias, float *out, int pg,
                          float *scr) {
     const int HW = d->H * d->W, HoWo = d->Ho * d->Wo;
 #if PG_HAVE
@@ -553,7 +563,7 @@ static void conv_fwd_run(ap_ctx *ctx, const conv_dims *d, const float *xs,
         ap_wg_run(ctx, d, xs, w, bias, out, scr);
         return;
     }
-    if (pg) ap_pg_pack_a(ctx, w, d->K, d->O, d->K, scr);
+    if (pg) ap_pg_pack_a_w(ctx, w, d->wdt, d->K, d->O, d->K, scr);
 #else
     (void)pg;
 #endif
@@ -598,7 +608,8 @@ size_t ap_cpu_conv2d_forward_scratch(ap_ctx *ctx, const ap_tensor *out, const ap
                                      int pad) {
     conv_dims d;
     dims_of(&d, ctx, in, w, stride, pad);
-    return fwd_floats(&d, use_pg(ctx)) * sizeof(float);
+    const int pg = use_pg(ctx);
+    return (fwd_floats(&d, pg) + (!pg && d.wdt != AP_F32 ? wide_floats(&d) : 0)) * sizeof(float);
 }
 
 int ap_cpu_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
@@ -608,14 +619,21 @@ int ap_cpu_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in
     int bias = ap_present(b);
 
     const int pg = use_pg(ctx);
-    size_t n = fwd_floats(&d, pg);
+    /* im2col + BLAS reads a bf16 / f16 weight widened into scratch first */
+    const size_t nw = !pg && d.wdt != AP_F32 ? wide_floats(&d) : 0;
+    size_t n = fwd_floats(&d, pg) + nw;
     float *scr = NULL;
     if (n) {
         scr = ap_scratch(ctx, n * sizeof(float),
                          pg ? "conv2d_forward packed weights" : "conv2d_forward columns");
         if (!scr) return AP_ERR;
     }
-    conv_fwd_run(ctx, &d, in->data, w->data, bias ? b->data : NULL, out->data, pg, scr);
+    const void *wd = w->data;
+    if (nw) {
+        ap_widen(ctx, scr, w->data, d.wdt, (size_t)d.O * d.K);
+        wd = scr, scr += nw, d.wdt = AP_F32;
+    }
+    conv_fwd_run(ctx, &d, in->data, wd, bias ? b->data : NULL, out->data, pg, scr);
     return AP_OK;
 }
 
@@ -633,6 +651,14 @@ static size_t bwd_floats(const conv_dims *d, int pg, int want_dx, int want_dw) {
     return nscr;
 }
 
+/* Scratch floats a backward adds to widen a 2-byte weight (its GEMM + col2im
+ * path reads w as f32). */
+static size_t bwd_wide_floats(const conv_dims *d, int pg, int want_dx) {
+    conv_dims t;
+    const int conv_dx = pg && want_dx && din_as_conv(d, &t);
+    return want_dx && !conv_dx && d->wdt != AP_F32 ? wide_floats(d) : 0;
+}
+
 size_t ap_cpu_conv2d_backward_scratch(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
                                       const ap_tensor *db, const ap_tensor *dout,
                                       const ap_tensor *in, const ap_tensor *w, int stride,
@@ -641,7 +667,9 @@ size_t ap_cpu_conv2d_backward_scratch(ap_ctx *ctx, const ap_tensor *din, const a
     if (!want_dx && !want_dw) return 0;
     conv_dims d;
     dims_of(&d, ctx, in, w, stride, pad);
-    return bwd_floats(&d, use_pg(ctx), want_dx, want_dw) * sizeof(float);
+    const int pg = use_pg(ctx);
+    return (bwd_floats(&d, pg, want_dx, want_dw) + bwd_wide_floats(&d, pg, want_dx)) *
+           sizeof(float);
 }
 
 int ap_cpu_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
@@ -680,10 +708,18 @@ int ap_cpu_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
     const int pg_dw = pg && want_dw, conv_dx = pg && want_dx && din_as_conv(&d, &t);
     const int fb_dw = want_dw && !pg_dw, fb_dx = want_dx && !conv_dx;
     const size_t nscr = bwd_floats(&d, pg, want_dx, want_dw);
+    /* GEMM + col2im reads a bf16 / f16 weight widened into scratch first
+     * (ops/conv2d.c refuses dw for such a weight) */
+    const size_t nw = bwd_wide_floats(&d, pg, want_dx);
     float *scr = NULL;
-    if (nscr) {
-        scr = ap_scratch(ctx, nscr * sizeof(float), "conv2d_backward scratch");
+    const float *wf = d.wdt == AP_F32 ? w->data : NULL; /* w as f32, where read */
+    if (nscr + nw) {
+        scr = ap_scratch(ctx, (nscr + nw) * sizeof(float), "conv2d_backward scratch");
         if (!scr) return AP_ERR;
+    }
+    if (nw) {
+        ap_widen(ctx, scr, w->data, d.wdt, (size_t)d.O * d.K);
+        wf = scr, scr += nw;
     }
 #if PG_HAVE
     if (pg_dw) {
@@ -707,9 +743,10 @@ int ap_cpu_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (d.C > 1)
         for (int c = 0; c < d.C; c++)
             for (int o = 0; o < d.O; o++) {
-                const float *src = w->data + ((size_t)o * d.C + c) * kk;
+                const size_t src = ((size_t)o * d.C + c) * kk;
                 float *dst = wt + (size_t)c * t.K + (size_t)o * kk;
-                for (int uv = 0; uv < kk; uv++) dst[kk - 1 - uv] = src[uv];
+                for (int uv = 0; uv < kk; uv++)
+                    dst[kk - 1 - uv] = ap_widen_at(w->data, d.wdt, src + uv);
             }
         conv_fwd_run(ctx, &t, dout->data, wt, NULL, din->data, pg,
                      scr + din_wt_floats(&d));
@@ -726,7 +763,7 @@ int ap_cpu_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
                 ap_gemm(ctx, 0, 1, d.O, d.C, HW, 1.0f, g, HW, x, HW, 1.0f, dw->data,
                         d.C);
             if (fb_dx)
-                ap_gemm(ctx, 1, 0, d.C, HW, d.O, 1.0f, w->data, d.C, g, HW, 0.0f, dx,
+                ap_gemm(ctx, 1, 0, d.C, HW, d.O, 1.0f, wf, d.C, g, HW, 0.0f, dx,
                         HW);
             continue;
         }
@@ -741,7 +778,7 @@ int ap_cpu_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
                         dw->data, d.K);
             }
             if (fb_dx) {
-                ap_gemm(ctx, 1, 0, d.K, n, d.O, 1.0f, w->data, d.K, gc, HoWo, 0.0f,
+                ap_gemm(ctx, 1, 0, d.K, n, d.O, 1.0f, wf, d.K, gc, HoWo, 0.0f,
                         col, n);
                 col2im(ctx, &d, col, i0, i1, dx);
             }

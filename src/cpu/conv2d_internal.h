@@ -18,6 +18,7 @@ typedef struct {
     int rows;        /* output rows per chunk */
     int direct;      /* 1x1 / s1 / p0: no im2col */
     ap_isa isa;      /* the context's kernel variant (pack callbacks) */
+    ap_dtype wdt;    /* the weight's dtype: f32, or bf16 / f16 widened on the fly */
 } conv_dims;
 
 /* Path modes (the "pg" argument below): */
@@ -34,9 +35,10 @@ static inline int wg_tiles_w(const conv_dims *d) { return (d->Wo + 1) / 2; }
 
 /* Scratch floats ap_wg_run needs for d. */
 size_t ap_wg_floats(const conv_dims *d);
-/* out (B, O, Ho, Wo) = conv3x3/s1/p1(xs, w (O, C*9)) (+ bias); scr holds
- * ap_wg_floats(d) floats. Packed-GEMM variants only (PG_HAVE). */
-void ap_wg_run(const ap_ctx *ctx, const conv_dims *d, const float *xs, const float *w,
+/* out (B, O, Ho, Wo) = conv3x3/s1/p1(xs, w (O, C*9)) (+ bias), w of dtype
+ * d->wdt (widened as it is transformed); scr holds ap_wg_floats(d) floats.
+ * Packed-GEMM variants only (PG_HAVE). */
+void ap_wg_run(const ap_ctx *ctx, const conv_dims *d, const float *xs, const void *w,
                const float *bias, float *out, float *scr);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "conv2d_internal.h"
+#include "widen.h"
 #include "core/isa.h"
 #include "packed_gemm.h"
 
@@ -54,7 +55,7 @@ size_t ap_wg_floats(const conv_dims *d) {
 }
 
 /* Up[p] = pg_pack_a layout of U[p] (O, C), rows O..Mp-1 zero. */
-static void wg_weights(const ap_ctx *ctx, const conv_dims *d, const float *w,
+static void wg_weights(const ap_ctx *ctx, const conv_dims *d, const void *w,
                        float *Up) {
     const int O = d->O, C = d->C, Mp = ap_pg_mpad(O);
     const size_t per = (size_t)Mp * C;
@@ -67,7 +68,9 @@ static void wg_weights(const ap_ctx *ctx, const conv_dims *d, const float *w,
                 (size_t)Mp * k0 + (size_t)ip * PG_MR * kc + (size_t)(c - k0) * PG_MR + r;
             float u[16] = {0};
             if (m < O) {
-                const float *g = w + ((size_t)m * C + c) * 9;
+                float g[9]; /* the 3x3 kernel, widened from d->wdt */
+                for (int i = 0; i < 9; i++)
+                    g[i] = ap_widen_at(w, d->wdt, ((size_t)m * C + c) * 9 + i);
                 float t[4][3]; /* G g */
                 for (int v = 0; v < 3; v++) {
                     t[0][v] = g[v];
@@ -198,7 +201,7 @@ static void wg_output(const ap_ctx *ctx, const conv_dims *d, const float *M, int
 /* out (B, O, Ho, Wo) = conv3x3/s1/p1(xs, w (O, C*9)) (+ bias); scr holds
  * wg_floats(d) floats. */
 void ap_wg_run(const ap_ctx *ctx, const conv_dims *d, const float *xs,
-                   const float *w, const float *bias, float *out, float *scr) {
+                   const void *w, const float *bias, float *out, float *scr) {
     const int C = d->C, O = d->O;
     const int ntile = d->B * wg_tiles_h(d) * wg_tiles_w(d), ldT = wg_chunk_tiles(d);
     const size_t per = (size_t)ap_pg_mpad(O) * C;

@@ -71,6 +71,8 @@ int ap_cpu_timestep_embedding_forward(ap_ctx *ctx, const ap_tensor *out, const a
 int ap_cpu_timestep_embedding_backward(ap_ctx *ctx, const ap_tensor *dt, const ap_tensor *dout, const ap_tensor *t, int flip_sin_to_cos, float downscale_freq_shift, float scale, int max_period);
 
 /* scratch queries (the table's *_scratch entries; ops not listed take none) */
+size_t ap_cpu_linear_forward_scratch(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, const ap_tensor *w, const ap_tensor *b);
+size_t ap_cpu_linear_backward_scratch(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw, const ap_tensor *db, const ap_tensor *dout, const ap_tensor *in, const ap_tensor *w);
 size_t ap_cpu_attention_forward_scratch(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *lse, const ap_tensor *q, const ap_tensor *k, const ap_tensor *v, int n_heads, float scale, int causal);
 size_t ap_cpu_attention_backward_scratch(ap_ctx *ctx, const ap_tensor *dq, const ap_tensor *dk, const ap_tensor *dv, const ap_tensor *dout, const ap_tensor *q, const ap_tensor *k, const ap_tensor *v, const ap_tensor *out, const ap_tensor *lse, int n_heads, float scale, int causal);
 size_t ap_cpu_conv2d_forward_scratch(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in, const ap_tensor *w, const ap_tensor *b, int stride, int pad);

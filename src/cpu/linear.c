@@ -7,6 +7,7 @@
  *   backward: din (rows, I) = dout . w                         one ap_gemm
  *             dw (O, I)    += dout^T . in                      one ap_gemm
  *             db (O)       += column sums of dout (double accumulation)
+ * w may be bf16 / f16 (a frozen weight; no dw then): ap_gemm_w widens it.
  */
 #include "cpu.h"
 #include "ops/linear.h"
@@ -38,9 +39,8 @@ int ap_cpu_linear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in
      * so its rows never depend on the batch; a 2-D input is one block (give
      * per-item rows as (B, 1, I) to have them computed alone). */
     int items = in->ndim >= 3 ? (int)in->shape[0] : 1;
-    ap_gemm_items(ctx, items, 1, rows / items, O, I, 1.0f, in->data, I, w->data, I,
-                  bias ? 1.0f : 0.0f, y, O);
-    return AP_OK;
+    return ap_gemm_items_w(ctx, items, 1, rows / items, O, I, 1.0f, in->data, I, w->data,
+                           w->dtype, I, bias ? 1.0f : 0.0f, y, O);
 }
 
 /* db[o] += sum_r g[r, o] in double, rows in order (so the result does not
@@ -69,6 +69,20 @@ static void bias_grad(const ap_ctx *ctx, float *db, const float *g, int rows, in
     }
 }
 
+size_t ap_cpu_linear_forward_scratch(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
+                                     const ap_tensor *w, const ap_tensor *b) {
+    const int I = (int)w->shape[1], O = (int)w->shape[0], rows = (int)(ap_numel(in) / I);
+    const int items = in->ndim >= 3 ? (int)in->shape[0] : 1;
+    return ap_gemm_w_scratch(ctx, 1, rows / items, O, I, w->dtype, I, ap_present(b) ? 1.0f : 0.0f);
+}
+
+size_t ap_cpu_linear_backward_scratch(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
+                                      const ap_tensor *db, const ap_tensor *dout,
+                                      const ap_tensor *in, const ap_tensor *w) {
+    const int I = (int)w->shape[1], O = (int)w->shape[0], rows = (int)(ap_numel(in) / I);
+    return ap_present(din) ? ap_gemm_w_scratch(ctx, 0, rows, I, O, w->dtype, I, 0.0f) : 0;
+}
+
 int ap_cpu_linear_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
                        const ap_tensor *db, const ap_tensor *dout,
                        const ap_tensor *in, const ap_tensor *w) {
@@ -80,6 +94,7 @@ int ap_cpu_linear_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *d
     if (want_dw)
         ap_gemm(ctx, 1, 0, O, I, rows, 1.0f, g, O, in->data, I, 1.0f, dw->data, I);
     if (want_dx)
-        ap_gemm(ctx, 0, 0, rows, I, O, 1.0f, g, O, w->data, I, 0.0f, din->data, I);
+        return ap_gemm_w(ctx, 0, 0, rows, I, O, 1.0f, g, O, w->data, w->dtype, I, 0.0f,
+                         din->data, I);
     return AP_OK;
 }

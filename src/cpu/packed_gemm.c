@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/isa.h"
+#include "widen.h"
 
 void ap_pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K, float *Ap) {
     const int npanel = ap_pg_mpad(M) / PG_MR, Mp = ap_pg_mpad(M);
@@ -24,6 +25,29 @@ void ap_pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K, floa
         }
 }
 
+void ap_pg_pack_a_w(const ap_ctx *ctx, const void *A, ap_dtype dt, int lda, int M, int K,
+                    float *Ap) {
+    if (dt == AP_F32) {
+        ap_pg_pack_a(ctx, A, lda, M, K, Ap);
+        return;
+    }
+    const int npanel = ap_pg_mpad(M) / PG_MR, Mp = ap_pg_mpad(M);
+    const int nkb = (K + PG_KC - 1) / PG_KC;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static) collapse(2)
+    for (int kb = 0; kb < nkb; kb++)
+        for (int ip = 0; ip < npanel; ip++) {
+            int k0 = kb * PG_KC, kc = K - k0 < PG_KC ? K - k0 : PG_KC;
+            float *dst = Ap + (size_t)Mp * k0 + (size_t)ip * PG_MR * kc;
+            float row[PG_KC];
+            for (int r = 0; r < PG_MR; r++) {
+                int m = ip * PG_MR + r;
+                if (m < M)
+                    ap_widen_row(ctx->isa, row, ap_elem_ptr(A, dt, (size_t)m * lda + k0), dt,
+                                 (size_t)kc);
+                for (int k = 0; k < kc; k++) dst[k * PG_MR + r] = m < M ? row[k] : 0.0f;
+            }
+        }
+}
 
 void ap_pg_pack_rows(const void *arg, int k0, int kc, int n0, int nr, float *dst) {
     const ap_pg_rows_arg *a = arg;

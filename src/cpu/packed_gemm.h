@@ -45,6 +45,10 @@ static inline int ap_pg_mpad(int M) { return (M + PG_MR - 1) / PG_MR * PG_MR; }
 
 /* Packs row-major A (M, K), row stride lda, into Ap (ap_pg_mpad(M) * K floats). */
 void ap_pg_pack_a(const ap_ctx *ctx, const float *A, int lda, int M, int K, float *Ap);
+/* The same for A of dtype dt (a bf16 / f16 weight: widened while packing;
+ * AP_F32 is ap_pg_pack_a). */
+void ap_pg_pack_a_w(const ap_ctx *ctx, const void *A, ap_dtype dt, int lda, int M, int K,
+                    float *Ap);
 
 /* C (M, N) = (accum ? C : bias ? bias[row] : 0) + A . B with Ap from
  * ap_pg_pack_a and B from pack; bias (M) may be NULL. */

@@ -30,5 +30,9 @@ void ap_convert_to_f32(float *dst, const void *src, ap_file_dtype t, size_t n);
 
 float ap_f16_to_f32(uint16_t h);
 float ap_bf16_to_f32(uint16_t h);
+/* float32 -> bfloat16 / IEEE half, round to nearest even (NaN stays NaN;
+ * beyond the f16 range: inf). */
+uint16_t ap_f32_to_bf16(float f);
+uint16_t ap_f32_to_f16(float f);
 
 #endif

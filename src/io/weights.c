@@ -9,6 +9,7 @@
 
 #include "core/err.h"
 #include "core/finite.h"
+#include "io/dtype.h"
 #include "io/pth.h"
 #include "io/safetensors.h"
 
@@ -59,6 +60,44 @@ int ap_params_alloc(ap_params *p, const char *what) {
     }
     return AP_OK;
 }
+
+/* ---- frozen weights in 2-byte types -------------------------------------- */
+
+static ap_dtype frozen_dtype = AP_F32;
+
+void ap_weights_set_frozen_dtype(ap_dtype dt) { frozen_dtype = dt; }
+ap_dtype ap_weights_frozen_dtype(void) { return frozen_dtype; }
+
+int ap_weights_precision_parse(const char *s, ap_dtype *dt) {
+    if (!strcmp(s, "fp32")) *dt = AP_F32;
+    else if (!strcmp(s, "bf16")) *dt = AP_BF16;
+    else if (!strcmp(s, "fp16")) *dt = AP_F16;
+    else return ap_fail("precision: expected fp32, bf16 or fp16, found \"%s\"", s);
+    return AP_OK;
+}
+
+static size_t slot_floats(const ap_tensor *t) {
+    size_t n = (size_t)ap_numel(t);
+    return t->dtype == AP_F32 ? n : (n + 1) / 2;
+}
+
+void ap_params_store_frozen(ap_params *p, const char *const *keep_f32) {
+    if (frozen_dtype == AP_F32) return;
+    p->total = 0;
+    for (int i = 0; i < p->count; i++) {
+        ap_param *s = &p->items[i];
+        size_t len = strlen(s->name);
+        int pick = s->t.ndim >= 2 && len >= 6 && !strcmp(s->name + len - 6, "weight");
+        for (int k = 0; pick && keep_f32 && keep_f32[k]; k++)
+            if (strstr(s->name, keep_f32[k])) pick = 0;
+        if (pick) s->t.dtype = frozen_dtype;
+        s->offset = p->total;
+        p->total += slot_floats(&s->t);
+        if (s->dst) *s->dst = s->t;
+    }
+}
+
+size_t ap_params_bytes(const ap_params *p) { return p->total * sizeof(float); }
 
 ap_param *ap_params_find(const ap_params *p, const char *name) {
     for (int i = 0; i < p->count; i++)
@@ -364,14 +403,34 @@ int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
                    ap_shape_str(&got, b, sizeof b));
             continue;
         }
-        if (wfile_read(e->file, e->key, s->t.data, (size_t)ap_numel(&s->t)) != 0) {
-            sl_add(&shape, "%s", ap_errmsg());
+        /* a 2-byte slot: read as f32 (exact for bf16 / f16 files), then narrow */
+        const size_t n = (size_t)ap_numel(&s->t);
+        float *f = s->t.dtype == AP_F32 ? s->t.data : malloc(n * sizeof(float) + 1);
+        if (!f) {
+            sl_add(&shape, "%s: out of memory for %zu floats", key, n);
             continue;
         }
-        int64_t bad = ap_first_nonfinite(s->t.data, ap_numel(&s->t));
+        if (wfile_read(e->file, e->key, f, n) != 0) {
+            sl_add(&shape, "%s", ap_errmsg());
+            if (f != s->t.data) free(f);
+            continue;
+        }
+        int64_t bad = ap_first_nonfinite(f, (int64_t)n);
         if (bad >= 0)
             sl_add(&shape, "%s holds the non-finite value %g at index %lld (expected finite "
-                   "numbers)", key, (double)s->t.data[bad], (long long)bad);
+                   "numbers)", key, (double)f[bad], (long long)bad);
+        if (f == s->t.data) continue;
+        uint16_t *h = (uint16_t *)s->t.data;
+        int64_t big = -1;
+        for (size_t k = 0; k < n; k++) {
+            h[k] = s->t.dtype == AP_BF16 ? ap_f32_to_bf16(f[k]) : ap_f32_to_f16(f[k]);
+            if (big < 0 && s->t.dtype == AP_F16 && (h[k] & 0x7c00u) == 0x7c00u && bad < 0)
+                big = (int64_t)k;
+        }
+        if (big >= 0)
+            sl_add(&shape, "%s holds %g at index %lld, beyond the f16 range (use bf16 or "
+                   "fp32)", key, (double)f[big], (long long)big);
+        free(f);
     }
     size_t plen = prefix ? strlen(prefix) : 0;
     for (int i = 0; i < w->count; i++)

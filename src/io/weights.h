@@ -22,8 +22,10 @@
 
 typedef struct ap_param {
     char *name;     /* checkpoint key */
-    ap_tensor t;    /* shape; data points into the list's flat buffer once allocated */
-    size_t offset;  /* in floats, inside the flat buffer */
+    ap_tensor t;    /* shape and dtype (f32 unless ap_params_store_frozen chose a
+                     * 2-byte one); data points into the flat buffer once allocated */
+    size_t offset;  /* in floats, inside the flat buffer (a 2-byte slot of n
+                     * elements takes (n + 1) / 2 floats) */
     ap_tensor *dst; /* the model's field bound to this slot (may be NULL) */
 } ap_param;
 
@@ -33,6 +35,27 @@ typedef struct ap_params {
     size_t total; /* floats */
     float *flat;  /* one allocation for every slot, after ap_params_alloc */
 } ap_params;
+
+/* Storage of frozen weights (mixed_precision): the dtype models keep their
+ * big frozen matrices in, AP_F32 (the default), AP_BF16 or AP_F16. Process-
+ * wide like the kernel variant: set once at start (train's mixed_precision,
+ * sample's --precision, the benchmarks' --precision) before models load. The
+ * ops widen such weights to f32 on the fly (ops/backend.h AP_WEIGHT_DTYPES). */
+void ap_weights_set_frozen_dtype(ap_dtype dt);
+ap_dtype ap_weights_frozen_dtype(void);
+/* "fp32" / "bf16" / "fp16" -> dtype; AP_ERR naming the value otherwise. */
+int ap_weights_precision_parse(const char *s, ap_dtype *dt);
+
+/* Before ap_params_alloc: every slot of rank >= 2 whose name ends in
+ * "weight" and contains none of the NULL-terminated substrings in keep_f32
+ * (embeddings, weights read by code that wants f32) is stored in
+ * ap_weights_frozen_dtype(); offsets and total shrink accordingly. A no-op
+ * for AP_F32. Filling rounds to nearest even (an f32 file), or keeps the
+ * stored bits when the file has that dtype already (bf16 -> f32 -> bf16 is
+ * exact); a value beyond f16's range fails naming the tensor. */
+void ap_params_store_frozen(ap_params *p, const char *const *keep_f32);
+/* Bytes of the flat buffer (what the model's weights occupy). */
+size_t ap_params_bytes(const ap_params *p);
 
 void ap_params_init(ap_params *p);
 void ap_params_free(ap_params *p);

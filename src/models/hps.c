@@ -127,7 +127,12 @@ int ap_hps_load(ap_hps *m, const char *config_json, const char *checkpoint) {
     int rc = ap_hps_config(m, cfg, config_json);
     ap_json_free(cfg);
     AP_TRY(rc);
-    if (ap_hps_declare(m) || ap_params_alloc(&m->params, "HPS parameters")) {
+    /* Mixed precision (ap_params_store_frozen): the MLPs and the patch conv in
+     * the frozen dtype; embeddings, projections and the attention's packed
+     * in_proj (nn/proj.c's raw f32 GEMM) stay f32. */
+    static const char *const keep_f32[] = {"embedding", "attn.", NULL};
+    if (ap_hps_declare(m) || (ap_params_store_frozen(&m->params, keep_f32), 0) ||
+        ap_params_alloc(&m->params, "HPS parameters")) {
         ap_hps_free(m);
         return AP_ERR;
     }

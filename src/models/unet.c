@@ -224,7 +224,17 @@ out:
     return rc;
 }
 
+/* Weights that stay f32 under mixed precision (ap_params_store_frozen): the
+ * attention projections, which nn/proj.c multiplies with a raw f32 GEMM
+ * until it calls a matmul op (issue 15, item 3). Convs and the other linears
+ * (proj_in/out, feed-forward, time embeddings) go through ap_conv2d/ap_linear,
+ * which widen a bf16 weight on the fly. */
+static const char *const unet_keep_f32[] = {"attn1.to_", "attn2.to_", NULL};
+
+void ap_unet_store_frozen(ap_unet *m) { ap_params_store_frozen(&m->params, unet_keep_f32); }
+
 int ap_unet_alloc(ap_unet *m) {
+    ap_unet_store_frozen(m);
     AP_TRY(ap_params_alloc(&m->params, "UNet weights"));
     if (m->lora_rank <= 0) return AP_OK;
     AP_TRY(ap_params_alloc(&m->lora, "UNet LoRA"));

@@ -104,6 +104,11 @@ typedef struct ap_unet {
 /* Declare every parameter (no allocation): base weights, and LoRA of rank
  * lora_rank (0: none) on to_q/to_k/to_v/to_out.0 of every attention. */
 int ap_unet_build(ap_unet *m, const ap_unet_config *c, int lora_rank);
+/* Choose the storage of the frozen weights (io/weights.h
+ * ap_weights_frozen_dtype: convs and linears in bf16/f16, attention
+ * projections f32) without allocating; ap_unet_alloc calls it, so
+ * params.total then gives the weight block's size. */
+void ap_unet_store_frozen(ap_unet *m);
 /* Allocate the parameter buffers (zeroed) and the LoRA gradient buffer. */
 int ap_unet_alloc(ap_unet *m);
 void ap_unet_free(ap_unet *m);

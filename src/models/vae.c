@@ -198,7 +198,18 @@ int ap_vae_declare(ap_vae *v, const ap_vae_config *c) {
     return AP_OK;
 }
 
-int ap_vae_alloc(ap_vae *v) { return ap_params_alloc(&v->params, "VAE decoder weights"); }
+/* Mixed precision (ap_params_store_frozen): the mid-block attention's
+ * projections stay f32 (nn/proj.c's raw f32 GEMM); every conv is stored in
+ * the frozen dtype. */
+void ap_vae_store_frozen(ap_vae *v) {
+    static const char *const keep_f32[] = {"attentions.", NULL};
+    ap_params_store_frozen(&v->params, keep_f32);
+}
+
+int ap_vae_alloc(ap_vae *v) {
+    ap_vae_store_frozen(v);
+    return ap_params_alloc(&v->params, "VAE decoder weights");
+}
 
 /* The one table of name conversions for diffusers-format VAE files. */
 static const struct {

@@ -122,6 +122,10 @@ int ap_vae_config_load(ap_vae_config *c, const char *path);
  * state-dict order (decoder.conv_in ... decoder.conv_out, post_quant_conv),
  * without allocating (v->params then lists names and shapes). */
 int ap_vae_declare(ap_vae *v, const ap_vae_config *c);
+/* Choose the storage of the frozen weights (io/weights.h
+ * ap_weights_frozen_dtype: convs in bf16/f16, the attention's projections
+ * f32) without allocating; ap_vae_alloc calls it. */
+void ap_vae_store_frozen(ap_vae *v);
 /* Allocate the declared parameters (zeroed). */
 int ap_vae_alloc(ap_vae *v);
 /* Fill the allocated parameters from an index whose names are diffusers

@@ -29,3 +29,16 @@ int ap_expect_on(const ap_ctx *ctx, const char *op, ...) {
     va_end(ap);
     return rc;
 }
+
+int ap_expect_weight_on(const ap_ctx *ctx, const char *op, const ap_tensor *w,
+                        const ap_tensor *dw) {
+    char s[200];
+    if (ap_present(w) && w->device != ctx->device)
+        return ap_fail("%s: weight: expected on %s (the context's backend), found %s", op,
+                       ap_device_name(ctx->device), ap_tensor_str(w, s, sizeof s));
+    if (ap_present(w) && ap_present(dw) && w->dtype != AP_F32)
+        return ap_fail("%s: dweight: the weight is %s (frozen, mixed precision): no "
+                       "gradient; pass dweight NULL or keep the weight f32",
+                       op, ap_dtype_name(w->dtype));
+    return AP_OK;
+}

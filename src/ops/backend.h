@@ -217,4 +217,15 @@ int ap_dry_note(ap_ctx *ctx, size_t scratch_bytes);
  * are skipped: optional arguments are checked when given. */
 int ap_expect_on(const ap_ctx *ctx, const char *op, ...);
 
+/* Dtypes a frozen weight may have (linear, conv2d): f32, or bf16 / f16 kept
+ * that way at load (mixed_precision) and widened by the backend on the fly. */
+#define AP_WEIGHT_DTYPES (1u << AP_F32 | 1u << AP_BF16 | 1u << AP_F16)
+
+/* A weight of any AP_WEIGHT_DTYPES on the context's device; when its dtype
+ * is not f32 it is frozen, so a gradient for it (dw present) fails:
+ * "conv2d_backward: dweight: the weight is bf16 (frozen, mixed precision):
+ * no gradient; pass dweight NULL or keep the weight f32". */
+int ap_expect_weight_on(const ap_ctx *ctx, const char *op, const ap_tensor *w,
+                        const ap_tensor *dw);
+
 #endif

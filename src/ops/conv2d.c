@@ -1,5 +1,6 @@
 /* conv2d.c: argument checks and dispatch of 2-D convolution; the CPU bodies
- * (packed GEMM, Winograd, im2col + BLAS) are in cpu/conv2d*.c. */
+ * (packed GEMM, Winograd, im2col + BLAS) are in cpu/conv2d*.c. The weight
+ * may be f32, bf16 or f16 (frozen: no dweight unless f32). */
 #include "conv2d.h"
 
 #include <limits.h>
@@ -28,7 +29,8 @@ static int fail_ctx(const ap_tensor *in, const ap_tensor *w, int stride, int pad
 static int check_geometry(const char *op, conv_geom *d, const ap_tensor *in,
                           const ap_tensor *w, int stride, int pad) {
     if (ap_expect4(op, "in", in, -1, -1, -1, -1) ||
-        ap_expect4(op, "weight", w, -1, in->shape[1], -1, -1))
+        ap_expect_dt(op, "weight", w, AP_WEIGHT_DTYPES, 4,
+                     (int64_t[]){-1, in->shape[1], -1, -1}))
         return fail_ctx(in, w, stride, pad);
     if (stride < 1 || pad < 0) {
         ap_fail("%s: stride must be >= 1 and pad >= 0, found stride %d, pad %d", op,
@@ -73,7 +75,8 @@ int ap_conv2d_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
     AP_TRY(check_geometry(op, &d, in, w, stride, pad));
     AP_TRY(check_out(op, "out", &d, out, in, w, stride, pad));
     if (ap_present(b) && ap_expect1(op, "bias", b, d.O)) return fail_ctx(in, w, stride, pad);
-    AP_TRY(ap_expect_on(ctx, op, "out", out, "in", in, "weight", w, "bias", b, NULL));
+    AP_TRY(ap_expect_on(ctx, op, "out", out, "in", in, "bias", b, NULL));
+    AP_TRY(ap_expect_weight_on(ctx, op, w, NULL));
     return AP_DISPATCH(ctx, conv2d_forward, out, in, w, b, stride, pad);
 }
 
@@ -96,10 +99,11 @@ int ap_conv2d_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
     AP_TRY(check_out(op, "dout", &d, dout, in, w, stride, pad));
     if (ap_present(din) && ap_expect_same(op, "in", in, "din", din))
         return fail_ctx(in, w, stride, pad);
+    AP_TRY(ap_expect_weight_on(ctx, op, w, dw));
     if (ap_present(dw) && ap_expect_same(op, "weight", w, "dweight", dw))
         return fail_ctx(in, w, stride, pad);
     if (ap_present(db) && ap_expect1(op, "dbias", db, d.O)) return fail_ctx(in, w, stride, pad);
     AP_TRY(ap_expect_on(ctx, op, "din", din, "dweight", dw, "dbias", db, "dout", dout, "in",
-                        in->data == &shape_only_marker ? NULL : in, "weight", w, NULL));
+                        in->data == &shape_only_marker ? NULL : in, NULL));
     return AP_DISPATCH(ctx, conv2d_backward, din, dw, db, dout, in, w, stride, pad);
 }

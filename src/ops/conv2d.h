@@ -29,7 +29,12 @@
  * AP_CONV2D_DIRECT=1 keeps the packed path but never uses Winograd (exact
  * im2col sums); AP_CONV2D_WINOGRAD=1 uses Winograd for every 3x3/s1/p1 conv
  * regardless of size (tests). ap_conv2d_scratch_bytes() covers forward and
- * backward on any path (the largest of the buffers above).
+ * backward on any path (the largest of the buffers above) for an f32 weight.
+ * w may also be bf16 or f16 (a frozen weight, mixed precision; dw must then
+ * be NULL): the packed paths widen it while packing, bit for bit the f32
+ * result; im2col + BLAS (and GEMM + col2im for din) widen it into 4 * O *
+ * C*kh*kw more bytes of scratch first, beyond ap_conv2d_scratch_bytes (grown
+ * on demand).
  */
 #ifndef AP_CONV2D_H
 #define AP_CONV2D_H

@@ -1,5 +1,6 @@
 /* linear.c: argument checks and dispatch of the fully connected layer; the
- * CPU body (one GEMM each way) is in cpu/linear.c. */
+ * CPU body (one GEMM each way) is in cpu/linear.c. The weight may be f32,
+ * bf16 or f16 (frozen: no dweight unless f32); everything else is f32. */
 #include "linear.h"
 
 #include <limits.h>
@@ -26,7 +27,8 @@ static int check_in_w(const char *op, const ap_tensor *in, const ap_tensor *w,
     }
     int64_t nin = in->shape[in->ndim - 1];
     static const int64_t any[AP_MAX_DIMS] = {-1, -1, -1, -1, -1, -1};
-    if (ap_expect(op, "in", in, in->ndim, any) || ap_expect2(op, "weight", w, -1, nin))
+    if (ap_expect(op, "in", in, in->ndim, any) ||
+        ap_expect_dt(op, "weight", w, AP_WEIGHT_DTYPES, 2, (int64_t[]){-1, nin}))
         return fail_ctx(in, w);
     int64_t nrows = ap_numel(in) / nin;
     if (ap_numel(in) > INT_MAX || ap_numel(w) > INT_MAX ||
@@ -54,7 +56,8 @@ int ap_linear_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in,
     AP_TRY(check_in_w(op, in, w, &rows, &I, &O));
     AP_TRY(check_rows(op, "out", out, in, w, O));
     if (ap_present(b) && ap_expect1(op, "bias", b, O)) return fail_ctx(in, w);
-    AP_TRY(ap_expect_on(ctx, op, "out", out, "in", in, "weight", w, "bias", b, NULL));
+    AP_TRY(ap_expect_on(ctx, op, "out", out, "in", in, "bias", b, NULL));
+    AP_TRY(ap_expect_weight_on(ctx, op, w, NULL));
     return AP_DISPATCH(ctx, linear_forward, out, in, w, b);
 }
 
@@ -66,9 +69,10 @@ int ap_linear_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dw,
     AP_TRY(check_in_w(op, in, w, &rows, &I, &O));
     AP_TRY(check_rows(op, "dout", dout, in, w, O));
     if (ap_present(din) && ap_expect_same(op, "in", in, "din", din)) return fail_ctx(in, w);
+    AP_TRY(ap_expect_weight_on(ctx, op, w, dw));
     if (ap_present(dw) && ap_expect_same(op, "weight", w, "dweight", dw)) return fail_ctx(in, w);
     if (ap_present(db) && ap_expect1(op, "dbias", db, O)) return fail_ctx(in, w);
     AP_TRY(ap_expect_on(ctx, op, "din", din, "dweight", dw, "dbias", db, "dout", dout, "in", in,
-                        "weight", w, NULL));
+                        NULL));
     return AP_DISPATCH(ctx, linear_backward, din, dw, db, dout, in, w);
 }

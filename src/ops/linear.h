@@ -2,7 +2,11 @@
  *
  * Accumulation rule (every op file): parameter grads +=, activation grads =.
  * y = x . w^T + b over every leading index of x (docs/README.md, conventions).
- * One GEMM each way (ap_gemm, threaded); no scratch.
+ * One GEMM each way (ap_gemm, threaded); no scratch for an f32 weight.
+ * w may be f32, bf16 or f16 (a frozen weight stored in 2 bytes, widened
+ * exactly on the fly; dw must then be NULL). Where the CPU runs BLAS rather
+ * than the packed GEMM, such a weight is widened into scratch first
+ * (4 * O * I bytes, grown on demand). Everything else is f32.
  */
 #ifndef AP_LINEAR_H
 #define AP_LINEAR_H

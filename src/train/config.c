@@ -55,7 +55,7 @@ static const key KEYS[] = {
     {"resume_from", K_PATH, S(resume_from), 0, 0, "\"\"", 0, "checkpoint to resume training from / to evaluate"},
     {"resume_from_2", K_PATH, S(resume_from_2), 0, 0, "\"\"", 0, "second LoRA of a soup (stablediffusion / same: the base model)"},
     {"mixing_coef_1", K_DOUBLE, F(mixing_coef_1), 0, 0, 1, "0.0", 0, "soup weight of resume_from"},
-    {"mixed_precision", K_ENUM, S(mixed_precision), 0, 0, "fp16", "no|fp16|bf16", "CUDA backend precision (CPU: fp32)"},
+    {"mixed_precision", K_ENUM, S(mixed_precision), 0, 0, "fp16", "no|fp16|bf16", "bf16: frozen UNet, VAE and reward weights in bf16 (LoRA, grads, AdamW fp32); fp16: CUDA only (CPU: fp32)"},
     {"allow_tf32", K_BOOL, F(allow_tf32), 0, 0, 0, "true", 0, "CUDA backend: tf32 matmuls"},
     {"backend", K_ENUM, S(backend), 0, 0, "cpu", "cpu|cuda", "compute backend"},
     {"grad_checkpoint", K_BOOL, F(grad_checkpoint), 0, 0, 0, "true", 0, "accepted: per-step checkpointing is always on"},

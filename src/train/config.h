@@ -55,7 +55,7 @@ typedef struct ap_train_config {
     char resume_from[AP_CFG_PATH];     /* resume_from: checkpoint dir or "" */
     char resume_from_2[AP_CFG_PATH];   /* resume_from_2: checkpoint dir, "stablediffusion" or "" */
     double mixing_coef_1;              /* mixing_coef_1 in [0, 1] */
-    char mixed_precision[8];           /* mixed_precision: "no" | "fp16" | "bf16" (CPU: fp32) */
+    char mixed_precision[8];           /* mixed_precision: "no" | "fp16" | "bf16" (CPU: bf16 weights or fp32) */
     int allow_tf32;                    /* allow_tf32 */
     char backend[8];                   /* backend: "cpu" | "cuda" (this port) */
     int grad_checkpoint;               /* grad_checkpoint (always on; kept for the key set) */

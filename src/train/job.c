@@ -11,6 +11,7 @@
 #include "core/err.h"
 #include "core/path.h"
 #include "core/rng.h"
+#include "io/weights.h"
 #include "pipeline/tiny.h"
 #include "text/prompts.h"
 #include "train/checkpoint.h"
@@ -66,6 +67,10 @@ static int open_models(ap_job *j) {
                            "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) "
                            "or tiny:SEED", c->model);
     }
+    /* mixed_precision bf16: the frozen UNet, VAE and (ap_job_open, next) reward
+     * weights load in bf16; set after the tiny model is written (its writer
+     * fills f32 slots). fp16 stays fp32 on the CPU (train_cmd.c says so). */
+    ap_weights_set_frozen_dtype(!strcmp(c->mixed_precision, "bf16") ? AP_BF16 : AP_F32);
     AP_TRY(ap_sd_open_rank(&j->sd, j->model_dir, NULL, c->lora_rank));
     AP_TRY(ap_unet_init_lora(&j->sd.unet, ap_key(c->seed, AP_KEY_LORA, 0, 0)));
     uint64_t h = 0;

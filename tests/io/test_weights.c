@@ -3,9 +3,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "io/dtype.h"
 #include "io/safetensors.h"
+#include "io/st_write.h"
 #include "io/weights.h"
 #include <stdlib.h>
+#include <unistd.h>
 #include "testutil.h"
 
 /* A rename hook: f32 -> m.weight, bf16 -> m.other (both -> m.x when ctx). */
@@ -13,6 +16,99 @@ static int rename_test(void *ctx, const char *key, char *name, size_t cap) {
     if (strcmp(key, "f32") && strcmp(key, "bf16")) return 0;
     snprintf(name, cap, "%s", ctx ? "m.x" : !strcmp(key, "f32") ? "m.weight" : "m.other");
     return AP_WSRC_RENAMED;
+}
+
+/* f32 -> c.weight, f16 -> b.weight, bf16 -> a.weight (slots stored frozen). */
+static int rename_frozen(void *ctx, const char *key, char *name, size_t cap) {
+    (void)ctx;
+    const char *to = !strcmp(key, "f32") ? "c.weight" : !strcmp(key, "f16") ? "b.weight"
+                   : !strcmp(key, "bf16") ? "a.weight" : NULL;
+    if (!to) return 0;
+    snprintf(name, cap, "%s", to);
+    return AP_WSRC_RENAMED;
+}
+
+/* Mixed-precision storage (ap_params_store_frozen): which slots shrink, and
+ * that filling keeps a bf16 / f16 file's bits and rounds f32 to nearest even. */
+static void frozen_storage(const char *path) {
+    printf(" frozen weights stored in bf16 / f16\n");
+    ap_wsrc *w = NULL;
+    if (!tu_check(ap_wsrc_open(&w, path) == 0 && ap_wsrc_set_rename(w, rename_frozen, NULL) == 0,
+                  "index %s with a rename hook", path))
+        return;
+    ap_tensor want32, want16, wantb;
+    ap_st_file *f = NULL;
+    ap_st_open(&f, path);
+    tu_fixture(f, "f32", &want32), tu_fixture(f, "expect.f16", &want16);
+    tu_fixture(f, "expect.bf16", &wantb);
+    ap_st_close(f);
+    const ap_dtype dts[2] = {AP_BF16, AP_F16};
+    for (int k = 0; k < 2; k++) {
+        const ap_dtype dt = dts[k];
+        ap_params p;
+        ap_tensor a, b, c, bias;
+        ap_params_init(&p);
+        ap_params_add(&p, &a, 2, (int64_t[]){3, 5}, "a.weight");
+        ap_params_add(&p, &b, 2, (int64_t[]){3, 5}, "b.weight");
+        ap_params_add(&p, &c, 2, (int64_t[]){3, 5}, "c.weight");
+        ap_params_add(&p, &bias, 1, (int64_t[]){2}, "a.bias");
+        ap_weights_set_frozen_dtype(dt);
+        ap_params_store_frozen(&p, (const char *const[]){"c.", NULL});
+        ap_weights_set_frozen_dtype(AP_F32);
+        tu_check(a.dtype == dt && b.dtype == dt && c.dtype == AP_F32 && bias.dtype == AP_F32,
+                 "%s: a.weight, b.weight stored %s; c.weight (kept) and the bias f32",
+                 ap_dtype_name(dt), ap_dtype_name(dt));
+        tu_check(p.total == 8 + 8 + 15 + 2, "%s: 2-byte slots take (n + 1) / 2 floats: %zu",
+                 ap_dtype_name(dt), p.total);
+        ap_params_alloc(&p, "frozen test");
+        int rc = ap_params_fill(&p, w, "", (const char *const[]){"f64", "i64", "scalar", "empty",
+                                                                 "expect.*", "a.bias", NULL});
+        /* a.bias is not in the file: expect exactly that one missing */
+        tu_check(rc != 0 && strstr(ap_errmsg(), "1 missing tensor") &&
+                     strstr(ap_errmsg(), "a.bias") && !strstr(ap_errmsg(), "wrong shape ("),
+                 "%s: only a.bias is missing: %s", ap_dtype_name(dt), ap_errmsg());
+        float got[15];
+        int same = 1;
+        const uint16_t *ha = (const uint16_t *)a.data, *hb = (const uint16_t *)b.data;
+        for (int i = 0; i < 15; i++) { /* a: the bf16 file's values, rounded to dt */
+            float v = dt == AP_BF16 ? ap_bf16_to_f32(ha[i]) : ap_f16_to_f32(ha[i]);
+            float r = dt == AP_BF16 ? ap_bf16_to_f32(ap_f32_to_bf16(wantb.data[i]))
+                                    : ap_f16_to_f32(ap_f32_to_f16(wantb.data[i]));
+            same &= v == r;
+            got[i] = dt == AP_BF16 ? ap_bf16_to_f32(hb[i]) : ap_f16_to_f32(hb[i]);
+        }
+        tu_check(same, "%s: a bf16 file's tensor stored as %s (kept bit for bit when bf16)",
+                 ap_dtype_name(dt), ap_dtype_name(dt));
+        if (dt == AP_F16)
+            tu_compare("f16: an f16 file's tensor stored as f16 keeps its values", got,
+                       want16.data, 15, 0, 0);
+        tu_compare("c.weight (kept f32) holds the f32 tensor", c.data, want32.data, 15, 0, 0);
+        ap_params_free(&p);
+    }
+    ap_wsrc_close(w);
+    /* beyond f16's range */
+    char tmp[] = "/tmp/ap_test_weightsXXXXXX", file[64];
+    if (!mkdtemp(tmp)) return;
+    snprintf(file, sizeof file, "%s/big.safetensors", tmp);
+    float big[4] = {1.0f, 2.0f, 1e6f, 3.0f};
+    ap_tensor bt = ap_t2(big, 2, 2);
+    ap_st_write(file, (ap_st_entry[]){{"m.weight", &bt}}, 1, NULL);
+    ap_params p;
+    ap_params_init(&p);
+    ap_params_add(&p, NULL, 2, (int64_t[]){2, 2}, "m.weight");
+    ap_weights_set_frozen_dtype(AP_F16);
+    ap_params_store_frozen(&p, NULL);
+    ap_weights_set_frozen_dtype(AP_F32);
+    ap_params_alloc(&p, "f16 range test");
+    if (ap_wsrc_open(&w, file) == 0) {
+        tu_expect_error("1e6 into an f16 slot", ap_params_fill(&p, w, "", NULL), "m.weight",
+                        "beyond the f16 range", "index 2", NULL);
+        ap_wsrc_close(w);
+    }
+    ap_params_free(&p);
+    unlink(file);
+    rmdir(tmp);
+    free(want32.data), free(want16.data), free(wantb.data);
 }
 
 int main(void) {
@@ -76,6 +172,7 @@ int main(void) {
     for (int i = 0; i < ap_wsrc_count(w); i++) found += !strcmp(ap_wsrc_name(w, i), "f32");
     tu_check(rc == 0 && found == 1, "removing the hook restores the stored keys");
     ap_wsrc_close(w);
+    frozen_storage(path);
 
     /* The same mechanism over a PyTorch zip-pickle checkpoint with a nested
      * {'state_dict': ...} (as HPSv2 and Lightning .ckpt files): slots are

@@ -20,6 +20,8 @@
 
 #include "ops/attention.h"
 #include "ops/conv2d.h"
+#include "ops/linear.h"
+#include "ops/rows.h"
 #include "ops/norm.h"
 #include "ops/resize.h"
 #include "testutil.h"
@@ -218,6 +220,66 @@ static void test_resize(ap_ctx *ctx) {
     free(a.x.buf), free(a.y.buf);
 }
 
+/* A bf16 copy of an f32 weight (the scratch the BLAS paths add to widen it). */
+static owned to_bf16(ap_ctx *ctx, const owned *w) {
+    owned o = *w;
+    o.buf = tu_alloc((ap_numel(&w->t) + 1) / 2);
+    o.t.data = o.buf;
+    o.t.dtype = AP_BF16;
+    tu_check(ap_copy(ctx, &o.t, &w->t) == 0, "bf16 weight (%s)", ap_errmsg());
+    return o;
+}
+
+typedef struct {
+    owned x, w, b, y, dx;
+} lin_args;
+
+static int lin_fwd(ap_ctx *ctx, void *p) {
+    lin_args *a = p;
+    return ap_linear_forward(ctx, &a->y.t, &a->x.t, &a->w.t, &a->b.t);
+}
+static int lin_bwd(ap_ctx *ctx, void *p) {
+    lin_args *a = p;
+    return ap_linear_backward(ctx, &a->dx.t, NULL, NULL, &a->y.t, &a->x.t, &a->w.t);
+}
+
+/* Frozen 2-byte weights: conv2d on every path and linear, forward and din. */
+static void test_bf16_weights(ap_ctx *ctx) {
+    lin_args l;
+    l.x = make(3, (int64_t[]){2, 77, 320}, 51);
+    owned w32 = make(2, (int64_t[]){640, 320}, 52);
+    l.w = to_bf16(ctx, &w32);
+    l.b = make(1, (int64_t[]){640}, 53);
+    l.y = make(3, (int64_t[]){2, 77, 640}, 54);
+    l.dx = make(3, (int64_t[]){2, 77, 320}, 55);
+    same_scratch("linear bf16 weight forward", ctx, lin_fwd, &l, &l.y);
+    same_scratch("linear bf16 weight backward din", ctx, lin_bwd, &l, &l.dx);
+    owned *all[] = {&l.x, &w32, &l.w, &l.b, &l.y, &l.dx};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->buf);
+
+    const ap_conv_path paths[] = {AP_CONV_AUTO, AP_CONV_DIRECT, AP_CONV_BLAS};
+    for (size_t p = 0; p < sizeof paths / sizeof *paths; p++) {
+        conv_args a;
+        a.x = make(4, (int64_t[]){1, 64, 16, 16}, 61);
+        owned cw = make(4, (int64_t[]){64, 64, 3, 3}, 62);
+        a.w = to_bf16(ctx, &cw);
+        a.b = make(1, (int64_t[]){64}, 63);
+        a.y = make(4, (int64_t[]){1, 64, 16, 16}, 64);
+        a.dx = make(4, (int64_t[]){1, 64, 16, 16}, 65);
+        a.stride = 1, a.pad = 1;
+        const ap_conv_path was = ctx->conv_path;
+        ctx->conv_path = paths[p];
+        char what[96];
+        snprintf(what, sizeof what, "conv2d bf16 weight path %d forward", (int)paths[p]);
+        same_scratch(what, ctx, conv_fwd, &a, &a.y);
+        snprintf(what, sizeof what, "conv2d bf16 weight path %d backward din", (int)paths[p]);
+        same_scratch(what, ctx, conv_bwd_dx, &a, &a.dx);
+        ctx->conv_path = was;
+        owned *c[] = {&a.x, &cw, &a.w, &a.b, &a.y, &a.dx};
+        for (size_t i = 0; i < sizeof c / sizeof *c; i++) free(c[i]->buf);
+    }
+}
+
 static void test_arenas(void) {
     const size_t sizes[] = {100, 4096, 3, 70000, 64};
     ap_arena m, r;
@@ -278,6 +340,7 @@ int main(void) {
     test_attention(&ctx, 1, 33, 33, 2, 40);
     test_norms(&ctx);
     test_resize(&ctx);
+    test_bf16_weights(&ctx);
     printf("test_workspace: measuring and guarded arenas\n");
     test_arenas();
     ap_ctx_free(&ctx);

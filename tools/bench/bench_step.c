@@ -2,7 +2,9 @@
  * AlignProp optimizer step through the training chain (train/chain.h).
  *
  *   bench_step --dir D --trunc k1|rand --name NAME [--threads N] [--reps N]
+ *              [--precision fp32|bf16|fp16]
  *   bench_step --write-tiny D [--seed S]
+ *   bench_step --weights-sd15 UNET_CONFIG_JSON
  *
  * The first form loads what tools/bench/step_torch.py wrote into D: the UNet
  * (D/unet) with its LoRA (D/pytorch_lora_weights.bin, rank 4), the VAE
@@ -15,6 +17,12 @@
  * "BENCH case=... s_per_sample=... peak_rss_mb=..." line (VmHWM of this
  * process) with the first step's reward and grad norm, which must match
  * PyTorch's (same weights, noise and mask).
+ * --precision stores the frozen UNet and VAE weights in that dtype
+ * (mixed_precision; io/weights.h): the case is then named NAME_TRUNC_bf16 and
+ * the line carries precision= and weights_mb= (UNet + VAE decoder block).
+ * --weights-sd15 prints, without allocating, the weight bytes of the SD v1.5
+ * UNet (its config.json, e.g. tests/fixtures/manifests/sd15_unet_config.json)
+ * and VAE decoder in fp32 and bf16: "WEIGHTS model=... precision=... mb=...".
  * The second form writes the demo's tiny model (pipeline/tiny.h) into D;
  * --variant prints the CPU, its features, the kernel variant (core/isa.h) and the
  * conv2d path (ops/conv2d.h). */
@@ -26,6 +34,7 @@
 #include "core/err.h"
 #include "core/isa.h"
 #include "io/safetensors.h"
+#include "io/weights.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "ops/conv2d.h"
@@ -68,12 +77,40 @@ static double peak_rss_mb(void) {
 
 static void usage(FILE *o) {
     fprintf(o, "usage: bench_step --dir D --trunc k1|rand --name NAME [--threads N] [--reps N]\n"
+               "                  [--precision fp32|bf16|fp16]\n"
                "       bench_step --write-tiny D [--seed S]\n"
+               "       bench_step --weights-sd15 UNET_CONFIG_JSON\n"
                "       bench_step --variant   (the CPU, kernel variant and conv2d path)\n");
 }
 
+/* SD v1.5 UNet (config at path) and VAE decoder weight blocks, fp32 and bf16. */
+static int weights_sd15(const char *path) {
+    ap_unet_config uc;
+    ap_vae_config vc;
+    CHECK(ap_unet_config_read(&uc, path));
+    ap_vae_config_sd15(&vc);
+    const ap_dtype dts[2] = {AP_F32, AP_BF16};
+    for (int k = 0; k < 2; k++) {
+        ap_unet m;
+        ap_vae v;
+        memset(&v, 0, sizeof v);
+        ap_weights_set_frozen_dtype(dts[k]);
+        CHECK(ap_unet_build(&m, &uc, 4));
+        CHECK(ap_vae_declare(&v, &vc));
+        ap_unet_store_frozen(&m), ap_vae_store_frozen(&v);
+        printf("WEIGHTS model=sd15_unet precision=%s mb=%.1f\n", dts[k] ? "bf16" : "fp32",
+               ap_params_bytes(&m.params) / 1048576.0);
+        printf("WEIGHTS model=sd15_vae_decoder precision=%s mb=%.1f\n", dts[k] ? "bf16" : "fp32",
+               ap_params_bytes(&v.params) / 1048576.0);
+        ap_unet_free(&m), ap_vae_free(&v);
+    }
+    ap_weights_set_frozen_dtype(AP_F32);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    const char *dir = NULL, *trunc = NULL, *name = "step", *tiny = NULL;
+    const char *dir = NULL, *trunc = NULL, *name = "step", *tiny = NULL, *sd15 = NULL;
+    ap_dtype precision = AP_F32;
     int threads = 2, reps = 1;
     unsigned long long seed = 0;
     for (int i = 1; i < argc; i++) {
@@ -83,6 +120,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--write-tiny") && i + 1 < argc) tiny = argv[++i];
+        else if (!strcmp(argv[i], "--weights-sd15") && i + 1 < argc) sd15 = argv[++i];
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+            if (ap_weights_precision_parse(argv[++i], &precision))
+                return fprintf(stderr, "bench_step: --%s\n", ap_errmsg()), 2;
+        }
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--variant")) {
             char cpu[512];
@@ -99,6 +141,7 @@ int main(int argc, char **argv) {
         CHECK(ap_tiny_write(tiny, seed));
         return 0;
     }
+    if (sd15) return weights_sd15(sd15);
     if (!dir || !trunc || (strcmp(trunc, "k1") && strcmp(trunc, "rand")) || reps < 1)
         return usage(stderr), 2;
 
@@ -106,6 +149,7 @@ int main(int argc, char **argv) {
     CHECK(ap_ctx_init(&ctx, threads));
     ap_ctx_pin_threads(&ctx);
     char path[4096];
+    ap_weights_set_frozen_dtype(precision);
     ap_unet m;
     snprintf(path, sizeof path, "%s/unet", dir);
     CHECK(ap_unet_open(&m, path, 4));
@@ -173,10 +217,13 @@ int main(int argc, char **argv) {
         if (r == 0) reward0 = reward, gnorm0 = gn;
         if ((reps == 1 || r > 0) && t < best) best = t;
     }
-    printf("BENCH case=%s_%s threads=%d attached=%d s_per_sample=%.3f s_all=", name, trunc,
-           ctx.n_threads, n_att, best);
+    const char *pname = precision == AP_BF16 ? "bf16" : precision == AP_F16 ? "fp16" : "fp32";
+    printf("BENCH case=%s_%s%s%s precision=%s threads=%d attached=%d s_per_sample=%.3f s_all=",
+           name, trunc, precision ? "_" : "", precision ? pname : "", pname, ctx.n_threads, n_att,
+           best);
     for (int r = 0; r < reps && r < 64; r++) printf("%s%.3f", r ? "," : "", all[r]);
-    printf(" rss_load_mb=%.0f peak_rss_mb=%.0f reward=%.6g gnorm=%.6g\n", rss_load,
+    printf(" weights_mb=%.1f rss_load_mb=%.0f peak_rss_mb=%.0f reward=%.6g gnorm=%.6g\n",
+           (ap_params_bytes(&m.params) + ap_params_bytes(&v.params)) / 1048576.0, rss_load,
            peak_rss_mb(), reward0, gnorm0);
 
     ap_adamw_free(&opt);

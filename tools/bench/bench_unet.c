@@ -1,6 +1,6 @@
 /* bench_unet.c: our side of tools/bench-unet (a benchmark, not a test).
  *
- *   bench_unet --dir D [--threads N] [--reps N]
+ *   bench_unet --dir D [--threads N] [--reps N] [--precision fp32|bf16|fp16]
  *
  * Loads the UNet + LoRA (rank 4) that tools/bench/unet_torch.py wrote into D
  * and D/io.safetensors (x, t, context, eps), checks our eps against PyTorch's,
@@ -8,7 +8,10 @@
  * and LoRA grads). Times are the best of --reps runs after one warm-up (the
  * machine is shared; the minimum is the least disturbed run). Prints one
  * "BENCH case=... fwd_ms=... fb_ms=... peak_extra_mb=..." line, where
- * peak_extra_mb is the planned tape + tmp + scratch. */
+ * peak_extra_mb is the planned tape + tmp + scratch, weights_mb the weight
+ * block and peak_rss_mb this process's VmHWM. --precision stores the frozen
+ * weights in that dtype (mixed_precision, io/weights.h); the case name then
+ * ends in _bf16 / _fp16. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,12 +20,24 @@
 
 #include "core/err.h"
 #include "io/safetensors.h"
+#include "io/weights.h"
 #include "models/unet.h"
 
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+/* VmHWM (peak resident set) of this process in MB, -1 if unreadable. */
+static double peak_rss_mb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = atof(line + 6);
+    if (f) fclose(f);
+    return kb < 0 ? -1 : kb / 1024.0;
 }
 
 static int load(ap_st_file *f, const char *name, ap_tensor *t) {
@@ -44,12 +59,18 @@ static int load(ap_st_file *f, const char *name, ap_tensor *t) {
 int main(int argc, char **argv) {
     const char *dir = NULL;
     int threads = 0, reps = 3;
+    ap_dtype precision = AP_F32;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+            if (ap_weights_precision_parse(argv[++i], &precision))
+                return fprintf(stderr, "bench_unet: --%s\n", ap_errmsg()), 2;
+        }
         else {
-            fprintf(stderr, "usage: bench_unet --dir D [--threads N] [--reps N]\n");
+            fprintf(stderr, "usage: bench_unet --dir D [--threads N] [--reps N] "
+                    "[--precision fp32|bf16|fp16]\n");
             return 2;
         }
     }
@@ -57,6 +78,7 @@ int main(int argc, char **argv) {
     ap_ctx ctx;
     CHECK(ap_ctx_init(&ctx, threads));
     ap_ctx_pin_threads(&ctx);
+    ap_weights_set_frozen_dtype(precision);
     ap_unet m;
     CHECK(ap_unet_open(&m, dir, 4));
     CHECK(ap_unet_load_lora(&m, dir));
@@ -103,10 +125,13 @@ int main(int argc, char **argv) {
             if (t2 - t1 < best_b) best_b = t2 - t1;
         }
     }
-    printf("BENCH case=unet_b%lld_%lldx%lld_ctx%lld threads=%d fwd_ms=%.1f fb_ms=%.1f "
-           "fwd_gflops=- fb_gflops=- peak_extra_mb=%.0f\n", (long long)B, (long long)H,
-           (long long)W, (long long)L, ctx.n_threads, best_f, best_b,
-           (p.tape_bytes + p.tmp_bytes + p.scratch_bytes) / 1048576.0);
+    const char *pname = precision == AP_BF16 ? "bf16" : precision == AP_F16 ? "fp16" : "fp32";
+    printf("BENCH case=unet_b%lld_%lldx%lld_ctx%lld%s%s precision=%s threads=%d fwd_ms=%.1f "
+           "fb_ms=%.1f fwd_gflops=- fb_gflops=- peak_extra_mb=%.0f weights_mb=%.1f "
+           "peak_rss_mb=%.0f\n", (long long)B, (long long)H, (long long)W, (long long)L,
+           precision ? "_" : "", precision ? pname : "", pname, ctx.n_threads, best_f, best_b,
+           (p.tape_bytes + p.tmp_bytes + p.scratch_bytes) / 1048576.0,
+           ap_params_bytes(&m.params) / 1048576.0, peak_rss_mb());
     free(eps.data), free(dx.data), free(x.data), free(t.data), free(c.data), free(ref.data);
     ap_st_close(f);
     ap_arena_free(&tape), ap_arena_free(&tmp);

@@ -32,6 +32,20 @@ def main(path):
               f"| {o['fwd_gflops']} / {o['fb_gflops']} | {o['peak_extra_mb']} / {t['peak_extra_mb'] if t else 'n/a'} |")
 
 
+    # ours with the frozen weights in fp32 and in bf16 / fp16 (--precision)
+    prec = [(c, t) for (c, t) in rows if "OURS" in rows[(c, t)]
+            and rows[(c, t)]["OURS"].get("precision", "fp32") != "fp32"]
+    if prec:
+        print()
+        print("| case | threads | weights | fwd ms | fwd+bwd ms | weights MB | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|")
+        for c, t in prec:
+            o = rows[(c, t)]["OURS"]
+            base = rows.get((c.rsplit("_", 1)[0], t), {}).get("OURS")
+            for r in ([base] if base else []) + [o]:
+                print(f"| {c.rsplit('_', 1)[0]} | {t} | {r.get('precision', 'fp32')} | {r['fwd_ms']} "
+                      f"| {r['fb_ms']} | {r.get('weights_mb', 'n/a')} | {r.get('peak_rss_mb', 'n/a')} |")
+
     scaling = [(c, t) for (c, t) in rows if t > 1 and (c, 1) in rows]
     if not scaling:
         return

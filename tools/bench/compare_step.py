@@ -19,11 +19,13 @@ def parse(line):
 
 
 def main(path):
-    ours, torch = {}, []
+    ours, torch, weights = {}, [], []
     for line in open(path):
         line = line.strip()
         if line.startswith("INFO "):
             print(line[5:])
+        elif line.startswith("WEIGHTS "):
+            weights.append(parse(line)[1])
         elif line.startswith(("OURS ", "TORCH ")):
             kind, kv = parse(line)
             if kind == "OURS":
@@ -45,6 +47,20 @@ def main(path):
         print(f"| {name} | {o['threads']} | {o['attached']} | {o['s_per_sample']} | {t['s_per_sample']} "
               f"| {tr:.1f}x | {o['peak_rss_mb']} | {t['peak_rss_mb']} | {rr:.1f}x "
               f"| {o['reward']} / {t['reward']} | {o['gnorm']} / {t['gnorm']} |")
+    prec = [(c, o) for c, o in ours.items() if o.get("precision", "fp32") != "fp32"]
+    if prec:
+        print()
+        print("| case | weights | ours s/sample | UNet + VAE weights MB | peak RSS MB | reward | grad norm |")
+        print("|---|---|---|---|---|---|---|")
+        for c, o in prec:
+            base = ours.get(c.rsplit("_", 1)[0])
+            for r in ([base] if base else []) + [o]:
+                print(f"| {c.rsplit('_', 1)[0]} | {r.get('precision', 'fp32')} | {r['s_per_sample']} "
+                      f"| {r.get('weights_mb', 'n/a')} | {r['peak_rss_mb']} | {r['reward']} | {r['gnorm']} |")
+    if weights:
+        print()
+        print("SD v1.5 weight blocks (real shapes, not allocated): " + "; ".join(
+            f"{w['model']} {w['precision']} {w['mb']} MB" for w in weights))
     print()
     print("per-rep seconds (first = warm-up when reps > 1): " + "; ".join(
         [f"ours {c}: {o['s_all']}" for c, o in ours.items()] +
