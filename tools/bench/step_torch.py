@@ -2,7 +2,7 @@
 """PyTorch side of tools/bench-step: one AlignProp optimizer step as the
 original trainer (AlignProp main.py at 7f4503f) runs it, on diffusers 0.17.1.
 
-  step_torch.py write --dir D --config tiny|mid [--layers N] [--seed S]
+  step_torch.py write --dir D --config tiny|mid|sd [--layers N] [--steps N] [--seed S]
   step_torch.py run --dir D --trunc k1|rand [--threads N] [--reps N]
 
 write: the model files both sides load, in diffusers layout under D:
@@ -12,6 +12,10 @@ write: the model files both sides load, in diffusers layout under D:
         layers_per_block --layers, 8-channel heads, cross_attention_dim 768;
         D/vae = AutoencoderKL block_out_channels (64, 128, 128, 128),
         layers_per_block 2 (decoder only is used): latent 32x32 -> 256x256.
+  sd:   D/unet and D/vae with SD v1.5's configs (random weights of the real
+        shapes): latent 64x64 -> 512x512, context 77x768. Memory does not
+        depend on the step count, so --steps (the DDIM steps, 50 by default)
+        can be small for a memory measurement.
   D/pytorch_lora_weights.bin: LoRAAttnProcessor rank 4 on every attention,
         installed as AlignProp does (save_attn_procs), `up` randomised
         N(0, 0.02) so the LoRA path changes the result;
@@ -19,7 +23,8 @@ write: the model files both sides load, in diffusers layout under D:
   D/io.safetensors: noise (1, 4, h, w), cond (1, L, D), uncond (L, D) random
         embeddings, and the attached masks att_k1 / att_rand (50,) as 0/1
         floats: K = 1 (only the last step) and main.py's per-step draws
-        K_i = random.randint(0, 50), step i attached unless i < K_i.
+        K_i = random.randint(0, steps), step i attached unless i < K_i; the
+        masks' length is the step count both sides run.
 
 run: one optimizer step per rep (first rep also a warm-up when reps > 1):
   per DDIM step two checkpointed UNet calls (uncond, cond; use_reentrant=False),
@@ -57,6 +62,12 @@ MID_UNET = dict(block_out_channels=(64, 128, 256),
                 down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
                 cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32)
+SD15_UNET = dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                 cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32)
+SD15_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32,
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 MID_VAE = dict(block_out_channels=(64, 128, 128, 128), layers_per_block=2, norm_num_groups=32,
                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 
@@ -75,6 +86,12 @@ def write(a):
         unet.save_pretrained(f"{a.dir}/unet", safe_serialization=True)
         AutoencoderKL(sample_size=256, **MID_VAE).save_pretrained(f"{a.dir}/vae", safe_serialization=True)
         h = 32
+    elif a.config == "sd":
+        unet = UNet2DConditionModel(sample_size=64, **SD15_UNET)
+        unet.save_pretrained(f"{a.dir}/unet", safe_serialization=True)
+        AutoencoderKL(sample_size=512, latent_channels=4, **SD15_VAE).save_pretrained(
+            f"{a.dir}/vae", safe_serialization=True)
+        h = 64
     else:
         unet = UNet2DConditionModel.from_pretrained(f"{a.dir}/unet", low_cpu_mem_usage=False)
         vcfg = json.load(open(f"{a.dir}/vae/config.json"))
@@ -90,13 +107,14 @@ def write(a):
     unet.save_attn_procs(a.dir)
     L, D = 77, unet.config.cross_attention_dim
     rng = random.Random(a.seed)
-    k1 = [1.0 if i >= STEPS - 1 else 0.0 for i in range(STEPS)]
-    rand = [1.0 if i >= rng.randint(0, STEPS) else 0.0 for i in range(STEPS)]
+    n = a.steps
+    k1 = [1.0 if i >= n - 1 else 0.0 for i in range(n)]
+    rand = [1.0 if i >= rng.randint(0, n) else 0.0 for i in range(n)]
     save_file({"noise": torch.randn(1, 4, h, h), "cond": torch.randn(1, L, D),
                "uncond": torch.randn(L, D), "att_k1": torch.tensor(k1),
                "att_rand": torch.tensor(rand)}, f"{a.dir}/io.safetensors")
     print(f"step_torch: wrote {a.config} model in {a.dir}: latent {h}x{h}, context {L}x{D}, "
-          f"random K attaches {int(sum(rand))} of {STEPS} steps", file=sys.stderr)
+          f"random K attaches {int(sum(rand))} of {n} steps", file=sys.stderr)
 
 
 def colourfulness(img):
@@ -131,8 +149,8 @@ def run(a):
     for p in params:
         p.requires_grad_(True)
     sched = DDIMScheduler.from_pretrained(f"{a.dir}/scheduler")
-    sched.set_timesteps(STEPS)
     io = load_file(f"{a.dir}/io.safetensors")
+    sched.set_timesteps(io[f"att_{a.trunc}"].numel())
     noise, cond = io["noise"], io["cond"]
     uncond = io["uncond"][None].expand_as(cond)
     attached = [bool(v) for v in io[f"att_{a.trunc}"].tolist()]
@@ -178,7 +196,8 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("write")
     w.add_argument("--dir", required=True)
-    w.add_argument("--config", choices=("tiny", "mid"), required=True)
+    w.add_argument("--config", choices=("tiny", "mid", "sd"), required=True)
+    w.add_argument("--steps", type=int, default=STEPS)
     w.add_argument("--layers", type=int, default=2)
     w.add_argument("--tiny-res", type=int, default=64)
     w.add_argument("--seed", type=int, default=0)
