@@ -216,11 +216,25 @@ static int check(const ap_st_file *f, const char *name, int ndim, const int64_t 
     return AP_OK;
 }
 
+/* After a tensor's bytes were converted out of the mapping, drop its whole
+ * pages from this process's resident set (the mapping is read-only and
+ * file-backed: a later read fetches them again). Loading a model then holds
+ * the model plus one tensor of the file, not the model plus the whole file:
+ * SD v1.5's UNet peaked at 6.6 GB resident for 3.4 GB of weights. */
+static void release(const ap_st_file *f, const ap_st_tensor *t) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+    uintptr_t b = ((uintptr_t)t->data + (uintptr_t)(t->numel * (int64_t)ap_file_dtype_size(t->dtype))) &
+                  ~(page - 1);
+    if (f->map && b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 int ap_st_read_f32(const ap_st_file *f, const char *name, int ndim,
                    const int64_t *shape, float *dst) {
     const ap_st_tensor *t;
     AP_TRY(check(f, name, ndim, shape, &t));
     ap_convert_to_f32(dst, t->data, t->dtype, (size_t)t->numel);
+    release(f, t);
     return AP_OK;
 }
 
@@ -231,6 +245,7 @@ int ap_st_load_f32(const ap_st_file *f, const char *name, int ndim,
     float *d = ap_malloc((size_t)t->numel * sizeof(float), name);
     if (!d) return AP_ERR;
     ap_convert_to_f32(d, t->data, t->dtype, (size_t)t->numel);
+    release(f, t);
     *out = ap_tn(d, t->ndim, t->shape);
     return AP_OK;
 }
