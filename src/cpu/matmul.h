@@ -11,4 +11,9 @@ int ap_cpu_matmul(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, const a
 int ap_cpu_matmul_items(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a,
                         const ap_tensor *b, int tb, float alpha, float beta);
 
+size_t ap_cpu_matmul_scratch(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a,
+                             const ap_tensor *b, int ta, int tb, float alpha, float beta);
+size_t ap_cpu_matmul_items_scratch(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a,
+                                   const ap_tensor *b, int tb, float alpha, float beta);
+
 #endif

@@ -270,7 +270,7 @@ int ap_clip_vision_load(ap_clip_vision *m, const char *dir) {
     /* Mixed precision (ap_params_store_frozen): the MLPs and the projection in
      * the frozen dtype; embeddings and the attention projections (nn/proj.c's
      * raw f32 GEMM) stay f32. */
-    static const char *const keep_f32[] = {"embedding", "self_attn.", NULL};
+    static const char *const keep_f32[] = {"embedding", NULL};
     if (ap_clip_vision_declare(m) || (ap_params_store_frozen(&m->params, keep_f32), 0) ||
         ap_params_alloc(&m->params, "CLIP vision parameters")) {
         ap_clip_vision_free(m);

@@ -130,7 +130,7 @@ int ap_hps_load(ap_hps *m, const char *config_json, const char *checkpoint) {
     /* Mixed precision (ap_params_store_frozen): the MLPs and the patch conv in
      * the frozen dtype; embeddings, projections and the attention's packed
      * in_proj (nn/proj.c's raw f32 GEMM) stay f32. */
-    static const char *const keep_f32[] = {"embedding", "attn.", NULL};
+    static const char *const keep_f32[] = {"embedding", NULL};
     if (ap_hps_declare(m) || (ap_params_store_frozen(&m->params, keep_f32), 0) ||
         ap_params_alloc(&m->params, "HPS parameters")) {
         ap_hps_free(m);

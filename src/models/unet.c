@@ -229,7 +229,7 @@ out:
  * until it calls a matmul op (issue 15, item 3). Convs and the other linears
  * (proj_in/out, feed-forward, time embeddings) go through ap_conv2d/ap_linear,
  * which widen a bf16 weight on the fly. */
-static const char *const unet_keep_f32[] = {"attn1.to_", "attn2.to_", NULL};
+static const char *const unet_keep_f32[] = {NULL}; /* every weight matrix: frozen */
 
 void ap_unet_store_frozen(ap_unet *m) { ap_params_store_frozen(&m->params, unet_keep_f32); }
 

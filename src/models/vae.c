@@ -202,7 +202,7 @@ int ap_vae_declare(ap_vae *v, const ap_vae_config *c) {
  * projections stay f32 (nn/proj.c's raw f32 GEMM); every conv is stored in
  * the frozen dtype. */
 void ap_vae_store_frozen(ap_vae *v) {
-    static const char *const keep_f32[] = {"attentions.", NULL};
+    static const char *const keep_f32[] = {NULL}; /* every weight matrix: frozen */
     ap_params_store_frozen(&v->params, keep_f32);
 }
 

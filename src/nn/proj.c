@@ -3,12 +3,14 @@
 #include "proj.h"
 
 #include "core/err.h"
+#include "ops/backend.h" /* AP_WEIGHT_DTYPES */
 #include "ops/linear.h"
 #include "ops/matmul.h"
 
 static int check(const char *op, const ap_proj *p, const ap_tensor *x, const ap_tensor *y,
                  int64_t *rows) {
-    AP_TRY(ap_expect(op, "weight", &p->w, 2, (int64_t[]){-1, -1}));
+    /* frozen: f32, or bf16 / f16 under mixed precision (the ops widen it) */
+    AP_TRY(ap_expect_dt(op, "weight", &p->w, AP_WEIGHT_DTYPES, 2, (int64_t[]){-1, -1}));
     int64_t out = p->w.shape[0], in = p->w.shape[1];
     if (!x || !x->data || x->ndim < 1 || x->shape[x->ndim - 1] != in) {
         char s[160];

@@ -49,7 +49,10 @@ ap_tensor ap_rows(const ap_tensor *t, int64_t r0, int64_t n) {
         return v;
     }
     int ok = t->data && r0 >= 0 && n >= 1 && r0 + n <= t->shape[0];
-    v.data = ok ? t->data + r0 * (ap_numel(t) / t->shape[0]) : NULL;
+    /* in bytes: the rows of a bf16 / f16 weight are 2-byte elements */
+    v.data = ok ? (float *)((char *)t->data + (size_t)(r0 * (ap_numel(t) / t->shape[0])) *
+                                                  ap_dtype_size(t->dtype))
+                : NULL;
     v.shape[0] = n;
     return v;
 }
@@ -64,7 +67,7 @@ ap_tensor ap_row(const ap_tensor *t, int64_t i) {
 }
 
 ap_tensor ap_reshape(const ap_tensor *t, int ndim, const int64_t *shape) {
-    ap_tensor v = ap_tn(t->data, ndim, shape);
+    ap_tensor v = ap_tensor_of(t->data, t->dtype, t->device, ndim, shape);
     if (ndim < 1 || ndim > AP_MAX_DIMS || !t->data || ap_numel(&v) != ap_numel(t)) v.data = NULL;
     return v;
 }
