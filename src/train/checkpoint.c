@@ -27,6 +27,25 @@ enum { CKPT_VERSION = 1 };
 
 static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
+void ap_hash_floats(const float *x, size_t n, uint64_t *h) {
+    uint64_t a = *h ? *h : 0xCBF29CE484222325ull;
+    const uint32_t *w = (const uint32_t *)x;
+    for (size_t i = 0; i < n; i++) {
+        a ^= w[i];
+        a *= 0x100000001B3ull;
+        a ^= a >> 29;
+    }
+    *h = a;
+}
+
+/* lora_hash (m, v NULL) or adam_hash as 16 hex digits. */
+static void content_hash(const float *a, const float *b, size_t n, char out[17]) {
+    uint64_t h = 0;
+    ap_hash_floats(a, n, &h);
+    if (b) ap_hash_floats(b, n, &h);
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
 /* ---- writing ----------------------------------------------------------- */
 
 static int attr_write(hid_t obj, const char *name, hid_t ftype, hid_t mtype, const void *val) {
@@ -96,6 +115,9 @@ static int write_state(const char *file, const char *shown, const ap_params *lor
     }
     int64_t version = CKPT_VERSION;
     const char *bad = NULL;
+    char lora_hash[17], adam_hash[17];
+    content_hash(lora->flat, NULL, lora->total, lora_hash);
+    content_hash(m, v, lora->total, adam_hash);
     if (attr_write(f, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->step)) bad = "step";
     else if (attr_write(f, "epoch", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->epoch)) bad = "epoch";
     else if (attr_write(f, "adam_step", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->adam_step))
@@ -106,6 +128,8 @@ static int write_state(const char *file, const char *shown, const ap_params *lor
     else if (attr_str(f, "config", meta->config)) bad = "config";
     else if (attr_str(f, "model", meta->model)) bad = "model";
     else if (attr_str(f, "base_hash", meta->base_hash)) bad = "base_hash";
+    else if (attr_str(f, "lora_hash", lora_hash)) bad = "lora_hash";
+    else if (attr_str(f, "adam_hash", adam_hash)) bad = "adam_hash";
     else if (attr_write(f, "version", H5T_STD_I64LE, H5T_NATIVE_INT64, &version)) bad = "version";
     if (bad) {
         ap_fail("%s: cannot write attribute /%s", shown, bad);
@@ -346,6 +370,26 @@ out:
     return rc;
 }
 
+/* The content hash of what was read against attribute name. */
+static int verify(hid_t f, const char *file, const char *name, const float *a, const float *b,
+                  size_t n, const char *what) {
+    if (H5Aexists(f, name) <= 0) {
+        fprintf(stderr, "warning: %s: no /%s attribute (written before checkpoints carried "
+                "content hashes): %s not verified\n", file, name, what);
+        return AP_OK;
+    }
+    const char *want = NULL;
+    AP_TRY(attr_read_str(f, file, name, &want));
+    char got[17];
+    content_hash(a, b, n, got);
+    int rc = strcmp(want, got) ? ap_fail("%s: %s: content hash %s, the checkpoint records %s "
+                                         "(/%s): the data changed after it was written (damaged "
+                                         "or edited)", file, what, got, want, name)
+                               : AP_OK;
+    free((char *)want);
+    return rc;
+}
+
 typedef struct {
     const ap_params *lora;
     char extra[512];
@@ -400,6 +444,8 @@ int ap_ckpt_read(const char *path, ap_params *lora, float *m, float *v, ap_ckpt_
                 file, ec.n_extra, ec.extra, ec.n_extra > 4 ? ", ..." : "");
         goto out;
     }
+    if (verify(f, file, "lora_hash", lora->flat, NULL, lora->total, "/lora")) goto out;
+    if (m && v && verify(f, file, "adam_hash", m, v, lora->total, "/adam/m and /adam/v")) goto out;
     int64_t version = 0;
     if (attr_read(f, file, "version", H5T_NATIVE_INT64, &version)) goto out;
     if (version != CKPT_VERSION) {
@@ -465,4 +511,25 @@ int ap_ckpt_latest(const char *run_dir, char *path, size_t cap) {
     }
     free(steps);
     return found;
+}
+
+int ap_ckpt_steps(const char *run_dir, int64_t **steps, int *n) {
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s/checkpoints", run_dir) >= (int)sizeof dir)
+        return ap_fail("%s: run directory name too long", run_dir);
+    return list_steps(dir, steps, n);
+}
+
+int ap_ckpt_set_aside(const char *path, char *out, size_t cap) {
+    for (int k = 1; k < 100; k++) {
+        int len = k == 1 ? snprintf(out, cap, "%s.corrupt", path)
+                         : snprintf(out, cap, "%s.corrupt-%d", path, k);
+        if (len < 0 || (size_t)len >= cap) return ap_fail("%s: path too long", path);
+        struct stat st;
+        if (stat(out, &st) == 0) continue;
+        if (rename(path, out) != 0)
+            return ap_fail("%s: cannot move it aside to %s: %s", path, out, strerror(errno));
+        return AP_OK;
+    }
+    return ap_fail("%s: 99 corrupt copies beside it already", path);
 }

@@ -826,8 +826,8 @@ int ap_config_check_files(const ap_train_config *c) {
     }
     if (c->mode != AP_RUN_TRAIN && c->resume_from[0] && !ap_path_exists(c->resume_from))
         return ap_fail("resume_from: %s: no such checkpoint or LoRA file", c->resume_from);
-    if (c->mode == AP_RUN_TRAIN && c->resume_from[0] && !ap_is_dir(c->resume_from))
-        return ap_fail("resume_from: %s: no such checkpoint directory", c->resume_from);
+    if (c->mode == AP_RUN_TRAIN && c->resume_from[0] && !ap_path_exists(c->resume_from))
+        return ap_fail("resume_from: %s: no such checkpoint directory or LoRA file", c->resume_from);
     if (c->mode == AP_RUN_EVALUATE_SOUP && strcmp(c->resume_from_2, "stablediffusion") &&
         strcmp(c->resume_from_2, "same") && !ap_path_exists(c->resume_from_2))
         return ap_fail("resume_from_2: %s: no such checkpoint or LoRA file (or stablediffusion / same: "
