@@ -22,6 +22,7 @@
 #include "core/killpoint.h"
 #include "io/atomic.h"
 #include "io/st_write.h"
+#include "train/h5log.h"
 
 enum { CKPT_VERSION = 1 };
 
@@ -52,6 +53,7 @@ static int attr_write(hid_t obj, const char *name, hid_t ftype, hid_t mtype, con
     hid_t sp = H5Screate(H5S_SCALAR);
     hid_t at = sp < 0 ? -1 : H5Acreate2(obj, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
     int rc = at < 0 || H5Awrite(at, mtype, val) < 0 ? -1 : 0;
+    if (rc) (void)ap_h5_why(); /* keep the reason before the closes */
     if (at >= 0) H5Aclose(at);
     if (sp >= 0) H5Sclose(sp);
     return rc;
@@ -75,6 +77,7 @@ static int dset_write(hid_t loc, const char *name, hid_t lcpl, int ndim, const i
     hid_t sp = ndim ? H5Screate_simple(ndim, dims, NULL) : H5Screate(H5S_SCALAR);
     hid_t ds = sp < 0 ? -1 : H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
     int rc = ds < 0 || H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0;
+    if (rc) (void)ap_h5_why(); /* keep the reason: the closes below clear HDF5's stack */
     if (ds >= 0) H5Dclose(ds);
     if (sp >= 0) H5Sclose(sp);
     return rc ? -1 : 0;
@@ -86,31 +89,31 @@ static int write_state(const char *file, const char *shown, const ap_params *lor
     int rc = AP_ERR;
     hid_t f = -1, g = -1, lcpl = -1;
     f = H5Fcreate(file, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return ap_fail("%s: cannot create the HDF5 file", shown);
+    if (f < 0) return ap_fail("%s: cannot create the HDF5 file: %s", shown, ap_h5_why());
     lcpl = H5Pcreate(H5P_LINK_CREATE);
     if (lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0) {
         ap_fail("%s: HDF5 link property list", shown);
         goto out;
     }
     if ((g = H5Gcreate2(f, "lora", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
-        ap_fail("%s: cannot create group /lora", shown);
+        ap_fail("%s: cannot create group /lora: %s", shown, ap_h5_why());
         goto out;
     }
     for (int i = 0; i < lora->count; i++) {
         const ap_param *p = &lora->items[i];
         if (dset_write(g, p->name, lcpl, p->t.ndim, p->t.shape, lora->flat + p->offset)) {
-            ap_fail("%s: cannot write dataset /lora/%s", shown, p->name);
+            ap_fail("%s: cannot write dataset /lora/%s: %s", shown, p->name, ap_h5_why());
             goto out;
         }
     }
     H5Gclose(g);
     if ((g = H5Gcreate2(f, "adam", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
-        ap_fail("%s: cannot create group /adam", shown);
+        ap_fail("%s: cannot create group /adam: %s", shown, ap_h5_why());
         goto out;
     }
     int64_t n = (int64_t)lora->total;
     if (dset_write(g, "m", H5P_DEFAULT, 1, &n, m) || dset_write(g, "v", H5P_DEFAULT, 1, &n, v)) {
-        ap_fail("%s: cannot write /adam/m, /adam/v (%" PRId64 " floats)", shown, n);
+        ap_fail("%s: cannot write /adam/m, /adam/v (%" PRId64 " floats): %s", shown, n, ap_h5_why());
         goto out;
     }
     int64_t version = CKPT_VERSION;
@@ -132,14 +135,15 @@ static int write_state(const char *file, const char *shown, const ap_params *lor
     else if (attr_str(f, "adam_hash", adam_hash)) bad = "adam_hash";
     else if (attr_write(f, "version", H5T_STD_I64LE, H5T_NATIVE_INT64, &version)) bad = "version";
     if (bad) {
-        ap_fail("%s: cannot write attribute /%s", shown, bad);
+        ap_fail("%s: cannot write attribute /%s: %s", shown, bad, ap_h5_why());
         goto out;
     }
     rc = AP_OK;
 out:
     if (g >= 0) H5Gclose(g);
     if (lcpl >= 0) H5Pclose(lcpl);
-    if (H5Fclose(f) < 0 && rc == AP_OK) rc = ap_fail("%s: HDF5 close (flush) failed", shown);
+    if (H5Fclose(f) < 0 && rc == AP_OK)
+        rc = ap_fail("%s: HDF5 close (flush) failed: %s", shown, ap_h5_why());
     return rc;
 }
 
