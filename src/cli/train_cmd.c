@@ -149,6 +149,12 @@ int ap_cmd_train(int argc, char **argv) {
         goto usage_err;
     }
 
+    const char *nt = getenv("AP_NUM_THREADS");
+    if (nt && *nt) {
+        int n_env = 0;
+        if (parse_int("AP_NUM_THREADS (environment)", nt, 1, 4095, &n_env)) goto usage_err;
+    }
+
     ap_dist d;
     if (ap_dist_init(&d, &argc, &argv)) {
         fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());

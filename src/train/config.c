@@ -17,6 +17,7 @@
 
 #include "core/err.h"
 #include "core/path.h"
+#include "io/json.h"
 
 typedef enum { K_BOOL, K_INT, K_U64, K_DOUBLE, K_STR, K_PATH, K_ENUM, K_PAIR, K_HOSTS, K_ANY } ktype;
 
@@ -813,6 +814,18 @@ int ap_config_check_files(const ap_train_config *c) {
         snprintf(mi, sizeof mi, "%s/model_index.json", c->model);
         if (!ap_is_file(mi))
             return ap_fail("pretrained.model: %s: no model_index.json (expected a diffusers model directory)", c->model);
+        ap_json *idx = NULL;
+        if (ap_json_parse_file(&idx, mi)) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", ap_errmsg());
+            return ap_fail("pretrained.model: %s: expected a diffusers model_index.json (a JSON "
+                           "object), found: %s", mi, why);
+        }
+        int is_obj = idx->type == AP_JSON_OBJ;
+        ap_json_free(idx);
+        if (!is_obj)
+            return ap_fail("pretrained.model: %s: expected a JSON object (a diffusers "
+                           "model_index.json), found another JSON value", mi);
     }
     AP_TRY(need_file("prompt_fn", c->prompt_file));
     AP_TRY(need_file("eval_prompt_fn", c->eval_prompt_file));
