@@ -61,6 +61,7 @@ static const key KEYS[] = {
     {"backend", K_ENUM, S(backend), 0, 0, "cpu", "cpu|cuda", "compute backend"},
     {"grad_checkpoint", K_BOOL, F(grad_checkpoint), 0, 0, 0, "true", 0, "accepted: per-step checkpointing is always on"},
     {"checksum_every", K_INT, F(checksum_every), 0, 1, 1e9, "10", 0, "ranks compare a LoRA checksum every N steps"},
+    {"max_nonfinite_steps", K_INT, F(max_nonfinite_steps), 0, 1, 1e6, "5", 0, "a step with a non-finite loss or gradient is skipped; stop after N in a row"},
     {"debug", K_BOOL, NOSTORE, 0, 0, "false", 0, "accepted, unused"},
     {"use_lora", K_BOOL, NOSTORE, 0, 0, "true", 0, "must be true (LoRA training)"},
     {"prompt_fn", K_STR, NOSTORE, 0, 0, "simple_animals", 0, "training prompts: a name (<prompts_dir>/<name>.txt) or a .txt path"},

@@ -60,6 +60,7 @@ typedef struct ap_train_config {
     char backend[8];                   /* backend: "cpu" | "cuda" (this port) */
     int grad_checkpoint;               /* grad_checkpoint (always on; kept for the key set) */
     int checksum_every;                /* ranks compare a LoRA checksum every N steps (this port) */
+    int max_nonfinite_steps;           /* skipped non-finite steps in a row that stop the run (this port) */
 
     /* prompts and reward */
     char prompt_file[AP_CFG_PATH];     /* prompt_fn as a file: one prompt per line */

@@ -30,7 +30,7 @@
 
 #include "core/err.h"
 
-enum { STR_LEN = 255, MAX_COLS = 13 };
+enum { STR_LEN = 255, MAX_COLS = 15 };
 
 /* ---- why HDF5 failed ------------------------------------------------------- */
 
@@ -90,7 +90,11 @@ static const coldef k_train[MAX_COLS] = {
     {"reward_mean", C_F64, 0}, {"reward_std", C_F64, 0},   {"grad_norm", C_F64, 0},
     {"lr", C_F64, 0},         {"step_time", C_F64, 0},     {"samples_per_s", C_F64, 0},
     {"attached_mean", C_F64, 0}, {"rewards", C_F32, 1},    {"prompts", C_STR, 1},
-    {"attached", C_I32, 1}};
+    {"attached", C_I32, 1},   {"reward_std_global", C_F64, 0}, {"skipped", C_I64, 0}};
+/* Columns from this index on may be missing from a log an earlier version
+ * wrote (train: reward_std_global, skipped). */
+static int k_first_new(const void *t);
+
 static const coldef k_eval[6] = {{"step", C_I64, 0},        {"epoch", C_I64, 0},
                                  {"reward_mean", C_F64, 0}, {"reward_std", C_F64, 0},
                                  {"rewards", C_F32, 1},     {"prompts", C_STR, 1}};
@@ -104,6 +108,11 @@ typedef struct {
     hsize_t rows;
     const char *group;
 } table;
+
+static int k_first_new(const void *tv) {
+    const table *t = tv;
+    return t->def == k_train ? 13 : t->n;
+}
 
 struct ap_h5log {
     char path[4096];
@@ -150,13 +159,24 @@ static int create_complete(ap_h5log *l, table *t, hid_t g) {
     return AP_OK;
 }
 
+static int create_column(ap_h5log *l, table *t, hid_t g, int c);
+
 static int create_table(ap_h5log *l, table *t) {
     hid_t g = H5Gcreate2(l->f, t->group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) return ap_fail("%s: cannot create group /%s: %s", l->path, t->group, ap_h5_why());
     int rc = create_complete(l, t, g);
-    for (int c = 0; c < t->n && rc == AP_OK; c++) {
+    for (int c = 0; c < t->n && rc == AP_OK; c++) rc = create_column(l, t, g, c);
+    H5Gclose(g);
+    return rc;
+}
+
+/* Column c of t in group g, t->rows rows long (zeros: a column a log
+ * written by an earlier version lacks). */
+static int create_column(ap_h5log *l, table *t, hid_t g, int c) {
+    int rc = AP_OK;
+    {
         const coldef *d = &t->def[c];
-        if (d->wide && t->width == 0) continue; /* E = 0: no evaluation images */
+        if (d->wide && t->width == 0) return AP_OK; /* E = 0: no evaluation images */
         int nd = d->wide ? 2 : 1;
         hsize_t dims[2] = {0, (hsize_t)t->width}, maxd[2] = {H5S_UNLIMITED, (hsize_t)t->width};
         size_t row_bytes = elem_size(d->type) * (d->wide ? (size_t)t->width : 1);
@@ -170,8 +190,11 @@ static int create_table(ap_h5log *l, table *t) {
                          ap_h5_why());
         if (pl >= 0) H5Pclose(pl);
         if (sp >= 0) H5Sclose(sp);
+        hsize_t now[2] = {t->rows, (hsize_t)t->width};
+        if (rc == AP_OK && t->rows && H5Dset_extent(t->ds[c], now) < 0)
+            rc = ap_fail("%s: cannot extend the new /%s/%s: %s", l->path, t->group, d->name,
+                         ap_h5_why());
     }
-    H5Gclose(g);
     return rc;
 }
 
@@ -184,6 +207,10 @@ static int reopen_table(ap_h5log *l, table *t, int64_t resume_step) {
         if (d->wide && t->width == 0) continue;
         char name[64];
         snprintf(name, sizeof name, "/%s/%s", t->group, d->name);
+        if (H5Lexists(l->f, name, H5P_DEFAULT) <= 0 && c >= k_first_new(t)) {
+            t->ds[c] = 0; /* a column added since the log was written: created below */
+            continue;
+        }
         if ((t->ds[c] = H5Dopen2(l->f, name, H5P_DEFAULT)) < 0)
             return ap_fail("%s: dataset %s missing (not a log of this program?)", l->path, name);
         hid_t sp = H5Dget_space(t->ds[c]);
@@ -237,6 +264,17 @@ static int reopen_table(ap_h5log *l, table *t, int64_t resume_step) {
     }
     for (int c = 0; c < t->n; c++) {
         if (t->def[c].wide && t->width == 0) continue;
+        if (t->ds[c] <= 0) { /* added since: zeros up to the kept rows */
+            hid_t g = H5Gopen2(l->f, t->group, H5P_DEFAULT);
+            t->rows = keep;
+            int rc = g < 0 ? ap_fail("%s: cannot open /%s", l->path, t->group)
+                           : create_column(l, t, g, c);
+            if (g >= 0) H5Gclose(g);
+            AP_TRY(rc);
+            fprintf(stderr, "note: %s: added /%s/%s (zeros for the %llu earlier rows)\n", l->path,
+                    t->group, t->def[c].name, (unsigned long long)keep);
+            continue;
+        }
         hsize_t dims[2] = {keep, (hsize_t)t->width};
         if (H5Dset_extent(t->ds[c], dims) < 0)
             return ap_fail("%s: cannot cut /%s/%s to %llu rows", l->path, t->group,
@@ -448,7 +486,8 @@ int ap_h5log_train(ap_h5log *l, const ap_train_row *r) {
         &r->step,       &r->epoch,         &r->loss,         &r->reward_mean, &r->reward_std,
         &r->grad_norm,  &r->lr,            &r->step_time,    &r->samples_per_s,
         &r->attached_mean, r->rewards,
-        r->prompts ? pack_prompts(l, r->prompts, l->train.width) : NULL, r->attached};
+        r->prompts ? pack_prompts(l, r->prompts, l->train.width) : NULL, r->attached,
+        &r->reward_std_global, &r->skipped};
     return append_row(l, &l->train, vals);
 }
 

@@ -6,7 +6,11 @@
  *   /train/<column>   one row per optimizer step (chunked, unlimited):
  *       step, epoch (int64), loss, reward_mean, reward_std, grad_norm, lr,
  *       step_time, samples_per_s (float64), attached_mean (float64: mean
- *       attached DDIM steps per sample)
+ *       attached DDIM steps per sample), reward_std (float64: the mean of
+ *       the micro-batches' unbiased stds, as AlignProp logs rewards_std; NaN
+ *       when every micro-batch holds one sample), reward_std_global
+ *       (float64: over the step's whole batch), skipped (int64: 1 when the
+ *       loss or gradient was not finite and no update was made)
  *   /train/rewards    (rows, N) float32 per-sample rewards of the step
  *   /train/prompts    (rows, N) fixed-length strings (255 bytes, truncated)
  *   /train/attached   (rows, N) int32 attached steps per sample
@@ -32,6 +36,9 @@ typedef struct ap_train_row {
     int64_t step, epoch;
     double loss, reward_mean, reward_std, grad_norm, lr, step_time, samples_per_s;
     double attached_mean;
+    double reward_std_global;     /* std over the step's whole batch (reward_std: the mean of
+                                   * the micro-batches' stds, as the original logs it) */
+    int64_t skipped;              /* 1: non-finite loss or gradient, no optimizer update */
     const float *rewards;         /* (N) */
     const char *const *prompts;   /* (N) */
     const int32_t *attached;      /* (N) */

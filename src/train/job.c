@@ -59,11 +59,17 @@ int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, i
     if (!rc) rc = ap_batch_plan_make(&j->plan, cfg, dist->world, caps);
     free(caps);
     AP_TRY(rc);
-    AP_TRY(ap_prompts_read(cfg->prompt_file, &j->prompts, &j->n_prompts));
-    AP_TRY(ap_prompts_read(cfg->eval_prompt_file[0] ? cfg->eval_prompt_file : cfg->prompt_file,
-                           &j->eval_prompts, &j->n_eval_prompts));
+    /* blank lines are empty prompts, as the original reads prompt files */
+    AP_TRY(ap_prompts_read_lines(cfg->prompt_file, &j->prompts, &j->n_prompts));
+    AP_TRY(ap_prompts_read_lines(cfg->eval_prompt_file[0] ? cfg->eval_prompt_file : cfg->prompt_file,
+                                 &j->eval_prompts, &j->n_eval_prompts));
     AP_TRY(open_models(j));
-    AP_TRY(ap_reward_open(&j->reward, cfg));
+    /* grad_scale multiplies the aesthetic loss only, as the original's
+     * aesthetic_loss_fn (its hps_loss_fn has none) */
+    AP_TRY(ap_reward_open_kind(&j->reward, cfg->reward, cfg->aesthetic_clip, cfg->aesthetic_mlp,
+                               cfg->hps_config, cfg->hps_checkpoint, cfg->hps_tokenizer,
+                               cfg->aesthetic_target,
+                               cfg->reward == AP_REWARD_AESTHETIC ? cfg->grad_scale : 1.0));
     const ap_text_tower *t = &j->sd.text.t;
     int res = cfg->resolution;
     AP_TRY(ap_chain_init(&j->chain, &j->ctx, &j->sd.unet, &j->sd.vae, j->reward, &j->sd.sched,

@@ -38,6 +38,20 @@ void ap_train_install_stop_handlers(void) {
     sigaction(SIGINT, &sa, NULL);
 }
 
+/* Tests: AP_DEBUG_NONFINITE_AT=STEP[,STEP...] makes the gradient of those
+ * optimizer steps NaN (the step that a non-finite loss would spoil). */
+static int debug_nonfinite(int64_t step) {
+    const char *e = getenv("AP_DEBUG_NONFINITE_AT");
+    for (const char *p = e; p && *p;) {
+        char *end;
+        long long s = strtoll(p, &end, 10);
+        if (end == p) return 0;
+        if (s == step) return 1;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return 0;
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -243,7 +257,8 @@ static int begin(ap_job *j, const char *resume, int restart, start *s, int64_t t
 typedef struct step_stats {
     float *rewards;    /* (N) */
     float *attached;   /* (N) */
-    double sums[2];    /* loss sum, samples */
+    double sums[4];    /* loss sum, samples, sum of micro-batch reward stds, micro-batches
+                        * of >= 2 samples */
 } step_stats;
 
 /* The micro-batches of this rank for optimizer step `step`. Each
@@ -284,11 +299,18 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
         if (!rc) rc = ap_chain_run(&j->chain, &j->ctx, &io);
         const size_t nl = j->sd.unet.lora.total;
         for (size_t e = 0; e < nl && !rc; e++) j->gacc[e] += j->sd.unet.lora_grad[e];
+        double mb = 0, mv = 0;
         for (int i = 0; i < b && !rc; i++) {
             st->rewards[lo + i] = rew[i];
             st->sums[0] += loss[i];
             st->sums[1] += 1;
+            mb += rew[i];
         }
+        /* the original logs rewards_std as the mean over micro-batches of
+         * torch's unbiased std (NaN for one sample: such micro-batches are
+         * left out here) */
+        for (int i = 0; i < b && !rc; i++) mv += (rew[i] - mb / b) * (rew[i] - mb / b);
+        if (!rc && b > 1) st->sums[2] += sqrt(mv / (b - 1)), st->sums[3] += 1;
     }
     free(noise), free(att);
     return rc;
@@ -343,7 +365,7 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
     const double t_start = now_s();
     const int64_t first_step = j->step;
     /* this run's own checkpoint of this step exists: never republished */
-    int saved_at = from.own ? (int)j->step : -1, code = AP_EXIT_OK;
+    int saved_at = from.own ? (int)j->step : -1, code = AP_EXIT_OK, nonfinite_run = 0;
     ap_adamw_hp hp = {c->learning_rate, c->adam_beta1, c->adam_beta2, c->adam_epsilon,
                       c->adam_weight_decay};
     while (j->step < total) {
@@ -357,20 +379,31 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
         memset(j->gacc, 0, (size_t)nl * sizeof(float));
         memset(st.rewards, 0, (size_t)N * sizeof(float));
         memset(st.attached, 0, (size_t)N * sizeof(float));
-        st.sums[0] = st.sums[1] = 0;
+        memset(st.sums, 0, sizeof st.sums);
         if (run_step(j, j->step, &st)) goto fail;
         /* one all-reduce of the gradients; the statistics ride along */
         if (ap_dist_allreduce_sum(d, j->gacc, nl)) goto fail;
         if (ap_dist_allreduce_sum(d, st.rewards, N)) goto fail;
         if (ap_dist_allreduce_sum(d, st.attached, N)) goto fail;
-        if (ap_dist_allreduce_sum_d(d, st.sums, 2)) goto fail;
+        if (ap_dist_allreduce_sum_d(d, st.sums, 4)) goto fail;
+        if (debug_nonfinite(j->step + 1)) j->gacc[0] = NAN;
         double gnorm = ap_clip_grad_norm(j->gacc, nl, c->max_grad_norm);
-        if (!isfinite(gnorm)) {
-            ap_fail("step %lld: the LoRA gradient norm is %g (non-finite): lower "
-                    "train.learning_rate or check the reward", (long long)j->step + 1, gnorm);
-            goto fail;
+        /* a non-finite loss or gradient: no update (as fp16's GradScaler
+         * skips the optimizer step), the samples are used up; every rank
+         * sees the same reduced values, so all skip together */
+        const int skipped = !isfinite(gnorm) || !isfinite(st.sums[0]);
+        if (skipped) {
+            nonfinite_run++;
+            ap_dist_print0(d, "%swarning: step %lld: %s is not finite (loss %g, |grad| %g): step "
+                           "skipped, no update (%d in a row; max_nonfinite_steps %d)\n",
+                           tty ? "\n" : "", (long long)j->step + 1,
+                           isfinite(st.sums[0]) ? "the LoRA gradient" : "the loss",
+                           c->loss_coeff * st.sums[0] / N, gnorm, nonfinite_run,
+                           c->max_nonfinite_steps);
+        } else {
+            nonfinite_run = 0;
+            ap_adamw_step(&j->opt, &hp, j->sd.unet.lora.flat, j->gacc);
         }
-        ap_adamw_step(&j->opt, &hp, j->sd.unet.lora.flat, j->gacc);
         j->step++;
         if (j->step % c->checksum_every == 0 &&
             ap_dist_check_same(d, lora_checksum(j), "the LoRA weights checksum"))
@@ -382,6 +415,7 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
         mean /= N, att /= N;
         for (int k = 0; k < N; k++) var += (st.rewards[k] - mean) * (st.rewards[k] - mean);
         double sd = N > 1 ? sqrt(var / (N - 1)) : 0.0; /* torch .std(): unbiased */
+        double sd_mb = st.sums[3] > 0 ? st.sums[2] / st.sums[3] : NAN;
         double loss = c->loss_coeff * st.sums[0] / N;
         if (d->rank == 0) {
             const int64_t epoch = (j->step - 1) / spe, base = ((j->step - 1) % spe) * N;
@@ -397,7 +431,8 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
                 ai[k] = (int32_t)st.attached[k];
             }
             ap_train_row row = {.step = j->step, .epoch = epoch, .loss = loss,
-                                .reward_mean = mean, .reward_std = sd, .grad_norm = gnorm,
+                                .reward_mean = mean, .reward_std = sd_mb,
+                                .reward_std_global = sd, .skipped = skipped, .grad_norm = gnorm,
                                 .lr = c->learning_rate, .step_time = dt,
                                 .samples_per_s = N / dt, .attached_mean = att,
                                 .rewards = st.rewards, .prompts = pr, .attached = ai};
@@ -412,6 +447,13 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
                     tty ? "\r" : "", (long long)epoch + 1, c->num_epochs, (long long)j->step,
                     (long long)total, loss, mean, sd, gnorm, att, N / dt, e1, e2,
                     tty ? "   " : "\n");
+        }
+        if (nonfinite_run >= c->max_nonfinite_steps) {
+            ap_fail("steps %lld..%lld: the loss or LoRA gradient was not finite %d steps in a row "
+                    "(max_nonfinite_steps %d): stopping; lower train.learning_rate, check the "
+                    "reward, or resume from the last checkpoint", (long long)j->step - nonfinite_run + 1,
+                    (long long)j->step, nonfinite_run, c->max_nonfinite_steps);
+            goto fail;
         }
         const int epoch_end = j->step % spe == 0;
         const int64_t epoch_done = j->step / spe;
