@@ -20,12 +20,16 @@
 static volatile sig_atomic_t stop_signal = 0;
 int64_t ap_killpoint_step = 0;
 
+/* SIGUSR1, SIGTERM: finish the step, checkpoint, exit 75. A repeated
+ * SIGUSR1/SIGTERM changes nothing (under SLURM the same stop may arrive
+ * several times: from the batch script, from the launcher, from SLURM
+ * itself); a second SIGINT (Ctrl-C twice) stops at once. */
 static void on_stop(int sig) {
-    if (stop_signal) { /* a second signal: stop now */
+    if (stop_signal && sig == SIGINT) {
         signal(sig, SIG_DFL);
         raise(sig);
     }
-    stop_signal = sig;
+    if (!stop_signal) stop_signal = sig;
 }
 
 void ap_train_install_stop_handlers(void) {
