@@ -60,9 +60,9 @@ static int parse_int(const char *opt, const char *s, int lo, int hi, int *out) {
     return AP_OK;
 }
 
-/* A fresh training run (no --resume) owns its run directory: one that
- * already holds a run is refused, naming the ways on, or with --overwrite
- * moved aside. Rank 0 decides; returns an AP_EXIT_* code. */
+/* A fresh training run or an evaluation (no --resume) owns its run
+ * directory: one that already holds a run is refused, naming the ways on, or
+ * with --overwrite moved aside. Rank 0 decides; returns an AP_EXIT_* code. */
 static int claim_run_dir(const ap_train_config *cfg, ap_dist *d, int overwrite) {
     int code = AP_EXIT_OK;
     if (d->rank == 0) {
@@ -209,8 +209,9 @@ int ap_cmd_train(int argc, char **argv) {
         threads = (int)(cores / (d.local_world > 0 ? d.local_world : 1));
         if (threads < 1) threads = 1;
     }
-    if (cfg.mode == AP_RUN_TRAIN && !resume && (code = claim_run_dir(&cfg, &d, overwrite)))
-        goto done;
+    /* an evaluation (only_eval, soup_inference) writes eval.h5 and eval_vis/
+     * into its run directory just as a training run does */
+    if (!resume && (code = claim_run_dir(&cfg, &d, overwrite))) goto done;
     ap_train_install_stop_handlers();
     ap_job job;
     if (ap_job_open(&job, &cfg, &d, cap, threads)) {

@@ -33,6 +33,10 @@ grep -q -- "--resume auto" "$tmp/fresh.log" && grep -q "run_name" "$tmp/fresh.lo
   grep -q -- "--overwrite" "$tmp/fresh.log" && ok "the refusal names --resume auto, run_name, --overwrite" ||
   { bad "the refusal does not name the ways on"; cat "$tmp/fresh.log"; }
 [ "$(sums "$R")" = "$before" ] && ok "the old run is untouched" || bad "the refused run changed the old run"
+run evalfresh --set logdir="$tmp/ref" --set only_eval=true; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--overwrite" "$tmp/evalfresh.log" && [ "$(sums "$R")" = "$before" ] &&
+  ok "an evaluation (only_eval) into the used run directory: refused the same way" ||
+  { bad "only_eval into a used run directory: exit $rc"; tail -3 "$tmp/evalfresh.log"; }
 
 # 1b. a resume with other settings names the keys; epoch arithmetic is one
 run lr --set logdir="$tmp/ref" --set train.learning_rate=0.02 --resume auto; rc=$?
