@@ -53,7 +53,7 @@ static const key KEYS[] = {
     {"same_evaluation", K_BOOL, F(same_evaluation), 0, 0, 0, "true", 0, "fixed evaluation latents"},
     {"visualize_train", K_BOOL, F(visualize_train), 0, 0, 0, "false", 0, "accepted (training images are not written)"},
     {"visualize_eval", K_BOOL, F(visualize_eval), 0, 0, 0, "true", 0, "evaluate during training"},
-    {"resume_from", K_PATH, S(resume_from), 0, 0, "\"\"", 0, "checkpoint to resume training from / to evaluate"},
+    {"resume_from", K_PATH, S(resume_from), 0, 0, "\"\"", 0, "checkpoint directory or LoRA file to start training from / to evaluate"},
     {"resume_from_2", K_PATH, S(resume_from_2), 0, 0, "\"\"", 0, "second LoRA of a soup (stablediffusion / same: the base model)"},
     {"mixing_coef_1", K_DOUBLE, F(mixing_coef_1), 0, 0, 1, "0.0", 0, "soup weight of resume_from"},
     {"mixed_precision", K_ENUM, S(mixed_precision), 0, 0, "fp16", "no|fp16|bf16", "CUDA backend precision (CPU: fp32)"},

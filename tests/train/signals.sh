@@ -2,7 +2,7 @@
 # Stop signals as a SLURM job meets them (issue 16): SIGTERM to the batch
 # shell, mpirun and every rank at once (scancel, preemption) checkpoints and
 # stops with 75 through jobs/lib.sh (the shell passes it on as SIGUSR1,
-# mpirun gives the ranks AP_STOP_GRACE, here 12 s, before SIGKILL: it sleeps
+# mpirun gives the ranks AP_STOP_GRACE, here 20 s, before SIGKILL: it sleeps
 # that long whatever the ranks do); a stop signal repeated while the ranks
 # finish their step is ignored (exit 75, not death by the signal).
 # (resume.sh checks that a stopped run resumes bit for bit.)
@@ -17,7 +17,7 @@ sets=(--set steps=2 "--set=truncated_backprop_minmax=[0,2]" --set num_epochs=3
 wait_for() { for _ in $(seq 1 600); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 # the job script's launcher, outside SLURM (no scontrol: a stop returns 75)
-(cd "$root" && . jobs/lib.sh && SLURM_NTASKS=2 AP_BIN="$BIN" AP_MPIRUN_ARGS=--oversubscribe AP_STOP_GRACE=12 \
+(cd "$root" && . jobs/lib.sh && SLURM_NTASKS=2 AP_BIN="$BIN" AP_MPIRUN_ARGS=--oversubscribe AP_STOP_GRACE=20 \
   ap_job_run "$CFG" --set logdir="$tmp/term" "${sets[@]}") > "$tmp/term.log" 2>&1 &
 shell=$!
 wait_for "step 1/" "$tmp/term.log" || bad "the job did not reach step 1"
