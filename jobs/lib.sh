@@ -8,16 +8,18 @@
 # to this batch shell before the time limit; also scancel --signal=USR1
 # --batch) is forwarded to mpirun as SIGUSR1, which Open MPI passes on to
 # every rank: each finishes its optimizer step, rank 0 writes a checkpoint,
-# and all exit with 75. Exit 75 of a still-running job is then turned into
+# and all stop (75). Exit 75 of a still-running job is then turned into
 # `scontrol requeue` (the job comes back and resumes); 0 ends the job;
 # anything else fails it. SIGTERM (plain scancel, preemption) is the same
 # checkpoint signal: this shell forwards it to the launcher as SIGUSR1, and
 # SLURM also sends it to every rank (a rank takes a repeated stop signal as
 # the same request). mpirun answers its own SIGTERM by sending SIGTERM to the
-# ranks and SIGKILL AP_STOP_GRACE seconds later (default 300, passed as
-# odls_base_sigkill_timeout; mpirun sleeps that long after any abort, also
-# when a rank crashed): set it to one optimizer step plus a checkpoint.
-# SLURM's KillWait / GraceTime bound it in the end. See jobs/README.md.
+# ranks and SIGKILL AP_STOP_GRACE seconds later (default 120, passed as
+# odls_base_sigkill_timeout): set it to one optimizer step plus a checkpoint.
+# mpirun sleeps that long after any abort (a rank's non-zero exit), so the
+# ranks report a stop in $AP_STOP_FILE and exit 0 (75 is restored here); a
+# crash costs AP_STOP_GRACE. SLURM's KillWait / GraceTime bound it in the end.
+# See jobs/README.md.
 # Environment: AP_BIN (default: build/alignprop-mpi under the submit
 # directory), AP_PER_GPU_CAPACITY (per-node micro-batch), AP_NUM_THREADS
 # (default: --cpus-per-task), AP_MPIRUN_ARGS (extra mpirun options),
@@ -36,11 +38,15 @@ ap_job_run() {
   [ -x "$bin" ] || { echo "ap_job_run: $bin: not built (set AP_BIN or run tools/build)" >&2; return 1; }
   echo "ap_job_run: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
        "$ntasks ranks, $AP_NUM_THREADS threads each, $config"
-  local pass=(-x AP_NUM_THREADS)
+  # a stop (75) comes back through this file (see above)
+  mkdir -p logs
+  export AP_STOP_FILE=$PWD/logs/.ap_stop.${SLURM_JOB_ID:-$BASHPID}.${SLURM_RESTART_COUNT:-0}
+  rm -f "$AP_STOP_FILE"
+  local pass=(-x AP_NUM_THREADS -x AP_STOP_FILE)
   [ -n "${AP_PER_GPU_CAPACITY:-}" ] && pass+=(-x AP_PER_GPU_CAPACITY)
   case "${AP_LAUNCHER:-mpirun}" in
     # shellcheck disable=SC2086
-    mpirun) mpirun -np "$ntasks" "${pass[@]}" --mca odls_base_sigkill_timeout "${AP_STOP_GRACE:-300}" \
+    mpirun) mpirun -np "$ntasks" "${pass[@]}" --mca odls_base_sigkill_timeout "${AP_STOP_GRACE:-120}" \
               ${AP_MPIRUN_ARGS:-} \
               "$bin" "$config" --resume auto "$@" & ;;
     # srun exports this shell's environment to every task
@@ -63,6 +69,10 @@ ap_job_run() {
     kill -0 "$pid" 2>/dev/null || break   # a trapped signal interrupted wait: keep waiting
   done
   trap - USR1 TERM
+  if [ -e "$AP_STOP_FILE" ]; then
+    rc=75   # the ranks stopped (checkpoint written) and exited 0 for mpirun's sake
+    rm -f "$AP_STOP_FILE"
+  fi
   if [ "$term" -eq 1 ] && [ "$rc" -ne 0 ] && [ "$rc" -ne 75 ]; then
     # mpirun, itself sent SIGTERM by SLURM, reports the job as failed even
     # when every rank checkpointed and exited 75

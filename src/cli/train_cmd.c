@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "core/err.h"
+#include "io/atomic.h"
 #include "train/config.h"
 #include "train/dist.h"
 #include "train/job.h"
@@ -89,6 +90,20 @@ static int claim_run_dir(const ap_train_config *cfg, ap_dist *d, int overwrite) 
     }
     if (ap_dist_bcast(d, &code, sizeof code)) return AP_EXIT_FAIL;
     return code;
+}
+
+/* $AP_STOP_FILE (set by jobs/lib.sh): a stop (75) is written there by rank 0
+ * and every rank exits 0, because mpirun answers any non-zero exit with its
+ * abort sequence, which sleeps odls_base_sigkill_timeout (AP_STOP_GRACE)
+ * before it returns. Returns the exit code to use. */
+static int report_stop(const ap_dist *d) {
+    const char *f = getenv("AP_STOP_FILE");
+    if (!f || !*f) return AP_EXIT_REQUEUE;
+    if (d->rank == 0 && ap_write_file_atomic(f, "75\n", 3)) {
+        fprintf(stderr, "alignprop-mpi: AP_STOP_FILE: %s: exit 75 instead\n", ap_errmsg());
+        return AP_EXIT_REQUEUE;
+    }
+    return AP_EXIT_OK;
 }
 
 int ap_cmd_train(int argc, char **argv) {
@@ -225,6 +240,7 @@ int ap_cmd_train(int argc, char **argv) {
         code = cfg.mode == AP_RUN_TRAIN ? ap_job_train(&job, resume, restart) : ap_job_evaluate_only(&job);
     }
     if (code == AP_EXIT_FAIL && d.world > 1) ap_dist_abort(&d, AP_EXIT_FAIL);
+    if (code == AP_EXIT_REQUEUE) code = report_stop(&d);
     ap_job_close(&job);
 done:
     ap_config_free(&cfg);
