@@ -8,14 +8,22 @@
 # to this batch shell before the time limit; also scancel --signal=USR1
 # --batch) is forwarded to mpirun as SIGUSR1, which Open MPI passes on to
 # every rank: each finishes its optimizer step, rank 0 writes a checkpoint,
-# and all exit with 75. Exit 75 of a still-running job is then turned into
+# and all stop (75). Exit 75 of a still-running job is then turned into
 # `scontrol requeue` (the job comes back and resumes); 0 ends the job;
-# anything else fails it. SIGTERM (plain scancel, preemption) reaches every
-# process from SLURM itself; see jobs/README.md for what each launcher makes
-# of it.
+# anything else fails it. SIGTERM (plain scancel, preemption) is the same
+# checkpoint signal: this shell forwards it to the launcher as SIGUSR1, and
+# SLURM also sends it to every rank (a rank takes a repeated stop signal as
+# the same request). mpirun answers its own SIGTERM by sending SIGTERM to the
+# ranks and SIGKILL AP_STOP_GRACE seconds later (default 120, passed as
+# odls_base_sigkill_timeout): set it to one optimizer step plus a checkpoint.
+# mpirun sleeps that long after any abort (a rank's non-zero exit), so the
+# ranks report a stop in $AP_STOP_FILE and exit 0 (75 is restored here); a
+# crash costs AP_STOP_GRACE. SLURM's KillWait / GraceTime bound it in the end.
+# See jobs/README.md.
 # Environment: AP_BIN (default: build/alignprop-mpi under the submit
 # directory), AP_PER_GPU_CAPACITY (per-node micro-batch), AP_NUM_THREADS
 # (default: --cpus-per-task), AP_MPIRUN_ARGS (extra mpirun options),
+# AP_STOP_GRACE (seconds mpirun lets the ranks finish after a SIGTERM),
 # AP_LAUNCHER=srun (start the ranks with `srun --mpi=$AP_SRUN_MPI`, default
 # pmix, plus AP_SRUN_ARGS, instead of mpirun; see jobs/README.md for why).
 
@@ -30,11 +38,16 @@ ap_job_run() {
   [ -x "$bin" ] || { echo "ap_job_run: $bin: not built (set AP_BIN or run tools/build)" >&2; return 1; }
   echo "ap_job_run: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
        "$ntasks ranks, $AP_NUM_THREADS threads each, $config"
-  local pass=(-x AP_NUM_THREADS)
+  # a stop (75) comes back through this file (see above)
+  mkdir -p logs
+  export AP_STOP_FILE=$PWD/logs/.ap_stop.${SLURM_JOB_ID:-$BASHPID}.${SLURM_RESTART_COUNT:-0}
+  rm -f "$AP_STOP_FILE"
+  local pass=(-x AP_NUM_THREADS -x AP_STOP_FILE)
   [ -n "${AP_PER_GPU_CAPACITY:-}" ] && pass+=(-x AP_PER_GPU_CAPACITY)
   case "${AP_LAUNCHER:-mpirun}" in
     # shellcheck disable=SC2086
-    mpirun) mpirun -np "$ntasks" "${pass[@]}" ${AP_MPIRUN_ARGS:-} \
+    mpirun) mpirun -np "$ntasks" "${pass[@]}" --mca odls_base_sigkill_timeout "${AP_STOP_GRACE:-120}" \
+              ${AP_MPIRUN_ARGS:-} \
               "$bin" "$config" --resume auto "$@" & ;;
     # srun exports this shell's environment to every task
     # shellcheck disable=SC2086
@@ -42,20 +55,30 @@ ap_job_run() {
             "$bin" "$config" --resume auto "$@" & ;;
     *) echo "ap_job_run: AP_LAUNCHER=${AP_LAUNCHER}: expected mpirun or srun" >&2; return 2 ;;
   esac
-  local pid=$! rc
+  local pid=$! rc term=0
   # USR1 (--signal=B:USR1@T, scancel --signal=USR1 --batch) reaches this shell
   # only: pass it on (mpirun and srun both forward SIGUSR1 to every rank).
-  # SIGTERM (scancel, preemption) SLURM sends to every process of the job,
-  # ranks included: forwarding it would be their second signal, which means
-  # "stop now" to them, so it is only noted here.
+  # SIGTERM (scancel, preemption) is the same request: passed on as SIGUSR1
+  # (Open MPI does not forward SIGTERM); where SLURM also signals the ranks
+  # themselves, they take the repeat as the same stop.
   trap 'echo "ap_job_run: SIGUSR1: the ranks finish their step, checkpoint and stop"; kill -USR1 '"$pid"' 2>/dev/null' USR1
-  trap 'echo "ap_job_run: SIGTERM (the ranks have it too: they finish their step and checkpoint if given the time)"' TERM
+  trap 'term=1; echo "ap_job_run: SIGTERM: passed to the ranks as SIGUSR1: they finish their step, checkpoint and stop"; kill -USR1 '"$pid"' 2>/dev/null' TERM
   while :; do
     wait "$pid"
     rc=$?
     kill -0 "$pid" 2>/dev/null || break   # a trapped signal interrupted wait: keep waiting
   done
   trap - USR1 TERM
+  if [ -e "$AP_STOP_FILE" ]; then
+    rc=75   # the ranks stopped (checkpoint written) and exited 0 for mpirun's sake
+    rm -f "$AP_STOP_FILE"
+  fi
+  if [ "$term" -eq 1 ] && [ "$rc" -ne 0 ] && [ "$rc" -ne 75 ]; then
+    # mpirun, itself sent SIGTERM by SLURM, reports the job as failed even
+    # when every rank checkpointed and exited 75
+    echo "ap_job_run: alignprop-mpi exited $rc after SIGTERM (mpirun reports a signalled job as failed); treated as a stop (75): a resume continues from the newest complete checkpoint"
+    rc=75
+  fi
   if [ "$rc" -eq 75 ]; then
     # requeue only a job that is still running (USR1: time limit warning,
     # scancel --signal=USR1 --batch); a cancelled or preempted one is SLURM's

@@ -103,6 +103,19 @@ static int opt_int(const char *opt, const char *v, long long lo, long long hi, l
     return AP_OK;
 }
 
+/* $AP_NUM_THREADS, when set, is a thread count (ap_ctx_init would ignore
+ * any other value silently). */
+static int bad_env_threads(void) {
+    const char *v = getenv("AP_NUM_THREADS");
+    if (!v || !*v) return 0;
+    char *end = NULL;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (*end || errno == ERANGE || x < 1 || x > 4095)
+        return ap_fail("AP_NUM_THREADS (environment): expected an integer in 1..4095, found \"%s\"", v), 1;
+    return 0;
+}
+
 /* Real option value: the whole word a finite number in [lo, hi]. */
 static int opt_real(const char *opt, const char *v, double lo, double hi, double *out) {
     char *end = NULL;
@@ -299,6 +312,7 @@ int ap_cmd_sample(int argc, char **argv) {
         else if (!model == (tiny < 0)) rc = ap_fail("give exactly one of --model DIR and --tiny SEED");
         else if (n == 0) rc = ap_fail("give at least one --prompt or a --prompts FILE");
         else if (seed > SEED_MAX - n) rc = ap_fail("--seed %lld: seed + number of prompts exceeds 2^62", seed);
+        else if (!threads && bad_env_threads()) rc = AP_ERR;
         single = !rc && model && ap_is_file(model);
         if (!rc && single && !tok)
             rc = ap_fail("--model FILE (a single-file checkpoint) needs --tokenizer DIR (vocab.json "

@@ -9,9 +9,11 @@
 
 #include "cli/commands.h"
 #include "core/err.h"
+#include "io/atomic.h"
 #include "train/config.h"
 #include "train/dist.h"
 #include "train/job.h"
+#include "train/rundir.h"
 
 void ap_train_install_stop_handlers(void);
 
@@ -27,7 +29,12 @@ static void usage(FILE *f) {
         "  --set KEY=VALUE         override a config key (repeatable), e.g.\n"
         "                          --set train.learning_rate=1e-4 --set num_epochs=10\n"
         "  --resume auto|PATH      continue from the newest complete checkpoint of the run\n"
-        "                          directory (auto: start fresh when there is none) or PATH\n"
+        "                          directory (auto: when there is none, from resume_from,\n"
+        "                          else from step 0) or from the checkpoint directory PATH\n"
+        "  --overwrite             a fresh run into a run directory that holds a run: move\n"
+        "                          the old run aside (<dir>.old-<date>-<time>) and start\n"
+        "  --restart               with --resume auto: when no checkpoint of the run\n"
+        "                          verifies, start again from step 0 instead of refusing\n"
         "  --per-gpu-capacity N    micro-batch of this rank (overrides the config, its\n"
         "                          per-host map and $AP_PER_GPU_CAPACITY)\n"
         "  --threads N             CPU threads per rank (default: $AP_NUM_THREADS,\n"
@@ -54,15 +61,61 @@ static int parse_int(const char *opt, const char *s, int lo, int hi, int *out) {
     return AP_OK;
 }
 
+/* A fresh training run or an evaluation (no --resume) owns its run
+ * directory: one that already holds a run is refused, naming the ways on, or
+ * with --overwrite moved aside. Rank 0 decides; returns an AP_EXIT_* code. */
+static int claim_run_dir(const ap_train_config *cfg, ap_dist *d, int overwrite) {
+    int code = AP_EXIT_OK;
+    if (d->rank == 0) {
+        char dir[4096], what[512], aside[4200];
+        int used = ap_run_dir_path(cfg, dir, sizeof dir) ? AP_ERR : ap_run_dir_used(dir, what, sizeof what);
+        if (used < 0) {
+            fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
+            code = AP_EXIT_FAIL;
+        } else if (used && !overwrite) {
+            fprintf(stderr, "alignprop-mpi: %s: the run directory already holds a run (%s) and "
+                    "this is a fresh run (no --resume). Expected one of: --resume auto (continue "
+                    "that run), another run_name (--set run_name=NAME: a new run beside it), or "
+                    "--overwrite (move the old run aside to %s.old-<date>-<time>, then start)\n",
+                    dir, what, dir);
+            code = AP_EXIT_USAGE;
+        } else if (used) {
+            if (ap_run_dir_move_aside(dir, aside, sizeof aside)) {
+                fprintf(stderr, "alignprop-mpi: --overwrite: %s\n", ap_errmsg());
+                code = AP_EXIT_FAIL;
+            } else {
+                fprintf(stderr, "--overwrite: the old run %s was moved to %s\n", dir, aside);
+            }
+        }
+    }
+    if (ap_dist_bcast(d, &code, sizeof code)) return AP_EXIT_FAIL;
+    return code;
+}
+
+/* $AP_STOP_FILE (set by jobs/lib.sh): a stop (75) is written there by rank 0
+ * and every rank exits 0, because mpirun answers any non-zero exit with its
+ * abort sequence, which sleeps odls_base_sigkill_timeout (AP_STOP_GRACE)
+ * before it returns. Returns the exit code to use. */
+static int report_stop(const ap_dist *d) {
+    const char *f = getenv("AP_STOP_FILE");
+    if (!f || !*f) return AP_EXIT_REQUEUE;
+    if (d->rank == 0 && ap_write_file_atomic(f, "75\n", 3)) {
+        fprintf(stderr, "alignprop-mpi: AP_STOP_FILE: %s: exit 75 instead\n", ap_errmsg());
+        return AP_EXIT_REQUEUE;
+    }
+    return AP_EXIT_OK;
+}
+
 int ap_cmd_train(int argc, char **argv) {
     static struct option opts[] = {
         {"set", required_argument, 0, 's'},      {"resume", required_argument, 0, 'r'},
         {"dry-run", no_argument, 0, 'd'},        {"per-gpu-capacity", required_argument, 0, 'c'},
         {"threads", required_argument, 0, 't'},  {"help", no_argument, 0, 'h'},
+        {"overwrite", no_argument, 0, 'o'},      {"restart", no_argument, 0, 'R'},
         {0, 0, 0, 0}};
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
     const char *resume = NULL, *config = NULL;
-    int n_sets = 0, dry = 0, cli_cap = 0, threads = 0, ch;
+    int n_sets = 0, dry = 0, cli_cap = 0, threads = 0, overwrite = 0, restart = 0, ch;
     if (!sets) return AP_EXIT_FAIL;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -77,6 +130,8 @@ int ap_cmd_train(int argc, char **argv) {
             break;
         case 'r': resume = optarg; break;
         case 'd': dry = 1; break;
+        case 'o': overwrite = 1; break;
+        case 'R': restart = 1; break;
         case 'c':
             if (parse_int("--per-gpu-capacity", optarg, 1, 256, &cli_cap)) goto usage_err;
             break;
@@ -97,6 +152,22 @@ int ap_cmd_train(int argc, char **argv) {
     if (resume && !*resume) {
         fprintf(stderr, "alignprop-mpi: --resume: expected auto or a checkpoint path, found \"\"\n");
         goto usage_err;
+    }
+
+    if (overwrite && resume) {
+        fprintf(stderr, "alignprop-mpi: --overwrite starts a fresh run and --resume %s continues "
+                "one: give one of them\n", resume);
+        goto usage_err;
+    }
+    if (restart && (!resume || strcmp(resume, "auto"))) {
+        fprintf(stderr, "alignprop-mpi: --restart: expected together with --resume auto\n");
+        goto usage_err;
+    }
+
+    const char *nt = getenv("AP_NUM_THREADS");
+    if (nt && *nt) {
+        int n_env = 0;
+        if (parse_int("AP_NUM_THREADS (environment)", nt, 1, 4095, &n_env)) goto usage_err;
     }
 
     ap_dist d;
@@ -161,6 +232,9 @@ int ap_cmd_train(int argc, char **argv) {
         threads = (int)(cores / (d.local_world > 0 ? d.local_world : 1));
         if (threads < 1) threads = 1;
     }
+    /* an evaluation (only_eval, soup_inference) writes eval.h5 and eval_vis/
+     * into its run directory just as a training run does */
+    if (!resume && (code = claim_run_dir(&cfg, &d, overwrite))) goto done;
     ap_train_install_stop_handlers();
     ap_job job;
     if (ap_job_open(&job, &cfg, &d, cap, threads)) {
@@ -171,9 +245,10 @@ int ap_cmd_train(int argc, char **argv) {
                        "model %s\n", cfg.mode == AP_RUN_TRAIN ? "training" : "evaluation",
                        d.world, d.world > 1 ? "s" : "", job.ctx.n_threads,
                        ap_reward_name(job.reward), job.model_dir);
-        code = cfg.mode == AP_RUN_TRAIN ? ap_job_train(&job, resume) : ap_job_evaluate_only(&job);
+        code = cfg.mode == AP_RUN_TRAIN ? ap_job_train(&job, resume, restart) : ap_job_evaluate_only(&job);
     }
     if (code == AP_EXIT_FAIL && d.world > 1) ap_dist_abort(&d, AP_EXIT_FAIL);
+    if (code == AP_EXIT_REQUEUE) code = report_stop(&d);
     ap_job_close(&job);
 done:
     ap_config_free(&cfg);

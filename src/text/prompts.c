@@ -75,7 +75,7 @@ static int slurp(const char *path, char **buf, long *len) {
     return AP_OK;
 }
 
-int ap_prompts_read(const char *path, char ***out, int *n) {
+static int read_prompts(const char *path, char ***out, int *n, int keep_blank) {
     char *b = NULL;
     long len = 0;
     AP_TRY(slurp(path, &b, &len));
@@ -94,7 +94,7 @@ int ap_prompts_read(const char *path, char ***out, int *n) {
         return rc;
     }
     long start = (len >= 3 && memcmp(b, "\xEF\xBB\xBF", 3) == 0) ? 3 : 0;
-    int count = 0, lines = 0;
+    int count = 0, lines = 0, nonblank = 0;
     for (long i = start; i < len; i++) count += b[i] == '\n';
     char **arr = realloc(*out, ((size_t)*n + (size_t)count + 1) * sizeof *arr);
     if (!arr) {
@@ -110,7 +110,8 @@ int ap_prompts_read(const char *path, char ***out, int *n) {
         long s = i, t = e;
         while (s < t && is_space(b[s])) s++;
         while (t > s && is_space(b[t - 1])) t--;
-        if (t > s) {
+        nonblank += t > s;
+        if (t > s || keep_blank) {
             char *p = malloc((size_t)(t - s) + 1);
             if (!p) rc = ap_fail("%s: out of memory for line %d", path, lines);
             else memcpy(p, b + s, (size_t)(t - s)), p[t - s] = '\0', arr[m++] = p;
@@ -118,7 +119,7 @@ int ap_prompts_read(const char *path, char ***out, int *n) {
         i = e + 1;
     }
     free(b);
-    if (!rc && m == *n)
+    if (!rc && !nonblank)
         rc = ap_fail("%s: no prompt in the file (%d line%s, all blank); expected one prompt per "
                      "line",
                      path, lines, lines == 1 ? "" : "s");
@@ -128,4 +129,12 @@ int ap_prompts_read(const char *path, char ***out, int *n) {
     }
     *n = m;
     return AP_OK;
+}
+
+int ap_prompts_read(const char *path, char ***out, int *n) {
+    return read_prompts(path, out, n, 0);
+}
+
+int ap_prompts_read_lines(const char *path, char ***out, int *n) {
+    return read_prompts(path, out, n, 1);
 }

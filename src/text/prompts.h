@@ -17,6 +17,11 @@
  * still hold the same prompts (the array may have moved, as with realloc) and
  * the message names the file, line and byte. Free with ap_prompts_free. */
 int ap_prompts_read(const char *path, char ***out, int *n);
+/* The same keeping blank lines as empty prompts "" (the training job's
+ * prompt files, as AlignProp reads them: [l.strip() for l in f.readlines()],
+ * so "a\n\nb\n" is "a", "", "b"); a file whose lines are all blank is still
+ * refused. */
+int ap_prompts_read_lines(const char *path, char ***out, int *n);
 
 /* Check that s[0..len) is text: no NUL byte, valid UTF-8 (no overlong forms,
  * surrogates or code points above U+10FFFF). Returns -1 when it is, else the

@@ -22,10 +22,30 @@
 #include "core/killpoint.h"
 #include "io/atomic.h"
 #include "io/st_write.h"
+#include "train/h5log.h"
 
 enum { CKPT_VERSION = 1 };
 
 static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+void ap_hash_floats(const float *x, size_t n, uint64_t *h) {
+    uint64_t a = *h ? *h : 0xCBF29CE484222325ull;
+    const uint32_t *w = (const uint32_t *)x;
+    for (size_t i = 0; i < n; i++) {
+        a ^= w[i];
+        a *= 0x100000001B3ull;
+        a ^= a >> 29;
+    }
+    *h = a;
+}
+
+/* lora_hash (m, v NULL) or adam_hash as 16 hex digits. */
+static void content_hash(const float *a, const float *b, size_t n, char out[17]) {
+    uint64_t h = 0;
+    ap_hash_floats(a, n, &h);
+    if (b) ap_hash_floats(b, n, &h);
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
 
 /* ---- writing ----------------------------------------------------------- */
 
@@ -33,6 +53,7 @@ static int attr_write(hid_t obj, const char *name, hid_t ftype, hid_t mtype, con
     hid_t sp = H5Screate(H5S_SCALAR);
     hid_t at = sp < 0 ? -1 : H5Acreate2(obj, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
     int rc = at < 0 || H5Awrite(at, mtype, val) < 0 ? -1 : 0;
+    if (rc) (void)ap_h5_why(); /* keep the reason before the closes */
     if (at >= 0) H5Aclose(at);
     if (sp >= 0) H5Sclose(sp);
     return rc;
@@ -56,6 +77,7 @@ static int dset_write(hid_t loc, const char *name, hid_t lcpl, int ndim, const i
     hid_t sp = ndim ? H5Screate_simple(ndim, dims, NULL) : H5Screate(H5S_SCALAR);
     hid_t ds = sp < 0 ? -1 : H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
     int rc = ds < 0 || H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0;
+    if (rc) (void)ap_h5_why(); /* keep the reason: the closes below clear HDF5's stack */
     if (ds >= 0) H5Dclose(ds);
     if (sp >= 0) H5Sclose(sp);
     return rc ? -1 : 0;
@@ -67,35 +89,38 @@ static int write_state(const char *file, const char *shown, const ap_params *lor
     int rc = AP_ERR;
     hid_t f = -1, g = -1, lcpl = -1;
     f = H5Fcreate(file, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return ap_fail("%s: cannot create the HDF5 file", shown);
+    if (f < 0) return ap_fail("%s: cannot create the HDF5 file: %s", shown, ap_h5_why());
     lcpl = H5Pcreate(H5P_LINK_CREATE);
     if (lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0) {
         ap_fail("%s: HDF5 link property list", shown);
         goto out;
     }
     if ((g = H5Gcreate2(f, "lora", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
-        ap_fail("%s: cannot create group /lora", shown);
+        ap_fail("%s: cannot create group /lora: %s", shown, ap_h5_why());
         goto out;
     }
     for (int i = 0; i < lora->count; i++) {
         const ap_param *p = &lora->items[i];
         if (dset_write(g, p->name, lcpl, p->t.ndim, p->t.shape, lora->flat + p->offset)) {
-            ap_fail("%s: cannot write dataset /lora/%s", shown, p->name);
+            ap_fail("%s: cannot write dataset /lora/%s: %s", shown, p->name, ap_h5_why());
             goto out;
         }
     }
     H5Gclose(g);
     if ((g = H5Gcreate2(f, "adam", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
-        ap_fail("%s: cannot create group /adam", shown);
+        ap_fail("%s: cannot create group /adam: %s", shown, ap_h5_why());
         goto out;
     }
     int64_t n = (int64_t)lora->total;
     if (dset_write(g, "m", H5P_DEFAULT, 1, &n, m) || dset_write(g, "v", H5P_DEFAULT, 1, &n, v)) {
-        ap_fail("%s: cannot write /adam/m, /adam/v (%" PRId64 " floats)", shown, n);
+        ap_fail("%s: cannot write /adam/m, /adam/v (%" PRId64 " floats): %s", shown, n, ap_h5_why());
         goto out;
     }
     int64_t version = CKPT_VERSION;
     const char *bad = NULL;
+    char lora_hash[17], adam_hash[17];
+    content_hash(lora->flat, NULL, lora->total, lora_hash);
+    content_hash(m, v, lora->total, adam_hash);
     if (attr_write(f, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->step)) bad = "step";
     else if (attr_write(f, "epoch", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->epoch)) bad = "epoch";
     else if (attr_write(f, "adam_step", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->adam_step))
@@ -106,16 +131,19 @@ static int write_state(const char *file, const char *shown, const ap_params *lor
     else if (attr_str(f, "config", meta->config)) bad = "config";
     else if (attr_str(f, "model", meta->model)) bad = "model";
     else if (attr_str(f, "base_hash", meta->base_hash)) bad = "base_hash";
+    else if (attr_str(f, "lora_hash", lora_hash)) bad = "lora_hash";
+    else if (attr_str(f, "adam_hash", adam_hash)) bad = "adam_hash";
     else if (attr_write(f, "version", H5T_STD_I64LE, H5T_NATIVE_INT64, &version)) bad = "version";
     if (bad) {
-        ap_fail("%s: cannot write attribute /%s", shown, bad);
+        ap_fail("%s: cannot write attribute /%s: %s", shown, bad, ap_h5_why());
         goto out;
     }
     rc = AP_OK;
 out:
     if (g >= 0) H5Gclose(g);
     if (lcpl >= 0) H5Pclose(lcpl);
-    if (H5Fclose(f) < 0 && rc == AP_OK) rc = ap_fail("%s: HDF5 close (flush) failed", shown);
+    if (H5Fclose(f) < 0 && rc == AP_OK)
+        rc = ap_fail("%s: HDF5 close (flush) failed: %s", shown, ap_h5_why());
     return rc;
 }
 
@@ -346,6 +374,26 @@ out:
     return rc;
 }
 
+/* The content hash of what was read against attribute name. */
+static int verify(hid_t f, const char *file, const char *name, const float *a, const float *b,
+                  size_t n, const char *what) {
+    if (H5Aexists(f, name) <= 0) {
+        fprintf(stderr, "warning: %s: no /%s attribute (written before checkpoints carried "
+                "content hashes): %s not verified\n", file, name, what);
+        return AP_OK;
+    }
+    const char *want = NULL;
+    AP_TRY(attr_read_str(f, file, name, &want));
+    char got[17];
+    content_hash(a, b, n, got);
+    int rc = strcmp(want, got) ? ap_fail("%s: %s: content hash %s, the checkpoint records %s "
+                                         "(/%s): the data changed after it was written (damaged "
+                                         "or edited)", file, what, got, want, name)
+                               : AP_OK;
+    free((char *)want);
+    return rc;
+}
+
 typedef struct {
     const ap_params *lora;
     char extra[512];
@@ -400,6 +448,8 @@ int ap_ckpt_read(const char *path, ap_params *lora, float *m, float *v, ap_ckpt_
                 file, ec.n_extra, ec.extra, ec.n_extra > 4 ? ", ..." : "");
         goto out;
     }
+    if (verify(f, file, "lora_hash", lora->flat, NULL, lora->total, "/lora")) goto out;
+    if (m && v && verify(f, file, "adam_hash", m, v, lora->total, "/adam/m and /adam/v")) goto out;
     int64_t version = 0;
     if (attr_read(f, file, "version", H5T_NATIVE_INT64, &version)) goto out;
     if (version != CKPT_VERSION) {
@@ -465,4 +515,25 @@ int ap_ckpt_latest(const char *run_dir, char *path, size_t cap) {
     }
     free(steps);
     return found;
+}
+
+int ap_ckpt_steps(const char *run_dir, int64_t **steps, int *n) {
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s/checkpoints", run_dir) >= (int)sizeof dir)
+        return ap_fail("%s: run directory name too long", run_dir);
+    return list_steps(dir, steps, n);
+}
+
+int ap_ckpt_set_aside(const char *path, char *out, size_t cap) {
+    for (int k = 1; k < 100; k++) {
+        int len = k == 1 ? snprintf(out, cap, "%s.corrupt", path)
+                         : snprintf(out, cap, "%s.corrupt-%d", path, k);
+        if (len < 0 || (size_t)len >= cap) return ap_fail("%s: path too long", path);
+        struct stat st;
+        if (stat(out, &st) == 0) continue;
+        if (rename(path, out) != 0)
+            return ap_fail("%s: cannot move it aside to %s: %s", path, out, strerror(errno));
+        return AP_OK;
+    }
+    return ap_fail("%s: 99 corrupt copies beside it already", path);
 }

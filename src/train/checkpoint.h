@@ -12,12 +12,16 @@
  *   attributes on /: step, epoch (int64: the next epoch to run and optimizer
  *     steps done), adam_step (int64), seed (uint64), next_sample (int64: global
  *     sample counter), config (string: the resolved YAML), model (string),
- *     base_hash (string: content hash of the frozen base weights), version
- *     (int64, 1). Strings are variable-length UTF-8 (h5py reads str).
+ *     base_hash (string: content hash of the frozen base weights), lora_hash
+ *     and adam_hash (strings: ap_hash_floats of the LoRA in lora order, and
+ *     of m then v, as 16 hex digits), version (int64, 1). Strings are
+ *     variable-length UTF-8 (h5py reads str).
  * A directory without its final name, or whose state.h5 does not open, is
- * not a checkpoint: ap_ckpt_latest skips it (and says so). Temporaries of a
- * writer killed with SIGKILL ("checkpoint_<N>.tmp.<pid>.<n>") stay behind;
- * they are never read, pruned or removed automatically.
+ * not a checkpoint: ap_ckpt_latest skips it (and says so). ap_ckpt_read
+ * verifies the content hashes (a checkpoint written before they existed is
+ * read with a warning). Temporaries of a writer killed with SIGKILL
+ * ("checkpoint_<N>.tmp.<pid>.<n>") are never read or pruned; the training
+ * job removes them when it starts (rundir.h ap_run_dir_clean_tmp).
  */
 #ifndef AP_TRAIN_CHECKPOINT_H
 #define AP_TRAIN_CHECKPOINT_H
@@ -25,6 +29,9 @@
 #include <stdint.h>
 
 #include "io/weights.h"
+
+/* Fast 64-bit content hash of a float buffer, continued from *h (0: start). */
+void ap_hash_floats(const float *x, size_t n, uint64_t *h);
 
 typedef struct ap_ckpt_meta {
     int64_t step;        /* optimizer steps done */
@@ -52,11 +59,20 @@ int ap_ckpt_write(const char *run_dir, const ap_params *lora, const float *m, co
  * that lora lacks are errors naming the file, tensor, expected and found; a
  * truncated or non-HDF5 file is an error naming the file), m and v
  * (NULL to skip: a LoRA-only read, as evaluate/soup need), and meta (strings
- * malloc'ed; free with ap_ckpt_meta_free). */
+ * malloc'ed; free with ap_ckpt_meta_free). What is read is checked against
+ * the stored content hashes (lora_hash; adam_hash when m and v are read): a
+ * mismatch is an error naming the file, the hash stored and the one found. */
 int ap_ckpt_read(const char *path, ap_params *lora, float *m, float *v, ap_ckpt_meta *meta);
 void ap_ckpt_meta_free(ap_ckpt_meta *meta);
 /* The newest complete checkpoint of RUN/checkpoints into path (cap bytes);
  * returns 1 when found, 0 when there is none, AP_ERR on an error. */
 int ap_ckpt_latest(const char *run_dir, char *path, size_t cap);
+/* Steps of the final-named checkpoint_<N> directories of RUN/checkpoints,
+ * ascending (*steps malloc'ed, *n of them; none when the folder is missing). */
+int ap_ckpt_steps(const char *run_dir, int64_t **steps, int *n);
+/* Move a checkpoint that failed to load out of the way, to
+ * "<path>.corrupt" (or .corrupt-2, ...), keeping it for inspection; the
+ * new name into out. */
+int ap_ckpt_set_aside(const char *path, char *out, size_t cap);
 
 #endif

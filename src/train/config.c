@@ -17,6 +17,7 @@
 
 #include "core/err.h"
 #include "core/path.h"
+#include "io/json.h"
 
 typedef enum { K_BOOL, K_INT, K_U64, K_DOUBLE, K_STR, K_PATH, K_ENUM, K_PAIR, K_HOSTS, K_ANY } ktype;
 
@@ -52,7 +53,7 @@ static const key KEYS[] = {
     {"same_evaluation", K_BOOL, F(same_evaluation), 0, 0, 0, "true", 0, "fixed evaluation latents"},
     {"visualize_train", K_BOOL, F(visualize_train), 0, 0, 0, "false", 0, "accepted (training images are not written)"},
     {"visualize_eval", K_BOOL, F(visualize_eval), 0, 0, 0, "true", 0, "evaluate during training"},
-    {"resume_from", K_PATH, S(resume_from), 0, 0, "\"\"", 0, "checkpoint to resume training from / to evaluate"},
+    {"resume_from", K_PATH, S(resume_from), 0, 0, "\"\"", 0, "checkpoint directory or LoRA file to start training from / to evaluate"},
     {"resume_from_2", K_PATH, S(resume_from_2), 0, 0, "\"\"", 0, "second LoRA of a soup (stablediffusion / same: the base model)"},
     {"mixing_coef_1", K_DOUBLE, F(mixing_coef_1), 0, 0, 1, "0.0", 0, "soup weight of resume_from"},
     {"mixed_precision", K_ENUM, S(mixed_precision), 0, 0, "fp16", "no|fp16|bf16", "bf16: frozen UNet, VAE and reward weights in bf16 (LoRA, grads, AdamW fp32); fp16: CUDA only (CPU: fp32)"},
@@ -60,6 +61,7 @@ static const key KEYS[] = {
     {"backend", K_ENUM, S(backend), 0, 0, "cpu", "cpu|cuda", "compute backend"},
     {"grad_checkpoint", K_BOOL, F(grad_checkpoint), 0, 0, 0, "true", 0, "accepted: per-step checkpointing is always on"},
     {"checksum_every", K_INT, F(checksum_every), 0, 1, 1e9, "10", 0, "ranks compare a LoRA checksum every N steps"},
+    {"max_nonfinite_steps", K_INT, F(max_nonfinite_steps), 0, 1, 1e6, "5", 0, "a step with a non-finite loss or gradient is skipped; stop after N in a row"},
     {"debug", K_BOOL, NOSTORE, 0, 0, "false", 0, "accepted, unused"},
     {"use_lora", K_BOOL, NOSTORE, 0, 0, "true", 0, "must be true (LoRA training)"},
     {"prompt_fn", K_STR, NOSTORE, 0, 0, "simple_animals", 0, "training prompts: a name (<prompts_dir>/<name>.txt) or a .txt path"},
@@ -813,6 +815,18 @@ int ap_config_check_files(const ap_train_config *c) {
         snprintf(mi, sizeof mi, "%s/model_index.json", c->model);
         if (!ap_is_file(mi))
             return ap_fail("pretrained.model: %s: no model_index.json (expected a diffusers model directory)", c->model);
+        ap_json *idx = NULL;
+        if (ap_json_parse_file(&idx, mi)) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", ap_errmsg());
+            return ap_fail("pretrained.model: %s: expected a diffusers model_index.json (a JSON "
+                           "object), found: %s", mi, why);
+        }
+        int is_obj = idx->type == AP_JSON_OBJ;
+        ap_json_free(idx);
+        if (!is_obj)
+            return ap_fail("pretrained.model: %s: expected a JSON object (a diffusers "
+                           "model_index.json), found another JSON value", mi);
     }
     AP_TRY(need_file("prompt_fn", c->prompt_file));
     AP_TRY(need_file("eval_prompt_fn", c->eval_prompt_file));
@@ -826,8 +840,8 @@ int ap_config_check_files(const ap_train_config *c) {
     }
     if (c->mode != AP_RUN_TRAIN && c->resume_from[0] && !ap_path_exists(c->resume_from))
         return ap_fail("resume_from: %s: no such checkpoint or LoRA file", c->resume_from);
-    if (c->mode == AP_RUN_TRAIN && c->resume_from[0] && !ap_is_dir(c->resume_from))
-        return ap_fail("resume_from: %s: no such checkpoint directory", c->resume_from);
+    if (c->mode == AP_RUN_TRAIN && c->resume_from[0] && !ap_path_exists(c->resume_from))
+        return ap_fail("resume_from: %s: no such checkpoint directory or LoRA file", c->resume_from);
     if (c->mode == AP_RUN_EVALUATE_SOUP && strcmp(c->resume_from_2, "stablediffusion") &&
         strcmp(c->resume_from_2, "same") && !ap_path_exists(c->resume_from_2))
         return ap_fail("resume_from_2: %s: no such checkpoint or LoRA file (or stablediffusion / same: "

@@ -52,7 +52,7 @@ typedef struct ap_train_config {
     int same_evaluation;               /* same_evaluation: fixed eval latents */
     int visualize_eval;                /* visualize_eval: write eval PNGs */
     int visualize_train;               /* visualize_train: write train PNGs */
-    char resume_from[AP_CFG_PATH];     /* resume_from: checkpoint dir or "" */
+    char resume_from[AP_CFG_PATH];     /* resume_from: checkpoint dir, LoRA file or "" */
     char resume_from_2[AP_CFG_PATH];   /* resume_from_2: checkpoint dir, "stablediffusion" or "" */
     double mixing_coef_1;              /* mixing_coef_1 in [0, 1] */
     char mixed_precision[8];           /* mixed_precision: "no" | "fp16" | "bf16" (CPU: bf16 weights or fp32) */
@@ -60,6 +60,7 @@ typedef struct ap_train_config {
     char backend[8];                   /* backend: "cpu" | "cuda" (this port) */
     int grad_checkpoint;               /* grad_checkpoint (always on; kept for the key set) */
     int checksum_every;                /* ranks compare a LoRA checksum every N steps (this port) */
+    int max_nonfinite_steps;           /* skipped non-finite steps in a row that stop the run (this port) */
 
     /* prompts and reward */
     char prompt_file[AP_CFG_PATH];     /* prompt_fn as a file: one prompt per line */

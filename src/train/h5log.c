@@ -30,7 +30,52 @@
 
 #include "core/err.h"
 
-enum { STR_LEN = 255, MAX_COLS = 13 };
+enum { STR_LEN = 255, MAX_COLS = 15 };
+
+/* ---- why HDF5 failed ------------------------------------------------------- */
+
+typedef struct {
+    char first[256]; /* the innermost description */
+    char sys[160];   /* "errno N: message" of a failed system call */
+} why_ctx;
+
+static herr_t why_walk(unsigned n, const H5E_error2_t *e, void *user) {
+    why_ctx *w = user;
+    const char *d = e->desc ? e->desc : "";
+    if (n == 0) snprintf(w->first, sizeof w->first, "%s", d);
+    const char *en = strstr(d, "errno = ");
+    if (en && !w->sys[0]) {
+        int code = atoi(en + 8);
+        const char *msg = strstr(en, "error message = '");
+        const char *end = msg ? strchr(msg + 17, '\'') : NULL;
+        if (msg && end)
+            snprintf(w->sys, sizeof w->sys, "errno %d: %.*s", code, (int)(end - msg - 17), msg + 17);
+        else
+            snprintf(w->sys, sizeof w->sys, "errno %d", code);
+    }
+    return 0;
+}
+
+static _Thread_local char g_why[300];
+
+/* Keep what the error stack says now: the next HDF5 call clears it. */
+static void h5_capture(void) {
+    why_ctx w = {{0}, {0}};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, why_walk, &w);
+    if (w.sys[0]) snprintf(g_why, sizeof g_why, "%s", w.sys);
+    else if (w.first[0]) snprintf(g_why, sizeof g_why, "HDF5: %s", w.first);
+}
+
+const char *ap_h5_why(void) {
+    h5_capture();
+    return g_why[0] ? g_why : "no reason given by HDF5";
+}
+
+/* HDF5 refused to open because another process holds the file's lock. */
+static int lock_refused(void) {
+    const char *w = ap_h5_why();
+    return strstr(w, "lock") != NULL || strstr(w, "errno 11") != NULL;
+}
 typedef enum { C_I64, C_F64, C_F32, C_I32, C_STR } ctype;
 
 typedef struct {
@@ -45,7 +90,11 @@ static const coldef k_train[MAX_COLS] = {
     {"reward_mean", C_F64, 0}, {"reward_std", C_F64, 0},   {"grad_norm", C_F64, 0},
     {"lr", C_F64, 0},         {"step_time", C_F64, 0},     {"samples_per_s", C_F64, 0},
     {"attached_mean", C_F64, 0}, {"rewards", C_F32, 1},    {"prompts", C_STR, 1},
-    {"attached", C_I32, 1}};
+    {"attached", C_I32, 1},   {"reward_std_global", C_F64, 0}, {"skipped", C_I64, 0}};
+/* Columns from this index on may be missing from a log an earlier version
+ * wrote (train: reward_std_global, skipped). */
+static int k_first_new(const void *t);
+
 static const coldef k_eval[6] = {{"step", C_I64, 0},        {"epoch", C_I64, 0},
                                  {"reward_mean", C_F64, 0}, {"reward_std", C_F64, 0},
                                  {"rewards", C_F32, 1},     {"prompts", C_STR, 1}};
@@ -55,9 +104,15 @@ typedef struct {
     int n;         /* columns */
     int width;     /* N or E */
     hid_t ds[MAX_COLS];
+    hid_t complete;  /* /<group>/complete_rows: (1) int64, written after every row */
     hsize_t rows;
     const char *group;
 } table;
+
+static int k_first_new(const void *tv) {
+    const table *t = tv;
+    return t->def == k_train ? 13 : t->n;
+}
 
 struct ap_h5log {
     char path[4096];
@@ -90,13 +145,38 @@ static size_t elem_size(ctype t) {
     return t == C_I64 || t == C_F64 ? 8 : t == C_STR ? STR_LEN : 4;
 }
 
+/* /<group>/complete_rows: the number of whole rows, written last. */
+static int create_complete(ap_h5log *l, table *t, hid_t g) {
+    hsize_t one = 1;
+    int64_t zero = (int64_t)t->rows;
+    hid_t sp = H5Screate_simple(1, &one, NULL);
+    t->complete = sp < 0 ? -1 : H5Dcreate2(g, "complete_rows", H5T_STD_I64LE, sp, H5P_DEFAULT,
+                                           H5P_DEFAULT, H5P_DEFAULT);
+    if (sp >= 0) H5Sclose(sp);
+    if (t->complete < 0 ||
+        H5Dwrite(t->complete, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &zero) < 0)
+        return ap_fail("%s: cannot create /%s/complete_rows: %s", l->path, t->group, ap_h5_why());
+    return AP_OK;
+}
+
+static int create_column(ap_h5log *l, table *t, hid_t g, int c);
+
 static int create_table(ap_h5log *l, table *t) {
     hid_t g = H5Gcreate2(l->f, t->group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0) return ap_fail("%s: cannot create group /%s", l->path, t->group);
+    if (g < 0) return ap_fail("%s: cannot create group /%s: %s", l->path, t->group, ap_h5_why());
+    int rc = create_complete(l, t, g);
+    for (int c = 0; c < t->n && rc == AP_OK; c++) rc = create_column(l, t, g, c);
+    H5Gclose(g);
+    return rc;
+}
+
+/* Column c of t in group g, t->rows rows long (zeros: a column a log
+ * written by an earlier version lacks). */
+static int create_column(ap_h5log *l, table *t, hid_t g, int c) {
     int rc = AP_OK;
-    for (int c = 0; c < t->n && rc == AP_OK; c++) {
+    {
         const coldef *d = &t->def[c];
-        if (d->wide && t->width == 0) continue; /* E = 0: no evaluation images */
+        if (d->wide && t->width == 0) return AP_OK; /* E = 0: no evaluation images */
         int nd = d->wide ? 2 : 1;
         hsize_t dims[2] = {0, (hsize_t)t->width}, maxd[2] = {H5S_UNLIMITED, (hsize_t)t->width};
         size_t row_bytes = elem_size(d->type) * (d->wide ? (size_t)t->width : 1);
@@ -106,11 +186,15 @@ static int create_table(ap_h5log *l, table *t) {
         if (sp < 0 || pl < 0 || H5Pset_chunk(pl, nd, chunk) < 0 ||
             (t->ds[c] = H5Dcreate2(g, d->name, file_type(l, d->type), sp, H5P_DEFAULT, pl,
                                    H5P_DEFAULT)) < 0)
-            rc = ap_fail("%s: cannot create dataset /%s/%s", l->path, t->group, d->name);
+            rc = ap_fail("%s: cannot create dataset /%s/%s: %s", l->path, t->group, d->name,
+                         ap_h5_why());
         if (pl >= 0) H5Pclose(pl);
         if (sp >= 0) H5Sclose(sp);
+        hsize_t now[2] = {t->rows, (hsize_t)t->width};
+        if (rc == AP_OK && t->rows && H5Dset_extent(t->ds[c], now) < 0)
+            rc = ap_fail("%s: cannot extend the new /%s/%s: %s", l->path, t->group, d->name,
+                         ap_h5_why());
     }
-    H5Gclose(g);
     return rc;
 }
 
@@ -123,6 +207,10 @@ static int reopen_table(ap_h5log *l, table *t, int64_t resume_step) {
         if (d->wide && t->width == 0) continue;
         char name[64];
         snprintf(name, sizeof name, "/%s/%s", t->group, d->name);
+        if (H5Lexists(l->f, name, H5P_DEFAULT) <= 0 && c >= k_first_new(t)) {
+            t->ds[c] = 0; /* a column added since the log was written: created below */
+            continue;
+        }
         if ((t->ds[c] = H5Dopen2(l->f, name, H5P_DEFAULT)) < 0)
             return ap_fail("%s: dataset %s missing (not a log of this program?)", l->path, name);
         hid_t sp = H5Dget_space(t->ds[c]);
@@ -140,6 +228,20 @@ static int reopen_table(ap_h5log *l, table *t, int64_t resume_step) {
         if (dims[0] < rows) rows = dims[0];
     }
     if (rows == (hsize_t)-1) rows = 0;
+    char cname[64];
+    snprintf(cname, sizeof cname, "/%s/complete_rows", t->group);
+    if (H5Lexists(l->f, cname, H5P_DEFAULT) > 0) {
+        int64_t done = 0;
+        if ((t->complete = H5Dopen2(l->f, cname, H5P_DEFAULT)) < 0 ||
+            H5Dread(t->complete, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &done) < 0)
+            return ap_fail("%s: cannot read %s: %s", l->path, cname, ap_h5_why());
+        if (done >= 0 && (hsize_t)done < rows) rows = (hsize_t)done; /* a row being written */
+    } else { /* a log written before complete_rows existed */
+        hid_t g = H5Gopen2(l->f, t->group, H5P_DEFAULT);
+        int rc = g < 0 ? ap_fail("%s: cannot open /%s", l->path, t->group) : create_complete(l, t, g);
+        if (g >= 0) H5Gclose(g);
+        AP_TRY(rc);
+    }
     hsize_t keep = 0;
     if (rows > 0) {
         int64_t *steps = ap_malloc(rows * sizeof *steps, "log resume: step column");
@@ -162,19 +264,35 @@ static int reopen_table(ap_h5log *l, table *t, int64_t resume_step) {
     }
     for (int c = 0; c < t->n; c++) {
         if (t->def[c].wide && t->width == 0) continue;
+        if (t->ds[c] <= 0) { /* added since: zeros up to the kept rows */
+            hid_t g = H5Gopen2(l->f, t->group, H5P_DEFAULT);
+            t->rows = keep;
+            int rc = g < 0 ? ap_fail("%s: cannot open /%s", l->path, t->group)
+                           : create_column(l, t, g, c);
+            if (g >= 0) H5Gclose(g);
+            AP_TRY(rc);
+            fprintf(stderr, "note: %s: added /%s/%s (zeros for the %llu earlier rows)\n", l->path,
+                    t->group, t->def[c].name, (unsigned long long)keep);
+            continue;
+        }
         hsize_t dims[2] = {keep, (hsize_t)t->width};
         if (H5Dset_extent(t->ds[c], dims) < 0)
             return ap_fail("%s: cannot cut /%s/%s to %llu rows", l->path, t->group,
                            t->def[c].name, (unsigned long long)keep);
     }
     t->rows = keep;
+    int64_t k = (int64_t)keep;
+    if (H5Dwrite(t->complete, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &k) < 0)
+        return ap_fail("%s: cannot write /%s/complete_rows: %s", l->path, t->group, ap_h5_why());
     return AP_OK;
 }
 
 static void close_table(table *t) {
     for (int c = 0; c < t->n; c++)
         if (t->ds[c] > 0) H5Dclose(t->ds[c]);
+    if (t->complete > 0) H5Dclose(t->complete);
     memset(t->ds, 0, sizeof t->ds);
+    t->complete = 0;
 }
 
 void ap_h5log_close(ap_h5log *l) {
@@ -187,10 +305,23 @@ void ap_h5log_close(ap_h5log *l) {
     free(l);
 }
 
-static hid_t open_existing(const char *path) {
+/* A file access list for the log: latest format; lock: 0 opens without
+ * HDF5's file lock (where this HDF5 can, 1.10.7 on). */
+static hid_t log_fapl(int lock) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+#if H5_VERSION_GE(1, 10, 7)
+    if (!lock) H5Pset_file_locking(fapl, 0, 1);
+#else
+    (void)lock;
+#endif
+    return fapl;
+}
+
+static hid_t open_existing(const char *path, int lock) {
+    hid_t fapl = log_fapl(lock);
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, fapl);
+    if (f < 0) h5_capture();
     if (f < 0) {
         /* Flagged open-for-write by a writer that died: repair as
          * `h5clear -s --increment=0` does (the property is HDF5's own,
@@ -198,7 +329,7 @@ static hid_t open_existing(const char *path) {
          * the end-of-allocation stored in the superblock, which a SWMR
          * writer does not keep current, to the end of the file so the
          * flushed rows stay readable. Then open again normally. */
-        hid_t rp = H5Pcopy(fapl);
+        hid_t rp = lock_refused() ? -1 : H5Pcopy(fapl);
         hbool_t clear = 1;
         if (rp >= 0 && H5Pexist(rp, "clear_status_flags") > 0 &&
             H5Pset(rp, "clear_status_flags", &clear) >= 0) {
@@ -237,22 +368,40 @@ int ap_h5log_open(ap_h5log **out, const char *path, int N, int E, int64_t resume
     }
     struct stat st;
     int rc = AP_OK;
-    if (resume_step >= 0 && stat(path, &st) == 0) {
-        l->f = open_existing(path);
-        if (l->f < 0) rc = ap_fail("%s: cannot open the log to resume it (not HDF5, or "
-                                   "truncated)", path);
-        else rc = reopen_table(l, &l->train, resume_step) || reopen_table(l, &l->eval, resume_step)
-                      ? AP_ERR : AP_OK;
-    } else {
-        hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-        H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
-        l->f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-        H5Pclose(fapl);
-        if (l->f < 0) rc = ap_fail("%s: cannot create the HDF5 log", path);
-        else rc = create_table(l, &l->train) || create_table(l, &l->eval) ? AP_ERR : AP_OK;
+    const int existing = resume_step >= 0 && stat(path, &st) == 0;
+    g_why[0] = '\0';
+    for (int lock = 1; lock >= 0 && l->f <= 0; lock--) {
+        if (existing) {
+            l->f = open_existing(path, lock);
+        } else {
+            hid_t fapl = log_fapl(lock);
+            l->f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+            if (l->f < 0) h5_capture();
+            H5Pclose(fapl);
+        }
+        if (l->f >= 0 && !lock)
+            fprintf(stderr, "note: %s is held open by another process (a reader: HDF5 refused "
+                    "its file lock); opened without the lock. Readers see whole rows when they "
+                    "open it for SWMR reading (h5py: swmr=True)\n", path);
+        if (l->f < 0 && !lock_refused()) break;
+#if !H5_VERSION_GE(1, 10, 7)
+        break;
+#endif
     }
+    if (l->f < 0 && lock_refused())
+        rc = ap_fail("%s: another process holds the log open (HDF5 file lock: %s): close "
+                     "the reader, or run with HDF5_USE_FILE_LOCKING=FALSE", path, ap_h5_why());
+    else if (l->f < 0 && existing)
+        rc = ap_fail("%s: cannot open the log to resume it: %s", path, ap_h5_why());
+    else if (l->f < 0)
+        rc = ap_fail("%s: cannot create the HDF5 log: %s", path, ap_h5_why());
+    else if (existing)
+        rc = reopen_table(l, &l->train, resume_step) || reopen_table(l, &l->eval, resume_step)
+                 ? AP_ERR : AP_OK;
+    else
+        rc = create_table(l, &l->train) || create_table(l, &l->eval) ? AP_ERR : AP_OK;
     if (rc == AP_OK && H5Fstart_swmr_write(l->f) < 0)
-        rc = ap_fail("%s: cannot start SWMR writing", path);
+        rc = ap_fail("%s: cannot start SWMR writing: %s", path, ap_h5_why());
     if (rc) {
         ap_h5log_close(l);
         return AP_ERR;
@@ -267,18 +416,19 @@ static int append(ap_h5log *l, table *t, int c, const void *data) {
     hid_t ds = t->ds[c];
     hsize_t w = d->wide ? (hsize_t)t->width : 1;
     hsize_t dims[2] = {t->rows + 1, w}, start[2] = {t->rows, 0}, count[2] = {1, w};
-    if (H5Dset_extent(ds, dims) < 0)
-        return ap_fail("%s: cannot extend /%s/%s to %llu rows", l->path, t->group, d->name,
-                       (unsigned long long)dims[0]);
+    if (H5Dset_extent(ds, dims) < 0 && (h5_capture(), 1))
+        return ap_fail("%s: cannot extend /%s/%s to %llu rows: %s", l->path, t->group, d->name,
+                       (unsigned long long)dims[0], ap_h5_why());
     hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(1, &w, NULL);
     int bad = fs < 0 || ms < 0 ||
               H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
               H5Dwrite(ds, mem_type(l, d->type), ms, fs, H5P_DEFAULT, data) < 0 ||
               H5Dflush(ds) < 0;
+    if (bad) h5_capture();
     if (ms >= 0) H5Sclose(ms);
     if (fs >= 0) H5Sclose(fs);
-    return bad ? ap_fail("%s: cannot write row %llu of /%s/%s", l->path,
-                         (unsigned long long)t->rows, t->group, d->name)
+    return bad ? ap_fail("%s: cannot write row %llu of /%s/%s: %s", l->path,
+                         (unsigned long long)t->rows, t->group, d->name, ap_h5_why())
                : AP_OK;
 }
 
@@ -297,16 +447,38 @@ static const char *pack_prompts(ap_h5log *l, const char *const *p, int n) {
     return l->strbuf;
 }
 
+/* One row: every column but step, then step, then complete_rows, each
+ * flushed, so a reader that sizes rows by step or complete_rows never sees
+ * half a row. On a failure the columns already extended are cut back
+ * (best effort: on a full disk that may fail too; complete_rows still
+ * tells, and a resume cuts every column to it). */
 static int append_row(ap_h5log *l, table *t, const void *const *vals) {
-    for (int c = 0; c < t->n; c++) {
-        if (t->def[c].wide && t->width == 0) continue;
-        if (!vals[c])
+    for (int c = 0; c < t->n; c++)
+        if (!vals[c] && !(t->def[c].wide && t->width == 0))
             return ap_fail("%s: /%s/%s: no values given for this row", l->path, t->group,
                            t->def[c].name);
-        AP_TRY(append(l, t, c, vals[c]));
+    int rc = AP_OK, c = 1;
+    for (; c <= t->n && rc == AP_OK; c++) {
+        int k = c % t->n; /* step (column 0) last */
+        if (t->def[k].wide && t->width == 0) continue;
+        rc = append(l, t, k, vals[k]);
     }
-    t->rows++;
-    return AP_OK;
+    int64_t done = (int64_t)t->rows + 1;
+    if (rc == AP_OK &&
+        (H5Dwrite(t->complete, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &done) < 0 ||
+         H5Dflush(t->complete) < 0))
+        rc = ap_fail("%s: cannot write /%s/complete_rows = %lld: %s", l->path, t->group,
+                     (long long)done, ap_h5_why());
+    if (rc == AP_OK) {
+        t->rows++;
+        return AP_OK;
+    }
+    for (int k = 0; k < t->n; k++) {
+        if (t->def[k].wide && t->width == 0) continue;
+        hsize_t dims[2] = {t->rows, (hsize_t)t->width};
+        H5Dset_extent(t->ds[k], dims);
+    }
+    return AP_ERR;
 }
 
 int ap_h5log_train(ap_h5log *l, const ap_train_row *r) {
@@ -314,7 +486,8 @@ int ap_h5log_train(ap_h5log *l, const ap_train_row *r) {
         &r->step,       &r->epoch,         &r->loss,         &r->reward_mean, &r->reward_std,
         &r->grad_norm,  &r->lr,            &r->step_time,    &r->samples_per_s,
         &r->attached_mean, r->rewards,
-        r->prompts ? pack_prompts(l, r->prompts, l->train.width) : NULL, r->attached};
+        r->prompts ? pack_prompts(l, r->prompts, l->train.width) : NULL, r->attached,
+        &r->reward_std_global, &r->skipped};
     return append_row(l, &l->train, vals);
 }
 

@@ -6,13 +6,24 @@
  *   /train/<column>   one row per optimizer step (chunked, unlimited):
  *       step, epoch (int64), loss, reward_mean, reward_std, grad_norm, lr,
  *       step_time, samples_per_s (float64), attached_mean (float64: mean
- *       attached DDIM steps per sample)
+ *       attached DDIM steps per sample), reward_std (float64: the mean of
+ *       the micro-batches' unbiased stds, as AlignProp logs rewards_std; NaN
+ *       when every micro-batch holds one sample), reward_std_global
+ *       (float64: over the step's whole batch), skipped (int64: 1 when the
+ *       loss or gradient was not finite and no update was made)
  *   /train/rewards    (rows, N) float32 per-sample rewards of the step
  *   /train/prompts    (rows, N) fixed-length strings (255 bytes, truncated)
  *   /train/attached   (rows, N) int32 attached steps per sample
  *   /eval/step, /eval/epoch, /eval/reward_mean, /eval/reward_std  one row per evaluation
  *   /eval/rewards     (rows, E) float32, /eval/prompts (rows, E) strings
+ *   /train/complete_rows, /eval/complete_rows   (1) int64: whole rows written
  * N = the global batch, E = the evaluation's image count (fixed per run).
+ * A row is written column by column with step last and complete_rows after
+ * it, each flushed: a SWMR reader that takes the row count from step (or
+ * complete_rows) never sees half a row. Every write error names the file,
+ * the dataset and the operating system's errno where a system call failed.
+ * A log held open by a reader (HDF5 file locking) is opened without the
+ * lock, with a note saying so.
  */
 #ifndef AP_TRAIN_H5LOG_H
 #define AP_TRAIN_H5LOG_H
@@ -25,6 +36,9 @@ typedef struct ap_train_row {
     int64_t step, epoch;
     double loss, reward_mean, reward_std, grad_norm, lr, step_time, samples_per_s;
     double attached_mean;
+    double reward_std_global;     /* std over the step's whole batch (reward_std: the mean of
+                                   * the micro-batches' stds, as the original logs it) */
+    int64_t skipped;              /* 1: non-finite loss or gradient, no optimizer update */
     const float *rewards;         /* (N) */
     const char *const *prompts;   /* (N) */
     const int32_t *attached;      /* (N) */
@@ -46,5 +60,11 @@ int ap_h5log_open(ap_h5log **out, const char *path, int N, int E, int64_t resume
 int ap_h5log_train(ap_h5log *l, const ap_train_row *row); /* append + flush */
 int ap_h5log_eval(ap_h5log *l, const ap_eval_row *row);   /* append + flush */
 void ap_h5log_close(ap_h5log *l);
+/* Why the last HDF5 call failed: "errno N: message" when a system call
+ * failed (a full disk: "errno 28: No space left on device"), else HDF5's
+ * innermost description. HDF5 clears its error stack at the next call: call
+ * this right after the failure (it keeps what it found for a later call
+ * that finds the stack empty). */
+const char *ap_h5_why(void);
 
 #endif

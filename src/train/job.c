@@ -15,38 +15,7 @@
 #include "pipeline/tiny.h"
 #include "text/prompts.h"
 #include "train/checkpoint.h"
-
-void ap_hash_floats(const float *x, size_t n, uint64_t *h) {
-    uint64_t a = *h ? *h : 0xCBF29CE484222325ull;
-    const uint32_t *w = (const uint32_t *)x;
-    for (size_t i = 0; i < n; i++) {
-        a ^= w[i];
-        a *= 0x100000001B3ull;
-        a ^= a >> 29;
-    }
-    *h = a;
-}
-
-/* The run directory: logdir/run_name (run_name "": the config file's name
- * without .yaml, so `--resume auto` finds the run again). */
-static int run_dir(const ap_train_config *c, char *out, size_t cap) {
-    const char *base = strrchr(c->path, '/');
-    base = base ? base + 1 : c->path;
-    char name[256];
-    if (c->run_name[0]) base = c->run_name;
-    size_t l = strlen(base);
-    if (!c->run_name[0] && l > 5 && !strcmp(base + l - 5, ".yaml")) l -= 5;
-    else if (!c->run_name[0] && l > 4 && !strcmp(base + l - 4, ".yml")) l -= 4;
-    if (l >= sizeof name) l = sizeof name - 1;
-    memcpy(name, base, l);
-    name[l] = '\0';
-    if (strlen(c->logdir) + l + 2 > cap)
-        return ap_fail("logdir: %s: path too long", c->logdir);
-    memcpy(out, c->logdir, strlen(c->logdir));
-    out[strlen(c->logdir)] = '/';
-    memcpy(out + strlen(c->logdir) + 1, name, l + 1);
-    return AP_OK;
-}
+#include "train/rundir.h"
 
 static int open_models(ap_job *j) {
     const ap_train_config *c = j->cfg;
@@ -86,7 +55,7 @@ int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, i
     j->cfg = cfg, j->dist = dist, j->cap = cap;
     AP_TRY(ap_ctx_init(&j->ctx, threads));
     ap_ctx_pin_threads(&j->ctx);
-    AP_TRY(run_dir(cfg, j->run_dir, sizeof j->run_dir));
+    AP_TRY(ap_run_dir_path(cfg, j->run_dir, sizeof j->run_dir));
     if (dist->rank == 0) AP_TRY(ap_mkdirs(j->run_dir));
     ap_dist_barrier(dist);
     int *caps = ap_malloc(sizeof(int) * (size_t)dist->world, "capacities");
@@ -95,11 +64,17 @@ int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, i
     if (!rc) rc = ap_batch_plan_make(&j->plan, cfg, dist->world, caps);
     free(caps);
     AP_TRY(rc);
-    AP_TRY(ap_prompts_read(cfg->prompt_file, &j->prompts, &j->n_prompts));
-    AP_TRY(ap_prompts_read(cfg->eval_prompt_file[0] ? cfg->eval_prompt_file : cfg->prompt_file,
-                           &j->eval_prompts, &j->n_eval_prompts));
+    /* blank lines are empty prompts, as the original reads prompt files */
+    AP_TRY(ap_prompts_read_lines(cfg->prompt_file, &j->prompts, &j->n_prompts));
+    AP_TRY(ap_prompts_read_lines(cfg->eval_prompt_file[0] ? cfg->eval_prompt_file : cfg->prompt_file,
+                                 &j->eval_prompts, &j->n_eval_prompts));
     AP_TRY(open_models(j));
-    AP_TRY(ap_reward_open(&j->reward, cfg));
+    /* grad_scale multiplies the aesthetic loss only, as the original's
+     * aesthetic_loss_fn (its hps_loss_fn has none) */
+    AP_TRY(ap_reward_open_kind(&j->reward, cfg->reward, cfg->aesthetic_clip, cfg->aesthetic_mlp,
+                               cfg->hps_config, cfg->hps_checkpoint, cfg->hps_tokenizer,
+                               cfg->aesthetic_target,
+                               cfg->reward == AP_REWARD_AESTHETIC ? cfg->grad_scale : 1.0));
     const ap_text_tower *t = &j->sd.text.t;
     int res = cfg->resolution;
     AP_TRY(ap_chain_init(&j->chain, &j->ctx, &j->sd.unet, &j->sd.vae, j->reward, &j->sd.sched,

@@ -55,9 +55,12 @@ typedef struct ap_job {
 int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, int threads);
 void ap_job_close(ap_job *j);
 
-/* The training loop; resume: NULL, "auto" or a checkpoint path. Returns an
+/* The training loop; resume: NULL (a fresh run: from resume_from when set),
+ * "auto" (the newest checkpoint of the run directory that verifies, else
+ * resume_from, else step 0; restart: start over when checkpoints exist but
+ * none verifies, instead of refusing) or a checkpoint path. Returns an
  * AP_EXIT_* code (after printing any error on this rank). */
-int ap_job_train(ap_job *j, const char *resume);
+int ap_job_train(ap_job *j, const char *resume, int restart);
 /* only_eval / soup_inference: load the LoRA(s) the config names, evaluate
  * once, write images and rewards. Returns an AP_EXIT_* code. */
 int ap_job_evaluate_only(ap_job *j);
@@ -77,7 +80,5 @@ int ap_job_encode(ap_job *j, const char *const *prompts, int n, float *out);
  * mean_out (may be NULL) receives the mean reward. */
 int ap_job_evaluate(ap_job *j, int64_t step, int64_t epoch, const char *dir, double *mean_out);
 
-/* Fast 64-bit content hash of a float buffer (hex into out[17]). */
-void ap_hash_floats(const float *x, size_t n, uint64_t *h);
 
 #endif

@@ -14,16 +14,22 @@
 #include "core/rng.h"
 #include "train/checkpoint.h"
 #include "train/job.h"
+#include "train/resume.h"
+#include "train/rundir.h"
 
 static volatile sig_atomic_t stop_signal = 0;
 int64_t ap_killpoint_step = 0;
 
+/* SIGUSR1, SIGTERM: finish the step, checkpoint, exit 75. A repeated
+ * SIGUSR1/SIGTERM changes nothing (under SLURM the same stop may arrive
+ * several times: from the batch script, from the launcher, from SLURM
+ * itself); a second SIGINT (Ctrl-C twice) stops at once. */
 static void on_stop(int sig) {
-    if (stop_signal) { /* a second signal: stop now */
+    if (stop_signal && sig == SIGINT) {
         signal(sig, SIG_DFL);
         raise(sig);
     }
-    stop_signal = sig;
+    if (!stop_signal) stop_signal = sig;
 }
 
 void ap_train_install_stop_handlers(void) {
@@ -34,6 +40,20 @@ void ap_train_install_stop_handlers(void) {
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+}
+
+/* Tests: AP_DEBUG_NONFINITE_AT=STEP[,STEP...] makes the gradient of those
+ * optimizer steps NaN (the step that a non-finite loss would spoil). */
+static int debug_nonfinite(int64_t step) {
+    const char *e = getenv("AP_DEBUG_NONFINITE_AT");
+    for (const char *p = e; p && *p;) {
+        char *end;
+        long long s = strtoll(p, &end, 10);
+        if (end == p) return 0;
+        if (s == step) return 1;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return 0;
 }
 
 static double now_s(void) {
@@ -66,58 +86,11 @@ static int save(ap_job *j, int64_t epoch_done) {
     return any ? ap_fail("writing the checkpoint failed on rank 0") : AP_OK;
 }
 
-/* Restore LoRA, Adam and the step from a checkpoint: rank 0 reads, every
- * rank receives (no shared file system needed). */
-static int restore(ap_job *j, const char *path) {
-    int rc = AP_OK;
-    int64_t hdr[2] = {0, 0};
-    if (j->dist->rank == 0) {
-        ap_ckpt_meta meta;
-        memset(&meta, 0, sizeof meta);
-        rc = ap_ckpt_read(path, &j->sd.unet.lora, j->opt.m, j->opt.v, &meta);
-        if (!rc && meta.base_hash && strcmp(meta.base_hash, j->base_hash))
-            rc = ap_fail("%s: trained on other base weights (content hash %s, this model %s): "
-                         "resume with the model it was trained on", path, meta.base_hash,
-                         j->base_hash);
-        if (!rc && meta.seed != j->cfg->seed)
-            fprintf(stderr, "warning: %s was written with seed %llu, the config says %llu: the "
-                    "samples after resuming differ from an uninterrupted run\n", path,
-                    (unsigned long long)meta.seed, (unsigned long long)j->cfg->seed);
-        hdr[0] = meta.step, hdr[1] = meta.adam_step;
-        if (rc) fprintf(stderr, "alignprop-mpi: resume: %s\n", ap_errmsg());
-        ap_ckpt_meta_free(&meta);
-    }
-    int any = 0;
-    AP_TRY(ap_dist_any(j->dist, rc != 0, &any));
-    if (any) return rc ? AP_ERR : ap_fail("resume failed on rank 0");
-    AP_TRY(ap_dist_bcast(j->dist, hdr, sizeof hdr));
-    AP_TRY(ap_dist_bcast(j->dist, j->sd.unet.lora.flat, (int64_t)(j->sd.unet.lora.total * sizeof(float))));
-    AP_TRY(ap_dist_bcast(j->dist, j->opt.m, (int64_t)(j->sd.unet.lora.total * sizeof(float))));
-    AP_TRY(ap_dist_bcast(j->dist, j->opt.v, (int64_t)(j->sd.unet.lora.total * sizeof(float))));
-    j->step = hdr[0];
-    j->opt.step = hdr[1];
-    return AP_OK;
-}
-
-static int resume_path(ap_job *j, const char *resume, char *path, size_t cap) {
-    path[0] = '\0';
-    int found = 0;
-    if (resume && !strcmp(resume, "auto")) {
-        if (j->dist->rank == 0) found = ap_ckpt_latest(j->run_dir, path, cap);
-        AP_TRY(ap_dist_bcast(j->dist, &found, sizeof found));
-        if (found < 0) return AP_ERR;
-    } else if (resume && *resume) {
-        snprintf(path, cap, "%s", resume), found = 1;
-    } else if (j->cfg->resume_from[0]) {
-        snprintf(path, cap, "%s", j->cfg->resume_from), found = 1;
-    }
-    return found;
-}
-
 typedef struct step_stats {
     float *rewards;    /* (N) */
     float *attached;   /* (N) */
-    double sums[2];    /* loss sum, samples */
+    double sums[4];    /* loss sum, samples, sum of micro-batch reward stds, micro-batches
+                        * of >= 2 samples */
 } step_stats;
 
 /* The micro-batches of this rank for optimizer step `step`. Each
@@ -158,11 +131,18 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
         if (!rc) rc = ap_chain_run(&j->chain, &j->ctx, &io);
         const size_t nl = j->sd.unet.lora.total;
         for (size_t e = 0; e < nl && !rc; e++) j->gacc[e] += j->sd.unet.lora_grad[e];
+        double mb = 0, mv = 0;
         for (int i = 0; i < b && !rc; i++) {
             st->rewards[lo + i] = rew[i];
             st->sums[0] += loss[i];
             st->sums[1] += 1;
+            mb += rew[i];
         }
+        /* the original logs rewards_std as the mean over micro-batches of
+         * torch's unbiased std (NaN for one sample: such micro-batches are
+         * left out here) */
+        for (int i = 0; i < b && !rc; i++) mv += (rew[i] - mb / b) * (rew[i] - mb / b);
+        if (!rc && b > 1) st->sums[2] += sqrt(mv / (b - 1)), st->sums[3] += 1;
     }
     free(noise), free(att);
     return rc;
@@ -174,22 +154,25 @@ static uint64_t lora_checksum(const ap_job *j) {
     return h;
 }
 
-int ap_job_train(ap_job *j, const char *resume) {
+int ap_job_train(ap_job *j, const char *resume, int restart) {
     const ap_train_config *c = j->cfg;
     ap_dist *d = j->dist;
     const int N = j->plan.global_batch;
     const int64_t spe = j->plan.steps_per_epoch, total = (int64_t)c->num_epochs * spe;
     const int64_t nl = (int64_t)j->sd.unet.lora.total;
-    char ck[4096];
-    int found = resume_path(j, resume, ck, sizeof ck);
-    if (found < 0 || (found && restore(j, ck))) {
+    ap_start from;
+    if (ap_job_start(j, resume, restart, total, &from)) {
         fprintf(stderr, "alignprop-mpi: rank %d: %s\n", d->rank, ap_errmsg());
         return AP_EXIT_FAIL;
     }
-    if (found) ap_dist_print0(d, "resumed from %s at step %lld (epoch %lld)\n", ck,
-                              (long long)j->step, (long long)(j->step / spe));
-    else if (resume && !strcmp(resume, "auto"))
-        ap_dist_print0(d, "no checkpoint in %s/checkpoints: starting from step 0\n", j->run_dir);
+    if (from.code) return (int)from.code;
+    if (from.finished) {
+        ap_dist_print0(d, "run %s already finished at step %lld (%s/done): nothing to do, nothing "
+                       "rewritten; raise num_epochs to train it further\n", j->run_dir,
+                       (long long)j->step, j->run_dir);
+        return AP_EXIT_OK;
+    }
+    const int found = from.from == AP_FROM_CHECKPOINT;
     int E = c->per_gpu_capacity * c->max_vis_images;
     if (E < 1) E = 1;
     int rc = AP_OK;
@@ -213,7 +196,8 @@ int ap_job_train(ap_job *j, const char *resume) {
     const int tty = isatty(2);
     const double t_start = now_s();
     const int64_t first_step = j->step;
-    int saved_at = -1, code = AP_EXIT_OK;
+    /* this run's own checkpoint of this step exists: never republished */
+    int saved_at = from.own ? (int)j->step : -1, code = AP_EXIT_OK, nonfinite_run = 0;
     ap_adamw_hp hp = {c->learning_rate, c->adam_beta1, c->adam_beta2, c->adam_epsilon,
                       c->adam_weight_decay};
     while (j->step < total) {
@@ -227,20 +211,31 @@ int ap_job_train(ap_job *j, const char *resume) {
         memset(j->gacc, 0, (size_t)nl * sizeof(float));
         memset(st.rewards, 0, (size_t)N * sizeof(float));
         memset(st.attached, 0, (size_t)N * sizeof(float));
-        st.sums[0] = st.sums[1] = 0;
+        memset(st.sums, 0, sizeof st.sums);
         if (run_step(j, j->step, &st)) goto fail;
         /* one all-reduce of the gradients; the statistics ride along */
         if (ap_dist_allreduce_sum(d, j->gacc, nl)) goto fail;
         if (ap_dist_allreduce_sum(d, st.rewards, N)) goto fail;
         if (ap_dist_allreduce_sum(d, st.attached, N)) goto fail;
-        if (ap_dist_allreduce_sum_d(d, st.sums, 2)) goto fail;
+        if (ap_dist_allreduce_sum_d(d, st.sums, 4)) goto fail;
+        if (debug_nonfinite(j->step + 1)) j->gacc[0] = NAN;
         double gnorm = ap_clip_grad_norm(j->gacc, nl, c->max_grad_norm);
-        if (!isfinite(gnorm)) {
-            ap_fail("step %lld: the LoRA gradient norm is %g (non-finite): lower "
-                    "train.learning_rate or check the reward", (long long)j->step + 1, gnorm);
-            goto fail;
+        /* a non-finite loss or gradient: no update (as fp16's GradScaler
+         * skips the optimizer step), the samples are used up; every rank
+         * sees the same reduced values, so all skip together */
+        const int skipped = !isfinite(gnorm) || !isfinite(st.sums[0]);
+        if (skipped) {
+            nonfinite_run++;
+            ap_dist_print0(d, "%swarning: step %lld: %s is not finite (loss %g, |grad| %g): step "
+                           "skipped, no update (%d in a row; max_nonfinite_steps %d)\n",
+                           tty ? "\n" : "", (long long)j->step + 1,
+                           isfinite(st.sums[0]) ? "the LoRA gradient" : "the loss",
+                           c->loss_coeff * st.sums[0] / N, gnorm, nonfinite_run,
+                           c->max_nonfinite_steps);
+        } else {
+            nonfinite_run = 0;
+            ap_adamw_step(&j->opt, &hp, j->sd.unet.lora.flat, j->gacc);
         }
-        ap_adamw_step(&j->opt, &hp, j->sd.unet.lora.flat, j->gacc);
         j->step++;
         if (j->step % c->checksum_every == 0 &&
             ap_dist_check_same(d, lora_checksum(j), "the LoRA weights checksum"))
@@ -252,6 +247,7 @@ int ap_job_train(ap_job *j, const char *resume) {
         mean /= N, att /= N;
         for (int k = 0; k < N; k++) var += (st.rewards[k] - mean) * (st.rewards[k] - mean);
         double sd = N > 1 ? sqrt(var / (N - 1)) : 0.0; /* torch .std(): unbiased */
+        double sd_mb = st.sums[3] > 0 ? st.sums[2] / st.sums[3] : NAN;
         double loss = c->loss_coeff * st.sums[0] / N;
         if (d->rank == 0) {
             const int64_t epoch = (j->step - 1) / spe, base = ((j->step - 1) % spe) * N;
@@ -267,7 +263,8 @@ int ap_job_train(ap_job *j, const char *resume) {
                 ai[k] = (int32_t)st.attached[k];
             }
             ap_train_row row = {.step = j->step, .epoch = epoch, .loss = loss,
-                                .reward_mean = mean, .reward_std = sd, .grad_norm = gnorm,
+                                .reward_mean = mean, .reward_std = sd_mb,
+                                .reward_std_global = sd, .skipped = skipped, .grad_norm = gnorm,
                                 .lr = c->learning_rate, .step_time = dt,
                                 .samples_per_s = N / dt, .attached_mean = att,
                                 .rewards = st.rewards, .prompts = pr, .attached = ai};
@@ -282,6 +279,13 @@ int ap_job_train(ap_job *j, const char *resume) {
                     tty ? "\r" : "", (long long)epoch + 1, c->num_epochs, (long long)j->step,
                     (long long)total, loss, mean, sd, gnorm, att, N / dt, e1, e2,
                     tty ? "   " : "\n");
+        }
+        if (nonfinite_run >= c->max_nonfinite_steps) {
+            ap_fail("steps %lld..%lld: the loss or LoRA gradient was not finite %d steps in a row "
+                    "(max_nonfinite_steps %d): stopping; lower train.learning_rate, check the "
+                    "reward, or resume from the last checkpoint", (long long)j->step - nonfinite_run + 1,
+                    (long long)j->step, nonfinite_run, c->max_nonfinite_steps);
+            goto fail;
         }
         const int epoch_end = j->step % spe == 0;
         const int64_t epoch_done = j->step / spe;
@@ -307,6 +311,8 @@ int ap_job_train(ap_job *j, const char *resume) {
             if (ap_job_evaluate(j, j->step, j->step / spe, dir, NULL)) goto fail;
         }
         if (saved_at != j->step && save(j, j->step / spe)) goto fail;
+        if (d->rank == 0 && ap_run_dir_mark_done(j->run_dir, j->step))
+            fprintf(stderr, "warning: %s\n", ap_errmsg());
         ap_dist_print0(d, "done: %lld steps in %.1fs; checkpoints in %s/checkpoints, log %s/log.h5\n",
                        (long long)(j->step - first_step), now_s() - t_start, j->run_dir, j->run_dir);
     }

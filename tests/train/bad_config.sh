@@ -82,4 +82,11 @@ base;                            case_ "two config files" "expected one CONFIG.y
 base;                            case_ "--per-gpu-capacity 0" "--per-gpu-capacity|1..256|\"0\"" -- "$c" --per-gpu-capacity 0
 base; AP_PER_GPU_CAPACITY=x case_ "AP_PER_GPU_CAPACITY=x" "AP_PER_GPU_CAPACITY|1..256|\"x\"" -- "$c"
 base "pretrained:" "  model: $tmp/no-such-model"; case_ "missing model directory" "pretrained.model|no-such-model|no such directory" -- "$c"
+for v in 0 -1 abc 100000; do
+  base; AP_NUM_THREADS=$v case_ "AP_NUM_THREADS=$v" "AP_NUM_THREADS|1..4095|\"$v\"" -- "$c"
+done
+mkdir -p "$tmp/badmodel" && printf '{"_class_name": "StableDiffusionPipeline",' > "$tmp/badmodel/model_index.json"
+base "pretrained:" "  model: $tmp/badmodel"; case_ "corrupt model_index.json" "pretrained.model|badmodel/model_index.json|expected a diffusers model_index.json" -- "$c"
+printf '[1, 2]' > "$tmp/badmodel/model_index.json"
+base "pretrained:" "  model: $tmp/badmodel"; case_ "model_index.json not an object" "pretrained.model|model_index.json|expected a JSON object" -- "$c"
 finish

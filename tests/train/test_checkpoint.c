@@ -1,8 +1,9 @@
 /* test_checkpoint.c: train/checkpoint.h on SD v1.5's rank-4 LoRA key set
  * (797,184 floats, docs/lora.md §5): bit-exact round trip, the
  * safetensors export through ap_wsrc_open, limit pruning, latest skipping a
- * temporary and a truncated state.h5, strict read errors, the time to write
- * one checkpoint, and kill -9 at random moments of a writer loop. */
+ * temporary and a truncated state.h5, strict read errors, content hashes
+ * that catch a changed LoRA or Adam value, the time to write one checkpoint,
+ * and kill -9 at random moments of a writer loop. */
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -13,6 +14,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <hdf5.h>
 
 #include "io/weights.h"
 #include "testutil.h"
@@ -84,6 +87,27 @@ static int count_prefix(const char *dir, const char *prefix, const char *needle)
         n += !strncmp(e->d_name, prefix, strlen(prefix)) && (!needle || strstr(e->d_name, needle));
     if (d) closedir(d);
     return n;
+}
+
+/* Add 1 to the first value of dataset name of an HDF5 file (a bit flip's
+ * worth of damage with the file's structure intact). */
+static void change_one(const char *file, const char *name) {
+    hid_t f = H5Fopen(file, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t ds = f < 0 ? -1 : H5Dopen2(f, name, H5P_DEFAULT);
+    hid_t sp = ds < 0 ? -1 : H5Dget_space(ds);
+    hsize_t start[2] = {0, 0}, one[2] = {1, 1};
+    float x = 0;
+    hid_t ms = H5Screate_simple(1, one, NULL);
+    int nd = sp < 0 ? 0 : H5Sget_simple_extent_ndims(sp);
+    int ok = sp >= 0 && H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, one, NULL) >= 0 &&
+             H5Dread(ds, H5T_NATIVE_FLOAT, ms, sp, H5P_DEFAULT, &x) >= 0;
+    x += 1.0f;
+    ok = ok && H5Dwrite(ds, H5T_NATIVE_FLOAT, ms, sp, H5P_DEFAULT, &x) >= 0;
+    tu_check(ok && nd >= 1, "changed the first value of %s in %s", name, file);
+    H5Sclose(ms);
+    if (sp >= 0) H5Sclose(sp);
+    if (ds >= 0) H5Dclose(ds);
+    if (f >= 0) H5Fclose(f);
 }
 
 static void test_roundtrip(void) {
@@ -193,6 +217,18 @@ static void test_roundtrip(void) {
     tu_expect_error("tensors the model lacks", ap_ckpt_read(path, &bad, NULL, NULL, NULL),
                     "state.h5", "255 tensors under /lora", NULL);
     ap_params_free(&bad);
+    /* content hashes: one value changed inside /lora, then inside /adam/v
+     * (the HDF5 structure intact) */
+    snprintf(file, sizeof file, "%s/state.h5", path);
+    change_one(file, "/lora/down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight");
+    tu_expect_error("a LoRA value changed after writing", ap_ckpt_read(path, &q, m2, v2, NULL),
+                    "state.h5", "/lora: content hash", "lora_hash", NULL);
+    rc = ap_ckpt_write(run, &p, m, v, &meta, 0, path, sizeof path);
+    change_one(file, "/adam/v");
+    tu_check(rc == 0 && ap_ckpt_read(path, &q, NULL, NULL, NULL) == 0,
+             "an Adam value changed: a LoRA-only read still verifies (%s)", rc ? ap_errmsg() : "ok");
+    tu_expect_error("an Adam value changed after writing", ap_ckpt_read(path, &q, m2, v2, NULL),
+                    "state.h5", "/adam/m and /adam/v: content hash", "adam_hash", NULL);
     /* truncated copy and a non-HDF5 file */
     char trunc[4300];
     snprintf(trunc, sizeof trunc, "%s/truncated.h5", g_dir);

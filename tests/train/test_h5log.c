@@ -2,12 +2,18 @@
  * h5dump while the log is open; resume cuts rows with step > resume_step
  * (also after the writer was killed with the file open); values read back
  * equal; prompts are cut to 255 bytes at a UTF-8 boundary; a resume with
- * another batch width is refused. */
+ * another batch width is refused; a log a reader holds (HDF5 file lock)
+ * resumes; a write that fails (file size limit, as a full disk) names the
+ * errno and leaves no half row visible (step and complete_rows). */
 #include <hdf5.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -282,6 +288,78 @@ static void test_killed_writer(void) {
     if (f >= 0) H5Fclose(f);
 }
 
+
+/* A reader holds the log (its HDF5 file lock: a shared flock, as h5py's
+ * reader takes): resuming must still open it, and say so. */
+static void test_reader_holds_lock(void) {
+    printf("resume while a reader holds the file lock:\n");
+    char path[512];
+    snprintf(path, sizeof path, "%s/locked.h5", g_dir);
+    ap_h5log *l = NULL;
+    int rc = ap_h5log_open(&l, path, N, E, -1);
+    for (int s = 1; s <= 2 && !rc; s++) rc = write_train(l, s, 0);
+    ap_h5log_close(l);
+    l = NULL;
+    int fd = open(path, O_RDONLY);
+    int locked = fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) == 0;
+    tu_check(rc == 0 && locked, "a 2-row log, shared lock taken as a reader would");
+    rc = ap_h5log_open(&l, path, N, E, 2);
+    tu_check(rc == 0, "resume with the reader's lock held (%s)", rc ? ap_errmsg() : "opened");
+    rc = rc || write_train(l, 3, 1);
+    tu_check(rc == 0, "append a row after it (%s)", rc ? ap_errmsg() : "ok");
+    ap_h5log_close(l);
+    if (fd >= 0) close(fd);
+}
+
+/* The file may not grow (RLIMIT_FSIZE: writes fail with EFBIG, as with a
+ * full disk): the error names the errno, and a SWMR reader sizing rows by
+ * /train/step or /train/complete_rows sees only whole rows. */
+static void test_write_fails(void) {
+    printf("a write that fails (file size limit):\n");
+    char path[512], msgfile[600];
+    snprintf(path, sizeof path, "%s/full.h5", g_dir);
+    snprintf(msgfile, sizeof msgfile, "%s/full.msg", g_dir);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        ap_h5log *l = NULL;
+        if (ap_h5log_open(&l, path, N, E, -1) || write_train(l, 1, 0)) _exit(3);
+        struct stat st;
+        stat(path, &st);
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit r = {(rlim_t)st.st_size + 4096, (rlim_t)st.st_size + 4096};
+        setrlimit(RLIMIT_FSIZE, &r);
+        int rc = 0;
+        for (int s = 2; s < 5000 && !rc; s++) rc = write_train(l, s, 0);
+        FILE *m = fopen(msgfile, "w");
+        if (m) fprintf(m, "%s", rc ? ap_errmsg() : "no error"), fclose(m);
+        _exit(rc ? 0 : 4); /* dies with the file open, as a failed run may */
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    char msg[1024] = "";
+    FILE *m = fopen(msgfile, "r");
+    if (m) msg[fread(msg, 1, sizeof msg - 1, m)] = 0, fclose(m);
+    tu_check(WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(msg, "full.h5") &&
+                 strstr(msg, "errno 27"),
+             "the write failed with a message naming the file and errno 27 (EFBIG): %s", msg);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+    hsize_t rows = 0, cr = 0, ar = 0;
+    int64_t *step = f >= 0 ? read_all(f, "/train/step", H5T_NATIVE_INT64, 8, &rows, NULL) : NULL;
+    int64_t *done = f >= 0 ? read_all(f, "/train/complete_rows", H5T_NATIVE_INT64, 8, &cr, NULL) : NULL;
+    int32_t *att = f >= 0 ? read_all(f, "/train/attached", H5T_NATIVE_INT32, 4, &ar, NULL) : NULL;
+    int ok = step && done && att && cr == 1 && (hsize_t)done[0] == rows && ar >= rows && rows >= 1;
+    int bad = 0;
+    for (hsize_t i = 0; ok && i < rows; i++)
+        for (int k = 0; k < N; k++) bad += att[i * N + k] != (int32_t)(step[i] + k);
+    tu_check(ok && bad == 0,
+             "SWMR reader: /train/step has %llu rows, complete_rows %lld, /train/attached %llu "
+             "rows, every row up to complete_rows whole (%d mismatches)",
+             (unsigned long long)rows, done ? (long long)done[0] : -1LL, (unsigned long long)ar, bad);
+    free(step), free(done), free(att);
+    if (f >= 0) H5Fclose(f);
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--swmr-read")) return swmr_read_main(argv[2]);
     g_self = argv[0];
@@ -296,6 +374,8 @@ int main(int argc, char **argv) {
     test_write_resume();
     test_prompt_cut();
     test_killed_writer();
+    test_reader_holds_lock();
+    test_write_fails();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", g_dir);
