@@ -93,6 +93,13 @@ void *ap_scratch(ap_ctx *ctx, size_t bytes, const char *what);
  * workspace exactly: the plan is the measured peaks, nothing hand-written. */
 ap_ctx ap_ctx_dry(const ap_ctx *real);
 
+/* A step's workspaces in bytes, as a dry run measured them. */
+typedef struct ap_plan {
+    size_t tape_bytes;    /* saved activations of a forward for backward */
+    size_t tmp_bytes;     /* temporaries of forward (inference included) and backward */
+    size_t scratch_bytes; /* ctx scratch the ops take */
+} ap_plan;
+
 /* Runs fn once on a dry-run copy of ctx with n measuring arenas (what[i]
  * names arena i); peaks[i] receives arena i's peak and *scratch the scratch
  * the ops asked for. fn may use further measuring arenas of its own for

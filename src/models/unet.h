@@ -123,11 +123,7 @@ void ap_unet_zero_lora_grads(ap_unet *m);
 /* Config + build + alloc + weights from a unet/ directory (config.json inside). */
 int ap_unet_open(ap_unet *m, const char *unet_dir, int lora_rank);
 
-typedef struct ap_unet_plan {
-    size_t tape_bytes;    /* saved activations of a forward for backward */
-    size_t tmp_bytes;     /* temporaries of forward (inference included) and backward */
-    size_t scratch_bytes; /* ctx scratch the ops take */
-} ap_unet_plan;
+typedef ap_plan ap_unet_plan;
 
 /* Sizes for batch B, latent H x W and context length L. */
 int ap_unet_plan_sizes(const ap_unet *m, int64_t B, int64_t H, int64_t W, int64_t L,

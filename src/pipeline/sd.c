@@ -179,7 +179,7 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     if (!rc) rc = ap_sampler_run(ctx, &sm, &tlat, NULL, &tu, &tc, "sample", on_step, &cb);
     ap_arena_free(&tmp);
     if (!rc && o->final_latents) rc = ap_tensor_read(ctx, o->final_latents, &tl);
-    if (!rc) rc = ap_vae_plan(&sd->vae, ctx, n, h, w);
+    if (!rc) rc = ap_vae_plan(&sd->vae, ctx, n, h, w, NULL);
     ap_tensor ti = ap_t4(images, n, sd->vae.cfg.out_channels, o->height, o->width);
     if (!rc) rc = ap_vae_forward(ctx, &sd->vae, NULL, &ti, &tl);
     if (!rc) rc = ap_check_finite_tensor(ctx, &ti, "sample: VAE decode: images");

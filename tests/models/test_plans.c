@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "models/unet.h"
+#include "models/vae.h"
 #include "testutil.h"
 
 static void fill(ap_tensor *t, uint64_t seed, float lo, float hi) {
@@ -67,6 +68,70 @@ static void unet_case(const char *name, ap_unet *m, int64_t B, int64_t H, int64_
     ap_ctx_free(&ctx);
 }
 
+/* The VAE decoder (block checkpointing, or full tape): ap_vae_plan makes
+ * its tmp arena and reserves scratch from the measurement. */
+static void vae_case(const char *name, ap_vae *v, int full_tape, int64_t B, int64_t h, int64_t w) {
+    ap_ctx ctx;
+    if (ap_ctx_init(&ctx, 2)) {
+        tu_check(0, "context: %s", ap_errmsg());
+        return;
+    }
+    v->full_tape = full_tape;
+    ap_plan plan;
+    int rc = ap_vae_plan(v, &ctx, B, h, w, &plan);
+    if (!tu_check(rc == 0, "%s: measure (%s)", name, rc ? ap_errmsg() : "ok")) return;
+    printf("  %s: measured tape %.3f MB, tmp %.3f MB, scratch %.3f MB\n", name,
+           plan.tape_bytes / 1e6, plan.tmp_bytes / 1e6, plan.scratch_bytes / 1e6);
+    ap_arena tape;
+    tu_check(ap_arena_init(&tape, plan.tape_bytes, "VAE tape") == 0, "%s: tape of the measured size",
+             name);
+    ap_ctx_fix_scratch(&ctx);
+    const ap_vae_config *c = &v->cfg;
+    int64_t s = (int64_t)1 << (c->n_blocks - 1);
+    ap_tensor lat = ap_t4(NULL, B, c->latent_channels, h, w), dlat = lat;
+    ap_tensor img = ap_t4(NULL, B, c->out_channels, h * s, w * s), dimg = img;
+    fill(&lat, 1, -2, 2), fill(&dlat, 2, 0, 0), fill(&img, 3, 0, 0), fill(&dimg, 4, -1, 1);
+    rc = ap_vae_forward(&ctx, v, NULL, &img, &lat);
+    tu_check(rc == 0, "%s: inference forward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
+    rc = ap_vae_forward(&ctx, v, &tape, &img, &lat);
+    tu_check(rc == 0, "%s: forward with tape in the plan (%s)", name, rc ? ap_errmsg() : "ok");
+    rc = ap_vae_backward(&ctx, v, &dlat, &dimg);
+    tu_check(rc == 0, "%s: backward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
+    tu_check(tape.peak == plan.tape_bytes, "%s: tape peak %zu == measured %zu", name, tape.peak,
+             plan.tape_bytes);
+    tu_check(v->tmp.peak == plan.tmp_bytes, "%s: tmp peak %zu == measured %zu", name, v->tmp.peak,
+             plan.tmp_bytes);
+    tu_check(ctx.scratch_peak == plan.scratch_bytes, "%s: scratch taken %zu == measured %zu",
+             name, ctx.scratch_peak, plan.scratch_bytes);
+    free(lat.data), free(dlat.data), free(img.data), free(dimg.data);
+    ap_arena_free(&tape);
+    ap_arena_free(&v->tmp);
+    ap_ctx_free(&ctx);
+}
+
+static void vae_cases(const char *fx) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/vae_tiny", fx);
+    ap_vae tiny;
+    if (tu_check(ap_vae_load(&tiny, dir) == 0, "open the tiny VAE (%s)", ap_errmsg())) {
+        vae_case("VAE tiny B2 6x10 checkpointed", &tiny, 0, 2, 6, 10);
+        vae_case("VAE tiny B2 6x10 full tape", &tiny, 1, 2, 6, 10);
+        ap_vae_free(&tiny);
+    }
+    /* SD v1.5's decoder at a quarter of its widths */
+    ap_vae_config c;
+    ap_vae_config_sd15(&c);
+    for (int i = 0; i < c.n_blocks; i++) c.block_out[i] /= 4;
+    ap_vae mid;
+    if (tu_check(ap_vae_declare(&mid, &c) == 0 && ap_vae_alloc(&mid) == 0,
+                 "build the mid VAE (%s)", ap_errmsg())) {
+        tu_fill_uniform(mid.params.flat, (int64_t)mid.params.total, 8, -0.05f, 0.05f);
+        vae_case("VAE mid (32..128) B2 8x8 checkpointed", &mid, 0, 2, 8, 8);
+        vae_case("VAE mid (32..128) B2 8x8 full tape", &mid, 1, 2, 8, 8);
+        ap_vae_free(&mid);
+    }
+}
+
 int main(void) {
     const char *fx = tu_fixtures_dir();
     if (!fx) return tu_skip("AP_FIXTURES_DIR is not set (run through meson)");
@@ -94,5 +159,6 @@ int main(void) {
             ap_unet_free(&mid);
         }
     }
+    vae_cases(fx);
     return tu_exit();
 }
