@@ -107,6 +107,10 @@ typedef struct ap_plan {
 typedef int (*ap_measure_fn)(ap_ctx *dry, ap_arena *arenas, void *user);
 int ap_measure(const ap_ctx *ctx, int n, const char *const *what, ap_measure_fn fn, void *user,
                size_t *peaks, size_t *scratch);
+/* A tensor of that shape whose data is carved from the measuring arena in:
+ * an input of a dry run (never touched, so never backed); data NULL with
+ * an error when in refuses. */
+ap_tensor ap_dry_input(ap_arena *in, int ndim, const int64_t *shape);
 /* bytes of address space that is never backed (touching it faults): the
  * data of tensors whose shapes a dry run needs but whose values it never
  * reads (weights not loaded, inputs). Freed with ap_unbacked_free. */

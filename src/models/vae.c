@@ -285,12 +285,6 @@ typedef struct {
     int64_t B, h, w;
 } vae_case;
 
-static ap_tensor dry_input(ap_arena *in, int ndim, const int64_t *shape) {
-    ap_tensor t = ap_tn(NULL, ndim, shape);
-    t.data = ap_arena_floats(in, (size_t)ap_numel(&t), "dry-run input");
-    return t;
-}
-
 static int vae_step(ap_ctx *dry, ap_arena *a, void *user) {
     const vae_case *k = user;
     ap_vae *v = k->v;
@@ -298,8 +292,8 @@ static int vae_step(ap_ctx *dry, ap_arena *a, void *user) {
     int64_t s = (int64_t)1 << (c->n_blocks - 1);
     int64_t lshape[4] = {k->B, c->latent_channels, k->h, k->w};
     int64_t ishape[4] = {k->B, c->out_channels, k->h * s, k->w * s};
-    ap_tensor lat = dry_input(&a[2], 4, lshape), dlat = dry_input(&a[2], 4, lshape);
-    ap_tensor img = dry_input(&a[2], 4, ishape), dimg = dry_input(&a[2], 4, ishape);
+    ap_tensor lat = ap_dry_input(&a[2], 4, lshape), dlat = ap_dry_input(&a[2], 4, lshape);
+    ap_tensor img = ap_dry_input(&a[2], 4, ishape), dimg = ap_dry_input(&a[2], 4, ishape);
     ap_arena tmp = v->tmp;
     ap_vae_saved sv = v->sv;
     int64_t pB = v->plan_B, ph = v->plan_h, pw = v->plan_w;

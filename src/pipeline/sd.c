@@ -112,8 +112,10 @@ static int encode(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n, flo
         if (rc) ap_err_prefix("prompt %d: ", i + 1);
     }
     ap_arena tmp = {0};
-    if (!rc) rc = ap_arena_init(&tmp, ap_text_tower_tmp_bytes(t, n, L), "text encoder temporaries");
-    if (!rc) rc = ap_ctx_reserve(ctx, ap_text_tower_scratch_bytes(t, n, L, ctx->n_threads));
+    ap_plan p;
+    if (!rc) rc = ap_text_tower_plan_measure(ctx, t, n, L, &p);
+    if (!rc) rc = ap_arena_init(&tmp, p.tmp_bytes, "text encoder temporaries");
+    if (!rc) rc = ap_ctx_reserve(ctx, p.scratch_bytes);
     ap_tensor o = ap_t3(out, n, L, t->C);
     if (!rc) rc = ap_text_tower_forward(ctx, &tmp, t, &o, ids, n, L);
     ap_arena_free(&tmp);
