@@ -125,16 +125,16 @@ int ap_unet_open(ap_unet *m, const char *unet_dir, int lora_rank);
 
 typedef ap_plan ap_unet_plan;
 
-/* Sizes for batch B, latent H x W and context length L. */
-int ap_unet_plan_sizes(const ap_unet *m, int64_t B, int64_t H, int64_t W, int64_t L,
-                       int n_threads, ap_unet_plan *p);
-
 /* The workspaces of an inference forward, a forward with tape and its
  * backward at (B, H, W, L), measured by a dry run of that code on ctx's
  * backend, kernel variant and threads (models/unet_plan.c). The model's
  * weights are never read: declared shapes with unbacked data suffice. */
 int ap_unet_plan_measure(ap_ctx *ctx, ap_unet *m, int64_t B, int64_t H, int64_t W, int64_t L,
                          ap_unet_plan *p);
+/* As ap_unet_alloc, with weights and LoRA in address space that is never
+ * backed (io/weights.h: ap_params_alloc_unbacked): a built model a dry run
+ * can measure at real size without its memory (LoRA gradients are real). */
+int ap_unet_alloc_unbacked(ap_unet *m);
 
 /* eps (B, out, H, W) = UNet(x (B, in, H, W), timesteps (B), context (B, L, cross)).
  * H and W must be multiples of 2^(levels-1). tape: keep what backward needs

@@ -37,3 +37,22 @@ int ap_unet_plan_measure(ap_ctx *ctx, ap_unet *m, int64_t B, int64_t H, int64_t 
     p->tmp_bytes = peaks[1];
     return AP_OK;
 }
+
+int ap_unet_alloc_unbacked(ap_unet *m) {
+    AP_TRY(ap_params_alloc_unbacked(&m->params, "UNet weights (unbacked)"));
+    if (m->lora_rank <= 0) return AP_OK;
+    AP_TRY(ap_params_alloc_unbacked(&m->lora, "UNet LoRA (unbacked)"));
+    m->lora_grad = ap_calloc(m->lora.total ? m->lora.total : 1, sizeof(float), "UNet LoRA grads");
+    if (!m->lora_grad) return AP_ERR;
+    /* as ap_unet_alloc: lora[i].down, lora[i].up of each transformer */
+    int k = 0;
+    for (int t = 0; t < m->n_tf; t++)
+        for (int i = 0; i < 8; i++, k += 2) {
+            ap_lora *l = &m->tf[t].lora[i];
+            l->ddown = m->lora.items[k].t;
+            l->ddown.data = m->lora_grad + m->lora.items[k].offset;
+            l->dup = m->lora.items[k + 1].t;
+            l->dup.data = m->lora_grad + m->lora.items[k + 1].offset;
+        }
+    return AP_OK;
+}

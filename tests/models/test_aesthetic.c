@@ -30,7 +30,7 @@
 /* Planning and the image gradient when Resize(S) up-samples (H < S) or
  * down-samples a near-square image (40 x 41: shorter side 28, longer
  * int(28 * 41 / 40) = 28, which torchvision also maps to 28 x 28): tmp is
- * exactly ap_aesthetic_tmp_bytes (the backward's d(resized) takes B*3*S*S
+ * what ap_aesthetic_plan_measure measured (the backward's d(resized) takes B*3*S*S
  * floats, more than the image when H, W < S), and the gradient matches
  * central finite differences of the fp32 forward. Pixels in [-0.9, 0.9]
  * keep the clamp away from its kinks for eps 1e-2; the costs c are scaled

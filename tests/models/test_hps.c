@@ -26,7 +26,7 @@
 
 /* Planning and the image gradient when Resize(S) up-samples (H < S) or
  * down-samples a near-square image (S + 12 x S + 13, which torchvision maps
- * to S x S): tmp is exactly ap_hps_tmp_bytes, and the gradient matches
+ * to S x S): tmp is what ap_hps_plan_measure measured, and the gradient matches
  * central finite differences of the fp32 forward (pixels in [-0.9, 0.9],
  * keep the clamp away from its kinks for eps 1e-2; the costs c are scaled
  * by 300 so that max|grad| (10..95) exceeds the checker's floor of 1;

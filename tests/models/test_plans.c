@@ -38,14 +38,11 @@ static void unet_case(const char *name, ap_unet *m, int64_t B, int64_t H, int64_
         tu_check(0, "context: %s", ap_errmsg());
         return;
     }
-    ap_unet_plan plan, hand;
+    ap_unet_plan plan;
     int rc = ap_unet_plan_measure(&ctx, m, B, H, W, L, &plan);
     if (!tu_check(rc == 0, "%s: measure (%s)", name, rc ? ap_errmsg() : "ok")) return;
-    ap_unet_plan_sizes(m, B, H, W, L, ctx.n_threads, &hand);
-    printf("  %s: measured tape %.3f MB, tmp %.3f MB, scratch %.3f MB (hand-written plan: "
-           "%.3f / %.3f / %.3f MB)\n", name, plan.tape_bytes / 1e6, plan.tmp_bytes / 1e6,
-           plan.scratch_bytes / 1e6, hand.tape_bytes / 1e6, hand.tmp_bytes / 1e6,
-           hand.scratch_bytes / 1e6);
+    printf("  %s: measured tape %.3f MB, tmp %.3f MB, scratch %.3f MB\n", name,
+           plan.tape_bytes / 1e6, plan.tmp_bytes / 1e6, plan.scratch_bytes / 1e6);
     ap_arena tape, tmp;
     tu_check(ap_arena_init(&tape, plan.tape_bytes, "UNet tape") == 0 &&
                  ap_arena_init(&tmp, plan.tmp_bytes, "UNet tmp") == 0 &&
