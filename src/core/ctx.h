@@ -5,7 +5,7 @@
  * variant and conv2d path (set once, when the context is made), and a
  * scratch workspace for temporaries
  * (im2col columns, attention tiles). Scratch is planned by the caller with
- * ap_ctx_reserve() using the ops' *_scratch_bytes() functions; an op then
+ * ap_ctx_reserve() from a dry run's measurement (below); an op then
  * takes it with ap_scratch() at entry, never in an inner loop. A context
  * created with ap_ctx_init() grows scratch on demand (convenient for tools
  * and tests); ap_ctx_fix_scratch() forbids growth so a training loop fails
