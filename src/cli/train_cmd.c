@@ -14,6 +14,7 @@
 #include "train/dist.h"
 #include "train/job.h"
 #include "train/rundir.h"
+#include "train/step_plan.h"
 
 void ap_train_install_stop_handlers(void);
 
@@ -39,7 +40,8 @@ static void usage(FILE *f) {
         "                          per-host map and $AP_PER_GPU_CAPACITY)\n"
         "  --threads N             CPU threads per rank (default: $AP_NUM_THREADS,\n"
         "                          $OMP_NUM_THREADS, else the node's cores / ranks on the node)\n"
-        "  --dry-run               print the resolved config and the batch arithmetic, exit\n"
+        "  --dry-run               print the resolved config, the batch arithmetic and the measured\n"
+        "                          workspaces of one micro-step (weights not loaded), exit\n"
         "  --help                  this help\n"
         "\n"
         "Outputs under <logdir>/<run_name>: checkpoints/checkpoint_<step>/ (state.h5 +\n"
@@ -199,6 +201,14 @@ int ap_cmd_train(int argc, char **argv) {
         } else {
             if (d.rank == 0) ap_config_print(stdout, &cfg, &plan);
             ap_batch_plan_free(&plan);
+            ap_step_plan sp;
+            if (d.rank == 0 && ap_step_plan_measure(&sp, &cfg, cap, threads)) {
+                fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
+                code = AP_EXIT_FAIL;
+            } else if (d.rank == 0) {
+                ap_step_plan_print(stdout, &sp, cfg.reward == AP_REWARD_AESTHETIC ? "aesthetic"
+                                                : cfg.reward == AP_REWARD_HPS ? "hps" : "demo: none");
+            }
         }
         free(caps);
         goto done;

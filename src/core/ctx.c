@@ -252,3 +252,9 @@ void *ap_unbacked_alloc(size_t bytes, const char *what) {
 void ap_unbacked_free(void *p, size_t bytes) {
     if (p) munmap(p, bytes ? bytes : 1);
 }
+
+ap_tensor ap_dry_input(ap_arena *in, int ndim, const int64_t *shape) {
+    ap_tensor t = ap_tn(NULL, ndim, shape);
+    t.data = ap_arena_floats(in, (size_t)ap_numel(&t), "dry-run input");
+    return t;
+}

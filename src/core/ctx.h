@@ -5,7 +5,7 @@
  * variant and conv2d path (set once, when the context is made), and a
  * scratch workspace for temporaries
  * (im2col columns, attention tiles). Scratch is planned by the caller with
- * ap_ctx_reserve() using the ops' *_scratch_bytes() functions; an op then
+ * ap_ctx_reserve() from a dry run's measurement (below); an op then
  * takes it with ap_scratch() at entry, never in an inner loop. A context
  * created with ap_ctx_init() grows scratch on demand (convenient for tools
  * and tests); ap_ctx_fix_scratch() forbids growth so a training loop fails
@@ -93,6 +93,13 @@ void *ap_scratch(ap_ctx *ctx, size_t bytes, const char *what);
  * workspace exactly: the plan is the measured peaks, nothing hand-written. */
 ap_ctx ap_ctx_dry(const ap_ctx *real);
 
+/* A step's workspaces in bytes, as a dry run measured them. */
+typedef struct ap_plan {
+    size_t tape_bytes;    /* saved activations of a forward for backward */
+    size_t tmp_bytes;     /* temporaries of forward (inference included) and backward */
+    size_t scratch_bytes; /* ctx scratch the ops take */
+} ap_plan;
+
 /* Runs fn once on a dry-run copy of ctx with n measuring arenas (what[i]
  * names arena i); peaks[i] receives arena i's peak and *scratch the scratch
  * the ops asked for. fn may use further measuring arenas of its own for
@@ -100,6 +107,10 @@ ap_ctx ap_ctx_dry(const ap_ctx *real);
 typedef int (*ap_measure_fn)(ap_ctx *dry, ap_arena *arenas, void *user);
 int ap_measure(const ap_ctx *ctx, int n, const char *const *what, ap_measure_fn fn, void *user,
                size_t *peaks, size_t *scratch);
+/* A tensor of that shape whose data is carved from the measuring arena in:
+ * an input of a dry run (never touched, so never backed); data NULL with
+ * an error when in refuses. */
+ap_tensor ap_dry_input(ap_arena *in, int ndim, const int64_t *shape);
 /* bytes of address space that is never backed (touching it faults): the
  * data of tensors whose shapes a dry run needs but whose values it never
  * reads (weights not loaded, inputs). Freed with ap_unbacked_free. */

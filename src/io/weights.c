@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ctx.h"
 #include "core/err.h"
 #include "core/finite.h"
 #include "io/dtype.h"
@@ -20,7 +21,10 @@ void ap_params_init(ap_params *p) { memset(p, 0, sizeof *p); }
 void ap_params_free(ap_params *p) {
     for (int i = 0; i < p->count; i++) free(p->items[i].name);
     free(p->items);
-    free(p->flat);
+    if (p->unbacked)
+        ap_unbacked_free(p->flat, p->total * sizeof(float));
+    else
+        free(p->flat);
     memset(p, 0, sizeof *p);
 }
 
@@ -455,4 +459,16 @@ int ap_params_fill(ap_params *p, const ap_wsrc *w, const char *prefix,
     free(shape.buf);
     free(unused.buf);
     return rc;
+}
+
+int ap_params_alloc_unbacked(ap_params *p, const char *what) {
+    if (p->flat) return ap_fail("%s: parameters already allocated", what);
+    p->flat = ap_unbacked_alloc(p->total * sizeof(float), what);
+    if (!p->flat) return AP_ERR;
+    p->unbacked = 1;
+    for (int i = 0; i < p->count; i++) {
+        p->items[i].t.data = p->flat + p->items[i].offset;
+        if (p->items[i].dst) *p->items[i].dst = p->items[i].t;
+    }
+    return AP_OK;
 }

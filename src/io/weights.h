@@ -34,6 +34,7 @@ typedef struct ap_params {
     int count, cap;
     size_t total; /* floats */
     float *flat;  /* one allocation for every slot, after ap_params_alloc */
+    int unbacked; /* flat from ap_params_alloc_unbacked */
 } ap_params;
 
 /* Storage of frozen weights (mixed_precision): the dtype models keep their
@@ -68,6 +69,11 @@ int ap_params_add(ap_params *p, ap_tensor *dst, int ndim, const int64_t *shape,
                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* Allocate the flat buffer, point every slot (and its dst) at its part (zeroed). */
 int ap_params_alloc(ap_params *p, const char *what);
+/* Point every slot at address space that is never backed (touching it
+ * faults): a model whose weights a dry run only needs the shapes of
+ * (measured plans at real size without the memory). ap_params_free
+ * releases it. */
+int ap_params_alloc_unbacked(ap_params *p, const char *what);
 /* Slot by name or NULL. */
 ap_param *ap_params_find(const ap_params *p, const char *name);
 

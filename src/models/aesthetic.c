@@ -149,22 +149,6 @@ int ap_aesthetic_mlp_backward(ap_ctx *ctx, const ap_aesthetic *m, const ap_tenso
     return AP_OK;
 }
 
-size_t ap_aesthetic_tape_bytes(const ap_aesthetic *m, int64_t B) {
-    int64_t S = m->clip.v.image_size, P = m->clip.v.proj_dim;
-    return ap_vit_tape_bytes(&m->clip.v, B) +
-           (size_t)(B * 3 * S * S + 2 * B * P + 2 * B) * sizeof(float) + 64 * 5;
-}
-
-size_t ap_aesthetic_tmp_bytes(const ap_aesthetic *m, int64_t B, int64_t H, int64_t W) {
-    int64_t S = m->clip.v.image_size, P = m->clip.v.proj_dim;
-    size_t pre = ap_clip_preprocess_tmp_bytes(B, H, W, (int)S);
-    size_t vit = ap_vit_tmp_bytes(&m->clip.v, B);
-    /* inference keeps p, e, norm, u, reward in tmp; backward takes dr, du,
-     * de and dp before the tower's and the preprocessing's own needs */
-    size_t own = (size_t)(B * 3 * S * S + 2 * B * P + 2 * B) * sizeof(float) + 64 * 5;
-    return own + (pre > vit ? pre : vit);
-}
-
 int ap_aesthetic_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_aesthetic_saved *sv,
                          const ap_aesthetic *m, const ap_tensor *reward, const ap_tensor *loss,
                          const ap_tensor *image) {
@@ -206,7 +190,7 @@ int ap_aesthetic_backward(ap_ctx *ctx, ap_arena *tmp, const ap_aesthetic *m,
                           const ap_aesthetic_saved *s, const ap_tensor *dimage,
                           const ap_tensor *dloss) {
     const char *op = "aesthetic_backward";
-    if (!s->reward.data || !s->vit.h)
+    if (!s->reward.data || !s->vit.taped)
         return ap_fail("%s: the forward kept nothing for backward (run it with a tape)", op);
     AP_TRY(ap_expect_same(op, "image", &s->image, "dimage", dimage));
     int64_t B = s->image.shape[0], S = m->clip.v.image_size, P = m->clip.v.proj_dim;
@@ -230,4 +214,36 @@ int ap_aesthetic_backward(ap_ctx *ctx, ap_arena *tmp, const ap_aesthetic *m,
 out:
     tmp->used = mark;
     return rc;
+}
+
+typedef struct {
+    const ap_aesthetic *m;
+    int64_t B, H, W;
+} aesthetic_case;
+
+static int aesthetic_step(ap_ctx *dry, ap_arena *a, void *user) {
+    const aesthetic_case *k = user;
+    int64_t is[4] = {k->B, 3, k->H, k->W}, bs[1] = {k->B};
+    ap_tensor img = ap_dry_input(&a[2], 4, is), dimg = ap_dry_input(&a[2], 4, is);
+    ap_tensor r = ap_dry_input(&a[2], 1, bs), l = ap_dry_input(&a[2], 1, bs);
+    ap_tensor dl = ap_dry_input(&a[2], 1, bs);
+    if (!img.data || !dimg.data || !r.data || !l.data || !dl.data) return AP_ERR;
+    ap_aesthetic_saved sv;
+    AP_TRY(ap_aesthetic_forward(dry, NULL, &a[1], NULL, k->m, &r, &l, &img));
+    AP_TRY(ap_aesthetic_forward(dry, &a[0], &a[1], &sv, k->m, &r, &l, &img));
+    return ap_aesthetic_backward(dry, &a[1], k->m, &sv, &dimg, &dl);
+}
+
+int ap_aesthetic_plan_measure(ap_ctx *ctx, const ap_aesthetic *m, int64_t B, int64_t H, int64_t W,
+                              ap_plan *p) {
+    aesthetic_case k = {m, B, H, W};
+    static const char *const what[3] = {"aesthetic tape", "aesthetic temporaries",
+                                        "aesthetic inputs"};
+    size_t peaks[3];
+    if (ap_measure(ctx, 3, what, aesthetic_step, &k, peaks, &p->scratch_bytes))
+        return ap_err_prefix("measuring the aesthetic reward's workspaces (B %lld, %lld x %lld): ",
+                             (long long)B, (long long)H, (long long)W);
+    p->tape_bytes = peaks[0];
+    p->tmp_bytes = peaks[1];
+    return AP_OK;
 }

@@ -62,9 +62,6 @@ int ap_aesthetic_mlp_forward(ap_ctx *ctx, const ap_aesthetic *m, const ap_tensor
 int ap_aesthetic_mlp_backward(ap_ctx *ctx, const ap_aesthetic *m, const ap_tensor *du,
                               const ap_tensor *dr);
 
-size_t ap_aesthetic_tape_bytes(const ap_aesthetic *m, int64_t B);
-size_t ap_aesthetic_tmp_bytes(const ap_aesthetic *m, int64_t B, int64_t H, int64_t W);
-
 /* reward (B) and loss (B) (either may be NULL) of image (B, 3, H, W), square,
  * nominally in [-1, 1]. tape NULL: inference. */
 int ap_aesthetic_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_aesthetic_saved *sv,
@@ -75,5 +72,10 @@ int ap_aesthetic_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_aestheti
 int ap_aesthetic_backward(ap_ctx *ctx, ap_arena *tmp, const ap_aesthetic *m,
                           const ap_aesthetic_saved *sv, const ap_tensor *dimage,
                           const ap_tensor *dloss);
+/* The workspaces of an inference forward, a forward with tape and its
+ * backward for images (B, 3, H, W), measured by a dry run of that code on
+ * ctx's backend, kernel variant and threads. Weights are never read. */
+int ap_aesthetic_plan_measure(ap_ctx *ctx, const ap_aesthetic *m, int64_t B, int64_t H, int64_t W,
+                              ap_plan *p);
 
 #endif

@@ -66,12 +66,6 @@ int ap_clip_preprocess_size(int64_t H, int64_t W, int S) {
     return AP_OK;
 }
 
-size_t ap_clip_preprocess_tmp_bytes(int64_t B, int64_t H, int64_t W, int S) {
-    /* forward: the clamped image (B, 3, H, W); backward: d(resized) (B, 3, S, S) */
-    int64_t fwd = B * 3 * H * W, bwd = B * 3 * (int64_t)S * S;
-    return (size_t)(fwd > bwd ? fwd : bwd) * sizeof(float) + 64;
-}
-
 int ap_clip_preprocess_forward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *p,
                                const ap_tensor *image) {
     const char *op = "clip_preprocess_forward";

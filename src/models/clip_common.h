@@ -43,11 +43,8 @@ extern const float ap_clip_mean[3], ap_clip_std[3];
  * embeddings make it raise; we fail here with the sizes instead
  * (tools/fixtures/clip_preprocess.py checks the reference still raises). */
 int ap_clip_preprocess_size(int64_t H, int64_t W, int S);
-/* tmp bytes forward (the clamped image, B*3*H*W floats) and backward
- * (d(resized), B*3*S*S floats) need: the larger of the two, so images
- * smaller than S (up-sampling) are planned too; scratch:
- * ap_resize_bilinear_scratch_bytes(S, S). */
-size_t ap_clip_preprocess_tmp_bytes(int64_t B, int64_t H, int64_t W, int S);
+/* Temporaries: forward the clamped image (B, 3, H, W), backward d(resized)
+ * (B, 3, S, S), both from tmp (measured with the model that calls it). */
 /* p (B, 3, S, S) from image (B, 3, H, W), H x W square. */
 int ap_clip_preprocess_forward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *p,
                                const ap_tensor *image);

@@ -11,14 +11,6 @@
 #include "ops/norm.h"
 #include "ops/rows.h"
 
-size_t ap_text_tower_tmp_bytes(const ap_text_tower *t, int64_t B, int64_t N) {
-    return t->layers > 0 ? ap_enc_tmp_bytes(&t->layer[0], B, N) : 0;
-}
-
-size_t ap_text_tower_scratch_bytes(const ap_text_tower *t, int64_t B, int64_t N, int n_threads) {
-    return t->layers > 0 ? ap_enc_scratch_bytes(&t->layer[0], B, N, n_threads) : 0;
-}
-
 int ap_text_tower_forward(ap_ctx *ctx, ap_arena *tmp, const ap_text_tower *t,
                           const ap_tensor *out, const int32_t *ids, int64_t B, int64_t N) {
     const char *op = "text_tower_forward";
@@ -45,6 +37,39 @@ int ap_text_tower_forward(ap_ctx *ctx, ap_arena *tmp, const ap_text_tower *t,
     int rc = ap_layer_norm_forward(ctx, out, &mean, &rstd, out, &t->lnf_w, &t->lnf_b, t->eps);
     tmp->used = mark;
     return rc;
+}
+
+typedef struct {
+    const ap_text_tower *t;
+    int64_t B, N;
+    const int32_t *ids;
+} text_case;
+
+static int text_step(ap_ctx *dry, ap_arena *a, void *user) {
+    const text_case *k = user;
+    ap_tensor out = ap_dry_input(&a[1], 3, (int64_t[]){k->B, k->N, k->t->C});
+    if (!out.data) return AP_ERR;
+    return ap_text_tower_forward(dry, &a[0], k->t, &out, k->ids, k->B, k->N);
+}
+
+int ap_text_tower_plan_measure(ap_ctx *ctx, const ap_text_tower *t, int64_t B, int64_t N,
+                               ap_plan *p) {
+    if (B < 1 || N < 1)
+        return ap_fail("text_tower_plan: expected B >= 1 and N >= 1, found (%lld, %lld)",
+                       (long long)B, (long long)N);
+    int32_t *ids = ap_calloc((size_t)(B * N), sizeof *ids, "dry-run token ids");
+    if (!ids) return AP_ERR;
+    text_case k = {t, B, N, ids};
+    static const char *const what[2] = {"text tower temporaries", "text tower inputs"};
+    size_t peaks[2];
+    int rc = ap_measure(ctx, 2, what, text_step, &k, peaks, &p->scratch_bytes);
+    free(ids);
+    if (rc)
+        return ap_err_prefix("measuring the text tower's workspaces (B %lld, N %lld): ",
+                             (long long)B, (long long)N);
+    p->tape_bytes = 0;
+    p->tmp_bytes = peaks[0];
+    return AP_OK;
 }
 
 int ap_clip_text_config(ap_clip_text *m, const ap_json *cfg, const char *what) {

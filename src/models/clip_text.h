@@ -33,13 +33,14 @@ typedef struct ap_text_tower {
     ap_tensor lnf_w, lnf_b; /* (C) final LayerNorm */
 } ap_text_tower;
 
-/* tmp-arena bytes ap_text_tower_forward takes for (B, N). */
-size_t ap_text_tower_tmp_bytes(const ap_text_tower *t, int64_t B, int64_t N);
-/* Scratch (ap_ctx) bytes for (B, N). */
-size_t ap_text_tower_scratch_bytes(const ap_text_tower *t, int64_t B, int64_t N, int n_threads);
 /* out (B, N, C) = final_layer_norm(encoder(embeddings(ids))); ids (B, N) int32. */
 int ap_text_tower_forward(ap_ctx *ctx, ap_arena *tmp, const ap_text_tower *t,
                           const ap_tensor *out, const int32_t *ids, int64_t B, int64_t N);
+/* The tmp arena and scratch ap_text_tower_forward takes for (B, N),
+ * measured by a dry run of it on ctx's backend, kernel variant and threads
+ * (tape_bytes 0: forward only). Weights are never read. */
+int ap_text_tower_plan_measure(ap_ctx *ctx, const ap_text_tower *t, int64_t B, int64_t N,
+                               ap_plan *p);
 
 typedef struct ap_clip_text {
     ap_text_tower t;

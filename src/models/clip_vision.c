@@ -21,37 +21,6 @@ static int64_t grid(const ap_vit *v) { return (v->image_size - v->patch) / v->pa
 
 int64_t ap_vit_tokens(const ap_vit *v) { return grid(v) * grid(v) + 1; }
 
-size_t ap_vit_tape_bytes(const ap_vit *v, int64_t B) {
-    int64_t T = ap_vit_tokens(v), C = v->C;
-    size_t fl = (size_t)(B * T * C * (2 + v->layers) + 2 * B * T + 2 * B * C + 2 * B);
-    size_t b = fl * sizeof(float) + 64 * 8 + ap_align64((size_t)(v->layers + 1) * sizeof(ap_tensor)) +
-               ap_align64((size_t)v->layers * sizeof(ap_enc_saved));
-    for (int l = 0; l < v->layers; l++) b += ap_enc_tape_bytes(&v->layer[l], B, T);
-    return b;
-}
-
-size_t ap_vit_tmp_bytes(const ap_vit *v, int64_t B) {
-    int64_t T = ap_vit_tokens(v), C = v->C, g = grid(v);
-    size_t enc = v->layers ? ap_enc_tmp_bytes(&v->layer[0], B, T) : 0;
-    /* forward: conv output, its (B, g*g, C) permute, the class tokens per
-     * image, + (inference) emb, stats, h, cls, pooled */
-    size_t fwd = (size_t)(2 * B * C * g * g + 2 * B * T * C + 2 * B * T + 3 * B * C + 2 * B) *
-                     sizeof(float) + 64 * 10;
-    /* backward: dpooled, dcls, two (B, T, C) gradients, dconv and its
-     * (B, g*g, C) permute */
-    size_t bwd = (size_t)(2 * B * C + 2 * B * T * C + 2 * B * C * g * g) * sizeof(float) + 64 * 6;
-    return (fwd > bwd ? fwd : bwd) + enc;
-}
-
-size_t ap_vit_scratch_bytes(const ap_vit *v, int64_t B, int n_threads) {
-    int64_t T = ap_vit_tokens(v);
-    size_t a = v->layers ? ap_enc_scratch_bytes(&v->layer[0], B, T, n_threads) : 0;
-    size_t c = ap_conv2d_scratch_bytes((int)B, v->channels, v->image_size, v->image_size, v->C,
-                                       v->patch, v->patch, v->patch, 0);
-    size_t n = ap_layer_norm_scratch_bytes(B * T, v->C);
-    return a > c ? (a > n ? a : n) : (c > n ? c : n);
-}
-
 /* The class token of every sequence, cls (B, C) = h[:, 0] (backward: dh
  * (B, T, C) = 0 except dh[:, 0] = dcls). */
 static int cls_gather(ap_ctx *ctx, const ap_tensor *cls, const ap_tensor *h, int backward) {
@@ -84,11 +53,10 @@ int ap_vit_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_vit_saved *sv,
     ap_vit_saved local, *s = tape ? sv : &local;
     memset(s, 0, sizeof *s);
     s->pixels = *pixels;
-    if (tape) {
-        s->h = ap_arena_alloc(tape, (size_t)(v->layers + 1) * sizeof(ap_tensor), "vit hidden list");
-        s->ls = ap_arena_alloc(tape, (size_t)(v->layers ? v->layers : 1) * sizeof(ap_enc_saved),
-                               "vit layer records");
-        if (!s->h || !s->ls) goto out;
+    if (tape && v->layers > AP_VIT_MAX_LAYERS) {
+        ap_fail("%s: %d layers: a forward with a tape records at most %d (AP_VIT_MAX_LAYERS)", op,
+                v->layers, AP_VIT_MAX_LAYERS);
+        goto out;
     }
     float *xc = take(tmp, B * C * g * g, "vit patch embeddings"),
           *xl = take(tmp, B * g * g * C, "vit patch tokens"), *cb = take(tmp, B * C, "vit class tokens in"),
@@ -142,6 +110,7 @@ int ap_vit_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_vit_saved *sv,
         if (ap_matmul(ctx, out, &s->pooled, &v->proj, 0, 0, 1.0f, 0.0f)) goto out;
     } else if (ap_linear_forward(ctx, out, &s->pooled, &v->proj, NULL))
         goto out;
+    s->taped = tape != NULL;
     rc = AP_OK;
 out:
     tmp->used = tmark;
@@ -151,7 +120,7 @@ out:
 int ap_vit_backward(ap_ctx *ctx, ap_arena *tmp, const ap_vit *v, const ap_vit_saved *s,
                     const ap_tensor *dpixels, const ap_tensor *dout) {
     const char *op = "vit_backward";
-    if (!s->h || !s->pooled.data)
+    if (!s->taped || !s->pooled.data)
         return ap_fail("%s: the forward kept nothing for backward (run it with a tape)", op);
     AP_TRY(ap_expect_same(op, "pixels", &s->pixels, "dpixels", dpixels));
     int64_t B = s->pixels.shape[0], C = v->C, T = ap_vit_tokens(v), g = grid(v), P = v->proj_dim;
@@ -292,4 +261,35 @@ void ap_clip_vision_free(ap_clip_vision *m) {
     ap_params_free(&m->params);
     free(m->v.layer);
     memset(m, 0, sizeof *m);
+}
+
+typedef struct {
+    const ap_vit *v;
+    int64_t B;
+} vit_case;
+
+static int vit_step(ap_ctx *dry, ap_arena *a, void *user) {
+    const vit_case *k = user;
+    const ap_vit *v = k->v;
+    int64_t S = v->image_size;
+    int64_t ps[4] = {k->B, v->channels, S, S}, os[2] = {k->B, v->proj_dim};
+    ap_tensor px = ap_dry_input(&a[2], 4, ps), dpx = ap_dry_input(&a[2], 4, ps);
+    ap_tensor out = ap_dry_input(&a[2], 2, os), dout = ap_dry_input(&a[2], 2, os);
+    if (!px.data || !dpx.data || !out.data || !dout.data) return AP_ERR;
+    ap_vit_saved sv;
+    AP_TRY(ap_vit_forward(dry, NULL, &a[1], NULL, v, &out, &px));
+    AP_TRY(ap_vit_forward(dry, &a[0], &a[1], &sv, v, &out, &px));
+    return ap_vit_backward(dry, &a[1], v, &sv, &dpx, &dout);
+}
+
+int ap_vit_plan_measure(ap_ctx *ctx, const ap_vit *v, int64_t B, ap_plan *p) {
+    vit_case k = {v, B};
+    static const char *const what[3] = {"vision tower tape", "vision tower temporaries",
+                                        "vision tower inputs"};
+    size_t peaks[3];
+    if (ap_measure(ctx, 3, what, vit_step, &k, peaks, &p->scratch_bytes))
+        return ap_err_prefix("measuring the vision tower's workspaces (B %lld): ", (long long)B);
+    p->tape_bytes = peaks[0];
+    p->tmp_bytes = peaks[1];
+    return AP_OK;
 }

@@ -44,12 +44,17 @@ typedef struct ap_vit {
     ap_tensor proj;           /* (P, C) or (C, P), see proj_in_out */
 } ap_vit;
 
+/* Layers a forward with a tape can record (open_clip ViT-bigG has 48); the
+ * records are host structs, kept in the saved struct, not on the tape. */
+#define AP_VIT_MAX_LAYERS 48
+
 typedef struct ap_vit_saved {
     ap_tensor pixels;               /* (B, ch, S, S) caller-owned */
     ap_tensor emb;                  /* (B, T, C) before ln_pre */
     ap_tensor pre_mean, pre_rstd;   /* (B*T) */
-    ap_tensor *h;                   /* h[l] (B, T, C): input of layer l; h[layers] = last output */
-    ap_enc_saved *ls;               /* (layers) */
+    int taped;                      /* 1 after a forward with a tape */
+    ap_tensor h[AP_VIT_MAX_LAYERS + 1]; /* h[l] (B, T, C): input of layer l; h[layers] = last output */
+    ap_enc_saved ls[AP_VIT_MAX_LAYERS]; /* (layers) */
     ap_tensor cls_tok;              /* (B, C) h[layers][:, 0] */
     ap_tensor post_mean, post_rstd; /* (B) */
     ap_tensor pooled;               /* (B, C) ln_post output */
@@ -57,9 +62,6 @@ typedef struct ap_vit_saved {
 
 /* Tokens per image: (image_size / patch)^2 + 1. */
 int64_t ap_vit_tokens(const ap_vit *v);
-size_t ap_vit_tape_bytes(const ap_vit *v, int64_t B);
-size_t ap_vit_tmp_bytes(const ap_vit *v, int64_t B);
-size_t ap_vit_scratch_bytes(const ap_vit *v, int64_t B, int n_threads);
 
 /* out (B, P) image features of pixels (B, ch, S, S), S = image_size. tape
  * NULL: inference (sv may be NULL). */
@@ -68,6 +70,10 @@ int ap_vit_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_vit_saved *sv,
 /* dpixels (B, ch, S, S) (=) from dout (B, P), after a forward with a tape. */
 int ap_vit_backward(ap_ctx *ctx, ap_arena *tmp, const ap_vit *v, const ap_vit_saved *sv,
                     const ap_tensor *dpixels, const ap_tensor *dout);
+/* The workspaces of an inference forward, a forward with tape and its
+ * backward for B images, measured by a dry run of that code on ctx's
+ * backend, kernel variant and threads. Weights are never read. */
+int ap_vit_plan_measure(ap_ctx *ctx, const ap_vit *v, int64_t B, ap_plan *p);
 
 typedef struct ap_clip_vision {
     ap_vit v;

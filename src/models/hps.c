@@ -156,11 +156,6 @@ void ap_hps_free(ap_hps *m) {
     memset(m, 0, sizeof *m);
 }
 
-size_t ap_hps_text_tmp_bytes(const ap_hps *m, int64_t B, int64_t N) {
-    return (size_t)(B * N * m->text.C + B * m->text.C + B) * sizeof(float) + 64 * 3 +
-           ap_text_tower_tmp_bytes(&m->text, B, N);
-}
-
 int ap_hps_encode_text(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_tensor *feats,
                        const int32_t *ids, int64_t B, int64_t N) {
     const char *op = "hps_encode_text";
@@ -195,19 +190,6 @@ int ap_hps_encode_text(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_ten
 out:
     tmp->used = mark;
     return rc;
-}
-
-size_t ap_hps_tape_bytes(const ap_hps *m, int64_t B) {
-    int64_t S = m->visual.image_size, E = m->embed_dim;
-    return ap_vit_tape_bytes(&m->visual, B) +
-           (size_t)(B * 3 * S * S + 3 * B * E + B) * sizeof(float) + 64 * 3;
-}
-
-size_t ap_hps_tmp_bytes(const ap_hps *m, int64_t B, int64_t H, int64_t W) {
-    int64_t S = m->visual.image_size, E = m->embed_dim;
-    size_t pre = ap_clip_preprocess_tmp_bytes(B, H, W, (int)S), vit = ap_vit_tmp_bytes(&m->visual, B);
-    size_t own = (size_t)(B * 3 * S * S + 3 * B * E + B) * sizeof(float) + 64 * 4;
-    return own + (pre > vit ? pre : vit);
 }
 
 int ap_hps_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_hps_saved *sv, const ap_hps *m,
@@ -251,7 +233,7 @@ out:
 int ap_hps_backward(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_hps_saved *s,
                     const ap_tensor *dimage, const ap_tensor *dloss) {
     const char *op = "hps_backward";
-    if (!s->n.data || !s->vit.h)
+    if (!s->n.data || !s->vit.taped)
         return ap_fail("%s: the forward kept nothing for backward (run it with a tape)", op);
     AP_TRY(ap_expect_same(op, "image", &s->image, "dimage", dimage));
     int64_t B = s->image.shape[0], S = m->visual.image_size, E = m->embed_dim;
@@ -275,4 +257,44 @@ int ap_hps_backward(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_hps_sa
 out:
     tmp->used = mark;
     return rc;
+}
+
+typedef struct {
+    const ap_hps *m;
+    int64_t B, H, W, N;
+    const int32_t *ids;
+} hps_case;
+
+static int hps_step(ap_ctx *dry, ap_arena *a, void *user) {
+    const hps_case *k = user;
+    int64_t is[4] = {k->B, 3, k->H, k->W}, bs[1] = {k->B}, ts[2] = {k->B, k->m->embed_dim};
+    ap_tensor img = ap_dry_input(&a[2], 4, is), dimg = ap_dry_input(&a[2], 4, is);
+    ap_tensor sc = ap_dry_input(&a[2], 1, bs), l = ap_dry_input(&a[2], 1, bs);
+    ap_tensor dl = ap_dry_input(&a[2], 1, bs), text = ap_dry_input(&a[2], 2, ts);
+    if (!img.data || !dimg.data || !sc.data || !l.data || !dl.data || !text.data) return AP_ERR;
+    ap_hps_saved sv;
+    AP_TRY(ap_hps_encode_text(dry, &a[1], k->m, &text, k->ids, k->B, k->N));
+    AP_TRY(ap_hps_forward(dry, NULL, &a[1], NULL, k->m, &sc, &l, &img, &text));
+    AP_TRY(ap_hps_forward(dry, &a[0], &a[1], &sv, k->m, &sc, &l, &img, &text));
+    return ap_hps_backward(dry, &a[1], k->m, &sv, &dimg, &dl);
+}
+
+int ap_hps_plan_measure(ap_ctx *ctx, const ap_hps *m, int64_t B, int64_t H, int64_t W, int64_t N,
+                        ap_plan *p) {
+    if (B < 1 || N < 1 || N > m->text.max_pos)
+        return ap_fail("hps_plan: expected B >= 1 and 1 <= N <= %d, found B %lld, N %lld",
+                       m->text.max_pos, (long long)B, (long long)N);
+    int32_t *ids = ap_calloc((size_t)(B * N), sizeof *ids, "dry-run token ids");
+    if (!ids) return AP_ERR;
+    hps_case k = {m, B, H, W, N, ids};
+    static const char *const what[3] = {"HPS tape", "HPS temporaries", "HPS inputs"};
+    size_t peaks[3];
+    int rc = ap_measure(ctx, 3, what, hps_step, &k, peaks, &p->scratch_bytes);
+    free(ids);
+    if (rc)
+        return ap_err_prefix("measuring the HPS reward's workspaces (B %lld, %lld x %lld, N %lld): ",
+                             (long long)B, (long long)H, (long long)W, (long long)N);
+    p->tape_bytes = peaks[0];
+    p->tmp_bytes = peaks[1];
+    return AP_OK;
 }

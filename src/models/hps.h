@@ -56,14 +56,11 @@ int ap_hps_declare(ap_hps *m);
 int ap_hps_load(ap_hps *m, const char *config_json, const char *checkpoint);
 void ap_hps_free(ap_hps *m);
 
-size_t ap_hps_text_tmp_bytes(const ap_hps *m, int64_t B, int64_t N);
 /* Normalised text features feats (B, E) of open_clip token ids (B, N) int32
  * (pooled at the first position of the largest id, the end token). */
 int ap_hps_encode_text(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_tensor *feats,
                        const int32_t *ids, int64_t B, int64_t N);
 
-size_t ap_hps_tape_bytes(const ap_hps *m, int64_t B);
-size_t ap_hps_tmp_bytes(const ap_hps *m, int64_t B, int64_t H, int64_t W);
 /* score (B) and loss (B) (either may be NULL) of image (B, 3, H, W) against
  * the normalised text features text (B, E) of each sample's own prompt. */
 int ap_hps_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_hps_saved *sv, const ap_hps *m,
@@ -72,5 +69,11 @@ int ap_hps_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_hps_saved *sv,
 /* dimage (B, 3, H, W) (=) from dloss (B), after a forward with a tape. */
 int ap_hps_backward(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_hps_saved *sv,
                     const ap_tensor *dimage, const ap_tensor *dloss);
+/* The workspaces of one reward step for images (B, 3, H, W) and prompts of
+ * N tokens: the text encoding, an inference forward, a forward with tape and
+ * its backward (tmp covers all of them), measured by a dry run of that code
+ * on ctx's backend, kernel variant and threads. Weights are never read. */
+int ap_hps_plan_measure(ap_ctx *ctx, const ap_hps *m, int64_t B, int64_t H, int64_t W, int64_t N,
+                        ap_plan *p);
 
 #endif

@@ -128,15 +128,7 @@ void ap_unet_zero_lora_grads(ap_unet *m);
 /* Config + build + alloc + weights from a unet/ directory (config.json inside). */
 int ap_unet_open(ap_unet *m, const char *unet_dir, int lora_rank);
 
-typedef struct ap_unet_plan {
-    size_t tape_bytes;    /* saved activations of a forward for backward */
-    size_t tmp_bytes;     /* temporaries of forward (inference included) and backward */
-    size_t scratch_bytes; /* ctx scratch the ops take */
-} ap_unet_plan;
-
-/* Sizes for batch B, latent H x W and context length L. */
-int ap_unet_plan_sizes(const ap_unet *m, int64_t B, int64_t H, int64_t W, int64_t L,
-                       int n_threads, ap_unet_plan *p);
+typedef ap_plan ap_unet_plan;
 
 /* The workspaces of an inference forward, a forward with tape and its
  * backward at (B, H, W, L), measured by a dry run of that code on ctx's
@@ -144,6 +136,10 @@ int ap_unet_plan_sizes(const ap_unet *m, int64_t B, int64_t H, int64_t W, int64_
  * weights are never read: declared shapes with unbacked data suffice. */
 int ap_unet_plan_measure(ap_ctx *ctx, ap_unet *m, int64_t B, int64_t H, int64_t W, int64_t L,
                          ap_unet_plan *p);
+/* As ap_unet_alloc, with weights and LoRA in address space that is never
+ * backed (io/weights.h: ap_params_alloc_unbacked): a built model a dry run
+ * can measure at real size without its memory (LoRA gradients are real). */
+int ap_unet_alloc_unbacked(ap_unet *m);
 
 /* eps (B, out, H, W) = UNet(x (B, in, H, W), timesteps (B), context (B, L, cross)).
  * H and W must be multiples of 2^(levels-1). tape: keep what backward needs

@@ -1,5 +1,5 @@
-/* unet_run.c: UNet forward over the step list, backward over it in reverse,
- * and the arena planning both need.
+/* unet_run.c: UNet forward over the step list and backward over it in reverse
+ * (their workspaces are measured by a dry run of this code: unet_plan.c).
  *
  * Accumulation rule: LoRA grads +=, activation grads =. A skip tensor's
  * gradient is the sum of its two uses: the next down-path layer (the running
@@ -19,84 +19,6 @@
 
 static float *take(ap_arena *a, int64_t n, const char *what) {
     return ap_arena_floats(a, (size_t)n, what);
-}
-static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
-static size_t fl(int64_t n) { return (size_t)n * sizeof(float) + 64; }
-
-/* channels and level of the input of step i */
-static void step_in(const ap_unet *m, int i, int *c, int *lvl) {
-    if (i == 0) *c = m->cfg.in_channels, *lvl = 0;
-    else *c = m->steps[i - 1].c, *lvl = m->steps[i - 1].level;
-}
-
-static size_t conv_scr(int64_t B, int C, int64_t H, int64_t W, int O, int k, int s, int p) {
-    return ap_conv2d_scratch_bytes((int)B, C, (int)H, (int)W, O, k, k, s, p);
-}
-
-int ap_unet_plan_sizes(const ap_unet *m, int64_t B, int64_t H, int64_t W, int64_t L,
-                       int n_threads, ap_unet_plan *p) {
-    const ap_unet_config *c = &m->cfg;
-    int64_t f = (int64_t)1 << (c->levels - 1);
-    if (B < 1 || H < 1 || W < 1 || L < 1 || H % f || W % f)
-        return ap_fail("unet_plan: expected B, L >= 1 and H, W multiples of %lld, found B %lld, "
-                       "H %lld, W %lld, L %lld", (long long)f, (long long)B, (long long)H,
-                       (long long)W, (long long)L);
-    int C0 = c->block_out[0], T = c->time_embed_dim;
-    size_t keep = fl(B * T) * 2, fwd = fl(B * C0) + fl(B * T), bwd = 0, persist = 0, scr = 0;
-    int64_t maxact = B * c->in_channels * H * W;
-    for (int i = 0; i < m->n_steps; i++) {
-        const ap_unet_step *st = &m->steps[i];
-        int cin, lin;
-        step_in(m, i, &cin, &lin);
-        int64_t h = H >> st->level, w = W >> st->level, hi = H >> lin, wi = W >> lin;
-        int64_t n = B * st->c * h * w;
-        if (n > maxact) maxact = n;
-        if (st->op != AP_UNET_OUT) keep += fl(n);
-        if (st->push >= 0) persist += fl(n);
-        switch (st->op) {
-        case AP_UNET_CONV_IN:
-            scr = zmax(scr, conv_scr(B, cin, h, w, st->c, 3, 1, 1));
-            break;
-        case AP_UNET_RESNET: {
-            const ap_resnet *r = &m->res[st->idx];
-            keep += ap_resnet_saved_floats(r, B, h, w) * sizeof(float);
-            size_t t = ap_resnet_tmp_bytes(r, B, h, w);
-            fwd = zmax(fwd, t), bwd = zmax(bwd, t);
-            scr = zmax(scr, conv_scr(B, r->cin, h, w, r->cout, 3, 1, 1));
-            scr = zmax(scr, conv_scr(B, r->cout, h, w, r->cout, 3, 1, 1));
-            scr = zmax(scr, conv_scr(B, r->cin, h, w, r->cout, 1, 1, 0));
-            scr = zmax(scr, ap_group_norm_scratch_bytes(B, r->cin));
-            break;
-        }
-        case AP_UNET_ATTN: {
-            const ap_transformer2d *t = &m->tf[st->idx];
-            keep += ap_transformer2d_saved_floats(t, B, h, w, L) * sizeof(float);
-            size_t tb = ap_transformer2d_tmp_bytes(t, B, h, w, L);
-            fwd = zmax(fwd, tb), bwd = zmax(bwd, tb);
-            scr = zmax(scr, ap_transformer2d_scratch_bytes(t, B, h, w, L, n_threads));
-            break;
-        }
-        case AP_UNET_DOWN:
-            scr = zmax(scr, conv_scr(B, cin, hi, wi, st->c, 3, 2, 1));
-            break;
-        case AP_UNET_UP:
-            fwd = zmax(fwd, fl(n)), bwd = zmax(bwd, fl(n));
-            scr = zmax(scr, conv_scr(B, st->c, h, w, st->c, 3, 1, 1));
-            break;
-        case AP_UNET_CONCAT: break;
-        case AP_UNET_OUT:
-            keep += fl(B * C0 * H * W) + fl(2 * B * c->groups);
-            fwd = zmax(fwd, fl(B * C0 * H * W)), bwd = zmax(bwd, fl(B * C0 * H * W));
-            scr = zmax(scr, conv_scr(B, C0, H, W, st->c, 3, 1, 1));
-            scr = zmax(scr, ap_group_norm_scratch_bytes(B, C0));
-            break;
-        }
-    }
-    p->tape_bytes = keep;
-    /* inference keeps the activations in tmp too */
-    p->tmp_bytes = zmax(keep + fwd, 2 * fl(maxact) + persist + bwd);
-    p->scratch_bytes = scr;
-    return AP_OK;
 }
 
 int ap_unet_forward(ap_ctx *ctx, ap_unet *m, ap_arena *tape, ap_arena *tmp,

@@ -270,131 +270,82 @@ void ap_vae_free(ap_vae *v) {
 
 /* ---- memory plan -------------------------------------------------------- */
 
-/* Slack per arena block: ap_arena_floats rounds each one up to 64 bytes. */
-#define SLACK 16
-
 static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
-/* One walk over the network gives every size the plan needs (floats unless
- * named bytes). Forward and backward take exactly these blocks. */
-typedef struct {
-    int64_t act;        /* largest activation (ping-pong buffer) */
-    int64_t tape;       /* tape floats of one forward */
-    int64_t step_tmp;   /* largest per-step tmp bytes */
-    size_t scratch;     /* ctx scratch bytes */
-    /* block checkpointing: segments 0 conv_in, 1 mid block, 2 + i up block i,
-     * n_blocks + 2 conv_norm_out; seg_tape[k]: tape floats segment k takes
-     * when taped in full; ckpt: floats of the saved inputs of segments 1.. */
-    int64_t seg_tape[AP_VAE_MAX_BLOCKS + 3];
-    int64_t ckpt;
-    int64_t ckpt_tape; /* ckpt + the largest seg_tape[k >= 1] */
-} plan;
-
-static void conv_scratch(plan *pl, int64_t B, int64_t C, int64_t H, int64_t W, int64_t O, int k) {
-    size_t s = ap_conv2d_scratch_bytes((int)B, (int)C, (int)H, (int)W, (int)O, k, k, 1, k / 2);
-    if (s > pl->scratch) pl->scratch = s;
-}
-
-static void gn_scratch(plan *pl, int64_t B, int64_t C) {
-    size_t s = ap_group_norm_scratch_bytes(B, C);
-    if (s > pl->scratch) pl->scratch = s;
-}
-
-static void resnet_plan(plan *pl, const ap_resnet *r, int64_t B, int64_t H, int64_t W) {
-    pl->act = imax(pl->act, B * imax(r->cin, r->cout) * H * W);
-    pl->tape += (int64_t)ap_resnet_saved_floats(r, B, H, W) + B * r->cout * H * W + SLACK;
-    pl->step_tmp = imax(pl->step_tmp, (int64_t)ap_resnet_tmp_bytes(r, B, H, W));
-    conv_scratch(pl, B, r->cin, H, W, r->cout, 3);
-    conv_scratch(pl, B, r->cout, H, W, r->cout, 3);
-    if (r->cin != r->cout) conv_scratch(pl, B, r->cin, H, W, r->cout, 1);
-    gn_scratch(pl, B, r->cin);
-    gn_scratch(pl, B, r->cout);
-}
-
-static plan make_plan(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_threads) {
+/* Floats of the largest activation of a pass over (B, L, h, w): the size of
+ * each ping-pong buffer of inference and of backward's gradient buffers. */
+static int64_t act_floats(const ap_vae *v, int64_t B, int64_t h, int64_t w) {
     const ap_vae_config *c = &v->cfg;
-    plan pl = {0};
-    int64_t L = c->latent_channels, Cm = c->block_out[c->n_blocks - 1], G = c->groups;
-    int64_t N = h * w;
-    /* z, p: ping-pong (inference) or tmp (taped forward); conv_in output */
-    pl.act = imax(B * L * N, B * Cm * N);
-    pl.step_tmp = 2 * (B * L * N + SLACK) * (int64_t)sizeof(float);
-    conv_scratch(&pl, B, L, h, w, L, 1);
-    conv_scratch(&pl, B, L, h, w, Cm, 3);
-    pl.tape += B * Cm * N + SLACK;
-    pl.seg_tape[0] = pl.tape;
-    pl.ckpt += B * Cm * N + SLACK; /* mid block input */
-    resnet_plan(&pl, &v->mid_res[0], B, h, w);
-    /* attention: stats, tokens, mha saved on the tape; its output */
-    pl.tape += 2 * (B * G + SLACK) + B * N * Cm + SLACK +
-               (int64_t)ap_mha_saved_floats(&v->attn, B, N, N) + B * Cm * N + SLACK;
-    int64_t attn_fwd = (3 * (B * N * Cm + SLACK) + (int64_t)ap_mha_saved_floats(&v->attn, B, N, N) +
-                        2 * (B * G + SLACK)) * (int64_t)sizeof(float);
-    int64_t attn_bwd = 3 * (B * N * Cm + SLACK) * (int64_t)sizeof(float) +
-                       (int64_t)ap_mha_backward_tmp_bytes(&v->attn, B, N, N);
-    pl.step_tmp = imax(pl.step_tmp, imax(attn_fwd, attn_bwd));
-    gn_scratch(&pl, B, Cm);
-    size_t as = ap_attention_scratch_bytes(B, N, N, 1, Cm, n_threads);
-    if (as > pl.scratch) pl.scratch = as;
-    resnet_plan(&pl, &v->mid_res[1], B, h, w);
-    pl.seg_tape[1] = pl.tape - pl.seg_tape[0];
     int64_t H = h, W = w;
+    int64_t n = B * imax(c->latent_channels, c->block_out[c->n_blocks - 1]) * h * w;
+    for (int r = 0; r < 2; r++)
+        n = imax(n, B * imax(v->mid_res[r].cin, v->mid_res[r].cout) * h * w);
     for (int i = 0; i < c->n_blocks; i++) {
         const ap_vae_up_block *u = &v->up[i];
-        int64_t before = pl.tape;
-        pl.ckpt += B * u->cin * H * W + SLACK; /* up block input */
-        for (int r = 0; r < u->n_res; r++) resnet_plan(&pl, &u->res[r], B, H, W);
-        if (i < c->n_blocks - 1) { /* upsampler: nearest 2x (tmp) and its conv (tape) */
-            H *= 2, W *= 2;
-            int64_t n = B * u->cout * H * W;
-            pl.act = imax(pl.act, n);
-            pl.tape += n + SLACK;
-            pl.step_tmp = imax(pl.step_tmp, (n + SLACK) * (int64_t)sizeof(float));
-            conv_scratch(&pl, B, u->cout, H, W, u->cout, 3);
-        }
-        pl.seg_tape[2 + i] = pl.tape - before;
+        for (int r = 0; r < u->n_res; r++) n = imax(n, B * imax(u->res[r].cin, u->res[r].cout) * H * W);
+        if (i < c->n_blocks - 1) H *= 2, W *= 2, n = imax(n, B * u->cout * H * W);
     }
-    int64_t C0 = c->block_out[0], n = B * C0 * H * W;
-    pl.ckpt += n + SLACK; /* conv_norm_out input */
-    pl.seg_tape[c->n_blocks + 2] = n + SLACK + 2 * (B * G + SLACK);
-    pl.tape += n + SLACK + 2 * (B * G + SLACK);
-    int64_t seg_max = 0;
-    for (int k = 1; k < c->n_blocks + 3; k++) seg_max = imax(seg_max, pl.seg_tape[k]);
-    pl.ckpt_tape = pl.ckpt + seg_max;
-    pl.step_tmp = imax(pl.step_tmp, (n + SLACK) * (int64_t)sizeof(float));
-    pl.act = imax(pl.act, imax(n, B * c->out_channels * H * W));
-    gn_scratch(&pl, B, C0);
-    conv_scratch(&pl, B, C0, H, W, c->out_channels, 3);
-    return pl;
+    return imax(n, B * imax(c->block_out[0], c->out_channels) * H * W);
 }
 
-/* Checkpointed runs go one image at a time: tmp, scratch and the recompute
- * part of the tape are those of B = 1; the checkpoints hold the batch. */
-size_t ap_vae_tape_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w) {
-    if (v->full_tape) return (size_t)make_plan(v, B, h, w, 1).tape * sizeof(float);
-    plan one = make_plan(v, 1, h, w, 1);
-    return (size_t)(make_plan(v, B, h, w, 1).ckpt + one.ckpt_tape - one.ckpt) * sizeof(float);
+/* The dry run ap_vae_plan_measure makes: an inference forward, a forward
+ * with tape and its backward, with v's tmp arena swapped for a measuring one
+ * (v's own arena, plan and saved activations are put back afterwards). */
+typedef struct {
+    ap_vae *v;
+    int64_t B, h, w;
+} vae_case;
+
+static int vae_step(ap_ctx *dry, ap_arena *a, void *user) {
+    const vae_case *k = user;
+    ap_vae *v = k->v;
+    const ap_vae_config *c = &v->cfg;
+    int64_t s = (int64_t)1 << (c->n_blocks - 1);
+    int64_t lshape[4] = {k->B, c->latent_channels, k->h, k->w};
+    int64_t ishape[4] = {k->B, c->out_channels, k->h * s, k->w * s};
+    ap_tensor lat = ap_dry_input(&a[2], 4, lshape), dlat = ap_dry_input(&a[2], 4, lshape);
+    ap_tensor img = ap_dry_input(&a[2], 4, ishape), dimg = ap_dry_input(&a[2], 4, ishape);
+    ap_arena tmp = v->tmp;
+    ap_vae_saved sv = v->sv;
+    int64_t pB = v->plan_B, ph = v->plan_h, pw = v->plan_w;
+    int pf = v->plan_full;
+    v->tmp = a[1];
+    v->plan_B = k->B, v->plan_h = k->h, v->plan_w = k->w, v->plan_full = v->full_tape;
+    int rc = lat.data && dlat.data && img.data && dimg.data ? AP_OK : AP_ERR;
+    if (!rc) rc = ap_vae_forward(dry, v, NULL, &img, &lat);
+    if (!rc) rc = ap_vae_forward(dry, v, &a[0], &img, &lat);
+    if (!rc) rc = ap_vae_backward(dry, v, &dlat, &dimg);
+    a[1] = v->tmp;
+    v->tmp = tmp, v->sv = sv;
+    v->plan_B = pB, v->plan_h = ph, v->plan_w = pw, v->plan_full = pf;
+    return rc;
 }
 
-void ap_vae_plan_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_threads,
-                       size_t *tape, size_t *tmp, size_t *scratch) {
-    plan pl = make_plan(v, v->full_tape ? B : 1, h, w, n_threads);
-    *tape = ap_vae_tape_bytes(v, B, h, w);
-    *tmp = 2 * (size_t)(pl.act + SLACK) * sizeof(float) + (size_t)pl.step_tmp;
-    *scratch = pl.scratch;
-}
-
-int ap_vae_plan(ap_vae *v, ap_ctx *ctx, int64_t B, int64_t h, int64_t w) {
+int ap_vae_plan_measure(ap_ctx *ctx, ap_vae *v, int64_t B, int64_t h, int64_t w, ap_plan *p) {
     if (B < 1 || h < 1 || w < 1)
         return ap_fail("vae_plan: expected a positive batch and latent size, found B %lld, "
                        "%lld x %lld", (long long)B, (long long)h, (long long)w);
-    size_t tape, tmp, scratch;
-    ap_vae_plan_bytes(v, B, h, w, ctx->n_threads, &tape, &tmp, &scratch);
+    vae_case k = {v, B, h, w};
+    static const char *const what[3] = {"VAE tape", "VAE decoder temporaries", "VAE inputs"};
+    size_t peaks[3];
+    if (ap_measure(ctx, 3, what, vae_step, &k, peaks, &p->scratch_bytes))
+        return ap_err_prefix("measuring the VAE decoder's workspaces (B %lld, %lld x %lld, %s): ",
+                             (long long)B, (long long)h, (long long)w,
+                             v->full_tape ? "full tape" : "checkpointed");
+    p->tape_bytes = peaks[0];
+    p->tmp_bytes = peaks[1];
+    return AP_OK;
+}
+
+int ap_vae_plan(ap_vae *v, ap_ctx *ctx, int64_t B, int64_t h, int64_t w, ap_plan *out) {
+    ap_plan p;
+    AP_TRY(ap_vae_plan_measure(ctx, v, B, h, w, &p));
     ap_arena_free(&v->tmp);
-    AP_TRY(ap_arena_init(&v->tmp, tmp, "VAE decoder temporaries"));
-    AP_TRY(ap_ctx_reserve(ctx, scratch));
+    AP_TRY(ap_arena_init(&v->tmp, p.tmp_bytes, "VAE decoder temporaries"));
+    AP_TRY(ap_ctx_reserve(ctx, p.scratch_bytes));
     v->plan_B = B, v->plan_h = h, v->plan_w = w;
     v->plan_full = v->full_tape;
+    if (out) *out = p;
     return AP_OK;
 }
 
@@ -550,12 +501,12 @@ static ap_tensor sample(const ap_tensor *t, int64_t b) { return ap_rows(t, b, 1)
 static int forward_pass(ap_ctx *ctx, ap_vae *v, ap_arena *tape, ap_tensor *ck, int64_t b,
                         const ap_tensor *image, const ap_tensor *latent) {
     const ap_vae_config *c = &v->cfg;
-    plan pl = make_plan(v, latent->shape[0], latent->shape[2], latent->shape[3], ctx->n_threads);
+    int64_t na = act_floats(v, latent->shape[0], latent->shape[2], latent->shape[3]);
     ap_arena_reset(&v->tmp);
     acts a = {tape, {NULL, NULL}, 0};
     if (!tape) {
-        a.pp[0] = ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE activation buffer 0");
-        a.pp[1] = ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE activation buffer 1");
+        a.pp[0] = ap_arena_floats(&v->tmp, (size_t)na, "VAE activation buffer 0");
+        a.pp[1] = ap_arena_floats(&v->tmp, (size_t)na, "VAE activation buffer 1");
         if (!a.pp[0] || !a.pp[1]) return AP_ERR;
     }
     ap_tensor x, y;
@@ -663,10 +614,10 @@ static int backward_pass(ap_ctx *ctx, ap_vae *v, int64_t b, const ap_tensor *dla
     int64_t B = dlatent->shape[0], h = dlatent->shape[2], w = dlatent->shape[3];
     int64_t L = c->latent_channels, Cm = c->block_out[c->n_blocks - 1], C0 = c->block_out[0];
     int64_t G = c->groups, H = dimage->shape[2], W = dimage->shape[3];
-    plan pl = make_plan(v, B, h, w, ctx->n_threads);
+    int64_t na = act_floats(v, B, h, w);
     ap_arena_reset(&v->tmp);
-    float *g[2] = {ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE gradient buffer 0"),
-                   ap_arena_floats(&v->tmp, (size_t)pl.act, "VAE gradient buffer 1")};
+    float *g[2] = {ap_arena_floats(&v->tmp, (size_t)na, "VAE gradient buffer 0"),
+                   ap_arena_floats(&v->tmp, (size_t)na, "VAE gradient buffer 1")};
     if (!g[0] || !g[1]) return AP_ERR;
     int k = 0; /* g[k] holds the gradient of the current layer output */
     /* conv_out, SiLU, conv_norm_out */

@@ -16,8 +16,8 @@
  * SiLU, conv_out 3x3 (C0 -> out_channels). Every GroupNorm has eps 1e-6.
  *
  * Memory: activations that backward needs go to a caller-given tape arena
- * (size: ap_vae_tape_bytes); temporaries to the model's own tmp arena and
- * the ctx scratch, both sized by ap_vae_plan. Forward with tape NULL is
+ * (size: ap_vae_plan's tape_bytes); temporaries to the model's own tmp arena
+ * and the ctx scratch, both sized by ap_vae_plan from a measured dry run. Forward with tape NULL is
  * inference. Backward uses what the last taped forward saved, so the tape
  * must be left untouched in between; one forward/backward pair at a time.
  *
@@ -32,10 +32,10 @@
  * and their order are those of a full-tape run on each image alone, so image
  * and dlatent are bit-identical to it; a batched run (full tape, whole batch)
  * differs from it only by the ops' reassociation across the batch (~1e-6).
- * The cost is one more forward (less conv_in). Planned bytes (tape + tmp +
- * scratch, 2 threads) for SD v1.5 at 64 x 64 latents:
- *   B 1: full tape 3.82 + 1.61 + 0.04 = 5.47 GB; checkpointed 2.33 + 1.61 + 0.04 = 3.99 GB
- *   B 4: full tape 15.27 + 6.44 + 0.04 = 21.75 GB; checkpointed 4.09 + 1.61 + 0.04 = 5.75 GB
+ * The cost is one more forward (less conv_in). Measured bytes (tape + tmp +
+ * scratch, 2 threads; tests/models/test_vae) for SD v1.5 at 64 x 64 latents:
+ *   B 1: full tape 3.82 + 1.48 + 0.04 = 5.34 GB; checkpointed 2.33 + 1.48 + 0.04 = 3.85 GB
+ *   B 4: full tape 15.27 + 5.91 + 0.04 = 21.22 GB; checkpointed 4.09 + 1.48 + 0.04 = 5.61 GB
  * (per image: 0.59 GB of checkpoints; the largest segment, up block 3 at
  * 512 x 512, takes 1.75 GB of tape when recomputed).
  */
@@ -143,18 +143,17 @@ int ap_vae_legacy_rename(void *ctx, const char *key, char *name, size_t cap);
 int ap_vae_load(ap_vae *v, const char *dir);
 void ap_vae_free(ap_vae *v);
 
-/* Tape bytes one forward + backward of a (B, L, h, w) latent takes (with
- * block checkpointing unless v->full_tape: checkpoints plus the largest
- * segment's tape). */
-size_t ap_vae_tape_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w);
-/* The three sizes of a plan, in bytes, without allocating (weights need
- * not be allocated): tape (as ap_vae_tape_bytes), v's tmp arena and the
- * ctx scratch ap_vae_plan would reserve with n_threads threads. */
-void ap_vae_plan_bytes(const ap_vae *v, int64_t B, int64_t h, int64_t w, int n_threads,
-                       size_t *tape, size_t *tmp, size_t *scratch);
+/* The workspaces of an inference forward, a forward with tape and its
+ * backward of a (B, L, h, w) latent under v->full_tape, measured by a dry run
+ * of that code on ctx's backend, kernel variant and threads: tape (with
+ * block checkpointing: the checkpoints plus the largest segment's tape), v's
+ * tmp arena and ctx scratch. Weights are never read (declared shapes with
+ * unbacked data suffice); v's arena, plan and saved activations are kept. */
+int ap_vae_plan_measure(ap_ctx *ctx, ap_vae *v, int64_t B, int64_t h, int64_t w, ap_plan *p);
 /* Size v's tmp arena and reserve ctx scratch for latents up to (B, L, h, w),
- * forward (with or without tape) and backward. */
-int ap_vae_plan(ap_vae *v, ap_ctx *ctx, int64_t B, int64_t h, int64_t w);
+ * forward (with or without tape) and backward, from ap_vae_plan_measure;
+ * p (may be NULL) receives the measured plan (the caller's tape: tape_bytes). */
+int ap_vae_plan(ap_vae *v, ap_ctx *ctx, int64_t B, int64_t h, int64_t w, ap_plan *p);
 
 /* image (B, out_channels, h*s, w*s), s = 2^(n_blocks - 1) (8 for SD), from
  * latent (B, latent_channels, h, w), the raw DDIM latent (forward divides

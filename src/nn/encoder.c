@@ -86,32 +86,6 @@ static void mha_of(const ap_enc_layer *l, ap_mha *m) {
     m->causal = l->causal;
 }
 
-size_t ap_enc_tape_bytes(const ap_enc_layer *l, int64_t B, int64_t N) {
-    ap_mha m;
-    mha_of(l, &m);
-    size_t fl = (size_t)(B * N * (2 * l->C + l->F) + 4 * B * N);
-    return (fl + ap_mha_saved_floats(&m, B, N, N)) * sizeof(float) + 64 * 8;
-}
-
-size_t ap_enc_tmp_bytes(const ap_enc_layer *l, int64_t B, int64_t N) {
-    ap_mha m;
-    mha_of(l, &m);
-    int64_t BN = B * N, C = l->C, F = l->F;
-    /* inference forward: a1, stats, o, h1, a2, z, g + the module's tape-less use */
-    size_t fwd = (size_t)(BN * (4 * C + 2 * F) + 4 * BN) * sizeof(float) + 64 * 10 +
-                 ap_mha_saved_floats(&m, B, N, N) * sizeof(float);
-    /* backward: dg (F), da2, dh1, da1 (C each) + the module's backward */
-    size_t bwd = (size_t)(BN * (F + 3 * C)) * sizeof(float) + 64 * 4 +
-                 ap_mha_backward_tmp_bytes(&m, B, N, N);
-    return fwd > bwd ? fwd : bwd;
-}
-
-size_t ap_enc_scratch_bytes(const ap_enc_layer *l, int64_t B, int64_t N, int n_threads) {
-    size_t a = ap_attention_scratch_bytes(B, N, N, l->heads, l->C / l->heads, n_threads);
-    size_t b = ap_layer_norm_scratch_bytes(B * N, l->C);
-    return a > b ? a : b;
-}
-
 static float *take(ap_arena *a, int64_t n, const char *what) {
     return ap_arena_floats(a, (size_t)n, what);
 }

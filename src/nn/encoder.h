@@ -61,12 +61,6 @@ typedef struct ap_enc_saved {
 int ap_enc_declare(ap_enc_layer *l, ap_params *p, const char *prefix, ap_enc_keys keys,
                    int C, int F, int heads, ap_enc_act act, int causal, float eps);
 
-/* Tape bytes one forward with a tape takes for x (B, N, C). */
-size_t ap_enc_tape_bytes(const ap_enc_layer *l, int64_t B, int64_t N);
-/* tmp-arena bytes forward (with or without a tape) and backward need. */
-size_t ap_enc_tmp_bytes(const ap_enc_layer *l, int64_t B, int64_t N);
-/* Scratch (ap_ctx) bytes the ops of forward and backward take. */
-size_t ap_enc_scratch_bytes(const ap_enc_layer *l, int64_t B, int64_t N, int n_threads);
 
 /* out (B, N, C) = layer(x (B, N, C)). tape: keeps what backward needs (then
  * out must not alias x); NULL for inference (out may alias x). tmp is always

@@ -7,19 +7,6 @@
 
 static int64_t width(const ap_proj *p) { return p->w.shape[0]; }
 
-size_t ap_mha_saved_floats(const ap_mha *m, int64_t B, int64_t N, int64_t M) {
-    int64_t C = width(&m->q);
-    return (size_t)(2 * B * N * C + 2 * B * M * C + B * m->heads * N) +
-           ap_proj_saved_floats(&m->q, B * N) + ap_proj_saved_floats(&m->k, B * M) +
-           ap_proj_saved_floats(&m->v, B * M) + ap_proj_saved_floats(&m->o, B * N) +
-           16 * 9; /* alignment slack of 9 blocks */
-}
-
-size_t ap_mha_backward_tmp_bytes(const ap_mha *m, int64_t B, int64_t N, int64_t M) {
-    int64_t C = width(&m->q);
-    return (size_t)(2 * B * N * C + 2 * B * M * C) * sizeof(float) + 4 * 64;
-}
-
 static float *take(ap_arena *a, int64_t n, const char *what) {
     return ap_arena_floats(a, (size_t)n, what);
 }

@@ -31,10 +31,6 @@ typedef struct ap_mha_saved {
     ap_proj_saved sq, sk, sv, so;
 } ap_mha_saved;
 
-/* Tape floats ap_mha_forward takes for x (B, N, C) and src (B, M, C_kv). */
-size_t ap_mha_saved_floats(const ap_mha *m, int64_t B, int64_t N, int64_t M);
-/* tmp-arena bytes ap_mha_backward needs (see ap_arena). */
-size_t ap_mha_backward_tmp_bytes(const ap_mha *m, int64_t B, int64_t N, int64_t M);
 
 /* out (B, N, C) = attention of x (B, N, C) over src (B, M, C_kv), or over x
  * when src is NULL. tape keeps what backward needs; NULL for inference (the

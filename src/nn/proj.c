@@ -35,10 +35,6 @@ static int check(const char *op, const ap_proj *p, const ap_tensor *x, const ap_
     return AP_OK;
 }
 
-size_t ap_proj_saved_floats(const ap_proj *p, int64_t rows) {
-    return p->lora ? (size_t)(rows * p->lora->down.shape[0]) : 0;
-}
-
 /* t's leading dims with last dim n, over data (a view for a matmul's output). */
 static ap_tensor with_last(float *data, const ap_tensor *t, int64_t n) {
     ap_tensor v = ap_tn(data, t->ndim, t->shape);

@@ -33,8 +33,6 @@ typedef struct ap_proj_saved {
     ap_tensor u; /* (rows, r) = x·Aᵀ, only with LoRA */
 } ap_proj_saved;
 
-/* Floats ap_proj_forward takes from the tape: rows * r with LoRA, else 0. */
-size_t ap_proj_saved_floats(const ap_proj *p, int64_t rows);
 
 /* out (..., out) = projection of x (..., in). tape: where u is kept for
  * backward (NULL for inference: u then lives in scratch). */

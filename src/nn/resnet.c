@@ -37,18 +37,6 @@ int ap_resnet_declare(ap_resnet *r, ap_params *p, const char *pre, int cin, int 
     return ok ? AP_OK : AP_ERR;
 }
 
-size_t ap_resnet_saved_floats(const ap_resnet *r, int64_t B, int64_t H, int64_t W) {
-    return (size_t)(B * H * W * (r->cin + 2 * r->cout) + 4 * B * r->groups) + 16 * 7;
-}
-
-size_t ap_resnet_tmp_bytes(const ap_resnet *r, int64_t B, int64_t H, int64_t W) {
-    int64_t c = r->cin > r->cout ? r->cin : r->cout;
-    /* forward: a (B,c,H,W) + temb projection; backward: two (B,c,H,W) buffers;
-     * inference also keeps the three saved activations in tmp. */
-    return (size_t)(B * H * W * (2 * c + r->cin + 2 * r->cout) + B * r->cout + 4 * B * r->groups) *
-               sizeof(float) + 64 * 12;
-}
-
 static float *take(ap_arena *a, int64_t n, const char *what) {
     return ap_arena_floats(a, (size_t)n, what);
 }

@@ -41,8 +41,6 @@ typedef struct ap_resnet_saved {
 int ap_resnet_declare(ap_resnet *r, ap_params *p, const char *prefix, int cin, int cout,
                       int temb_dim, int groups, float eps);
 
-size_t ap_resnet_saved_floats(const ap_resnet *r, int64_t B, int64_t H, int64_t W);
-size_t ap_resnet_tmp_bytes(const ap_resnet *r, int64_t B, int64_t H, int64_t W);
 
 /* out (B, cout, H, W) from x (B, cin, H, W) and temb_act (B, temb_dim) (NULL
  * when temb_dim == 0). tape NULL: inference (intermediates in tmp). */

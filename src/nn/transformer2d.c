@@ -91,44 +91,6 @@ int ap_transformer2d_declare_lora(ap_transformer2d *t, ap_params *lp, const char
     return ok ? AP_OK : AP_ERR;
 }
 
-size_t ap_transformer2d_saved_floats(const ap_transformer2d *t, int64_t B, int64_t H,
-                                     int64_t W, int64_t M) {
-    int64_t N = H * W, C = t->C;
-    return (size_t)(2 * B * t->groups + 5 * B * N * C + 6 * B * N + 8 * B * N * C) +
-           ap_mha_saved_floats(&t->attn1, B, N, N) + ap_mha_saved_floats(&t->attn2, B, N, M) +
-           16 * 16; /* alignment slack */
-}
-
-size_t ap_transformer2d_tmp_bytes(const ap_transformer2d *t, int64_t B, int64_t H, int64_t W,
-                                  int64_t M) {
-    int64_t N = H * W, C = t->C;
-    /* forward: 2 NCHW/NLC buffers, attention output, LN3 output, GEGLU output
-     * (4C), FF output, h3, proj_out buffer: 11 C per token; inference adds the
-     * saved tensors and the attentions' own intermediates. */
-    size_t fwd = (size_t)(11 * B * N * C) * sizeof(float) +
-                 ap_transformer2d_saved_floats(t, B, H, W, M) * sizeof(float) + 64 * 16;
-    /* backward: 3 (B, N, C) + (B, N, 4C) + (B, N, 8C), plus the attention's own. */
-    size_t a1 = ap_mha_backward_tmp_bytes(&t->attn1, B, N, N),
-           a2 = ap_mha_backward_tmp_bytes(&t->attn2, B, N, M);
-    size_t bwd = (size_t)(15 * B * N * C) * sizeof(float) + (a1 > a2 ? a1 : a2) + 64 * 8;
-    return fwd > bwd ? fwd : bwd;
-}
-
-static size_t smax(size_t a, size_t b) { return a > b ? a : b; }
-
-size_t ap_transformer2d_scratch_bytes(const ap_transformer2d *t, int64_t B, int64_t H,
-                                      int64_t W, int64_t M, int n_threads) {
-    int64_t N = H * W, C = t->C, L = N > M ? N : M;
-    size_t s = ap_group_norm_scratch_bytes(B, C);
-    if (!t->linear_proj)
-        s = smax(s, ap_conv2d_scratch_bytes((int)B, (int)C, (int)H, (int)W, (int)C, 1, 1, 1, 0));
-    s = smax(s, ap_layer_norm_scratch_bytes(B * N, C));
-    s = smax(s, ap_attention_scratch_bytes(B, N, L, t->heads, C / t->heads, n_threads));
-    int64_t r = t->lora[0].down.shape[0]; /* LoRA dout·B (rows, r) */
-    s = smax(s, (size_t)(B * L * (r > 0 ? r : 0)) * sizeof(float));
-    return s;
-}
-
 static float *take(ap_arena *a, int64_t n, const char *what) {
     return ap_arena_floats(a, (size_t)n, what);
 }

@@ -63,15 +63,6 @@ int ap_transformer2d_declare(ap_transformer2d *t, ap_params *p, const char *pref
 int ap_transformer2d_declare_lora(ap_transformer2d *t, ap_params *lp, const char *prefix,
                                   int rank);
 
-/* Floats forward takes from the tape for x (B, C, H, W) and context length M. */
-size_t ap_transformer2d_saved_floats(const ap_transformer2d *t, int64_t B, int64_t H,
-                                     int64_t W, int64_t M);
-/* Bytes of the tmp arena forward (inference included) and backward need. */
-size_t ap_transformer2d_tmp_bytes(const ap_transformer2d *t, int64_t B, int64_t H, int64_t W,
-                                  int64_t M);
-/* Bytes of ctx scratch its ops take (conv, norms, attention, LoRA). */
-size_t ap_transformer2d_scratch_bytes(const ap_transformer2d *t, int64_t B, int64_t H,
-                                      int64_t W, int64_t M, int n_threads);
 
 /* out (B, C, H, W) from x (B, C, H, W) and context (B, M, ctx_dim). tape NULL:
  * inference (intermediates in tmp, released). out must not alias x. */

@@ -112,8 +112,10 @@ static int encode(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n, flo
         if (rc) ap_err_prefix("prompt %d: ", i + 1);
     }
     ap_arena tmp = {0};
-    if (!rc) rc = ap_arena_init(&tmp, ap_text_tower_tmp_bytes(t, n, L), "text encoder temporaries");
-    if (!rc) rc = ap_ctx_reserve(ctx, ap_text_tower_scratch_bytes(t, n, L, ctx->n_threads));
+    ap_plan p;
+    if (!rc) rc = ap_text_tower_plan_measure(ctx, t, n, L, &p);
+    if (!rc) rc = ap_arena_init(&tmp, p.tmp_bytes, "text encoder temporaries");
+    if (!rc) rc = ap_ctx_reserve(ctx, p.scratch_bytes);
     ap_tensor o = ap_t3(out, n, L, t->C);
     if (!rc) rc = ap_text_tower_forward(ctx, &tmp, t, &o, ids, n, L);
     ap_arena_free(&tmp);
@@ -179,7 +181,7 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     if (!rc) rc = ap_sampler_run(ctx, &sm, &tlat, NULL, &tu, &tc, "sample", on_step, &cb);
     ap_arena_free(&tmp);
     if (!rc && o->final_latents) rc = ap_tensor_read(ctx, o->final_latents, &tl);
-    if (!rc) rc = ap_vae_plan(&sd->vae, ctx, n, h, w);
+    if (!rc) rc = ap_vae_plan(&sd->vae, ctx, n, h, w, NULL);
     ap_tensor ti = ap_t4(images, n, sd->vae.cfg.out_channels, o->height, o->width);
     if (!rc) rc = ap_vae_forward(ctx, &sd->vae, NULL, &ti, &tl);
     if (!rc) rc = ap_check_finite_tensor(ctx, &ti, "sample: VAE decode: images");

@@ -75,15 +75,15 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
     if (!rc) rc = ap_arena_init(&ch->unet_tape, up.tape_bytes, "UNet tape (one sample, one step)");
     if (!rc) rc = ap_arena_init(&ch->unet_tmp, up.tmp_bytes, "UNet temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, up.scratch_bytes);
-    size_t vt = ap_vae_tape_bytes(vae, cap, ch->h, ch->w);
-    if (!rc) rc = ap_vae_plan(vae, ctx, cap, ch->h, ch->w);
-    if (!rc) rc = ap_arena_init(&ch->vae_tape, vt, "VAE tape");
+    ap_plan vp = {0};
+    if (!rc) rc = ap_vae_plan(vae, ctx, cap, ch->h, ch->w, &vp);
+    if (!rc) rc = ap_arena_init(&ch->vae_tape, vp.tape_bytes, "VAE tape");
     if (!rc) rc = ap_reward_plan(reward, ctx, cap, H, W);
     if (rc) {
         ap_chain_free(ch);
         return AP_ERR;
     }
-    ch->planned_bytes = tot + up.tape_bytes + up.tmp_bytes + vt;
+    ch->planned_bytes = tot + up.tape_bytes + up.tmp_bytes + vp.tape_bytes;
     return AP_OK;
 }
 

@@ -86,8 +86,10 @@ int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, i
     j->uncond = ap_malloc((size_t)(t->max_pos * t->C) * sizeof(float), "empty-prompt embedding");
     j->cond = ap_malloc((size_t)cap * (size_t)(t->max_pos * t->C) * sizeof(float), "prompt embeddings");
     if (!j->uncond || !j->cond) return AP_ERR;
-    AP_TRY(ap_arena_init(&j->text_tmp, ap_text_tower_tmp_bytes(t, cap, t->max_pos), "text encoder temporaries"));
-    AP_TRY(ap_ctx_reserve(&j->ctx, ap_text_tower_scratch_bytes(t, cap, t->max_pos, j->ctx.n_threads)));
+    ap_plan tp;
+    AP_TRY(ap_text_tower_plan_measure(&j->ctx, t, cap, t->max_pos, &tp));
+    AP_TRY(ap_arena_init(&j->text_tmp, tp.tmp_bytes, "text encoder temporaries"));
+    AP_TRY(ap_ctx_reserve(&j->ctx, tp.scratch_bytes));
     const char *empty[1] = {""};
     AP_TRY(ap_job_encode(j, empty, 1, j->uncond));
     return AP_OK;

@@ -17,6 +17,7 @@ struct ap_reward {
     ap_reward_kind kind;
     double grad_scale;
     int64_t B, H, W;           /* planned */
+    ap_plan plan;              /* measured (ap_reward_plan) */
     ap_arena tape, tmp;
     /* aesthetic */
     ap_aesthetic aes;
@@ -91,36 +92,6 @@ void ap_reward_free(ap_reward *r) {
     free(r);
 }
 
-int ap_reward_plan(ap_reward *r, ap_ctx *ctx, int64_t B, int64_t H, int64_t W) {
-    (void)ctx;
-    if (r->B >= B && r->H == H && r->W == W) return AP_OK;
-    ap_arena_free(&r->tape);
-    ap_arena_free(&r->tmp);
-    free(r->text), free(r->ids), free(r->dl), free(r->vals);
-    r->text = NULL, r->ids = NULL, r->dl = NULL, r->vals = NULL;
-    r->B = B, r->H = H, r->W = W;
-    size_t tape = 64, tmp = 64;
-    if (r->kind == AP_REWARD_AESTHETIC) {
-        tape = ap_aesthetic_tape_bytes(&r->aes, B);
-        tmp = ap_aesthetic_tmp_bytes(&r->aes, B, H, W);
-    } else if (r->kind == AP_REWARD_HPS) {
-        int64_t N = r->hps.text.max_pos;
-        tape = ap_hps_tape_bytes(&r->hps, B);
-        tmp = ap_hps_tmp_bytes(&r->hps, B, H, W);
-        size_t tt = ap_hps_text_tmp_bytes(&r->hps, B, N);
-        if (tt > tmp) tmp = tt;
-        r->text = ap_malloc((size_t)(B * r->hps.embed_dim) * sizeof(float), "HPS text features");
-        r->ids = ap_malloc((size_t)(B * N) * sizeof(int32_t), "HPS token ids");
-        if (!r->text || !r->ids) return AP_ERR;
-    }
-    r->dl = ap_malloc((size_t)B * sizeof(float), "reward d(loss)");
-    r->vals = ap_malloc((size_t)(3 * B) * sizeof(float), "reward, loss and d(loss) tensors");
-    if (!r->dl || !r->vals) return AP_ERR;
-    AP_TRY(ap_arena_init(&r->tape, tape, "reward tape"));
-    AP_TRY(ap_arena_init(&r->tmp, tmp, "reward temporaries"));
-    return AP_OK;
-}
-
 int ap_reward_forward(ap_reward *r, ap_ctx *ctx, const ap_tensor *image,
                       const char *const *prompts, float *reward, float *loss, int keep_tape) {
     AP_TRY(ap_expect("reward", "image", image, 4, (int64_t[]){-1, 3, -1, -1}));
@@ -174,3 +145,56 @@ int ap_reward_backward(ap_reward *r, ap_ctx *ctx, const ap_tensor *dimage, const
     AP_TRY(ap_scale_forward(ctx, &td, &td, -1.0f));
     return ap_colourfulness_backward(ctx, dimage, &td, &r->image);
 }
+
+/* The dry run ap_reward_plan measures: a forward without tape, one with
+ * tape and its backward, through the functions above with the reward's
+ * arenas swapped for measuring ones (empty prompts for hps). */
+static int reward_step(ap_ctx *dry, ap_arena *a, void *user) {
+    ap_reward *r = user;
+    int64_t B = r->B, is[4] = {B, 3, r->H, r->W};
+    ap_tensor img = ap_dry_input(&a[2], 4, is), dimg = ap_dry_input(&a[2], 4, is);
+    float *host = ap_calloc((size_t)(3 * B), sizeof(float), "dry-run rewards and losses");
+    const char **prompts = ap_calloc((size_t)B, sizeof *prompts, "dry-run prompts");
+    int rc = img.data && dimg.data && host && prompts ? AP_OK : AP_ERR;
+    for (int64_t b = 0; b < B && !rc; b++) prompts[b] = "";
+    r->tape = a[0], r->tmp = a[1];
+    if (!rc) rc = ap_reward_forward(r, dry, &img, prompts, host, host + B, 0);
+    if (!rc) rc = ap_reward_forward(r, dry, &img, prompts, host, host + B, 1);
+    if (!rc) rc = ap_reward_backward(r, dry, &dimg, host + 2 * B);
+    a[0] = r->tape, a[1] = r->tmp;
+    memset(&r->tape, 0, sizeof r->tape), memset(&r->tmp, 0, sizeof r->tmp);
+    r->taped = 0;
+    free(host), free(prompts);
+    return rc;
+}
+
+int ap_reward_plan(ap_reward *r, ap_ctx *ctx, int64_t B, int64_t H, int64_t W) {
+    if (r->B >= B && r->H == H && r->W == W) return ap_ctx_reserve(ctx, r->plan.scratch_bytes);
+    ap_arena_free(&r->tape);
+    ap_arena_free(&r->tmp);
+    free(r->text), free(r->ids), free(r->dl), free(r->vals);
+    r->text = NULL, r->ids = NULL, r->dl = NULL, r->vals = NULL;
+    r->B = B, r->H = H, r->W = W;
+    if (r->kind == AP_REWARD_HPS) {
+        int64_t N = r->hps.text.max_pos;
+        r->text = ap_malloc((size_t)(B * r->hps.embed_dim) * sizeof(float), "HPS text features");
+        r->ids = ap_malloc((size_t)(B * N) * sizeof(int32_t), "HPS token ids");
+        if (!r->text || !r->ids) return AP_ERR;
+    }
+    r->dl = ap_malloc((size_t)B * sizeof(float), "reward d(loss)");
+    r->vals = ap_malloc((size_t)(3 * B) * sizeof(float), "reward, loss and d(loss) tensors");
+    if (!r->dl || !r->vals) return AP_ERR;
+    static const char *const what[3] = {"reward tape", "reward temporaries", "reward inputs"};
+    size_t peaks[3];
+    if (ap_measure(ctx, 3, what, reward_step, r, peaks, &r->plan.scratch_bytes)) {
+        r->B = 0;
+        return ap_err_prefix("measuring the %s reward's workspaces (B %lld, %lld x %lld): ",
+                             kind_name(r->kind), (long long)B, (long long)H, (long long)W);
+    }
+    r->plan.tape_bytes = peaks[0], r->plan.tmp_bytes = peaks[1];
+    AP_TRY(ap_arena_init(&r->tape, r->plan.tape_bytes, "reward tape"));
+    AP_TRY(ap_arena_init(&r->tmp, r->plan.tmp_bytes, "reward temporaries"));
+    return ap_ctx_reserve(ctx, r->plan.scratch_bytes);
+}
+
+const ap_plan *ap_reward_plan_of(const ap_reward *r) { return &r->plan; }

@@ -34,8 +34,12 @@ int ap_reward_open_kind(ap_reward **out, ap_reward_kind kind, const char *clip_d
 void ap_reward_free(ap_reward *r);
 const char *ap_reward_name(const ap_reward *r);
 
-/* Plan tape and temporaries for images up to (B, 3, H, W). */
+/* Make the reward's tape and temporaries and reserve ctx scratch for images
+ * up to (B, 3, H, W), sized by a dry run of a forward without tape, one with
+ * tape and its backward (core/ctx.h: ap_measure). */
 int ap_reward_plan(ap_reward *r, ap_ctx *ctx, int64_t B, int64_t H, int64_t W);
+/* The plan ap_reward_plan measured (zeros before). */
+const ap_plan *ap_reward_plan_of(const ap_reward *r);
 /* reward (B), loss (B) of image (B, 3, H, W) for prompts (B) (hps encodes
  * them; others ignore them). keep_tape: keep what backward needs. */
 int ap_reward_forward(ap_reward *r, ap_ctx *ctx, const ap_tensor *image,

@@ -30,7 +30,7 @@
 /* Planning and the image gradient when Resize(S) up-samples (H < S) or
  * down-samples a near-square image (40 x 41: shorter side 28, longer
  * int(28 * 41 / 40) = 28, which torchvision also maps to 28 x 28): tmp is
- * exactly ap_aesthetic_tmp_bytes (the backward's d(resized) takes B*3*S*S
+ * what ap_aesthetic_plan_measure measured (the backward's d(resized) takes B*3*S*S
  * floats, more than the image when H, W < S), and the gradient matches
  * central finite differences of the fp32 forward. Pixels in [-0.9, 0.9]
  * keep the clamp away from its kinks for eps 1e-2; the costs c are scaled
@@ -54,11 +54,37 @@ static double aes_loss(void *p) {
     return tu_dot(s->l.data, s->c, s->l.shape[0]);
 }
 
+/* The tmp bytes preprocessing forward + backward take for (B, 3, H, W) ->
+ * (B, 3, S, S), measured by a dry run. */
+typedef struct {
+    int64_t B, H, W, S;
+} pre_case;
+
+static int pre_step(ap_ctx *dry, ap_arena *a, void *user) {
+    const pre_case *k = user;
+    int64_t is[4] = {k->B, 3, k->H, k->W}, ps[4] = {k->B, 3, k->S, k->S};
+    ap_tensor x = ap_dry_input(&a[1], 4, is), dx = ap_dry_input(&a[1], 4, is);
+    ap_tensor p = ap_dry_input(&a[1], 4, ps);
+    AP_TRY(ap_clip_preprocess_forward(dry, &a[0], &p, &x));
+    return ap_clip_preprocess_backward(dry, &a[0], &dx, &p, &x);
+}
+
+static size_t preprocess_tmp(ap_ctx *ctx, int64_t B, int64_t H, int64_t W, int S) {
+    pre_case k = {B, H, W, S};
+    static const char *const what[2] = {"preprocess tmp", "preprocess inputs"};
+    size_t peaks[2] = {0, 0}, scratch;
+    tu_check(ap_measure(ctx, 2, what, pre_step, &k, peaks, &scratch) == 0,
+             "measure the preprocessing (%s)", ap_errmsg());
+    return peaks[0];
+}
+
 static void resample(ap_ctx *ctx, const ap_aesthetic *m, int64_t H, int64_t W, uint64_t seed) {
     int64_t B = 2;
     ap_arena tape, tmp;
-    size_t tb = ap_aesthetic_tmp_bytes(m, B, H, W);
-    ap_arena_init(&tape, ap_aesthetic_tape_bytes(m, B), "aesthetic tape");
+    ap_plan plan;
+    ap_aesthetic_plan_measure(ctx, m, B, H, W, &plan);
+    size_t tb = plan.tmp_bytes;
+    ap_arena_init(&tape, plan.tape_bytes, "aesthetic tape");
     ap_arena_init(&tmp, tb, "aesthetic tmp");
     ap_tensor image = ap_t4(tu_alloc(B * 3 * H * W), B, 3, H, W), dimage = image;
     dimage.data = tu_alloc(ap_numel(&image));
@@ -85,7 +111,7 @@ static void resample(ap_ctx *ctx, const ap_aesthetic *m, int64_t H, int64_t W, u
      * tmp hides its size inside the scorer's plan) */
     int S = m->clip.v.image_size;
     ap_arena pre;
-    ap_arena_init(&pre, ap_clip_preprocess_tmp_bytes(B, H, W, S), "preprocess tmp");
+    ap_arena_init(&pre, preprocess_tmp(ctx, B, H, W, S), "preprocess tmp");
     ap_tensor p = ap_t4(tu_alloc(B * 3 * S * S), B, 3, S, S);
     rc = ap_clip_preprocess_forward(ctx, &pre, &p, &image);
     if (rc == 0) rc = ap_clip_preprocess_backward(ctx, &pre, &dimage, &p, &image);
@@ -118,8 +144,10 @@ static void tiny(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     tu_fixture(f, "aes.grad_image", &g_ref);
     int64_t B = image.shape[0], H = image.shape[2], W = image.shape[3];
     ap_arena tape, tmp;
-    ap_arena_init(&tape, ap_aesthetic_tape_bytes(&m, B), "aesthetic tape");
-    ap_arena_init(&tmp, ap_aesthetic_tmp_bytes(&m, B, H, W), "aesthetic tmp");
+    ap_plan plan;
+    ap_aesthetic_plan_measure(ctx, &m, B, H, W, &plan);
+    ap_arena_init(&tape, plan.tape_bytes, "aesthetic tape");
+    ap_arena_init(&tmp, plan.tmp_bytes, "aesthetic tmp");
     ap_aesthetic_saved sv;
     ap_tensor r = ap_t1(tu_alloc(B), B), l = ap_t1(tu_alloc(B), B);
     ap_tensor dimage = image;
@@ -249,7 +277,7 @@ static void preprocess_golden(ap_ctx *ctx) {
         snprintf(n, sizeof n, "%s.grad_image", cases[k]), tu_fixture(f, n, &g);
         int64_t B = x.shape[0], H = x.shape[2], W = x.shape[3], S = y.shape[2];
         ap_arena tmp;
-        ap_arena_init(&tmp, ap_clip_preprocess_tmp_bytes(B, H, W, (int)S), "preprocess tmp");
+        ap_arena_init(&tmp, preprocess_tmp(ctx, B, H, W, (int)S), "preprocess tmp");
         ap_tensor p = ap_tn(tu_alloc(ap_numel(&y)), 4, y.shape), dx = x;
         dx.data = tu_alloc(ap_numel(&x));
         char what[128];

@@ -41,7 +41,9 @@ static void text_golden(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     int32_t *ids = malloc((size_t)(B * N) * sizeof *ids);
     for (int64_t i = 0; i < B * N; i++) ids[i] = (int32_t)idsf.data[i];
     ap_arena tmp;
-    ap_arena_init(&tmp, ap_text_tower_tmp_bytes(&m.t, B, N), "text tmp");
+    ap_plan tp;
+    ap_text_tower_plan_measure(ctx, &m.t, B, N, &tp);
+    ap_arena_init(&tmp, tp.tmp_bytes, "text tmp");
     ap_tensor out = ap_t3(tu_alloc(B * N * C), B, N, C);
     rc = ap_text_tower_forward(ctx, &tmp, &m.t, &out, ids, B, N);
     if (tu_check(rc == 0, "text forward (B %lld, N %lld, C %lld)%s%s", (long long)B, (long long)N,
@@ -74,7 +76,9 @@ static void vision_golden(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     tu_fixture(f, "vision.image_embeds", &ref);
     int64_t B = px.shape[0], P = m.v.proj_dim;
     ap_arena tmp;
-    ap_arena_init(&tmp, ap_vit_tmp_bytes(&m.v, B), "vision tmp");
+    ap_plan vp;
+    ap_vit_plan_measure(ctx, &m.v, B, &vp);
+    ap_arena_init(&tmp, vp.tmp_bytes, "vision tmp");
     ap_tensor out = ap_t2(tu_alloc(B * P), B, P);
     rc = ap_vit_forward(ctx, NULL, &tmp, NULL, &m.v, &out, &px);
     if (tu_check(rc == 0, "image features forward%s%s", rc ? ": " : "", rc ? ap_errmsg() : ""))

@@ -26,7 +26,7 @@
 
 /* Planning and the image gradient when Resize(S) up-samples (H < S) or
  * down-samples a near-square image (S + 12 x S + 13, which torchvision maps
- * to S x S): tmp is exactly ap_hps_tmp_bytes, and the gradient matches
+ * to S x S): tmp is what ap_hps_plan_measure measured, and the gradient matches
  * central finite differences of the fp32 forward (pixels in [-0.9, 0.9],
  * keep the clamp away from its kinks for eps 1e-2; the costs c are scaled
  * by 300 so that max|grad| (10..95) exceeds the checker's floor of 1;
@@ -54,8 +54,10 @@ static void resample(ap_ctx *ctx, const ap_hps *m, const ap_tensor *txt, int64_t
     int64_t B = txt->shape[0];
     int S = m->visual.image_size;
     ap_arena tape, tmp;
-    size_t tb = ap_hps_tmp_bytes(m, B, H, W);
-    ap_arena_init(&tape, ap_hps_tape_bytes(m, B), "hps tape");
+    ap_plan plan;
+    ap_hps_plan_measure(ctx, m, B, H, W, m->text.max_pos, &plan);
+    size_t tb = plan.tmp_bytes;
+    ap_arena_init(&tape, plan.tape_bytes, "hps tape");
     ap_arena_init(&tmp, tb, "hps tmp");
     ap_tensor image = ap_t4(tu_alloc(B * 3 * H * W), B, 3, H, W), dimage = image;
     dimage.data = tu_alloc(ap_numel(&image));
@@ -110,9 +112,10 @@ static void tiny(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     int32_t *ids = malloc((size_t)(B * N) * sizeof *ids);
     for (int64_t i = 0; i < B * N; i++) ids[i] = (int32_t)idsf.data[i];
     ap_arena tape, tmp;
-    size_t tb = ap_hps_tmp_bytes(&m, B, H, W), tt = ap_hps_text_tmp_bytes(&m, B, N);
-    ap_arena_init(&tape, ap_hps_tape_bytes(&m, B), "hps tape");
-    ap_arena_init(&tmp, tb > tt ? tb : tt, "hps tmp");
+    ap_plan plan;
+    ap_hps_plan_measure(ctx, &m, B, H, W, N, &plan);
+    ap_arena_init(&tape, plan.tape_bytes, "hps tape");
+    ap_arena_init(&tmp, plan.tmp_bytes, "hps tmp");
     ap_tensor txt = ap_t2(tu_alloc(B * E), B, E);
     rc = ap_hps_encode_text(ctx, &tmp, &m, &txt, ids, B, N);
     if (tu_check(rc == 0, "text features (ids padded with 0, pooled at the end token)%s%s",

@@ -177,10 +177,21 @@ static void manifests(void) {
     manifest(&m.lora, "sd15_unet_lora_r4.txt", 797184);
     tu_check(m.n_res == 22 && m.n_tf == 16 && m.n_skips == 12,
              "22 resnets, 16 transformers, 12 skips (found %d, %d, %d)", m.n_res, m.n_tf, m.n_skips);
-    ap_unet_plan p;
-    ap_unet_plan_sizes(&m, 1, 64, 64, 77, 2, &p);
-    printf("  plan for B=1, 64x64, L=77: tape %.1f MB, tmp %.1f MB, scratch %.1f MB\n",
-           p.tape_bytes / 1e6, p.tmp_bytes / 1e6, p.scratch_bytes / 1e6);
+    /* plans measured with unbacked weights (shapes only): one row, and one
+     * chain UNet call (a sample's two CFG rows) */
+    ap_ctx ctx;
+    rc = ap_ctx_init(&ctx, 2);
+    if (!rc) rc = ap_unet_alloc_unbacked(&m);
+    for (int64_t B = 1; B <= 2 && !rc; B++) {
+        ap_unet_plan p;
+        rc = ap_unet_plan_measure(&ctx, &m, B, 64, 64, 77, &p);
+        if (tu_check(rc == 0, "measure SD v1.5 with unbacked weights, B %lld (%s)", (long long)B,
+                     rc ? ap_errmsg() : "ok"))
+            printf("  measured plan for B=%lld, 64x64, L=77, 2 threads: tape %.1f MB, tmp %.1f MB, "
+                   "scratch %.1f MB\n", (long long)B, p.tape_bytes / 1e6, p.tmp_bytes / 1e6,
+                   p.scratch_bytes / 1e6);
+    }
+    ap_ctx_free(&ctx);
     ap_unet_free(&m);
 }
 

@@ -80,7 +80,7 @@ static int run(ap_ctx *ctx, ap_dtype dt, int round, ap_st_file *f, run_out *o) {
     int64_t B = x.shape[0], H = x.shape[2], W = x.shape[3], L = cx.shape[1];
     ap_unet_plan plan;
     ap_arena tape, tmp;
-    rc = ap_unet_plan_sizes(&m, B, H, W, L, ctx->n_threads, &plan);
+    rc = ap_unet_plan_measure(ctx, &m, B, H, W, L, &plan);
     ap_arena_init(&tape, plan.tape_bytes, "UNet tape");
     ap_arena_init(&tmp, plan.tmp_bytes, "UNet tmp");
     ap_tensor eps = proj, dx = x;

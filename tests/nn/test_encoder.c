@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/err.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
 #include "nn/encoder.h"
@@ -27,6 +28,21 @@ typedef struct {
     ap_tensor x, out;
     const float *proj;
 } gc_state;
+
+/* The calls the case makes, for a dry run (which touches none of the
+ * tensors): forward with tape, backward, inference forward in place. */
+typedef struct {
+    const ap_enc_layer *l;
+    const ap_tensor *out, *x, *dx, *dout;
+} enc_run;
+
+static int enc_step(ap_ctx *dry, ap_arena *a, void *user) {
+    const enc_run *k = user;
+    ap_enc_saved sv;
+    AP_TRY(ap_enc_forward(dry, &a[0], &a[1], &sv, k->l, k->out, k->x));
+    AP_TRY(ap_enc_backward(dry, &a[1], k->l, &sv, k->dx, k->dout));
+    return ap_enc_forward(dry, NULL, &a[1], NULL, k->l, k->out, k->out);
+}
 
 static double gc_loss(void *p) {
     gc_state *s = p;
@@ -76,12 +92,18 @@ static void run_case(ap_ctx *ctx, const char *path, const char *name, ap_enc_key
         return;
     ap_wsrc_close(w);
 
-    ap_arena tape, tmp;
-    ap_arena_init(&tape, ap_enc_tape_bytes(&l, B, N), "encoder tape");
-    ap_arena_init(&tmp, ap_enc_tmp_bytes(&l, B, N), "encoder tmp");
-    ap_ctx_reserve(ctx, ap_enc_scratch_bytes(&l, B, N, ctx->n_threads));
     ap_enc_saved sv;
     ap_tensor out = ap_t3(tu_alloc(B * N * C), B, N, C), dx = ap_t3(tu_alloc(B * N * C), B, N, C);
+    /* tape, tmp and scratch of the sizes a dry run of the same calls measures */
+    enc_run k = {&l, &out, &x, &dx, &proj};
+    static const char *const what[2] = {"encoder tape", "encoder tmp"};
+    size_t peaks[2] = {0, 0}, scratch = 0;
+    rc = ap_measure(ctx, 2, what, enc_step, &k, peaks, &scratch);
+    tu_check(rc == 0, "measure the workspaces (%s)", rc ? ap_errmsg() : "ok");
+    ap_arena tape, tmp;
+    ap_arena_init(&tape, peaks[0], "encoder tape");
+    ap_arena_init(&tmp, peaks[1], "encoder tmp");
+    ap_ctx_reserve(ctx, scratch);
     rc = ap_enc_forward(ctx, &tape, &tmp, &sv, &l, &out, &x);
     if (!tu_check(rc == 0, "forward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return;
     tu_check(tape.used <= tape.cap && tmp.used == 0, "tape %zu of %zu bytes planned; tmp released",
@@ -91,6 +113,7 @@ static void run_case(ap_ctx *ctx, const char *path, const char *name, ap_enc_key
     if (!tu_check(rc == 0, "backward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return;
     tu_compare("grad x vs autograd", dx.data, gx_ref.data, ap_numel(&dx), ATOL, RTOL);
     tu_check(tmp.used == 0, "backward released its temporaries");
+    tu_check(tape.peak == peaks[0], "tape peak %zu == %zu measured", tape.peak, peaks[0]);
 
     /* inference: same numbers, output may overwrite the input */
     ap_tensor xi = ap_t3(tu_alloc(B * N * C), B, N, C);

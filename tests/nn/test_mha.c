@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/err.h"
 #include "io/safetensors.h"
 #include "nn/mha.h"
 #include "testutil.h"
@@ -18,6 +19,20 @@
 static const char *kProj[4] = {"to_q", "to_k", "to_v", "to_out"};
 
 /* Buffers of one case, freed at its end (the suite also runs under LeakSanitizer). */
+/* The calls the case makes, for a dry run (which touches none of the
+ * tensors): forward with tape, backward. */
+typedef struct {
+    const ap_mha *m;
+    const ap_tensor *out, *x, *src, *dx, *dsrc, *dout;
+} mha_run;
+
+static int mha_step(ap_ctx *dry, ap_arena *a, void *user) {
+    const mha_run *k = user;
+    ap_mha_saved sv;
+    AP_TRY(ap_mha_forward(dry, &a[0], NULL, &sv, k->m, k->out, k->x, k->src));
+    return ap_mha_backward(dry, &a[1], k->m, &sv, k->dx, k->dsrc, k->dout);
+}
+
 static float *g_owned[64];
 static int g_nowned;
 static float *own(float *p) {
@@ -30,7 +45,7 @@ static void free_owned(void) {
 
 static void run_case(ap_ctx *ctx, ap_st_file *f, const char *name, int heads, int cross) {
     char key[256];
-    ap_tensor x, src, out_ref, proj, gx_ref, gsrc_ref;
+    ap_tensor x, src = {0}, out_ref, proj, gx_ref, gsrc_ref;
     ap_mha m;
     memset(&m, 0, sizeof m);
     ap_lora lora[4];
@@ -77,30 +92,36 @@ static void run_case(ap_ctx *ctx, ap_st_file *f, const char *name, int heads, in
     own(tu_fixture(f, key, &gx_ref));
 
     int64_t B = x.shape[0], N = x.shape[1], M = cross ? src.shape[1] : N;
-    ap_arena tape, tmp;
-    ap_arena_init(&tape, ap_mha_saved_floats(&m, B, N, M) * sizeof(float) + 4096, "mha tape");
-    ap_arena_init(&tmp, ap_mha_backward_tmp_bytes(&m, B, N, M), "mha backward tmp");
-    ap_mha_saved sv;
-    ap_tensor out = out_ref;
+    (void)B, (void)N, (void)M;
+    ap_tensor out = out_ref, dx = x, dsrc = src;
     out.data = own(tu_alloc(ap_numel(&out_ref)));
-    int rc = ap_mha_forward(ctx, &tape, NULL, &sv, &m, &out, &x, cross ? &src : NULL);
+    dx.data = own(tu_alloc(ap_numel(&x)));
+    if (cross) dsrc.data = own(tu_alloc(ap_numel(&src)));
+    /* tape and tmp of the sizes a dry run of the same calls measures */
+    mha_run k = {&m, &out, &x, cross ? &src : NULL, &dx, cross ? &dsrc : NULL, &proj};
+    static const char *const what[2] = {"mha tape", "mha tmp"};
+    size_t peaks[2] = {0, 0}, scratch;
+    int rc = ap_measure(ctx, 2, what, mha_step, &k, peaks, &scratch);
+    tu_check(rc == 0, "measure the workspaces (%s)", rc ? ap_errmsg() : "ok");
+    ap_arena tape, tmp;
+    ap_arena_init(&tape, peaks[0], "mha tape");
+    ap_arena_init(&tmp, peaks[1], "mha backward tmp");
+    ap_mha_saved sv;
+    rc = ap_mha_forward(ctx, &tape, NULL, &sv, &m, &out, &x, cross ? &src : NULL);
     if (!tu_check(rc == 0, "forward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) {
         free_owned();
         return;
     }
     tu_compare("out vs diffusers", out.data, out_ref.data, ap_numel(&out), ATOL, RTOL);
-    ap_tensor dx = x, dsrc;
-    dx.data = own(tu_alloc(ap_numel(&x)));
-    if (cross) {
-        dsrc = src;
-        dsrc.data = own(tu_alloc(ap_numel(&src)));
-    }
     rc = ap_mha_backward(ctx, &tmp, &m, &sv, &dx, cross ? &dsrc : NULL, &proj);
     if (!tu_check(rc == 0, "backward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) {
         free_owned();
         return;
     }
     tu_compare("grad x vs autograd", dx.data, gx_ref.data, ap_numel(&dx), ATOL, RTOL);
+    tu_check(tape.peak == peaks[0] && tmp.peak == peaks[1],
+             "tape peak %zu == %zu measured, tmp peak %zu == %zu measured", tape.peak, peaks[0],
+             tmp.peak, peaks[1]);
     if (cross) tu_compare("grad src vs autograd", dsrc.data, gsrc_ref.data, ap_numel(&dsrc), ATOL, RTOL);
     for (int i = 0; i < 4; i++) {
         snprintf(key, sizeof key, "grad %s_lora.down", kProj[i]);
@@ -109,6 +130,7 @@ static void run_case(ap_ctx *ctx, ap_st_file *f, const char *name, int heads, in
         tu_compare(key, lora[i].dup.data, grads_ref[i][1].data, ap_numel(&lora[i].up), ATOL, RTOL);
     }
     tu_check(tmp.used == 0, "backward released its temporaries");
+    ap_arena_reset(&tape); /* the tape is exactly full */
     if (cross)
         tu_expect_error("src with C channels where C_kv are expected",
                         ap_mha_forward(ctx, &tape, NULL, &sv, &m, &out, &x, &x), "proj_forward",

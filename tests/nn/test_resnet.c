@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/err.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
 #include "nn/resnet.h"
@@ -12,6 +13,21 @@
 #include "testutil.h"
 
 /* Buffers of one case, freed at its end (the suite also runs under LeakSanitizer). */
+/* The calls the case makes, for a dry run (which touches none of the
+ * tensors): forward with tape, backward, inference forward. */
+typedef struct {
+    const ap_resnet *r;
+    const ap_tensor *out, *x, *temb, *dx, *dout;
+} resnet_run;
+
+static int resnet_step(ap_ctx *dry, ap_arena *a, void *user) {
+    const resnet_run *k = user;
+    ap_resnet_saved sv;
+    AP_TRY(ap_resnet_forward(dry, &a[0], &a[1], &sv, k->r, k->out, k->x, k->temb));
+    AP_TRY(ap_resnet_backward(dry, &a[1], k->r, &sv, k->dx, k->dout));
+    return ap_resnet_forward(dry, NULL, &a[1], NULL, k->r, k->out, k->x, k->temb);
+}
+
 static float *g_owned[16];
 static int g_nowned;
 static float *own(float *p) {
@@ -57,14 +73,19 @@ static void run_case(ap_ctx *ctx, const char *path, ap_st_file *f, const char *n
         temb_act.data = own(tu_alloc(ap_numel(&emb)));
         ap_silu_forward(ctx, &temb_act, &emb); /* the UNet applies SiLU to emb once */
     }
-    int64_t B = x.shape[0], H = x.shape[2], W = x.shape[3];
-    ap_arena tape, tmp;
-    ap_arena_init(&tape, ap_resnet_saved_floats(&r, B, H, W) * 4, "resnet tape");
-    ap_arena_init(&tmp, ap_resnet_tmp_bytes(&r, B, H, W), "resnet tmp");
-    ap_resnet_saved sv;
     ap_tensor out = out_ref, dx = x;
     out.data = own(tu_alloc(ap_numel(&out)));
     dx.data = own(tu_alloc(ap_numel(&x)));
+    /* tape and tmp of the sizes a dry run of the same calls measures */
+    resnet_run k = {&r, &out, &x, temb ? &temb_act : NULL, &dx, &proj};
+    static const char *const what[2] = {"resnet tape", "resnet tmp"};
+    size_t peaks[2] = {0, 0}, scratch;
+    rc = ap_measure(ctx, 2, what, resnet_step, &k, peaks, &scratch);
+    tu_check(rc == 0, "measure the workspaces (%s)", rc ? ap_errmsg() : "ok");
+    ap_arena tape, tmp;
+    ap_arena_init(&tape, peaks[0], "resnet tape");
+    ap_arena_init(&tmp, peaks[1], "resnet tmp");
+    ap_resnet_saved sv;
     rc = ap_resnet_forward(ctx, &tape, &tmp, &sv, &r, &out, &x, temb ? &temb_act : NULL);
     if (!tu_check(rc == 0, "forward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return;
     tu_compare("out vs diffusers", out.data, out_ref.data, ap_numel(&out), ATOL, RTOL);
@@ -76,6 +97,9 @@ static void run_case(ap_ctx *ctx, const char *path, ap_st_file *f, const char *n
     rc = ap_resnet_forward(ctx, NULL, &tmp, NULL, &r, &out, &x, temb ? &temb_act : NULL);
     tu_compare("inference out vs diffusers", out.data, out_ref.data, ap_numel(&out), ATOL, RTOL);
     tu_check(tmp.used == 0, "inference released its temporaries");
+    tu_check(tape.peak == peaks[0] && tmp.peak == peaks[1],
+             "tape peak %zu == %zu measured, tmp peak %zu == %zu measured", tape.peak, peaks[0],
+             tmp.peak, peaks[1]);
     ap_arena_free(&tape);
     ap_arena_free(&tmp);
     ap_wsrc_close(w);

@@ -85,14 +85,14 @@ int main(int argc, char **argv) {
     ap_tensor tl = ap_t4(lat, B, c.latent_channels, h, w), td = ap_t4(dlat, B, c.latent_channels, h, w);
     ap_tensor ti = ap_t4(img, B, c.out_channels, h * s, w * s), tdi = ap_t4(dimg, B, c.out_channels, h * s, w * s);
     ap_arena tape;
-    size_t tape_bytes = ap_vae_tape_bytes(&v, B, h, w);
-    if (ap_vae_plan(&v, &ctx, B, h, w) || ap_arena_init(&tape, tape_bytes, "VAE tape")) {
+    ap_plan plan;
+    if (ap_vae_plan(&v, &ctx, B, h, w, &plan) || ap_arena_init(&tape, plan.tape_bytes, "VAE tape")) {
         fprintf(stderr, "bench_vae: %s\n", ap_errmsg());
         return 1;
     }
     printf("bench_vae: %zu parameters, B %lld, latent %lldx%lld, %d threads; tape %.0f MB, "
            "tmp %.0f MB, scratch %.0f MB\n", v.params.total, (long long)B, (long long)h,
-           (long long)w, ctx.n_threads, tape_bytes / 1e6, v.tmp.cap / 1e6, ctx.scratch_cap / 1e6);
+           (long long)w, ctx.n_threads, plan.tape_bytes / 1e6, v.tmp.cap / 1e6, ctx.scratch_cap / 1e6);
     double *t_inf = calloc((size_t)reps + 1, sizeof(double)), *t_fb = calloc((size_t)reps + 1, sizeof(double));
     for (int r = 0; r <= reps; r++) {
         double t0 = now_ms();
