@@ -69,12 +69,7 @@ int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, i
     AP_TRY(ap_prompts_read_lines(cfg->eval_prompt_file[0] ? cfg->eval_prompt_file : cfg->prompt_file,
                                  &j->eval_prompts, &j->n_eval_prompts));
     AP_TRY(open_models(j));
-    /* grad_scale multiplies the aesthetic loss only, as the original's
-     * aesthetic_loss_fn (its hps_loss_fn has none) */
-    AP_TRY(ap_reward_open_kind(&j->reward, cfg->reward, cfg->aesthetic_clip, cfg->aesthetic_mlp,
-                               cfg->hps_config, cfg->hps_checkpoint, cfg->hps_tokenizer,
-                               cfg->aesthetic_target,
-                               cfg->reward == AP_REWARD_AESTHETIC ? cfg->grad_scale : 1.0));
+    AP_TRY(ap_reward_open(&j->reward, cfg));
     const ap_text_tower *t = &j->sd.text.t;
     int res = cfg->resolution;
     AP_TRY(ap_chain_init(&j->chain, &j->ctx, &j->sd.unet, &j->sd.vae, j->reward, &j->sd.sched,

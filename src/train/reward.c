@@ -74,9 +74,11 @@ int ap_reward_open_kind(ap_reward **out, ap_reward_kind kind, const char *clip_d
 }
 
 int ap_reward_open(ap_reward **out, const ap_train_config *c) {
+    /* grad_scale multiplies the aesthetic loss only, as the original's
+     * aesthetic_loss_fn (its hps_loss_fn has none) */
     return ap_reward_open_kind(out, c->reward, c->aesthetic_clip, c->aesthetic_mlp, c->hps_config,
                                c->hps_checkpoint, c->hps_tokenizer, c->aesthetic_target,
-                               c->grad_scale);
+                               c->reward == AP_REWARD_AESTHETIC ? c->grad_scale : 1.0);
 }
 
 void ap_reward_free(ap_reward *r) {
