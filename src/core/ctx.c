@@ -185,6 +185,16 @@ int ap_arena_init(ap_arena *a, size_t bytes, const char *what) {
     return AP_OK;
 }
 
+ap_arena ap_arena_view(const ap_arena *a, size_t off, size_t bytes, const char *what) {
+    ap_arena v;
+    memset(&v, 0, sizeof v);
+    v.what = what;
+    if (off % 64 || bytes % 64 || off > a->cap || bytes > a->cap - off) return v;
+    v.base = a->base + off;
+    v.cap = bytes;
+    return v;
+}
+
 int ap_arena_init_measure(ap_arena *a, const char *what) {
     memset(a, 0, sizeof *a);
     a->what = what;

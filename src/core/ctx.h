@@ -121,6 +121,10 @@ void ap_unbacked_free(void *p, size_t bytes);
  * inaccessible guard page: a write past the plan faults instead of
  * corrupting memory. */
 int ap_arena_init(ap_arena *a, size_t bytes, const char *what);
+/* An arena over bytes of a's block at offset off (both 64-byte multiples
+ * within a's capacity), owning nothing: workspaces of phases that never
+ * live at the same time share one block. NULL base when it does not fit. */
+ap_arena ap_arena_view(const ap_arena *a, size_t off, size_t bytes, const char *what);
 /* A measuring arena: any number of bytes, never backed (addresses fault when
  * touched); a->peak is what a real arena needs. */
 int ap_arena_init_measure(ap_arena *a, const char *what);

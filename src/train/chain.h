@@ -37,7 +37,8 @@ typedef struct ap_chain {
     int64_t C, h, w, L, D;    /* latent channels and size, context length and width */
     int64_t H, W;             /* image size */
     /* workspaces (planned once by ap_chain_plan) */
-    ap_arena unet_tape, unet_tmp, vae_tape;
+    ap_arena phase;                     /* one block: the UNet's workspaces or the VAE's */
+    ap_arena unet_tape, unet_tmp, vae_tape; /* views of phase (never in use together) */
     float *lat;               /* (S + 1, cap, C, h, w) latents */
     float *eps_store;         /* (S, cap, C, h, w) combined eps, only with clip_sample */
     float *cond, *uncond;                   /* (cap, L, D), (1, L, D): io's embeddings */
