@@ -47,6 +47,11 @@
 #include "ops/resize.h"
 #include "ops/softmax.h"
 #include "ops/timestep.h"
+#include "ops/ddim_step.h"
+#include "ops/image.h"
+#include "ops/matmul.h"
+#include "ops/rows.h"
+#include "sched/ddim.h"
 
 /* In-place cases (hx_case.inplace): dst takes src's values, then the op runs
  * with dst as both its input and its output. The op's own input tensor
@@ -522,6 +527,319 @@ static int ew_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
 
 /* ---- the table ------------------------------------------------------------ */
 
+/* ---- matmul: p = {ta, tb, M, N, K, beta, items}, f = alpha ---------------- */
+/* a (M, K) or (K, M) with ta, as (M/2, 2, K) when M is even and not items
+ * (leading dims collapse into rows); items > 0: ap_matmul_items, a (items,
+ * M, K), out (items, M, N). beta 1 starts out from a seeded value, beta 0
+ * from NaN (it must not be read). */
+
+static void mm_setup(hx_state *s, const hx_case *c) {
+    const int *p = c->p;
+    int64_t M = p[2], N = p[3], K = p[4];
+    float a = sqrtf(3.0f / (float)K);
+    if (p[6]) hx_in(s, "a", -1, 1, HX_DIMS(p[6], M, K));
+    else if (p[0]) hx_in(s, "a", -1, 1, HX_DIMS(K, M));
+    else if (M % 2 == 0) hx_in(s, "a", -1, 1, HX_DIMS(M / 2, 2, K));
+    else hx_in(s, "a", -1, 1, HX_DIMS(M, K));
+    if (p[1]) hx_in(s, "b", -a, a, HX_DIMS(N, K));
+    else hx_in(s, "b", -a, a, HX_DIMS(K, N));
+    if (p[6] && p[5]) hx_out_init(s, "out", HX_DIMS(p[6], M, N));
+    else if (p[6]) hx_out(s, "out", HX_DIMS(p[6], M, N));
+    else if (p[5]) hx_out_init(s, "out", HX_DIMS(M, N));
+    else hx_out(s, "out", HX_DIMS(M, N));
+}
+
+static int mm_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
+    const int *p = c->p;
+    if (p[6])
+        return ap_matmul_items(ctx, HX(s, "out"), HX(s, "a"), HX(s, "b"), p[1], c->f,
+                               (float)p[5]);
+    return ap_matmul(ctx, HX(s, "out"), HX(s, "a"), HX(s, "b"), p[0], p[1], c->f, (float)p[5]);
+}
+
+/* One GEMM (ap_gemm / ap_gemm_items): as gemm. Forward only (matmul.h: no
+ * backward of its own). */
+#define MATMUL(label_, ta, tb, M, N, K, beta, items, alpha, ...)                          \
+    {.op = "matmul", .label = label_, .p = {ta, tb, M, N, K, beta, items}, .f = alpha,   \
+     .setup = mm_setup, .forward = mm_forward, .atol = 2e-5, .rtol = 1e-4, __VA_ARGS__}
+
+/* ---- ddim_update: p = {B, C, H, W, step, noise, clip, inplace} ------------ */
+/* Scalars of step `step` of SD v1.5's 50-step schedule (ap_ddim_config_sd15,
+ * ap_ddim_coeffs); with noise, eta 1 (sigma from the step's variance, as
+ * diffusers); clip: clamp x0 to +-1 (x in +-2 so that many elements clamp).
+ * inplace 1: x_prev aliases x (forward), dx aliases dx_prev (backward);
+ * inplace 2: x_prev aliases eps, deps aliases dx_prev. */
+
+static ap_ddim_scalars ddim_scalars(const hx_case *c) {
+    static ap_ddim sched;
+    static int ready;
+    if (!ready) {
+        ap_ddim_config cfg;
+        ap_ddim_config_sd15(&cfg);
+        if (ap_ddim_init(&sched, &cfg, 50) != AP_OK) abort();
+        ready = 1;
+    }
+    ap_ddim_coef k;
+    if (ap_ddim_coeffs(&sched, c->p[4], &k) != AP_OK) abort();
+    ap_ddim_scalars sc = {k.sqrt_alpha_t, k.sqrt_beta_t, k.sqrt_alpha_prev, k.sqrt_dir,
+                          k.sigma, c->p[6], 1.0f};
+    if (c->p[5]) {
+        float var = (1.0f - k.alpha_prev) / (1.0f - k.alpha_t) * (1.0f - k.alpha_t / k.alpha_prev);
+        sc.sigma = sqrtf(var);
+        sc.sqrt_dir = sqrtf(1.0f - k.alpha_prev - sc.sigma * sc.sigma);
+    }
+    return sc;
+}
+
+static void ddim_setup(hx_state *s, const hx_case *c) {
+    const int *p = c->p;
+    float r = p[6] ? 2.0f : 1.0f;
+    int x = hx_in(s, "x", -r, r, HX_DIMS(p[0], p[1], p[2], p[3]));
+    int e = hx_in(s, "eps", -1, 1, HX_DIMS(p[0], p[1], p[2], p[3]));
+    if (p[5]) hx_in(s, "noise", -1, 1, HX_DIMS(p[0], p[1], p[2], p[3]));
+    hx_out(s, "x_prev", HX_DIMS(p[0], p[1], p[2], p[3]));
+    if (!c->backward) return;
+    hx_grad(s, "dx", x);
+    hx_grad(s, "deps", e);
+}
+
+static int ddim_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
+    ap_ddim_scalars sc = ddim_scalars(c);
+    const ap_tensor *y = HX(s, "x_prev"), *x = HX(s, "x"), *e = HX(s, "eps");
+    if (c->p[7] == 1) x = alias(y, x);
+    if (c->p[7] == 2) e = alias(y, e);
+    return ap_ddim_update_forward(ctx, y, x, e, HX_OPT(s, "noise"), &sc);
+}
+
+static int ddim_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
+    ap_ddim_scalars sc = ddim_scalars(c);
+    ap_tensor g = hx_dout(s, hx_find(s, "x_prev"));
+    const ap_tensor *dy = &g;
+    if (c->p[7] == 1) dy = alias(HX(s, "dx"), &g);
+    if (c->p[7] == 2) dy = alias(HX(s, "deps"), &g);
+    return ap_ddim_update_backward(ctx, HX(s, "dx"), HX(s, "deps"), dy,
+                                   c->p[6] ? HX(s, "x") : NULL, c->p[6] ? HX(s, "eps") : NULL,
+                                   &sc);
+}
+
+/* One float32 expression per element in a fixed order (ddim_step.h: bit
+ * for bit with torch): the variants may differ only by FMA contraction,
+ * 1 ulp of O(1/sqrt_alpha_t) ~ O(10) values: atol 1e-6 + rtol 1e-6 on S.
+ * FD: linear between clamp kinks, eps 1e-3 (x0 moves by eps/sqrt_alpha_t,
+ * a kink within reach at some point is unlikely), tolerance 1e-3. */
+#define DDIM(label_, B, C, H, W, step, noise, clip, inpl, ...)                             \
+    {.op = "ddim_update", .label = label_, .p = {B, C, H, W, step, noise, clip, inpl},    \
+     .setup = ddim_setup, .forward = ddim_forward, .backward = ddim_backward,             \
+     .atol = 1e-6, .rtol = 1e-6, .gatol = 1e-6, .grtol = 1e-6, .fd_eps = 1e-3,            \
+     .fd_tol = 1e-3, __VA_ARGS__}
+
+/* ---- guidance: p = {B, C, H, W, inplace}, f = guidance scale -------------- */
+/* inplace 1: eps aliases eps_u, deps_u aliases deps; 2: eps_c, deps_c. */
+
+static void guid_setup(hx_state *s, const hx_case *c) {
+    const int *p = c->p;
+    int u = hx_in(s, "eps_u", -1, 1, HX_DIMS(p[0], p[1], p[2], p[3]));
+    int k = hx_in(s, "eps_c", -1, 1, HX_DIMS(p[0], p[1], p[2], p[3]));
+    hx_out(s, "eps", HX_DIMS(p[0], p[1], p[2], p[3]));
+    if (!c->backward) return;
+    hx_grad(s, "deps_u", u);
+    hx_grad(s, "deps_c", k);
+}
+
+static int guid_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
+    const ap_tensor *y = HX(s, "eps"), *u = HX(s, "eps_u"), *k = HX(s, "eps_c");
+    if (c->p[4] == 1) u = alias(y, u);
+    if (c->p[4] == 2) k = alias(y, k);
+    return ap_guidance_forward(ctx, y, u, k, c->f);
+}
+
+static int guid_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
+    ap_tensor g = hx_dout(s, hx_find(s, "eps"));
+    const ap_tensor *d = &g;
+    if (c->p[4] == 1) d = alias(HX(s, "deps_u"), &g);
+    if (c->p[4] == 2) d = alias(HX(s, "deps_c"), &g);
+    return ap_guidance_backward(ctx, HX(s, "deps_u"), HX(s, "deps_c"), d, c->f);
+}
+
+/* Two float ops per element in main.py's order: FMA contraction at most,
+ * 1 ulp of values up to ~15 (guidance 7.5): atol 1e-6 on S. FD: linear,
+ * eps 0.5. */
+#define GUIDANCE(label_, B, C, H, W, g, inpl, ...)                                          \
+    {.op = "guidance", .label = label_, .p = {B, C, H, W, inpl}, .f = g,                  \
+     .setup = guid_setup, .forward = guid_forward, .backward = guid_backward,             \
+     .atol = 1e-6, .rtol = 1e-6, .gatol = 1e-6, .grtol = 1e-6, .fd_eps = 0.5,             \
+     .fd_tol = 1e-4, __VA_ARGS__}
+
+/* ---- rows.h and image.h: p = {kind, n0, n1, n2, k0, k1, ...}, f = scalar -- */
+
+enum {
+    RW_GATHER, RW_SUM, RW_BCAST, RW_L2NORM, RW_ROWDOT, RW_ABSDIFF, RW_AFFINE, RW_DIVIDE,
+    RW_NONFINITE, RW_COPY, IM_UNIT, IM_NORMALIZE, IM_COLOUR
+};
+
+/* gather_rows indices: m of them over N rows, j*5+2 mod N (repeats once
+ * m > N; with N = 2 every other index repeats). */
+static void gather_idx(int *idx, int m, int N) {
+    for (int j = 0; j < m; j++) idx[j] = (j * 5 + 2) % N;
+}
+
+static const float clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+static const float clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+
+/* kinds: GATHER {N, D, m}; SUM {R, D, acc}; BCAST {R, L, D, b has lead 1};
+ * L2NORM {B, D}, f eps; ROWDOT {B, D}; ABSDIFF {n, range}, f target;
+ * AFFINE {n, b*4}, f a; DIVIDE {n}, f s; NONFINITE {n, planted}; COPY
+ * {n0, n1}; UNIT {B, C, H, W}; NORMALIZE {B, 3, H, W}; COLOUR {B, 3, H, W}. */
+static void rw_setup(hx_state *s, const hx_case *c) {
+    const int *p = c->p;
+    int x;
+    switch (p[0]) {
+    case RW_GATHER:
+        x = hx_in(s, "in", -1, 1, HX_DIMS(p[1], p[2]));
+        hx_out(s, "out", HX_DIMS(p[3], p[2]));
+        break;
+    case RW_SUM:
+        hx_in(s, "in", -1, 1, HX_DIMS(p[1], p[2]));
+        if (p[3]) hx_out_init(s, "out", HX_DIMS(p[2]));
+        else hx_out(s, "out", HX_DIMS(p[2]));
+        return;
+    case RW_BCAST:
+        hx_in(s, "a", -1, 1, HX_DIMS(p[1], p[2], p[3]));
+        if (p[4]) hx_in(s, "b", -1, 1, HX_DIMS(1, p[2], p[3]));
+        else hx_in(s, "b", -1, 1, HX_DIMS(p[2], p[3]));
+        hx_out(s, "out", HX_DIMS(p[1], p[2], p[3]));
+        return;
+    case RW_L2NORM:
+        x = hx_in(s, "v", -1, 1, HX_DIMS(p[1], p[2]));
+        hx_out(s, "u", HX_DIMS(p[1], p[2]));
+        hx_aux(s, "norm", HX_DIMS(p[1]));
+        break;
+    case RW_ROWDOT:
+        x = hx_in(s, "a", -1, 1, HX_DIMS(p[1], p[2]));
+        hx_in(s, "b", -1, 1, HX_DIMS(p[1], p[2]));
+        hx_out(s, "out", HX_DIMS(p[1]));
+        if (c->backward) {
+            hx_grad(s, "da", x);
+            hx_grad(s, "db", x + 1);
+        }
+        return;
+    case RW_ABSDIFF:
+        x = hx_in(s, "x", -(float)p[2], (float)p[2], HX_DIMS(p[1]));
+        hx_out(s, "out", HX_DIMS(p[1]));
+        break;
+    case RW_AFFINE: case RW_DIVIDE: case RW_COPY:
+        x = hx_in(s, "x", -1, 1, HX_DIMS(p[1], p[2] ? p[2] : 1));
+        hx_out(s, "out", HX_DIMS(p[1], p[2] ? p[2] : 1));
+        break;
+    case RW_NONFINITE:
+        hx_in(s, "x", -1, 1, HX_DIMS(p[1]));
+        hx_aux(s, "planted", HX_DIMS(p[1]));
+        hx_out(s, "count", HX_DIMS(1));
+        return;
+    case IM_COLOUR:
+        x = hx_in(s, "image", -1, 1, HX_DIMS(p[1], p[2], p[3], p[4]));
+        hx_out(s, "out", HX_DIMS(p[1]));
+        break;
+    default: /* IM_UNIT, IM_NORMALIZE; unit: x in +-1.5, both clamps */
+        x = hx_in(s, "x", p[0] == IM_UNIT ? -1.5f : 0, p[0] == IM_UNIT ? 1.5f : 1,
+                  HX_DIMS(p[1], p[2], p[3], p[4]));
+        hx_out(s, "out", HX_DIMS(p[1], p[2], p[3], p[4]));
+        break;
+    }
+    if (c->backward) hx_grad(s, "dx", x);
+}
+
+static int rw_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
+    const int *p = c->p;
+    const ap_tensor *out = HX_OPT(s, "out");
+    int idx[512];
+    switch (p[0]) {
+    case RW_GATHER:
+        gather_idx(idx, p[3], p[1]);
+        return ap_gather_rows(ctx, out, HX(s, "in"), idx, p[3]);
+    case RW_SUM: return ap_sum_rows(ctx, out, HX(s, "in"), p[3]);
+    case RW_BCAST:
+        return ap_add_broadcast_rows(ctx, out, c->inplace ? alias(out, HX(s, "a")) : HX(s, "a"),
+                                     HX(s, "b"));
+    case RW_L2NORM: {
+        const ap_tensor *u = HX(s, "u");
+        return ap_l2norm_forward(ctx, u, HX(s, "norm"), c->inplace ? alias(u, HX(s, "v"))
+                                                                    : HX(s, "v"), c->f);
+    }
+    case RW_ROWDOT: return ap_row_dot_forward(ctx, out, HX(s, "a"), HX(s, "b"));
+    case RW_NONFINITE: {
+        /* A copy of x with NaN, +inf, -inf planted at spread indices (the
+         * input itself must stay as generated). */
+        const ap_tensor *t = alias(HX(s, "planted"), HX(s, "x"));
+        int64_t n = ap_numel(t);
+        for (int k = 0; k < p[2]; k++) {
+            int64_t i = (int64_t)k * 7919 % n;
+            t->data[i] = k % 3 == 0 ? NAN : k % 3 == 1 ? INFINITY : -INFINITY;
+        }
+        int rc = ap_count_nonfinite(ctx, HX(s, "count"), t);
+        alias(t, HX(s, "x")); /* finite again: the aux compare sees NaN as unwritten */
+        return rc;
+    }
+    default: break;
+    }
+    const ap_tensor *x = HX_OPT(s, "x");
+    if (c->inplace) x = alias(out, x);
+    switch (p[0]) {
+    case RW_ABSDIFF: return ap_abs_diff_forward(ctx, out, x, c->f);
+    case RW_AFFINE: return ap_affine_forward(ctx, out, x, c->f, 0.25f * (float)p[3]);
+    case RW_DIVIDE: return ap_divide_forward(ctx, out, x, c->f);
+    case RW_COPY: return ap_copy(ctx, out, x);
+    case IM_UNIT: return ap_to_unit_range_forward(ctx, out, x);
+    case IM_NORMALIZE: return ap_channel_normalize_forward(ctx, out, x, clip_mean, clip_std);
+    default: return ap_colourfulness_forward(ctx, out, HX(s, "image"));
+    }
+}
+
+static int rw_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
+    const int *p = c->p;
+    int oi = hx_index(s, "out") >= 0 ? hx_find(s, "out") : hx_find(s, "u");
+    ap_tensor g = hx_dout(s, oi);
+    const ap_tensor *dx = HX_OPT(s, "dx"), *d = &g;
+    if (c->inplace) d = alias(dx, &g);
+    int idx[512];
+    switch (p[0]) {
+    case RW_GATHER:
+        gather_idx(idx, p[3], p[1]);
+        return ap_gather_rows_backward(ctx, dx, d, idx, p[3]);
+    case RW_L2NORM: return ap_l2norm_backward(ctx, dx, d, HX(s, "u"), HX(s, "norm"), c->f);
+    case RW_ROWDOT:
+        return ap_row_dot_backward(ctx, HX(s, "da"), HX(s, "db"), d, HX(s, "a"), HX(s, "b"));
+    case RW_ABSDIFF: return ap_abs_diff_backward(ctx, dx, d, HX(s, "x"), c->f);
+    case RW_DIVIDE: return ap_divide_forward(ctx, dx, d, c->f);
+    case IM_UNIT: return ap_to_unit_range_backward(ctx, dx, d, HX(s, "x"));
+    case IM_NORMALIZE: return ap_channel_normalize_backward(ctx, dx, d, clip_std);
+    default: return ap_colourfulness_backward(ctx, dx, d, HX(s, "image"));
+    }
+}
+
+/* Data movement (gather, copy, count): exact, tolerance 0. Pointwise
+ * arithmetic of one or two float ops (abs_diff, affine, divide,
+ * to_unit_range, channel_normalize, broadcast add): FMA contraction at
+ * most, 1 ulp: atol 1e-6 + rtol 1e-6 on S (outputs up to ~4 after
+ * Normalize's 1/0.26). Sums over rows in index order: the same. FD: linear
+ * (or piecewise linear away from the kinks), eps 1e-3, tolerance 1e-3. */
+#define ROWS(op_, label_, kind, n0, n1, n2, n3, f_, bwd, ...)                              \
+    ROWS_(op_, label_, kind, n0, n1, n2, n3, f_, bwd, 1e-6, 1e-3, __VA_ARGS__)
+#define ROWS_(op_, label_, kind, n0, n1, n2, n3, f_, bwd, tol, fdtol, ...)                 \
+    {.op = op_, .label = label_, .p = {kind, n0, n1, n2, n3}, .f = f_, .setup = rw_setup, \
+     .forward = rw_forward, .backward = bwd, .atol = tol, .rtol = tol, .gatol = tol,      \
+     .grtol = tol, .fd_eps = 1e-3, .fd_tol = fdtol, __VA_ARGS__}
+#define ROWS_EXACT(op_, label_, kind, n0, n1, n2, n3, f_, bwd, ...)                        \
+    ROWS_(op_, label_, kind, n0, n1, n2, n3, f_, bwd, 0, 1e-3, __VA_ARGS__)
+/* Row reductions summed in double and rounded once (l2norm's norm, row_dot,
+ * colourfulness): the variants agree to 1 ulp of O(1) outputs; l2norm's
+ * backward is a few float ops per element from u and norm: 2 ulp. atol
+ * 2e-6 + rtol 2e-6. FD: smooth, eps 1e-3 (curvature ~1/|v| = O(1/sqrt(D))
+ * gives ~1e-6 truncation), tolerance 2e-3 (float rounding of a loss of
+ * O(sqrt(D)) terms over 2e-3). */
+#define ROWS_RED(op_, label_, kind, n0, n1, n2, n3, f_, bwd, ...)                          \
+    ROWS_(op_, label_, kind, n0, n1, n2, n3, f_, bwd, 2e-6, 2e-3, __VA_ARGS__)
+
 static const hx_case cases[] = {
     /* conv2d. SD v1.5 UNet: conv_in 4->320, ResNet 3x3 at 320/640/1280,
      * Downsample 3x3 s2, 1x1 shortcut; VAE conv_out 128->3; ViT-H patch
@@ -738,6 +1056,120 @@ static const hx_case cases[] = {
     EW("add", "SD (2,320,64,64)", EW_ADD, 2, 320, 64, 64, 0, 0, ew_backward, .full = 1),
     EW("nchw_to_nlc", "SD (2,320,64,64)", EW_TO_NLC, 2, 320, 64, 64, 0, 0, ew_backward,
        .full = 1),
+    /* matmul (tensor GEMM): SD LoRA rank-4 branches (down 320->4, up 4->320,
+     * their dW as a^T b), ViT-H's 1280->1024 projection, every transpose
+     * with beta 0 (out poisoned) and 1, alpha; items: CLIP's per-prompt
+     * rows (77 each); a with a collapsed leading dim; tiny and odd sizes. */
+    MATMUL("SD LoRA down (256,320).(4,320)^T", 0, 1, 256, 4, 320, 0, 0, 1.0f),
+    MATMUL("SD LoRA up (256,4).(320,4)^T beta 1", 0, 1, 256, 320, 4, 1, 0, 1.0f),
+    MATMUL("SD LoRA dW a^T (256,4)^T.(256,320) beta 1", 1, 0, 4, 320, 256, 1, 0, 1.0f),
+    MATMUL("ViT-H proj (2,1280).(1280,1024)", 0, 0, 2, 1024, 1280, 0, 0, 1.0f),
+    MATMUL("a^T b^T (77,64,96) alpha 0.125 beta 1", 1, 1, 77, 64, 96, 1, 0, 0.125f),
+    MATMUL("a^T b^T (33,17,40) beta 0", 1, 1, 33, 17, 40, 0, 0, 1.0f),
+    MATMUL("CLIP items 2x(77,768).(768,768)^T", 0, 1, 77, 768, 768, 0, 2, 1.0f),
+    MATMUL("items 3x(5,70,100) beta 1 alpha -0.5", 0, 0, 5, 70, 100, 1, 3, -0.5f),
+    MATMUL("items one (1,9,33).(33,17)", 0, 0, 9, 17, 33, 0, 1, 1.0f),
+    MATMUL("edge (1,1,1)", 0, 0, 1, 1, 1, 0, 0, 1.0f),
+    MATMUL("edge odd (5,17,3) beta 1", 0, 0, 5, 17, 3, 1, 0, 1.0f),
+    MATMUL("edge a^T odd (7,9,13)", 1, 0, 7, 9, 13, 0, 0, 1.0f),
+    MATMUL("edge b^T odd (7,9,13) beta 1", 0, 1, 7, 9, 13, 1, 0, 2.0f),
+    MATMUL("SD LoRA up (8192,4).(320,4)^T beta 1", 0, 1, 8192, 320, 4, 1, 0, 1.0f, .full = 1),
+    MATMUL("CLIP items 4x(77,768).(3072,768)^T", 0, 1, 77, 3072, 768, 0, 4, 1.0f,
+           .full = 1),
+
+    /* ddim_update: SD v1.5 50-step schedule (steps 0 = t 981, 10, 25, 40,
+     * 49 = t 1); eta 1 noise; x0 clamp to +-1; in-place x / eps. */
+    DDIM("SD latent (1,4,16,16) step 25", 1, 4, 16, 16, 25, 0, 0, 0),
+    DDIM("SD latent noise eta 1 (1,4,16,16) step 10", 1, 4, 16, 16, 10, 1, 0, 0),
+    DDIM("clip x0 (2,4,8,8) step 40", 2, 4, 8, 8, 40, 0, 1, 0),
+    DDIM("clip + noise (1,4,8,8) step 0", 1, 4, 8, 8, 0, 1, 1, 0),
+    DDIM("last step 49 (1,4,8,8)", 1, 4, 8, 8, 49, 0, 0, 0),
+    DDIM("in-place x (1,4,16,16) step 25", 1, 4, 16, 16, 25, 0, 0, 1, .inplace = 1),
+    DDIM("in-place eps clip (1,4,8,8) step 25", 1, 4, 8, 8, 25, 0, 1, 2, .inplace = 1),
+    DDIM("edge (1,1,1,1) noise", 1, 1, 1, 1, 30, 1, 0, 0),
+    DDIM("edge odd (1,3,5,7) noise clip", 1, 3, 5, 7, 20, 1, 1, 0),
+    DDIM("SD latent (2,4,64,64) clip noise", 2, 4, 64, 64, 25, 1, 1, 0, .full = 1),
+
+    /* guidance: AlignProp's 7.5 on SD latents; in-place either way. */
+    GUIDANCE("SD (1,4,16,16) g7.5", 1, 4, 16, 16, 7.5f, 0),
+    GUIDANCE("in-place eps_u (1,4,16,16) g7.5", 1, 4, 16, 16, 7.5f, 1, .inplace = 1),
+    GUIDANCE("in-place eps_c (1,4,8,8) g7.5", 1, 4, 8, 8, 7.5f, 2, .inplace = 1),
+    GUIDANCE("edge (1,1,1,1) g1", 1, 1, 1, 1, 1.0f, 0),
+    GUIDANCE("edge odd (1,3,5,7) g0", 1, 3, 5, 7, 0.0f, 0),
+    GUIDANCE("SD (2,4,64,64) g7.5", 2, 4, 64, 64, 7.5f, 0, .full = 1),
+
+    /* rows.h. gather_rows: CLIP-L's EOT tokens, CFG rows repeated. */
+    ROWS_EXACT("gather_rows", "CLIP-L EOT (77,768) pick 2", RW_GATHER, 77, 768, 2, 0, 0,
+               rw_backward),
+    ROWS_EXACT("gather_rows", "repeats (2,1024) pick 8", RW_GATHER, 2, 1024, 8, 0, 0,
+               rw_backward),
+    ROWS_EXACT("gather_rows", "edge (1,1) pick 3", RW_GATHER, 1, 1, 3, 0, 0, rw_backward),
+    ROWS_EXACT("gather_rows", "edge odd (5,33) pick 7", RW_GATHER, 5, 33, 7, 0, 0, rw_backward),
+    ROWS("sum_rows", "CFG dx (2,1024)", RW_SUM, 2, 1024, 0, 0, 0, NULL),
+    ROWS("sum_rows", "CFG dx += (2,1024)", RW_SUM, 2, 1024, 1, 0, 0, NULL),
+    ROWS("sum_rows", "odd (3,17) +=", RW_SUM, 3, 17, 1, 0, 0, NULL),
+    ROWS("sum_rows", "edge (1,1)", RW_SUM, 1, 1, 0, 0, 0, NULL),
+    ROWS("add_broadcast_rows", "CLIP-L pos (2,77,768)+(77,768)", RW_BCAST, 2, 77, 768, 0, 0,
+         NULL),
+    ROWS("add_broadcast_rows", "ViT-H pos (1,65,1280)+(1,65,1280)", RW_BCAST, 1, 65, 1280, 1,
+         0, NULL),
+    ROWS("add_broadcast_rows", "in-place odd (3,5,7)", RW_BCAST, 3, 5, 7, 1, 0, NULL,
+         .inplace = 1),
+    ROWS("add_broadcast_rows", "edge (1,1,1)", RW_BCAST, 1, 1, 1, 0, 0, NULL),
+    ROWS_RED("l2norm", "aesthetic CLIP-L (2,768) eps 0", RW_L2NORM, 2, 768, 0, 0, 0.0f,
+             rw_backward),
+    ROWS_RED("l2norm", "HPS ViT-H (2,1024) eps 1e-12", RW_L2NORM, 2, 1024, 0, 0, 1e-12f,
+             rw_backward),
+    ROWS_RED("l2norm", "in-place (2,1024) eps 1e-12", RW_L2NORM, 2, 1024, 0, 0, 1e-12f,
+             rw_backward, .inplace = 1),
+    ROWS_RED("l2norm", "edge odd (3,17) eps 0", RW_L2NORM, 3, 17, 0, 0, 0.0f, rw_backward),
+    ROWS_RED("l2norm", "edge (1,2) eps 1e-12", RW_L2NORM, 1, 2, 0, 0, 1e-12f, rw_backward),
+    ROWS_RED("row_dot", "HPS img.txt (2,1024)", RW_ROWDOT, 2, 1024, 0, 0, 0, rw_backward),
+    ROWS_RED("row_dot", "edge (1,1)", RW_ROWDOT, 1, 1, 0, 0, 0, rw_backward),
+    ROWS_RED("row_dot", "edge odd (3,33)", RW_ROWDOT, 3, 33, 0, 0, 0, rw_backward),
+    /* abs_diff: x in +-1 with the target outside (no kink within fd_eps),
+     * and one target inside (both signs; no FD point lands within 1e-3). */
+    ROWS("abs_diff", "aesthetic |x-10| (2048)", RW_ABSDIFF, 2048, 1, 0, 0, 10.0f, rw_backward),
+    ROWS("abs_diff", "target 0.3 (2048)", RW_ABSDIFF, 2048, 1, 0, 0, 0.3f, rw_backward),
+    ROWS("abs_diff", "in-place odd (33) target -2", RW_ABSDIFF, 33, 1, 0, 0, -2.0f,
+         rw_backward, .inplace = 1),
+    ROWS("abs_diff", "edge (1) target 5", RW_ABSDIFF, 1, 1, 0, 0, 5.0f, rw_backward),
+    ROWS("affine", "1 - x (2,1024)", RW_AFFINE, 2, 1024, 4, 0, -1.0f, NULL),
+    ROWS("affine", "in-place odd (3,17) 0.5x-0.25", RW_AFFINE, 3, 17, -1, 0, 0.5f, NULL,
+         .inplace = 1),
+    ROWS("affine", "edge (1,1) 3x", RW_AFFINE, 1, 1, 0, 0, 3.0f, NULL),
+    ROWS("divide", "VAE latents / 0.18215 (4,256)", RW_DIVIDE, 4, 256, 0, 0, 0.18215f,
+         rw_backward),
+    ROWS("divide", "in-place odd (3,17) / 3", RW_DIVIDE, 3, 17, 0, 0, 3.0f, rw_backward,
+         .inplace = 1),
+    ROWS("divide", "edge (1,1) / -7", RW_DIVIDE, 1, 1, 0, 0, -7.0f, rw_backward),
+    ROWS_EXACT("count_nonfinite", "SD latent (1024) 5 planted", RW_NONFINITE, 1024, 5, 0, 0,
+               0, NULL),
+    ROWS_EXACT("count_nonfinite", "none planted (1024)", RW_NONFINITE, 1024, 0, 0, 0, 0, NULL),
+    ROWS_EXACT("count_nonfinite", "odd (17) 3 planted", RW_NONFINITE, 17, 3, 0, 0, 0, NULL),
+    ROWS_EXACT("count_nonfinite", "edge (1) 1 planted", RW_NONFINITE, 1, 1, 0, 0, 0, NULL),
+    ROWS_EXACT("count_nonfinite", "(65537) 9 planted", RW_NONFINITE, 65537, 9, 0, 0, 0, NULL),
+    ROWS_EXACT("copy", "(4,1024)", RW_COPY, 4, 1024, 0, 0, 0, NULL),
+    ROWS_EXACT("copy", "edge (1,1)", RW_COPY, 1, 1, 0, 0, 0, NULL),
+    ROWS_EXACT("copy", "edge odd (3,17)", RW_COPY, 3, 17, 0, 0, 0, NULL),
+
+    /* image.h: the VAE's decoded image to [0, 1] (x in +-1.5: both clamps),
+     * CLIP Normalize, the demo reward's colourfulness. */
+    ROWS("to_unit_range", "VAE out (1,3,32,32)", IM_UNIT, 1, 3, 32, 32, 0, rw_backward),
+    ROWS("to_unit_range", "in-place (1,3,16,16)", IM_UNIT, 1, 3, 16, 16, 0, rw_backward,
+         .inplace = 1),
+    ROWS("to_unit_range", "edge (1,1,1,1)", IM_UNIT, 1, 1, 1, 1, 0, rw_backward),
+    ROWS("to_unit_range", "edge odd (1,3,5,7)", IM_UNIT, 1, 3, 5, 7, 0, rw_backward),
+    ROWS("channel_normalize", "CLIP (1,3,28,28)", IM_NORMALIZE, 1, 3, 28, 28, 0, rw_backward),
+    ROWS("channel_normalize", "in-place (2,3,8,8)", IM_NORMALIZE, 2, 3, 8, 8, 0, rw_backward,
+         .inplace = 1),
+    ROWS("channel_normalize", "edge (1,3,1,1)", IM_NORMALIZE, 1, 3, 1, 1, 0, rw_backward),
+    ROWS("channel_normalize", "CLIP (2,3,224,224)", IM_NORMALIZE, 2, 3, 224, 224, 0,
+         rw_backward, .full = 1),
+    ROWS_RED("colourfulness", "demo (2,3,32,32)", IM_COLOUR, 2, 3, 32, 32, 0, rw_backward),
+    ROWS_RED("colourfulness", "edge odd (1,3,2,3)", IM_COLOUR, 1, 3, 2, 3, 0, rw_backward),
+    ROWS_RED("colourfulness", "demo (1,3,512,512)", IM_COLOUR, 1, 3, 512, 512, 0, rw_backward,
+             .full = 1),
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
