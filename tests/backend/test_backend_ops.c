@@ -11,12 +11,12 @@
  *
  *   test_backend_ops [--op NAME] [--full] [--list] [--fd-points N] [--verbose]
  *
- * The default set (143 cases) uses the models' real channel counts, head
+ * The default set (221 cases) uses the models' real channel counts, head
  * dims and kernel sizes with small batch and spatial sizes (a 16x16 latent
  * instead of 64x64, 65 ViT tokens instead of 257), plus edge, in-place and
  * frozen-layer (din only) cases: ~10 s on the 2-core dev box in a release
  * build when it is otherwise idle (~35 s beside other work), ~35 s under
- * AddressSanitizer. --full adds 18 full-size layers (SD 64x64 latent, SD
+ * AddressSanitizer. --full adds 24 full-size cases (SD 64x64 latent, SD
  * 4096-token attention, ViT-H 257 tokens, VAE 128x128x256 conv, the 512->224
  * reward resize) with 2 finite-difference points each: 1.5-2 min more.
  *
@@ -527,7 +527,7 @@ static int ew_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
 
 /* ---- the table ------------------------------------------------------------ */
 
-/* ---- matmul: p = {ta, tb, M, N, K, beta, items}, f = alpha ---------------- */
+/* ---- matmul: p = {ta, tb, M, N, K, beta, items, bf16}, f = alpha --------- */
 /* a (M, K) or (K, M) with ta, as (M/2, 2, K) when M is even and not items
  * (leading dims collapse into rows); items > 0: ap_matmul_items, a (items,
  * M, K), out (items, M, N). beta 1 starts out from a seeded value, beta 0
@@ -547,21 +547,37 @@ static void mm_setup(hx_state *s, const hx_case *c) {
     else if (p[6]) hx_out(s, "out", HX_DIMS(p[6], M, N));
     else if (p[5]) hx_out_init(s, "out", HX_DIMS(M, N));
     else hx_out(s, "out", HX_DIMS(M, N));
+    if (p[7]) hx_aux(s, "b_bf16", HX_DIMS(N * K / 2)); /* N*K even: bf16 pairs */
 }
 
 static int mm_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     const int *p = c->p;
+    const ap_tensor *b = HX(s, "b");
+    ap_tensor b16;
+    if (p[7]) { /* b as a bf16 weight, converted by ap_copy into the aux's storage */
+        b16 = ap_tensor_of(HX(s, "b_bf16")->data, AP_BF16, AP_CPU, b->ndim, b->shape);
+        int rc = ap_copy(ctx, &b16, b);
+        if (rc != AP_OK) return rc;
+        b = &b16;
+    }
     if (p[6])
-        return ap_matmul_items(ctx, HX(s, "out"), HX(s, "a"), HX(s, "b"), p[1], c->f,
-                               (float)p[5]);
-    return ap_matmul(ctx, HX(s, "out"), HX(s, "a"), HX(s, "b"), p[0], p[1], c->f, (float)p[5]);
+        return ap_matmul_items(ctx, HX(s, "out"), HX(s, "a"), b, p[1], c->f, (float)p[5]);
+    return ap_matmul(ctx, HX(s, "out"), HX(s, "a"), b, p[0], p[1], c->f, (float)p[5]);
 }
 
 /* One GEMM (ap_gemm / ap_gemm_items): as gemm. Forward only (matmul.h: no
  * backward of its own). */
 #define MATMUL(label_, ta, tb, M, N, K, beta, items, alpha, ...)                          \
-    {.op = "matmul", .label = label_, .p = {ta, tb, M, N, K, beta, items}, .f = alpha,   \
+    MATMUL_(label_, ta, tb, M, N, K, beta, items, alpha, 0, __VA_ARGS__)
+#define MATMUL_(label_, ta, tb, M, N, K, beta, items, alpha, bf16, ...)                   \
+    {.op = "matmul", .label = label_, .p = {ta, tb, M, N, K, beta, items, bf16},          \
+     .f = alpha,                                                                          \
      .setup = mm_setup, .forward = mm_forward, .atol = 2e-5, .rtol = 1e-4, __VA_ARGS__}
+/* b in bf16 (p[7]; the aux b_bf16 holds its bf16 pairs, compared as floats):
+ * both sides multiply by the same bf16 values, so the fp32 tolerance holds
+ * unless a variant also rounds a (an avx512bf16 dot product would). */
+#define MATMUL_BF16(label_, ta, tb, M, N, K, beta, items, alpha, ...)                     \
+    MATMUL_(label_, ta, tb, M, N, K, beta, items, alpha, 1, __VA_ARGS__)
 
 /* ---- ddim_update: p = {B, C, H, W, step, noise, clip, inplace} ------------ */
 /* Scalars of step `step` of SD v1.5's 50-step schedule (ap_ddim_config_sd15,
@@ -1070,6 +1086,11 @@ static const hx_case cases[] = {
     MATMUL("items 3x(5,70,100) beta 1 alpha -0.5", 0, 0, 5, 70, 100, 1, 3, -0.5f),
     MATMUL("items one (1,9,33).(33,17)", 0, 0, 9, 17, 33, 0, 1, 1.0f),
     MATMUL("edge (1,1,1)", 0, 0, 1, 1, 1, 0, 0, 1.0f),
+    MATMUL_BF16("bf16 b SD LoRA-like (256,320).(64,320)^T", 0, 1, 256, 64, 320, 0, 0, 1.0f),
+    MATMUL_BF16("bf16 b ViT-H proj (2,1280).(1280,1024) beta 1", 0, 0, 2, 1024, 1280, 1, 0,
+                1.0f),
+    MATMUL_BF16("bf16 b a^T odd (7,9,14)", 1, 0, 7, 9, 14, 0, 0, 1.0f),
+    MATMUL_BF16("bf16 b items 2x(77,768).(768,768)^T", 0, 1, 77, 768, 768, 0, 2, 1.0f),
     MATMUL("edge odd (5,17,3) beta 1", 0, 0, 5, 17, 3, 1, 0, 1.0f),
     MATMUL("edge a^T odd (7,9,13)", 1, 0, 7, 9, 13, 0, 0, 1.0f),
     MATMUL("edge b^T odd (7,9,13) beta 1", 0, 1, 7, 9, 13, 1, 0, 2.0f),
