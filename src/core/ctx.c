@@ -132,6 +132,7 @@ ap_ctx ap_ctx_dry(const ap_ctx *real) {
     d.scratch_peak = 0;
     d.scratch_fixed = 0;
     d.dry_run = 1;
+    d.tmp = NULL; /* the measuring function sets its own */
     return d;
 }
 

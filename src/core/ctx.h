@@ -56,6 +56,8 @@ typedef struct ap_ctx {
     size_t scratch_peak;
     int scratch_fixed; /* 1: ap_scratch never grows */
     int dry_run;       /* 1: ops do no arithmetic, only record their scratch (below) */
+    ap_arena *tmp;     /* temporaries of layer and model calls (core/tape.h): set by
+                          the caller, every call leaves it as it found it */
 } ap_ctx;
 
 /* A CPU context. n_threads <= 0 picks $AP_NUM_THREADS, else

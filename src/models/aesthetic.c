@@ -149,20 +149,22 @@ int ap_aesthetic_mlp_backward(ap_ctx *ctx, const ap_aesthetic *m, const ap_tenso
     return AP_OK;
 }
 
-int ap_aesthetic_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_aesthetic_saved *sv,
-                         const ap_aesthetic *m, const ap_tensor *reward, const ap_tensor *loss,
+int ap_aesthetic_forward(ap_ctx *ctx, ap_tape *tape, const ap_aesthetic *m,
+                         ap_aesthetic_saved *sv, const ap_tensor *reward, const ap_tensor *loss,
                          const ap_tensor *image) {
     const char *op = "aesthetic_forward";
     AP_TRY(ap_expect(op, "image", image, 4, (int64_t[]){-1, 3, -1, -1}));
     int64_t B = image->shape[0], S = m->clip.v.image_size, P = m->clip.v.proj_dim;
     if (reward) AP_TRY(ap_expect1(op, "reward", reward, B));
     if (loss) AP_TRY(ap_expect1(op, "loss", loss, B));
-    if (!tmp) return ap_fail("%s: expected a tmp arena, found none", op);
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     if (tape && !sv) return ap_fail("%s: a tape needs a saved struct (sv)", op);
-    ap_arena *keep = tape ? tape : tmp;
+    ap_arena *keep = tape ? tape->mem : tmp;
     size_t tmark = tmp->used;
     ap_aesthetic_saved local, *s = tape ? sv : &local;
     memset(s, 0, sizeof *s);
+    ap_tape_record(&s->rec, tape, m);
     s->image = *image;
     int rc = AP_ERR;
     float *p = ap_arena_floats(keep, (size_t)(B * 3 * S * S), "aesthetic preprocessed pixels"),
@@ -171,8 +173,8 @@ int ap_aesthetic_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_aestheti
     s->p = ap_t4(p, B, 3, S, S);
     s->e = ap_t2(e, B, P), s->u = ap_t2(e + B * P, B, P);
     s->norm = ap_t1(e + 2 * B * P, B), s->reward = ap_t1(e + 2 * B * P + B, B);
-    if (ap_clip_preprocess_forward(ctx, tmp, &s->p, image)) goto out;
-    if (ap_vit_forward(ctx, tape, tmp, tape ? &s->vit : NULL, &m->clip.v, &s->e, &s->p)) goto out;
+    if (ap_clip_preprocess_forward(ctx, &s->p, image)) goto out;
+    if (ap_vit_forward(ctx, tape, &m->clip.v, tape ? &s->vit : NULL, &s->e, &s->p)) goto out;
     if (ap_l2norm_forward(ctx, &s->u, &s->norm, &s->e, 0.0f)) goto out;
     if (ap_aesthetic_mlp_forward(ctx, m, &s->reward, &s->u)) goto out;
     if (reward && ap_copy(ctx, reward, &s->reward)) goto out;
@@ -186,12 +188,13 @@ out:
     return rc;
 }
 
-int ap_aesthetic_backward(ap_ctx *ctx, ap_arena *tmp, const ap_aesthetic *m,
+int ap_aesthetic_backward(ap_ctx *ctx, ap_tape *tape, const ap_aesthetic *m,
                           const ap_aesthetic_saved *s, const ap_tensor *dimage,
                           const ap_tensor *dloss) {
     const char *op = "aesthetic_backward";
-    if (!s->reward.data || !s->vit.taped)
-        return ap_fail("%s: the forward kept nothing for backward (run it with a tape)", op);
+    AP_TRY(ap_tape_check(op, &s->rec, tape, m));
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     AP_TRY(ap_expect_same(op, "image", &s->image, "dimage", dimage));
     int64_t B = s->image.shape[0], S = m->clip.v.image_size, P = m->clip.v.proj_dim;
     AP_TRY(ap_expect1(op, "dloss", dloss, B));
@@ -208,8 +211,8 @@ int ap_aesthetic_backward(ap_ctx *ctx, ap_arena *tmp, const ap_aesthetic *m,
         goto out;
     if (ap_aesthetic_mlp_backward(ctx, m, &tdu, &tdr)) goto out;
     if (ap_l2norm_backward(ctx, &tde, &tdu, &s->u, &s->norm, 0.0f)) goto out;
-    if (ap_vit_backward(ctx, tmp, &m->clip.v, &s->vit, &tdp, &tde)) goto out;
-    if (ap_clip_preprocess_backward(ctx, tmp, dimage, &tdp, &s->image)) goto out;
+    if (ap_vit_backward(ctx, tape, &m->clip.v, &s->vit, &tdp, &tde)) goto out;
+    if (ap_clip_preprocess_backward(ctx, dimage, &tdp, &s->image)) goto out;
     rc = AP_OK;
 out:
     tmp->used = mark;
@@ -229,9 +232,11 @@ static int aesthetic_step(ap_ctx *dry, ap_arena *a, void *user) {
     ap_tensor dl = ap_dry_input(&a[2], 1, bs);
     if (!img.data || !dimg.data || !r.data || !l.data || !dl.data) return AP_ERR;
     ap_aesthetic_saved sv;
-    AP_TRY(ap_aesthetic_forward(dry, NULL, &a[1], NULL, k->m, &r, &l, &img));
-    AP_TRY(ap_aesthetic_forward(dry, &a[0], &a[1], &sv, k->m, &r, &l, &img));
-    return ap_aesthetic_backward(dry, &a[1], k->m, &sv, &dimg, &dl);
+    ap_tape tape = ap_tape_on(&a[0]);
+    dry->tmp = &a[1];
+    AP_TRY(ap_aesthetic_forward(dry, NULL, k->m, NULL, &r, &l, &img));
+    AP_TRY(ap_aesthetic_forward(dry, &tape, k->m, &sv, &r, &l, &img));
+    return ap_aesthetic_backward(dry, &tape, k->m, &sv, &dimg, &dl);
 }
 
 int ap_aesthetic_plan_measure(ap_ctx *ctx, const ap_aesthetic *m, int64_t B, int64_t H, int64_t W,

@@ -38,6 +38,7 @@ typedef struct ap_aesthetic {
 } ap_aesthetic;
 
 typedef struct ap_aesthetic_saved {
+    ap_tape_rec rec;  /* the forward's stamp (core/tape.h) */
     ap_tensor image;  /* (B, 3, H, W) caller-owned */
     ap_tensor p;      /* (B, 3, S, S) preprocessed pixels */
     ap_vit_saved vit;
@@ -64,12 +65,12 @@ int ap_aesthetic_mlp_backward(ap_ctx *ctx, const ap_aesthetic *m, const ap_tenso
 
 /* reward (B) and loss (B) (either may be NULL) of image (B, 3, H, W), square,
  * nominally in [-1, 1]. tape NULL: inference. */
-int ap_aesthetic_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_aesthetic_saved *sv,
-                         const ap_aesthetic *m, const ap_tensor *reward, const ap_tensor *loss,
+int ap_aesthetic_forward(ap_ctx *ctx, ap_tape *tape, const ap_aesthetic *m,
+                         ap_aesthetic_saved *sv, const ap_tensor *reward, const ap_tensor *loss,
                          const ap_tensor *image);
 /* dimage (B, 3, H, W) (=) from dloss (B) = d(objective)/d(loss_b), after a
  * forward with a tape. d|r - t|/dr = sign(r - t), 0 at r == t (PyTorch). */
-int ap_aesthetic_backward(ap_ctx *ctx, ap_arena *tmp, const ap_aesthetic *m,
+int ap_aesthetic_backward(ap_ctx *ctx, ap_tape *tape, const ap_aesthetic *m,
                           const ap_aesthetic_saved *sv, const ap_tensor *dimage,
                           const ap_tensor *dloss);
 /* The workspaces of an inference forward, a forward with tape and its

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "core/tape.h"
 #include "ops/image.h"
 #include "ops/resize.h"
 #include "ops/rows.h"
@@ -66,9 +67,10 @@ int ap_clip_preprocess_size(int64_t H, int64_t W, int S) {
     return AP_OK;
 }
 
-int ap_clip_preprocess_forward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *p,
-                               const ap_tensor *image) {
+int ap_clip_preprocess_forward(ap_ctx *ctx, const ap_tensor *p, const ap_tensor *image) {
     const char *op = "clip_preprocess_forward";
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     AP_TRY(ap_expect(op, "image", image, 4, (int64_t[]){-1, 3, -1, -1}));
     int64_t B = image->shape[0], H = image->shape[2], W = image->shape[3];
     AP_TRY(ap_expect(op, "p", p, 4, (int64_t[]){B, 3, -1, -1}));
@@ -90,9 +92,11 @@ int ap_clip_preprocess_forward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *p,
     return ap_channel_normalize_forward(ctx, p, p, ap_clip_mean, ap_clip_std);
 }
 
-int ap_clip_preprocess_backward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *dimage,
+int ap_clip_preprocess_backward(ap_ctx *ctx, const ap_tensor *dimage,
                                 const ap_tensor *dp, const ap_tensor *image) {
     const char *op = "clip_preprocess_backward";
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     AP_TRY(ap_expect(op, "image", image, 4, (int64_t[]){-1, 3, -1, -1}));
     AP_TRY(ap_expect_same(op, "image", image, "dimage", dimage));
     int64_t B = image->shape[0], H = image->shape[2], W = image->shape[3];

@@ -44,14 +44,13 @@ extern const float ap_clip_mean[3], ap_clip_std[3];
  * (tools/fixtures/clip_preprocess.py checks the reference still raises). */
 int ap_clip_preprocess_size(int64_t H, int64_t W, int S);
 /* Temporaries: forward the clamped image (B, 3, H, W), backward d(resized)
- * (B, 3, S, S), both from tmp (measured with the model that calls it). */
+ * (B, 3, S, S), both from ctx->tmp (measured with the model that calls it). */
 /* p (B, 3, S, S) from image (B, 3, H, W), H x W square. */
-int ap_clip_preprocess_forward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *p,
-                               const ap_tensor *image);
+int ap_clip_preprocess_forward(ap_ctx *ctx, const ap_tensor *p, const ap_tensor *image);
 /* dimage (B, 3, H, W) (=) from dp (B, 3, S, S) and the forward's image: the
  * Normalize, resize and clamp/affine adjoints (clamp passes gradient where
  * 0 <= image/2 + 0.5 <= 1, bounds inclusive, as PyTorch). */
-int ap_clip_preprocess_backward(ap_ctx *ctx, ap_arena *tmp, const ap_tensor *dimage,
+int ap_clip_preprocess_backward(ap_ctx *ctx, const ap_tensor *dimage,
                                 const ap_tensor *dp, const ap_tensor *image);
 
 #endif

@@ -11,9 +11,11 @@
 #include "ops/norm.h"
 #include "ops/rows.h"
 
-int ap_text_tower_forward(ap_ctx *ctx, ap_arena *tmp, const ap_text_tower *t,
+int ap_text_tower_forward(ap_ctx *ctx, const ap_text_tower *t,
                           const ap_tensor *out, const int32_t *ids, int64_t B, int64_t N) {
     const char *op = "text_tower_forward";
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     if (!ids || B <= 0 || N <= 0 || N > t->max_pos)
         return ap_fail("%s: ids: expected (B, N) token ids with B >= 1 and 1 <= N <= %d, found "
                        "(%lld, %lld)%s", op, t->max_pos, (long long)B, (long long)N,
@@ -29,7 +31,7 @@ int ap_text_tower_forward(ap_ctx *ctx, ap_arena *tmp, const ap_text_tower *t,
     AP_TRY(ap_gather_rows(ctx, &rows, &t->tok_emb, (const int *)ids, (int)(B * N)));
     AP_TRY(ap_add_broadcast_rows(ctx, out, out, &pos));
     /* the layers run in place on out (inference), the final LayerNorm too */
-    for (int l = 0; l < t->layers; l++) AP_TRY(ap_enc_forward(ctx, NULL, tmp, NULL, &t->layer[l], out, out));
+    for (int l = 0; l < t->layers; l++) AP_TRY(ap_enc_forward(ctx, NULL, &t->layer[l], NULL, out, out));
     size_t mark = tmp->used;
     float *st = ap_arena_floats(tmp, (size_t)(2 * B * N), "final LayerNorm statistics");
     if (!st) return AP_ERR;
@@ -49,7 +51,8 @@ static int text_step(ap_ctx *dry, ap_arena *a, void *user) {
     const text_case *k = user;
     ap_tensor out = ap_dry_input(&a[1], 3, (int64_t[]){k->B, k->N, k->t->C});
     if (!out.data) return AP_ERR;
-    return ap_text_tower_forward(dry, &a[0], k->t, &out, k->ids, k->B, k->N);
+    dry->tmp = &a[0];
+    return ap_text_tower_forward(dry, k->t, &out, k->ids, k->B, k->N);
 }
 
 int ap_text_tower_plan_measure(ap_ctx *ctx, const ap_text_tower *t, int64_t B, int64_t N,

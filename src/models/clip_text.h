@@ -34,9 +34,9 @@ typedef struct ap_text_tower {
 } ap_text_tower;
 
 /* out (B, N, C) = final_layer_norm(encoder(embeddings(ids))); ids (B, N) int32. */
-int ap_text_tower_forward(ap_ctx *ctx, ap_arena *tmp, const ap_text_tower *t,
+int ap_text_tower_forward(ap_ctx *ctx, const ap_text_tower *t,
                           const ap_tensor *out, const int32_t *ids, int64_t B, int64_t N);
-/* The tmp arena and scratch ap_text_tower_forward takes for (B, N),
+/* The ctx->tmp and scratch ap_text_tower_forward takes for (B, N),
  * measured by a dry run of it on ctx's backend, kernel variant and threads
  * (tape_bytes 0: forward only). Weights are never read. */
 int ap_text_tower_plan_measure(ap_ctx *ctx, const ap_text_tower *t, int64_t B, int64_t N,

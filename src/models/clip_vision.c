@@ -39,20 +39,23 @@ static float *take(ap_arena *a, int64_t n, const char *what) {
     return ap_arena_floats(a, (size_t)n, what);
 }
 
-int ap_vit_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_vit_saved *sv,
-                   const ap_vit *v, const ap_tensor *out, const ap_tensor *pixels) {
+int ap_vit_forward(ap_ctx *ctx, ap_tape *tape, const ap_vit *v, ap_vit_saved *sv,
+                   const ap_tensor *out, const ap_tensor *pixels) {
     const char *op = "vit_forward";
     AP_TRY(ap_expect(op, "pixels", pixels, 4, (int64_t[]){-1, v->channels, v->image_size, v->image_size}));
     int64_t B = pixels->shape[0], C = v->C, T = ap_vit_tokens(v), g = grid(v), P = v->proj_dim;
     AP_TRY(ap_expect2(op, "out", out, B, P));
-    if (!tmp) return ap_fail("%s: expected a tmp arena, found none", op);
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     if (tape && !sv) return ap_fail("%s: a tape needs a saved struct (sv)", op);
-    ap_arena *keep = tape ? tape : tmp;
+    ap_arena *keep = tape ? tape->mem : tmp;
     size_t tmark = tmp->used;
     int rc = AP_ERR;
     ap_vit_saved local, *s = tape ? sv : &local;
     memset(s, 0, sizeof *s);
     s->pixels = *pixels;
+    ap_tape_rec rec;
+    ap_tape_record(&rec, tape, v); /* stamped on success only */
     if (tape && v->layers > AP_VIT_MAX_LAYERS) {
         ap_fail("%s: %d layers: a forward with a tape records at most %d (AP_VIT_MAX_LAYERS)", op,
                 v->layers, AP_VIT_MAX_LAYERS);
@@ -86,12 +89,12 @@ int ap_vit_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_vit_saved *sv,
     for (int l = 0; l < v->layers; l++) {
         if (tape) {
             s->h[l] = th;
-            float *hn = take(tape, B * T * C, "vit layer output");
+            float *hn = take(tape->mem, B * T * C, "vit layer output");
             if (!hn) goto out;
             ap_tensor tn = ap_t3(hn, B, T, C);
-            if (ap_enc_forward(ctx, tape, tmp, &s->ls[l], &v->layer[l], &tn, &th)) goto out;
+            if (ap_enc_forward(ctx, tape, &v->layer[l], &s->ls[l], &tn, &th)) goto out;
             th = tn;
-        } else if (ap_enc_forward(ctx, NULL, tmp, NULL, &v->layer[l], &th, &th)) {
+        } else if (ap_enc_forward(ctx, NULL, &v->layer[l], NULL, &th, &th)) {
             goto out;
         }
     }
@@ -110,18 +113,19 @@ int ap_vit_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_vit_saved *sv,
         if (ap_matmul(ctx, out, &s->pooled, &v->proj, 0, 0, 1.0f, 0.0f)) goto out;
     } else if (ap_linear_forward(ctx, out, &s->pooled, &v->proj, NULL))
         goto out;
-    s->taped = tape != NULL;
+    s->rec = rec;
     rc = AP_OK;
 out:
     tmp->used = tmark;
     return rc;
 }
 
-int ap_vit_backward(ap_ctx *ctx, ap_arena *tmp, const ap_vit *v, const ap_vit_saved *s,
+int ap_vit_backward(ap_ctx *ctx, ap_tape *tape, const ap_vit *v, const ap_vit_saved *s,
                     const ap_tensor *dpixels, const ap_tensor *dout) {
     const char *op = "vit_backward";
-    if (!s->taped || !s->pooled.data)
-        return ap_fail("%s: the forward kept nothing for backward (run it with a tape)", op);
+    AP_TRY(ap_tape_check(op, &s->rec, tape, v));
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     AP_TRY(ap_expect_same(op, "pixels", &s->pixels, "dpixels", dpixels));
     int64_t B = s->pixels.shape[0], C = v->C, T = ap_vit_tokens(v), g = grid(v), P = v->proj_dim;
     AP_TRY(ap_expect2(op, "dout", dout, B, P));
@@ -144,7 +148,7 @@ int ap_vit_backward(ap_ctx *ctx, ap_arena *tmp, const ap_vit *v, const ap_vit_sa
     ap_tensor dcur = ap_t3(d0, B, T, C), dnext = ap_t3(d1, B, T, C);
     if (cls_gather(ctx, &tdcls, &dcur, 1)) goto out;
     for (int l = v->layers - 1; l >= 0; l--) {
-        if (ap_enc_backward(ctx, tmp, &v->layer[l], &s->ls[l], &dnext, &dcur)) goto out;
+        if (ap_enc_backward(ctx, tape, &v->layer[l], &s->ls[l], &dnext, &dcur)) goto out;
         ap_tensor t = dcur;
         dcur = dnext, dnext = t;
     }
@@ -277,9 +281,11 @@ static int vit_step(ap_ctx *dry, ap_arena *a, void *user) {
     ap_tensor out = ap_dry_input(&a[2], 2, os), dout = ap_dry_input(&a[2], 2, os);
     if (!px.data || !dpx.data || !out.data || !dout.data) return AP_ERR;
     ap_vit_saved sv;
-    AP_TRY(ap_vit_forward(dry, NULL, &a[1], NULL, v, &out, &px));
-    AP_TRY(ap_vit_forward(dry, &a[0], &a[1], &sv, v, &out, &px));
-    return ap_vit_backward(dry, &a[1], v, &sv, &dpx, &dout);
+    ap_tape tape = ap_tape_on(&a[0]);
+    dry->tmp = &a[1];
+    AP_TRY(ap_vit_forward(dry, NULL, v, NULL, &out, &px));
+    AP_TRY(ap_vit_forward(dry, &tape, v, &sv, &out, &px));
+    return ap_vit_backward(dry, &tape, v, &sv, &dpx, &dout);
 }
 
 int ap_vit_plan_measure(ap_ctx *ctx, const ap_vit *v, int64_t B, ap_plan *p) {

@@ -52,7 +52,7 @@ typedef struct ap_vit_saved {
     ap_tensor pixels;               /* (B, ch, S, S) caller-owned */
     ap_tensor emb;                  /* (B, T, C) before ln_pre */
     ap_tensor pre_mean, pre_rstd;   /* (B*T) */
-    int taped;                      /* 1 after a forward with a tape */
+    ap_tape_rec rec;                /* the forward's stamp (core/tape.h) */
     ap_tensor h[AP_VIT_MAX_LAYERS + 1]; /* h[l] (B, T, C): input of layer l; h[layers] = last output */
     ap_enc_saved ls[AP_VIT_MAX_LAYERS]; /* (layers) */
     ap_tensor cls_tok;              /* (B, C) h[layers][:, 0] */
@@ -65,10 +65,10 @@ int64_t ap_vit_tokens(const ap_vit *v);
 
 /* out (B, P) image features of pixels (B, ch, S, S), S = image_size. tape
  * NULL: inference (sv may be NULL). */
-int ap_vit_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_vit_saved *sv,
-                   const ap_vit *v, const ap_tensor *out, const ap_tensor *pixels);
+int ap_vit_forward(ap_ctx *ctx, ap_tape *tape, const ap_vit *v, ap_vit_saved *sv,
+                   const ap_tensor *out, const ap_tensor *pixels);
 /* dpixels (B, ch, S, S) (=) from dout (B, P), after a forward with a tape. */
-int ap_vit_backward(ap_ctx *ctx, ap_arena *tmp, const ap_vit *v, const ap_vit_saved *sv,
+int ap_vit_backward(ap_ctx *ctx, ap_tape *tape, const ap_vit *v, const ap_vit_saved *sv,
                     const ap_tensor *dpixels, const ap_tensor *dout);
 /* The workspaces of an inference forward, a forward with tape and its
  * backward for B images, measured by a dry run of that code on ctx's

@@ -156,12 +156,13 @@ void ap_hps_free(ap_hps *m) {
     memset(m, 0, sizeof *m);
 }
 
-int ap_hps_encode_text(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_tensor *feats,
+int ap_hps_encode_text(ap_ctx *ctx, const ap_hps *m, const ap_tensor *feats,
                        const int32_t *ids, int64_t B, int64_t N) {
     const char *op = "hps_encode_text";
     int64_t Ct = m->text.C, E = m->embed_dim;
     AP_TRY(ap_expect2(op, "feats", feats, B, E));
-    if (!tmp) return ap_fail("%s: expected a tmp arena, found none", op);
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     size_t mark = tmp->used;
     int rc = AP_ERR;
     float *h = ap_arena_floats(tmp, (size_t)(B * N * Ct), "HPS text hidden states"),
@@ -169,7 +170,7 @@ int ap_hps_encode_text(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_ten
           *norm = ap_arena_floats(tmp, (size_t)B, "HPS text norms");
     if (!h || !pooled || !norm) goto out;
     ap_tensor th = ap_t3(h, B, N, Ct), tn = ap_t1(norm, B);
-    if (ap_text_tower_forward(ctx, tmp, &m->text, &th, ids, B, N)) goto out;
+    if (ap_text_tower_forward(ctx, &m->text, &th, ids, B, N)) goto out;
     /* pooled (B, Ct) = h at each prompt's end token: torch.argmax of the
      * ids, the first position of the maximum (host-side index logic) */
     int *idx = ap_malloc((size_t)B * sizeof(int), "HPS end-token rows");
@@ -192,7 +193,7 @@ out:
     return rc;
 }
 
-int ap_hps_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_hps_saved *sv, const ap_hps *m,
+int ap_hps_forward(ap_ctx *ctx, ap_tape *tape, const ap_hps *m, ap_hps_saved *sv,
                    const ap_tensor *score, const ap_tensor *loss, const ap_tensor *image,
                    const ap_tensor *text) {
     const char *op = "hps_forward";
@@ -201,12 +202,14 @@ int ap_hps_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_hps_saved *sv,
     AP_TRY(ap_expect2(op, "text", text, B, E));
     if (score) AP_TRY(ap_expect1(op, "score", score, B));
     if (loss) AP_TRY(ap_expect1(op, "loss", loss, B));
-    if (!tmp) return ap_fail("%s: expected a tmp arena, found none", op);
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     if (tape && !sv) return ap_fail("%s: a tape needs a saved struct (sv)", op);
-    ap_arena *keep = tape ? tape : tmp;
+    ap_arena *keep = tape ? tape->mem : tmp;
     size_t tmark = tmp->used;
     ap_hps_saved local, *s = tape ? sv : &local;
     memset(s, 0, sizeof *s);
+    ap_tape_record(&s->rec, tape, m);
     s->image = *image;
     int rc = AP_ERR;
     float *p = ap_arena_floats(keep, (size_t)(B * 3 * S * S), "HPS preprocessed pixels"),
@@ -216,8 +219,8 @@ int ap_hps_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_hps_saved *sv,
     s->f = ap_t2(f, B, E), s->n = ap_t2(f + B * E, B, E), s->t = ap_t2(f + 2 * B * E, B, E);
     s->norm = ap_t1(f + 3 * B * E, B);
     if (ap_copy(ctx, &s->t, text)) goto out;
-    if (ap_clip_preprocess_forward(ctx, tmp, &s->p, image)) goto out;
-    if (ap_vit_forward(ctx, tape, tmp, tape ? &s->vit : NULL, &m->visual, &s->f, &s->p)) goto out;
+    if (ap_clip_preprocess_forward(ctx, &s->p, image)) goto out;
+    if (ap_vit_forward(ctx, tape, &m->visual, tape ? &s->vit : NULL, &s->f, &s->p)) goto out;
     if (ap_l2norm_forward(ctx, &s->n, &s->norm, &s->f, HPS_NORM_EPS)) goto out;
     /* score = n . t per image; loss = 1 - score (computed in loss when no
      * score is wanted) */
@@ -230,11 +233,12 @@ out:
     return rc;
 }
 
-int ap_hps_backward(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_hps_saved *s,
+int ap_hps_backward(ap_ctx *ctx, ap_tape *tape, const ap_hps *m, const ap_hps_saved *s,
                     const ap_tensor *dimage, const ap_tensor *dloss) {
     const char *op = "hps_backward";
-    if (!s->n.data || !s->vit.taped)
-        return ap_fail("%s: the forward kept nothing for backward (run it with a tape)", op);
+    AP_TRY(ap_tape_check(op, &s->rec, tape, m));
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     AP_TRY(ap_expect_same(op, "image", &s->image, "dimage", dimage));
     int64_t B = s->image.shape[0], S = m->visual.image_size, E = m->embed_dim;
     AP_TRY(ap_expect1(op, "dloss", dloss, B));
@@ -251,8 +255,8 @@ int ap_hps_backward(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_hps_sa
         ap_row_dot_backward(ctx, &tdn, NULL, &tds, &s->n, &s->t))
         goto out;
     if (ap_l2norm_backward(ctx, &tdf, &tdn, &s->n, &s->norm, HPS_NORM_EPS)) goto out;
-    if (ap_vit_backward(ctx, tmp, &m->visual, &s->vit, &tdp, &tdf)) goto out;
-    if (ap_clip_preprocess_backward(ctx, tmp, dimage, &tdp, &s->image)) goto out;
+    if (ap_vit_backward(ctx, tape, &m->visual, &s->vit, &tdp, &tdf)) goto out;
+    if (ap_clip_preprocess_backward(ctx, dimage, &tdp, &s->image)) goto out;
     rc = AP_OK;
 out:
     tmp->used = mark;
@@ -273,10 +277,12 @@ static int hps_step(ap_ctx *dry, ap_arena *a, void *user) {
     ap_tensor dl = ap_dry_input(&a[2], 1, bs), text = ap_dry_input(&a[2], 2, ts);
     if (!img.data || !dimg.data || !sc.data || !l.data || !dl.data || !text.data) return AP_ERR;
     ap_hps_saved sv;
-    AP_TRY(ap_hps_encode_text(dry, &a[1], k->m, &text, k->ids, k->B, k->N));
-    AP_TRY(ap_hps_forward(dry, NULL, &a[1], NULL, k->m, &sc, &l, &img, &text));
-    AP_TRY(ap_hps_forward(dry, &a[0], &a[1], &sv, k->m, &sc, &l, &img, &text));
-    return ap_hps_backward(dry, &a[1], k->m, &sv, &dimg, &dl);
+    ap_tape tape = ap_tape_on(&a[0]);
+    dry->tmp = &a[1];
+    AP_TRY(ap_hps_encode_text(dry, k->m, &text, k->ids, k->B, k->N));
+    AP_TRY(ap_hps_forward(dry, NULL, k->m, NULL, &sc, &l, &img, &text));
+    AP_TRY(ap_hps_forward(dry, &tape, k->m, &sv, &sc, &l, &img, &text));
+    return ap_hps_backward(dry, &tape, k->m, &sv, &dimg, &dl);
 }
 
 int ap_hps_plan_measure(ap_ctx *ctx, const ap_hps *m, int64_t B, int64_t H, int64_t W, int64_t N,

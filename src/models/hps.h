@@ -38,6 +38,7 @@ typedef struct ap_hps {
 } ap_hps;
 
 typedef struct ap_hps_saved {
+    ap_tape_rec rec;       /* the forward's stamp (core/tape.h) */
     ap_tensor image;       /* (B, 3, H, W) caller-owned */
     ap_tensor p;           /* (B, 3, S, S) */
     ap_vit_saved vit;
@@ -58,16 +59,16 @@ void ap_hps_free(ap_hps *m);
 
 /* Normalised text features feats (B, E) of open_clip token ids (B, N) int32
  * (pooled at the first position of the largest id, the end token). */
-int ap_hps_encode_text(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_tensor *feats,
+int ap_hps_encode_text(ap_ctx *ctx, const ap_hps *m, const ap_tensor *feats,
                        const int32_t *ids, int64_t B, int64_t N);
 
 /* score (B) and loss (B) (either may be NULL) of image (B, 3, H, W) against
  * the normalised text features text (B, E) of each sample's own prompt. */
-int ap_hps_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_hps_saved *sv, const ap_hps *m,
+int ap_hps_forward(ap_ctx *ctx, ap_tape *tape, const ap_hps *m, ap_hps_saved *sv,
                    const ap_tensor *score, const ap_tensor *loss, const ap_tensor *image,
                    const ap_tensor *text);
 /* dimage (B, 3, H, W) (=) from dloss (B), after a forward with a tape. */
-int ap_hps_backward(ap_ctx *ctx, ap_arena *tmp, const ap_hps *m, const ap_hps_saved *sv,
+int ap_hps_backward(ap_ctx *ctx, ap_tape *tape, const ap_hps *m, const ap_hps_saved *sv,
                     const ap_tensor *dimage, const ap_tensor *dloss);
 /* The workspaces of one reward step for images (B, 3, H, W) and prompts of
  * N tokens: the text encoding, an inference forward, a forward with tape and

@@ -201,19 +201,16 @@ int ap_unet_build(ap_unet *m, const ap_unet_config *c, int lora_rank) {
     builder b = {m, calloc((size_t)nres, sizeof(res_spec)), calloc((size_t)ntf, sizeof(tf_spec)),
                  calloc((size_t)nsteps, sizeof(int)), 0};
     m->res = calloc((size_t)nres, sizeof *m->res);
-    m->res_sv = calloc((size_t)nres, sizeof *m->res_sv);
     m->tf = calloc((size_t)ntf, sizeof *m->tf);
-    m->tf_sv = calloc((size_t)ntf, sizeof *m->tf_sv);
     m->steps = calloc((size_t)nsteps, sizeof *m->steps);
     m->skip_c = calloc((size_t)nsteps, sizeof(int));
     m->skip_level = calloc((size_t)nsteps, sizeof(int));
     m->skip_step = calloc((size_t)nsteps, sizeof(int));
-    m->dskip = calloc((size_t)nsteps, sizeof(float *));
     m->down_w = calloc((size_t)n, sizeof(ap_tensor)), m->down_b = calloc((size_t)n, sizeof(ap_tensor));
     m->up_w = calloc((size_t)n, sizeof(ap_tensor)), m->up_b = calloc((size_t)n, sizeof(ap_tensor));
     int rc = AP_ERR;
-    if (!b.rs || !b.ts || !b.stack || !m->res || !m->res_sv || !m->tf || !m->tf_sv || !m->steps ||
-        !m->skip_c || !m->skip_level || !m->skip_step || !m->dskip || !m->down_w || !m->down_b || !m->up_w || !m->up_b) {
+    if (!b.rs || !b.ts || !b.stack || !m->res || !m->tf || !m->steps ||
+        !m->skip_c || !m->skip_level || !m->skip_step || !m->down_w || !m->down_b || !m->up_w || !m->up_b) {
         ap_fail("unet: out of memory building the model description");
         goto out;
     }
@@ -233,11 +230,15 @@ static const char *const unet_keep_f32[] = {NULL}; /* every weight matrix: froze
 
 void ap_unet_store_frozen(ap_unet *m) { ap_params_store_frozen(&m->params, unet_keep_f32); }
 
-int ap_unet_alloc(ap_unet *m) {
+/* Allocate weights and LoRA (unbacked: address space only, for dry runs),
+ * the LoRA gradient buffer, and point each LoRA's gradients into it. */
+static int alloc(ap_unet *m, int unbacked) {
     ap_unet_store_frozen(m);
-    AP_TRY(ap_params_alloc(&m->params, "UNet weights"));
+    AP_TRY(unbacked ? ap_params_alloc_unbacked(&m->params, "UNet weights (unbacked)")
+                    : ap_params_alloc(&m->params, "UNet weights"));
     if (m->lora_rank <= 0) return AP_OK;
-    AP_TRY(ap_params_alloc(&m->lora, "UNet LoRA"));
+    AP_TRY(unbacked ? ap_params_alloc_unbacked(&m->lora, "UNet LoRA (unbacked)")
+                    : ap_params_alloc(&m->lora, "UNet LoRA"));
     m->lora_grad = ap_calloc(m->lora.total ? m->lora.total : 1, sizeof(float), "UNet LoRA grads");
     if (!m->lora_grad) return AP_ERR;
     /* each transformer declared 16 slots: lora[i].down, lora[i].up for i = 0..7 */
@@ -253,12 +254,36 @@ int ap_unet_alloc(ap_unet *m) {
     return AP_OK;
 }
 
+int ap_unet_alloc(ap_unet *m) { return alloc(m, 0); }
+
+int ap_unet_alloc_unbacked(ap_unet *m) { return alloc(m, 1); }
+
+int ap_unet_saved_init(ap_unet_saved *sv, const ap_unet *m) {
+    memset(sv, 0, sizeof *sv);
+    sv->out = calloc((size_t)m->n_steps, sizeof *sv->out);
+    sv->res = calloc((size_t)m->n_res ? (size_t)m->n_res : 1, sizeof *sv->res);
+    sv->tf = calloc((size_t)m->n_tf ? (size_t)m->n_tf : 1, sizeof *sv->tf);
+    sv->dskip = calloc((size_t)m->n_skips ? (size_t)m->n_skips : 1, sizeof *sv->dskip);
+    if (!sv->out || !sv->res || !sv->tf || !sv->dskip) {
+        ap_unet_saved_free(sv);
+        return ap_fail("unet: out of memory for the saved-activation descriptors (%d steps)",
+                       m->n_steps);
+    }
+    sv->n_steps = m->n_steps, sv->n_res = m->n_res, sv->n_tf = m->n_tf, sv->n_skips = m->n_skips;
+    return AP_OK;
+}
+
+void ap_unet_saved_free(ap_unet_saved *sv) {
+    free(sv->out), free(sv->res), free(sv->tf), free(sv->dskip);
+    memset(sv, 0, sizeof *sv);
+}
+
 void ap_unet_free(ap_unet *m) {
     ap_params_free(&m->params);
     ap_params_free(&m->lora);
     free(m->lora_grad);
-    free(m->res), free(m->res_sv), free(m->tf), free(m->tf_sv), free(m->steps);
-    free(m->skip_c), free(m->skip_level), free(m->skip_step), free(m->dskip);
+    free(m->res), free(m->tf), free(m->steps);
+    free(m->skip_c), free(m->skip_level), free(m->skip_step);
     free(m->down_w), free(m->down_b), free(m->up_w), free(m->up_b);
     memset(m, 0, sizeof *m);
 }

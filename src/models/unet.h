@@ -18,8 +18,10 @@
  *
  * Forward and backward are a flat list of steps (conv_in, resnets,
  * transformers, down/up samplers, skip concatenations, output head) run in
- * order and then in reverse. Activations for backward go on the caller's tape
- * arena; temporaries on the tmp arena. Sizes come from ap_unet_plan().
+ * order and then in reverse. Activations for backward go on the caller's tape,
+ * their descriptors in the caller's ap_unet_saved; temporaries in ctx->tmp.
+ * The model is const during both: any number of calls may be in flight on
+ * separate tapes. Sizes come from ap_unet_plan_measure().
  * Accumulation rule: LoRA grads +=, activation grads = (dx is written).
  */
 #ifndef AP_MODELS_UNET_H
@@ -70,7 +72,6 @@ typedef struct ap_unet_step {
     int idx;        /* resnet / transformer / sampler index; CONCAT: skip id popped */
     int push;       /* skip id the output becomes, or -1 */
     int c, level;   /* output channels; output is (H >> level, W >> level) */
-    ap_tensor out;  /* (B, c, H', W'), set by forward */
 } ap_unet_step;
 
 typedef struct ap_unet {
@@ -92,14 +93,23 @@ typedef struct ap_unet {
     ap_tensor *up_w, *up_b;               /* (C, C, 3, 3), (C) after nearest x2 */
     ap_unet_step *steps;
     int *skip_c, *skip_level, *skip_step; /* per skip id: channels, level, producing step */
-    float **dskip;                        /* per skip id: its gradient during backward */
-
-    /* forward state kept for backward */
-    ap_resnet_saved *res_sv;
-    ap_transformer2d_saved *tf_sv;
-    ap_tensor x, emb_act, gn_out, gn_mean, gn_rstd;
-    int taped;                            /* last forward had a tape */
 } ap_unet;
+
+/* What one forward keeps for its backward (core/tape.h): host descriptors
+ * pointing into the caller's tape (inference: into ctx->tmp, released on
+ * return). Made for one model by ap_unet_saved_init; any number may exist. */
+typedef struct ap_unet_saved {
+    ap_tape_rec rec;                      /* the forward's stamp */
+    ap_tensor x, emb_act, gn_out, gn_mean, gn_rstd;
+    ap_tensor *out;                       /* per step: its output (B, c, H', W') */
+    ap_resnet_saved *res;                 /* per resnet */
+    ap_transformer2d_saved *tf;           /* per transformer */
+    float **dskip;                        /* per skip id: its gradient during backward */
+    int n_steps, n_res, n_tf, n_skips;
+} ap_unet_saved;
+
+int ap_unet_saved_init(ap_unet_saved *sv, const ap_unet *m);
+void ap_unet_saved_free(ap_unet_saved *sv);
 
 /* Declare every parameter (no allocation): base weights, and LoRA of rank
  * lora_rank (0: none) on to_q/to_k/to_v/to_out.0 of every attention. */
@@ -134,7 +144,7 @@ typedef ap_plan ap_unet_plan;
  * backward at (B, H, W, L), measured by a dry run of that code on ctx's
  * backend, kernel variant and threads (models/unet_plan.c). The model's
  * weights are never read: declared shapes with unbacked data suffice. */
-int ap_unet_plan_measure(ap_ctx *ctx, ap_unet *m, int64_t B, int64_t H, int64_t W, int64_t L,
+int ap_unet_plan_measure(ap_ctx *ctx, const ap_unet *m, int64_t B, int64_t H, int64_t W, int64_t L,
                          ap_unet_plan *p);
 /* As ap_unet_alloc, with weights and LoRA in address space that is never
  * backed (io/weights.h: ap_params_alloc_unbacked): a built model a dry run
@@ -143,15 +153,16 @@ int ap_unet_alloc_unbacked(ap_unet *m);
 
 /* eps (B, out, H, W) = UNet(x (B, in, H, W), timesteps (B), context (B, L, cross)).
  * H and W must be multiples of 2^(levels-1). tape: keep what backward needs
- * (context must then stay unchanged until backward); NULL: inference, only
- * tmp is used and released. */
-int ap_unet_forward(ap_ctx *ctx, ap_unet *m, ap_arena *tape, ap_arena *tmp,
+ * in sv (context must then stay unchanged until backward); NULL: inference,
+ * only ctx->tmp is used and released (sv still holds the step descriptors). */
+int ap_unet_forward(ap_ctx *ctx, ap_tape *tape, const ap_unet *m, ap_unet_saved *sv,
                     const ap_tensor *eps, const ap_tensor *x, const ap_tensor *timesteps,
                     const ap_tensor *context);
 
-/* After a taped forward: dx (=, (B, in, H, W); NULL: not wanted) and LoRA
- * grads (+= into lora_grad) from deps (B, out, H, W). */
-int ap_unet_backward(ap_ctx *ctx, ap_unet *m, ap_arena *tmp, const ap_tensor *dx,
-                     const ap_tensor *deps);
+/* After a forward with a tape (sv stamped by it, the tape not reset since):
+ * dx (=, (B, in, H, W); NULL: not wanted) and LoRA grads (+= into
+ * m->lora_grad) from deps (B, out, H, W). */
+int ap_unet_backward(ap_ctx *ctx, ap_tape *tape, const ap_unet *m, const ap_unet_saved *sv,
+                     const ap_tensor *dx, const ap_tensor *deps);
 
 #endif

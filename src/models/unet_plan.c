@@ -5,7 +5,7 @@
 #include "models/unet.h"
 
 typedef struct {
-    ap_unet *m;
+    const ap_unet *m;
     int64_t B, H, W, L;
 } unet_case;
 
@@ -18,12 +18,18 @@ static int unet_step(ap_ctx *dry, ap_arena *a, void *user) {
     ap_tensor t = ap_dry_input(in, 1, (int64_t[]){k->B});
     ap_tensor cx = ap_dry_input(in, 3, (int64_t[]){k->B, k->L, c->cross_dim});
     ap_tensor dx = ap_dry_input(in, 4, (int64_t[]){k->B, c->in_channels, k->H, k->W});
-    AP_TRY(ap_unet_forward(dry, k->m, NULL, tmp, &eps, &x, &t, &cx));
-    AP_TRY(ap_unet_forward(dry, k->m, tape, tmp, &eps, &x, &t, &cx));
-    return ap_unet_backward(dry, k->m, tmp, &dx, &eps);
+    ap_unet_saved sv;
+    AP_TRY(ap_unet_saved_init(&sv, k->m));
+    ap_tape tp = ap_tape_on(tape);
+    dry->tmp = tmp;
+    int rc = ap_unet_forward(dry, NULL, k->m, &sv, &eps, &x, &t, &cx);
+    if (!rc) rc = ap_unet_forward(dry, &tp, k->m, &sv, &eps, &x, &t, &cx);
+    if (!rc) rc = ap_unet_backward(dry, &tp, k->m, &sv, &dx, &eps);
+    ap_unet_saved_free(&sv);
+    return rc;
 }
 
-int ap_unet_plan_measure(ap_ctx *ctx, ap_unet *m, int64_t B, int64_t H, int64_t W, int64_t L,
+int ap_unet_plan_measure(ap_ctx *ctx, const ap_unet *m, int64_t B, int64_t H, int64_t W, int64_t L,
                          ap_unet_plan *p) {
     unet_case k = {m, B, H, W, L};
     static const char *const what[3] = {"UNet tape", "UNet temporaries", "UNet inputs"};
@@ -35,24 +41,5 @@ int ap_unet_plan_measure(ap_ctx *ctx, ap_unet *m, int64_t B, int64_t H, int64_t 
     }
     p->tape_bytes = peaks[0];
     p->tmp_bytes = peaks[1];
-    return AP_OK;
-}
-
-int ap_unet_alloc_unbacked(ap_unet *m) {
-    AP_TRY(ap_params_alloc_unbacked(&m->params, "UNet weights (unbacked)"));
-    if (m->lora_rank <= 0) return AP_OK;
-    AP_TRY(ap_params_alloc_unbacked(&m->lora, "UNet LoRA (unbacked)"));
-    m->lora_grad = ap_calloc(m->lora.total ? m->lora.total : 1, sizeof(float), "UNet LoRA grads");
-    if (!m->lora_grad) return AP_ERR;
-    /* as ap_unet_alloc: lora[i].down, lora[i].up of each transformer */
-    int k = 0;
-    for (int t = 0; t < m->n_tf; t++)
-        for (int i = 0; i < 8; i++, k += 2) {
-            ap_lora *l = &m->tf[t].lora[i];
-            l->ddown = m->lora.items[k].t;
-            l->ddown.data = m->lora_grad + m->lora.items[k].offset;
-            l->dup = m->lora.items[k + 1].t;
-            l->dup.data = m->lora_grad + m->lora.items[k + 1].offset;
-        }
     return AP_OK;
 }

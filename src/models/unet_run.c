@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/tape.h"
 #include "models/unet.h"
 #include "ops/activation.h"
 #include "ops/conv2d.h"
@@ -21,7 +22,7 @@ static float *take(ap_arena *a, int64_t n, const char *what) {
     return ap_arena_floats(a, (size_t)n, what);
 }
 
-int ap_unet_forward(ap_ctx *ctx, ap_unet *m, ap_arena *tape, ap_arena *tmp,
+int ap_unet_forward(ap_ctx *ctx, ap_tape *tape, const ap_unet *m, ap_unet_saved *sv,
                     const ap_tensor *eps, const ap_tensor *x, const ap_tensor *t,
                     const ap_tensor *context) {
     const char *op = "unet_forward";
@@ -35,19 +36,23 @@ int ap_unet_forward(ap_ctx *ctx, ap_unet *m, ap_arena *tape, ap_arena *tmp,
     AP_TRY(ap_expect4(op, "eps", eps, B, c->out_channels, H, W));
     AP_TRY(ap_expect1(op, "timesteps", t, B));
     AP_TRY(ap_expect(op, "context", context, 3, (int64_t[]){B, -1, c->cross_dim}));
-    if (!tmp) return ap_fail("%s: expected a tmp arena, found none", op);
-    ap_arena *keep = tape ? tape : tmp;
+    if (!sv || sv->n_steps != m->n_steps)
+        return ap_fail("%s: sv: expected saved descriptors made for this model "
+                       "(ap_unet_saved_init, %d steps)", op, m->n_steps);
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
+    ap_arena *keep = tape ? tape->mem : tmp;
     size_t tmark = tmp->used;
     int C0 = c->block_out[0], T = c->time_embed_dim, G = c->groups;
-    m->taped = 0;
-    m->x = *x;
+    ap_tape_record(&sv->rec, NULL, NULL); /* stamped below once complete */
+    sv->x = *x;
 
     /* emb_act = SiLU(linear_2(SiLU(linear_1(sinusoid(t))))), once for every resnet */
     float *te = take(tmp, B * C0, "timestep sinusoid"), *e1 = take(tmp, B * T, "linear_1 output"),
           *ea = take(keep, B * T, "SiLU(emb)");
     if (!te || !e1 || !ea) return AP_ERR;
     ap_tensor tte = ap_t2(te, B, C0), te1 = ap_t2(e1, B, T);
-    m->emb_act = ap_t2(ea, B, T);
+    sv->emb_act = ap_t2(ea, B, T);
     AP_TRY(ap_timestep_embedding_forward(ctx, &tte, t, c->flip_sin_to_cos, c->freq_shift, 1.0f,
                                          10000));
     /* (B, 1, C) views: each sample's embedding is its own GEMM (batch-independent) */
@@ -55,32 +60,32 @@ int ap_unet_forward(ap_ctx *ctx, ap_unet *m, ap_arena *tape, ap_arena *tmp,
     AP_TRY(ap_linear_forward(ctx, &ve1, &vte, &m->te1_w, &m->te1_b));
     AP_TRY(ap_silu_forward(ctx, &te1, &te1));
     AP_TRY(ap_linear_forward(ctx, &vea, &ve1, &m->te2_w, &m->te2_b));
-    AP_TRY(ap_silu_forward(ctx, &m->emb_act, &m->emb_act));
+    AP_TRY(ap_silu_forward(ctx, &sv->emb_act, &sv->emb_act));
 
     for (int i = 0; i < m->n_steps; i++) {
-        ap_unet_step *st = &m->steps[i];
-        const ap_tensor *in = i ? &m->steps[i - 1].out : x;
+        const ap_unet_step *st = &m->steps[i];
+        const ap_tensor *in = i ? &sv->out[i - 1] : x;
         int64_t h = H >> st->level, w = W >> st->level;
         if (st->op != AP_UNET_OUT) {
             float *o = take(keep, B * st->c * h * w, "UNet block output");
             if (!o) return AP_ERR;
-            st->out = ap_t4(o, B, st->c, h, w);
+            sv->out[i] = ap_t4(o, B, st->c, h, w);
         }
         size_t mark = tmp->used;
         switch (st->op) {
         case AP_UNET_CONV_IN:
-            AP_TRY(ap_conv2d_forward(ctx, &st->out, x, &m->conv_in_w, &m->conv_in_b, 1, 1));
+            AP_TRY(ap_conv2d_forward(ctx, &sv->out[i], x, &m->conv_in_w, &m->conv_in_b, 1, 1));
             break;
         case AP_UNET_RESNET:
-            AP_TRY(ap_resnet_forward(ctx, tape, tmp, &m->res_sv[st->idx], &m->res[st->idx],
-                                     &st->out, in, &m->emb_act));
+            AP_TRY(ap_resnet_forward(ctx, tape, &m->res[st->idx], &sv->res[st->idx], &sv->out[i],
+                                     in, &sv->emb_act));
             break;
         case AP_UNET_ATTN:
-            AP_TRY(ap_transformer2d_forward(ctx, tape, tmp, &m->tf_sv[st->idx], &m->tf[st->idx],
-                                            &st->out, in, context));
+            AP_TRY(ap_transformer2d_forward(ctx, tape, &m->tf[st->idx], &sv->tf[st->idx],
+                                            &sv->out[i], in, context));
             break;
         case AP_UNET_DOWN:
-            AP_TRY(ap_conv2d_forward(ctx, &st->out, in, &m->down_w[st->idx], &m->down_b[st->idx],
+            AP_TRY(ap_conv2d_forward(ctx, &sv->out[i], in, &m->down_w[st->idx], &m->down_b[st->idx],
                                      2, 1));
             break;
         case AP_UNET_UP: {
@@ -88,60 +93,62 @@ int ap_unet_forward(ap_ctx *ctx, ap_unet *m, ap_arena *tape, ap_arena *tmp,
             if (!u) return AP_ERR;
             ap_tensor tu = ap_t4(u, B, st->c, h, w);
             AP_TRY(ap_upsample_nearest2x_forward(ctx, &tu, in));
-            AP_TRY(ap_conv2d_forward(ctx, &st->out, &tu, &m->up_w[st->idx], &m->up_b[st->idx], 1, 1));
+            AP_TRY(ap_conv2d_forward(ctx, &sv->out[i], &tu, &m->up_w[st->idx], &m->up_b[st->idx], 1, 1));
             break;
         }
         case AP_UNET_CONCAT:
-            AP_TRY(ap_concat_channels_forward(ctx, &st->out, in,
-                                              &m->steps[m->skip_step[st->idx]].out));
+            AP_TRY(ap_concat_channels_forward(ctx, &sv->out[i], in,
+                                              &sv->out[m->skip_step[st->idx]]));
             break;
         case AP_UNET_OUT: {
             float *g = take(keep, B * C0 * H * W, "conv_norm_out output"),
                   *s = take(keep, 2 * B * G, "conv_norm_out statistics"),
                   *a = take(tmp, B * C0 * H * W, "conv_norm_out SiLU");
             if (!g || !s || !a) return AP_ERR;
-            m->gn_out = ap_t4(g, B, C0, H, W);
-            m->gn_mean = ap_t2(s, B, G), m->gn_rstd = ap_t2(s + B * G, B, G);
+            sv->gn_out = ap_t4(g, B, C0, H, W);
+            sv->gn_mean = ap_t2(s, B, G), sv->gn_rstd = ap_t2(s + B * G, B, G);
             ap_tensor ta = ap_t4(a, B, C0, H, W);
-            AP_TRY(ap_group_norm_forward(ctx, &m->gn_out, &m->gn_mean, &m->gn_rstd, in,
+            AP_TRY(ap_group_norm_forward(ctx, &sv->gn_out, &sv->gn_mean, &sv->gn_rstd, in,
                                          &m->out_norm_w, &m->out_norm_b, G, c->norm_eps));
-            AP_TRY(ap_silu_forward(ctx, &ta, &m->gn_out));
+            AP_TRY(ap_silu_forward(ctx, &ta, &sv->gn_out));
             AP_TRY(ap_conv2d_forward(ctx, eps, &ta, &m->conv_out_w, &m->conv_out_b, 1, 1));
             break;
         }
         }
         tmp->used = mark;
     }
-    m->taped = tape != NULL;
+    ap_tape_record(&sv->rec, tape, m);
     tmp->used = tmark; /* inference: everything, activations included, was in tmp */
     return AP_OK;
 }
 
-int ap_unet_backward(ap_ctx *ctx, ap_unet *m, ap_arena *tmp, const ap_tensor *dx,
-                     const ap_tensor *deps) {
+int ap_unet_backward(ap_ctx *ctx, ap_tape *tape, const ap_unet *m, const ap_unet_saved *sv,
+                     const ap_tensor *dx, const ap_tensor *deps) {
     const char *op = "unet_backward";
     const ap_unet_config *c = &m->cfg;
-    if (!m->taped) return ap_fail("%s: expected a forward with a tape before backward", op);
-    int64_t B = m->x.shape[0], H = m->x.shape[2], W = m->x.shape[3];
+    AP_TRY(ap_tape_check(op, &sv->rec, tape, m));
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
+    int64_t B = sv->x.shape[0], H = sv->x.shape[2], W = sv->x.shape[3];
     AP_TRY(ap_expect4(op, "deps", deps, B, c->out_channels, H, W));
-    if (dx) AP_TRY(ap_expect_same(op, "x", &m->x, "dx", dx));
+    if (dx) AP_TRY(ap_expect_same(op, "x", &sv->x, "dx", dx));
     size_t mark = tmp->used;
-    int64_t maxact = ap_numel(&m->x);
+    int64_t maxact = ap_numel(&sv->x);
     for (int i = 0; i < m->n_steps; i++)
-        if (m->steps[i].op != AP_UNET_OUT && ap_numel(&m->steps[i].out) > maxact)
-            maxact = ap_numel(&m->steps[i].out);
+        if (m->steps[i].op != AP_UNET_OUT && ap_numel(&sv->out[i]) > maxact)
+            maxact = ap_numel(&sv->out[i]);
     float *buf[2] = {take(tmp, maxact, "UNet gradient A"), take(tmp, maxact, "UNet gradient B")};
     if (!buf[0] || !buf[1]) return AP_ERR;
     for (int k = 0; k < m->n_skips; k++)
-        if (!(m->dskip[k] = take(tmp, ap_numel(&m->steps[m->skip_step[k]].out), "skip gradient")))
+        if (!(sv->dskip[k] = take(tmp, ap_numel(&sv->out[m->skip_step[k]]), "skip gradient")))
             goto fail;
     ap_tensor cur = *deps, din;
     int which = 0, G = c->groups;
     for (int i = m->n_steps - 1; i >= 0; i--) {
         const ap_unet_step *st = &m->steps[i];
-        const ap_tensor *in = i ? &m->steps[i - 1].out : &m->x;
+        const ap_tensor *in = i ? &sv->out[i - 1] : &sv->x;
         if (st->push >= 0) {
-            ap_tensor dsk = ap_tn(m->dskip[st->push], 4, st->out.shape);
+            ap_tensor dsk = ap_tn(sv->dskip[st->push], 4, sv->out[i].shape);
             if (ap_axpy(ctx, &cur, 1.0f, &dsk)) goto fail;
         }
         if (i > 0) {
@@ -157,37 +164,37 @@ int ap_unet_backward(ap_ctx *ctx, ap_unet *m, ap_arena *tmp, const ap_tensor *dx
             if (dx) rc = ap_conv2d_backward(ctx, &din, NULL, NULL, &cur, in, &m->conv_in_w, 1, 1);
             break;
         case AP_UNET_RESNET:
-            rc = ap_resnet_backward(ctx, tmp, &m->res[st->idx], &m->res_sv[st->idx], &din, &cur);
+            rc = ap_resnet_backward(ctx, tape, &m->res[st->idx], &sv->res[st->idx], &din, &cur);
             break;
         case AP_UNET_ATTN:
-            rc = ap_transformer2d_backward(ctx, tmp, &m->tf[st->idx], &m->tf_sv[st->idx], &din,
+            rc = ap_transformer2d_backward(ctx, tape, &m->tf[st->idx], &sv->tf[st->idx], &din,
                                            &cur);
             break;
         case AP_UNET_DOWN:
             rc = ap_conv2d_backward(ctx, &din, NULL, NULL, &cur, in, &m->down_w[st->idx], 2, 1);
             break;
         case AP_UNET_UP: {
-            float *u = take(tmp, ap_numel(&st->out), "nearest x2 gradient");
+            float *u = take(tmp, ap_numel(&sv->out[i]), "nearest x2 gradient");
             if (!u) goto fail;
-            ap_tensor tu = ap_tn(u, 4, st->out.shape);
+            ap_tensor tu = ap_tn(u, 4, sv->out[i].shape);
             rc = ap_conv2d_backward(ctx, &tu, NULL, NULL, &cur, &tu, &m->up_w[st->idx], 1, 1);
             if (!rc) rc = ap_upsample_nearest2x_backward(ctx, &din, &tu);
             break;
         }
         case AP_UNET_CONCAT: {
-            ap_tensor dsk = ap_tn(m->dskip[st->idx], 4, m->steps[m->skip_step[st->idx]].out.shape);
+            ap_tensor dsk = ap_tn(sv->dskip[st->idx], 4, sv->out[m->skip_step[st->idx]].shape);
             rc = ap_concat_channels_backward(ctx, &din, &dsk, &cur);
             break;
         }
         case AP_UNET_OUT: {
-            float *a = take(tmp, ap_numel(&m->gn_out), "conv_norm_out gradient");
+            float *a = take(tmp, ap_numel(&sv->gn_out), "conv_norm_out gradient");
             if (!a) goto fail;
-            ap_tensor ta = ap_tn(a, 4, m->gn_out.shape);
+            ap_tensor ta = ap_tn(a, 4, sv->gn_out.shape);
             rc = ap_conv2d_backward(ctx, &ta, NULL, NULL, &cur, &ta, &m->conv_out_w, 1, 1);
-            if (!rc) rc = ap_silu_backward(ctx, &ta, &ta, &m->gn_out);
+            if (!rc) rc = ap_silu_backward(ctx, &ta, &ta, &sv->gn_out);
             if (!rc)
-                rc = ap_group_norm_backward(ctx, &din, NULL, NULL, &ta, in, &m->gn_mean,
-                                            &m->gn_rstd, &m->out_norm_w, G);
+                rc = ap_group_norm_backward(ctx, &din, NULL, NULL, &ta, in, &sv->gn_mean,
+                                            &sv->gn_rstd, &m->out_norm_w, G);
             break;
         }
         }

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/tape.h"
 #include "core/path.h"
 #include "io/json.h"
 #include "ops/activation.h"
@@ -264,7 +265,6 @@ int ap_vae_load(ap_vae *v, const char *dir) {
 
 void ap_vae_free(ap_vae *v) {
     ap_params_free(&v->params);
-    ap_arena_free(&v->tmp);
     memset(v, 0, sizeof *v);
 }
 
@@ -289,39 +289,33 @@ static int64_t act_floats(const ap_vae *v, int64_t B, int64_t h, int64_t w) {
 }
 
 /* The dry run ap_vae_plan_measure makes: an inference forward, a forward
- * with tape and its backward, with v's tmp arena swapped for a measuring one
- * (v's own arena, plan and saved activations are put back afterwards). */
+ * with tape and its backward, on measuring arenas. */
 typedef struct {
-    ap_vae *v;
+    const ap_vae *v;
     int64_t B, h, w;
 } vae_case;
 
 static int vae_step(ap_ctx *dry, ap_arena *a, void *user) {
     const vae_case *k = user;
-    ap_vae *v = k->v;
+    const ap_vae *v = k->v;
     const ap_vae_config *c = &v->cfg;
     int64_t s = (int64_t)1 << (c->n_blocks - 1);
     int64_t lshape[4] = {k->B, c->latent_channels, k->h, k->w};
     int64_t ishape[4] = {k->B, c->out_channels, k->h * s, k->w * s};
     ap_tensor lat = ap_dry_input(&a[2], 4, lshape), dlat = ap_dry_input(&a[2], 4, lshape);
     ap_tensor img = ap_dry_input(&a[2], 4, ishape), dimg = ap_dry_input(&a[2], 4, ishape);
-    ap_arena tmp = v->tmp;
-    ap_vae_saved sv = v->sv;
-    int64_t pB = v->plan_B, ph = v->plan_h, pw = v->plan_w;
-    int pf = v->plan_full;
-    v->tmp = a[1];
-    v->plan_B = k->B, v->plan_h = k->h, v->plan_w = k->w, v->plan_full = v->full_tape;
+    ap_tape tape = ap_tape_on(&a[0]);
+    ap_vae_saved sv;
+    dry->tmp = &a[1];
     int rc = lat.data && dlat.data && img.data && dimg.data ? AP_OK : AP_ERR;
-    if (!rc) rc = ap_vae_forward(dry, v, NULL, &img, &lat);
-    if (!rc) rc = ap_vae_forward(dry, v, &a[0], &img, &lat);
-    if (!rc) rc = ap_vae_backward(dry, v, &dlat, &dimg);
-    a[1] = v->tmp;
-    v->tmp = tmp, v->sv = sv;
-    v->plan_B = pB, v->plan_h = ph, v->plan_w = pw, v->plan_full = pf;
+    if (!rc) rc = ap_vae_forward(dry, NULL, v, &sv, &img, &lat);
+    if (!rc) rc = ap_vae_forward(dry, &tape, v, &sv, &img, &lat);
+    if (!rc) rc = ap_vae_backward(dry, &tape, v, &sv, &dlat, &dimg);
     return rc;
 }
 
-int ap_vae_plan_measure(ap_ctx *ctx, ap_vae *v, int64_t B, int64_t h, int64_t w, ap_plan *p) {
+int ap_vae_plan_measure(ap_ctx *ctx, const ap_vae *v, int64_t B, int64_t h, int64_t w,
+                        ap_plan *p) {
     if (B < 1 || h < 1 || w < 1)
         return ap_fail("vae_plan: expected a positive batch and latent size, found B %lld, "
                        "%lld x %lld", (long long)B, (long long)h, (long long)w);
@@ -337,57 +331,35 @@ int ap_vae_plan_measure(ap_ctx *ctx, ap_vae *v, int64_t B, int64_t h, int64_t w,
     return AP_OK;
 }
 
-int ap_vae_plan(ap_vae *v, ap_ctx *ctx, int64_t B, int64_t h, int64_t w, ap_plan *out) {
-    ap_plan p;
-    AP_TRY(ap_vae_plan_measure(ctx, v, B, h, w, &p));
-    ap_arena_free(&v->tmp);
-    AP_TRY(ap_arena_init(&v->tmp, p.tmp_bytes, "VAE decoder temporaries"));
-    AP_TRY(ap_ctx_reserve(ctx, p.scratch_bytes));
-    v->plan_B = B, v->plan_h = h, v->plan_w = w;
-    v->plan_full = v->full_tape;
-    if (out) *out = p;
-    return AP_OK;
-}
-
 /* ---- forward ------------------------------------------------------------ */
 
 /* Layer outputs: on the tape when training; in inference alternately in two
- * ping-pong buffers of the tmp arena (a layer's input is in the other one). */
+ * ping-pong buffers of ctx->tmp (a layer's input is in the other one). */
 typedef struct {
-    ap_arena *tape;
+    ap_tape *tape;   /* NULL: inference */
+    ap_arena *tmp;   /* ctx->tmp */
+    ap_vae_saved *s; /* the forward's descriptors */
     float *pp[2];
     int cur;
 } acts;
 
 static float *act(acts *a, int64_t n, const char *what) {
-    if (a->tape) return ap_arena_floats(a->tape, (size_t)n, what);
+    if (a->tape) return ap_arena_floats(a->tape->mem, (size_t)n, what);
     a->cur ^= 1;
     return a->pp[a->cur];
 }
 
-static int check_planned(const char *op, const ap_vae *v, int64_t B, int64_t h, int64_t w) {
-    if (v->tmp.base && v->plan_full != v->full_tape)
-        return ap_fail("%s: planned with full_tape %d, found full_tape %d: call ap_vae_plan "
-                       "after changing it", op, v->plan_full, v->full_tape);
-    if (!v->tmp.base || B > v->plan_B || h > v->plan_h || w > v->plan_w)
-        return ap_fail("%s: latent (%lld, %d, %lld, %lld) exceeds the plan (B %lld, %lld x %lld): "
-                       "call ap_vae_plan first", op, (long long)B, v->cfg.latent_channels,
-                       (long long)h, (long long)w, (long long)v->plan_B, (long long)v->plan_h,
-                       (long long)v->plan_w);
-    return AP_OK;
-}
-
-static int attention_forward(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *out,
+static int attention_forward(ap_ctx *ctx, const ap_vae *v, acts *a, ap_tensor *out,
                              const ap_tensor *x) {
-    ap_vae_saved *s = &v->sv;
+    ap_vae_saved *s = a->s;
     int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], N = H * W;
     int G = v->cfg.groups;
-    ap_arena *keep = a->tape ? a->tape : &v->tmp;
-    size_t mark = v->tmp.used;
+    ap_arena *keep = a->tape ? a->tape->mem : a->tmp;
+    size_t mark = a->tmp->used;
     float *st = ap_arena_floats(keep, (size_t)(2 * B * G), "VAE attention GroupNorm statistics"),
           *tok = ap_arena_floats(keep, (size_t)(B * N * C), "VAE attention tokens"),
-          *t = ap_arena_floats(&v->tmp, (size_t)(B * C * N), "VAE attention GroupNorm output"),
-          *o = ap_arena_floats(&v->tmp, (size_t)(B * N * C), "VAE attention output tokens");
+          *t = ap_arena_floats(a->tmp, (size_t)(B * C * N), "VAE attention GroupNorm output"),
+          *o = ap_arena_floats(a->tmp, (size_t)(B * N * C), "VAE attention output tokens");
     if (!st || !tok || !t || !o) return AP_ERR;
     s->attn_x = *x;
     s->attn_mean = ap_t2(st, B, G), s->attn_rstd = ap_t2(st + B * G, B, G);
@@ -396,24 +368,24 @@ static int attention_forward(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *out,
     AP_TRY(ap_group_norm_forward(ctx, &tt, &s->attn_mean, &s->attn_rstd, x, &v->attn_norm_w,
                                  &v->attn_norm_b, G, VAE_EPS));
     AP_TRY(ap_nchw_to_nlc_forward(ctx, &s->attn_tok, &tt));
-    AP_TRY(ap_mha_forward(ctx, a->tape, &v->tmp, &s->attn, &v->attn, &to, &s->attn_tok, NULL));
+    AP_TRY(ap_mha_forward(ctx, a->tape, &v->attn, &s->attn, &to, &s->attn_tok, NULL));
     *out = ap_t4(act(a, B * C * N, "VAE attention block output"), B, C, H, W);
     if (!out->data) return AP_ERR;
     AP_TRY(ap_nlc_to_nchw_forward(ctx, out, &to));
     AP_TRY(ap_axpy(ctx, out, 1.0f, x)); /* residual */
-    v->tmp.used = mark;
+    a->tmp->used = mark;
     return AP_OK;
 }
 
 /* Segment 0: z = latent / scaling_factor; p = post_quant_conv(z); x = conv_in(p). */
-static int seg_in(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *x, const ap_tensor *latent) {
+static int seg_in(ap_ctx *ctx, const ap_vae *v, acts *a, ap_tensor *x, const ap_tensor *latent) {
     const ap_vae_config *c = &v->cfg;
     int64_t B = latent->shape[0], h = latent->shape[2], w = latent->shape[3];
     int64_t L = c->latent_channels, Cm = c->block_out[c->n_blocks - 1];
-    size_t mark = v->tmp.used;
-    ap_tensor z = ap_t4(a->tape ? ap_arena_floats(&v->tmp, (size_t)(B * L * h * w), "VAE z")
+    size_t mark = a->tmp->used;
+    ap_tensor z = ap_t4(a->tape ? ap_arena_floats(a->tmp, (size_t)(B * L * h * w), "VAE z")
                                 : act(a, B * L * h * w, "VAE z"), B, L, h, w);
-    ap_tensor p = ap_t4(a->tape ? ap_arena_floats(&v->tmp, (size_t)(B * L * h * w), "VAE p")
+    ap_tensor p = ap_t4(a->tape ? ap_arena_floats(a->tmp, (size_t)(B * L * h * w), "VAE p")
                                 : act(a, B * L * h * w, "VAE p"), B, L, h, w);
     if (!z.data || !p.data) return AP_ERR;
     AP_TRY(ap_divide_forward(ctx, &z, latent, c->scaling_factor));
@@ -421,47 +393,47 @@ static int seg_in(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *x, const ap_tensor
     *x = ap_t4(act(a, B * Cm * h * w, "VAE conv_in output"), B, Cm, h, w);
     if (!x->data) return AP_ERR;
     AP_TRY(ap_conv2d_forward(ctx, x, &p, &v->in_w, &v->in_b, 1, 1));
-    v->tmp.used = mark;
+    a->tmp->used = mark;
     return AP_OK;
 }
 
 /* Segment 1: the mid block (resnet, attention, resnet). */
-static int seg_mid(ap_ctx *ctx, ap_vae *v, acts *a, ap_tensor *out, const ap_tensor *x) {
-    ap_vae_saved *s = &v->sv;
+static int seg_mid(ap_ctx *ctx, const ap_vae *v, acts *a, ap_tensor *out, const ap_tensor *x) {
+    ap_vae_saved *s = a->s;
     int64_t B = x->shape[0], Cm = x->shape[1], h = x->shape[2], w = x->shape[3];
     ap_tensor y = ap_t4(act(a, B * Cm * h * w, "VAE mid resnet 0 output"), B, Cm, h, w), t;
     if (!y.data) return AP_ERR;
-    AP_TRY(ap_resnet_forward(ctx, a->tape, &v->tmp, &s->mid0, &v->mid_res[0], &y, x, NULL));
+    AP_TRY(ap_resnet_forward(ctx, a->tape, &v->mid_res[0], &s->mid0, &y, x, NULL));
     AP_TRY(attention_forward(ctx, v, a, &t, &y));
     *out = ap_t4(act(a, B * Cm * h * w, "VAE mid resnet 1 output"), B, Cm, h, w);
     if (!out->data) return AP_ERR;
-    return ap_resnet_forward(ctx, a->tape, &v->tmp, &s->mid1, &v->mid_res[1], out, &t, NULL);
+    return ap_resnet_forward(ctx, a->tape, &v->mid_res[1], &s->mid1, out, &t, NULL);
 }
 
 /* Segment 2 + i: up block i (resnets, then nearest 2x + conv unless last). */
-static int seg_up(ap_ctx *ctx, ap_vae *v, acts *a, int i, ap_tensor *out, const ap_tensor *in) {
-    ap_vae_saved *s = &v->sv;
+static int seg_up(ap_ctx *ctx, const ap_vae *v, acts *a, int i, ap_tensor *out, const ap_tensor *in) {
+    ap_vae_saved *s = a->s;
     const ap_vae_up_block *u = &v->up[i];
     int64_t B = in->shape[0], H = in->shape[2], W = in->shape[3];
     ap_tensor x = *in, y;
     for (int r = 0; r < u->n_res; r++) {
         y = ap_t4(act(a, B * u->cout * H * W, "VAE up-block resnet output"), B, u->cout, H, W);
         if (!y.data) return AP_ERR;
-        AP_TRY(ap_resnet_forward(ctx, a->tape, &v->tmp, &s->res[i][r], &u->res[r], &y, &x, NULL));
+        AP_TRY(ap_resnet_forward(ctx, a->tape, &u->res[r], &s->res[i][r], &y, &x, NULL));
         x = y;
     }
     if (i < v->cfg.n_blocks - 1) { /* Upsample2D: nearest 2x, conv 3x3 */
-        size_t mark = v->tmp.used;
+        size_t mark = a->tmp->used;
         H *= 2, W *= 2;
         int64_t n = B * u->cout * H * W;
-        ap_tensor near = ap_t4(a->tape ? ap_arena_floats(&v->tmp, (size_t)n, "VAE nearest 2x output")
+        ap_tensor near = ap_t4(a->tape ? ap_arena_floats(a->tmp, (size_t)n, "VAE nearest 2x output")
                                        : act(a, n, "VAE nearest 2x output"), B, u->cout, H, W);
         if (!near.data) return AP_ERR;
         AP_TRY(ap_upsample_nearest2x_forward(ctx, &near, &x));
         y = ap_t4(act(a, n, "VAE upsampler output"), B, u->cout, H, W);
         if (!y.data) return AP_ERR;
         AP_TRY(ap_conv2d_forward(ctx, &y, &near, &u->up_w, &u->up_b, 1, 1));
-        v->tmp.used = mark;
+        a->tmp->used = mark;
         x = y;
     }
     *out = x;
@@ -469,26 +441,26 @@ static int seg_up(ap_ctx *ctx, ap_vae *v, acts *a, int i, ap_tensor *out, const 
 }
 
 /* Segment n_blocks + 2: conv_norm_out, then (image != NULL) SiLU and conv_out. */
-static int seg_out(ap_ctx *ctx, ap_vae *v, acts *a, const ap_tensor *image, const ap_tensor *x) {
-    ap_vae_saved *s = &v->sv;
+static int seg_out(ap_ctx *ctx, const ap_vae *v, acts *a, const ap_tensor *image, const ap_tensor *x) {
+    ap_vae_saved *s = a->s;
     int64_t B = x->shape[0], C0 = x->shape[1], H = x->shape[2], W = x->shape[3];
     int64_t G = v->cfg.groups;
-    size_t mark = v->tmp.used;
+    size_t mark = a->tmp->used;
     s->out_x = *x;
     s->out_n = ap_t4(act(a, B * C0 * H * W, "VAE conv_norm_out output"), B, C0, H, W);
-    float *st = ap_arena_floats(a->tape ? a->tape : &v->tmp, (size_t)(2 * B * G), "VAE statistics");
+    float *st = ap_arena_floats(a->tape ? a->tape->mem : a->tmp, (size_t)(2 * B * G), "VAE statistics");
     if (!s->out_n.data || !st) return AP_ERR;
     s->out_mean = ap_t2(st, B, G), s->out_rstd = ap_t2(st + B * G, B, G);
     AP_TRY(ap_group_norm_forward(ctx, &s->out_n, &s->out_mean, &s->out_rstd, x, &v->norm_out_w,
                                  &v->norm_out_b, (int)G, VAE_EPS));
     if (image) {
         ap_tensor sl = s->out_n; /* inference: SiLU in place */
-        if (a->tape) sl.data = ap_arena_floats(&v->tmp, (size_t)ap_numel(&sl), "VAE SiLU output");
+        if (a->tape) sl.data = ap_arena_floats(a->tmp, (size_t)ap_numel(&sl), "VAE SiLU output");
         if (!sl.data) return AP_ERR;
         AP_TRY(ap_silu_forward(ctx, &sl, &s->out_n));
         AP_TRY(ap_conv2d_forward(ctx, image, &sl, &v->out_w, &v->out_b, 1, 1));
     }
-    v->tmp.used = mark;
+    a->tmp->used = mark;
     return AP_OK;
 }
 
@@ -498,15 +470,16 @@ static ap_tensor sample(const ap_tensor *t, int64_t b) { return ap_rows(t, b, 1)
 /* One pass of the layers over latent (Bx, L, h, w): full tape (tape set,
  * ck NULL), inference (tape NULL, ck NULL), or inference that copies each
  * segment's input into sample b of the checkpoints ck (block checkpointing). */
-static int forward_pass(ap_ctx *ctx, ap_vae *v, ap_arena *tape, ap_tensor *ck, int64_t b,
-                        const ap_tensor *image, const ap_tensor *latent) {
+static int forward_pass(ap_ctx *ctx, ap_tape *tape, const ap_vae *v, ap_vae_saved *s,
+                        ap_arena *tmp, ap_tensor *ck, int64_t b, const ap_tensor *image,
+                        const ap_tensor *latent) {
     const ap_vae_config *c = &v->cfg;
     int64_t na = act_floats(v, latent->shape[0], latent->shape[2], latent->shape[3]);
-    ap_arena_reset(&v->tmp);
-    acts a = {tape, {NULL, NULL}, 0};
+    size_t base = tmp->used;
+    acts a = {tape, tmp, s, {NULL, NULL}, 0};
     if (!tape) {
-        a.pp[0] = ap_arena_floats(&v->tmp, (size_t)na, "VAE activation buffer 0");
-        a.pp[1] = ap_arena_floats(&v->tmp, (size_t)na, "VAE activation buffer 1");
+        a.pp[0] = ap_arena_floats(tmp, (size_t)na, "VAE activation buffer 0");
+        a.pp[1] = ap_arena_floats(tmp, (size_t)na, "VAE activation buffer 1");
         if (!a.pp[0] || !a.pp[1]) return AP_ERR;
     }
     ap_tensor x, y;
@@ -525,29 +498,31 @@ static int forward_pass(ap_ctx *ctx, ap_vae *v, ap_arena *tape, ap_tensor *ck, i
         x = y;
     }
     AP_TRY(seg_out(ctx, v, &a, image, &x));
-    ap_arena_reset(&v->tmp);
+    tmp->used = base;
     return AP_OK;
 }
 
-int ap_vae_forward(ap_ctx *ctx, ap_vae *v, ap_arena *tape, const ap_tensor *image,
-                   const ap_tensor *latent) {
+int ap_vae_forward(ap_ctx *ctx, ap_tape *tape, const ap_vae *v, ap_vae_saved *sv,
+                   const ap_tensor *image, const ap_tensor *latent) {
     const char *op = "vae_forward";
     const ap_vae_config *c = &v->cfg;
     AP_TRY(ap_expect(op, "latent", latent, 4, (int64_t[]){-1, c->latent_channels, -1, -1}));
     int64_t B = latent->shape[0], h = latent->shape[2], w = latent->shape[3];
     int64_t up = (int64_t)1 << (c->n_blocks - 1);
     AP_TRY(ap_expect4(op, "image", image, B, c->out_channels, h * up, w * up));
-    AP_TRY(check_planned(op, v, B, h, w));
-    ap_vae_saved *s = &v->sv;
+    if (!sv) return ap_fail("%s: sv: expected the caller's saved struct, found none", op);
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
+    ap_vae_saved *s = sv;
     memset(s, 0, sizeof *s);
     if (v->full_tape) {
-        AP_TRY(forward_pass(ctx, v, tape, NULL, 0, image, latent));
+        AP_TRY(forward_pass(ctx, tape, v, s, tmp, NULL, 0, image, latent));
     } else {
         /* one image at a time; with a tape, the segment inputs of the batch */
         if (tape) {
             int64_t C = c->block_out[c->n_blocks - 1], H = h, W = w;
             for (int k = 0; k < c->n_blocks + 2; k++) {
-                s->ck[k] = ap_t4(ap_arena_floats(tape, (size_t)(B * C * H * W),
+                s->ck[k] = ap_t4(ap_arena_floats(tape->mem, (size_t)(B * C * H * W),
                                                  "VAE block checkpoint"), B, C, H, W);
                 if (!s->ck[k].data) return AP_ERR;
                 if (k >= 1 && k < c->n_blocks) H *= 2, W *= 2; /* after up block k - 1 */
@@ -556,49 +531,49 @@ int ap_vae_forward(ap_ctx *ctx, ap_vae *v, ap_arena *tape, const ap_tensor *imag
         }
         for (int64_t b = 0; b < B; b++) {
             ap_tensor im = sample(image, b), lat = sample(latent, b);
-            AP_TRY(forward_pass(ctx, v, NULL, tape ? s->ck : NULL, b, &im, &lat));
+            AP_TRY(forward_pass(ctx, NULL, v, s, tmp, tape ? s->ck : NULL, b, &im, &lat));
         }
     }
     s->B = B, s->h = h, s->w = w;
-    s->valid = tape != NULL;
     s->ckpt = tape && !v->full_tape;
-    s->tape = s->ckpt ? tape : NULL;
-    s->tape_mark = s->ckpt ? tape->used : 0;
+    s->tape_mark = s->ckpt ? tape->mem->used : 0;
+    ap_tape_record(&s->rec, tape, v);
     return AP_OK;
 }
 
 /* ---- backward ----------------------------------------------------------- */
 
 /* dx (=) from dout through the attention block; x is its input. */
-static int attention_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dx, const ap_tensor *dout) {
-    const ap_vae_saved *s = &v->sv;
+static int attention_backward(ap_ctx *ctx, ap_tape *tape, const ap_vae *v,
+                              const ap_vae_saved *s, ap_arena *tmp, const ap_tensor *dx,
+                              const ap_tensor *dout) {
     const ap_tensor *x = &s->attn_x;
     int64_t B = x->shape[0], C = x->shape[1], N = x->shape[2] * x->shape[3];
-    size_t mark = v->tmp.used;
-    float *a = ap_arena_floats(&v->tmp, (size_t)(B * N * C), "VAE attention dO tokens"),
-          *b = ap_arena_floats(&v->tmp, (size_t)(B * N * C), "VAE attention d tokens"),
-          *t = ap_arena_floats(&v->tmp, (size_t)(B * C * N), "VAE attention d GroupNorm output");
+    size_t mark = tmp->used;
+    float *a = ap_arena_floats(tmp, (size_t)(B * N * C), "VAE attention dO tokens"),
+          *b = ap_arena_floats(tmp, (size_t)(B * N * C), "VAE attention d tokens"),
+          *t = ap_arena_floats(tmp, (size_t)(B * C * N), "VAE attention d GroupNorm output");
     if (!a || !b || !t) return AP_ERR;
     ap_tensor dto = ap_t3(a, B, N, C), dtok = ap_t3(b, B, N, C), dt = ap_tn(t, 4, x->shape);
     AP_TRY(ap_nlc_to_nchw_backward(ctx, &dto, dout));
-    AP_TRY(ap_mha_backward(ctx, &v->tmp, &v->attn, &s->attn, &dtok, NULL, &dto));
+    AP_TRY(ap_mha_backward(ctx, tape, &v->attn, &s->attn, &dtok, NULL, &dto));
     AP_TRY(ap_nchw_to_nlc_backward(ctx, &dt, &dtok));
     AP_TRY(ap_group_norm_backward(ctx, dx, NULL, NULL, &dt, x, &s->attn_mean, &s->attn_rstd,
                                   &v->attn_norm_w, v->cfg.groups));
     AP_TRY(ap_axpy(ctx, dx, 1.0f, dout)); /* residual */
-    v->tmp.used = mark;
+    tmp->used = mark;
     return AP_OK;
 }
 
 /* Checkpointed backward: the segment's forward again, from sample b of its
  * saved input, with the (reused) part of the tape after the checkpoints;
- * fills v->sv. */
-static int recompute(ap_ctx *ctx, ap_vae *v, int seg, int64_t b) {
-    ap_vae_saved *s = &v->sv;
+ * refills s. */
+static int recompute(ap_ctx *ctx, ap_tape *tape, const ap_vae *v, ap_vae_saved *s,
+                     ap_arena *tmp, int seg, int64_t b) {
     if (!s->ckpt) return AP_OK;
     int nb = v->cfg.n_blocks;
-    s->tape->used = s->tape_mark;
-    acts a = {s->tape, {NULL, NULL}, 0};
+    tape->mem->used = s->tape_mark;
+    acts a = {tape, tmp, s, {NULL, NULL}, 0};
     ap_tensor y, x = sample(&s->ck[seg - 1], b);
     if (seg == 1) return seg_mid(ctx, v, &a, &y, &x);
     if (seg < nb + 2) return seg_up(ctx, v, &a, seg - 2, &y, &x);
@@ -607,21 +582,21 @@ static int recompute(ap_ctx *ctx, ap_vae *v, int seg, int64_t b) {
 
 /* dlatent (Bx, L, h, w) from dimage, the full batch (full tape) or sample b
  * (checkpointed: each segment recomputed before its backward). */
-static int backward_pass(ap_ctx *ctx, ap_vae *v, int64_t b, const ap_tensor *dlatent,
+static int backward_pass(ap_ctx *ctx, ap_tape *tape, const ap_vae *v, ap_vae_saved *s,
+                         ap_arena *tmp, int64_t b, const ap_tensor *dlatent,
                          const ap_tensor *dimage) {
     const ap_vae_config *c = &v->cfg;
-    const ap_vae_saved *s = &v->sv;
     int64_t B = dlatent->shape[0], h = dlatent->shape[2], w = dlatent->shape[3];
     int64_t L = c->latent_channels, Cm = c->block_out[c->n_blocks - 1], C0 = c->block_out[0];
     int64_t G = c->groups, H = dimage->shape[2], W = dimage->shape[3];
     int64_t na = act_floats(v, B, h, w);
-    ap_arena_reset(&v->tmp);
-    float *g[2] = {ap_arena_floats(&v->tmp, (size_t)na, "VAE gradient buffer 0"),
-                   ap_arena_floats(&v->tmp, (size_t)na, "VAE gradient buffer 1")};
+    size_t base = tmp->used;
+    float *g[2] = {ap_arena_floats(tmp, (size_t)na, "VAE gradient buffer 0"),
+                   ap_arena_floats(tmp, (size_t)na, "VAE gradient buffer 1")};
     if (!g[0] || !g[1]) return AP_ERR;
     int k = 0; /* g[k] holds the gradient of the current layer output */
     /* conv_out, SiLU, conv_norm_out */
-    AP_TRY(recompute(ctx, v, c->n_blocks + 2, b));
+    AP_TRY(recompute(ctx, tape, v, s, tmp, c->n_blocks + 2, b));
     ap_tensor d = ap_t4(g[k], B, C0, H, W), dn = ap_t4(g[k ^ 1], B, C0, H, W);
     AP_TRY(ap_conv2d_backward(ctx, &d, NULL, NULL, dimage, &s->out_n, &v->out_w, 1, 1));
     AP_TRY(ap_silu_backward(ctx, &d, &d, &s->out_n));
@@ -631,7 +606,7 @@ static int backward_pass(ap_ctx *ctx, ap_vae *v, int64_t b, const ap_tensor *dla
     /* up blocks, last to first */
     for (int i = c->n_blocks - 1; i >= 0; i--) {
         const ap_vae_up_block *u = &v->up[i];
-        AP_TRY(recompute(ctx, v, 2 + i, b));
+        AP_TRY(recompute(ctx, tape, v, s, tmp, 2 + i, b));
         if (i < c->n_blocks - 1) {
             ap_tensor dy = ap_t4(g[k], B, u->cout, H, W), dn2 = ap_t4(g[k ^ 1], B, u->cout, H, W);
             ap_tensor near = ap_t4(NULL, B, u->cout, H, W); /* shape only: frozen conv */
@@ -643,20 +618,20 @@ static int backward_pass(ap_ctx *ctx, ap_vae *v, int64_t b, const ap_tensor *dla
         for (int r = u->n_res - 1; r >= 0; r--) {
             const ap_resnet *res = &u->res[r];
             ap_tensor dy = ap_t4(g[k], B, res->cout, H, W), dx = ap_t4(g[k ^ 1], B, res->cin, H, W);
-            AP_TRY(ap_resnet_backward(ctx, &v->tmp, res, &s->res[i][r], &dx, &dy));
+            AP_TRY(ap_resnet_backward(ctx, tape, res, &s->res[i][r], &dx, &dy));
             k ^= 1;
         }
     }
     /* mid block */
-    AP_TRY(recompute(ctx, v, 1, b));
+    AP_TRY(recompute(ctx, tape, v, s, tmp, 1, b));
     ap_tensor dy = ap_t4(g[k], B, Cm, h, w), dx = ap_t4(g[k ^ 1], B, Cm, h, w);
-    AP_TRY(ap_resnet_backward(ctx, &v->tmp, &v->mid_res[1], &s->mid1, &dx, &dy));
+    AP_TRY(ap_resnet_backward(ctx, tape, &v->mid_res[1], &s->mid1, &dx, &dy));
     k ^= 1;
     dy = ap_t4(g[k], B, Cm, h, w), dx = ap_t4(g[k ^ 1], B, Cm, h, w);
-    AP_TRY(attention_backward(ctx, v, &dx, &dy));
+    AP_TRY(attention_backward(ctx, tape, v, s, tmp, &dx, &dy));
     k ^= 1;
     dy = ap_t4(g[k], B, Cm, h, w), dx = ap_t4(g[k ^ 1], B, Cm, h, w);
-    AP_TRY(ap_resnet_backward(ctx, &v->tmp, &v->mid_res[0], &s->mid0, &dx, &dy));
+    AP_TRY(ap_resnet_backward(ctx, tape, &v->mid_res[0], &s->mid0, &dx, &dy));
     k ^= 1;
     /* conv_in, post_quant_conv, 1 / scaling_factor: frozen, nothing saved */
     ap_tensor dp = ap_t4(g[k ^ 1], B, L, h, w), dz = ap_t4(g[k], B, L, h, w);
@@ -665,24 +640,24 @@ static int backward_pass(ap_ctx *ctx, ap_vae *v, int64_t b, const ap_tensor *dla
     AP_TRY(ap_conv2d_backward(ctx, &dp, NULL, NULL, &dy, &shape_p, &v->in_w, 1, 1));
     AP_TRY(ap_conv2d_backward(ctx, &dz, NULL, NULL, &dp, &shape_p, &v->pq_w, 1, 0));
     AP_TRY(ap_divide_forward(ctx, dlatent, &dz, c->scaling_factor)); /* its own backward */
-    ap_arena_reset(&v->tmp);
+    tmp->used = base;
     return AP_OK;
 }
 
-int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_tensor *dimage) {
+int ap_vae_backward(ap_ctx *ctx, ap_tape *tape, const ap_vae *v, ap_vae_saved *s,
+                    const ap_tensor *dlatent, const ap_tensor *dimage) {
     const char *op = "vae_backward";
     const ap_vae_config *c = &v->cfg;
-    const ap_vae_saved *s = &v->sv;
-    if (!s->valid)
-        return ap_fail("%s: no saved activations: run ap_vae_forward with a tape first", op);
+    AP_TRY(ap_tape_check(op, &s->rec, tape, v));
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     int64_t B = s->B, h = s->h, w = s->w, up = (int64_t)1 << (c->n_blocks - 1);
     AP_TRY(ap_expect4(op, "dlatent", dlatent, B, c->latent_channels, h, w));
     AP_TRY(ap_expect4(op, "dimage", dimage, B, c->out_channels, h * up, w * up));
-    AP_TRY(check_planned(op, v, B, h, w));
-    if (!s->ckpt) return backward_pass(ctx, v, 0, dlatent, dimage);
+    if (!s->ckpt) return backward_pass(ctx, tape, v, s, tmp, 0, dlatent, dimage);
     for (int64_t b = 0; b < B; b++) {
         ap_tensor dl = sample(dlatent, b), di = sample(dimage, b);
-        AP_TRY(backward_pass(ctx, v, b, &dl, &di));
+        AP_TRY(backward_pass(ctx, tape, v, s, tmp, b, &dl, &di));
     }
     return AP_OK;
 }

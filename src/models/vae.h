@@ -15,14 +15,14 @@
  * (nn/resnet.h) and, except the last, nearest 2x + conv 3x3; GroupNorm,
  * SiLU, conv_out 3x3 (C0 -> out_channels). Every GroupNorm has eps 1e-6.
  *
- * Memory: activations that backward needs go to a caller-given tape arena
- * (size: ap_vae_plan's tape_bytes); temporaries to the model's own tmp arena
- * and the ctx scratch, both sized by ap_vae_plan from a measured dry run. Forward with tape NULL is
- * inference. Backward uses what the last taped forward saved, so the tape
- * must be left untouched in between; one forward/backward pair at a time.
+ * Memory (core/tape.h): activations that backward needs go to the caller's
+ * tape, their descriptors to the caller's ap_vae_saved; temporaries to
+ * ctx->tmp and the ctx scratch, all sized by ap_vae_plan_measure from a
+ * measured dry run. Forward with tape NULL is inference. The model is const:
+ * any number of forward/backward pairs may be in flight on separate tapes.
  *
  * Block checkpointing (the default; v->full_tape = 1 turns it off, then
- * call ap_vae_plan again): every forward goes one image at a time, so tmp and
+ * measure the plan again): every forward goes one image at a time, so tmp and
  * scratch are those of B = 1 whatever the batch. A taped forward runs the
  * layers as inference does and keeps on the tape only the inputs of the mid
  * block, of each up block and of conv_norm_out, for the whole batch. Backward
@@ -71,9 +71,11 @@ typedef struct ap_vae_up_block {
     ap_tensor up_w, up_b;             /* (cout, cout, 3, 3), (cout); data NULL: no upsampler */
 } ap_vae_up_block;
 
-/* Activations the last taped forward saved (pointers into the tape). */
+/* What a forward keeps for its backward (core/tape.h): descriptors
+ * pointing into the caller's tape; caller-owned, any number may exist.
+ * Backward refills the segment records when it recomputes (checkpointing). */
 typedef struct ap_vae_saved {
-    int valid;
+    ap_tape_rec rec;                       /* the forward's stamp */
     int64_t B, h, w;                       /* latent batch and size */
     ap_resnet_saved mid0, mid1;
     ap_tensor attn_x;                      /* (B, Cm, h, w) attention input = residual */
@@ -87,8 +89,7 @@ typedef struct ap_vae_saved {
      * block i input, ck[n_blocks + 1] conv_norm_out input (B, C0, H, W) */
     int ckpt;
     ap_tensor ck[AP_VAE_MAX_BLOCKS + 2];
-    ap_arena *tape;                        /* the forward's tape */
-    size_t tape_mark;                      /* its used bytes after the checkpoints */
+    size_t tape_mark;                      /* the tape's used bytes after the checkpoints */
 } ap_vae_saved;
 
 typedef struct ap_vae {
@@ -102,13 +103,9 @@ typedef struct ap_vae {
     ap_vae_up_block up[AP_VAE_MAX_BLOCKS]; /* decoder.up_blocks.i */
     ap_tensor norm_out_w, norm_out_b;      /* decoder.conv_norm_out (C0) */
     ap_tensor out_w, out_b;                /* decoder.conv_out (out, C0, 3, 3), (out) */
-    ap_arena tmp;                          /* sized by ap_vae_plan */
-    int64_t plan_B, plan_h, plan_w;        /* the largest input planned for */
     int full_tape;                         /* 1: tape every activation (no recompute),
                                               whole batch at once; 0 (after declare/load):
                                               block checkpointing, one image at a time */
-    int plan_full;                         /* full_tape when ap_vae_plan ran */
-    ap_vae_saved sv;
 } ap_vae;
 
 /* SD v1.5's vae/config.json values. */
@@ -146,23 +143,21 @@ void ap_vae_free(ap_vae *v);
 /* The workspaces of an inference forward, a forward with tape and its
  * backward of a (B, L, h, w) latent under v->full_tape, measured by a dry run
  * of that code on ctx's backend, kernel variant and threads: tape (with
- * block checkpointing: the checkpoints plus the largest segment's tape), v's
- * tmp arena and ctx scratch. Weights are never read (declared shapes with
- * unbacked data suffice); v's arena, plan and saved activations are kept. */
-int ap_vae_plan_measure(ap_ctx *ctx, ap_vae *v, int64_t B, int64_t h, int64_t w, ap_plan *p);
-/* Size v's tmp arena and reserve ctx scratch for latents up to (B, L, h, w),
- * forward (with or without tape) and backward, from ap_vae_plan_measure;
- * p (may be NULL) receives the measured plan (the caller's tape: tape_bytes). */
-int ap_vae_plan(ap_vae *v, ap_ctx *ctx, int64_t B, int64_t h, int64_t w, ap_plan *p);
+ * block checkpointing: the checkpoints plus the largest segment's tape),
+ * ctx->tmp and ctx scratch. Weights are never read (declared shapes with
+ * unbacked data suffice). */
+int ap_vae_plan_measure(ap_ctx *ctx, const ap_vae *v, int64_t B, int64_t h, int64_t w,
+                        ap_plan *p);
 
 /* image (B, out_channels, h*s, w*s), s = 2^(n_blocks - 1) (8 for SD), from
  * latent (B, latent_channels, h, w), the raw DDIM latent (forward divides
- * it by scaling_factor). tape NULL: inference (nothing saved). Fails when
- * v->full_tape changed since ap_vae_plan. */
-int ap_vae_forward(ap_ctx *ctx, ap_vae *v, ap_arena *tape, const ap_tensor *image,
-                   const ap_tensor *latent);
-/* dlatent (=, (B, L, h, w)) from dimage (B, out, h*s, w*s), through the
- * activations of the last forward with a tape. */
-int ap_vae_backward(ap_ctx *ctx, ap_vae *v, const ap_tensor *dlatent, const ap_tensor *dimage);
+ * it by scaling_factor). tape NULL: inference (nothing kept). Temporaries
+ * from ctx->tmp, planned by ap_vae_plan_measure. */
+int ap_vae_forward(ap_ctx *ctx, ap_tape *tape, const ap_vae *v, ap_vae_saved *sv,
+                   const ap_tensor *image, const ap_tensor *latent);
+/* dlatent (=, (B, L, h, w)) from dimage (B, out, h*s, w*s), through what the
+ * forward with tape kept in sv (refilled when block checkpointing recomputes). */
+int ap_vae_backward(ap_ctx *ctx, ap_tape *tape, const ap_vae *v, ap_vae_saved *sv,
+                    const ap_tensor *dlatent, const ap_tensor *dimage);
 
 #endif

@@ -102,19 +102,21 @@ static int act_backward(ap_ctx *ctx, const ap_enc_layer *l, const ap_tensor *din
                                  : ap_quick_gelu_backward(ctx, din, dout, in);
 }
 
-int ap_enc_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_enc_saved *sv,
-                   const ap_enc_layer *l, const ap_tensor *out, const ap_tensor *x) {
+int ap_enc_forward(ap_ctx *ctx, ap_tape *tape, const ap_enc_layer *l, ap_enc_saved *sv,
+                   const ap_tensor *out, const ap_tensor *x) {
     const char *op = "encoder_forward";
     AP_TRY(ap_expect(op, "x", x, 3, (int64_t[]){-1, -1, l->C}));
     int64_t B = x->shape[0], N = x->shape[1], C = l->C, F = l->F, BN = B * N;
     AP_TRY(ap_expect3(op, "out", out, B, N, C));
-    if (!tmp) return ap_fail("%s: expected a tmp arena, found none", op);
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     if (tape && out->data == x->data)
         return ap_fail("%s: out aliases x, but x must survive for backward (tape given)", op);
-    ap_arena *keep = tape ? tape : tmp;
+    ap_arena *keep = tape ? tape->mem : tmp;
     size_t tmark = tmp->used;
     ap_enc_saved local, *s = sv ? sv : &local;
     memset(s, 0, sizeof *s);
+    ap_tape_record(&s->rec, tape, l);
     s->x = *x;
     int rc = AP_ERR;
     float *a1 = take(keep, BN * C, "encoder LN1 output"),
@@ -131,7 +133,7 @@ int ap_enc_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_enc_saved *sv,
     float *o = take(tmp, BN * C, "encoder attention output");
     if (!o) goto out;
     ap_tensor to = ap_t3(o, B, N, C);
-    if (ap_mha_forward(ctx, tape, tmp, &s->attn, &m, &to, &s->a1, NULL)) goto out;
+    if (ap_mha_forward(ctx, tape, &m, &s->attn, &to, &s->a1, NULL)) goto out;
     float *h1 = take(keep, BN * C, "encoder residual h1");
     if (!h1) goto out;
     s->h1 = ap_t3(h1, B, N, C);
@@ -154,9 +156,12 @@ out:
     return rc;
 }
 
-int ap_enc_backward(ap_ctx *ctx, ap_arena *tmp, const ap_enc_layer *l, const ap_enc_saved *s,
+int ap_enc_backward(ap_ctx *ctx, ap_tape *tape, const ap_enc_layer *l, const ap_enc_saved *s,
                     const ap_tensor *dx, const ap_tensor *dout) {
     const char *op = "encoder_backward";
+    AP_TRY(ap_tape_check(op, &s->rec, tape, l));
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     AP_TRY(ap_expect_same(op, "x", &s->x, "dout", dout));
     AP_TRY(ap_expect_same(op, "x", &s->x, "dx", dx));
     if (!s->z.data)
@@ -182,7 +187,7 @@ int ap_enc_backward(ap_ctx *ctx, ap_arena *tmp, const ap_enc_layer *l, const ap_
     /* attention branch: h1 = x + attn(LN1(x)) */
     ap_mha m;
     mha_of(l, &m);
-    if (ap_mha_backward(ctx, tmp, &m, &s->attn, &tda1, NULL, &tdh1)) goto out;
+    if (ap_mha_backward(ctx, tape, &m, &s->attn, &tda1, NULL, &tdh1)) goto out;
     if (ap_layer_norm_backward(ctx, dx, NULL, NULL, &tda1, &s->x, &s->mean1, &s->rstd1,
                                &l->ln1_w))
         goto out;

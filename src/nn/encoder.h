@@ -22,6 +22,7 @@
 #include <stddef.h>
 
 #include "core/ctx.h"
+#include "core/tape.h"
 #include "core/tensor.h"
 #include "io/weights.h"
 #include "nn/mha.h"
@@ -46,6 +47,7 @@ typedef struct ap_enc_layer {
 } ap_enc_layer;
 
 typedef struct ap_enc_saved {
+    ap_tape_rec rec;        /* the forward's stamp (core/tape.h) */
     ap_tensor x;            /* (B, N, C) caller-owned input */
     ap_tensor a1;           /* (B, N, C) LN1(x), the attention's input */
     ap_tensor mean1, rstd1; /* (B*N) */
@@ -63,13 +65,13 @@ int ap_enc_declare(ap_enc_layer *l, ap_params *p, const char *prefix, ap_enc_key
 
 
 /* out (B, N, C) = layer(x (B, N, C)). tape: keeps what backward needs (then
- * out must not alias x); NULL for inference (out may alias x). tmp is always
- * needed and is back at its entry level on return. */
-int ap_enc_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_enc_saved *sv,
-                   const ap_enc_layer *l, const ap_tensor *out, const ap_tensor *x);
+ * out must not alias x); NULL for inference (out may alias x). ctx->tmp is
+ * always needed and is back at its entry level on return. */
+int ap_enc_forward(ap_ctx *ctx, ap_tape *tape, const ap_enc_layer *l, ap_enc_saved *sv,
+                   const ap_tensor *out, const ap_tensor *x);
 
 /* dx (B, N, C) (=) from dout (B, N, C); dx must not alias dout. */
-int ap_enc_backward(ap_ctx *ctx, ap_arena *tmp, const ap_enc_layer *l,
+int ap_enc_backward(ap_ctx *ctx, ap_tape *tape, const ap_enc_layer *l,
                     const ap_enc_saved *sv, const ap_tensor *dx, const ap_tensor *dout);
 
 #endif

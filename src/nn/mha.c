@@ -11,9 +11,8 @@ static float *take(ap_arena *a, int64_t n, const char *what) {
     return ap_arena_floats(a, (size_t)n, what);
 }
 
-int ap_mha_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_mha_saved *sv,
-                   const ap_mha *m, const ap_tensor *out, const ap_tensor *x,
-                   const ap_tensor *src) {
+int ap_mha_forward(ap_ctx *ctx, ap_tape *tape, const ap_mha *m, ap_mha_saved *sv,
+                   const ap_tensor *out, const ap_tensor *x, const ap_tensor *src) {
     AP_TRY(ap_expect("mha_forward", "x", x, 3, (int64_t[]){-1, -1, -1}));
     if (!src) src = x;
     AP_TRY(ap_expect("mha_forward", "src", src, 3, (int64_t[]){x->shape[0], -1, -1}));
@@ -22,10 +21,11 @@ int ap_mha_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_mha_saved *sv,
     if (m->heads <= 0 || C % m->heads)
         return ap_fail("mha_forward: heads: expected a divisor of %lld, found %d", (long long)C,
                        m->heads);
-    ap_arena *a = tape ? tape : tmp;
-    if (!a) return ap_fail("mha_forward: expected a tape or a tmp arena, found neither");
+    ap_arena *a = tape ? tape->mem : ap_ctx_tmp(ctx, "mha_forward");
+    if (!a) return AP_ERR;
     size_t mark = a->used;
     ap_mha_saved local, *s = sv ? sv : &local;
+    ap_tape_record(&s->rec, tape, m->q.w.data); /* identity: its weights (encoders rebuild the struct per call) */
     s->x = *x;
     s->src = *src;
     float *q = take(a, B * N * C, "attention Q"), *k = take(a, B * M * C, "attention K"),
@@ -37,18 +37,21 @@ int ap_mha_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_mha_saved *sv,
     s->v = ap_t3(v, B, M, C);
     s->att = ap_t3(att, B, N, C);
     s->lse = ap_t3(lse, B, m->heads, N);
-    AP_TRY(ap_proj_forward(ctx, a, &s->sq, &m->q, &s->q, x));
-    AP_TRY(ap_proj_forward(ctx, a, &s->sk, &m->k, &s->k, src));
-    AP_TRY(ap_proj_forward(ctx, a, &s->sv, &m->v, &s->v, src));
+    AP_TRY(ap_proj_forward(ctx, tape, &m->q, &s->sq, &s->q, x));
+    AP_TRY(ap_proj_forward(ctx, tape, &m->k, &s->sk, &s->k, src));
+    AP_TRY(ap_proj_forward(ctx, tape, &m->v, &s->sv, &s->v, src));
     AP_TRY(ap_attention_forward(ctx, &s->att, &s->lse, &s->q, &s->k, &s->v, m->heads, m->scale,
                                 m->causal));
-    AP_TRY(ap_proj_forward(ctx, a, &s->so, &m->o, out, &s->att));
+    AP_TRY(ap_proj_forward(ctx, tape, &m->o, &s->so, out, &s->att));
     if (!tape) a->used = mark; /* inference: nothing kept */
     return AP_OK;
 }
 
-int ap_mha_backward(ap_ctx *ctx, ap_arena *tmp, const ap_mha *m, const ap_mha_saved *s,
+int ap_mha_backward(ap_ctx *ctx, ap_tape *tape, const ap_mha *m, const ap_mha_saved *s,
                     const ap_tensor *dx, const ap_tensor *dsrc, const ap_tensor *dout) {
+    AP_TRY(ap_tape_check("mha_backward", &s->rec, tape, m->q.w.data));
+    ap_arena *tmp = ap_ctx_tmp(ctx, "mha_backward");
+    if (!tmp) return AP_ERR;
     AP_TRY(ap_expect_same("mha_backward", "out", &s->att, "dout", dout));
     AP_TRY(ap_expect_same("mha_backward", "x", &s->x, "dx", dx));
     int self = s->src.data == s->x.data;
@@ -61,16 +64,16 @@ int ap_mha_backward(ap_ctx *ctx, ap_arena *tmp, const ap_mha *m, const ap_mha_sa
     ap_tensor tdatt = ap_t3(datt, B, N, C), tdq = ap_t3(dq, B, N, C), tdk = ap_t3(dk, B, M, C),
               tdv = ap_t3(dv, B, M, C);
     int rc = AP_ERR;
-    if (ap_proj_backward(ctx, &m->o, &s->so, &tdatt, 0, dout, &s->att)) goto out;
+    if (ap_proj_backward(ctx, tape, &m->o, &s->so, &tdatt, 0, dout, &s->att)) goto out;
     if (ap_attention_backward(ctx, &tdq, &tdk, &tdv, &tdatt, &s->q, &s->k, &s->v, &s->att,
                               &s->lse, m->heads, m->scale, m->causal))
         goto out;
-    if (ap_proj_backward(ctx, &m->q, &s->sq, dx, 0, &tdq, &s->x)) goto out;
+    if (ap_proj_backward(ctx, tape, &m->q, &s->sq, dx, 0, &tdq, &s->x)) goto out;
     /* K and V: their input is x (self) or src (cross; dsrc may be unwanted,
      * but LoRA grads of k and v are still needed). */
     const ap_tensor *dkv = self ? dx : dsrc;
-    if (ap_proj_backward(ctx, &m->k, &s->sk, dkv, self, &tdk, &s->src)) goto out;
-    if (ap_proj_backward(ctx, &m->v, &s->sv, dkv, 1, &tdv, &s->src)) goto out;
+    if (ap_proj_backward(ctx, tape, &m->k, &s->sk, dkv, self, &tdk, &s->src)) goto out;
+    if (ap_proj_backward(ctx, tape, &m->v, &s->sv, dkv, 1, &tdv, &s->src)) goto out;
     rc = AP_OK;
 out:
     tmp->used = mark;

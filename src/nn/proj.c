@@ -42,30 +42,36 @@ static ap_tensor with_last(float *data, const ap_tensor *t, int64_t n) {
     return v;
 }
 
-int ap_proj_forward(ap_ctx *ctx, ap_arena *tape, ap_proj_saved *sv, const ap_proj *p,
+int ap_proj_forward(ap_ctx *ctx, ap_tape *tape, const ap_proj *p, ap_proj_saved *sv,
                     const ap_tensor *out, const ap_tensor *x) {
     int64_t rows;
     AP_TRY(check("proj_forward", p, x, out, &rows));
+    if (sv) ap_tape_record(&sv->rec, tape, p->w.data); /* identity: its weights */
     /* y = b + x·Wᵀ with one GEMM per leading index (image, prompt), so its
      * rows never depend on the batch (2-D: one block) */
     AP_TRY(ap_linear_forward(ctx, out, x, &p->w, ap_present(&p->b) ? &p->b : NULL));
     if (!p->lora) return AP_OK;
     int64_t R = p->lora->down.shape[0];
     size_t n = (size_t)rows * (size_t)R;
-    float *u = tape ? ap_arena_floats(tape, n, "LoRA u = x·Aᵀ")
-                    : ap_scratch(ctx, n * sizeof(float), "LoRA u = x·Aᵀ");
+    /* u on the tape, or (inference) in ctx->tmp until return */
+    ap_arena *keep = tape ? tape->mem : ap_ctx_tmp(ctx, "proj_forward");
+    if (!keep) return AP_ERR;
+    size_t mark = keep->used;
+    float *u = ap_arena_floats(keep, n, "LoRA u = x·Aᵀ");
     if (!u) return AP_ERR;
     ap_tensor tu = with_last(u, x, R);
-    AP_TRY(ap_matmul_items(ctx, &tu, x, &p->lora->down, 1, 1.0f, 0.0f));
-    AP_TRY(ap_matmul_items(ctx, out, &tu, &p->lora->up, 1, p->lora->scale, 1.0f));
-    if (sv) sv->u = ap_t2(u, rows, R);
-    return AP_OK;
+    int rc = ap_matmul_items(ctx, &tu, x, &p->lora->down, 1, 1.0f, 0.0f);
+    if (!rc) rc = ap_matmul_items(ctx, out, &tu, &p->lora->up, 1, p->lora->scale, 1.0f);
+    if (sv) sv->u = tape ? ap_t2(u, rows, R) : (ap_tensor){0};
+    if (!tape) keep->used = mark;
+    return rc;
 }
 
-int ap_proj_backward(ap_ctx *ctx, const ap_proj *p, const ap_proj_saved *sv,
+int ap_proj_backward(ap_ctx *ctx, ap_tape *tape, const ap_proj *p, const ap_proj_saved *sv,
                      const ap_tensor *dx, int accumulate_dx, const ap_tensor *dout,
                      const ap_tensor *x) {
     int64_t rows;
+    if (p->lora && sv) AP_TRY(ap_tape_check("proj_backward", &sv->rec, tape, p->w.data));
     AP_TRY(check("proj_backward", p, x, dout, &rows));
     if (dx) AP_TRY(ap_expect_same("proj_backward", "x", x, "dx", dx));
     if (dx) /* dx (=|+=) dout·W */

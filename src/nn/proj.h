@@ -13,6 +13,7 @@
 #define AP_NN_PROJ_H
 
 #include "core/ctx.h"
+#include "core/tape.h"
 #include "core/tensor.h"
 
 typedef struct ap_lora {
@@ -30,18 +31,19 @@ typedef struct ap_proj {
 } ap_proj;
 
 typedef struct ap_proj_saved {
+    ap_tape_rec rec; /* the forward's stamp (core/tape.h) */
     ap_tensor u; /* (rows, r) = x·Aᵀ, only with LoRA */
 } ap_proj_saved;
 
 
 /* out (..., out) = projection of x (..., in). tape: where u is kept for
  * backward (NULL for inference: u then lives in scratch). */
-int ap_proj_forward(ap_ctx *ctx, ap_arena *tape, ap_proj_saved *sv, const ap_proj *p,
+int ap_proj_forward(ap_ctx *ctx, ap_tape *tape, const ap_proj *p, ap_proj_saved *sv,
                     const ap_tensor *out, const ap_tensor *x);
 
 /* dout (..., out) -> dx (..., in) (= or += by accumulate_dx; NULL: not
  * wanted) and LoRA grads (+=). x is the forward input. */
-int ap_proj_backward(ap_ctx *ctx, const ap_proj *p, const ap_proj_saved *sv,
+int ap_proj_backward(ap_ctx *ctx, ap_tape *tape, const ap_proj *p, const ap_proj_saved *sv,
                      const ap_tensor *dx, int accumulate_dx, const ap_tensor *dout,
                      const ap_tensor *x);
 

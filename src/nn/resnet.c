@@ -41,17 +41,19 @@ static float *take(ap_arena *a, int64_t n, const char *what) {
     return ap_arena_floats(a, (size_t)n, what);
 }
 
-int ap_resnet_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_resnet_saved *sv,
-                      const ap_resnet *r, const ap_tensor *out, const ap_tensor *x,
-                      const ap_tensor *temb_act) {
+int ap_resnet_forward(ap_ctx *ctx, ap_tape *tape, const ap_resnet *r, ap_resnet_saved *sv,
+                      const ap_tensor *out, const ap_tensor *x, const ap_tensor *temb_act) {
     const char *op = "resnet_forward";
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     AP_TRY(ap_expect(op, "x", x, 4, (int64_t[]){-1, r->cin, -1, -1}));
     int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3], G = r->groups;
     AP_TRY(ap_expect4(op, "out", out, B, r->cout, H, W));
     if (r->temb_dim > 0) AP_TRY(ap_expect2(op, "temb_act", temb_act, B, r->temb_dim));
-    ap_arena *keep = tape ? tape : tmp;
+    ap_arena *keep = tape ? tape->mem : tmp;
     size_t tmark = tmp->used;
     ap_resnet_saved local, *s = sv ? sv : &local;
+    ap_tape_record(&s->rec, tape, r);
     s->x = *x;
     float *n1 = take(keep, B * r->cin * H * W, "resnet norm1 output"),
           *h1 = take(keep, B * r->cout * H * W, "resnet conv1 output"),
@@ -98,9 +100,12 @@ int ap_resnet_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_resnet_save
     return AP_OK;
 }
 
-int ap_resnet_backward(ap_ctx *ctx, ap_arena *tmp, const ap_resnet *r,
+int ap_resnet_backward(ap_ctx *ctx, ap_tape *tape, const ap_resnet *r,
                        const ap_resnet_saved *s, const ap_tensor *dx, const ap_tensor *dout) {
     const char *op = "resnet_backward";
+    AP_TRY(ap_tape_check(op, &s->rec, tape, r));
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     int64_t B = s->x.shape[0], H = s->x.shape[2], W = s->x.shape[3], G = r->groups;
     AP_TRY(ap_expect4(op, "dout", dout, B, r->cout, H, W));
     AP_TRY(ap_expect_same(op, "x", &s->x, "dx", dx));

@@ -15,6 +15,7 @@
 #define AP_NN_RESNET_H
 
 #include "core/ctx.h"
+#include "core/tape.h"
 #include "core/tensor.h"
 #include "io/weights.h"
 
@@ -30,6 +31,7 @@ typedef struct ap_resnet {
 } ap_resnet;
 
 typedef struct ap_resnet_saved {
+    ap_tape_rec rec;         /* the forward's stamp (core/tape.h) */
     ap_tensor x;             /* (B, cin, H, W) caller-owned input */
     ap_tensor n1, h1, n2;    /* (B, cin, H, W), (B, cout, H, W) x2 */
     ap_tensor mean1, rstd1;  /* (B, groups) */
@@ -43,13 +45,12 @@ int ap_resnet_declare(ap_resnet *r, ap_params *p, const char *prefix, int cin, i
 
 
 /* out (B, cout, H, W) from x (B, cin, H, W) and temb_act (B, temb_dim) (NULL
- * when temb_dim == 0). tape NULL: inference (intermediates in tmp). */
-int ap_resnet_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp, ap_resnet_saved *sv,
-                      const ap_resnet *r, const ap_tensor *out, const ap_tensor *x,
-                      const ap_tensor *temb_act);
+ * when temb_dim == 0). tape NULL: inference (intermediates in ctx->tmp). */
+int ap_resnet_forward(ap_ctx *ctx, ap_tape *tape, const ap_resnet *r, ap_resnet_saved *sv,
+                      const ap_tensor *out, const ap_tensor *x, const ap_tensor *temb_act);
 
 /* dx (=) from dout (B, cout, H, W). */
-int ap_resnet_backward(ap_ctx *ctx, ap_arena *tmp, const ap_resnet *r,
+int ap_resnet_backward(ap_ctx *ctx, ap_tape *tape, const ap_resnet *r,
                        const ap_resnet_saved *sv, const ap_tensor *dx, const ap_tensor *dout);
 
 #endif

@@ -95,8 +95,8 @@ static float *take(ap_arena *a, int64_t n, const char *what) {
     return ap_arena_floats(a, (size_t)n, what);
 }
 
-int ap_transformer2d_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp,
-                             ap_transformer2d_saved *sv, const ap_transformer2d *t,
+int ap_transformer2d_forward(ap_ctx *ctx, ap_tape *tape, const ap_transformer2d *t,
+                             ap_transformer2d_saved *sv,
                              const ap_tensor *out, const ap_tensor *x,
                              const ap_tensor *context) {
     const char *op = "transformer2d_forward";
@@ -106,9 +106,12 @@ int ap_transformer2d_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp,
     AP_TRY(ap_expect4(op, "out", out, B, C, H, W));
     AP_TRY(ap_expect(op, "context", context, 3, (int64_t[]){B, -1, t->ctx_dim}));
     if (out->data == x->data) return ap_fail("%s: out: must not alias x", op);
-    ap_arena *keep = tape ? tape : tmp;
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
+    ap_arena *keep = tape ? tape->mem : tmp;
     size_t tmark = tmp->used;
     ap_transformer2d_saved local, *s = sv ? sv : &local;
+    ap_tape_record(&s->rec, tape, t);
     s->x = *x;
     float *st = take(keep, 2 * B * G + 6 * B * N, "transformer2d statistics");
     float *h0 = take(keep, B * N * C, "transformer2d h0"), *n1 = take(keep, B * N * C, "LN1 output"),
@@ -142,12 +145,12 @@ int ap_transformer2d_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp,
     /* h1 = h0 + attn1(LN1(h0)) */
     AP_TRY(ap_layer_norm_forward(ctx, &s->n1, &s->mean[0], &s->rstd[0], &s->h0, &t->ln1_w,
                                  &t->ln1_b, LN_EPS));
-    AP_TRY(ap_mha_forward(ctx, tape, tmp, &s->a1, &t->attn1, &a3, &s->n1, NULL));
+    AP_TRY(ap_mha_forward(ctx, tape, &t->attn1, &s->a1, &a3, &s->n1, NULL));
     AP_TRY(ap_add_forward(ctx, &s->h1, &s->h0, &a3));
     /* h2 = h1 + attn2(LN2(h1), context) */
     AP_TRY(ap_layer_norm_forward(ctx, &s->n2, &s->mean[1], &s->rstd[1], &s->h1, &t->ln2_w,
                                  &t->ln2_b, LN_EPS));
-    AP_TRY(ap_mha_forward(ctx, tape, tmp, &s->a2, &t->attn2, &a3, &s->n2, context));
+    AP_TRY(ap_mha_forward(ctx, tape, &t->attn2, &s->a2, &a3, &s->n2, context));
     AP_TRY(ap_add_forward(ctx, &s->h2, &s->h1, &a3));
     /* h3 = h2 + ff(LN3(h2)) (h3 in b3) */
     AP_TRY(ap_layer_norm_forward(ctx, &a3, &s->mean[2], &s->rstd[2], &s->h2, &t->ln3_w,
@@ -169,10 +172,13 @@ int ap_transformer2d_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp,
     return AP_OK;
 }
 
-int ap_transformer2d_backward(ap_ctx *ctx, ap_arena *tmp, const ap_transformer2d *t,
+int ap_transformer2d_backward(ap_ctx *ctx, ap_tape *tape, const ap_transformer2d *t,
                               const ap_transformer2d_saved *s, const ap_tensor *dx,
                               const ap_tensor *dout) {
     const char *op = "transformer2d_backward";
+    AP_TRY(ap_tape_check(op, &s->rec, tape, t));
+    ap_arena *tmp = ap_ctx_tmp(ctx, op);
+    if (!tmp) return AP_ERR;
     AP_TRY(ap_expect_same(op, "x", &s->x, "dout", dout));
     AP_TRY(ap_expect_same(op, "x", &s->x, "dx", dx));
     int64_t B = s->x.shape[0], C = t->C, H = s->x.shape[2], W = s->x.shape[3], N = H * W;
@@ -202,12 +208,12 @@ int ap_transformer2d_backward(ap_ctx *ctx, ap_arena *tmp, const ap_transformer2d
                                &t->ln3_w)) goto out;
     if (ap_axpy(ctx, &dA, 1.0f, &dC)) goto out;
     /* cross-attention (no gradient into the context) */
-    if (ap_mha_backward(ctx, tmp, &t->attn2, &s->a2, &dB, NULL, &dA)) goto out;
+    if (ap_mha_backward(ctx, tape, &t->attn2, &s->a2, &dB, NULL, &dA)) goto out;
     if (ap_layer_norm_backward(ctx, &dC, NULL, NULL, &dB, &s->h1, &s->mean[1], &s->rstd[1],
                                &t->ln2_w)) goto out;
     if (ap_axpy(ctx, &dA, 1.0f, &dC)) goto out;
     /* self-attention */
-    if (ap_mha_backward(ctx, tmp, &t->attn1, &s->a1, &dB, NULL, &dA)) goto out;
+    if (ap_mha_backward(ctx, tape, &t->attn1, &s->a1, &dB, NULL, &dA)) goto out;
     if (ap_layer_norm_backward(ctx, &dC, NULL, NULL, &dB, &s->h0, &s->mean[0], &s->rstd[0],
                                &t->ln1_w)) goto out;
     if (ap_axpy(ctx, &dA, 1.0f, &dC)) goto out;

@@ -24,6 +24,7 @@
 #define AP_NN_TRANSFORMER2D_H
 
 #include "core/ctx.h"
+#include "core/tape.h"
 #include "core/tensor.h"
 #include "io/weights.h"
 #include "nn/mha.h"
@@ -44,6 +45,7 @@ typedef struct ap_transformer2d {
 } ap_transformer2d;
 
 typedef struct ap_transformer2d_saved {
+    ap_tape_rec rec;                 /* the forward's stamp (core/tape.h) */
     ap_tensor x;                     /* (B, C, H, W) caller-owned input */
     ap_tensor gn_mean, gn_rstd;      /* (B, groups) */
     ap_tensor h0, n1, h1, n2, h2;    /* (B, N, C) */
@@ -66,13 +68,13 @@ int ap_transformer2d_declare_lora(ap_transformer2d *t, ap_params *lp, const char
 
 /* out (B, C, H, W) from x (B, C, H, W) and context (B, M, ctx_dim). tape NULL:
  * inference (intermediates in tmp, released). out must not alias x. */
-int ap_transformer2d_forward(ap_ctx *ctx, ap_arena *tape, ap_arena *tmp,
-                             ap_transformer2d_saved *sv, const ap_transformer2d *t,
+int ap_transformer2d_forward(ap_ctx *ctx, ap_tape *tape, const ap_transformer2d *t,
+                             ap_transformer2d_saved *sv,
                              const ap_tensor *out, const ap_tensor *x,
                              const ap_tensor *context);
 
 /* dx (=, (B, C, H, W)) and LoRA grads (+=) from dout (B, C, H, W). */
-int ap_transformer2d_backward(ap_ctx *ctx, ap_arena *tmp, const ap_transformer2d *t,
+int ap_transformer2d_backward(ap_ctx *ctx, ap_tape *tape, const ap_transformer2d *t,
                               const ap_transformer2d_saved *sv, const ap_tensor *dx,
                               const ap_tensor *dout);
 

@@ -31,7 +31,11 @@ static int group_step(ap_ctx *ctx, const ap_sampler *sm, int i, const ap_tensor 
                       const ap_tensor *uncond, const ap_tensor *cond, int k0) {
     const int g = sm->group;
     AP_TRY(ap_sampler_inputs(ctx, sm, x_in, uncond, cond, k0, sm->sched->timesteps[i]));
-    AP_TRY(ap_unet_forward(ctx, sm->unet, NULL, sm->tmp, &sm->eps2, &sm->x2, &sm->t2, &sm->ctx2));
+    ap_arena *prev = ctx->tmp;
+    ctx->tmp = sm->tmp;
+    int rc = ap_unet_forward(ctx, NULL, sm->unet, sm->sv, &sm->eps2, &sm->x2, &sm->t2, &sm->ctx2);
+    ctx->tmp = prev;
+    AP_TRY(rc);
     /* eps_u = eps2[0..g), eps_c = eps2[g..2g): combined into eps2[0..g) */
     ap_tensor eu = ap_rows(&sm->eps2, 0, g), ec = ap_rows(&sm->eps2, g, g);
     AP_TRY(ap_guidance_forward(ctx, &eu, &eu, &ec, sm->guidance));

@@ -25,8 +25,10 @@
 #include "sched/ddim.h"
 
 typedef struct ap_sampler {
-    ap_unet *unet;
-    ap_arena *tmp;          /* UNet temporaries, planned for batch 2 * group */
+    const ap_unet *unet;
+    ap_unet_saved *sv;      /* the UNet call's descriptors (ap_unet_saved_init) */
+    ap_arena *tmp;          /* UNet temporaries (ctx->tmp during its calls), planned
+                               for batch 2 * group */
     const ap_ddim *sched;
     float guidance;
     int group;              /* g: samples per UNet call */

@@ -117,7 +117,10 @@ static int encode(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n, flo
     if (!rc) rc = ap_arena_init(&tmp, p.tmp_bytes, "text encoder temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, p.scratch_bytes);
     ap_tensor o = ap_t3(out, n, L, t->C);
-    if (!rc) rc = ap_text_tower_forward(ctx, &tmp, t, &o, ids, n, L);
+    ap_arena *prev = ctx->tmp;
+    ctx->tmp = &tmp;
+    if (!rc) rc = ap_text_tower_forward(ctx, t, &o, ids, n, L);
+    ctx->tmp = prev;
     ap_arena_free(&tmp);
     free(ids);
     return rc;
@@ -160,6 +163,8 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     float *ts = ap_malloc((size_t)B2 * sizeof(float), "timesteps");
     float *noise = o->init_noise ? NULL : ap_malloc((size_t)(n * lat) * sizeof(float), "initial noise");
     ap_arena tmp = {0};
+    ap_unet_saved usv = {0};
+    ap_vae_saved vsv;
     int rc = (!uncond || !cond || !ctxt || !x || !x2 || !eps || !ts || (!o->init_noise && !noise))
                  ? AP_ERR : AP_OK;
     const char *empty[1] = {""};
@@ -169,21 +174,30 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     if (!rc) rc = ap_unet_plan_measure(ctx, &sd->unet, B2, h, w, L, &plan);
     if (!rc) rc = ap_arena_init(&tmp, plan.tmp_bytes, "UNet temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, plan.scratch_bytes);
+    if (!rc) rc = ap_unet_saved_init(&usv, &sd->unet);
     ap_tensor tl = ap_t4(x, n, Cl, h, w), tlat = ap_tn(x, 5, (int64_t[]){1, n, Cl, h, w});
     if (!rc && !o->init_noise) /* image k: its own stream, whatever the batch, rank or thread count */
         for (int k = 0; k < n; k++) ap_gaussian_fill(noise + k * lat, lat, o->seeds ? o->seeds[k] : o->seed + (uint64_t)k);
     if (!rc) rc = ap_tensor_write(ctx, &tl, o->init_noise ? o->init_noise : noise);
-    ap_sampler sm = {.unet = &sd->unet, .tmp = &tmp, .sched = &sched, .guidance = o->guidance,
+    ap_sampler sm = {.unet = &sd->unet, .sv = &usv, .tmp = &tmp, .sched = &sched, .guidance = o->guidance,
                      .group = n, .x2 = ap_t4(x2, B2, Cl, h, w), .eps2 = ap_t4(eps, B2, Cl, h, w),
                      .ctx2 = ap_t3(ctxt, B2, L, C), .t2 = ap_t1(ts, B2)};
     ap_tensor tu = ap_t3(uncond, 1, L, C), tc = ap_t3(cond, n, L, C);
     progress_cb cb = {progress, user};
     if (!rc) rc = ap_sampler_run(ctx, &sm, &tlat, NULL, &tu, &tc, "sample", on_step, &cb);
     ap_arena_free(&tmp);
+    ap_unet_saved_free(&usv);
     if (!rc && o->final_latents) rc = ap_tensor_read(ctx, o->final_latents, &tl);
-    if (!rc) rc = ap_vae_plan(&sd->vae, ctx, n, h, w, NULL);
+    ap_plan vp;
+    if (!rc) rc = ap_vae_plan_measure(ctx, &sd->vae, n, h, w, &vp);
+    if (!rc) rc = ap_arena_init(&tmp, vp.tmp_bytes, "VAE decoder temporaries");
+    if (!rc) rc = ap_ctx_reserve(ctx, vp.scratch_bytes);
     ap_tensor ti = ap_t4(images, n, sd->vae.cfg.out_channels, o->height, o->width);
-    if (!rc) rc = ap_vae_forward(ctx, &sd->vae, NULL, &ti, &tl);
+    ap_arena *prev = ctx->tmp;
+    ctx->tmp = &tmp;
+    if (!rc) rc = ap_vae_forward(ctx, NULL, &sd->vae, &vsv, &ti, &tl);
+    ctx->tmp = prev;
+    ap_arena_free(&tmp);
     if (!rc) rc = ap_check_finite_tensor(ctx, &ti, "sample: VAE decode: images");
     free(uncond), free(cond), free(ctxt), free(x), free(x2), free(eps), free(ts), free(noise);
     return rc;

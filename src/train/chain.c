@@ -25,7 +25,8 @@ static float *falloc(size_t n, const char *what, size_t *total) {
     return ap_malloc(n * sizeof(float), what);
 }
 
-int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_reward *reward,
+int ap_chain_init(ap_chain *ch, ap_ctx *ctx, const ap_unet *unet, const ap_vae *vae,
+                  const ap_reward *reward,
                   const ap_ddim_config *sched, int steps, float guidance, int cap,
                   int64_t H, int64_t W, int64_t L, int64_t D) {
     memset(ch, 0, sizeof *ch);
@@ -73,33 +74,42 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_rewa
     ap_unet_plan up;
     if (!rc) rc = ap_unet_plan_measure(ctx, unet, 2, ch->h, ch->w, L, &up);
     if (!rc) rc = ap_ctx_reserve(ctx, up.scratch_bytes);
-    ap_plan vp = {0};
-    if (!rc) rc = ap_vae_plan(vae, ctx, cap, ch->h, ch->w, &vp);
+    ap_plan vp = {0}, rp = {0};
+    if (!rc) rc = ap_vae_plan_measure(ctx, vae, cap, ch->h, ch->w, &vp);
+    if (!rc) rc = ap_ctx_reserve(ctx, vp.scratch_bytes);
+    if (!rc) rc = ap_reward_plan_measure(ctx, reward, cap, H, W, &rp);
+    if (!rc) rc = ap_ctx_reserve(ctx, rp.scratch_bytes);
     /* The UNet's workspaces (sampling, recompute) and the VAE's (decode,
      * its backward) are never in use at the same time: a step runs all the
      * sampling, then the VAE and the reward, then the UNet recompute. One
      * block holds either: max(UNet tape + tmp, VAE tape + tmp) instead of
      * the sum (SD v1.5, one sample: 3.8 GB instead of 6.9). */
     const size_t ut = ap_align64(up.tape_bytes), um = ap_align64(up.tmp_bytes);
-    const size_t vt = ap_align64(vp.tape_bytes), vm = ap_align64(vae->tmp.cap);
+    const size_t vt = ap_align64(vp.tape_bytes), vm = ap_align64(vp.tmp_bytes);
     const size_t phase = ut + um > vt + vm ? ut + um : vt + vm;
     if (!rc) rc = ap_arena_init(&ch->phase, phase, "UNet / VAE workspaces (one phase at a time)");
     if (!rc) {
-        ch->unet_tape = ap_arena_view(&ch->phase, 0, ut, "UNet tape (one sample, one step)");
+        ch->unet_mem = ap_arena_view(&ch->phase, 0, ut, "UNet tape (one sample, one step)");
         ch->unet_tmp = ap_arena_view(&ch->phase, ut, um, "UNet temporaries");
-        ch->vae_tape = ap_arena_view(&ch->phase, 0, vt, "VAE tape");
-        ap_arena_free(&vae->tmp); /* the VAE's own block goes: a view of the phase block */
-        vae->tmp = ap_arena_view(&ch->phase, vt, vm, "VAE decoder temporaries");
-        if ((ut && !ch->unet_tape.base) || (um && !ch->unet_tmp.base) ||
-            (vt && !ch->vae_tape.base) || (vm && !vae->tmp.base))
+        ch->vae_mem = ap_arena_view(&ch->phase, 0, vt, "VAE tape");
+        ch->vae_tmp = ap_arena_view(&ch->phase, vt, vm, "VAE decoder temporaries");
+        if ((ut && !ch->unet_mem.base) || (um && !ch->unet_tmp.base) ||
+            (vt && !ch->vae_mem.base) || (vm && !ch->vae_tmp.base))
             rc = ap_fail("chain: the phase block of %zu bytes does not hold its workspaces", phase);
     }
-    if (!rc) rc = ap_reward_plan(reward, ctx, cap, H, W);
+    const size_t rt = ap_align64(rp.tape_bytes), rm = ap_align64(rp.tmp_bytes);
+    if (!rc) rc = ap_arena_init(&ch->reward_mem, rt, "reward tape");
+    if (!rc) rc = ap_arena_init(&ch->reward_tmp, rm, "reward temporaries");
+    if (!rc) rc = ap_unet_saved_init(&ch->unet_sv, unet);
+    if (!rc) rc = ap_reward_saved_init(&ch->reward_sv, reward, cap);
     if (rc) {
         ap_chain_free(ch);
         return AP_ERR;
     }
-    ch->planned_bytes = tot + phase;
+    ch->unet_tape = ap_tape_on(&ch->unet_mem);
+    ch->vae_tape = ap_tape_on(&ch->vae_mem);
+    ch->reward_tape = ap_tape_on(&ch->reward_mem);
+    ch->planned_bytes = tot + phase + rt + rm;
     return AP_OK;
 }
 
@@ -108,16 +118,19 @@ void ap_chain_free(ap_chain *ch) {
     free(ch->ctx2), free(ch->cond), free(ch->uncond), free(ch->ts2), free(ch->dx), free(ch->deps);
     free(ch->image), free(ch->dimage);
     free(ch->loss_b);
-    if (ch->vae && ch->vae->tmp.base && !ch->vae->tmp.map) /* the view into phase */
-        memset(&ch->vae->tmp, 0, sizeof ch->vae->tmp);
-    ap_arena_free(&ch->phase); /* unet_tape, unet_tmp, vae_tape are views of it */
+    ap_unet_saved_free(&ch->unet_sv);
+    ap_reward_saved_free(&ch->reward_sv);
+    ap_arena_free(&ch->reward_mem);
+    ap_arena_free(&ch->reward_tmp);
+    ap_arena_free(&ch->phase); /* the UNet's and VAE's arenas are views of it */
     memset(ch, 0, sizeof *ch);
 }
 
 /* The shared sampling loop over this chain's one-sample UNet buffers. */
 static ap_sampler sampler(ap_chain *ch) {
     const int64_t C = ch->C, h = ch->h, w = ch->w;
-    return (ap_sampler){.unet = ch->unet, .tmp = &ch->unet_tmp, .sched = &ch->sched,
+    return (ap_sampler){.unet = ch->unet, .sv = &ch->unet_sv, .tmp = &ch->unet_tmp,
+                        .sched = &ch->sched,
                         .guidance = ch->guidance, .group = 1,
                         .x2 = ap_t4(ch->x2, 2, C, h, w), .eps2 = ap_t4(ch->eps2, 2, C, h, w),
                         .ctx2 = ap_t3(ch->ctx2, 2, ch->L, ch->D), .t2 = ap_t1(ch->ts2, 2)};
@@ -131,7 +144,16 @@ static int on_step(void *user, int done, int total) {
     return AP_OK;
 }
 
+static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io);
+
 int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
+    ap_arena *prev = ctx->tmp; /* each phase sets its own temporaries */
+    int rc = chain_run(ch, ctx, io);
+    ctx->tmp = prev;
+    return rc;
+}
+
+static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     const int b = io->b, S = ch->sched.steps;
     if (b < 1 || b > ch->cap)
         return ap_fail("chain: micro-batch of %d samples: expected 1..%d (the planned capacity)",
@@ -164,12 +186,16 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     }
     ap_tensor xS = ap_row(&lat, S);
     ap_tensor ti = ap_t4(ch->image, b, 3, ch->H, ch->W);
-    ap_arena_reset(&ch->vae_tape);
-    AP_TRY(ap_vae_forward(ctx, ch->vae, io->dloss ? &ch->vae_tape : NULL, &ti, &xS));
+    ap_tape *vt = io->dloss ? &ch->vae_tape : NULL, *rt = io->dloss ? &ch->reward_tape : NULL;
+    ap_tape_reset(&ch->vae_tape);
+    ctx->tmp = &ch->vae_tmp;
+    AP_TRY(ap_vae_forward(ctx, vt, ch->vae, &ch->vae_sv, &ti, &xS));
     AP_TRY(ap_check_finite_tensor(ctx, &ti, "chain: the decoded images"));
     if (io->images) AP_TRY(ap_tensor_read(ctx, io->images, &ti));
-    AP_TRY(ap_reward_forward(ch->reward, ctx, &ti, io->prompts, io->reward, io->loss,
-                             io->dloss != NULL));
+    ap_tape_reset(&ch->reward_tape);
+    ctx->tmp = &ch->reward_tmp;
+    AP_TRY(ap_reward_forward(ctx, rt, ch->reward, &ch->reward_sv, io->reward, io->loss, &ti,
+                             io->prompts));
     int64_t bad = ap_first_nonfinite(io->loss, b); /* host scalars, already read back */
     if (bad >= 0)
         return ap_fail("chain: non-finite loss %g for sample %lld (%s reward)",
@@ -179,8 +205,10 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     /* backward: reward -> image -> VAE -> x_S */
     ap_tensor tdi = ap_t4(ch->dimage, b, 3, ch->H, ch->W), tdx = ap_t4(ch->dx, b, C, h, w);
     ap_tensor tdeps = ap_t4(ch->deps, b, C, h, w);
-    AP_TRY(ap_reward_backward(ch->reward, ctx, &tdi, io->dloss));
-    AP_TRY(ap_vae_backward(ctx, ch->vae, &tdx, &tdi));
+    AP_TRY(ap_reward_backward(ctx, rt, ch->reward, &ch->reward_sv, &tdi, io->dloss));
+    ctx->tmp = &ch->vae_tmp;
+    AP_TRY(ap_vae_backward(ctx, vt, ch->vae, &ch->vae_sv, &tdx, &tdi));
+    ctx->tmp = &ch->unet_tmp;
 
     /* the earliest step any sample has attached: nothing before it matters */
     int first = S;
@@ -204,14 +232,14 @@ int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
         for (int k = 0; k < b; k++) {
             if (!io->attached[(size_t)k * S + i]) continue;
             AP_TRY(ap_sampler_inputs(ctx, &sm, &xi, &uncond, &cond, k, ch->sched.timesteps[i]));
-            ap_arena_reset(&ch->unet_tape);
-            AP_TRY(ap_unet_forward(ctx, ch->unet, &ch->unet_tape, &ch->unet_tmp, &sm.eps2, &sm.x2,
+            ap_tape_reset(&ch->unet_tape);
+            AP_TRY(ap_unet_forward(ctx, &ch->unet_tape, ch->unet, &ch->unet_sv, &sm.eps2, &sm.x2,
                                    &sm.t2, &sm.ctx2));
             /* deps_u = (1 - g) deps, deps_c = g deps */
             ap_tensor dk = ap_rows(&tdeps, k, 1), xk = ap_rows(&tdx, k, 1);
             AP_TRY(ap_copy(ctx, &d2u, &dk));
             AP_TRY(ap_guidance_backward(ctx, &d2u, &d2c, &d2u, ch->guidance));
-            AP_TRY(ap_unet_backward(ctx, ch->unet, &ch->unet_tmp, &tdx2, &td2));
+            AP_TRY(ap_unet_backward(ctx, &ch->unet_tape, ch->unet, &ch->unet_sv, &tdx2, &td2));
             /* x_k fed both CFG rows: dx_k += dx_u + dx_c */
             AP_TRY(ap_sum_rows(ctx, &xk, &tdx2, 1));
         }

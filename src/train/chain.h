@@ -28,17 +28,24 @@
 #include "train/reward.h"
 
 typedef struct ap_chain {
-    ap_unet *unet;            /* with LoRA; grads accumulate into unet->lora_grad */
-    ap_vae *vae;
-    ap_reward *reward;
+    const ap_unet *unet;      /* with LoRA; grads accumulate into unet->lora_grad */
+    const ap_vae *vae;
+    const ap_reward *reward;
     ap_ddim sched;
     float guidance;
     int cap;                  /* largest micro-batch planned */
     int64_t C, h, w, L, D;    /* latent channels and size, context length and width */
     int64_t H, W;             /* image size */
-    /* workspaces (planned once by ap_chain_plan) */
+    /* workspaces (planned once by ap_chain_init from dry runs); the chain
+     * must not move after it (the tapes point at its arenas) */
     ap_arena phase;                     /* one block: the UNet's workspaces or the VAE's */
-    ap_arena unet_tape, unet_tmp, vae_tape; /* views of phase (never in use together) */
+    ap_arena unet_mem, unet_tmp;        /* views of phase: UNet tape and temporaries */
+    ap_arena vae_mem, vae_tmp;          /* views of phase: VAE tape and temporaries */
+    ap_arena reward_mem, reward_tmp;    /* the reward's own (alive with the VAE's tape) */
+    ap_tape unet_tape, vae_tape, reward_tape; /* one tape per model (core/tape.h) */
+    ap_unet_saved unet_sv;
+    ap_vae_saved vae_sv;
+    ap_reward_saved reward_sv;
     float *lat;               /* (S + 1, cap, C, h, w) latents */
     float *eps_store;         /* (S, cap, C, h, w) combined eps, only with clip_sample */
     float *cond, *uncond;                   /* (cap, L, D), (1, L, D): io's embeddings */
@@ -50,7 +57,8 @@ typedef struct ap_chain {
 } ap_chain;
 
 /* Plan for micro-batches up to cap samples of image size H x W. */
-int ap_chain_init(ap_chain *ch, ap_ctx *ctx, ap_unet *unet, ap_vae *vae, ap_reward *reward,
+int ap_chain_init(ap_chain *ch, ap_ctx *ctx, const ap_unet *unet, const ap_vae *vae,
+                  const ap_reward *reward,
                   const ap_ddim_config *sched, int steps, float guidance, int cap,
                   int64_t H, int64_t W, int64_t L, int64_t D);
 void ap_chain_free(ap_chain *ch);

@@ -121,7 +121,10 @@ int ap_job_encode(ap_job *j, const char *const *prompts, int n, float *out) {
     }
     ap_tensor o = ap_t3(out, n, L, t->C);
     ap_arena_reset(&j->text_tmp);
-    if (!rc) rc = ap_text_tower_forward(&j->ctx, &j->text_tmp, t, &o, idp, n, L);
+    ap_arena *prev = j->ctx.tmp;
+    j->ctx.tmp = &j->text_tmp;
+    if (!rc) rc = ap_text_tower_forward(&j->ctx, t, &o, idp, n, L);
+    j->ctx.tmp = prev;
     if (idp != ids) free(idp);
     return rc;
 }

@@ -16,22 +16,9 @@
 struct ap_reward {
     ap_reward_kind kind;
     double grad_scale;
-    int64_t B, H, W;           /* planned */
-    ap_plan plan;              /* measured (ap_reward_plan) */
-    ap_arena tape, tmp;
-    /* aesthetic */
-    ap_aesthetic aes;
-    ap_aesthetic_saved aes_sv;
-    /* hps */
-    ap_hps hps;
-    ap_hps_saved hps_sv;
+    ap_aesthetic aes;          /* aesthetic */
+    ap_hps hps;                /* hps */
     ap_tokenizer *tok;
-    float *text;               /* (B, E) text features of the current prompts */
-    int32_t *ids;              /* (B, N) */
-    ap_tensor image;           /* last forward's image (caller-owned) */
-    float *dl;                 /* (B) host: scaled d(loss) for backward */
-    float *vals;               /* (3, B) tensor side: reward, loss, d(loss) */
-    int taped;
 };
 
 static const char *kind_name(ap_reward_kind k) {
@@ -88,38 +75,55 @@ void ap_reward_free(ap_reward *r) {
         ap_hps_free(&r->hps);
         ap_tokenizer_free(r->tok);
     }
-    ap_arena_free(&r->tape);
-    ap_arena_free(&r->tmp);
-    free(r->text), free(r->ids), free(r->dl), free(r->vals);
     free(r);
 }
 
-int ap_reward_forward(ap_reward *r, ap_ctx *ctx, const ap_tensor *image,
-                      const char *const *prompts, float *reward, float *loss, int keep_tape) {
+int ap_reward_saved_init(ap_reward_saved *sv, const ap_reward *r, int64_t cap) {
+    memset(sv, 0, sizeof *sv);
+    if (cap < 1) return ap_fail("reward: %lld images: expected at least 1", (long long)cap);
+    sv->cap = cap;
+    if (r->kind == AP_REWARD_HPS) {
+        int64_t N = r->hps.text.max_pos;
+        sv->text = ap_malloc((size_t)(cap * r->hps.embed_dim) * sizeof(float), "HPS text features");
+        sv->ids = ap_malloc((size_t)(cap * N) * sizeof(int32_t), "HPS token ids");
+    }
+    sv->dl = ap_malloc((size_t)cap * sizeof(float), "reward d(loss)");
+    sv->vals = ap_malloc((size_t)(3 * cap) * sizeof(float), "reward, loss and d(loss) tensors");
+    if (!sv->dl || !sv->vals || (r->kind == AP_REWARD_HPS && (!sv->text || !sv->ids))) {
+        ap_reward_saved_free(sv);
+        return AP_ERR;
+    }
+    return AP_OK;
+}
+
+void ap_reward_saved_free(ap_reward_saved *sv) {
+    free(sv->text), free(sv->ids), free(sv->dl), free(sv->vals);
+    memset(sv, 0, sizeof *sv);
+}
+
+int ap_reward_forward(ap_ctx *ctx, ap_tape *tape, const ap_reward *r, ap_reward_saved *sv,
+                      float *reward, float *loss, const ap_tensor *image,
+                      const char *const *prompts) {
     AP_TRY(ap_expect("reward", "image", image, 4, (int64_t[]){-1, 3, -1, -1}));
-    int64_t B = image->shape[0], H = image->shape[2], W = image->shape[3];
-    if (B > r->B || H != r->H || W != r->W)
-        return ap_fail("reward %s: image (%lld, 3, %lld, %lld) exceeds the plan (%lld, 3, %lld, %lld)",
-                       kind_name(r->kind), (long long)B, (long long)H, (long long)W,
-                       (long long)r->B, (long long)r->H, (long long)r->W);
-    r->taped = 0;
-    r->image = *image;
+    int64_t B = image->shape[0];
+    if (B > sv->cap)
+        return ap_fail("reward %s: %lld images exceed the %lld the saved buffers were made for",
+                       kind_name(r->kind), (long long)B, (long long)sv->cap);
+    ap_tape_record(&sv->rec, NULL, NULL); /* stamped below once complete */
+    sv->image = *image;
     /* the models write (B) tensors; the values come to the host at the end */
-    ap_tensor tr = ap_t1(r->vals, B), tl = ap_t1(r->vals + B, B);
-    ap_arena_reset(&r->tape);
+    ap_tensor tr = ap_t1(sv->vals, B), tl = ap_t1(sv->vals + B, B);
     if (r->kind == AP_REWARD_AESTHETIC) {
-        AP_TRY(ap_aesthetic_forward(ctx, keep_tape ? &r->tape : NULL, &r->tmp, &r->aes_sv, &r->aes,
-                                    &tr, &tl, image));
+        AP_TRY(ap_aesthetic_forward(ctx, tape, &r->aes, &sv->aes, &tr, &tl, image));
     } else if (r->kind == AP_REWARD_HPS) {
         int64_t N = r->hps.text.max_pos;
         for (int64_t b = 0; b < B; b++) {
-            if (ap_tokenize(r->tok, prompts[b], r->ids + b * N, (int)N))
+            if (ap_tokenize(r->tok, prompts[b], sv->ids + b * N, (int)N))
                 return ap_err_prefix("reward hps: prompt \"%s\": ", prompts[b]);
         }
-        ap_tensor tt = ap_t2(r->text, B, r->hps.embed_dim);
-        AP_TRY(ap_hps_encode_text(ctx, &r->tmp, &r->hps, &tt, r->ids, B, N));
-        AP_TRY(ap_hps_forward(ctx, keep_tape ? &r->tape : NULL, &r->tmp, &r->hps_sv, &r->hps, &tr,
-                              &tl, image, &tt));
+        ap_tensor tt = ap_t2(sv->text, B, r->hps.embed_dim);
+        AP_TRY(ap_hps_encode_text(ctx, &r->hps, &tt, sv->ids, B, N));
+        AP_TRY(ap_hps_forward(ctx, tape, &r->hps, &sv->hps, &tr, &tl, image, &tt));
     } else { /* demo: reward = colourfulness, loss = -reward */
         AP_TRY(ap_colourfulness_forward(ctx, &tr, image));
         AP_TRY(ap_scale_forward(ctx, &tl, &tr, -1.0f));
@@ -127,76 +131,68 @@ int ap_reward_forward(ap_reward *r, ap_ctx *ctx, const ap_tensor *image,
     if (reward) AP_TRY(ap_tensor_read(ctx, reward, &tr));
     AP_TRY(ap_tensor_read(ctx, loss, &tl));
     for (int64_t b = 0; b < B; b++) loss[b] = (float)(loss[b] * r->grad_scale);
-    r->taped = keep_tape;
+    ap_tape_record(&sv->rec, tape, r);
     return AP_OK;
 }
 
-int ap_reward_backward(ap_reward *r, ap_ctx *ctx, const ap_tensor *dimage, const float *dloss) {
-    if (!r->taped) return ap_fail("reward %s: backward needs a forward with a tape", kind_name(r->kind));
-    AP_TRY(ap_expect_same("reward_backward", "image", &r->image, "dimage", dimage));
-    int64_t B = r->image.shape[0];
-    float *dl = r->dl;
+int ap_reward_backward(ap_ctx *ctx, ap_tape *tape, const ap_reward *r, ap_reward_saved *sv,
+                       const ap_tensor *dimage, const float *dloss) {
+    AP_TRY(ap_tape_check("reward_backward", &sv->rec, tape, r));
+    AP_TRY(ap_expect_same("reward_backward", "image", &sv->image, "dimage", dimage));
+    int64_t B = sv->image.shape[0];
+    float *dl = sv->dl;
     for (int64_t b = 0; b < B; b++) dl[b] = (float)(dloss[b] * r->grad_scale);
-    ap_tensor td = ap_t1(r->vals + 2 * r->B, B);
+    ap_tensor td = ap_t1(sv->vals + 2 * sv->cap, B);
     AP_TRY(ap_tensor_write(ctx, &td, dl));
     if (r->kind == AP_REWARD_AESTHETIC)
-        return ap_aesthetic_backward(ctx, &r->tmp, &r->aes, &r->aes_sv, dimage, &td);
+        return ap_aesthetic_backward(ctx, tape, &r->aes, &sv->aes, dimage, &td);
     if (r->kind == AP_REWARD_HPS)
-        return ap_hps_backward(ctx, &r->tmp, &r->hps, &r->hps_sv, dimage, &td);
+        return ap_hps_backward(ctx, tape, &r->hps, &sv->hps, dimage, &td);
     /* loss = -colourfulness: d(colourfulness) = -dl */
     AP_TRY(ap_scale_forward(ctx, &td, &td, -1.0f));
-    return ap_colourfulness_backward(ctx, dimage, &td, &r->image);
+    return ap_colourfulness_backward(ctx, dimage, &td, &sv->image);
 }
 
-/* The dry run ap_reward_plan measures: a forward without tape, one with
- * tape and its backward, through the functions above with the reward's
- * arenas swapped for measuring ones (empty prompts for hps). */
+/* The dry run ap_reward_plan_measure makes: a forward without tape, one
+ * with tape and its backward, through the functions above on measuring
+ * arenas (empty prompts for hps). */
+typedef struct {
+    const ap_reward *r;
+    int64_t B, H, W;
+} reward_case;
+
 static int reward_step(ap_ctx *dry, ap_arena *a, void *user) {
-    ap_reward *r = user;
-    int64_t B = r->B, is[4] = {B, 3, r->H, r->W};
+    const reward_case *k = user;
+    int64_t B = k->B, is[4] = {B, 3, k->H, k->W};
     ap_tensor img = ap_dry_input(&a[2], 4, is), dimg = ap_dry_input(&a[2], 4, is);
     float *host = ap_calloc((size_t)(3 * B), sizeof(float), "dry-run rewards and losses");
     const char **prompts = ap_calloc((size_t)B, sizeof *prompts, "dry-run prompts");
+    ap_reward_saved sv;
     int rc = img.data && dimg.data && host && prompts ? AP_OK : AP_ERR;
-    for (int64_t b = 0; b < B && !rc; b++) prompts[b] = "";
-    r->tape = a[0], r->tmp = a[1];
-    if (!rc) rc = ap_reward_forward(r, dry, &img, prompts, host, host + B, 0);
-    if (!rc) rc = ap_reward_forward(r, dry, &img, prompts, host, host + B, 1);
-    if (!rc) rc = ap_reward_backward(r, dry, &dimg, host + 2 * B);
-    a[0] = r->tape, a[1] = r->tmp;
-    memset(&r->tape, 0, sizeof r->tape), memset(&r->tmp, 0, sizeof r->tmp);
-    r->taped = 0;
+    if (!rc) rc = ap_reward_saved_init(&sv, k->r, B);
+    if (rc) {
+        free(host), free(prompts);
+        return AP_ERR;
+    }
+    for (int64_t b = 0; b < B; b++) prompts[b] = "";
+    ap_tape tape = ap_tape_on(&a[0]);
+    dry->tmp = &a[1];
+    rc = ap_reward_forward(dry, NULL, k->r, &sv, host, host + B, &img, prompts);
+    if (!rc) rc = ap_reward_forward(dry, &tape, k->r, &sv, host, host + B, &img, prompts);
+    if (!rc) rc = ap_reward_backward(dry, &tape, k->r, &sv, &dimg, host + 2 * B);
+    ap_reward_saved_free(&sv);
     free(host), free(prompts);
     return rc;
 }
 
-int ap_reward_plan(ap_reward *r, ap_ctx *ctx, int64_t B, int64_t H, int64_t W) {
-    if (r->B >= B && r->H == H && r->W == W) return ap_ctx_reserve(ctx, r->plan.scratch_bytes);
-    ap_arena_free(&r->tape);
-    ap_arena_free(&r->tmp);
-    free(r->text), free(r->ids), free(r->dl), free(r->vals);
-    r->text = NULL, r->ids = NULL, r->dl = NULL, r->vals = NULL;
-    r->B = B, r->H = H, r->W = W;
-    if (r->kind == AP_REWARD_HPS) {
-        int64_t N = r->hps.text.max_pos;
-        r->text = ap_malloc((size_t)(B * r->hps.embed_dim) * sizeof(float), "HPS text features");
-        r->ids = ap_malloc((size_t)(B * N) * sizeof(int32_t), "HPS token ids");
-        if (!r->text || !r->ids) return AP_ERR;
-    }
-    r->dl = ap_malloc((size_t)B * sizeof(float), "reward d(loss)");
-    r->vals = ap_malloc((size_t)(3 * B) * sizeof(float), "reward, loss and d(loss) tensors");
-    if (!r->dl || !r->vals) return AP_ERR;
+int ap_reward_plan_measure(ap_ctx *ctx, const ap_reward *r, int64_t B, int64_t H, int64_t W,
+                           ap_plan *p) {
+    reward_case k = {r, B, H, W};
     static const char *const what[3] = {"reward tape", "reward temporaries", "reward inputs"};
     size_t peaks[3];
-    if (ap_measure(ctx, 3, what, reward_step, r, peaks, &r->plan.scratch_bytes)) {
-        r->B = 0;
+    if (ap_measure(ctx, 3, what, reward_step, &k, peaks, &p->scratch_bytes))
         return ap_err_prefix("measuring the %s reward's workspaces (B %lld, %lld x %lld): ",
                              kind_name(r->kind), (long long)B, (long long)H, (long long)W);
-    }
-    r->plan.tape_bytes = peaks[0], r->plan.tmp_bytes = peaks[1];
-    AP_TRY(ap_arena_init(&r->tape, r->plan.tape_bytes, "reward tape"));
-    AP_TRY(ap_arena_init(&r->tmp, r->plan.tmp_bytes, "reward temporaries"));
-    return ap_ctx_reserve(ctx, r->plan.scratch_bytes);
+    p->tape_bytes = peaks[0], p->tmp_bytes = peaks[1];
+    return AP_OK;
 }
-
-const ap_plan *ap_reward_plan_of(const ap_reward *r) { return &r->plan; }

@@ -20,6 +20,9 @@
 #include <stdint.h>
 
 #include "core/ctx.h"
+#include "core/tape.h"
+#include "models/aesthetic.h"
+#include "models/hps.h"
 #include "core/tensor.h"
 #include "train/config.h"
 
@@ -34,17 +37,36 @@ int ap_reward_open_kind(ap_reward **out, ap_reward_kind kind, const char *clip_d
 void ap_reward_free(ap_reward *r);
 const char *ap_reward_name(const ap_reward *r);
 
-/* Make the reward's tape and temporaries and reserve ctx scratch for images
- * up to (B, 3, H, W), sized by a dry run of a forward without tape, one with
- * tape and its backward (core/ctx.h: ap_measure). */
-int ap_reward_plan(ap_reward *r, ap_ctx *ctx, int64_t B, int64_t H, int64_t W);
-/* The plan ap_reward_plan measured (zeros before). */
-const ap_plan *ap_reward_plan_of(const ap_reward *r);
-/* reward (B), loss (B) of image (B, 3, H, W) for prompts (B) (hps encodes
- * them; others ignore them). keep_tape: keep what backward needs. */
-int ap_reward_forward(ap_reward *r, ap_ctx *ctx, const ap_tensor *image,
-                      const char *const *prompts, float *reward, float *loss, int keep_tape);
-/* dimage (=) from dloss (B), after a forward with keep_tape. */
-int ap_reward_backward(ap_reward *r, ap_ctx *ctx, const ap_tensor *dimage, const float *dloss);
+/* What one forward keeps for its backward (core/tape.h) plus its host and
+ * tensor buffers for up to cap images: caller-owned, made for one reward. */
+typedef struct ap_reward_saved {
+    ap_tape_rec rec;        /* the forward's stamp */
+    int64_t cap;            /* images planned */
+    ap_tensor image;        /* the forward's image (caller-owned) */
+    ap_aesthetic_saved aes; /* aesthetic */
+    ap_hps_saved hps;       /* hps */
+    float *text;            /* (cap, E) hps: text features of the prompts */
+    int32_t *ids;           /* (cap, N) hps: token ids */
+    float *dl;              /* (cap) host: scaled d(loss) */
+    float *vals;            /* (3, cap) tensor side: reward, loss, d(loss) */
+} ap_reward_saved;
+
+int ap_reward_saved_init(ap_reward_saved *sv, const ap_reward *r, int64_t cap);
+void ap_reward_saved_free(ap_reward_saved *sv);
+
+/* The tape, ctx->tmp and scratch of a forward without tape, one with tape
+ * and its backward for images (B, 3, H, W), measured by a dry run of that
+ * code (core/ctx.h: ap_measure). */
+int ap_reward_plan_measure(ap_ctx *ctx, const ap_reward *r, int64_t B, int64_t H, int64_t W,
+                           ap_plan *p);
+/* reward (B), loss (B) of image (B, 3, H, W), B <= sv->cap, for prompts (B)
+ * (hps encodes them; others ignore them). tape NULL: inference; else keep
+ * what backward needs. Temporaries from ctx->tmp. */
+int ap_reward_forward(ap_ctx *ctx, ap_tape *tape, const ap_reward *r, ap_reward_saved *sv,
+                      float *reward, float *loss, const ap_tensor *image,
+                      const char *const *prompts);
+/* dimage (=) from dloss (B), after a forward with this tape. */
+int ap_reward_backward(ap_ctx *ctx, ap_tape *tape, const ap_reward *r, ap_reward_saved *sv,
+                       const ap_tensor *dimage, const float *dloss);
 
 #endif

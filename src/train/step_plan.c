@@ -4,7 +4,7 @@
  * config.json with unbacked weights (io/weights.h:
  * ap_params_alloc_unbacked), so an SD v1.5 config is measured in seconds
  * without its 4 GB of weights; the measurements are the dry runs the job
- * itself plans with (ap_chain_init, ap_reward_plan, the text encoder). */
+ * itself plans with (ap_chain_init, ap_reward_plan_measure, the text encoder). */
 #define _XOPEN_SOURCE 700
 #include "train/step_plan.h"
 

@@ -47,7 +47,8 @@ typedef struct {
 
 static double aes_loss(void *p) {
     aes_state *s = p;
-    if (ap_aesthetic_forward(s->ctx, NULL, s->tmp, NULL, s->m, NULL, &s->l, &s->image)) {
+    s->ctx->tmp = s->tmp;
+    if (ap_aesthetic_forward(s->ctx, NULL, s->m, NULL, NULL, &s->l, &s->image)) {
         printf("  forward failed: %s\n", ap_errmsg());
         return 0;
     }
@@ -65,8 +66,9 @@ static int pre_step(ap_ctx *dry, ap_arena *a, void *user) {
     int64_t is[4] = {k->B, 3, k->H, k->W}, ps[4] = {k->B, 3, k->S, k->S};
     ap_tensor x = ap_dry_input(&a[1], 4, is), dx = ap_dry_input(&a[1], 4, is);
     ap_tensor p = ap_dry_input(&a[1], 4, ps);
-    AP_TRY(ap_clip_preprocess_forward(dry, &a[0], &p, &x));
-    return ap_clip_preprocess_backward(dry, &a[0], &dx, &p, &x);
+    dry->tmp = &a[0];
+    AP_TRY(ap_clip_preprocess_forward(dry, &p, &x));
+    return ap_clip_preprocess_backward(dry, &dx, &p, &x);
 }
 
 static size_t preprocess_tmp(ap_ctx *ctx, int64_t B, int64_t H, int64_t W, int S) {
@@ -95,10 +97,12 @@ static void resample(ap_ctx *ctx, const ap_aesthetic *m, int64_t H, int64_t W, u
     char what[160];
     snprintf(what, sizeof what, "%lld x %lld -> Resize(%d) (%s)", (long long)H, (long long)W,
              m->clip.v.image_size, H < m->clip.v.image_size ? "up-sampling" : "down-sampling");
-    int rc = ap_aesthetic_forward(ctx, &tape, &tmp, &sv, m, NULL, &l, &image);
+    ap_tape tp = ap_tape_on(&tape);
+    ctx->tmp = &tmp;
+    int rc = ap_aesthetic_forward(ctx, &tp, m, &sv, NULL, &l, &image);
     if (tu_check(rc == 0, "%s: forward, tmp %zu bytes planned%s%s", what, tb, rc ? ": " : "",
                  rc ? ap_errmsg() : "")) {
-        rc = ap_aesthetic_backward(ctx, &tmp, m, &sv, &dimage, &dl);
+        rc = ap_aesthetic_backward(ctx, &tp, m, &sv, &dimage, &dl);
         if (tu_check(rc == 0, "%s: backward (tmp peak %zu of %zu)%s%s", what, tmp.peak, tb,
                      rc ? ": " : "", rc ? ap_errmsg() : "")) {
             aes_state st = {ctx, m, &tmp, image, l, c};
@@ -113,12 +117,15 @@ static void resample(ap_ctx *ctx, const ap_aesthetic *m, int64_t H, int64_t W, u
     ap_arena pre;
     ap_arena_init(&pre, preprocess_tmp(ctx, B, H, W, S), "preprocess tmp");
     ap_tensor p = ap_t4(tu_alloc(B * 3 * S * S), B, 3, S, S);
-    rc = ap_clip_preprocess_forward(ctx, &pre, &p, &image);
-    if (rc == 0) rc = ap_clip_preprocess_backward(ctx, &pre, &dimage, &p, &image);
+    ctx->tmp = &pre;
+    rc = ap_clip_preprocess_forward(ctx, &p, &image);
+    if (rc == 0) rc = ap_clip_preprocess_backward(ctx, &dimage, &p, &image);
+    ctx->tmp = NULL;
     tu_check(rc == 0, "%lld x %lld: preprocessing forward + backward in %zu planned tmp bytes%s%s",
              (long long)H, (long long)W, pre.cap, rc ? ": " : "", rc ? ap_errmsg() : "");
     ap_arena_free(&pre);
     free(p.data);
+    ctx->tmp = NULL;
     ap_arena_free(&tape), ap_arena_free(&tmp);
     free(image.data), free(dimage.data), free(l.data);
 }
@@ -152,7 +159,9 @@ static void tiny(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     ap_tensor r = ap_t1(tu_alloc(B), B), l = ap_t1(tu_alloc(B), B);
     ap_tensor dimage = image;
     dimage.data = tu_alloc(ap_numel(&image));
-    rc = ap_aesthetic_forward(ctx, &tape, &tmp, &sv, &m, &r, &l, &image);
+    ap_tape tp = ap_tape_on(&tape);
+    ctx->tmp = &tmp;
+    rc = ap_aesthetic_forward(ctx, &tp, &m, &sv, &r, &l, &image);
     if (tu_check(rc == 0, "forward %lld x 3 x %lld x %lld -> Resize(%d)%s%s", (long long)B,
                  (long long)H, (long long)W, m.clip.v.image_size, rc ? ": " : "",
                  rc ? ap_errmsg() : "")) {
@@ -160,7 +169,7 @@ static void tiny(ap_ctx *ctx, ap_st_file *f, const char *dir) {
         tu_compare("loss |r - 10|", l.data, l_ref.data, B, R_ATOL, R_RTOL);
         tu_check(tape.used <= tape.cap && tmp.used == 0, "tape %zu of %zu bytes planned; tmp released",
                  tape.used, tape.cap);
-        rc = ap_aesthetic_backward(ctx, &tmp, &m, &sv, &dimage, &dloss);
+        rc = ap_aesthetic_backward(ctx, &tp, &m, &sv, &dimage, &dloss);
         if (tu_check(rc == 0, "backward%s%s", rc ? ": " : "", rc ? ap_errmsg() : ""))
             tu_compare("d(sum c*loss)/d(image) vs autograd", dimage.data, g_ref.data,
                        ap_numel(&image), G_ATOL, G_RTOL);
@@ -172,23 +181,27 @@ static void tiny(ap_ctx *ctx, ap_st_file *f, const char *dir) {
                  "the %d pixels outside [-1, 1] get exactly zero gradient (clamp)", outside);
     }
     ap_tensor r2 = ap_t1(tu_alloc(B), B);
-    rc = ap_aesthetic_forward(ctx, NULL, &tmp, NULL, &m, &r2, NULL, &image);
+    ctx->tmp = &tmp;
+    rc = ap_aesthetic_forward(ctx, NULL, &m, NULL, &r2, NULL, &image);
     tu_check(rc == 0 && memcmp(r2.data, r.data, (size_t)B * sizeof(float)) == 0,
              "inference reward equals the tape forward bit for bit");
     int S = m.clip.v.image_size;
     resample(ctx, &m, S - 8, S - 8, 5);  /* up-sampling */
     resample(ctx, &m, S + 12, S + 13, 6); /* down-sampling, near-square */
+    ctx->tmp = &tmp;
     /* errors */
     ap_tensor rect = ap_t4(image.data, B, 3, H, W - 4);
-    tu_expect_error("non-square image", ap_aesthetic_forward(ctx, NULL, &tmp, NULL, &m, &r2, NULL, &rect),
+    tu_expect_error("non-square image", ap_aesthetic_forward(ctx, NULL, &m, NULL, &r2, NULL, &rect),
                     "square", NULL);
     ap_aesthetic_saved none;
     memset(&none, 0, sizeof none);
     tu_expect_error("backward without a tape forward",
-                    ap_aesthetic_backward(ctx, &tmp, &m, &none, &dimage, &dloss), "with a tape", NULL);
+                    ap_aesthetic_backward(ctx, &tp, &m, &none, &dimage, &dloss), "never recorded",
+                    NULL);
     ap_aesthetic bad;
     tu_expect_error("missing MLP file", ap_aesthetic_load(&bad, cdir, "/nonexistent/mlp.pth"),
                     "/nonexistent/mlp.pth", NULL);
+    ctx->tmp = NULL;
     ap_arena_free(&tape), ap_arena_free(&tmp);
     free(r.data), free(l.data), free(r2.data), free(dimage.data);
     free(image.data), free(r_ref.data), free(l_ref.data), free(dloss.data), free(g_ref.data);
@@ -281,15 +294,17 @@ static void preprocess_golden(ap_ctx *ctx) {
         ap_tensor p = ap_tn(tu_alloc(ap_numel(&y)), 4, y.shape), dx = x;
         dx.data = tu_alloc(ap_numel(&x));
         char what[128];
-        int rc = ap_clip_preprocess_forward(ctx, &tmp, &p, &x);
+        ctx->tmp = &tmp;
+        int rc = ap_clip_preprocess_forward(ctx, &p, &x);
         snprintf(what, sizeof what, "%s: preprocess %lld x %lld -> %lld x %lld vs torchvision",
                  cases[k], (long long)H, (long long)W, (long long)S, (long long)S);
         if (tu_check(rc == 0, "%s%s%s", what, rc ? ": " : "", rc ? ap_errmsg() : ""))
             tu_compare(what, p.data, y.data, ap_numel(&y), 1e-5, 1e-5);
-        rc = ap_clip_preprocess_backward(ctx, &tmp, &dx, &proj, &x);
+        rc = ap_clip_preprocess_backward(ctx, &dx, &proj, &x);
         snprintf(what, sizeof what, "%s: d(sum(p * proj))/d(image) vs autograd", cases[k]);
         if (tu_check(rc == 0, "%s%s%s", what, rc ? ": " : "", rc ? ap_errmsg() : ""))
             tu_compare(what, dx.data, g.data, ap_numel(&x), 1e-5, 1e-5);
+        ctx->tmp = NULL;
         ap_arena_free(&tmp);
         free(p.data), free(dx.data), free(x.data), free(y.data), free(proj.data), free(g.data);
     }

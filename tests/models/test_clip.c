@@ -45,7 +45,8 @@ static void text_golden(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     ap_text_tower_plan_measure(ctx, &m.t, B, N, &tp);
     ap_arena_init(&tmp, tp.tmp_bytes, "text tmp");
     ap_tensor out = ap_t3(tu_alloc(B * N * C), B, N, C);
-    rc = ap_text_tower_forward(ctx, &tmp, &m.t, &out, ids, B, N);
+    ctx->tmp = &tmp;
+    rc = ap_text_tower_forward(ctx, &m.t, &out, ids, B, N);
     if (tu_check(rc == 0, "text forward (B %lld, N %lld, C %lld)%s%s", (long long)B, (long long)N,
                  (long long)C, rc ? ": " : "", rc ? ap_errmsg() : ""))
         tu_compare("last_hidden_state vs transformers", out.data, ref.data, ap_numel(&ref),
@@ -53,11 +54,12 @@ static void text_golden(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     tu_check(tmp.used == 0, "text forward released tmp");
     /* input errors */
     ids[3] = m.t.vocab;
-    tu_expect_error("token id out of range", ap_text_tower_forward(ctx, &tmp, &m.t, &out, ids, B, N),
+    tu_expect_error("token id out of range", ap_text_tower_forward(ctx, &m.t, &out, ids, B, N),
                     "ids[0][3]", "[0, 100)", "found 100", NULL);
     ids[3] = 1;
     tu_expect_error("sequence longer than the position table",
-                    ap_text_tower_forward(ctx, &tmp, &m.t, &out, ids, 1, 78), "1 <= N <= 77", NULL);
+                    ap_text_tower_forward(ctx, &m.t, &out, ids, 1, 78), "1 <= N <= 77", NULL);
+    ctx->tmp = NULL;
     ap_arena_free(&tmp);
     free(ids), free(out.data), free(idsf.data), free(ref.data);
     ap_clip_text_free(&m);
@@ -80,13 +82,15 @@ static void vision_golden(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     ap_vit_plan_measure(ctx, &m.v, B, &vp);
     ap_arena_init(&tmp, vp.tmp_bytes, "vision tmp");
     ap_tensor out = ap_t2(tu_alloc(B * P), B, P);
-    rc = ap_vit_forward(ctx, NULL, &tmp, NULL, &m.v, &out, &px);
+    ctx->tmp = &tmp;
+    rc = ap_vit_forward(ctx, NULL, &m.v, NULL, &out, &px);
     if (tu_check(rc == 0, "image features forward%s%s", rc ? ": " : "", rc ? ap_errmsg() : ""))
         tu_compare("get_image_features vs transformers", out.data, ref.data, ap_numel(&ref),
                    VIS_ATOL, VIS_RTOL);
     ap_tensor bad = ap_t4(px.data, B, 3, 27, 28);
-    tu_expect_error("pixels of the wrong size", ap_vit_forward(ctx, NULL, &tmp, NULL, &m.v, &out, &bad),
+    tu_expect_error("pixels of the wrong size", ap_vit_forward(ctx, NULL, &m.v, NULL, &out, &bad),
                     "vit_forward", "pixels", "(*, 3, 28, 28)", "(2, 3, 27, 28)", NULL);
+    ctx->tmp = NULL;
     ap_arena_free(&tmp);
     free(out.data), free(px.data), free(ref.data);
     ap_clip_vision_free(&m);

@@ -42,7 +42,8 @@ typedef struct {
 
 static double hps_loss(void *p) {
     hps_state *s = p;
-    if (ap_hps_forward(s->ctx, NULL, s->tmp, NULL, s->m, NULL, &s->l, &s->image, &s->txt)) {
+    s->ctx->tmp = s->tmp;
+    if (ap_hps_forward(s->ctx, NULL, s->m, NULL, NULL, &s->l, &s->image, &s->txt)) {
         printf("  forward failed: %s\n", ap_errmsg());
         return 0;
     }
@@ -69,10 +70,12 @@ static void resample(ap_ctx *ctx, const ap_hps *m, const ap_tensor *txt, int64_t
     char what[160];
     snprintf(what, sizeof what, "%lld x %lld -> Resize(%d) (%s)", (long long)H, (long long)W, S,
              H < S ? "up-sampling" : "down-sampling");
-    int rc = ap_hps_forward(ctx, &tape, &tmp, &sv, m, NULL, &l, &image, txt);
+    ap_tape tp = ap_tape_on(&tape);
+    ctx->tmp = &tmp;
+    int rc = ap_hps_forward(ctx, &tp, m, &sv, NULL, &l, &image, txt);
     if (tu_check(rc == 0, "%s: forward, tmp %zu bytes planned%s%s", what, tb, rc ? ": " : "",
                  rc ? ap_errmsg() : "")) {
-        rc = ap_hps_backward(ctx, &tmp, m, &sv, &dimage, &dl);
+        rc = ap_hps_backward(ctx, &tp, m, &sv, &dimage, &dl);
         if (tu_check(rc == 0, "%s: backward (tmp peak %zu of %zu)%s%s", what, tmp.peak, tb,
                      rc ? ": " : "", rc ? ap_errmsg() : "")) {
             hps_state st = {ctx, m, &tmp, image, l, *txt, c};
@@ -81,6 +84,7 @@ static void resample(ap_ctx *ctx, const ap_hps *m, const ap_tensor *txt, int64_t
                          2e-3, 12);
         }
     }
+    ctx->tmp = NULL;
     ap_arena_free(&tape), ap_arena_free(&tmp);
     free(image.data), free(dimage.data), free(l.data), free(c);
 }
@@ -117,37 +121,41 @@ static void tiny(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     ap_arena_init(&tape, plan.tape_bytes, "hps tape");
     ap_arena_init(&tmp, plan.tmp_bytes, "hps tmp");
     ap_tensor txt = ap_t2(tu_alloc(B * E), B, E);
-    rc = ap_hps_encode_text(ctx, &tmp, &m, &txt, ids, B, N);
+    ctx->tmp = &tmp;
+    rc = ap_hps_encode_text(ctx, &m, &txt, ids, B, N);
     if (tu_check(rc == 0, "text features (ids padded with 0, pooled at the end token)%s%s",
                  rc ? ": " : "", rc ? ap_errmsg() : ""))
         tu_compare("normalised text features vs open_clip", txt.data, tref.data, B * E, F_ATOL, F_RTOL);
     ap_hps_saved sv;
     ap_tensor sc = ap_t1(tu_alloc(B), B), lo = ap_t1(tu_alloc(B), B), dimage = image;
     dimage.data = tu_alloc(ap_numel(&image));
-    rc = ap_hps_forward(ctx, &tape, &tmp, &sv, &m, &sc, &lo, &image, &txt);
+    ap_tape tp = ap_tape_on(&tape);
+    rc = ap_hps_forward(ctx, &tp, &m, &sv, &sc, &lo, &image, &txt);
     if (tu_check(rc == 0, "forward%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) {
         tu_compare("encode_image vs open_clip", sv.f.data, fref.data, B * E, F_ATOL, F_RTOL);
         tu_compare("score = diag(img @ txt.T)", sc.data, sref.data, B, F_ATOL, F_RTOL);
         tu_compare("loss = 1 - score", lo.data, lref.data, B, F_ATOL, F_RTOL);
         tu_check(tape.used <= tape.cap && tmp.used == 0, "tape %zu of %zu bytes planned; tmp released",
                  tape.used, tape.cap);
-        rc = ap_hps_backward(ctx, &tmp, &m, &sv, &dimage, &dloss);
+        rc = ap_hps_backward(ctx, &tp, &m, &sv, &dimage, &dloss);
         if (tu_check(rc == 0, "backward%s%s", rc ? ": " : "", rc ? ap_errmsg() : ""))
             tu_compare("d(sum c*loss)/d(image) vs autograd", dimage.data, gref.data,
                        ap_numel(&image), G_ATOL, G_RTOL);
         tu_check(tmp.used == 0, "backward released tmp");
     }
     ap_tensor s2 = ap_t1(tu_alloc(B), B);
-    rc = ap_hps_forward(ctx, NULL, &tmp, NULL, &m, &s2, NULL, &image, &txt);
+    rc = ap_hps_forward(ctx, NULL, &m, NULL, &s2, NULL, &image, &txt);
     tu_check(rc == 0 && memcmp(s2.data, sc.data, (size_t)B * sizeof(float)) == 0,
              "inference score equals the tape forward bit for bit");
     int S = m.visual.image_size;
     resample(ctx, &m, &txt, S - 8, S - 8, 7);   /* up-sampling */
     resample(ctx, &m, &txt, S + 12, S + 13, 8); /* down-sampling, near-square */
+    ctx->tmp = &tmp;
     ap_tensor badt = ap_t2(txt.data, B, E - 1);
     tu_expect_error("text features of the wrong width",
-                    ap_hps_forward(ctx, NULL, &tmp, NULL, &m, &s2, NULL, &image, &badt), "hps_forward",
+                    ap_hps_forward(ctx, NULL, &m, NULL, &s2, NULL, &image, &badt), "hps_forward",
                     "text", NULL);
+    ctx->tmp = NULL;
     ap_arena_free(&tape), ap_arena_free(&tmp);
     free(ids), free(txt.data), free(sc.data), free(lo.data), free(s2.data), free(dimage.data);
     free(idsf.data), free(tref.data), free(image.data), free(fref.data), free(sref.data);

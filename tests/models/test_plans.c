@@ -55,11 +55,16 @@ static void unet_case(const char *name, ap_unet *m, int64_t B, int64_t H, int64_
     ap_tensor dx = ap_t4(NULL, B, c->in_channels, H, W), deps = eps;
     fill(&x, 1, -1, 1), fill(&t, 2, 0, 999), fill(&cx, 3, -1, 1), fill(&eps, 4, 0, 0);
     fill(&dx, 5, 0, 0), fill(&deps, 6, -1, 1);
-    rc = ap_unet_forward(&ctx, m, NULL, &tmp, &eps, &x, &t, &cx);
+    ctx.tmp = &tmp;
+    ap_tape tp = ap_tape_on(&tape);
+    ap_unet_saved sv;
+    rc = ap_unet_saved_init(&sv, m);
+    tu_check(rc == 0, "%s: saved descriptors (%s)", name, rc ? ap_errmsg() : "ok");
+    rc = ap_unet_forward(&ctx, NULL, m, &sv, &eps, &x, &t, &cx);
     tu_check(rc == 0, "%s: inference forward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
-    rc = ap_unet_forward(&ctx, m, &tape, &tmp, &eps, &x, &t, &cx);
+    rc = ap_unet_forward(&ctx, &tp, m, &sv, &eps, &x, &t, &cx);
     tu_check(rc == 0, "%s: forward with tape in the plan (%s)", name, rc ? ap_errmsg() : "ok");
-    rc = ap_unet_backward(&ctx, m, &tmp, &dx, &deps);
+    rc = ap_unet_backward(&ctx, &tp, m, &sv, &dx, &deps);
     tu_check(rc == 0, "%s: backward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
     tu_check(tape.peak == plan.tape_bytes, "%s: tape peak %zu == measured %zu", name, tape.peak,
              plan.tape_bytes);
@@ -68,12 +73,12 @@ static void unet_case(const char *name, ap_unet *m, int64_t B, int64_t H, int64_
     tu_check(ctx.scratch_peak == plan.scratch_bytes, "%s: scratch taken %zu == measured %zu",
              name, ctx.scratch_peak, plan.scratch_bytes);
     free(x.data), free(t.data), free(cx.data), free(eps.data), free(dx.data), free(deps.data);
+    ap_unet_saved_free(&sv);
     ap_arena_free(&tape), ap_arena_free(&tmp);
     ap_ctx_free(&ctx);
 }
 
-/* The VAE decoder (block checkpointing, or full tape): ap_vae_plan makes
- * its tmp arena and reserves scratch from the measurement. */
+/* The VAE decoder (block checkpointing, or full tape). */
 static void vae_case(const char *name, ap_vae *v, int full_tape, int64_t B, int64_t h, int64_t w) {
     ap_ctx ctx;
     if (ap_ctx_init(&ctx, 2)) {
@@ -82,34 +87,38 @@ static void vae_case(const char *name, ap_vae *v, int full_tape, int64_t B, int6
     }
     v->full_tape = full_tape;
     ap_plan plan;
-    int rc = ap_vae_plan(v, &ctx, B, h, w, &plan);
+    int rc = ap_vae_plan_measure(&ctx, v, B, h, w, &plan);
     if (!tu_check(rc == 0, "%s: measure (%s)", name, rc ? ap_errmsg() : "ok")) return;
     printf("  %s: measured tape %.3f MB, tmp %.3f MB, scratch %.3f MB\n", name,
            plan.tape_bytes / 1e6, plan.tmp_bytes / 1e6, plan.scratch_bytes / 1e6);
-    ap_arena tape;
-    tu_check(ap_arena_init(&tape, plan.tape_bytes, "VAE tape") == 0, "%s: tape of the measured size",
-             name);
+    ap_arena tape, tmp;
+    tu_check(ap_arena_init(&tape, plan.tape_bytes, "VAE tape") == 0 &&
+                 ap_arena_init(&tmp, plan.tmp_bytes, "VAE tmp") == 0 &&
+                 ap_ctx_reserve(&ctx, plan.scratch_bytes) == 0,
+             "%s: arenas of the measured sizes", name);
     ap_ctx_fix_scratch(&ctx);
+    ctx.tmp = &tmp;
+    ap_tape tp = ap_tape_on(&tape);
+    ap_vae_saved sv;
     const ap_vae_config *c = &v->cfg;
     int64_t s = (int64_t)1 << (c->n_blocks - 1);
     ap_tensor lat = ap_t4(NULL, B, c->latent_channels, h, w), dlat = lat;
     ap_tensor img = ap_t4(NULL, B, c->out_channels, h * s, w * s), dimg = img;
     fill(&lat, 1, -2, 2), fill(&dlat, 2, 0, 0), fill(&img, 3, 0, 0), fill(&dimg, 4, -1, 1);
-    rc = ap_vae_forward(&ctx, v, NULL, &img, &lat);
+    rc = ap_vae_forward(&ctx, NULL, v, &sv, &img, &lat);
     tu_check(rc == 0, "%s: inference forward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
-    rc = ap_vae_forward(&ctx, v, &tape, &img, &lat);
+    rc = ap_vae_forward(&ctx, &tp, v, &sv, &img, &lat);
     tu_check(rc == 0, "%s: forward with tape in the plan (%s)", name, rc ? ap_errmsg() : "ok");
-    rc = ap_vae_backward(&ctx, v, &dlat, &dimg);
+    rc = ap_vae_backward(&ctx, &tp, v, &sv, &dlat, &dimg);
     tu_check(rc == 0, "%s: backward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
     tu_check(tape.peak == plan.tape_bytes, "%s: tape peak %zu == measured %zu", name, tape.peak,
              plan.tape_bytes);
-    tu_check(v->tmp.peak == plan.tmp_bytes, "%s: tmp peak %zu == measured %zu", name, v->tmp.peak,
+    tu_check(tmp.peak == plan.tmp_bytes, "%s: tmp peak %zu == measured %zu", name, tmp.peak,
              plan.tmp_bytes);
     tu_check(ctx.scratch_peak == plan.scratch_bytes, "%s: scratch taken %zu == measured %zu",
              name, ctx.scratch_peak, plan.scratch_bytes);
     free(lat.data), free(dlat.data), free(img.data), free(dimg.data);
-    ap_arena_free(&tape);
-    ap_arena_free(&v->tmp);
+    ap_arena_free(&tape), ap_arena_free(&tmp);
     ap_ctx_free(&ctx);
 }
 
@@ -178,7 +187,8 @@ static void text_case(const char *name, const ap_text_tower *t, int64_t B, int64
         int32_t *ids = token_ids(B, N, t->vocab);
         ap_tensor out = ap_t3(NULL, B, N, t->C);
         fill(&out, 1, 0, 0);
-        rc = ap_text_tower_forward(&ctx, &tmp, t, &out, ids, B, N);
+        ctx.tmp = &tmp;
+        rc = ap_text_tower_forward(&ctx, t, &out, ids, B, N);
         tu_check(rc == 0, "%s: forward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
         check_ws(name, &plan, &ctx, &tape, &tmp);
         free(ids), free(out.data);
@@ -201,11 +211,13 @@ static void vit_case(const char *name, const ap_vit *v, int64_t B) {
         ap_tensor out = ap_t2(NULL, B, v->proj_dim), dout = out;
         fill(&px, 1, -1, 1), fill(&dpx, 2, 0, 0), fill(&out, 3, 0, 0), fill(&dout, 4, -1, 1);
         ap_vit_saved *sv = calloc(1, sizeof *sv);
-        rc = ap_vit_forward(&ctx, NULL, &tmp, NULL, v, &out, &px);
+        ctx.tmp = &tmp;
+        ap_tape tp = ap_tape_on(&tape);
+        rc = ap_vit_forward(&ctx, NULL, v, NULL, &out, &px);
         tu_check(rc == 0, "%s: inference forward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
-        rc = ap_vit_forward(&ctx, &tape, &tmp, sv, v, &out, &px);
+        rc = ap_vit_forward(&ctx, &tp, v, sv, &out, &px);
         tu_check(rc == 0, "%s: forward with tape in the plan (%s)", name, rc ? ap_errmsg() : "ok");
-        rc = ap_vit_backward(&ctx, &tmp, v, sv, &dpx, &dout);
+        rc = ap_vit_backward(&ctx, &tp, v, sv, &dpx, &dout);
         tu_check(rc == 0, "%s: backward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
         check_ws(name, &plan, &ctx, &tape, &tmp);
         free(px.data), free(dpx.data), free(out.data), free(dout.data), free(sv);
@@ -228,11 +240,13 @@ static void aesthetic_case(const char *name, const ap_aesthetic *m, int64_t B, i
         fill(&img, 1, -1, 1), fill(&dimg, 2, 0, 0), fill(&r, 3, 0, 0), fill(&l, 4, 0, 0);
         fill(&dl, 5, -1, 1);
         ap_aesthetic_saved *sv = calloc(1, sizeof *sv);
-        rc = ap_aesthetic_forward(&ctx, NULL, &tmp, NULL, m, &r, &l, &img);
+        ctx.tmp = &tmp;
+        ap_tape tp = ap_tape_on(&tape);
+        rc = ap_aesthetic_forward(&ctx, NULL, m, NULL, &r, &l, &img);
         tu_check(rc == 0, "%s: inference forward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
-        rc = ap_aesthetic_forward(&ctx, &tape, &tmp, sv, m, &r, &l, &img);
+        rc = ap_aesthetic_forward(&ctx, &tp, m, sv, &r, &l, &img);
         tu_check(rc == 0, "%s: forward with tape in the plan (%s)", name, rc ? ap_errmsg() : "ok");
-        rc = ap_aesthetic_backward(&ctx, &tmp, m, sv, &dimg, &dl);
+        rc = ap_aesthetic_backward(&ctx, &tp, m, sv, &dimg, &dl);
         tu_check(rc == 0, "%s: backward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
         check_ws(name, &plan, &ctx, &tape, &tmp);
         free(img.data), free(dimg.data), free(r.data), free(l.data), free(dl.data), free(sv);
@@ -257,13 +271,15 @@ static void hps_case(const char *name, const ap_hps *m, int64_t B, int64_t H, in
         fill(&img, 1, -1, 1), fill(&dimg, 2, 0, 0), fill(&s, 3, 0, 0), fill(&l, 4, 0, 0);
         fill(&dl, 5, -1, 1), fill(&txt, 6, 0, 0);
         ap_hps_saved *sv = calloc(1, sizeof *sv);
-        rc = ap_hps_encode_text(&ctx, &tmp, m, &txt, ids, B, N);
+        ctx.tmp = &tmp;
+        ap_tape tp = ap_tape_on(&tape);
+        rc = ap_hps_encode_text(&ctx, m, &txt, ids, B, N);
         tu_check(rc == 0, "%s: text features in the plan (%s)", name, rc ? ap_errmsg() : "ok");
-        rc = ap_hps_forward(&ctx, NULL, &tmp, NULL, m, &s, &l, &img, &txt);
+        rc = ap_hps_forward(&ctx, NULL, m, NULL, &s, &l, &img, &txt);
         tu_check(rc == 0, "%s: inference forward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
-        rc = ap_hps_forward(&ctx, &tape, &tmp, sv, m, &s, &l, &img, &txt);
+        rc = ap_hps_forward(&ctx, &tp, m, sv, &s, &l, &img, &txt);
         tu_check(rc == 0, "%s: forward with tape in the plan (%s)", name, rc ? ap_errmsg() : "ok");
-        rc = ap_hps_backward(&ctx, &tmp, m, sv, &dimg, &dl);
+        rc = ap_hps_backward(&ctx, &tp, m, sv, &dimg, &dl);
         tu_check(rc == 0, "%s: backward in the plan (%s)", name, rc ? ap_errmsg() : "ok");
         check_ws(name, &plan, &ctx, &tape, &tmp);
         free(ids), free(img.data), free(dimg.data), free(s.data), free(l.data), free(dl.data);

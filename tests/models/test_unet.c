@@ -14,6 +14,10 @@
  *    model without LoRA.
  * 4. Bad input: missing / wrong-shape tensors, bad config values, wrong LoRA
  *    rank, bad latent sizes give errors naming file, key, expected and found.
+ * 5. Tape ownership (core/tape.h): backward refuses a tape reset after the
+ *    forward (stale), another tape (foreign) and saved descriptors of another
+ *    model; two calls in flight on two tapes give each call's eps and dx alone
+ *    bit for bit (the model holds nothing per call).
  */
 #include <math.h>
 #include <stdio.h>
@@ -72,14 +76,18 @@ static void golden_case(ap_ctx *ctx, const char *name) {
     ap_arena_init(&tape, plan.tape_bytes, "UNet tape");
     ap_arena_init(&tmp, plan.tmp_bytes, "UNet tmp");
     ap_ctx_reserve(ctx, plan.scratch_bytes);
+    ctx->tmp = &tmp;
+    ap_tape tp = ap_tape_on(&tape);
+    ap_unet_saved sv;
+    ap_unet_saved_init(&sv, &m);
     ap_tensor eps = eps_ref, dx = x;
     eps.data = tu_alloc(ap_numel(&eps));
     dx.data = tu_alloc(ap_numel(&x));
-    rc = ap_unet_forward(ctx, &m, &tape, &tmp, &eps, &x, &t, &cx);
+    rc = ap_unet_forward(ctx, &tp, &m, &sv, &eps, &x, &t, &cx);
     if (tu_check(rc == 0, "forward with tape%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) {
         tu_compare("eps vs diffusers", eps.data, eps_ref.data, ap_numel(&eps), ATOL, RTOL);
         ap_unet_zero_lora_grads(&m);
-        rc = ap_unet_backward(ctx, &m, &tmp, &dx, &proj);
+        rc = ap_unet_backward(ctx, &tp, &m, &sv, &dx, &proj);
         if (tu_check(rc == 0, "backward%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) {
             tu_compare("grad x vs autograd", dx.data, gx_ref.data, ap_numel(&x), ATOL, RTOL);
             double worst = 0;
@@ -110,21 +118,23 @@ static void golden_case(ap_ctx *ctx, const char *name) {
     ap_tensor eps2 = eps;
     eps2.data = tu_alloc(ap_numel(&eps));
     size_t before = tmp.used;
-    rc = ap_unet_forward(ctx, &m, NULL, &tmp, &eps2, &x, &t, &cx);
+    rc = ap_unet_forward(ctx, NULL, &m, &sv, &eps2, &x, &t, &cx);
     if (tu_check(rc == 0, "inference forward%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) {
         tu_check(!memcmp(eps2.data, eps.data, ap_numel(&eps) * sizeof(float)),
                  "inference eps equals the taped eps bit for bit");
         tu_check(tmp.used == before, "inference released tmp (%zu -> %zu)", before, tmp.used);
     }
     /* backward after an inference forward is refused */
-    tu_expect_error("backward after inference", ap_unet_backward(ctx, &m, &tmp, &dx, &proj),
-                    "forward with a tape", NULL);
+    tu_expect_error("backward after inference", ap_unet_backward(ctx, &tp, &m, &sv, &dx, &proj),
+                    "without a tape", NULL);
     /* wrong latent size */
     ap_tensor xb = ap_t4(x.data, B, x.shape[1], H - 1, W);
-    tu_expect_error("odd latent", ap_unet_forward(ctx, &m, NULL, &tmp, &eps2, &xb, &t, &cx),
+    tu_expect_error("odd latent", ap_unet_forward(ctx, NULL, &m, &sv, &eps2, &xb, &t, &cx),
                     "unet_forward", "multiples of", NULL);
     free(eps.data), free(eps2.data), free(dx.data);
     free(x.data), free(t.data), free(cx.data), free(proj.data), free(eps_ref.data), free(gx_ref.data);
+    ap_unet_saved_free(&sv);
+    ctx->tmp = NULL;
     ap_arena_free(&tape), ap_arena_free(&tmp);
     ap_st_close(f);
     ap_unet_free(&m);
@@ -337,10 +347,16 @@ static void lora_io(ap_ctx *ctx) {
             ap_unet_plan_measure(ctx, &b, x.shape[0], x.shape[2], x.shape[3], cx.shape[1], &p);
             ap_arena tmp;
             ap_arena_init(&tmp, p.tmp_bytes, "tmp");
-            rc = ap_unet_forward(ctx, &b, NULL, &tmp, &e1, &x, &t, &cx) ||
-                 ap_unet_forward(ctx, &base, NULL, &tmp, &e2, &x, &t, &cx);
+            ctx->tmp = &tmp;
+            ap_unet_saved sb, sbase;
+            ap_unet_saved_init(&sb, &b);
+            ap_unet_saved_init(&sbase, &base);
+            rc = ap_unet_forward(ctx, NULL, &b, &sb, &e1, &x, &t, &cx) ||
+                 ap_unet_forward(ctx, NULL, &base, &sbase, &e2, &x, &t, &cx);
             tu_check(rc == 0 && !memcmp(e1.data, e2.data, ap_numel(&e1) * sizeof(float)),
                      "freshly initialised LoRA (B = 0) leaves eps bit-identical to no LoRA");
+            ap_unet_saved_free(&sb), ap_unet_saved_free(&sbase);
+            ctx->tmp = NULL;
             ap_arena_free(&tmp);
             free(x.data), free(t.data), free(cx.data), free(e1.data), free(e2.data);
             ap_st_close(f);
@@ -351,6 +367,112 @@ static void lora_io(ap_ctx *ctx) {
     for (int k = 0; k < n; k++) free(names[k]);
     free(names), free(e);
     ap_unet_free(&a);
+}
+
+/* Tape ownership (core/tape.h): backward accepts only the saved activations a
+ * forward of the same model recorded on the same tape in its current epoch;
+ * the model keeps nothing per call, so two calls in flight on two tapes give
+ * what each gives alone. */
+static void tape_ownership(ap_ctx *ctx) {
+    printf(" tape ownership\n");
+    char tiny[2048], path[4096];
+    snprintf(tiny, sizeof tiny, "%s/unet_tiny", tu_fixtures_dir());
+    ap_unet m, m2;
+    if (!tu_check(ap_unet_open(&m, tiny, 2) == 0 && ap_unet_load_lora(&m, tiny) == 0,
+                  "open unet_tiny + LoRA"))
+        return;
+    if (!tu_check(ap_unet_open(&m2, tiny, 2) == 0, "open a second model from the same config")) {
+        ap_unet_free(&m);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/golden.safetensors", tiny);
+    ap_st_file *f = NULL;
+    if (!tu_check(ap_st_open(&f, path) == 0, "open %s", path)) {
+        ap_unet_free(&m), ap_unet_free(&m2);
+        return;
+    }
+    ap_tensor x, t, cx, proj;
+    tu_fixture(f, "x", &x), tu_fixture(f, "timesteps", &t), tu_fixture(f, "context", &cx);
+    tu_fixture(f, "proj", &proj);
+    int64_t B = x.shape[0], H = x.shape[2], W = x.shape[3], L = cx.shape[1], nx = ap_numel(&x);
+    ap_tensor x2 = x; /* a second input: -x */
+    x2.data = tu_alloc(nx);
+    for (int64_t i = 0; i < nx; i++) x2.data[i] = -x.data[i];
+    ap_unet_plan p;
+    int rc = ap_unet_plan_measure(ctx, &m, B, H, W, L, &p);
+    if (!tu_check(rc == 0, "measure%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) {
+        free(x.data), free(x2.data), free(t.data), free(cx.data), free(proj.data);
+        ap_st_close(f);
+        ap_unet_free(&m), ap_unet_free(&m2);
+        return;
+    }
+    ap_arena ta1, ta2, tmp;
+    ap_arena_init(&ta1, p.tape_bytes, "tape one");
+    ap_arena_init(&ta2, p.tape_bytes, "tape two");
+    ap_arena_init(&tmp, p.tmp_bytes, "UNet tmp");
+    ap_ctx_reserve(ctx, p.scratch_bytes);
+    ctx->tmp = &tmp;
+    ap_tape t1 = ap_tape_on(&ta1), t2 = ap_tape_on(&ta2);
+    ap_unet_saved s1, s2;
+    ap_unet_saved_init(&s1, &m), ap_unet_saved_init(&s2, &m);
+    ap_tensor eps = proj, dx = x;
+    eps.data = tu_alloc(ap_numel(&proj));
+    dx.data = tu_alloc(nx);
+
+    /* (a) stale: the tape was reset after the forward */
+    rc = ap_unet_forward(ctx, &t1, &m, &s1, &eps, &x, &t, &cx);
+    tu_check(rc == 0, "forward on tape one%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
+    ap_tape_reset(&t1);
+    tu_expect_error("backward after ap_tape_reset", ap_unet_backward(ctx, &t1, &m, &s1, &dx, &proj),
+                    "unet_backward", "stale tape", NULL);
+    /* (b) foreign tape: recorded on tape one, backward given tape two */
+    rc = ap_unet_forward(ctx, &t1, &m, &s1, &eps, &x, &t, &cx);
+    tu_check(rc == 0, "forward on tape one again%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
+    tu_expect_error("backward on another tape", ap_unet_backward(ctx, &t2, &m, &s1, &dx, &proj),
+                    "unet_backward", "foreign tape", NULL);
+    /* (c) saved descriptors recorded by another model of the same config */
+    tu_expect_error("backward of another model", ap_unet_backward(ctx, &t1, &m2, &s1, &dx, &proj),
+                    "unet_backward", "another model", NULL);
+    ap_tape_reset(&t1);
+
+    /* (d) alone: forward + backward of x, then of x2 */
+    ap_tensor eps_a = eps, eps_b = eps, dx_a = dx, dx_b = dx, eps1 = eps, eps2 = eps, dx1 = dx,
+              dx2 = dx;
+    eps_a.data = tu_alloc(ap_numel(&eps)), eps_b.data = tu_alloc(ap_numel(&eps));
+    dx_a.data = tu_alloc(nx), dx_b.data = tu_alloc(nx);
+    eps1.data = tu_alloc(ap_numel(&eps)), eps2.data = tu_alloc(ap_numel(&eps));
+    dx1.data = tu_alloc(nx), dx2.data = tu_alloc(nx);
+    rc = ap_unet_forward(ctx, &t1, &m, &s1, &eps_a, &x, &t, &cx);
+    if (!rc) rc = ap_unet_backward(ctx, &t1, &m, &s1, &dx_a, &proj);
+    ap_tape_reset(&t1);
+    if (!rc) rc = ap_unet_forward(ctx, &t1, &m, &s1, &eps_b, &x2, &t, &cx);
+    if (!rc) rc = ap_unet_backward(ctx, &t1, &m, &s1, &dx_b, &proj);
+    ap_tape_reset(&t1);
+    tu_check(rc == 0, "one forward + backward each, alone%s%s", rc ? ": " : "",
+             rc ? ap_errmsg() : "");
+    /* both in flight: two forwards on two tapes, then the backwards in reverse order */
+    rc = ap_unet_forward(ctx, &t1, &m, &s1, &eps1, &x, &t, &cx);
+    if (!rc) rc = ap_unet_forward(ctx, &t2, &m, &s2, &eps2, &x2, &t, &cx);
+    if (!rc) rc = ap_unet_backward(ctx, &t2, &m, &s2, &dx2, &proj);
+    if (!rc) rc = ap_unet_backward(ctx, &t1, &m, &s1, &dx1, &proj);
+    if (tu_check(rc == 0, "two forwards on two tapes, then both backwards%s%s", rc ? ": " : "",
+                 rc ? ap_errmsg() : "")) {
+        size_t ne = (size_t)ap_numel(&eps) * sizeof(float), nd = (size_t)nx * sizeof(float);
+        tu_check(!memcmp(eps1.data, eps_a.data, ne) && !memcmp(eps2.data, eps_b.data, ne),
+                 "eps of both calls in flight equal eps alone bit for bit");
+        tu_check(!memcmp(dx1.data, dx_a.data, nd) && !memcmp(dx2.data, dx_b.data, nd),
+                 "dx of both calls in flight equal dx alone bit for bit");
+        tu_check(memcmp(dx1.data, dx2.data, nd) != 0, "the two calls' dx differ (x vs -x)");
+    }
+    free(eps_a.data), free(eps_b.data), free(dx_a.data), free(dx_b.data);
+    free(eps1.data), free(eps2.data), free(dx1.data), free(dx2.data);
+    free(eps.data), free(dx.data);
+    ap_unet_saved_free(&s1), ap_unet_saved_free(&s2);
+    ctx->tmp = NULL;
+    ap_arena_free(&ta1), ap_arena_free(&ta2), ap_arena_free(&tmp);
+    free(x.data), free(x2.data), free(t.data), free(cx.data), free(proj.data);
+    ap_st_close(f);
+    ap_unet_free(&m), ap_unet_free(&m2);
 }
 
 int main(void) {
@@ -364,6 +486,7 @@ int main(void) {
     golden_case(&ctx, "unet_tiny_linear");
     manifests();
     lora_io(&ctx);
+    tape_ownership(&ctx);
     bad_inputs();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmpdir);

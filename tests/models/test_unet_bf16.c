@@ -83,12 +83,17 @@ static int run(ap_ctx *ctx, ap_dtype dt, int round, ap_st_file *f, run_out *o) {
     rc = ap_unet_plan_measure(ctx, &m, B, H, W, L, &plan);
     ap_arena_init(&tape, plan.tape_bytes, "UNet tape");
     ap_arena_init(&tmp, plan.tmp_bytes, "UNet tmp");
+    ctx->tmp = &tmp;
+    ap_tape tp = ap_tape_on(&tape);
+    ap_unet_saved sv;
+    int src = ap_unet_saved_init(&sv, &m); /* always: freed below */
+    rc = rc ? rc : src;
     ap_tensor eps = proj, dx = x;
     o->eps = eps.data = tu_alloc(ap_numel(&proj));
     o->dx = dx.data = tu_alloc(ap_numel(&x));
     ap_unet_zero_lora_grads(&m);
-    rc = rc ? rc : ap_unet_forward(ctx, &m, &tape, &tmp, &eps, &x, &t, &cx);
-    rc = rc ? rc : ap_unet_backward(ctx, &m, &tmp, &dx, &proj);
+    rc = rc ? rc : ap_unet_forward(ctx, &tp, &m, &sv, &eps, &x, &t, &cx);
+    rc = rc ? rc : ap_unet_backward(ctx, &tp, &m, &sv, &dx, &proj);
     tu_check(rc == 0, "forward + backward (%s weights%s)%s%s", ap_dtype_name(dt),
              round ? ", rounded to bf16" : "", rc ? ": " : "", rc ? ap_errmsg() : "");
     o->lora_total = m.lora.total;
@@ -96,6 +101,8 @@ static int run(ap_ctx *ctx, ap_dtype dt, int round, ap_st_file *f, run_out *o) {
     memcpy(o->lora_grad, m.lora_grad, m.lora.total * sizeof(float));
     o->weight_bytes = ap_params_bytes(&m.params);
     free(x.data), free(t.data), free(cx.data), free(proj.data);
+    ap_unet_saved_free(&sv);
+    ctx->tmp = NULL;
     ap_arena_free(&tape), ap_arena_free(&tmp);
     ap_unet_free(&m);
     return rc;

@@ -141,17 +141,31 @@ static int load_dir(void *p) {
 typedef struct {
     ap_ctx *ctx;
     ap_vae *v;
+    ap_vae_saved *sv;
     ap_tensor latent, image;
     const float *proj;
 } loss_state;
 
 static double loss_fn(void *p) {
     loss_state *s = p;
-    if (ap_vae_forward(s->ctx, s->v, NULL, &s->image, &s->latent) != 0) {
+    if (ap_vae_forward(s->ctx, NULL, s->v, s->sv, &s->image, &s->latent) != 0) {
         printf("  forward failed: %s\n", ap_errmsg());
         return 0;
     }
     return tu_dot(s->image.data, s->proj, ap_numel(&s->image));
+}
+
+/* Measure (B, h, w) under v->full_tape, make tmp of the measured size
+ * (named what), reserve ctx's scratch and point ctx->tmp at tmp. */
+static int plan_tmp(ap_ctx *ctx, const ap_vae *v, int64_t B, int64_t h, int64_t w, ap_arena *tmp,
+                    const char *what, ap_plan *p) {
+    ap_plan q;
+    if (!p) p = &q;
+    AP_TRY(ap_vae_plan_measure(ctx, v, B, h, w, p));
+    AP_TRY(ap_arena_init(tmp, p->tmp_bytes, what));
+    AP_TRY(ap_ctx_reserve(ctx, p->scratch_bytes));
+    ctx->tmp = tmp;
+    return AP_OK;
 }
 
 /* Sample b of t as a (1, ...) view. */
@@ -172,27 +186,39 @@ static ap_tensor one(const ap_tensor *t, int64_t b) {
  * rel, 1e-4 + 1e-4 rel). */
 static void compare_full_tape(ap_ctx *ctx, ap_vae *v, const ap_tensor *lat, const ap_tensor *dimg,
                               const float *image_ck, const float *dl_ck, const char *what) {
-    int64_t B = lat->shape[0], ni = ap_numel(dimg), nl = ap_numel(lat);
+    int64_t B = lat->shape[0], h = lat->shape[2], w = lat->shape[3];
+    int64_t ni = ap_numel(dimg), nl = ap_numel(lat);
     float *im = tu_alloc(ni), *dl = tu_alloc(nl);
     ap_tensor image = ap_tn(im, 4, dimg->shape), dlat = ap_tn(dl, 4, lat->shape);
-    int64_t pB = v->plan_B, ph = v->plan_h, pw = v->plan_w;
     ap_ctx own; /* the full tape's batched plan takes more scratch than ctx may grow to */
     ap_ctx_init(&own, ctx->n_threads);
+    ap_plan cp, fp;
+    v->full_tape = 0;
+    ap_vae_plan_measure(&own, v, B, h, w, &cp);
     v->full_tape = 1;
-    tu_expect_error("full_tape changed after planning", ap_vae_forward(ctx, v, NULL, &image, lat),
-                    "vae_forward", "planned with full_tape 0", "ap_vae_plan", NULL);
-    ap_vae_plan(v, &own, pB, ph, pw, NULL);
-    ap_plan fp;
-    ap_vae_plan_measure(&own, v, B, lat->shape[2], lat->shape[3], &fp);
+    ap_arena tmp, small;
+    plan_tmp(&own, v, B, h, w, &tmp, "VAE full-tape tmp (test)", &fp);
     size_t full = fp.tape_bytes;
+    ap_vae_saved sv;
+    /* full_tape changed after planning: a tape of the checkpointed plan is
+     * too small, and the forward fails naming that arena */
+    ap_arena_init(&small, cp.tape_bytes, "VAE checkpointed tape (test)");
+    ap_tape ts = ap_tape_on(&small);
+    tu_check(cp.tape_bytes < full, "%s: checkpointed tape %zu < full tape %zu", what,
+             cp.tape_bytes, full);
+    tu_expect_error("full_tape changed after planning", ap_vae_forward(&own, &ts, v, &sv, &image, lat),
+                    "VAE checkpointed tape (test)", "out of planned space", NULL);
+    ap_arena_free(&small);
+    ap_arena_reset(&tmp);
     ap_arena tape;
     ap_arena_init(&tape, full, "VAE full tape (test)");
+    ap_tape tp = ap_tape_on(&tape);
     int rc = 0;
     for (int64_t b = 0; b < B && rc == 0; b++) {
         ap_tensor im1 = one(&image, b), l1 = one(lat, b), dl1 = one(&dlat, b), di1 = one(dimg, b);
-        ap_arena_reset(&tape);
-        rc = ap_vae_forward(&own, v, &tape, &im1, &l1);
-        if (rc == 0) rc = ap_vae_backward(&own, v, &dl1, &di1);
+        ap_tape_reset(&tp);
+        rc = ap_vae_forward(&own, &tp, v, &sv, &im1, &l1);
+        if (rc == 0) rc = ap_vae_backward(&own, &tp, v, &sv, &dl1, &di1);
     }
     tu_check(rc == 0, "%s: full tape, image by image%s%s", what, rc ? ": " : "",
              rc ? ap_errmsg() : "");
@@ -204,11 +230,11 @@ static void compare_full_tape(ap_ctx *ctx, ap_vae *v, const ap_tensor *lat, cons
     tu_compare(msg, dl_ck, dl, nl, 0, 0);
     tu_check(memcmp(dl_ck, dl, (size_t)nl * sizeof(float)) == 0, "%s: memcmp of dlatents", what);
     /* the whole batch at once */
-    ap_arena_reset(&tape);
+    ap_tape_reset(&tp);
     tape.peak = 0;
-    rc = ap_vae_forward(&own, v, &tape, &image, lat);
+    rc = ap_vae_forward(&own, &tp, v, &sv, &image, lat);
     tu_check(rc == 0, "%s: full-tape forward%s%s", what, rc ? ": " : "", rc ? ap_errmsg() : "");
-    rc = ap_vae_backward(&own, v, &dlat, dimg);
+    rc = ap_vae_backward(&own, &tp, v, &sv, &dlat, dimg);
     tu_check(tape.peak == full, "%s: full tape: peak %zu == %zu measured", what, tape.peak, full);
     tu_check(rc == 0, "%s: full-tape backward%s%s", what, rc ? ": " : "", rc ? ap_errmsg() : "");
     snprintf(msg, sizeof msg, "%s: checkpointed image vs batched full tape", what);
@@ -216,17 +242,14 @@ static void compare_full_tape(ap_ctx *ctx, ap_vae *v, const ap_tensor *lat, cons
     snprintf(msg, sizeof msg, "%s: checkpointed dlatent vs batched full tape", what);
     tu_compare(msg, dl_ck, dl, nl, 1e-4, 1e-4);
     v->full_tape = 0;
-    ap_plan cp;
-    ap_vae_plan(v, ctx, pB, ph, pw, NULL);
-    ap_vae_plan_measure(ctx, v, B, lat->shape[2], lat->shape[3], &cp);
     ap_ctx_free(&own);
     printf("  %s: tape %zu bytes checkpointed vs %zu full\n", what, cp.tape_bytes, full);
-    ap_arena_free(&tape);
+    ap_arena_free(&tape), ap_arena_free(&tmp);
     free(im), free(dl);
 }
 
 /* Planning at a non-trivial size (B 3, latent 20 x 28) on a context whose
- * scratch cannot grow after ap_vae_plan: the checkpointed forward + backward
+ * scratch cannot grow after the plan: the checkpointed forward + backward
  * stays within the planned tape, tmp and scratch, and a smaller input under
  * the same plan works too; both match the full tape bit for bit. */
 static void planning(ap_vae *v, const char *fixdir) {
@@ -234,11 +257,13 @@ static void planning(ap_vae *v, const char *fixdir) {
     ap_ctx fx;
     ap_ctx_init(&fx, 0);
     ap_plan planned = {0};
+    ap_arena tmp = {0};
+    ap_vae_saved sv;
     for (int pass = 0; pass < 2; pass++) {
         int64_t B = pass ? 1 : 3, h = pass ? 7 : 20, w = pass ? 9 : 28;
         int64_t s = (int64_t)1 << (v->cfg.n_blocks - 1);
         if (pass == 0) {
-            int rc = ap_vae_plan(v, &fx, B, h, w, &planned);
+            int rc = plan_tmp(&fx, v, B, h, w, &tmp, "VAE tmp (test)", &planned);
             tu_check(rc == 0, "plan (3, 4, 20, 28)%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
             ap_ctx_fix_scratch(&fx);
         }
@@ -247,6 +272,7 @@ static void planning(ap_vae *v, const char *fixdir) {
         size_t need = p.tape_bytes;
         ap_arena tape;
         ap_arena_init(&tape, planned.tape_bytes, "VAE tape (test)");
+        ap_tape tp = ap_tape_on(&tape);
         ap_tensor lat = ap_t4(tu_alloc(B * 4 * h * w), B, 4, h, w);
         ap_tensor dimg = ap_t4(tu_alloc(B * 3 * h * s * w * s), B, 3, h * s, w * s);
         float *im = tu_alloc(ap_numel(&dimg)), *dl = tu_alloc(ap_numel(&lat));
@@ -256,21 +282,22 @@ static void planning(ap_vae *v, const char *fixdir) {
         char what[64];
         snprintf(what, sizeof what, "latent (%lld, 4, %lld, %lld)", (long long)B, (long long)h,
                  (long long)w);
-        int rc = ap_vae_forward(&fx, v, &tape, &image, &lat);
+        int rc = ap_vae_forward(&fx, &tp, v, &sv, &image, &lat);
         tu_check(rc == 0, "%s: checkpointed forward%s%s", what, rc ? ": " : "",
                  rc ? ap_errmsg() : "");
-        rc = ap_vae_backward(&fx, v, &dlat, &dimg);
+        rc = ap_vae_backward(&fx, &tp, v, &sv, &dlat, &dimg);
         tu_check(rc == 0, "%s: checkpointed backward%s%s", what, rc ? ": " : "",
                  rc ? ap_errmsg() : "");
         tu_check(tape.peak == need, "%s: tape peak %zu == %zu measured for it", what, tape.peak,
                  need);
-        tu_check(v->tmp.peak <= v->tmp.cap && fx.scratch_peak <= fx.scratch_cap,
+        tu_check(tmp.peak <= tmp.cap && fx.scratch_peak <= fx.scratch_cap,
                  "%s: tmp peak %zu <= %zu planned, scratch peak %zu <= %zu planned", what,
-                 v->tmp.peak, v->tmp.cap, fx.scratch_peak, fx.scratch_cap);
+                 tmp.peak, tmp.cap, fx.scratch_peak, fx.scratch_cap);
         compare_full_tape(&fx, v, &lat, &dimg, im, dl, what);
         ap_arena_free(&tape);
         free(lat.data), free(dimg.data), free(im), free(dl);
     }
+    ap_arena_free(&tmp);
     ap_ctx_free(&fx);
 }
 
@@ -338,13 +365,16 @@ static void golden(ap_ctx *ctx, const char *fixdir) {
              v.params.total);
 
     ap_plan plan;
-    if (ap_vae_plan(&v, ctx, B, h, w, &plan) != 0) {
+    ap_arena tmp;
+    if (plan_tmp(ctx, &v, B, h, w, &tmp, "VAE tmp (test)", &plan) != 0) {
         tu_check(0, "plan: %s", ap_errmsg());
         return;
     }
     ap_arena tape;
     size_t tape_bytes = plan.tape_bytes;
     ap_arena_init(&tape, tape_bytes, "VAE tape (test)");
+    ap_tape tp = ap_tape_on(&tape);
+    ap_vae_saved vsv;
     float *out = tu_alloc(ap_numel(&img)), *out2 = tu_alloc(ap_numel(&img)),
           *dl = tu_alloc(ap_numel(&lat));
     ap_tensor image = ap_tn(out, 4, img.shape), image2 = ap_tn(out2, 4, img.shape);
@@ -355,21 +385,21 @@ static void golden(ap_ctx *ctx, const char *fixdir) {
      * convolutions and 7 GroupNorms of 2-4 channels per group. Measured max
      * abs error 5.3e-6 on images up to |6| (mean |1.2|): 2e-5 abs + 1e-4 rel
      * leaves margin without hiding a wrong layer (errors of order 1). */
-    rc = ap_vae_forward(ctx, &v, NULL, &image, &lat);
+    rc = ap_vae_forward(ctx, NULL, &v, &vsv, &image, &lat);
     tu_check(rc == 0, "forward (inference)%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
     tu_compare("decode (2,4,6,10) -> (2,3,12,20) vs diffusers", out, img.data, ap_numel(&img),
                2e-5, 1e-4);
-    rc = ap_vae_forward(ctx, &v, &tape, &image2, &lat);
+    rc = ap_vae_forward(ctx, &tp, &v, &vsv, &image2, &lat);
     tu_check(rc == 0, "forward (taped)%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
     tu_compare("taped forward == inference forward (exact)", out2, out, ap_numel(&img), 0, 0);
-    rc = ap_vae_backward(ctx, &v, &dlat, &dimg);
+    rc = ap_vae_backward(ctx, &tp, &v, &vsv, &dlat, &dimg);
     tu_check(rc == 0, "backward%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
     /* block checkpointing (the default): the tape's peak is reached when
      * backward recomputes the largest segment */
     tu_check(tape.peak == tape_bytes, "checkpointed tape: peak %zu == %zu measured", tape.peak,
              tape_bytes);
     printf("  tape peak %zu bytes / %zu planned; tmp peak %zu / %zu; scratch %zu\n", tape.peak,
-           tape_bytes, v.tmp.peak, v.tmp.cap, ctx->scratch_cap);
+           tape_bytes, tmp.peak, tmp.cap, ctx->scratch_cap);
     /* The gradient passes the same layers in reverse plus the attention
      * backward; gradients up to |9.6| (mean |2|), measured max abs error
      * 7.9e-6: 1e-4 abs + 1e-4 rel. */
@@ -384,19 +414,21 @@ static void golden(ap_ctx *ctx, const char *fixdir) {
     /* finite differences through the inference forward (double loss) */
     float *x = tu_alloc(ap_numel(&lat));
     memcpy(x, lat.data, (size_t)ap_numel(&lat) * sizeof(float));
-    loss_state st = {ctx, &v, ap_tn(x, 4, lat.shape), image2, proj.data};
+    loss_state st = {ctx, &v, &vsv, ap_tn(x, 4, lat.shape), image2, proj.data};
     tu_gradcheck("finite differences of sum(image * proj) w.r.t. latent", loss_fn, &st, x,
                  ap_numel(&lat), dl, 1e-2, 2e-3, 12);
     free(x);
 
     /* thread count does not change the forward beyond reassociation */
     ap_ctx one;
+    ap_arena tmp1;
     ap_ctx_init(&one, 1);
-    ap_vae_plan(&v, &one, B, h, w, NULL);
-    rc = ap_vae_forward(&one, &v, NULL, &image2, &lat);
+    plan_tmp(&one, &v, B, h, w, &tmp1, "VAE tmp, 1 thread (test)", NULL);
+    rc = ap_vae_forward(&one, NULL, &v, &vsv, &image2, &lat);
     tu_check(rc == 0, "forward with 1 thread%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
     tu_compare("1 thread vs n threads", out2, out, ap_numel(&img), 1e-6, 1e-5);
     ap_ctx_free(&one);
+    ap_arena_free(&tmp1);
 
     /* legacy attention names in a torch.save'd .bin: identical output */
     snprintf(dir, sizeof dir, "%s/vae_tiny_legacy", fixdir);
@@ -404,8 +436,7 @@ static void golden(ap_ctx *ctx, const char *fixdir) {
     rc = ap_vae_load(&lg, dir);
     if (tu_check(rc == 0, "load %s (query/key/value/proj_attn, .bin)%s%s", dir, rc ? ": " : "",
                  rc ? ap_errmsg() : "")) {
-        ap_vae_plan(&lg, ctx, B, h, w, NULL);
-        rc = ap_vae_forward(ctx, &lg, NULL, &image2, &lat);
+        rc = ap_vae_forward(ctx, NULL, &lg, &vsv, &image2, &lat); /* same config: same plan */
         tu_check(rc == 0, "legacy forward%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
         tu_compare("legacy-named weights decode == current names (exact)", out2, out,
                    ap_numel(&img), 0, 0);
@@ -434,22 +465,27 @@ static void golden(ap_ctx *ctx, const char *fixdir) {
 
     /* call errors */
     ap_tensor bad = ap_t4(lat.data, B, 3, h, w);
-    tu_expect_error("latent with 3 channels", ap_vae_forward(ctx, &v, NULL, &image, &bad),
+    tu_expect_error("latent with 3 channels", ap_vae_forward(ctx, NULL, &v, &vsv, &image, &bad),
                     "vae_forward", "latent", "(*, 4, *, *)", "(2, 3, 6, 10)", NULL);
     bad = ap_t4(out, B, 3, h * 2, w);
-    tu_expect_error("image of the wrong size", ap_vae_forward(ctx, &v, NULL, &bad, &lat),
+    tu_expect_error("image of the wrong size", ap_vae_forward(ctx, NULL, &v, &vsv, &bad, &lat),
                     "vae_forward", "image", "(2, 3, 12, 20)", "(2, 3, 12, 10)", NULL);
     ap_tensor big = ap_t4(tu_alloc(B * 4 * h * 2 * w), B, 4, h * 2, w);
     ap_tensor bigimg = ap_t4(tu_alloc(B * 3 * h * 4 * w * 2), B, 3, h * 4, w * 2);
-    tu_expect_error("latent larger than planned", ap_vae_forward(ctx, &v, NULL, &bigimg, &big),
-                    "vae_forward", "exceeds the plan", "ap_vae_plan", NULL);
+    /* a latent larger than planned: tmp, sized for the fixture's latent, refuses */
+    tu_expect_error("latent larger than planned",
+                    ap_vae_forward(ctx, NULL, &v, &vsv, &bigimg, &big), "VAE tmp (test)",
+                    "out of planned space", NULL);
+    ap_arena_reset(&tmp);
     free(big.data);
     free(bigimg.data);
-    ap_vae_forward(ctx, &v, NULL, &image, &lat); /* inference drops the saved state */
-    tu_expect_error("backward after an inference forward", ap_vae_backward(ctx, &v, &dlat, &dimg),
-                    "vae_backward", "with a tape", NULL);
+    ap_vae_forward(ctx, NULL, &v, &vsv, &image, &lat); /* inference keeps nothing */
+    tu_expect_error("backward after an inference forward",
+                    ap_vae_backward(ctx, &tp, &v, &vsv, &dlat, &dimg), "vae_backward",
+                    "without a tape", NULL);
 
-    ap_arena_free(&tape);
+    ctx->tmp = NULL;
+    ap_arena_free(&tape), ap_arena_free(&tmp);
     free(out), free(out2), free(dl);
     free(lat.data), free(img.data), free(proj.data), free(glat.data);
     ap_vae_free(&v);
@@ -492,8 +528,10 @@ static void single_file(ap_ctx *ctx, const char *fixdir) {
     int64_t B = lat.shape[0], h = lat.shape[2], w = lat.shape[3];
     float *want = tu_alloc(ap_numel(&img)), *got = tu_alloc(ap_numel(&img));
     ap_tensor image = ap_tn(want, 4, img.shape);
-    ap_vae_plan(&ref, ctx, B, h, w, NULL);
-    ap_vae_forward(ctx, &ref, NULL, &image, &lat);
+    ap_arena tmp;
+    ap_vae_saved sv;
+    plan_tmp(ctx, &ref, B, h, w, &tmp, "VAE tmp (test)", NULL);
+    ap_vae_forward(ctx, NULL, &ref, &sv, &image, &lat);
     const char *files[] = {"vae_tiny_compvis.safetensors", "vae_tiny_compvis.ckpt"};
     for (int f = 0; f < 2; f++) {
         snprintf(path, sizeof path, "%s/%s", fixdir, files[f]);
@@ -511,14 +549,15 @@ static void single_file(ap_ctx *ctx, const char *fixdir) {
         tu_compare("CompVis-layout weights == diffusers-layout weights (exact)", v.params.flat,
                    ref.params.flat, (int64_t)ref.params.total, 0, 0);
         image.data = got;
-        ap_vae_plan(&v, ctx, B, h, w, NULL);
-        rc = ap_vae_forward(ctx, &v, NULL, &image, &lat);
+        rc = ap_vae_forward(ctx, NULL, &v, &sv, &image, &lat); /* same config: same plan */
         tu_check(rc == 0, "forward%s%s", rc ? ": " : "", rc ? ap_errmsg() : "");
         tu_compare("single-file decode == vae_tiny decode (exact)", got, want, ap_numel(&img), 0,
                    0);
         ap_vae_free(&v);
     }
     free(want), free(got), free(lat.data), free(img.data);
+    ctx->tmp = NULL;
+    ap_arena_free(&tmp);
     ap_vae_free(&ref);
     ap_st_close(g);
 }

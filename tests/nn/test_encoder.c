@@ -39,14 +39,17 @@ typedef struct {
 static int enc_step(ap_ctx *dry, ap_arena *a, void *user) {
     const enc_run *k = user;
     ap_enc_saved sv;
-    AP_TRY(ap_enc_forward(dry, &a[0], &a[1], &sv, k->l, k->out, k->x));
-    AP_TRY(ap_enc_backward(dry, &a[1], k->l, &sv, k->dx, k->dout));
-    return ap_enc_forward(dry, NULL, &a[1], NULL, k->l, k->out, k->out);
+    ap_tape tp = ap_tape_on(&a[0]);
+    dry->tmp = &a[1];
+    AP_TRY(ap_enc_forward(dry, &tp, k->l, &sv, k->out, k->x));
+    AP_TRY(ap_enc_backward(dry, &tp, k->l, &sv, k->dx, k->dout));
+    return ap_enc_forward(dry, NULL, k->l, NULL, k->out, k->out);
 }
 
 static double gc_loss(void *p) {
     gc_state *s = p;
-    if (ap_enc_forward(s->ctx, NULL, s->tmp, NULL, s->l, &s->out, &s->x)) return NAN;
+    s->ctx->tmp = s->tmp;
+    if (ap_enc_forward(s->ctx, NULL, s->l, NULL, &s->out, &s->x)) return NAN;
     return tu_dot(s->out.data, s->proj, ap_numel(&s->out));
 }
 
@@ -104,12 +107,14 @@ static void run_case(ap_ctx *ctx, const char *path, const char *name, ap_enc_key
     ap_arena_init(&tape, peaks[0], "encoder tape");
     ap_arena_init(&tmp, peaks[1], "encoder tmp");
     ap_ctx_reserve(ctx, scratch);
-    rc = ap_enc_forward(ctx, &tape, &tmp, &sv, &l, &out, &x);
+    ap_tape tp = ap_tape_on(&tape);
+    ctx->tmp = &tmp;
+    rc = ap_enc_forward(ctx, &tp, &l, &sv, &out, &x);
     if (!tu_check(rc == 0, "forward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return;
     tu_check(tape.used <= tape.cap && tmp.used == 0, "tape %zu of %zu bytes planned; tmp released",
              tape.used, tape.cap);
     tu_compare("out vs reference", out.data, out_ref.data, ap_numel(&out), ATOL, RTOL);
-    rc = ap_enc_backward(ctx, &tmp, &l, &sv, &dx, &proj);
+    rc = ap_enc_backward(ctx, &tp, &l, &sv, &dx, &proj);
     if (!tu_check(rc == 0, "backward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return;
     tu_compare("grad x vs autograd", dx.data, gx_ref.data, ap_numel(&dx), ATOL, RTOL);
     tu_check(tmp.used == 0, "backward released its temporaries");
@@ -118,7 +123,7 @@ static void run_case(ap_ctx *ctx, const char *path, const char *name, ap_enc_key
     /* inference: same numbers, output may overwrite the input */
     ap_tensor xi = ap_t3(tu_alloc(B * N * C), B, N, C);
     memcpy(xi.data, x.data, (size_t)ap_numel(&x) * sizeof(float));
-    rc = ap_enc_forward(ctx, NULL, &tmp, NULL, &l, &xi, &xi);
+    rc = ap_enc_forward(ctx, NULL, &l, NULL, &xi, &xi);
     tu_check(rc == 0 && memcmp(xi.data, out.data, (size_t)ap_numel(&x) * sizeof(float)) == 0,
              "inference in place equals the tape forward bit for bit");
 
@@ -131,16 +136,25 @@ static void run_case(ap_ctx *ctx, const char *path, const char *name, ap_enc_key
 
     /* misuse */
     ap_tensor bad = ap_t3(x.data, B, N, C - 1);
-    tu_expect_error("x with the wrong width", ap_enc_forward(ctx, NULL, &tmp, NULL, &l, &out, &bad),
+    tu_expect_error("x with the wrong width", ap_enc_forward(ctx, NULL, &l, NULL, &out, &bad),
                     "encoder_forward", "x", NULL);
     tu_expect_error("tape forward writing over its input",
-                    ap_enc_forward(ctx, &tape, &tmp, NULL, &l, &x, &x), "out aliases x", NULL);
+                    ap_enc_forward(ctx, &tp, &l, NULL, &x, &x), "out aliases x", NULL);
     ap_enc_saved empty;
     memset(&empty, 0, sizeof empty);
     empty.x = x;
     tu_expect_error("backward without a tape forward",
-                    ap_enc_backward(ctx, &tmp, &l, &empty, &dx, &proj), "run it with a tape", NULL);
+                    ap_enc_backward(ctx, &tp, &l, &empty, &dx, &proj), "never recorded", NULL);
+    /* the tape's one rule: a reset tape refuses the saved activations of
+     * its earlier forward, and another tape is foreign */
+    ap_tape_reset(&tp);
+    tu_expect_error("backward after the tape was reset",
+                    ap_enc_backward(ctx, &tp, &l, &sv, &dx, &proj), "stale tape", NULL);
+    ap_tape other = ap_tape_on(&tmp);
+    tu_expect_error("backward with another tape",
+                    ap_enc_backward(ctx, &other, &l, &sv, &dx, &proj), "foreign tape", NULL);
 
+    ctx->tmp = NULL;
     ap_arena_free(&tape);
     ap_arena_free(&tmp);
     ap_params_free(&params);

@@ -29,8 +29,10 @@ typedef struct {
 static int mha_step(ap_ctx *dry, ap_arena *a, void *user) {
     const mha_run *k = user;
     ap_mha_saved sv;
-    AP_TRY(ap_mha_forward(dry, &a[0], NULL, &sv, k->m, k->out, k->x, k->src));
-    return ap_mha_backward(dry, &a[1], k->m, &sv, k->dx, k->dsrc, k->dout);
+    ap_tape tp = ap_tape_on(&a[0]);
+    dry->tmp = &a[1];
+    AP_TRY(ap_mha_forward(dry, &tp, k->m, &sv, k->out, k->x, k->src));
+    return ap_mha_backward(dry, &tp, k->m, &sv, k->dx, k->dsrc, k->dout);
 }
 
 static float *g_owned[64];
@@ -107,13 +109,15 @@ static void run_case(ap_ctx *ctx, ap_st_file *f, const char *name, int heads, in
     ap_arena_init(&tape, peaks[0], "mha tape");
     ap_arena_init(&tmp, peaks[1], "mha backward tmp");
     ap_mha_saved sv;
-    rc = ap_mha_forward(ctx, &tape, NULL, &sv, &m, &out, &x, cross ? &src : NULL);
+    ap_tape tp = ap_tape_on(&tape);
+    ctx->tmp = &tmp;
+    rc = ap_mha_forward(ctx, &tp, &m, &sv, &out, &x, cross ? &src : NULL);
     if (!tu_check(rc == 0, "forward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) {
         free_owned();
         return;
     }
     tu_compare("out vs diffusers", out.data, out_ref.data, ap_numel(&out), ATOL, RTOL);
-    rc = ap_mha_backward(ctx, &tmp, &m, &sv, &dx, cross ? &dsrc : NULL, &proj);
+    rc = ap_mha_backward(ctx, &tp, &m, &sv, &dx, cross ? &dsrc : NULL, &proj);
     if (!tu_check(rc == 0, "backward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) {
         free_owned();
         return;
@@ -130,11 +134,12 @@ static void run_case(ap_ctx *ctx, ap_st_file *f, const char *name, int heads, in
         tu_compare(key, lora[i].dup.data, grads_ref[i][1].data, ap_numel(&lora[i].up), ATOL, RTOL);
     }
     tu_check(tmp.used == 0, "backward released its temporaries");
-    ap_arena_reset(&tape); /* the tape is exactly full */
+    ap_tape_reset(&tp); /* the tape is exactly full */
     if (cross)
         tu_expect_error("src with C channels where C_kv are expected",
-                        ap_mha_forward(ctx, &tape, NULL, &sv, &m, &out, &x, &x), "proj_forward",
+                        ap_mha_forward(ctx, &tp, &m, &sv, &out, &x, &x), "proj_forward",
                         "expected last dim 6", NULL);
+    ctx->tmp = NULL;
     ap_arena_free(&tape);
     ap_arena_free(&tmp);
     free_owned();

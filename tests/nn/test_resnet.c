@@ -23,9 +23,11 @@ typedef struct {
 static int resnet_step(ap_ctx *dry, ap_arena *a, void *user) {
     const resnet_run *k = user;
     ap_resnet_saved sv;
-    AP_TRY(ap_resnet_forward(dry, &a[0], &a[1], &sv, k->r, k->out, k->x, k->temb));
-    AP_TRY(ap_resnet_backward(dry, &a[1], k->r, &sv, k->dx, k->dout));
-    return ap_resnet_forward(dry, NULL, &a[1], NULL, k->r, k->out, k->x, k->temb);
+    ap_tape tp = ap_tape_on(&a[0]);
+    dry->tmp = &a[1];
+    AP_TRY(ap_resnet_forward(dry, &tp, k->r, &sv, k->out, k->x, k->temb));
+    AP_TRY(ap_resnet_backward(dry, &tp, k->r, &sv, k->dx, k->dout));
+    return ap_resnet_forward(dry, NULL, k->r, NULL, k->out, k->x, k->temb);
 }
 
 static float *g_owned[16];
@@ -86,20 +88,23 @@ static void run_case(ap_ctx *ctx, const char *path, ap_st_file *f, const char *n
     ap_arena_init(&tape, peaks[0], "resnet tape");
     ap_arena_init(&tmp, peaks[1], "resnet tmp");
     ap_resnet_saved sv;
-    rc = ap_resnet_forward(ctx, &tape, &tmp, &sv, &r, &out, &x, temb ? &temb_act : NULL);
+    ap_tape tp = ap_tape_on(&tape);
+    ctx->tmp = &tmp;
+    rc = ap_resnet_forward(ctx, &tp, &r, &sv, &out, &x, temb ? &temb_act : NULL);
     if (!tu_check(rc == 0, "forward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return;
     tu_compare("out vs diffusers", out.data, out_ref.data, ap_numel(&out), ATOL, RTOL);
-    rc = ap_resnet_backward(ctx, &tmp, &r, &sv, &dx, &proj);
+    rc = ap_resnet_backward(ctx, &tp, &r, &sv, &dx, &proj);
     if (!tu_check(rc == 0, "backward runs%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return;
     tu_compare("grad x vs autograd", dx.data, gx_ref.data, ap_numel(&dx), ATOL, RTOL);
     /* inference (no tape) gives the same output and leaves tmp empty */
     memset(out.data, 0, (size_t)ap_numel(&out) * 4);
-    rc = ap_resnet_forward(ctx, NULL, &tmp, NULL, &r, &out, &x, temb ? &temb_act : NULL);
+    rc = ap_resnet_forward(ctx, NULL, &r, NULL, &out, &x, temb ? &temb_act : NULL);
     tu_compare("inference out vs diffusers", out.data, out_ref.data, ap_numel(&out), ATOL, RTOL);
     tu_check(tmp.used == 0, "inference released its temporaries");
     tu_check(tape.peak == peaks[0] && tmp.peak == peaks[1],
              "tape peak %zu == %zu measured, tmp peak %zu == %zu measured", tape.peak, peaks[0],
              tmp.peak, peaks[1]);
+    ctx->tmp = NULL;
     ap_arena_free(&tape);
     ap_arena_free(&tmp);
     ap_wsrc_close(w);

@@ -95,11 +95,15 @@ int main(int argc, char **argv) {
     CHECK(ap_arena_init(&tape, p.tape_bytes, "UNet tape"));
     CHECK(ap_arena_init(&tmp, p.tmp_bytes, "UNet tmp"));
     CHECK(ap_ctx_reserve(&ctx, p.scratch_bytes));
+    ctx.tmp = &tmp;
+    ap_tape tp = ap_tape_on(&tape);
+    ap_unet_saved sv;
+    CHECK(ap_unet_saved_init(&sv, &m));
     ap_tensor eps = ref, dx = x;
     eps.data = calloc((size_t)ap_numel(&ref), sizeof(float));
     dx.data = calloc((size_t)ap_numel(&x), sizeof(float));
 
-    CHECK(ap_unet_forward(&ctx, &m, NULL, &tmp, &eps, &x, &t, &c));
+    CHECK(ap_unet_forward(&ctx, NULL, &m, &sv, &eps, &x, &t, &c));
     double err = 0, mag = 0;
     for (int64_t i = 0; i < ap_numel(&ref); i++) {
         double e = fabs(eps.data[i] - ref.data[i]);
@@ -114,11 +118,11 @@ int main(int argc, char **argv) {
     double best_f = 1e30, best_b = 1e30;
     for (int r = 0; r <= reps; r++) { /* r = 0: warm-up */
         double t0 = now_ms();
-        CHECK(ap_unet_forward(&ctx, &m, NULL, &tmp, &eps, &x, &t, &c));
+        CHECK(ap_unet_forward(&ctx, NULL, &m, &sv, &eps, &x, &t, &c));
         double t1 = now_ms();
-        tape.used = 0;
-        CHECK(ap_unet_forward(&ctx, &m, &tape, &tmp, &eps, &x, &t, &c));
-        CHECK(ap_unet_backward(&ctx, &m, &tmp, &dx, &ref));
+        ap_tape_reset(&tp);
+        CHECK(ap_unet_forward(&ctx, &tp, &m, &sv, &eps, &x, &t, &c));
+        CHECK(ap_unet_backward(&ctx, &tp, &m, &sv, &dx, &ref));
         double t2 = now_ms();
         if (r > 0) {
             if (t1 - t0 < best_f) best_f = t1 - t0;
@@ -134,6 +138,8 @@ int main(int argc, char **argv) {
            ap_params_bytes(&m.params) / 1048576.0, peak_rss_mb());
     free(eps.data), free(dx.data), free(x.data), free(t.data), free(c.data), free(ref.data);
     ap_st_close(f);
+    ap_unet_saved_free(&sv);
+    ctx.tmp = NULL;
     ap_arena_free(&tape), ap_arena_free(&tmp);
     ap_unet_free(&m);
     ap_ctx_free(&ctx);

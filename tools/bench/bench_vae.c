@@ -84,23 +84,30 @@ int main(int argc, char **argv) {
     fill(dimg, ni, 9, 2.0f);
     ap_tensor tl = ap_t4(lat, B, c.latent_channels, h, w), td = ap_t4(dlat, B, c.latent_channels, h, w);
     ap_tensor ti = ap_t4(img, B, c.out_channels, h * s, w * s), tdi = ap_t4(dimg, B, c.out_channels, h * s, w * s);
-    ap_arena tape;
+    ap_arena tape, tmp;
     ap_plan plan;
-    if (ap_vae_plan(&v, &ctx, B, h, w, &plan) || ap_arena_init(&tape, plan.tape_bytes, "VAE tape")) {
+    if (ap_vae_plan_measure(&ctx, &v, B, h, w, &plan) ||
+        ap_arena_init(&tape, plan.tape_bytes, "VAE tape") ||
+        ap_arena_init(&tmp, plan.tmp_bytes, "VAE tmp") || ap_ctx_reserve(&ctx, plan.scratch_bytes)) {
         fprintf(stderr, "bench_vae: %s\n", ap_errmsg());
         return 1;
     }
+    ctx.tmp = &tmp;
+    ap_tape tp = ap_tape_on(&tape);
+    ap_vae_saved sv;
     printf("bench_vae: %zu parameters, B %lld, latent %lldx%lld, %d threads; tape %.0f MB, "
            "tmp %.0f MB, scratch %.0f MB\n", v.params.total, (long long)B, (long long)h,
-           (long long)w, ctx.n_threads, plan.tape_bytes / 1e6, v.tmp.cap / 1e6, ctx.scratch_cap / 1e6);
+           (long long)w, ctx.n_threads, plan.tape_bytes / 1e6, tmp.cap / 1e6, ctx.scratch_cap / 1e6);
     double *t_inf = calloc((size_t)reps + 1, sizeof(double)), *t_fb = calloc((size_t)reps + 1, sizeof(double));
     for (int r = 0; r <= reps; r++) {
         double t0 = now_ms();
-        if (ap_vae_forward(&ctx, &v, NULL, &ti, &tl)) goto fail;
+        if (ap_vae_forward(&ctx, NULL, &v, &sv, &ti, &tl)) goto fail;
         t_inf[r] = now_ms() - t0;
-        tape.used = 0;
+        ap_tape_reset(&tp);
         t0 = now_ms();
-        if (ap_vae_forward(&ctx, &v, &tape, &ti, &tl) || ap_vae_backward(&ctx, &v, &td, &tdi)) goto fail;
+        if (ap_vae_forward(&ctx, &tp, &v, &sv, &ti, &tl) ||
+            ap_vae_backward(&ctx, &tp, &v, &sv, &td, &tdi))
+            goto fail;
         t_fb[r] = now_ms() - t0;
     }
     qsort(t_inf + 1, (size_t)reps, sizeof(double), cmp);
