@@ -182,21 +182,8 @@ int ap_cpu_quick_gelu_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tenso
 
 /* ---- GEGLU --------------------------------------------------------------- */
 
-/* Checks in (..., 2N) and that half has shape (..., N); returns N. */
-static int geglu_dims(const char *op, const ap_tensor *in, const char *half_name,
-                      const ap_tensor *half, int64_t *N) {
-    char s[96];
-    if (!ap_present(in)) return ap_fail("%s: in: missing tensor", op);
-    const int64_t last = in->ndim >= 1 ? in->shape[in->ndim - 1] : 0;
-    if (last <= 0 || last % 2 != 0)
-        return ap_fail("%s: in: expected shape (..., 2N) with an even last dim, found %s",
-                       op, ap_shape_str(in, s, sizeof s));
-    int64_t dims[AP_MAX_DIMS];
-    for (int i = 0; i < in->ndim; i++) dims[i] = in->shape[i];
-    dims[in->ndim - 1] = last / 2;
-    *N = last / 2;
-    return ap_expect(op, half_name, half, in->ndim, dims);
-}
+/* N of in (..., 2N) (ops/activation.c validated in and its half). */
+static int64_t geglu_half(const ap_tensor *in) { return in->shape[in->ndim - 1] / 2; }
 
 /* One row: y = hidden * gelu(gate), the row's input [hidden | gate]. */
 AP_ISA_INLINE void geglu_fwd_row_body(const float *h, float *yr, int64_t N) {
@@ -223,7 +210,7 @@ AP_ISA_KERNEL(geglu_bwd_row, (const float *h, const float *dyr, float *dh, int64
 
 int ap_cpu_geglu_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
     int64_t N;
-    AP_TRY(geglu_dims("geglu_forward", in, "out", out, &N));
+    N = geglu_half(in);
     const int64_t rows = ap_numel(out) / N;
     const float *x = in->data;
     float *y = out->data;
@@ -236,7 +223,7 @@ int ap_cpu_geglu_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in)
 int ap_cpu_geglu_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout,
                       const ap_tensor *in) {
     int64_t N;
-    AP_TRY(geglu_dims("geglu_backward", in, "dout", dout, &N));
+    N = geglu_half(in);
     const int64_t rows = ap_numel(dout) / N;
     const float *x = in->data, *dy = dout->data;
     float *dx = din->data;

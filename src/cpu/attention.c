@@ -80,31 +80,12 @@ typedef struct {
     ap_isa isa;                 /* the context's kernel variant */
 } attn_dims;
 
-static int check_qkv(const char *op, attn_dims *d, const ap_tensor *q,
-                     const ap_tensor *k, const ap_tensor *v, int n_heads, int causal) {
-    char sq[160], sk[160];
-    if (n_heads < 1) return ap_fail("%s: n_heads must be >= 1, found %d", op, n_heads);
-    d->B = q->shape[0];
-    d->Lq = q->shape[1];
-    d->C = q->shape[2];
-    d->Lk = k->shape[1];
-    d->H = n_heads;
-    if (d->C % n_heads != 0)
-        return ap_fail("%s: q: %lld channels are not divisible by n_heads %d (q %s)",
-                       op, (long long)d->C, n_heads, ap_shape_str(q, sq, sizeof sq));
-    d->D = d->C / n_heads;
-    if (k->shape[0] != d->B || k->shape[2] != d->C)
-        return ap_fail("%s: k: expected shape (%lld, Lk, %lld) = (B, Lk, H*D) with "
-                       "H=%d, D=%lld from q %s, found %s",
-                       op, (long long)d->B, (long long)d->C, n_heads, (long long)d->D,
-                       ap_shape_str(q, sq, sizeof sq), ap_shape_str(k, sk, sizeof sk));
-    if (causal && d->Lq != d->Lk)
-        return ap_fail("%s: causal attention needs Lq == Lk, found q %s and k %s", op,
-                       ap_shape_str(q, sq, sizeof sq), ap_shape_str(k, sk, sizeof sk));
-    if (d->C > 2147483647 || d->Lq > 2147483647 || d->Lk > 2147483647)
-        return ap_fail("%s: sizes exceed the int range of BLAS (q %s)", op,
-                       ap_shape_str(q, sq, sizeof sq));
-    return AP_OK;
+/* The dims of q (B, Lq, H*D) and k (B, Lk, H*D) (ops/attention.c validated
+ * them, the int range of BLAS included). */
+static attn_dims dims_of(const ap_ctx *ctx, const ap_tensor *q, const ap_tensor *k, int n_heads) {
+    attn_dims d = {q->shape[0], q->shape[1], k->shape[1], n_heads, q->shape[2] / n_heads,
+                   q->shape[2], ctx->isa};
+    return d;
 }
 
 /* ---- scratch ----------------------------------------------------------- */
@@ -234,10 +215,7 @@ size_t ap_cpu_attention_forward_scratch(ap_ctx *ctx, const ap_tensor *out,
 int ap_cpu_attention_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *lse,
                          const ap_tensor *q, const ap_tensor *k, const ap_tensor *v,
                          int n_heads, float scale, int causal) {
-    const char *op = "attention_forward";
-    attn_dims d;
-    AP_TRY(check_qkv(op, &d, q, k, v, n_heads, causal));
-    d.isa = ctx->isa;
+    const attn_dims d = dims_of(ctx, q, k, n_heads);
     int nt = ctx->n_threads > 0 ? ctx->n_threads : 1;
     char *ws = ap_scratch(ctx, (size_t)nt * per_thread_bytes(), "attention_forward tiles");
     if (!ws) return AP_ERR;
@@ -351,10 +329,7 @@ int ap_cpu_attention_backward(ap_ctx *ctx, const ap_tensor *dq, const ap_tensor 
                           const ap_tensor *q, const ap_tensor *k, const ap_tensor *v,
                           const ap_tensor *out, const ap_tensor *lse, int n_heads,
                           float scale, int causal) {
-    const char *op = "attention_backward";
-    attn_dims d;
-    AP_TRY(check_qkv(op, &d, q, k, v, n_heads, causal));
-    d.isa = ctx->isa;
+    const attn_dims d = dims_of(ctx, q, k, n_heads);
     if (!ap_present(dq) && !ap_present(dk) && !ap_present(dv)) return AP_OK;
 
     int nt = ctx->n_threads > 0 ? ctx->n_threads : 1;

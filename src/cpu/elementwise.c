@@ -28,11 +28,6 @@ static void copy_floats(ap_ctx *ctx, float *dst, const float *src, int64_t n) {
     }
 }
 
-static int need(const char *op, const char *arg, const ap_tensor *t) {
-    if (ap_present(t)) return AP_OK;
-    return ap_fail("%s: %s: expected a tensor, found none", op, arg);
-}
-
 /* ---- per-variant chunk kernels (core/isa.h) ------------------------------
  * Loops run over fixed chunks of CHUNK elements, threads over chunks; every
  * output element is computed by one expression, so all variants agree. */
@@ -103,7 +98,6 @@ int ap_cpu_add_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *a, co
 
 int ap_cpu_add_backward(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db,
                     const ap_tensor *dout) {
-    AP_TRY(need("add_backward", "dout", dout));
     int64_t n = ap_numel(dout);
     if (ap_present(da)) copy_floats(ctx, da->data, dout->data, n);
     if (ap_present(db)) copy_floats(ctx, db->data, dout->data, n);
@@ -178,22 +172,12 @@ int ap_cpu_concat_channels_forward(ap_ctx *ctx, const ap_tensor *out, const ap_t
 
 int ap_cpu_concat_channels_backward(ap_ctx *ctx, const ap_tensor *da, const ap_tensor *db,
                                 const ap_tensor *dout) {
-    const char *op = "concat_channels_backward";
     int64_t B = dout->shape[0], C = dout->shape[1], H = dout->shape[2], W = dout->shape[3];
     int have_a = ap_present(da), have_b = ap_present(db);
-    if (have_a) AP_TRY(ap_expect4(op, "da", da, B, -1, H, W));
-    if (have_b) AP_TRY(ap_expect4(op, "db", db, B, -1, H, W));
     if (!have_a && !have_b) return AP_OK;
-    /* C1 comes from da, else from db; both present must add up to C. */
+    /* C1 comes from da, else from db (ops/elementwise.c checked the split) */
     int64_t C1 = have_a ? da->shape[1] : C - db->shape[1];
     int64_t C2 = C - C1;
-    if (C1 <= 0 || C2 <= 0 || (have_a && have_b && C1 + db->shape[1] != C)) {
-        char sa[160] = "(absent)", sb[160] = "(absent)", so[160];
-        if (have_a) ap_shape_str(da, sa, sizeof sa);
-        if (have_b) ap_shape_str(db, sb, sizeof sb);
-        return ap_fail("%s: da %s and db %s must split the %lld channels of dout %s", op, sa,
-                       sb, (long long)C, ap_shape_str(dout, so, sizeof so));
-    }
     int64_t L = H * W, planes = B * C;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static) if (planes * L > PAR_MIN)
     for (int64_t q = 0; q < planes; q++) {
@@ -264,36 +248,32 @@ static void transpose_batched(ap_ctx *ctx, float *dst, const float *src, int64_t
     }
 }
 
-/* nchw (B, C, H, W) -> nlc (B, H*W, C); arg names for the error messages. */
-static int to_nlc(ap_ctx *ctx, const char *op, const char *nlc_name, const ap_tensor *nlc,
-                  const char *nchw_name, const ap_tensor *nchw) {
+/* nchw (B, C, H, W) -> nlc (B, H*W, C); never aliased (ops/elementwise.c). */
+static int to_nlc(ap_ctx *ctx, const ap_tensor *nlc, const ap_tensor *nchw) {
     int64_t B = nchw->shape[0], C = nchw->shape[1], L = nchw->shape[2] * nchw->shape[3];
-    if (nlc->data == nchw->data) return ap_fail("%s: %s must not alias %s", op, nlc_name, nchw_name);
     transpose_batched(ctx, nlc->data, nchw->data, B, C, L);
     return AP_OK;
 }
 
 /* nlc (B, H*W, C) -> nchw (B, C, H, W). */
-static int to_nchw(ap_ctx *ctx, const char *op, const char *nchw_name, const ap_tensor *nchw,
-                   const char *nlc_name, const ap_tensor *nlc) {
+static int to_nchw(ap_ctx *ctx, const ap_tensor *nchw, const ap_tensor *nlc) {
     int64_t B = nchw->shape[0], C = nchw->shape[1], L = nchw->shape[2] * nchw->shape[3];
-    if (nlc->data == nchw->data) return ap_fail("%s: %s must not alias %s", op, nchw_name, nlc_name);
     transpose_batched(ctx, nchw->data, nlc->data, B, L, C);
     return AP_OK;
 }
 
 int ap_cpu_nchw_to_nlc_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
-    return to_nlc(ctx, "nchw_to_nlc_forward", "out", out, "in", in);
+    return to_nlc(ctx, out, in);
 }
 
 int ap_cpu_nchw_to_nlc_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout) {
-    return to_nchw(ctx, "nchw_to_nlc_backward", "din", din, "dout", dout);
+    return to_nchw(ctx, din, dout);
 }
 
 int ap_cpu_nlc_to_nchw_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *in) {
-    return to_nchw(ctx, "nlc_to_nchw_forward", "out", out, "in", in);
+    return to_nchw(ctx, out, in);
 }
 
 int ap_cpu_nlc_to_nchw_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tensor *dout) {
-    return to_nlc(ctx, "nlc_to_nchw_backward", "din", din, "dout", dout);
+    return to_nlc(ctx, din, dout);
 }

@@ -143,23 +143,11 @@ typedef struct {
     int64_t B, C, S, cg; /* batch, channels, spatial size, channels per group */
 } gn_dims;
 
-/* Validates in (B, C, *), groups, and optional gamma/beta; fills dims. */
-static int gn_dims_of(const char *op, const ap_tensor *in, int groups,
-                      const ap_tensor *gamma, const ap_tensor *beta, gn_dims *d) {
-    char s[96];
-    if (!ap_present(in)) return ap_fail("%s: in: missing tensor", op);
-    if (in->ndim < 2)
-        return ap_fail("%s: in: expected shape (B, C, *) with at least 2 dims, found %s",
-                       op, ap_shape_str(in, s, sizeof s));
-    d->B = in->shape[0];
-    d->C = in->shape[1];
-    d->S = 1;
-    for (int i = 2; i < in->ndim; i++) d->S *= in->shape[i];
-    if (groups <= 0 || d->C % groups != 0)
-        return ap_fail("%s: in %s: C = %lld channels are not divisible into groups = %d",
-                       op, ap_shape_str(in, s, sizeof s), (long long)d->C, groups);
-    d->cg = d->C / groups;
-    return AP_OK;
+/* The dims of in (B, C, *) in groups (ops/norm.c validated both). */
+static gn_dims gn_dims_of(const ap_tensor *in, int groups) {
+    gn_dims d = {in->shape[0], in->shape[1], 1, in->shape[1] / groups};
+    for (int i = 2; i < in->ndim; i++) d.S *= in->shape[i];
+    return d;
 }
 
 /* Statistics and output of group bg (batch b, group g) of x. */
@@ -190,9 +178,7 @@ int ap_cpu_group_norm_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor
                           const ap_tensor *rstd, const ap_tensor *in,
                           const ap_tensor *gamma, const ap_tensor *beta, int groups,
                           float eps) {
-    const char *op = "group_norm_forward";
-    gn_dims d;
-    AP_TRY(gn_dims_of(op, in, groups, gamma, beta, &d));
+    const gn_dims d = gn_dims_of(in, groups);
     const float *x = in->data;
     const float *g = ap_present(gamma) ? gamma->data : NULL;
     const float *bt = ap_present(beta) ? beta->data : NULL;
@@ -266,9 +252,7 @@ int ap_cpu_group_norm_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tenso
                            const ap_tensor *dbeta, const ap_tensor *dout,
                            const ap_tensor *in, const ap_tensor *mean,
                            const ap_tensor *rstd, const ap_tensor *gamma, int groups) {
-    const char *op = "group_norm_backward";
-    gn_dims d;
-    AP_TRY(gn_dims_of(op, in, groups, gamma, NULL, &d));
+    const gn_dims d = gn_dims_of(in, groups);
     const int want_dx = ap_present(din);
     const int want_w = ap_present(dgamma) || ap_present(dbeta);
     if (!want_dx && !want_w) return AP_OK;
@@ -304,19 +288,6 @@ int ap_cpu_group_norm_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tenso
 
 /* ---- LayerNorm ----------------------------------------------------------- */
 
-/* Validates in (..., C) and optional gamma/beta; returns C, rows via *rows. */
-static int ln_dims_of(const char *op, const ap_tensor *in, const ap_tensor *gamma,
-                      const ap_tensor *beta, int64_t *C, int64_t *rows) {
-    char s[96];
-    if (!ap_present(in)) return ap_fail("%s: in: missing tensor", op);
-    if (in->ndim < 1 || in->shape[in->ndim - 1] <= 0)
-        return ap_fail("%s: in: expected shape (..., C) with C > 0, found %s", op,
-                       ap_shape_str(in, s, sizeof s));
-    *C = in->shape[in->ndim - 1];
-    *rows = ap_numel(in) / *C;
-    return AP_OK;
-}
-
 /* Statistics and output of row r of x (C values). */
 AP_ISA_INLINE void ln_fwd_row_body(const float *x, const float *g, const float *bt, int64_t C,
                                    float eps, int64_t r, float *y, float *mu, float *rs) {
@@ -341,9 +312,7 @@ AP_ISA_KERNEL(ln_fwd_row, (const float *x, const float *g, const float *bt, int6
 int ap_cpu_layer_norm_forward(ap_ctx *ctx, const ap_tensor *out, const ap_tensor *mean,
                           const ap_tensor *rstd, const ap_tensor *in,
                           const ap_tensor *gamma, const ap_tensor *beta, float eps) {
-    const char *op = "layer_norm_forward";
-    int64_t C, rows;
-    AP_TRY(ln_dims_of(op, in, gamma, beta, &C, &rows));
+    const int64_t C = in->shape[in->ndim - 1], rows = ap_numel(in) / C; /* validated in ops/norm.c */
     const float *x = in->data;
     const float *g = ap_present(gamma) ? gamma->data : NULL;
     const float *bt = ap_present(beta) ? beta->data : NULL;
@@ -407,9 +376,7 @@ int ap_cpu_layer_norm_backward(ap_ctx *ctx, const ap_tensor *din, const ap_tenso
                            const ap_tensor *dbeta, const ap_tensor *dout,
                            const ap_tensor *in, const ap_tensor *mean,
                            const ap_tensor *rstd, const ap_tensor *gamma) {
-    const char *op = "layer_norm_backward";
-    int64_t C, rows;
-    AP_TRY(ln_dims_of(op, in, gamma, NULL, &C, &rows));
+    const int64_t C = in->shape[in->ndim - 1], rows = ap_numel(in) / C;
     const int want_dx = ap_present(din);
     const int want_w = ap_present(dgamma) || ap_present(dbeta);
     if (!want_dx && !want_w) return AP_OK;
