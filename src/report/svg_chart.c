@@ -3,8 +3,9 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
-enum { W = 640, H = 280, ML = 70, MR = 16, MT = 14, MB = 44 };
+enum { W = 440, H = 260, ML = 62, MR = 12, MT = 12, MB = 40 };
 
 /* A round tick step (1, 2 or 5 times a power of ten) giving about 5 ticks. */
 static double tick_step(double span) {
@@ -123,12 +124,22 @@ void ap_svg_chart(ap_sb *b, const char *title, const char *xlabel, const ap_seri
                 ap_sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>", PX(e->x[i]),
                              PY(e->y[i]), e->color);
         ap_sb_printf(b, "</g>\n");
-        /* legend */
+    }
+    /* legend, over a translucent white box so the lines under it stay visible */
+    size_t longest = 0;
+    for (int k = 0; k < ns; k++) {
+        size_t l = strlen(s[k].name) + (s[k].band ? 18 : 0);
+        if (l > longest) longest = l;
+    }
+    if (ns > 0)
+        ap_sb_printf(b, "<rect x=\"%d\" y=\"%d\" width=\"%.0f\" height=\"%d\" fill=\"#fff\" "
+                        "fill-opacity=\"0.8\"/>\n", ML + 4, MT + 4, 32 + 6.5 * (double)longest, 16 * ns + 4);
+    for (int k = 0; k < ns; k++) {
         ap_sb_printf(b, "<rect x=\"%g\" y=\"%d\" width=\"14\" height=\"4\" fill=\"%s\"/>"
                         "<text x=\"%g\" y=\"%d\" font-size=\"12\" fill=\"#333\">", ML + 10.0,
-                     MT + 12 + 16 * k, e->color, ML + 30.0, MT + 17 + 16 * k);
-        ap_sb_html(b, e->name);
-        ap_sb_printf(b, "%s</text>\n", e->band ? " (band: &#177; std)" : "");
+                     MT + 12 + 16 * k, s[k].color, ML + 30.0, MT + 17 + 16 * k);
+        ap_sb_html(b, s[k].name);
+        ap_sb_printf(b, "%s</text>\n", s[k].band ? " (band: &#177; std)" : "");
     }
 #undef PX
 #undef PY
