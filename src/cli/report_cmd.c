@@ -363,8 +363,8 @@ static void batch_arithmetic(ap_sb *b, const run_info *r) {
 static void config_section(ap_sb *b, const run_info *r) {
     ap_sb_printf(b, "<h2>Config</h2>\n");
     if (!r->config) {
-        ap_sb_printf(b, "<p>not available yet: the log has no config attribute and no checkpoint is "
-                        "written</p>\n");
+        ap_sb_printf(b, "<p>not recorded (yet): no <code>config</code> attribute in log.h5 or "
+                        "eval.h5, and no complete checkpoint</p>\n");
         return;
     }
     ap_sb_printf(b, "<p>from ");

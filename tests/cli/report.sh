@@ -58,6 +58,17 @@ if [ "$mode" = html ]; then
   "$BIN" report "$run" --last-evals 1 -o "$tmp/one.html" > /dev/null 2>&1
   n=$(grep -c '<section class="eval"' "$tmp/one.html")
   [ "$n" -eq 1 ] && ok "--last-evals 1: one evaluation section" || bad "--last-evals 1: $n sections"
+  # an evaluation run (only_eval): eval.h5 and eval_vis/ without log.h5
+  "$BIN" "$CFG" "${sets[@]}" --set only_eval=true --set run_name=e --set max_vis_images=2 \
+    > "$tmp/eval.log" 2>&1 || { bad "only_eval run failed"; tail -3 "$tmp/eval.log"; }
+  if "$BIN" report "$tmp/run/e" -o "$tmp/eval.html" > "$tmp/eval.out" 2>&1; then
+    ni=$(grep -o 'src="data:image/png;base64,' "$tmp/eval.html" | wc -l)
+    np=$(grep -c '<span class="prompt">a ' "$tmp/eval.html")
+    [ "$ni" -eq 4 ] && [ "$np" -eq 4 ] && ok "evaluation run: 4 images with prompt captions from eval.h5" \
+      || bad "evaluation run: $ni images, $np captions (expected 4)"
+  else
+    bad "report of an evaluation run: $(cat "$tmp/eval.out")"
+  fi
   finish
   exit
 fi
