@@ -91,7 +91,11 @@ ap_job_run() {
     return $drc
   fi
   echo "$dry" | grep -A3 '^# batch arithmetic' | sed 's/^/ap_job_run: (one rank) /'
-  ap_job_binding || return 2
+  if [ "${AP_LAUNCHER:-mpirun}" = mpirun ]; then
+    ap_job_binding || return 2
+  else
+    echo "ap_job_run: binding: srun's (--cpus-per-task=${SLURM_CPUS_PER_TASK:-1} per task; add --cpu-bind=cores to AP_SRUN_ARGS where the cluster does not bind)"
+  fi
   # a stop (75) comes back through this file (see above)
   mkdir -p logs
   export AP_STOP_FILE=$PWD/logs/.ap_stop.${SLURM_JOB_ID:-$BASHPID}.${SLURM_RESTART_COUNT:-0}
