@@ -25,7 +25,48 @@
 # (default: --cpus-per-task), AP_MPIRUN_ARGS (extra mpirun options),
 # AP_STOP_GRACE (seconds mpirun lets the ranks finish after a SIGTERM),
 # AP_LAUNCHER=srun (start the ranks with `srun --mpi=$AP_SRUN_MPI`, default
-# pmix, plus AP_SRUN_ARGS, instead of mpirun; see jobs/README.md for why).
+# pmix, plus AP_SRUN_ARGS, instead of mpirun; see jobs/README.md for why),
+# AP_BACKEND (set by the GPU scripts: cuda; passed as --set backend=...),
+# AP_BIND (cores: the default, each rank bound to its own --cpus-per-task
+# cores; none: --bind-to none). Before the ranks start, one
+# `alignprop-mpi CONFIG --dry-run` on the batch node checks the config,
+# the backend and the batch arithmetic: a job that would be refused ends
+# there (exit 2, never requeued). See docs/jobs.md.
+
+# The mpirun placement for this node (sets ap_bind_args, prints why): with
+# P tasks per node and C CPUs per task, `--map-by ppr:P:node:pe=C --bind-to
+# core` gives every rank C cores of its own, on which its C threads run
+# (AP_NUM_THREADS = C, pinned one per CPU by the program); where P x C is
+# more than the node's cores, or AP_BIND=none, `--bind-to none`.
+# AP_MPIRUN_ARGS holding its own --map-by/--bind-to wins.
+ap_job_binding() {
+  local ppn=${SLURM_NTASKS_PER_NODE:-${SLURM_TASKS_PER_NODE:-${SLURM_NTASKS:-1}}}
+  ppn=${ppn%%[(,]*}
+  local cpt=${SLURM_CPUS_PER_TASK:-1} cores
+  cores=$(lscpu -p=CORE,SOCKET 2>/dev/null | grep -v '^#' | sort -u | wc -l)
+  [ "${cores:-0}" -gt 0 ] || cores=$(nproc --all)
+  ap_bind_args=()
+  case " ${AP_MPIRUN_ARGS:-} " in
+    *" --map-by "*|*" --bind-to "*|*" -bind-to "*|*" -map-by "*)
+      echo "ap_job_run: binding: as AP_MPIRUN_ARGS says ($AP_MPIRUN_ARGS)"; return ;;
+  esac
+  if [ "${AP_BIND:-cores}" = none ]; then
+    ap_bind_args=(--bind-to none)
+    echo "ap_job_run: binding: --bind-to none (AP_BIND=none): the kernel places the threads"
+  elif [ "${AP_BIND:-cores}" != cores ]; then
+    echo "ap_job_run: AP_BIND=$AP_BIND: expected cores or none" >&2
+    return 2
+  elif [ $((ppn * cpt)) -le "$cores" ]; then
+    ap_bind_args=(--map-by "ppr:$ppn:node:pe=$cpt" --bind-to core)
+    echo "ap_job_run: binding: --map-by ppr:$ppn:node:pe=$cpt --bind-to core: each of the $ppn ranks" \
+         "per node has $cpt cores of its own for its $AP_NUM_THREADS threads ($cores cores on $(hostname))"
+  else
+    ap_bind_args=(--bind-to none)
+    echo "ap_job_run: binding: --bind-to none: $ppn ranks x $cpt CPUs is more than the $cores cores of" \
+         "$(hostname) (ask for fewer --cpus-per-task)"
+  fi
+  ap_bind_args+=(--report-bindings)
+}
 
 ap_job_run() {
   local config=$1
@@ -38,6 +79,23 @@ ap_job_run() {
   [ -x "$bin" ] || { echo "ap_job_run: $bin: not built (set AP_BIN or run tools/build)" >&2; return 1; }
   echo "ap_job_run: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
        "$ntasks ranks, $AP_NUM_THREADS threads each, $config"
+  [ -n "${AP_BACKEND:-}" ] && set -- "$@" --set "backend=$AP_BACKEND"
+  # the run's own checks first, on this node: what the run would refuse
+  # (config, backend, batch arithmetic) ends the job here, never requeued
+  local dry
+  dry=$("$bin" "$config" --dry-run "$@" 2>&1)
+  local drc=$?
+  if [ $drc -ne 0 ]; then
+    echo "$dry" | tail -5
+    echo "ap_job_run: alignprop-mpi $config --dry-run refused the run (exit $drc): not started" >&2
+    return $drc
+  fi
+  echo "$dry" | grep -A3 '^# batch arithmetic' | sed 's/^/ap_job_run: (one rank) /'
+  if [ "${AP_LAUNCHER:-mpirun}" = mpirun ]; then
+    ap_job_binding || return 2
+  else
+    echo "ap_job_run: binding: srun's (--cpus-per-task=${SLURM_CPUS_PER_TASK:-1} per task; add --cpu-bind=cores to AP_SRUN_ARGS where the cluster does not bind)"
+  fi
   # a stop (75) comes back through this file (see above)
   mkdir -p logs
   export AP_STOP_FILE=$PWD/logs/.ap_stop.${SLURM_JOB_ID:-$BASHPID}.${SLURM_RESTART_COUNT:-0}
@@ -47,7 +105,7 @@ ap_job_run() {
   case "${AP_LAUNCHER:-mpirun}" in
     # shellcheck disable=SC2086
     mpirun) mpirun -np "$ntasks" "${pass[@]}" --mca odls_base_sigkill_timeout "${AP_STOP_GRACE:-120}" \
-              ${AP_MPIRUN_ARGS:-} \
+              "${ap_bind_args[@]}" ${AP_MPIRUN_ARGS:-} \
               "$bin" "$config" --resume auto "$@" & ;;
     # srun exports this shell's environment to every task
     # shellcheck disable=SC2086

@@ -21,6 +21,8 @@ static void usage(FILE *f) {
             "commands:\n"
             "  sample        generate PNG images from prompts (a diffusers model directory,\n"
             "                optionally with LoRA, or the tiny in-process model)\n"
+            "  report        write a run's self-contained HTML report (charts, evaluation\n"
+            "                images, config) from its directory, also while it runs\n"
             "\n"
             "options:\n"
             "  --help        show this help and exit\n"
@@ -30,6 +32,7 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "sample")) return ap_cmd_sample(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "report")) return ap_cmd_report(argc - 1, argv + 1);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -6,5 +6,7 @@
 int ap_cmd_sample(int argc, char **argv);
 /* alignprop-mpi CONFIG.yaml [options]: training / evaluation (train_cmd.c). */
 int ap_cmd_train(int argc, char **argv);
+/* alignprop-mpi report RUN_DIR [-o FILE]: the run's HTML report (report_cmd.c). */
+int ap_cmd_report(int argc, char **argv);
 
 #endif

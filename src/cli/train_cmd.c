@@ -191,6 +191,16 @@ int ap_cmd_train(int argc, char **argv) {
         code = AP_EXIT_USAGE;
         goto done;
     }
+    /* before --dry-run: a dry run refuses what the run refuses (a GPU job
+     * script checked with --dry-run must not start without its backend) */
+    if (strcmp(cfg.backend, "cpu") != 0) {
+        if (d.rank == 0)
+            fprintf(stderr, "alignprop-mpi: %s: backend: \"%s\" is not available in this build: "
+                    "expected \"cpu\" (the CUDA backend is not implemented yet)\n", cfg.path,
+                    cfg.backend);
+        code = AP_EXIT_USAGE;
+        goto done;
+    }
     if (dry) {
         int *caps = calloc((size_t)d.world, sizeof *caps);
         ap_batch_plan plan;
@@ -212,14 +222,6 @@ int ap_cmd_train(int argc, char **argv) {
             }
         }
         free(caps);
-        goto done;
-    }
-    if (strcmp(cfg.backend, "cpu") != 0) {
-        if (d.rank == 0)
-            fprintf(stderr, "alignprop-mpi: %s: backend: \"%s\" is not available in this build: "
-                    "expected \"cpu\" (the CUDA backend is not implemented yet)\n", cfg.path,
-                    cfg.backend);
-        code = AP_EXIT_USAGE;
         goto done;
     }
     /* bf16: frozen weights stored in bf16 as the models load (train/job.c).

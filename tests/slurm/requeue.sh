@@ -25,11 +25,12 @@ eval "$env_line"
 sets=(--set steps=4 --set num_epochs=3 --set train.total_samples_per_epoch=4
       --set train.total_batch_size=4 --set visualize_eval=false --set save_freq=1
       "--set=truncated_backprop_minmax=[0,4]" --set run_name=r)
-# the job script as shipped, minus the GPU request this node cannot grant
-sed -e '/--gpus-per-task/d' -e 's/--ntasks-per-node=4/--ntasks-per-node=2/' \
+# the job script as shipped, minus the GPU and memory request this node cannot
+# grant, on the CPU backend (AP_BACKEND=cpu)
+sed -e '/--gpus-per-task/d' -e '/--mem=/d' -e 's/--ntasks-per-node=4/--ntasks-per-node=2/' \
     -e 's/--cpus-per-task=8/--cpus-per-task=1/' -e "s|--output=logs/|--output=$tmp/|" \
     "$root/jobs/aesthetic_4xa100.sh" > "$tmp/job.sh"
-jid=$(cd "$root" && AP_BIN="$BIN" sbatch --parsable "$tmp/job.sh" "$CFG" --set logdir="$tmp/slurm-run" "${sets[@]}")
+jid=$(cd "$root" && AP_BACKEND=cpu AP_BIN="$BIN" sbatch --parsable "$tmp/job.sh" "$CFG" --set logdir="$tmp/slurm-run" "${sets[@]}")
 [ -n "$jid" ] && ok "submitted job $jid" || { bad "sbatch failed"; finish; exit 1; }
 out="$tmp/slurm-alignprop-aesthetic-$jid.out"
 job_state() { scontrol show job "$jid" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }

@@ -77,6 +77,8 @@ base;                            case_ "--set bad value" "--set|steps|\"many\"" 
 base;                            case_ "--set without =" "--set|KEY=VALUE" -- "$c" --set steps
 base;                            case_ "missing config file" "nope.yaml|cannot open" -- "$tmp/nope.yaml"
 base "backend: cuda";            case_ "backend not built" "backend|\"cuda\"|expected \"cpu\"" -- "$c"
+# --dry-run refuses what the run refuses (a GPU job script's dry run must fail where it would)
+base "backend: cuda";            case_ "backend not built, --dry-run" "backend|\"cuda\"|expected \"cpu\"" -- "$c" --dry-run
 base "prompt_fn: missing_prompts"; case_ "missing prompt file" "prompt_fn|missing_prompts.txt|no such file" -- "$c"
 base;                            case_ "two config files" "expected one CONFIG.yaml" -- "$c" "$c"
 base;                            case_ "--per-gpu-capacity 0" "--per-gpu-capacity|1..256|\"0\"" -- "$c" --per-gpu-capacity 0
