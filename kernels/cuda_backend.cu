@@ -2,14 +2,7 @@
  * entries from cuda_memory.cu, op bodies from cuda_pointwise.cu,
  * cuda_reduce.cu, cuda_gemm.cu, cuda_conv.cu and cuda_attention.cu.
  * Entries left NULL ("OP: not available on the cuda backend"):
- *   attention_forward
- *   attention_backward
- *   conv2d_forward
- *   conv2d_backward
- *   linear_forward
- *   linear_backward
- *   matmul
- *   matmul_items
+ *   (none)
  * Scratch entries: an op with none takes no device scratch.
  */
 #include "cuda_backend.h"
@@ -32,6 +25,10 @@ extern "C" const ap_backend ap_cuda_backend = {
     .quick_gelu_backward = ap_cu_quick_gelu_backward,
     .geglu_forward = ap_cu_geglu_forward,
     .geglu_backward = ap_cu_geglu_backward,
+    .attention_forward = ap_cu_attention_forward,
+    .attention_backward = ap_cu_attention_backward,
+    .conv2d_forward = ap_cu_conv2d_forward,
+    .conv2d_backward = ap_cu_conv2d_backward,
     .add_forward = ap_cu_add_forward,
     .add_backward = ap_cu_add_backward,
     .mul_forward = ap_cu_mul_forward,
@@ -47,6 +44,8 @@ extern "C" const ap_backend ap_cuda_backend = {
     .nchw_to_nlc_backward = ap_cu_nchw_to_nlc_backward,
     .nlc_to_nchw_forward = ap_cu_nlc_to_nchw_forward,
     .nlc_to_nchw_backward = ap_cu_nlc_to_nchw_backward,
+    .linear_forward = ap_cu_linear_forward,
+    .linear_backward = ap_cu_linear_backward,
     .group_norm_forward = ap_cu_group_norm_forward,
     .group_norm_backward = ap_cu_group_norm_backward,
     .layer_norm_forward = ap_cu_layer_norm_forward,
@@ -59,6 +58,8 @@ extern "C" const ap_backend ap_cuda_backend = {
     .softmax_backward = ap_cu_softmax_backward,
     .timestep_embedding_forward = ap_cu_timestep_embedding_forward,
     .timestep_embedding_backward = ap_cu_timestep_embedding_backward,
+    .matmul = ap_cu_matmul,
+    .matmul_items = ap_cu_matmul_items,
     .ddim_update_forward = ap_cu_ddim_update_forward,
     .ddim_update_backward = ap_cu_ddim_update_backward,
     .guidance_forward = ap_cu_guidance_forward,
@@ -84,5 +85,12 @@ extern "C" const ap_backend ap_cuda_backend = {
     .channel_normalize_backward = ap_cu_channel_normalize_backward,
     .colourfulness_forward = ap_cu_colourfulness_forward,
     .colourfulness_backward = ap_cu_colourfulness_backward,
+    .attention_backward_scratch = ap_cu_attention_backward_scratch,
+    .conv2d_forward_scratch = ap_cu_conv2d_forward_scratch,
+    .conv2d_backward_scratch = ap_cu_conv2d_backward_scratch,
+    .linear_forward_scratch = ap_cu_linear_forward_scratch,
+    .linear_backward_scratch = ap_cu_linear_backward_scratch,
+    .matmul_scratch = ap_cu_matmul_scratch,
+    .matmul_items_scratch = ap_cu_matmul_items_scratch,
     .count_nonfinite_scratch = ap_cu_count_nonfinite_scratch,
 };

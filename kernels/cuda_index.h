@@ -211,6 +211,30 @@ static inline AP_HD float ap_cu_timestep_freq(float c, float denom, int k) {
     return ap_cu_expf_torch((c * (float)k) / denom);
 }
 
+/* ---- cuBLASLt layouts (kernels/cuda_gemm.cu) ----------------------------- */
+
+/* A stored column-major matrix: rows x cols, leading dimension ld. */
+typedef struct ap_cu_lt_layout {
+    int rows, cols, ld;
+} ap_cu_lt_layout;
+
+/* Row-major out (M, N) = op(a) (M, K) . op(b) (K, N) is column-major
+ * out^T (N, M) = op(b)^T . op(a)^T: cuBLASLt's A is our b, read through
+ * its own transpose flag tb, stored column-major as (N, K) (tb = 0: b is
+ * row-major (K, N), ld = N) or (K, N) (tb = 1: b is row-major (N, K),
+ * ld = K); ldb is b's last dim. */
+static inline AP_HD ap_cu_lt_layout ap_cu_lt_a(int tb, int N, int K, int ldb) {
+    ap_cu_lt_layout l = {tb ? K : N, tb ? N : K, ldb};
+    return l;
+}
+
+/* cuBLASLt's B is our a: column-major (K, M) (ta = 0: a row-major (M, K))
+ * or (M, K) (ta = 1: a row-major (K, M)); lda is a's last dim. */
+static inline AP_HD ap_cu_lt_layout ap_cu_lt_b(int ta, int M, int K, int lda) {
+    ap_cu_lt_layout l = {ta ? M : K, ta ? K : M, lda};
+    return l;
+}
+
 /* ---- attention tiling (kernels/cuda_attention.cu) --------------------- */
 
 /* Query rows a block of the attention kernels handles: one warp-sized group

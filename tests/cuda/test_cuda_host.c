@@ -160,6 +160,47 @@ static void test_launch_shapes(void) {
              "attention offsets: channel h*D + d of (B, L, H*D)");
 }
 
+/* The column-major view cuda_gemm.cu hands cuBLASLt: a naive column-major
+ * GEMM over ap_cu_lt_a / ap_cu_lt_b layouts (cuBLASLt's definition: op(X)
+ * of a stored rows x cols matrix, element (i, j) at i + j * ld) must give
+ * the row-major product, for every ta, tb. */
+static float colmajor(const float *x, ap_cu_lt_layout l, int trans, int i, int j) {
+    return trans ? x[j + (size_t)i * l.ld] : x[i + (size_t)j * l.ld];
+}
+
+static void test_lt_layouts(void) {
+    enum { M = 5, N = 7, K = 3 };
+    float a[M * K], b[K * N], c[M * N], want[M * N];
+    for (int i = 0; i < M * K; i++) a[i] = (float)(i % 7) - 3;
+    for (int i = 0; i < K * N; i++) b[i] = (float)(i % 5) - 2;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            const int lda = ta ? M : K, ldb = tb ? K : N;
+            for (int m = 0; m < M; m++)
+                for (int n = 0; n < N; n++) {
+                    float s = 0;
+                    for (int k = 0; k < K; k++)
+                        s += (ta ? a[k * M + m] : a[m * K + k]) * (tb ? b[n * K + k] : b[k * N + n]);
+                    want[m * N + n] = s;
+                }
+            ap_cu_lt_layout la = ap_cu_lt_a(tb, N, K, ldb), lb = ap_cu_lt_b(ta, M, K, lda);
+            int ok = la.rows * la.cols == K * N && lb.rows * lb.cols == M * K;
+            ok = ok && (tb ? la.rows : la.cols) == K && (ta ? lb.cols : lb.rows) == K;
+            /* column-major C (N x M, ld N): C[i + j N] = sum_k opA(i, k) opB(k, j) */
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < M; j++) {
+                    float s = 0;
+                    for (int k = 0; k < K; k++)
+                        s += colmajor(b, la, tb, i, k) * colmajor(a, lb, ta, k, j);
+                    c[i + j * N] = s;
+                }
+            tu_check(ok, "cuBLASLt layouts have the operands' sizes (ta %d tb %d)", ta, tb);
+            char what[96];
+            snprintf(what, sizeof what, "column-major cuBLASLt view = row-major GEMM (ta %d tb %d)", ta, tb);
+            tu_compare(what, c, want, M * N, 0, 0);
+        }
+}
+
 static void test_device_choice(void) {
     tu_check(ap_cu_local_rank("3", "1", NULL) == 3, "OMPI_COMM_WORLD_LOCAL_RANK first");
     tu_check(ap_cu_local_rank(NULL, "1", "2") == 1 && ap_cu_local_rank("", "", "2") == 2,
@@ -199,6 +240,7 @@ int main(void) {
     test_index_maps();
     test_bilinear_ranges();
     test_launch_shapes();
+    test_lt_layouts();
     test_device_choice();
     test_timestep();
     return tu_exit();
