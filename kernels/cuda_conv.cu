@@ -66,6 +66,14 @@ static int conv_setup(conv_descs *d, const int64_t *x, const int64_t *w, const i
 
 static cudnnHandle_t handle(void) { return (cudnnHandle_t)ap_cuda_state_get()->dnn; }
 
+/* Whether a heuristic result may run: with TF32 off only non-tensor-op
+ * math (exact f32); with it on, the descriptor takes the result's math. */
+static int math_ok(const conv_descs *d, cudnnMathType_t m) {
+    const int tensor_op = m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+    if (!ap_cuda_state_get()->allow_tf32) return !tensor_op;
+    return cudnnSetConvolutionMathType(d->conv, m) == CUDNN_STATUS_SUCCESS;
+}
+
 #define PERF_N 8
 
 static int fwd_algo(const conv_descs *d, cudnnConvolutionFwdAlgo_t *algo, size_t *ws) {
@@ -74,7 +82,8 @@ static int fwd_algo(const conv_descs *d, cudnnConvolutionFwdAlgo_t *algo, size_t
     CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle(), d->x, d->w, d->conv, d->y, PERF_N,
                                                        &n, perf));
     for (int i = 0; i < n; i++)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= AP_CU_CONV_WS_MAX) {
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= AP_CU_CONV_WS_MAX &&
+            math_ok(d, perf[i].mathType)) {
             *algo = perf[i].algo;
             CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle(), d->x, d->w, d->conv, d->y,
                                                                 *algo, ws));
@@ -91,7 +100,7 @@ static int data_algo(const conv_descs *d, cudnnConvolutionBwdDataAlgo_t *algo, s
                                                             PERF_N, &n, perf));
     for (int i = 0; i < n; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= AP_CU_CONV_WS_MAX &&
-            perf[i].determinism == CUDNN_DETERMINISTIC) {
+            perf[i].determinism == CUDNN_DETERMINISTIC && math_ok(d, perf[i].mathType)) {
             *algo = perf[i].algo;
             CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle(), d->w, d->y, d->conv,
                                                                      d->x, *algo, ws));
@@ -108,7 +117,7 @@ static int filter_algo(const conv_descs *d, cudnnConvolutionBwdFilterAlgo_t *alg
                                                               PERF_N, &n, perf));
     for (int i = 0; i < n; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= AP_CU_CONV_WS_MAX &&
-            perf[i].determinism == CUDNN_DETERMINISTIC) {
+            perf[i].determinism == CUDNN_DETERMINISTIC && math_ok(d, perf[i].mathType)) {
             *algo = perf[i].algo;
             CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle(), d->x, d->y,
                                                                        d->conv, d->w, *algo, ws));

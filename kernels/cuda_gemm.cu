@@ -91,7 +91,16 @@ static void lt_release(lt_descs *d) {
     if (d->op) cublasLtMatmulDescDestroy(d->op);
 }
 
-static int lt_setup(const gemm_args *g, const ap_cuda_state *st, lt_descs *d) {
+/* The alignment in bytes (1 .. 16, a power of two) of every item's start:
+ * the heuristic otherwise assumes 16 and cublasLtMatmul then refuses a
+ * view that starts mid-row (ap_rows of an odd width). */
+static uint32_t align_of(const void *p, long long stride_bytes, int batch) {
+    uint64_t a = (uint64_t)(uintptr_t)p | 16u;
+    if (batch > 1) a |= (uint64_t)stride_bytes | 16u;
+    return (uint32_t)(a & (~a + 1u));
+}
+
+static int lt_setup(const gemm_args *g, const void *A, const ap_cuda_state *st, lt_descs *d) {
     const int f32 = g->bdt == AP_F32;
     const cublasComputeType_t ct =
         f32 && st->allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -113,6 +122,17 @@ static int lt_setup(const gemm_args *g, const ap_cuda_state *st, lt_descs *d) {
     uint64_t ws = AP_CU_LT_WS_BYTES;
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         d->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    const size_t es = ap_dtype_size(g->bdt);
+    /* cuBLASLt's A is our B, its B our A (which may be the 16-bit copy) */
+    const uint32_t al[4] = {align_of(g->B, g->sB * (long long)es, g->batch),
+                            align_of(A, g->sA * (long long)es, g->batch),
+                            align_of(g->C, g->sC * 4, g->batch),
+                            align_of(g->C, g->sC * 4, g->batch)};
+    static const cublasLtMatmulPreferenceAttributes_t which[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4; i++)
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d->pref, which[i], &al[i], sizeof al[i]));
     return AP_OK;
 }
 
@@ -129,7 +149,7 @@ static int gemm_run(ap_ctx *ctx, const gemm_args *g) {
         A = a16;
     }
     lt_descs d = {0};
-    int rc = lt_setup(g, st, &d);
+    int rc = lt_setup(g, A, st, &d);
     cublasLtMatmulHeuristicResult_t res;
     int n = 0;
     if (rc == AP_OK) {
