@@ -101,6 +101,11 @@ static int cu_copy_body(ap_ctx *ctx, const ap_tensor *dst, const ap_tensor *src)
         return AP_OK;
     }
     if (!dhost && !shost) return ap_cu_cast(ctx, dst->data, dst->dtype, src->data, src->dtype, n);
+    if (dhost && shost) { /* both on the host: convert in place of a copy */
+        for (int64_t i = 0; i < n; i++)
+            store_dt(dst->data, dst->dtype, i, load_dt(src->data, src->dtype, i));
+        return AP_OK;
+    }
     /* across host and device with a cast: convert on the host (load time) */
     const size_t tmp_bytes = (size_t)n * (dhost ? ap_dtype_size(src->dtype) : ap_dtype_size(dst->dtype));
     void *tmp = malloc(tmp_bytes ? tmp_bytes : 1);
