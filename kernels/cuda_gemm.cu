@@ -4,6 +4,10 @@
  * Accumulation rule (as the public ops): matmul as beta says; linear: dw,
  * db +=, din =.
  *
+ * Items (matmul_items, linear over (B, ..., I)): one GEMM per item with
+ * the same descriptors and algorithm, in a loop (B is small), so an item's
+ * rows never depend on the batch, as on the CPU.
+ *
  * Precision (docs/cuda.md): f32 x f32 runs CUBLAS_COMPUTE_32F, or
  * CUBLAS_COMPUTE_32F_FAST_TF32 (tensor cores, 10-bit mantissa inputs) when
  * the context's device state allows TF32. A bf16 / f16 weight (frozen,
@@ -32,7 +36,8 @@ static cudaDataType_t lt_type(ap_dtype dt) {
     return dt == AP_BF16 ? CUDA_R_16BF : dt == AP_F16 ? CUDA_R_16F : CUDA_R_32F;
 }
 
-/* One strided-batched GEMM: for each of `batch` items,
+/* One GEMM per item: for each of `batch` items (item i at A + i sA, B + i sB,
+ * C + i sC elements),
  * C (M, N) = alpha * op(A) op(B) + beta * C, row-major, A f32 (converted to
  * bdt in scratch when bdt is 16-bit), B of dtype bdt (stride 0: shared). */
 typedef struct gemm_args {
@@ -65,16 +70,6 @@ static size_t gemm_scratch(const gemm_args *g) {
 static int describe(const gemm_args *g) {
     return ap_err_prefix("%s: cuBLASLt GEMM M %d N %d K %d ta %d tb %d batch %d, weight %s: ",
                          g->op, g->M, g->N, g->K, g->ta, g->tb, g->batch, ap_dtype_name(g->bdt));
-}
-
-static int set_batch(cublasLtMatrixLayout_t l, int batch, long long stride) {
-    if (batch <= 1) return AP_OK;
-    int32_t b = batch;
-    int64_t s = stride;
-    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b, sizeof b));
-    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &s,
-                                                  sizeof s));
-    return AP_OK;
 }
 
 typedef struct lt_descs {
@@ -115,9 +110,6 @@ static int lt_setup(const gemm_args *g, const void *A, const ap_cuda_state *st, 
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->a, lt_type(g->bdt), la.rows, la.cols, la.ld));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->b, lt_type(g->bdt), lb.rows, lb.cols, lb.ld));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->c, CUDA_R_32F, g->N, g->M, g->ldc));
-    AP_TRY(set_batch(d->a, g->batch, g->sB));
-    AP_TRY(set_batch(d->b, g->batch, g->sA));
-    AP_TRY(set_batch(d->c, g->batch, g->sC));
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d->pref));
     uint64_t ws = AP_CU_LT_WS_BYTES;
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
@@ -160,9 +152,15 @@ static int gemm_run(ap_ctx *ctx, const gemm_args *g) {
         else if (n == 0)
             rc = ap_fail("cublasLtMatmulAlgoGetHeuristic: no algorithm for these shapes");
     }
-    if (rc == AP_OK) {
-        cublasStatus_t s = cublasLtMatmul((cublasLtHandle_t)st->lt, d.op, &g->alpha, g->B, d.a, A,
-                                          d.b, &g->beta, g->C, d.c, g->C, d.c, &res.algo, st->lt_ws,
+    /* items one after another with the same descriptors and algorithm, so
+     * an item's result never depends on how many items there are */
+    const size_t ea = g->bdt == AP_F32 ? 4 : 2, eb = ap_dtype_size(g->bdt);
+    for (int it = 0; rc == AP_OK && it < g->batch; it++) {
+        const char *Ai = (const char *)A + (size_t)it * (size_t)g->sA * ea;
+        const char *Bi = (const char *)g->B + (size_t)it * (size_t)g->sB * eb;
+        float *Ci = g->C + (size_t)it * (size_t)g->sC;
+        cublasStatus_t s = cublasLtMatmul((cublasLtHandle_t)st->lt, d.op, &g->alpha, Bi, d.a, Ai,
+                                          d.b, &g->beta, Ci, d.c, Ci, d.c, &res.algo, st->lt_ws,
                                           AP_CU_LT_WS_BYTES, AP_STREAM(ctx));
         if (s != CUBLAS_STATUS_SUCCESS)
             rc = ap_cublas_fail((int)s, "cublasLtMatmul", __FILE__, __LINE__);
