@@ -155,7 +155,7 @@ extern "C" int ap_cuda_device_count(char *why, int len) {
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
         if (why) snprintf(why, (size_t)len, "%s", cudaGetErrorString(e));
-        cudaGetLastError(); /* clear the sticky-free error state */
+        cudaGetLastError(); /* clear the (non-sticky) error it recorded */
         return 0;
     }
     if (n == 0 && why) snprintf(why, (size_t)len, "0 devices");
@@ -189,9 +189,9 @@ static int state_create(int device, int allow_tf32) {
     return AP_OK;
 }
 
+/* Releases what the state holds (also a state_create that failed midway). */
 static void state_release(void) {
-    if (!g_state_ready) return;
-    cudaStreamSynchronize(g_state.stream);
+    if (g_state.stream) cudaStreamSynchronize(g_state.stream);
     if (g_state.lt_ws) cudaFree(g_state.lt_ws);
     if (g_state.dnn) cudnnDestroy((cudnnHandle_t)g_state.dnn);
     if (g_state.lt) cublasLtDestroy((cublasLtHandle_t)g_state.lt);
