@@ -281,6 +281,57 @@ static inline AP_HD int ap_cu_reduce_threads(int64_t n) {
     return t;
 }
 
+/* ---- AdamW (kernels/cuda_optim.cu; train/adamw.c's arithmetic) --------- */
+
+/* Round-to-nearest float ops that nvcc never fuses into an FMA, so the
+ * device update equals train/adamw.c's (built without FP contraction). */
+#ifdef __CUDA_ARCH__
+#define AP_CU_MUL(a, b) __fmul_rn((a), (b))
+#define AP_CU_ADD(a, b) __fadd_rn((a), (b))
+#define AP_CU_SUB(a, b) __fsub_rn((a), (b))
+#define AP_CU_DIV(a, b) __fdiv_rn((a), (b))
+#else
+#define AP_CU_MUL(a, b) ((a) * (b))
+#define AP_CU_ADD(a, b) ((a) + (b))
+#define AP_CU_SUB(a, b) ((a) - (b))
+#define AP_CU_DIV(a, b) ((a) / (b))
+#endif
+
+/* The float scalars of AdamW step t (train/adamw.h: bias corrections and
+ * the step size in double, then rounded once). */
+typedef struct ap_cu_adamw_k {
+    float step_size, bc2_sqrt, decay, b1, b2, a1, a2, eps;
+} ap_cu_adamw_k;
+
+static inline ap_cu_adamw_k ap_cu_adamw_scalars(double lr, double beta1, double beta2, double eps,
+                                                double weight_decay, int64_t t) {
+    const double bc1 = 1.0 - pow(beta1, (double)t), bc2 = 1.0 - pow(beta2, (double)t);
+    ap_cu_adamw_k k;
+    k.step_size = (float)(lr / bc1);
+    k.bc2_sqrt = (float)sqrt(bc2);
+    k.decay = (float)(1.0 - lr * weight_decay);
+    k.b1 = (float)beta1;
+    k.b2 = (float)beta2;
+    k.a1 = (float)(1.0 - beta1);
+    k.a2 = (float)(1.0 - beta2);
+    k.eps = (float)eps;
+    return k;
+}
+
+/* One element of the AdamW step, train/adamw.c's expression order. */
+static inline AP_HD void ap_cu_adamw_elem(const ap_cu_adamw_k *k, float *p, float *m, float *v,
+                                          float g) {
+    const float pd = AP_CU_MUL(*p, k->decay);
+    *m = AP_CU_ADD(AP_CU_MUL(*m, k->b1), AP_CU_MUL(k->a1, g));
+    *v = AP_CU_ADD(AP_CU_MUL(*v, k->b2), AP_CU_MUL(AP_CU_MUL(k->a2, g), g));
+    const float denom = AP_CU_ADD(AP_CU_DIV(sqrtf(*v), k->bc2_sqrt), k->eps);
+    *p = AP_CU_SUB(pd, AP_CU_MUL(k->step_size, AP_CU_DIV(*m, denom)));
+}
+
+/* Blocks of the first pass of the gradient norm (fixed, so the reduction
+ * order never depends on the device). */
+#define AP_CU_NORM_BLOCKS 256
+
 /* ---- device selection ------------------------------------------------- */
 
 /* The node-local rank of this process from the launcher's environment

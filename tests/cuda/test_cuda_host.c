@@ -16,6 +16,7 @@
 #include "io/dtype.h"
 #include "ops/timestep.h"
 #include "testutil.h"
+#include "train/adamw.h"
 
 static uint32_t bits(float f) {
     uint32_t u;
@@ -201,6 +202,29 @@ static void test_lt_layouts(void) {
         }
 }
 
+/* The device AdamW's scalars and element update, run on the host, against
+ * train/adamw.c's step: three steps, bit for bit. */
+static void test_adamw(void) {
+    enum { N = 4099 };
+    float *p = tu_alloc(N), *q = tu_alloc(N), *g = tu_alloc(N), *m = tu_alloc(N), *v = tu_alloc(N);
+    tu_fill_uniform(p, N, 7, -1, 1);
+    memcpy(q, p, sizeof(float) * N);
+    ap_adamw a;
+    ap_adamw_init(&a, N);
+    const ap_adamw_hp hp = {3e-4, 0.9, 0.999, 1e-8, 1e-2};
+    for (int t = 1; t <= 3; t++) {
+        tu_fill_uniform(g, N, 100 + (uint64_t)t, -0.1f, 0.1f);
+        ap_adamw_step(&a, &hp, p, g);
+        ap_cu_adamw_k k = ap_cu_adamw_scalars(hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, t);
+        for (int i = 0; i < N; i++) ap_cu_adamw_elem(&k, &q[i], &m[i], &v[i], g[i]);
+    }
+    tu_compare("AdamW element update (3 steps) vs train/adamw.c: params (exact)", q, p, N, 0, 0);
+    tu_compare("AdamW first moments (exact)", m, a.m, N, 0, 0);
+    tu_compare("AdamW second moments (exact)", v, a.v, N, 0, 0);
+    ap_adamw_free(&a);
+    free(p), free(q), free(g), free(m), free(v);
+}
+
 static void test_device_choice(void) {
     tu_check(ap_cu_local_rank("3", "1", NULL) == 3, "OMPI_COMM_WORLD_LOCAL_RANK first");
     tu_check(ap_cu_local_rank(NULL, "1", "2") == 1 && ap_cu_local_rank("", "", "2") == 2,
@@ -241,6 +265,7 @@ int main(void) {
     test_bilinear_ranges();
     test_launch_shapes();
     test_lt_layouts();
+    test_adamw();
     test_device_choice();
     test_timestep();
     return tu_exit();
