@@ -513,8 +513,10 @@ __global__ void bilinear_fwd_kernel(float *out, const float *in, int64_t H, int6
 }
 
 /* Adjoint as a gather: each input pixel sums the outputs whose taps reach
- * it (ap_cu_bilinear_range bounds them), in output order. Deterministic;
- * not PyTorch's scatter order (equal up to rounding, docs/cuda.md). */
+ * it (ap_cu_bilinear_range bounds them). Per input pixel this is the CPU's
+ * scatter sequence (output pixels row-major, taps 00, 01, 10, 11, each
+ * fmaf(lh * lw, g, acc) from 0), so the result should equal the CPU's bit
+ * for bit; deterministic either way. */
 __global__ void bilinear_bwd_kernel(float *din, const float *dout, int64_t H, int64_t W,
                                     int64_t Ho, int64_t Wo, int64_t n) {
     AP_GRID_LOOP(i, n) {
