@@ -13,6 +13,7 @@
 
 #include "err.h"
 #include "isa.h"
+#include "ops/backend.h" /* the backend's alloc / free for device scratch */
 
 /* The CPU op table (cpu/backend.c); its init hook sets up BLAS. */
 extern const struct ap_backend ap_cpu_backend;
@@ -93,8 +94,16 @@ int ap_ctx_pin_threads(const ap_ctx *ctx) {
 #endif
 }
 
+/* Scratch lives where the context's ops run: host memory on the CPU, the
+ * backend's alloc / free elsewhere (device memory on CUDA, docs/cuda.md). */
+static void scratch_release(ap_ctx *ctx) {
+    if (ctx->device != AP_CPU && ctx->be && ctx->be->free) {
+        if (ctx->scratch) ctx->be->free(ctx, ctx->scratch);
+    } else free(ctx->scratch);
+}
+
 void ap_ctx_free(ap_ctx *ctx) {
-    free(ctx->scratch);
+    scratch_release(ctx);
     memset(ctx, 0, sizeof *ctx);
 }
 
@@ -105,9 +114,11 @@ int ap_ctx_reserve(ap_ctx *ctx, size_t bytes) {
         return ap_fail("scratch workspace is fixed at %zu bytes; %zu requested",
                        ctx->scratch_cap, bytes);
     void *p = NULL;
-    if (posix_memalign(&p, 64, bytes) != 0)
+    if (ctx->device != AP_CPU && ctx->be && ctx->be->alloc) {
+        if (!(p = ctx->be->alloc(ctx, bytes, "the scratch workspace"))) return AP_ERR;
+    } else if (posix_memalign(&p, 64, bytes) != 0)
         return ap_fail("out of memory: %zu bytes for the scratch workspace", bytes);
-    free(ctx->scratch);
+    scratch_release(ctx);
     ctx->scratch = p;
     ctx->scratch_cap = bytes;
     return AP_OK;

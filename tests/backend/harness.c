@@ -13,6 +13,11 @@
 #include "core/err.h"
 #include "core/isa.h"
 #include "core/rng.h"
+#include "ops/memory.h"
+#include "ops/rows.h"
+#ifdef AP_HARNESS_CUDA
+#include "cuda_backend.h"
+#endif
 
 /* ---- backends ---------------------------------------------------------- */
 
@@ -21,6 +26,26 @@
 int harness_ctx_open(hx_backend *b, const char *variant) {
     memset(b, 0, sizeof *b);
     snprintf(b->name, sizeof b->name, "%s", variant);
+    b->tol_scale = 1.0;
+    if (!strcmp(variant, "cuda")) {
+#ifdef AP_HARNESS_CUDA
+        char why[256] = "";
+        if (ap_cuda_device_count(why, sizeof why) == 0) {
+            snprintf(b->why, sizeof b->why, "no CUDA device (%s)", why);
+            return AP_OK;
+        }
+        /* exact f32 (TF32 off): the cases' fp32 tolerances, times 10 for
+         * summation order (tree reductions, cuDNN / cuBLASLt algorithms)
+         * and CUDA's expf / erff / tanhf (within 2 ulp of glibc's) */
+        if (ap_cuda_ctx_init(&b->ctx, -1, 0) != AP_OK) return AP_ERR;
+        b->tol_scale = 10.0;
+        b->available = 1;
+        return AP_OK;
+#else
+        snprintf(b->why, sizeof b->why, "this harness was built without the CUDA backend");
+        return AP_OK;
+#endif
+    }
     int isa = -1;
     for (int i = 0; i < AP_ISA_COUNT; i++)
         if (!strcmp(variant, ap_isa_name((ap_isa)i))) isa = i;
@@ -37,6 +62,13 @@ int harness_ctx_open(hx_backend *b, const char *variant) {
 }
 
 void harness_ctx_close(hx_backend *b) {
+#ifdef AP_HARNESS_CUDA
+    if (b->available && b->ctx.device == AP_CUDA) {
+        ap_cuda_ctx_free(&b->ctx);
+        b->available = 0;
+        return;
+    }
+#endif
     if (b->available) ap_ctx_free(&b->ctx);
     b->available = 0;
 }
@@ -139,8 +171,32 @@ int hx_grad_acc(hx_state *s, const char *name, int of) {
 
 ap_tensor hx_dout(hx_state *s, int i) {
     ap_tensor d = s->t[i].t;
-    d.data = s->t[i].w;
+    d.data = s->on_device ? s->dev_w[i] : s->t[i].w;
     return d;
+}
+
+const ap_tensor *hx_copy(hx_state *s, const ap_tensor *dst, const ap_tensor *src) {
+    if (!s->on_device) {
+        memcpy(dst->data, src->data, (size_t)ap_numel(dst) * sizeof(float));
+        return dst;
+    }
+    if (ap_copy(s->ctx, dst, src) != AP_OK) {
+        fprintf(stderr, "harness: device copy failed: %s\n", ap_errmsg());
+        exit(1);
+    }
+    return dst;
+}
+
+void hx_set(hx_state *s, const ap_tensor *t, int64_t i, float v) {
+    if (!s->on_device) {
+        t->data[i] = v;
+        return;
+    }
+    ap_tensor one = ap_tensor_of(t->data + i, AP_F32, t->device, 1, (int64_t[]){1});
+    if (ap_tensor_write(s->ctx, &one, &v) != AP_OK) {
+        fprintf(stderr, "harness: device write failed: %s\n", ap_errmsg());
+        exit(1);
+    }
 }
 
 int hx_index(const hx_state *s, const char *name) {
@@ -158,6 +214,10 @@ int hx_find(const hx_state *s, const char *name) {
 
 static void state_free(hx_state *s) {
     for (int i = 0; i < s->n; i++) {
+        if (s->dev_ctx) {
+            ap_dev_free(s->dev_ctx, s->dev[i]);
+            ap_dev_free(s->dev_ctx, s->dev_w[i]);
+        }
         free(s->t[i].t.data);
         free(s->t[i].w);
         free(s->t[i].init);
@@ -173,13 +233,66 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* On a device backend: every tensor and loss weight of the state to its
+ * device copy (allocated once per state), and the descriptors swapped. */
+static int to_device(hx_state *s, hx_backend *b) {
+    s->ctx = &b->ctx;
+    if (b->ctx.device == AP_CPU) return AP_OK;
+    s->dev_ctx = &b->ctx;
+    for (int i = 0; i < s->n; i++) {
+        hx_tensor *t = &s->t[i];
+        const size_t bytes = ap_nbytes(&t->t);
+        if (!s->dev[i] && !(s->dev[i] = ap_dev_alloc(&b->ctx, bytes, t->name))) return AP_ERR;
+        if (t->w && !s->dev_w[i] && !(s->dev_w[i] = ap_dev_alloc(&b->ctx, bytes, "loss weights")))
+            return AP_ERR;
+        s->host[i] = t->t;
+        ap_tensor d = t->t;
+        d.data = s->dev[i];
+        d.device = b->ctx.device;
+        AP_TRY(ap_copy(&b->ctx, &d, &t->t));
+        if (t->w) {
+            ap_tensor hw = t->t, dw = d;
+            hw.data = t->w;
+            dw.data = s->dev_w[i];
+            AP_TRY(ap_copy(&b->ctx, &dw, &hw));
+        }
+        t->t = d;
+    }
+    s->on_device = 1;
+    return AP_OK;
+}
+
+/* Back from the device: every tensor's values into its host buffer. */
+static int from_device(hx_state *s, hx_backend *b) {
+    if (!s->on_device) return AP_OK;
+    int rc = ap_ctx_sync(&b->ctx);
+    for (int i = 0; i < s->n; i++) {
+        if (rc == AP_OK) rc = ap_copy(&b->ctx, &s->host[i], &s->t[i].t);
+        s->t[i].t = s->host[i];
+    }
+    s->on_device = 0;
+    return rc;
+}
+
+/* Runs fn on the backend, on device copies where the backend needs them. */
+static int run_on(hx_state *s, hx_backend *b, const hx_case *c,
+                  int (*fn)(hx_state *, ap_ctx *, const hx_case *)) {
+    int rc = to_device(s, b);
+    if (rc == AP_OK) rc = fn(s, &b->ctx, c);
+    char keep[512] = "";
+    if (rc != AP_OK) snprintf(keep, sizeof keep, "%s", ap_errmsg());
+    int back = from_device(s, b);
+    if (rc != AP_OK) ap_fail("%s", keep);
+    return rc != AP_OK ? rc : back;
+}
+
 static int run_forward(hx_state *s, hx_backend *b, const hx_case *c) {
     for (int i = 0; i < s->n; i++)
         if (s->t[i].kind == HX_OUT && s->t[i].init)
             memcpy(s->t[i].t.data, s->t[i].init,
                    (size_t)ap_numel(&s->t[i].t) * sizeof(float));
     backend_use(b, c);
-    return c->forward(s, &b->ctx, c);
+    return run_on(s, b, c, c->forward);
 }
 
 /* Sets up the case's tensors and runs forward and backward; on an op error
@@ -191,7 +304,7 @@ static int run_case_on(const hx_case *c, int case_index, hx_backend *b, hx_state
     c->setup(s, c);
     ap_err_clear();
     int rc = run_forward(s, b, c);
-    if (rc == AP_OK && c->backward) rc = c->backward(s, &b->ctx, c);
+    if (rc == AP_OK && c->backward) rc = run_on(s, b, c, c->backward);
     if (rc != AP_OK) snprintf(err, err_len, "%s", ap_errmsg());
     return rc;
 }
@@ -325,9 +438,11 @@ static double fd_check(const hx_case *c, hx_state *s, hx_backend *b, int points,
     return worst;
 }
 
-static double tol_of(const hx_case *c, hx_kind k, int rel) {
+static double tol_of(const hx_case *c, const hx_backend *b, hx_kind k, int rel) {
     int grad = k == HX_GRAD || k == HX_GRAD_ACC;
-    return rel ? (grad ? c->grtol : c->rtol) : (grad ? c->gatol : c->atol);
+    if (b->ctx.device != AP_CPU && (rel ? c->dev_rtol : c->dev_atol) > 0)
+        return rel ? c->dev_rtol : c->dev_atol;
+    return b->tol_scale * (rel ? (grad ? c->grtol : c->rtol) : (grad ? c->gatol : c->atol));
 }
 
 /* Appends a reason to why ("; " between reasons). */
@@ -337,14 +452,15 @@ static void add_why(char *why, size_t len, const char *reason) {
 }
 
 /* Compares every output and gradient of ts with rs into fwd / bwd. */
-static void compare_states(const hx_case *c, hx_state *ts, hx_state *rs, const char *pair,
+static void compare_states(const hx_case *c, const hx_backend *b, hx_state *ts, hx_state *rs,
+                           const char *pair,
                            int print, int verbose, cmp_stats *fwd, cmp_stats *bwd) {
     for (int i = 0; i < ts->n; i++) {
         hx_tensor *t = &ts->t[i];
         if (t->kind == HX_IN) continue;
         cmp_stats one = {0};
         compare(pair, t->name, t->t.data, rs->t[i].t.data, ap_numel(&t->t),
-                tol_of(c, t->kind, 0), tol_of(c, t->kind, 1), &one, print);
+                tol_of(c, b, t->kind, 0), tol_of(c, b, t->kind, 1), &one, print);
         cmp_stats *agg = (t->kind == HX_GRAD || t->kind == HX_GRAD_ACC) ? bwd : fwd;
         if (one.max_abs > agg->max_abs) agg->max_abs = one.max_abs;
         if (one.max_ref > agg->max_ref) agg->max_ref = one.max_ref;
@@ -374,6 +490,11 @@ void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
             counts[HX_SKIP]++;
             continue;
         }
+        if (c->host_only && tests[ti]->ctx.device != AP_CPU) {
+            printf("%s %-15s SKIP (%s)\n", head, pair, c->host_only);
+            counts[HX_SKIP]++;
+            continue;
+        }
         double t0 = now();
         if (!ref_ran) { /* the reference runs once for all pairs */
             ref_ran = 1;
@@ -399,7 +520,7 @@ void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
                 add_why(why, sizeof why, err);
                 ok = 0;
             }
-            compare_states(c, &ts, &rs, pair, print, opt->verbose, &fwd, &bwd);
+            compare_states(c, tests[ti], &ts, &rs, pair, print, opt->verbose, &fwd, &bwd);
             if (fwd.bad || bwd.bad) {
                 char r[128];
                 snprintf(r, sizeof r, "%lld forward, %lld gradient values out of tolerance",
@@ -422,12 +543,15 @@ void harness_run_case(const hx_case *c, int case_index, hx_backend *ref,
         }
         /* abs: max |test - ref|; rel: that over max |ref| (normwise). */
         char line[256];
+        const hx_backend *tb = tests[ti];
         int o = snprintf(line, sizeof line, "fwd %.1e rel %.1e (tol %.0e*S+%.0e|ref|)",
-                         fwd.max_abs, rel_of(&fwd), c->atol, c->rtol);
+                         fwd.max_abs, rel_of(&fwd), tol_of(c, tb, HX_OUT, 0),
+                         tol_of(c, tb, HX_OUT, 1));
         if (c->backward)
             snprintf(line + o, sizeof line - (size_t)o,
                      "  bwd %.1e rel %.1e (tol %.0e*S+%.0e|ref|)  fd %.1e (tol %.0e)", bwd.max_abs,
-                     rel_of(&bwd), c->gatol, c->grtol, fd, c->fd_tol);
+                     rel_of(&bwd), tol_of(c, tb, HX_GRAD, 0), tol_of(c, tb, HX_GRAD, 1), fd,
+                     c->fd_tol);
         hx_verdict v = !ok ? (expect_fail ? HX_XFAIL : HX_FAIL)
                            : (expect_fail ? HX_XPASS : HX_PASS);
         printf("%s %-15s %s  %s [%.2f s]\n", head, pair, line, vname[v], now() - t0);

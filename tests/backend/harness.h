@@ -20,14 +20,14 @@
  *   HX_GRAD_ACC  gradient accumulated with "+=": a seeded value before the
  *                backward, subtracted again for the finite-difference check
  *
- * Backends: today the CPU backend in its kernel variants (core/isa.h):
- * "generic", "avx2", "avx512". harness_ctx_open() is the one place that knows
- * how a variant is chosen. A CUDA backend is one more name there plus a copy
- * of the state's tensors to the device before each forward / backward and
- * back after (every tensor a case uses is declared in its hx_state, so this
- * is one loop in harness.c); comparisons, loss and finite differences stay
- * on the host. Case functions touch data directly only in alias() (in-place
- * cases) and gemm's raw pointers: those would take the backend's copy.
+ * Backends: the CPU backend in its kernel variants (core/isa.h): "generic",
+ * "avx2", "avx512", and "cuda" (the CUDA backend, kernels/) in the harness
+ * built with AP_HARNESS_CUDA (test_backend_ops_cuda). harness_ctx_open() is
+ * the one place that knows how a backend is chosen. On CUDA the state's
+ * tensors are copied to the device before each forward / backward and back
+ * after; comparisons, loss and finite differences stay on the host. Case
+ * functions touch data only through hx_copy / hx_set; gemm's raw-pointer
+ * cases are host_only.
  */
 #ifndef AP_HARNESS_H
 #define AP_HARNESS_H
@@ -52,11 +52,22 @@ typedef struct hx_tensor {
     float lo, hi; /* HX_IN: range of its values */
 } hx_tensor;
 
-/* One run of one case on one backend: its tensors, in declaration order. */
+/* One run of one case on one backend: its tensors, in declaration order.
+ * On a device backend (CUDA) the harness mirrors every tensor and loss
+ * weight to the device around each forward / backward call (harness.c,
+ * to_device / from_device): while the case function runs, t[i].t and
+ * hx_dout describe the device copies; comparisons, the loss and finite
+ * differences always see the host values. */
 typedef struct hx_state {
     hx_tensor t[HX_MAX_TENSORS];
     int n;
     uint64_t seed;
+    ap_ctx *ctx;                  /* the backend running the case now (hx_copy) */
+    int on_device;                /* 1 while t[i].t are the device copies */
+    ap_tensor host[HX_MAX_TENSORS]; /* the host descriptors while on_device */
+    void *dev[HX_MAX_TENSORS];    /* device copies of the tensors */
+    float *dev_w[HX_MAX_TENSORS]; /* device copies of the loss weights (hx_dout) */
+    ap_ctx *dev_ctx;              /* the context that allocated them */
 } hx_state;
 
 typedef struct hx_case hx_case;
@@ -79,6 +90,11 @@ struct hx_case {
     int full;                  /* only with --full (full-size shapes) */
     ap_conv_path conv_path;    /* conv2d path of the case (AP_CONV_AUTO: the default) */
     const char *known_failure; /* non-NULL: expected to fail, and why */
+    const char *host_only;     /* non-NULL: skipped on device backends, and why */
+    /* On a device backend: |test - ref| <= dev_atol * S + dev_rtol * |ref|
+     * for forward outputs and gradients when set (> 0), else the case's
+     * tolerances times the backend's tol_scale. */
+    double dev_atol, dev_rtol;
 };
 
 /* Declaring tensors (in setup). Each returns the tensor's index. Shapes are
@@ -96,8 +112,14 @@ int hx_grad_acc(hx_state *s, const char *name, int of);
 
 /* Tensor i (NULL for i < 0: an optional argument left out). */
 static inline const ap_tensor *hx_t(hx_state *s, int i) { return i < 0 ? NULL : &s->t[i].t; }
-/* The dout of forward output i: its loss weights. */
+/* The dout of forward output i: its loss weights (their device copy while
+ * the case runs on a device backend). */
 ap_tensor hx_dout(hx_state *s, int i);
+/* dst = src (same shape, f32) on whichever memory the case runs: the
+ * in-place cases' aliasing copy. Returns dst. */
+const ap_tensor *hx_copy(hx_state *s, const ap_tensor *dst, const ap_tensor *src);
+/* t[i] = v for a tensor of the state, on host or device memory. */
+void hx_set(hx_state *s, const ap_tensor *t, int64_t i, float v);
 /* Index of the tensor called name; aborts when there is none (a table bug). */
 int hx_find(const hx_state *s, const char *name);
 /* Index of the tensor called name, or -1 (an optional argument not declared). */
@@ -112,9 +134,11 @@ typedef struct hx_backend {
     char why[512];
     ap_ctx ctx;
     int isa; /* CPU kernel variant (core/isa.h) */
+    double tol_scale; /* the cases' tolerances are multiplied by this (1 on the CPU) */
 } hx_backend;
 
-/* Opens backend `variant` ("generic", "avx2", "avx512"). Returns 0 (then
+/* Opens backend `variant` ("generic", "avx2", "avx512", and "cuda" in a
+ * harness built with AP_HARNESS_CUDA). Returns 0 (then
  * b->available says whether it runs here, b->why why not), AP_ERR on an
  * unknown name or a context that cannot be made. */
 int harness_ctx_open(hx_backend *b, const char *variant);

@@ -56,9 +56,8 @@
 /* In-place cases (hx_case.inplace): dst takes src's values, then the op runs
  * with dst as both its input and its output. The op's own input tensor
  * stays intact, so the finite differences still see a pure function. */
-static const ap_tensor *alias(const ap_tensor *dst, const ap_tensor *src) {
-    memcpy(dst->data, src->data, (size_t)ap_numel(dst) * sizeof(float));
-    return dst;
+static const ap_tensor *alias(hx_state *s, const ap_tensor *dst, const ap_tensor *src) {
+    return hx_copy(s, dst, src); /* host or device memory, as the case runs */
 }
 
 /* ---- conv2d: p = {B, C, H, W, O, k, stride, pad, bias, frozen} ----------- */
@@ -186,7 +185,8 @@ static int gemm_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
 /* As linear (OpenBLAS or the packed GEMM on AVX-512). Forward only. */
 #define GEMM(label_, ta, tb, M, N, K, beta4, items, pad, alpha)                             \
     {.op = "gemm", .label = label_, .p = {ta, tb, M, N, K, beta4, items, pad}, .f = alpha, \
-     .setup = gemm_setup, .forward = gemm_forward, .atol = 2e-5, .rtol = 1e-4}
+     .setup = gemm_setup, .forward = gemm_forward, .atol = 2e-5, .rtol = 1e-4,               \
+     .host_only = "ap_gemm is the CPU backend's internal GEMM on host pointers"}
 
 /* ---- attention: p = {B, Lq, Lk, H, D, causal, qk range}; range 0: 2 ------- */
 
@@ -251,7 +251,7 @@ static void gn_setup(hx_state *s, const hx_case *c) {
 }
 
 static int gn_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
-    const ap_tensor *x = c->inplace ? alias(HX(s, "y"), HX(s, "x")) : HX(s, "x");
+    const ap_tensor *x = c->inplace ? alias(s, HX(s, "y"), HX(s, "x")) : HX(s, "x");
     return ap_group_norm_forward(ctx, HX(s, "y"), HX(s, "mean"), HX(s, "rstd"), x,
                                  HX_OPT(s, "gamma"), HX_OPT(s, "beta"), c->p[4], c->f);
 }
@@ -290,7 +290,7 @@ static void ln_setup(hx_state *s, const hx_case *c) {
 }
 
 static int ln_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
-    const ap_tensor *x = c->inplace ? alias(HX(s, "y"), HX(s, "x")) : HX(s, "x");
+    const ap_tensor *x = c->inplace ? alias(s, HX(s, "y"), HX(s, "x")) : HX(s, "x");
     return ap_layer_norm_forward(ctx, HX(s, "y"), HX(s, "mean"), HX(s, "rstd"), x,
                                  HX_OPT(s, "gamma"), HX_OPT(s, "beta"), c->f);
 }
@@ -319,13 +319,13 @@ static void softmax_setup(hx_state *s, const hx_case *c) {
 }
 
 static int softmax_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
-    const ap_tensor *x = c->inplace ? alias(HX(s, "y"), HX(s, "x")) : HX(s, "x");
+    const ap_tensor *x = c->inplace ? alias(s, HX(s, "y"), HX(s, "x")) : HX(s, "x");
     return ap_softmax_forward(ctx, HX(s, "y"), x);
 }
 
 static int softmax_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     ap_tensor dy = hx_dout(s, hx_find(s, "y"));
-    const ap_tensor *dout = c->inplace ? alias(HX(s, "dx"), &dy) : &dy;
+    const ap_tensor *dout = c->inplace ? alias(s, HX(s, "dx"), &dy) : &dy;
     return ap_softmax_backward(ctx, HX(s, "dx"), dout, HX(s, "y"));
 }
 
@@ -352,7 +352,7 @@ static void act_setup(hx_state *s, const hx_case *c) {
 
 static int act_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     const ap_tensor *y = HX(s, "y"), *x = HX(s, "x");
-    if (c->inplace) x = alias(y, x); /* not GEGLU: its out is half its in */
+    if (c->inplace) x = alias(s, y, x); /* not GEGLU: its out is half its in */
     switch (c->p[3]) {
     case ACT_SILU: return ap_silu_forward(ctx, y, x);
     case ACT_GELU_ERF: return ap_gelu_forward(ctx, y, x, 0);
@@ -365,7 +365,7 @@ static int act_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
 static int act_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     ap_tensor dy = hx_dout(s, hx_find(s, "y"));
     const ap_tensor *dx = HX(s, "dx"), *x = HX(s, "x"), *dout = &dy;
-    if (c->inplace) dout = alias(dx, &dy);
+    if (c->inplace) dout = alias(s, dx, &dy);
     switch (c->p[3]) {
     case ACT_SILU: return ap_silu_backward(ctx, dx, dout, x);
     case ACT_GELU_ERF: return ap_gelu_backward(ctx, dx, dout, x, 0);
@@ -489,7 +489,7 @@ static void ew_setup(hx_state *s, const hx_case *c) {
 
 static int ew_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     const ap_tensor *y = HX(s, "y"), *a = HX(s, "a"), *b = HX_OPT(s, "b");
-    if (c->inplace) a = alias(y, a); /* add, mul, scale, channel bias */
+    if (c->inplace) a = alias(s, y, a); /* add, mul, scale, channel bias */
     switch (c->p[0]) {
     case EW_ADD: return ap_add_forward(ctx, y, a, b);
     case EW_MUL: return ap_mul_forward(ctx, y, a, b);
@@ -505,7 +505,7 @@ static int ew_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
 static int ew_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     ap_tensor dy = hx_dout(s, hx_find(s, "y"));
     const ap_tensor *da = HX(s, "da"), *db = HX_OPT(s, "db"), *dout = &dy;
-    if (c->inplace) dout = alias(da, &dy); /* add, mul, scale, channel bias */
+    if (c->inplace) dout = alias(s, da, &dy); /* add, mul, scale, channel bias */
     switch (c->p[0]) {
     case EW_ADD: return ap_add_backward(ctx, da, db, dout);
     case EW_MUL: return ap_mul_backward(ctx, da, db, dout, HX(s, "a"), HX(s, "b"));
@@ -555,7 +555,7 @@ static int mm_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     const ap_tensor *b = HX(s, "b");
     ap_tensor b16;
     if (p[7]) { /* b as a bf16 weight, converted by ap_copy into the aux's storage */
-        b16 = ap_tensor_of(HX(s, "b_bf16")->data, AP_BF16, AP_CPU, b->ndim, b->shape);
+        b16 = ap_tensor_of(HX(s, "b_bf16")->data, AP_BF16, b->device, b->ndim, b->shape);
         int rc = ap_copy(ctx, &b16, b);
         if (rc != AP_OK) return rc;
         b = &b16;
@@ -576,8 +576,11 @@ static int mm_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
 /* b in bf16 (p[7]; the aux b_bf16 holds its bf16 pairs, compared as floats):
  * both sides multiply by the same bf16 values, so the fp32 tolerance holds
  * unless a variant also rounds a (an avx512bf16 dot product would). */
+/* On CUDA a bf16 b takes the tensor-core path, which rounds a to bf16 too
+ * (kernels/cuda_gemm.cu): ~2^-9 relative per product, hence 1e-2. */
 #define MATMUL_BF16(label_, ta, tb, M, N, K, beta, items, alpha, ...)                     \
-    MATMUL_(label_, ta, tb, M, N, K, beta, items, alpha, 1, __VA_ARGS__)
+    MATMUL_(label_, ta, tb, M, N, K, beta, items, alpha, 1, .dev_atol = 1e-2,             \
+            .dev_rtol = 1e-2, __VA_ARGS__)
 
 /* ---- ddim_update: p = {B, C, H, W, step, noise, clip, inplace} ------------ */
 /* Scalars of step `step` of SD v1.5's 50-step schedule (ap_ddim_config_sd15,
@@ -622,8 +625,8 @@ static void ddim_setup(hx_state *s, const hx_case *c) {
 static int ddim_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     ap_ddim_scalars sc = ddim_scalars(c);
     const ap_tensor *y = HX(s, "x_prev"), *x = HX(s, "x"), *e = HX(s, "eps");
-    if (c->p[7] == 1) x = alias(y, x);
-    if (c->p[7] == 2) e = alias(y, e);
+    if (c->p[7] == 1) x = alias(s, y, x);
+    if (c->p[7] == 2) e = alias(s, y, e);
     return ap_ddim_update_forward(ctx, y, x, e, HX_OPT(s, "noise"), &sc);
 }
 
@@ -631,8 +634,8 @@ static int ddim_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     ap_ddim_scalars sc = ddim_scalars(c);
     ap_tensor g = hx_dout(s, hx_find(s, "x_prev"));
     const ap_tensor *dy = &g;
-    if (c->p[7] == 1) dy = alias(HX(s, "dx"), &g);
-    if (c->p[7] == 2) dy = alias(HX(s, "deps"), &g);
+    if (c->p[7] == 1) dy = alias(s, HX(s, "dx"), &g);
+    if (c->p[7] == 2) dy = alias(s, HX(s, "deps"), &g);
     return ap_ddim_update_backward(ctx, HX(s, "dx"), HX(s, "deps"), dy,
                                    c->p[6] ? HX(s, "x") : NULL, c->p[6] ? HX(s, "eps") : NULL,
                                    &sc);
@@ -664,16 +667,16 @@ static void guid_setup(hx_state *s, const hx_case *c) {
 
 static int guid_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     const ap_tensor *y = HX(s, "eps"), *u = HX(s, "eps_u"), *k = HX(s, "eps_c");
-    if (c->p[4] == 1) u = alias(y, u);
-    if (c->p[4] == 2) k = alias(y, k);
+    if (c->p[4] == 1) u = alias(s, y, u);
+    if (c->p[4] == 2) k = alias(s, y, k);
     return ap_guidance_forward(ctx, y, u, k, c->f);
 }
 
 static int guid_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     ap_tensor g = hx_dout(s, hx_find(s, "eps"));
     const ap_tensor *d = &g;
-    if (c->p[4] == 1) d = alias(HX(s, "deps_u"), &g);
-    if (c->p[4] == 2) d = alias(HX(s, "deps_c"), &g);
+    if (c->p[4] == 1) d = alias(s, HX(s, "deps_u"), &g);
+    if (c->p[4] == 2) d = alias(s, HX(s, "deps_c"), &g);
     return ap_guidance_backward(ctx, HX(s, "deps_u"), HX(s, "deps_c"), d, c->f);
 }
 
@@ -775,31 +778,31 @@ static int rw_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
         return ap_gather_rows(ctx, out, HX(s, "in"), idx, p[3]);
     case RW_SUM: return ap_sum_rows(ctx, out, HX(s, "in"), p[3]);
     case RW_BCAST:
-        return ap_add_broadcast_rows(ctx, out, c->inplace ? alias(out, HX(s, "a")) : HX(s, "a"),
+        return ap_add_broadcast_rows(ctx, out, c->inplace ? alias(s, out, HX(s, "a")) : HX(s, "a"),
                                      HX(s, "b"));
     case RW_L2NORM: {
         const ap_tensor *u = HX(s, "u");
-        return ap_l2norm_forward(ctx, u, HX(s, "norm"), c->inplace ? alias(u, HX(s, "v"))
+        return ap_l2norm_forward(ctx, u, HX(s, "norm"), c->inplace ? alias(s, u, HX(s, "v"))
                                                                     : HX(s, "v"), c->f);
     }
     case RW_ROWDOT: return ap_row_dot_forward(ctx, out, HX(s, "a"), HX(s, "b"));
     case RW_NONFINITE: {
         /* A copy of x with NaN, +inf, -inf planted at spread indices (the
          * input itself must stay as generated). */
-        const ap_tensor *t = alias(HX(s, "planted"), HX(s, "x"));
+        const ap_tensor *t = alias(s, HX(s, "planted"), HX(s, "x"));
         int64_t n = ap_numel(t);
         for (int k = 0; k < p[2]; k++) {
             int64_t i = (int64_t)k * 7919 % n;
-            t->data[i] = k % 3 == 0 ? NAN : k % 3 == 1 ? INFINITY : -INFINITY;
+            hx_set(s, t, i, k % 3 == 0 ? NAN : k % 3 == 1 ? INFINITY : -INFINITY);
         }
         int rc = ap_count_nonfinite(ctx, HX(s, "count"), t);
-        alias(t, HX(s, "x")); /* finite again: the aux compare sees NaN as unwritten */
+        alias(s, t, HX(s, "x")); /* finite again: the aux compare sees NaN as unwritten */
         return rc;
     }
     default: break;
     }
     const ap_tensor *x = HX_OPT(s, "x");
-    if (c->inplace) x = alias(out, x);
+    if (c->inplace) x = alias(s, out, x);
     switch (p[0]) {
     case RW_ABSDIFF: return ap_abs_diff_forward(ctx, out, x, c->f);
     case RW_AFFINE: return ap_affine_forward(ctx, out, x, c->f, 0.25f * (float)p[3]);
@@ -816,7 +819,7 @@ static int rw_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     int oi = hx_index(s, "out") >= 0 ? hx_find(s, "out") : hx_find(s, "u");
     ap_tensor g = hx_dout(s, oi);
     const ap_tensor *dx = HX_OPT(s, "dx"), *d = &g;
-    if (c->inplace) d = alias(dx, &g);
+    if (c->inplace) d = alias(s, dx, &g);
     int idx[512];
     switch (p[0]) {
     case RW_GATHER:
@@ -1252,11 +1255,19 @@ int main(int argc, char **argv) {
 
     char cpu[512];
     printf("%s\n", ap_cpu_describe(cpu, (int)sizeof cpu));
+#ifdef AP_HARNESS_CUDA
+    /* test_backend_ops_cuda: generic CPU (the reference) against CUDA. */
+    hx_backend ref, cuda;
+    hx_backend *tests[] = {&cuda};
+    const char *names[] = {"cuda"};
+    const int n_tests = 1;
+#else
     /* Pairs: generic (the reference) against each other variant. */
     hx_backend ref, avx2, avx512;
     hx_backend *tests[] = {&avx2, &avx512};
     const char *names[] = {"avx2", "avx512"};
     const int n_tests = 2;
+#endif
     if (harness_ctx_open(&ref, "generic") != AP_OK) {
         printf("reference backend generic: %s\n", ap_errmsg());
         return 1;
@@ -1272,6 +1283,13 @@ int main(int argc, char **argv) {
         }
         if (!tests[t]->available) printf("backend %s skipped: %s\n", names[t], tests[t]->why);
     }
+#ifdef AP_HARNESS_CUDA
+    if (!cuda.available) { /* the one test backend: nothing to compare */
+        printf("SKIP: %s\n", cuda.why);
+        harness_ctx_close(&ref);
+        return 77;
+    }
+#endif
     printf("reference %s; threads %d; %d cases%s\n", ref.name, ref.ctx.n_threads, selected,
            full ? " (with --full)" : "");
 
