@@ -113,6 +113,21 @@ int ap_png_write_rgb8(const char *path, const uint8_t *hwc, int H, int W) {
     return rc;
 }
 
+int ap_png_encode_rgb8(const uint8_t *hwc, int H, int W, uint8_t **out, size_t *len) {
+    *out = NULL, *len = 0;
+    if (H <= 0 || W <= 0 || (int64_t)W * 3 > 0x7fffffff || H > 0x7fffffff / 3)
+        return ap_fail("PNG encoding: size (H, W): expected positive and below 2^31 / 3, found "
+                       "(%d, %d)", H, W);
+    png_mem m = {0};
+    png_err_ctx err = {{0}};
+    if (png_encode(&m, hwc, H, W, &err)) {
+        free(m.buf);
+        return ap_fail("PNG encoding: %s", err.msg);
+    }
+    *out = m.buf, *len = m.len;
+    return AP_OK;
+}
+
 int ap_png_write_rgb(const char *path, const float *chw, int H, int W) {
     if (H <= 0 || W <= 0 || (int64_t)W * 3 > 0x7fffffff || H > 0x7fffffff / 3)
         return ap_fail("PNG %s: size (H, W): expected positive and below 2^31 / 3, found (%d, "

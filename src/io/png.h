@@ -10,6 +10,7 @@
 #ifndef AP_IO_PNG_H
 #define AP_IO_PNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum {
@@ -24,6 +25,10 @@ void ap_png_to_rgb8(uint8_t *hwc, const float *chw, int H, int W, ap_png_roundin
 /* Write hwc (H, W, 3) bytes as an 8-bit RGB PNG at path, atomically. The
  * file gets mode 0666 minus the umask. Errors name the path. */
 int ap_png_write_rgb8(const char *path, const uint8_t *hwc, int H, int W);
+
+/* Encode hwc (H, W, 3) bytes as an 8-bit RGB PNG in memory: *out (malloc'ed,
+ * the caller frees) of *len bytes. */
+int ap_png_encode_rgb8(const uint8_t *hwc, int H, int W, uint8_t **out, size_t *len);
 
 /* ap_png_to_rgb8 (AP_PNG_ROUND) then ap_png_write_rgb8: chw (3, H, W). */
 int ap_png_write_rgb(const char *path, const float *chw, int H, int W);
