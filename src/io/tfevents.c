@@ -360,8 +360,11 @@ static int cut_file(const char *path, int (*keep)(int64_t, const char *, void *)
     if (pos != all.len) changed = 1; /* a truncated or corrupt tail */
     int rc = AP_OK;
     if (kept.oom) rc = ap_fail("%s: out of memory cutting the event file", path);
-    else if (changed) {
-        rc = ap_write_file_atomic(path, kept.b ? (void *)kept.b : (void *)"", kept.len);
+    else if (changed && kept.len == 0) {
+        rc = ap_atomic_remove(path);
+        if (!rc) fprintf(stderr, "note: %s: resume: every event past the resume point: removed\n", path);
+    } else if (changed) {
+        rc = ap_write_file_atomic(path, kept.b, kept.len);
         if (!rc)
             fprintf(stderr, "note: %s: resume: %zu events past the resume point dropped%s\n", path,
                     dropped, pos != all.len ? ", a truncated tail removed" : "");

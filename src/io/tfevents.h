@@ -52,7 +52,8 @@ int ap_tfevents_text(ap_tfevents *w, const char *tag, int64_t step, const char *
 /* Resume: rewrite every event file of dir (atomically, io/atomic.h) to the
  * events keep(step, tag, user) accepts (tag "" for events without a
  * summary: file_version, session_log); a truncated or corrupt tail is
- * dropped. Files left unchanged are not rewritten. A missing dir is fine. */
+ * dropped; a file left with no event is removed. Files left unchanged are
+ * not rewritten. A missing dir is fine. */
 int ap_tfevents_cut(const char *dir, int (*keep)(int64_t step, const char *tag, void *user),
                     void *user);
 

@@ -52,6 +52,7 @@ typedef struct ap_train_config {
     int same_evaluation;               /* same_evaluation: fixed eval latents */
     int visualize_eval;                /* visualize_eval: write eval PNGs */
     int visualize_train;               /* visualize_train: write train PNGs */
+    int log_tensorboard;               /* log_tensorboard: RUN/tb/ event files (this port) */
     char resume_from[AP_CFG_PATH];     /* resume_from: checkpoint dir, LoRA file or "" */
     char resume_from_2[AP_CFG_PATH];   /* resume_from_2: checkpoint dir, "stablediffusion" or "" */
     double mixing_coef_1;              /* mixing_coef_1 in [0, 1] */

@@ -12,39 +12,11 @@
 #include "core/err.h"
 #include "core/path.h"
 #include "core/rng.h"
-#include "io/png.h"
 #include "train/checkpoint.h"
 #include "train/job.h"
-
-/* "<i:03d>_<prompt>.png" as main.py names eval images; '/' and control
- * characters in the prompt become '_', and the name is cut at 120 bytes. */
-static void image_name(char *out, size_t cap, const char *dir, int i, const char *prompt) {
-    char p[128];
-    size_t k = 0;
-    for (const char *s = prompt; *s && k < sizeof p - 1 && k < 120; s++)
-        p[k++] = (*s == '/' || (unsigned char)*s < 0x20) ? '_' : *s;
-    p[k] = '\0';
-    snprintf(out, cap, "%s/%03d_%s.png", dir, i, p);
-}
-
-static int write_grid(const char *path, const float *images, int E, int H, int W) {
-    int cols = (int)ceil(sqrt((double)E)), rows = (E + cols - 1) / cols;
-    size_t gw = (size_t)cols * W, gh = (size_t)rows * H;
-    uint8_t *grid = calloc(gw * gh * 3, 1), *cell = malloc((size_t)H * W * 3);
-    if (!grid || !cell) {
-        free(grid), free(cell);
-        return ap_fail("out of memory: evaluation grid");
-    }
-    for (int i = 0; i < E; i++) {
-        ap_png_to_rgb8(cell, images + (size_t)i * 3 * H * W, H, W, AP_PNG_TRUNC);
-        size_t r0 = (size_t)(i / cols) * H, c0 = (size_t)(i % cols) * W;
-        for (int y = 0; y < H; y++)
-            memcpy(grid + ((r0 + y) * gw + c0) * 3, cell + (size_t)y * W * 3, (size_t)W * 3);
-    }
-    int rc = ap_png_write_rgb8(path, grid, (int)gh, (int)gw);
-    free(grid), free(cell);
-    return rc;
-}
+#include "train/runinfo.h"
+#include "train/tblog.h"
+#include "train/vis.h"
 
 int ap_job_evaluate(ap_job *j, int64_t step, int64_t epoch, const char *dir, double *mean_out) {
     const ap_train_config *c = j->cfg;
@@ -101,27 +73,11 @@ int ap_job_evaluate(ap_job *j, int64_t step, int64_t epoch, const char *dir, dou
             uint64_t s = ap_key(c->seed, AP_KEY_EVAL_PROMPT, 0, (uint64_t)k);
             names[k] = j->eval_prompts[ap_rand_int(&s, 0, j->n_eval_prompts - 1)];
         }
-        if (!rc) rc = ap_mkdirs(dir);
-        for (int k = 0; k < E && !rc; k++) {
-            char path[4400];
-            uint8_t *hwc = malloc((size_t)img);
-            if (!hwc) {
-                rc = ap_fail("out of memory");
-                break;
-            }
-            image_name(path, sizeof path, dir, k, names[k]);
-            ap_png_to_rgb8(hwc, images + (size_t)k * img, H, W, AP_PNG_TRUNC);
-            rc = ap_png_write_rgb8(path, hwc, H, W);
-            free(hwc);
-        }
-        char gp[4400];
-        snprintf(gp, sizeof gp, "%s/grid.png", dir);
-        if (!rc) rc = write_grid(gp, images, E, H, W);
-        if (!rc && j->log) {
-            ap_eval_row row = {.step = step, .epoch = epoch, .reward_mean = mean,
-                               .reward_std = sd, .rewards = rewards, .prompts = names};
-            rc = ap_h5log_eval(j->log, &row);
-        }
+        if (!rc) rc = ap_vis_write(dir, images, E, H, W, names);
+        ap_eval_row row = {.step = step, .epoch = epoch, .reward_mean = mean,
+                           .reward_std = sd, .rewards = rewards, .prompts = names};
+        if (!rc && j->log) rc = ap_h5log_eval(j->log, &row);
+        if (!rc) rc = ap_tblog_eval(j, &row, images, H, W); /* tblog.h */
         free(names);
         if (!rc)
             fprintf(stderr, "%seval at step %lld: %s reward %.4f +- %.4f over %d images -> %s\n",
@@ -190,7 +146,9 @@ int ap_job_evaluate_only(ap_job *j) {
     if (j->dist->rank == 0) {
         char lp[4200];
         snprintf(lp, sizeof lp, "%s/eval.h5", j->run_dir);
-        rc = ap_h5log_open(&j->log, lp, 1, E < 1 ? 1 : E, -1);
+        ap_runinfo ri; /* the log's self-description */
+        ap_runinfo_fill(&ri, j);
+        rc = ap_h5log_open_meta(&j->log, lp, 1, E < 1 ? 1 : E, -1, &ri.meta);
         if (rc) fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
     }
     int any = 0;

@@ -349,7 +349,111 @@ static hid_t open_existing(const char *path, int lock) {
     return f;
 }
 
+/* ---- self-description (docs/logging.md §3) -------------------------------- */
+
+typedef struct {
+    const char *name, *description, *units;
+} coldoc;
+
+static const coldoc k_docs_train[] = {
+    {"step", "optimizer steps done after this row's step (1-based; TensorBoard's step)", "step"},
+    {"epoch", "epoch of the step (0-based)", "epoch"},
+    {"loss", "train.loss_coeff x the mean per-sample loss of the step's global batch (minimised)",
+     "loss (a function of the reward: the root attribute reward_meaning)"},
+    {"reward_mean", "mean reward over the step's global batch (TensorBoard: rewards)", "reward"},
+    {"reward_std", "mean over micro-batches of the unbiased reward std, as AlignProp logs "
+                   "rewards_std; NaN when every micro-batch holds one sample", "reward"},
+    {"grad_norm", "global L2 norm of the summed LoRA gradient before clipping", "gradient L2 norm"},
+    {"lr", "AdamW learning rate of the step", "1"},
+    {"step_time", "wall time of the step on rank 0", "s"},
+    {"samples_per_s", "global batch / step_time", "samples/s"},
+    {"attached_mean", "mean number of DDIM steps in the backward graph per sample (truncated "
+                      "backprop)", "DDIM steps"},
+    {"rewards", "reward of each sample of the step's global batch (N per row)", "reward"},
+    {"prompts", "prompt of each sample (UTF-8, cut at 255 bytes)", "text"},
+    {"attached", "DDIM steps in the backward graph of each sample", "DDIM steps"},
+    {"reward_std_global", "unbiased reward std over the step's whole global batch", "reward"},
+    {"skipped", "1: the loss or gradient was not finite and no update was made", "flag (0/1)"},
+    {"complete_rows", "rows written whole (a SWMR reader reads this many)", "rows"}};
+
+static const coldoc k_docs_eval[] = {
+    {"step", "optimizer steps done when the evaluation ran", "step"},
+    {"epoch", "epoch of that step (0-based)", "epoch"},
+    {"reward_mean", "mean reward over the evaluation images (TensorBoard: eval_rewards)", "reward"},
+    {"reward_std", "unbiased reward std over the evaluation images", "reward"},
+    {"rewards", "reward of each evaluation image (E per row)", "reward"},
+    {"prompts", "prompt of each evaluation image (UTF-8, cut at 255 bytes)", "text"},
+    {"complete_rows", "rows written whole (a SWMR reader reads this many)", "rows"}};
+
+/* A variable-length UTF-8 string attribute name = v on object o, replacing
+ * an existing one. */
+static int str_attr(hid_t o, const char *name, const char *v) {
+    hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR), a = -1;
+    int bad = t < 0 || sp < 0 || H5Tset_size(t, H5T_VARIABLE) < 0 ||
+              H5Tset_cset(t, H5T_CSET_UTF8) < 0 ||
+              (H5Aexists(o, name) > 0 && H5Adelete(o, name) < 0) ||
+              (a = H5Acreate2(o, name, t, sp, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+              H5Awrite(a, t, &v) < 0;
+    if (a >= 0) H5Aclose(a);
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    return bad ? AP_ERR : AP_OK;
+}
+
+/* description and units of every dataset of t lacking them. */
+static int describe_table(ap_h5log *l, table *t) {
+    const coldoc *docs = t->def == k_train ? k_docs_train : k_docs_eval;
+    const int nd = t->def == k_train ? (int)(sizeof k_docs_train / sizeof *k_docs_train)
+                                     : (int)(sizeof k_docs_eval / sizeof *k_docs_eval);
+    for (int i = 0; i < nd; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "/%s/%s", t->group, docs[i].name);
+        if (H5Lexists(l->f, name, H5P_DEFAULT) <= 0) continue; /* E = 0: no wide columns */
+        hid_t ds = H5Dopen2(l->f, name, H5P_DEFAULT);
+        int bad = ds < 0;
+        if (!bad && H5Aexists(ds, "description") <= 0)
+            bad = str_attr(ds, "description", docs[i].description) ||
+                  str_attr(ds, "units", docs[i].units);
+        if (ds >= 0) H5Dclose(ds);
+        if (bad)
+            return ap_fail("%s: cannot describe %s (attributes description, units): %s", l->path,
+                           name, ap_h5_why());
+    }
+    return AP_OK;
+}
+
+static int write_meta(ap_h5log *l, const ap_h5log_meta *m) {
+    const struct { const char *name, *v; } s[] = {
+        {"program", "alignprop-mpi"}, {"program_version", m->program_version},
+        {"git_commit", m->git_commit}, {"config", m->config}, {"reward", m->reward},
+        {"reward_meaning", m->reward_meaning}, {"hostname", m->hostname}, {"cpu", m->cpu},
+        {"gpu", m->gpu}, {"backend", m->backend}};
+    int bad = 0;
+    for (size_t i = 0; i < sizeof s / sizeof s[0] && !bad; i++)
+        if (s[i].v) bad = str_attr(l->f, s[i].name, s[i].v);
+    const struct { const char *name; int n; const int *v; } ints[] = {
+        {"ranks", 1, &m->ranks}, {"global_batch", 1, &m->global_batch},
+        {"capacities", m->ranks, m->capacities}};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0] && !bad; i++) {
+        if (!ints[i].v || ints[i].n < 1) continue;
+        hsize_t n = (hsize_t)ints[i].n;
+        hid_t sp = ints[i].v == m->capacities ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_SCALAR);
+        hid_t a = -1;
+        bad = sp < 0 || (H5Aexists(l->f, ints[i].name) > 0 && H5Adelete(l->f, ints[i].name) < 0) ||
+              (a = H5Acreate2(l->f, ints[i].name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+              H5Awrite(a, H5T_NATIVE_INT, ints[i].v) < 0;
+        if (a >= 0) H5Aclose(a);
+        if (sp >= 0) H5Sclose(sp);
+    }
+    return bad ? ap_fail("%s: cannot write the run's attributes: %s", l->path, ap_h5_why()) : AP_OK;
+}
+
 int ap_h5log_open(ap_h5log **out, const char *path, int N, int E, int64_t resume_step) {
+    return ap_h5log_open_meta(out, path, N, E, resume_step, NULL);
+}
+
+int ap_h5log_open_meta(ap_h5log **out, const char *path, int N, int E, int64_t resume_step,
+                       const ap_h5log_meta *meta) {
     *out = NULL;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (N < 1 || E < 0)
@@ -400,6 +504,8 @@ int ap_h5log_open(ap_h5log **out, const char *path, int N, int E, int64_t resume
                  ? AP_ERR : AP_OK;
     else
         rc = create_table(l, &l->train) || create_table(l, &l->eval) ? AP_ERR : AP_OK;
+    if (rc == AP_OK) rc = describe_table(l, &l->train) || describe_table(l, &l->eval) ? AP_ERR : AP_OK;
+    if (rc == AP_OK && meta) rc = write_meta(l, meta);
     if (rc == AP_OK && H5Fstart_swmr_write(l->f) < 0)
         rc = ap_fail("%s: cannot start SWMR writing: %s", path, ap_h5_why());
     if (rc) {

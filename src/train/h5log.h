@@ -24,6 +24,8 @@
  * the dataset and the operating system's errno where a system call failed.
  * A log held open by a reader (HDF5 file locking) is opened without the
  * lock, with a note saying so.
+ * Every dataset has `description` and `units` attributes; ap_h5log_open_meta
+ * also writes the run's description as root attributes (docs/logging.md §5).
  */
 #ifndef AP_TRAIN_H5LOG_H
 #define AP_TRAIN_H5LOG_H
@@ -57,6 +59,25 @@ typedef struct ap_eval_row {
  * again), so a resumed run's log equals an
  * uninterrupted one's). Then start SWMR writing. */
 int ap_h5log_open(ap_h5log **out, const char *path, int N, int E, int64_t resume_step);
+/* What a log says about the run that wrote it (attributes of the root
+ * group, docs/logging.md §3): strings (NULL: not written) and the ranks'
+ * capacities. */
+typedef struct ap_h5log_meta {
+    const char *program_version;  /* alignprop-mpi version */
+    const char *git_commit;       /* `git describe --always --dirty` at build time */
+    const char *config;           /* the resolved config (YAML) */
+    const char *reward;           /* reward_fn's name */
+    const char *reward_meaning;   /* what a larger reward means */
+    const char *hostname, *cpu, *gpu, *backend;
+    int ranks;
+    const int *capacities;        /* (ranks) per_gpu_capacity of each rank */
+    int global_batch;             /* N */
+} ap_h5log_meta;
+/* ap_h5log_open, then the root attributes of meta (meta NULL: none; a
+ * resumed log's are replaced: they describe the latest run). Every dataset
+ * carries `description` and `units` attributes either way. */
+int ap_h5log_open_meta(ap_h5log **out, const char *path, int N, int E, int64_t resume_step,
+                       const ap_h5log_meta *meta);
 int ap_h5log_train(ap_h5log *l, const ap_train_row *row); /* append + flush */
 int ap_h5log_eval(ap_h5log *l, const ap_eval_row *row);   /* append + flush */
 void ap_h5log_close(ap_h5log *l);

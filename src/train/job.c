@@ -16,6 +16,7 @@
 #include "text/prompts.h"
 #include "train/checkpoint.h"
 #include "train/rundir.h"
+#include "train/tblog.h"
 
 static int open_models(ap_job *j) {
     const ap_train_config *c = j->cfg;
@@ -92,6 +93,7 @@ int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, i
 
 void ap_job_close(ap_job *j) {
     if (j->log) ap_h5log_close(j->log);
+    ap_tblog_close(j);
     ap_chain_free(&j->chain);
     ap_reward_free(j->reward);
     ap_sd_close(&j->sd);

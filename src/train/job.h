@@ -48,6 +48,9 @@ typedef struct ap_job {
     ap_arena text_tmp;
     char base_hash[32];           /* content hash of the frozen weights (hex) */
     ap_h5log *log;                /* rank 0 */
+    struct ap_tfevents *tb;       /* rank 0: the TensorBoard event file (tblog.h); NULL when off */
+    float *train_vis;             /* (V, 3, H, W) rank 0, visualize_train: the step's first samples */
+    int n_train_vis;              /* V */
     int64_t step;                 /* optimizer steps done */
 } ap_job;
 

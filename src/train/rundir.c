@@ -122,7 +122,7 @@ int64_t ap_run_dir_done_step(const char *dir) {
  * hash). Every other key changes what is trained. */
 static const char *const k_resumable[] = {
     "run_name", "logdir", "num_epochs", "save_freq", "num_checkpoint_limit", "vis_freq",
-    "max_vis_images", "same_evaluation", "visualize_train", "visualize_eval", "resume_from",
+    "max_vis_images", "same_evaluation", "visualize_train", "visualize_eval", "log_tensorboard", "resume_from",
     "resume_from_2", "mixing_coef_1", "mixed_precision", "allow_tf32", "backend",
     "grad_checkpoint", "checksum_every", "debug", "eval_prompt_fn", "prompts_dir",
     "max_nonfinite_steps", "train.per_gpu_capacity", "train.per_gpu_capacity_by_host",

@@ -16,6 +16,8 @@
 #include "train/job.h"
 #include "train/resume.h"
 #include "train/rundir.h"
+#include "train/runinfo.h"
+#include "train/tblog.h"
 
 static volatile sig_atomic_t stop_signal = 0;
 int64_t ap_killpoint_step = 0;
@@ -126,7 +128,7 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
         if (!rc) rc = ap_job_encode(j, pr, b, j->cond);
         ap_chain_io io = {.b = b, .noise = noise, .cond = j->cond, .uncond = j->uncond,
                           .prompts = pr, .attached = att, .dloss = dloss, .loss = loss,
-                          .reward = rew};
+                          .reward = rew, .images = ap_tblog_train_images(j, lo, b)};
         ap_unet_zero_lora_grads(&j->sd.unet);
         if (!rc) rc = ap_chain_run(&j->chain, &j->ctx, &io);
         const size_t nl = j->sd.unet.lora.total;
@@ -179,7 +181,10 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
     if (d->rank == 0) {
         char lp[4200];
         snprintf(lp, sizeof lp, "%s/log.h5", j->run_dir);
-        rc = ap_h5log_open(&j->log, lp, N, E, found ? j->step : -1);
+        ap_runinfo ri; /* the log's self-description */
+        ap_runinfo_fill(&ri, j);
+        rc = ap_h5log_open_meta(&j->log, lp, N, E, found ? j->step : -1, &ri.meta);
+        if (!rc) rc = ap_tblog_open(j, found ? j->step : -1); /* TensorBoard, visualize_train */
         if (rc) fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
     }
     int any = 0;
@@ -269,6 +274,7 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
                                 .samples_per_s = N / dt, .attached_mean = att,
                                 .rewards = st.rewards, .prompts = pr, .attached = ai};
             int lrc = ap_h5log_train(j->log, &row);
+            if (!lrc) lrc = ap_tblog_train(j, &row); /* TensorBoard, visualize_train */
             free(pr), free(ai);
             if (lrc) goto fail;
             double el = now_s() - t_start, eta = el / (double)(j->step - first_step) * (double)(total - j->step);
