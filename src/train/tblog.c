@@ -60,11 +60,12 @@ int ap_tblog_open(ap_job *j, int64_t resume_step) {
         if (V > 0 && !j->train_vis) return AP_ERR;
         j->n_train_vis = V;
     }
-    if (!c->log_tensorboard) return AP_OK;
+    /* cut even when switched off now: no event past the resume point stays */
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/tb", j->run_dir);
     int64_t at = resume_step;
     AP_TRY(ap_tfevents_cut(dir, keep_before_resume, &at));
+    if (!c->log_tensorboard) return AP_OK;
     ap_tfevents *w = NULL;
     const int64_t first = resume_step >= 0 ? resume_step : 0;
     AP_TRY(ap_tfevents_open(&w, dir, first, resume_step >= 0));

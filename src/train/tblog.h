@@ -28,8 +28,8 @@ struct ap_job;
 /* Rank 0, after log.h5 is open: resume_step >= 0 cuts the older event files
  * to it (-1: a fresh run, older event files removed), opens a new file and
  * writes the texts "config" (the resolved YAML), "prompts" and
- * "eval_prompts". Also sets up the visualize_train buffer. Nothing happens
- * when log_tensorboard and visualize_train are both off. */
+ * "eval_prompts". Also sets up the visualize_train buffer. With
+ * log_tensorboard off only the cut happens. */
 int ap_tblog_open(struct ap_job *j, int64_t resume_step);
 /* Where micro-batch [lo, lo + b) of the step's samples puts its decoded
  * images (ap_chain_io.images) so that ap_tblog_train can show them; NULL

@@ -5,7 +5,8 @@
 #    compared exactly with log.h5 and the PNGs on disk; visualize_train's
 #    images; a run killed after a checkpoint and resumed with --resume auto
 #    has the same (tag, step) values as an uninterrupted run, none twice, in
-#    two event files; log_tensorboard=false writes no tb/;
+#    two event files; log_tensorboard=false writes no tb/ (and, on resume,
+#    still cuts the older files to the resume step);
 #  * log.h5 and eval.h5 describe themselves (tests/train/h5meta_check.py:
 #    program, commit, config, reward, ranks, capacities, machine; every
 #    dataset's description and units), also as h5dump -H shows them.
@@ -74,4 +75,19 @@ mpirun -np 2 "$BIN" "$CFG" --per-gpu-capacity 1 --set logdir="$tmp/eval" "${sets
 [ ! -e "$tmp/off/r/tb" ] && [ ! -e "$tmp/off/r/train_vis" ] && [ -s "$tmp/off/r/log.h5" ] \
   && ok "log_tensorboard=false, visualize_train=false: no tb/, no train_vis/, log.h5 written" \
   || bad "switched off, yet tb/ or train_vis/ exists (or no log.h5)"
+# killed in step 4 with TensorBoard on, resumed with it off: the old file is
+# still cut to the resume step (no step 3 left from the killed run)
+AP_DEBUG_KILL_AT=sample:4 "$BIN" "$CFG" --per-gpu-capacity 2 --set logdir="$tmp/offr" "${sets[@]}" \
+  --resume auto > "$tmp/o1.log" 2>&1
+"$BIN" "$CFG" --per-gpu-capacity 2 --set logdir="$tmp/offr" "${sets[@]}" --resume auto \
+  --set log_tensorboard=false > "$tmp/o2.log" 2>&1 && ok "resumed with log_tensorboard=false" \
+  || { bad "resume with log_tensorboard=false: exit $?"; tail "$tmp/o2.log"; }
+steps=$("$py" -c '
+import glob, sys
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+print(sorted({e.step for f in sorted(glob.glob(sys.argv[1] + "/events.out.tfevents.*"))
+              for e in EventFileLoader(f).Load() for v in e.summary.value if v.tag == "loss"}))
+' "$tmp/offr/r/tb" 2>&1)
+[ "$steps" = "[1, 2]" ] && ok "switched off on resume: the event file cut to steps $steps" \
+  || bad "switched off on resume: loss at steps $steps, expected [1, 2]"
 finish
