@@ -349,7 +349,7 @@ static hid_t open_existing(const char *path, int lock) {
     return f;
 }
 
-/* ---- self-description (docs/logging.md §3) -------------------------------- */
+/* ---- self-description (docs/logging.md §5) -------------------------------- */
 
 typedef struct {
     const char *name, *description, *units;
@@ -431,6 +431,9 @@ static int write_meta(ap_h5log *l, const ap_h5log_meta *m) {
     int bad = 0;
     for (size_t i = 0; i < sizeof s / sizeof s[0] && !bad; i++)
         if (s[i].v) bad = str_attr(l->f, s[i].name, s[i].v);
+    char world[16]; /* the rank count as text: what `report` reads (src/cli/report_cmd.c) */
+    snprintf(world, sizeof world, "%d", m->ranks);
+    if (!bad && m->ranks > 0) bad = str_attr(l->f, "world", world);
     const struct { const char *name; int n; const int *v; } ints[] = {
         {"ranks", 1, &m->ranks}, {"global_batch", 1, &m->global_batch},
         {"capacities", m->ranks, m->capacities}};

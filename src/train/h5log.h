@@ -60,7 +60,7 @@ typedef struct ap_eval_row {
  * uninterrupted one's). Then start SWMR writing. */
 int ap_h5log_open(ap_h5log **out, const char *path, int N, int E, int64_t resume_step);
 /* What a log says about the run that wrote it (attributes of the root
- * group, docs/logging.md §3): strings (NULL: not written) and the ranks'
+ * group, docs/logging.md §5): strings (NULL: not written) and the ranks'
  * capacities. */
 typedef struct ap_h5log_meta {
     const char *program_version;  /* alignprop-mpi version */

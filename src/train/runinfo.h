@@ -1,6 +1,6 @@
 /* runinfo.h: what log.h5 and eval.h5 record about the run that wrote them:
  * program version and git commit, resolved config, the reward and what a
- * larger value means, ranks and capacities, the machine (docs/logging.md §3).
+ * larger value means, ranks and capacities, the machine (docs/logging.md §5).
  */
 #ifndef AP_TRAIN_RUNINFO_H
 #define AP_TRAIN_RUNINFO_H

@@ -1,5 +1,5 @@
 /* tblog.c: TensorBoard scalars, images and texts of a training run, and
- * visualize_train's sample images (tblog.h; docs/logging.md §2, §4). */
+ * visualize_train's sample images (tblog.h; docs/logging.md §3, §4). */
 #include "tblog.h"
 
 #include <stdio.h>

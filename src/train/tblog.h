@@ -1,7 +1,7 @@
 /* tblog.h: the run's TensorBoard log (RUN/tb/, written live by rank 0 when
  * log_tensorboard is true) and the training-sample images of
  * visualize_train, hooked into the training loop and the evaluation
- * (docs/logging.md §2, §4).
+ * (docs/logging.md §3, §4).
  *
  * Tags follow what AlignProp's main.py logs to wandb where it logs the same
  * thing (loss, rewards, rewards_std, eval_rewards, eval_rewards_std,

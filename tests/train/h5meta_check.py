@@ -1,4 +1,4 @@
-"""h5meta_check.py: the HDF5 logs describe themselves (docs/logging.md §3).
+"""h5meta_check.py: the HDF5 logs describe themselves (docs/logging.md §5).
 
   h5meta_check.py FILE.h5 RANKS CAPACITIES(comma-separated) REWARD
 
@@ -6,7 +6,8 @@ Checks with h5py: the root attributes program ("alignprop-mpi"),
 program_version, git_commit (non-empty), config (the resolved YAML: starts
 with "# resolved by alignprop-mpi"), reward (== REWARD), reward_meaning
 (says what "larger" means), hostname, cpu, gpu, backend (non-empty), ranks
-(== RANKS), capacities (== CAPACITIES), global_batch (>= 1); and that every
+(== RANKS) and world (the same as text, read by `report`), capacities
+(== CAPACITIES), global_batch (>= 1); and that every
 dataset of /train and /eval has non-empty `description` and `units`
 attributes. Exit 0 when all hold, 1 otherwise, printing what differs."""
 import sys
@@ -38,6 +39,7 @@ def main():
         check(text(a.get("reward")) == reward, f"{path}: reward = {text(a.get('reward'))!r}, expected {reward!r}")
         check("larger" in text(a.get("reward_meaning")), f"{path}: reward_meaning = {text(a.get('reward_meaning'))[:70]!r}")
         check(int(a.get("ranks", -1)) == ranks, f"{path}: ranks = {a.get('ranks')}, expected {ranks}")
+        check(text(a.get("world")) == str(ranks), f"{path}: world = {text(a.get('world'))!r}, expected {str(ranks)!r}")
         check([int(c) for c in a.get("capacities", [])] == caps,
               f"{path}: capacities = {list(a.get('capacities', []))}, expected {caps}")
         check(int(a.get("global_batch", 0)) >= 1, f"{path}: global_batch = {a.get('global_batch')}")
