@@ -97,7 +97,8 @@ static const key KEYS[] = {
     {"pretrained.revision", K_STR, S(revision), 0, 0, "main", 0, "accepted, unused (no hub)"},
     {"reward.aesthetic_clip", K_PATH, S(aesthetic_clip), 0, 0, "\"\"", 0, "openai/clip-vit-large-patch14 directory"},
     {"reward.aesthetic_mlp", K_PATH, S(aesthetic_mlp), 0, 0, "\"\"", 0, "sac+logos+ava1-l14-linearMSE.pth"},
-    {"reward.hps_checkpoint", K_PATH, S(hps_checkpoint), 0, 0, "\"\"", 0, "HPS_v2_compressed.pt"},
+    {"reward.hps_checkpoint", K_PATH, S(hps_checkpoint), 0, 0, "\"\"", 0, "HPS_v2_compressed.pt (v2.0) or HPS_v2.1_compressed.pt (v2.1)"},
+    {"reward.hps_version", K_ENUM, S(hps_version), 0, 0, "v2.0", "v2.0|v2.1", "which HPS reward.hps_checkpoint holds (same architecture, other weights; recorded in the run's config)"},
     {"reward.hps_config", K_PATH, S(hps_config), 0, 0, "\"\"", 0, "open_clip ViT-H-14.json"},
     {"reward.hps_tokenizer", K_PATH, S(hps_tokenizer), 0, 0, "\"\"", 0, "bpe_simple_vocab_16e6.txt.gz"},
 };
@@ -582,6 +583,15 @@ static int check(conv *cv) {
     c->reward = !strcmp(cv->reward_fn, "hps") ? AP_REWARD_HPS
               : !strcmp(cv->reward_fn, "demo") ? AP_REWARD_DEMO : AP_REWARD_AESTHETIC;
     c->trunc_mode = !strcmp(cv->trunc_mode, "per_trajectory") ? AP_TRUNC_PER_TRAJECTORY : AP_TRUNC_PER_STEP;
+    { /* the released files carry their version in their names (HPSv2's hps_version_map) */
+        const char *base = strrchr(c->hps_checkpoint, '/');
+        base = base ? base + 1 : c->hps_checkpoint;
+        const char *named = !strcmp(base, "HPS_v2_compressed.pt") ? "v2.0"
+                          : !strcmp(base, "HPS_v2.1_compressed.pt") ? "v2.1" : NULL;
+        if (named && strcmp(named, c->hps_version))
+            return bad_value(r, key_index("reward.hps_version"), c->hps_version,
+                             "%s (reward.hps_checkpoint is %s; or name the file's version)", named, base);
+    }
     if (!cv->use_lora)
         return bad_value(r, key_index("use_lora"), "false", "true (this port trains LoRA adapters only)");
     if (cv->use_8bit)

@@ -70,7 +70,8 @@ typedef struct ap_train_config {
     double grad_scale;                 /* grad_scale (1) */
     char aesthetic_clip[AP_CFG_PATH];  /* reward.aesthetic_clip: openai/clip-vit-large-patch14 dir */
     char aesthetic_mlp[AP_CFG_PATH];   /* reward.aesthetic_mlp: sac+logos+ava1-l14-linearMSE.pth */
-    char hps_checkpoint[AP_CFG_PATH];  /* reward.hps_checkpoint: HPS_v2_compressed.pt */
+    char hps_checkpoint[AP_CFG_PATH];  /* reward.hps_checkpoint: HPS_v2_compressed.pt or HPS_v2.1_compressed.pt */
+    char hps_version[8];               /* reward.hps_version: "v2.0" | "v2.1" (which HPS the checkpoint is) */
     char hps_config[AP_CFG_PATH];      /* reward.hps_config: open_clip ViT-H-14.json */
     char hps_tokenizer[AP_CFG_PATH];   /* reward.hps_tokenizer: bpe_simple_vocab_16e6.txt.gz */
 

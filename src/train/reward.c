@@ -2,6 +2,7 @@
 #include "train/reward.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,13 +20,14 @@ struct ap_reward {
     ap_aesthetic aes;          /* aesthetic */
     ap_hps hps;                /* hps */
     ap_tokenizer *tok;
+    char name[64];             /* kind, and for hps its version ("hps v2.1") */
 };
 
 static const char *kind_name(ap_reward_kind k) {
     return k == AP_REWARD_AESTHETIC ? "aesthetic" : k == AP_REWARD_HPS ? "hps" : "demo";
 }
 
-const char *ap_reward_name(const ap_reward *r) { return kind_name(r->kind); }
+const char *ap_reward_name(const ap_reward *r) { return r->name; }
 
 int ap_reward_open_kind(ap_reward **out, ap_reward_kind kind, const char *clip_dir,
                         const char *mlp, const char *hps_config, const char *hps_ckpt,
@@ -35,6 +37,7 @@ int ap_reward_open_kind(ap_reward **out, ap_reward_kind kind, const char *clip_d
     if (!r) return AP_ERR;
     r->kind = kind;
     r->grad_scale = grad_scale;
+    snprintf(r->name, sizeof r->name, "%s", kind_name(kind));
     int rc = AP_OK;
     if (kind == AP_REWARD_AESTHETIC) {
         if (!clip_dir || !*clip_dir || !mlp || !*mlp)
@@ -63,9 +66,14 @@ int ap_reward_open_kind(ap_reward **out, ap_reward_kind kind, const char *clip_d
 int ap_reward_open(ap_reward **out, const ap_train_config *c) {
     /* grad_scale multiplies the aesthetic loss only, as the original's
      * aesthetic_loss_fn (its hps_loss_fn has none) */
-    return ap_reward_open_kind(out, c->reward, c->aesthetic_clip, c->aesthetic_mlp, c->hps_config,
+    AP_TRY(ap_reward_open_kind(out, c->reward, c->aesthetic_clip, c->aesthetic_mlp, c->hps_config,
                                c->hps_checkpoint, c->hps_tokenizer, c->aesthetic_target,
-                               c->reward == AP_REWARD_AESTHETIC ? c->grad_scale : 1.0);
+                               c->reward == AP_REWARD_AESTHETIC ? c->grad_scale : 1.0));
+    /* HPS v2.0 and v2.1 differ only in their weights (docs/hps.md §1): the
+     * version is what the config says, shown wherever the reward is named */
+    if (c->reward == AP_REWARD_HPS)
+        snprintf((*out)->name, sizeof (*out)->name, "hps %s", c->hps_version);
+    return AP_OK;
 }
 
 void ap_reward_free(ap_reward *r) {
