@@ -23,7 +23,10 @@
 #define AP_CFG_PATH 4096
 #define AP_CFG_MAX_HOSTS 64
 
-typedef enum { AP_REWARD_AESTHETIC = 0, AP_REWARD_HPS = 1, AP_REWARD_DEMO = 2 } ap_reward_kind;
+/* MIX: a weighted sum of up to AP_REWARD_MAX_PARTS of the others (reward_fn
+ * as a mapping {aesthetic: 1.0, hps: 2.0}) */
+typedef enum { AP_REWARD_AESTHETIC = 0, AP_REWARD_HPS = 1, AP_REWARD_DEMO = 2, AP_REWARD_MIX = 3 } ap_reward_kind;
+#define AP_REWARD_MAX_PARTS 3
 /* train: the AlignProp loop; evaluate: only_eval; evaluate_soup: soup_inference. */
 typedef enum { AP_RUN_TRAIN = 0, AP_RUN_EVALUATE = 1, AP_RUN_EVALUATE_SOUP = 2 } ap_run_mode;
 /* How random truncation draws K (docs/ddim.md §8): per_step = main.py at 7f4503f
@@ -65,7 +68,10 @@ typedef struct ap_train_config {
     /* prompts and reward */
     char prompt_file[AP_CFG_PATH];     /* prompt_fn as a file: one prompt per line */
     char eval_prompt_file[AP_CFG_PATH];/* eval_prompt_fn as a file ("" -> prompt_file) */
-    ap_reward_kind reward;             /* reward_fn: "aesthetic" | "hps" | "demo" */
+    ap_reward_kind reward;             /* reward_fn: "aesthetic" | "hps" | "demo" | a mapping (MIX) */
+    int n_parts;                       /* MIX: components, in the mapping's order */
+    ap_reward_kind part_kind[AP_REWARD_MAX_PARTS];
+    double part_weight[AP_REWARD_MAX_PARTS];
     double aesthetic_target;           /* aesthetic_target (10) */
     double grad_scale;                 /* grad_scale (1) */
     char aesthetic_clip[AP_CFG_PATH];  /* reward.aesthetic_clip: openai/clip-vit-large-patch14 dir */
