@@ -209,7 +209,8 @@ int ap_cmd_train(int argc, char **argv) {
             } else if (d.rank == 0) {
                 ap_step_plan_print(stdout, &sp, cfg.reward == AP_REWARD_AESTHETIC ? "aesthetic"
                                                 : cfg.reward == AP_REWARD_HPS ? "hps"
-                                                : cfg.reward == AP_REWARD_MIX ? "mixture" : "demo: none");
+                                                : cfg.reward == AP_REWARD_MIX ? "mixture"
+                                                : cfg.reward == AP_REWARD_PICKSCORE ? "pickscore" : "demo: none");
             }
         }
         free(caps);

@@ -46,6 +46,30 @@ static int load_text(ap_pickscore *m, const char *dir, const char *cpath, const 
     return rc;
 }
 
+int ap_pickscore_declare(ap_pickscore *m, const char *dir) {
+    memset(m, 0, sizeof *m);
+    char cpath[1024];
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    ap_json *cfg = NULL;
+    AP_TRY(ap_json_parse_file(&cfg, cpath));
+    const ap_json *tc = ap_json_get(cfg, "text_config");
+    int rc = ap_clip_vision_config(&m->vis, cfg, cpath);
+    if (!rc && (!tc || tc->type != AP_JSON_OBJ))
+        rc = ap_fail("%s: expected an object \"text_config\" (a transformers CLIPModel config)", cpath);
+    if (!rc) rc = ap_clip_text_config(&m->text, tc, cpath);
+    ap_json_free(cfg);
+    int64_t P = m->vis.v.proj_dim, Ct = m->text.t.C;
+    if (!rc) rc = ap_clip_vision_declare(&m->vis);
+    if (!rc) rc = ap_clip_text_declare(&m->text);
+    if (!rc && (ap_params_add(&m->text.params, &m->text_proj, 2, (int64_t[]){P, Ct},
+                              "text_projection.weight") < 0 ||
+                ap_params_add(&m->text.params, &m->logit_scale, 0, NULL, "logit_scale") < 0))
+        rc = AP_ERR;
+    m->embed_dim = (int)P, m->scale = 1.0f;
+    if (rc) ap_pickscore_free(m);
+    return rc;
+}
+
 int ap_pickscore_load(ap_pickscore *m, const char *dir) {
     memset(m, 0, sizeof *m);
     char cpath[1024], wpath[1024];
@@ -175,4 +199,46 @@ int ap_pickscore_backward(ap_ctx *ctx, ap_tape *tape, const ap_pickscore *m,
 out:
     tmp->used = mark;
     return rc;
+}
+
+typedef struct {
+    const ap_pickscore *m;
+    int64_t B, H, W, N;
+    const int32_t *ids;
+} ps_case;
+
+static int ps_step(ap_ctx *dry, ap_arena *a, void *user) {
+    const ps_case *k = user;
+    int64_t is[4] = {k->B, 3, k->H, k->W}, bs[1] = {k->B}, ts[2] = {k->B, k->m->embed_dim};
+    ap_tensor img = ap_dry_input(&a[2], 4, is), dimg = ap_dry_input(&a[2], 4, is);
+    ap_tensor sc = ap_dry_input(&a[2], 1, bs), l = ap_dry_input(&a[2], 1, bs);
+    ap_tensor dl = ap_dry_input(&a[2], 1, bs), text = ap_dry_input(&a[2], 2, ts);
+    if (!img.data || !dimg.data || !sc.data || !l.data || !dl.data || !text.data) return AP_ERR;
+    ap_pickscore_saved sv;
+    ap_tape tape = ap_tape_on(&a[0]);
+    dry->tmp = &a[1];
+    AP_TRY(ap_pickscore_encode_text(dry, k->m, &text, k->ids, k->B, k->N));
+    AP_TRY(ap_pickscore_forward(dry, NULL, k->m, NULL, &sc, &l, &img, &text));
+    AP_TRY(ap_pickscore_forward(dry, &tape, k->m, &sv, &sc, &l, &img, &text));
+    return ap_pickscore_backward(dry, &tape, k->m, &sv, &dimg, &dl);
+}
+
+int ap_pickscore_plan_measure(ap_ctx *ctx, const ap_pickscore *m, int64_t B, int64_t H,
+                              int64_t W, int64_t N, ap_plan *p) {
+    if (B < 1 || N < 1 || N > m->text.t.max_pos)
+        return ap_fail("pickscore_plan: expected B >= 1 and 1 <= N <= %d, found B %lld, N %lld",
+                       m->text.t.max_pos, (long long)B, (long long)N);
+    int32_t *ids = ap_calloc((size_t)(B * N), sizeof *ids, "dry-run token ids");
+    if (!ids) return AP_ERR;
+    ps_case k = {m, B, H, W, N, ids};
+    static const char *const what[3] = {"PickScore tape", "PickScore temporaries", "PickScore inputs"};
+    size_t peaks[3];
+    int rc = ap_measure(ctx, 3, what, ps_step, &k, peaks, &p->scratch_bytes);
+    free(ids);
+    if (rc)
+        return ap_err_prefix("measuring the PickScore reward's workspaces (B %lld, %lld x %lld): ",
+                             (long long)B, (long long)H, (long long)W);
+    p->tape_bytes = peaks[0];
+    p->tmp_bytes = peaks[1];
+    return AP_OK;
 }

@@ -46,6 +46,9 @@ typedef struct ap_pickscore_saved {
     ap_tensor t;           /* (B, P) the text features given to forward (copied) */
 } ap_pickscore_saved;
 
+/* Dimensions from dir/config.json and every tensor declared (both params
+ * lists), nothing allocated (a dry run's plan: ap_params_alloc_unbacked). */
+int ap_pickscore_declare(ap_pickscore *m, const char *dir);
 /* config.json + weights of a transformers CLIPModel directory. */
 int ap_pickscore_load(ap_pickscore *m, const char *dir);
 void ap_pickscore_free(ap_pickscore *m);
@@ -63,5 +66,11 @@ int ap_pickscore_forward(ap_ctx *ctx, ap_tape *tape, const ap_pickscore *m,
 int ap_pickscore_backward(ap_ctx *ctx, ap_tape *tape, const ap_pickscore *m,
                           const ap_pickscore_saved *sv, const ap_tensor *dimage,
                           const ap_tensor *dloss);
+
+/* The workspaces of one reward step for images (B, 3, H, W) and prompts of
+ * N tokens: the text encoding, an inference forward, a forward with tape and
+ * its backward, measured by a dry run of that code. Weights are never read. */
+int ap_pickscore_plan_measure(ap_ctx *ctx, const ap_pickscore *m, int64_t B, int64_t H,
+                              int64_t W, int64_t N, ap_plan *p);
 
 #endif

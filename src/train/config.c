@@ -67,7 +67,7 @@ static const key KEYS[] = {
     {"prompt_fn", K_STR, NOSTORE, 0, 0, "simple_animals", 0, "training prompts: a name (<prompts_dir>/<name>.txt) or a .txt path"},
     {"eval_prompt_fn", K_STR, NOSTORE, 0, 0, "\"\"", 0, "evaluation prompts (\"\": prompt_fn)"},
     {"prompts_dir", K_PATH, NOSTORE, 0, 0, "assets", 0, "folder of named prompt files (AlignProp's assets/)"},
-    {"reward_fn", K_ENUM, NOSTORE, 0, 0, "aesthetic", "aesthetic|hps|demo|aesthetic_score", "reward, or a weighted mixture {aesthetic: 1.0, hps: 2.0} (train on the weighted sum; each part logged and evaluated)"},
+    {"reward_fn", K_ENUM, NOSTORE, 0, 0, "aesthetic", "aesthetic|hps|demo|aesthetic_score|pickscore", "reward, or a weighted mixture {aesthetic: 1.0, hps: 2.0} (train on the weighted sum; each part logged and evaluated)"},
     {"per_prompt_stat_tracking", K_ANY, NOSTORE, 0, 0, "{}", 0, "accepted, unused (a DDPO option)"},
     {"aesthetic_target", K_DOUBLE, F(aesthetic_target), 0, -BIG, BIG, "10", 0, "aesthetic loss |r - target|"},
     {"grad_scale", K_DOUBLE, F(grad_scale), 0, -BIG, BIG, "1", 0, "loss multiplier"},
@@ -101,6 +101,8 @@ static const key KEYS[] = {
     {"reward.hps_version", K_ENUM, S(hps_version), 0, 0, "v2.0", "v2.0|v2.1", "which HPS reward.hps_checkpoint holds (same architecture, other weights; recorded in the run's config)"},
     {"reward.hps_config", K_PATH, S(hps_config), 0, 0, "\"\"", 0, "open_clip ViT-H-14.json"},
     {"reward.hps_tokenizer", K_PATH, S(hps_tokenizer), 0, 0, "\"\"", 0, "bpe_simple_vocab_16e6.txt.gz"},
+    {"reward.pickscore_model", K_PATH, S(pickscore_model), 0, 0, "\"\"", 0, "yuvalkirstain/PickScore_v1 directory (transformers CLIPModel)"},
+    {"reward.pickscore_tokenizer", K_PATH, S(pickscore_tokenizer), 0, 0, "\"\"", 0, "directory with vocab.json and merges.txt (laion/CLIP-ViT-H-14-laion2B-s32B-b79K's)"},
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
@@ -465,18 +467,19 @@ static int conv_enum(const reader *r, int k, char *out, size_t cap) {
  * (aesthetic, hps, demo) with finite non-zero weights, in the mapping's order. */
 static int conv_mix(const reader *r, int k, ap_train_config *c) {
     const slot *s = &r->s[k];
-    static const char *const names[3] = {"aesthetic", "hps", "demo"};
-    static const ap_reward_kind kinds[3] = {AP_REWARD_AESTHETIC, AP_REWARD_HPS, AP_REWARD_DEMO};
+    static const char *const names[4] = {"aesthetic", "hps", "demo", "pickscore"};
+    static const ap_reward_kind kinds[4] = {AP_REWARD_AESTHETIC, AP_REWARD_HPS, AP_REWARD_DEMO,
+                                            AP_REWARD_PICKSCORE};
     if (s->n < 1 || s->n > AP_REWARD_MAX_PARTS)
-        return ap_fail("%s: reward_fn: expected a mapping of 1 to %d rewards {aesthetic|hps|demo: "
+        return ap_fail("%s: reward_fn: expected a mapping of 1 to %d rewards {aesthetic|hps|demo|pickscore: "
                        "weight}, found %d entries", s->where, AP_REWARD_MAX_PARTS, s->n);
     c->n_parts = 0;
     for (int i = 0; i < s->n; i++) {
         int j = 0;
-        while (j < 3 && strcmp(s->mkey[i], names[j])) j++;
-        if (j == 3)
-            return ap_fail("%s: reward_fn: %s: expected a reward of a mixture (aesthetic, hps or "
-                           "demo), found \"%s\"", s->where, s->mkey[i], s->mkey[i]);
+        while (j < 4 && strcmp(s->mkey[i], names[j])) j++;
+        if (j == 4)
+            return ap_fail("%s: reward_fn: %s: expected a reward of a mixture (aesthetic, hps, "
+                           "demo or pickscore), found \"%s\"", s->where, s->mkey[i], s->mkey[i]);
         for (int q = 0; q < i; q++)
             if (!strcmp(s->mkey[q], s->mkey[i]))
                 return ap_fail("%s: reward_fn: %s: expected each reward once, found it twice",
@@ -622,7 +625,8 @@ static int check(conv *cv) {
     c->mode = cv->soup ? AP_RUN_EVALUATE_SOUP : cv->only_eval ? AP_RUN_EVALUATE : AP_RUN_TRAIN;
     c->reward = !strcmp(cv->reward_fn, "hps") ? AP_REWARD_HPS
               : !strcmp(cv->reward_fn, "demo") ? AP_REWARD_DEMO
-              : !strcmp(cv->reward_fn, "mixture") ? AP_REWARD_MIX : AP_REWARD_AESTHETIC;
+              : !strcmp(cv->reward_fn, "mixture") ? AP_REWARD_MIX
+              : !strcmp(cv->reward_fn, "pickscore") ? AP_REWARD_PICKSCORE : AP_REWARD_AESTHETIC;
     c->trunc_mode = !strcmp(cv->trunc_mode, "per_trajectory") ? AP_TRUNC_PER_TRAJECTORY : AP_TRUNC_PER_STEP;
     { /* the released files carry their version in their names (HPSv2's hps_version_map) */
         const char *base = strrchr(c->hps_checkpoint, '/');
@@ -771,7 +775,8 @@ static void emit_value(sbuf *b, const conv *cv, int k) {
                     if (strtod(t, NULL) == c->part_weight[i]) break;
                 }
                 sb_printf(b, "%s\"%s\": %s", i ? ", " : "", kd == AP_REWARD_AESTHETIC ? "aesthetic"
-                          : kd == AP_REWARD_HPS ? "hps" : "demo", t);
+                          : kd == AP_REWARD_HPS ? "hps" : kd == AP_REWARD_PICKSCORE ? "pickscore"
+                          : "demo", t);
             }
             sb_printf(b, "}");
             break;
@@ -906,6 +911,16 @@ int ap_config_check_files(const ap_train_config *c) {
             AP_TRY(need_file("reward.hps_checkpoint", c->hps_checkpoint));
             AP_TRY(need_file("reward.hps_config", c->hps_config));
             AP_TRY(need_file("reward.hps_tokenizer", c->hps_tokenizer));
+        } else if (kd == AP_REWARD_PICKSCORE) {
+            char p[AP_CFG_PATH + 16];
+            AP_TRY(need_dir("reward.pickscore_model", c->pickscore_model,
+                            "a transformers CLIPModel directory (yuvalkirstain/PickScore_v1)"));
+            AP_TRY(need_dir("reward.pickscore_tokenizer", c->pickscore_tokenizer,
+                            "a directory with vocab.json and merges.txt"));
+            snprintf(p, sizeof p, "%s/vocab.json", c->pickscore_tokenizer);
+            AP_TRY(need_file("reward.pickscore_tokenizer", p));
+            snprintf(p, sizeof p, "%s/merges.txt", c->pickscore_tokenizer);
+            AP_TRY(need_file("reward.pickscore_tokenizer", p));
         }
     }
     if (c->mode != AP_RUN_TRAIN && c->resume_from[0] && !ap_path_exists(c->resume_from))

@@ -25,8 +25,11 @@
 
 /* MIX: a weighted sum of up to AP_REWARD_MAX_PARTS of the others (reward_fn
  * as a mapping {aesthetic: 1.0, hps: 2.0}) */
-typedef enum { AP_REWARD_AESTHETIC = 0, AP_REWARD_HPS = 1, AP_REWARD_DEMO = 2, AP_REWARD_MIX = 3 } ap_reward_kind;
-#define AP_REWARD_MAX_PARTS 3
+typedef enum {
+    AP_REWARD_AESTHETIC = 0, AP_REWARD_HPS = 1, AP_REWARD_DEMO = 2, AP_REWARD_MIX = 3,
+    AP_REWARD_PICKSCORE = 4
+} ap_reward_kind;
+#define AP_REWARD_MAX_PARTS 4
 /* train: the AlignProp loop; evaluate: only_eval; evaluate_soup: soup_inference. */
 typedef enum { AP_RUN_TRAIN = 0, AP_RUN_EVALUATE = 1, AP_RUN_EVALUATE_SOUP = 2 } ap_run_mode;
 /* How random truncation draws K (docs/ddim.md §8): per_step = main.py at 7f4503f
@@ -80,6 +83,8 @@ typedef struct ap_train_config {
     char hps_version[8];               /* reward.hps_version: "v2.0" | "v2.1" (which HPS the checkpoint is) */
     char hps_config[AP_CFG_PATH];      /* reward.hps_config: open_clip ViT-H-14.json */
     char hps_tokenizer[AP_CFG_PATH];   /* reward.hps_tokenizer: bpe_simple_vocab_16e6.txt.gz */
+    char pickscore_model[AP_CFG_PATH]; /* reward.pickscore_model: yuvalkirstain/PickScore_v1 dir */
+    char pickscore_tokenizer[AP_CFG_PATH]; /* reward.pickscore_tokenizer: dir with vocab.json, merges.txt */
 
     /* sampling */
     char model[AP_CFG_PATH];           /* pretrained.model: diffusers dir, CompVis file, or "tiny:SEED" */

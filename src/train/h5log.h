@@ -33,7 +33,7 @@
 
 #include <stdint.h>
 
-#define AP_H5LOG_MAX_PARTS 3 /* = AP_REWARD_MAX_PARTS (train/config.h) */
+#define AP_H5LOG_MAX_PARTS 4 /* = AP_REWARD_MAX_PARTS (train/config.h) */
 
 typedef struct ap_h5log ap_h5log;
 

@@ -19,6 +19,7 @@ struct ap_reward {
     double grad_scale;
     ap_aesthetic aes;          /* aesthetic */
     ap_hps hps;                /* hps */
+    ap_pickscore ps;           /* pickscore */
     ap_tokenizer *tok;
     char name[160];            /* kind, hps with its version ("hps v2.1"), or the mixture's sum */
     int n_parts;               /* mixture */
@@ -28,7 +29,7 @@ struct ap_reward {
 
 static const char *kind_name(ap_reward_kind k) {
     return k == AP_REWARD_AESTHETIC ? "aesthetic" : k == AP_REWARD_HPS ? "hps"
-         : k == AP_REWARD_MIX ? "mixture" : "demo";
+         : k == AP_REWARD_MIX ? "mixture" : k == AP_REWARD_PICKSCORE ? "pickscore" : "demo";
 }
 
 const char *ap_reward_name(const ap_reward *r) { return r->name; }
@@ -43,7 +44,7 @@ int ap_reward_open_mixture(ap_reward **out, int n, ap_reward *const *parts, cons
                  : AP_OK;
     for (int i = 0; i < n && !rc; i++) {
         if (!parts[i] || parts[i]->kind == AP_REWARD_MIX)
-            rc = ap_fail("reward mixture: part %d: expected an opened aesthetic, hps or demo reward", i);
+            rc = ap_fail("reward mixture: part %d: expected an opened reward that is not a mixture", i);
         else if (!isfinite(weights[i]))
             rc = ap_fail("reward mixture: %s: weight %g: expected a finite number",
                          kind_name(parts[i]->kind), weights[i]);
@@ -105,7 +106,36 @@ int ap_reward_open_kind(ap_reward **out, ap_reward_kind kind, const char *clip_d
     return AP_OK;
 }
 
+int ap_reward_open_pickscore(ap_reward **out, const char *model_dir, const char *tokenizer_dir) {
+    *out = NULL;
+    if (!model_dir || !*model_dir || !tokenizer_dir || !*tokenizer_dir)
+        return ap_fail("reward pickscore: needs reward.pickscore_model (a yuvalkirstain/PickScore_v1 "
+                       "directory) and reward.pickscore_tokenizer (a directory with vocab.json and "
+                       "merges.txt, laion/CLIP-ViT-H-14-laion2B-s32B-b79K's)");
+    ap_reward *r = ap_calloc(1, sizeof *r, "reward");
+    if (!r) return AP_ERR;
+    r->kind = AP_REWARD_PICKSCORE;
+    r->grad_scale = 1.0;
+    snprintf(r->name, sizeof r->name, "pickscore");
+    char vocab[4200], merges[4200];
+    snprintf(vocab, sizeof vocab, "%s/vocab.json", tokenizer_dir);
+    snprintf(merges, sizeof merges, "%s/merges.txt", tokenizer_dir);
+    int rc = ap_pickscore_load(&r->ps, model_dir);
+    if (!rc) rc = ap_tokenizer_load_hf(&r->tok, vocab, merges);
+    if (!rc && ap_tokenizer_vocab_size(r->tok) > r->ps.text.t.vocab)
+        rc = ap_fail("reward pickscore: the tokenizer of %s has %d ids, the text tower of %s %d",
+                     tokenizer_dir, ap_tokenizer_vocab_size(r->tok), model_dir, r->ps.text.t.vocab);
+    if (rc) {
+        ap_reward_free(r);
+        return AP_ERR;
+    }
+    *out = r;
+    return AP_OK;
+}
+
 static int open_single(ap_reward **out, ap_reward_kind kind, const ap_train_config *c) {
+    if (kind == AP_REWARD_PICKSCORE)
+        return ap_reward_open_pickscore(out, c->pickscore_model, c->pickscore_tokenizer);
     /* grad_scale multiplies the aesthetic loss only, as the original's
      * aesthetic_loss_fn (its hps_loss_fn has none) */
     AP_TRY(ap_reward_open_kind(out, kind, c->aesthetic_clip, c->aesthetic_mlp, c->hps_config,
@@ -133,10 +163,9 @@ void ap_reward_free(ap_reward *r) {
     if (!r) return;
     for (int i = 0; i < r->n_parts; i++) ap_reward_free(r->part[i]);
     if (r->kind == AP_REWARD_AESTHETIC) ap_aesthetic_free(&r->aes);
-    if (r->kind == AP_REWARD_HPS) {
-        ap_hps_free(&r->hps);
-        ap_tokenizer_free(r->tok);
-    }
+    if (r->kind == AP_REWARD_HPS) ap_hps_free(&r->hps);
+    if (r->kind == AP_REWARD_PICKSCORE) ap_pickscore_free(&r->ps);
+    ap_tokenizer_free(r->tok);
     free(r);
 }
 
@@ -144,14 +173,16 @@ int ap_reward_saved_init(ap_reward_saved *sv, const ap_reward *r, int64_t cap) {
     memset(sv, 0, sizeof *sv);
     if (cap < 1) return ap_fail("reward: %lld images: expected at least 1", (long long)cap);
     sv->cap = cap;
-    if (r->kind == AP_REWARD_HPS) {
-        int64_t N = r->hps.text.max_pos;
-        sv->text = ap_malloc((size_t)(cap * r->hps.embed_dim) * sizeof(float), "HPS text features");
-        sv->ids = ap_malloc((size_t)(cap * N) * sizeof(int32_t), "HPS token ids");
+    const int texts = r->kind == AP_REWARD_HPS || r->kind == AP_REWARD_PICKSCORE;
+    if (texts) {
+        int64_t N = r->kind == AP_REWARD_HPS ? r->hps.text.max_pos : r->ps.text.t.max_pos;
+        int64_t E = r->kind == AP_REWARD_HPS ? r->hps.embed_dim : r->ps.embed_dim;
+        sv->text = ap_malloc((size_t)(cap * E) * sizeof(float), "reward text features");
+        sv->ids = ap_malloc((size_t)(cap * N) * sizeof(int32_t), "reward token ids");
     }
     sv->dl = ap_malloc((size_t)cap * sizeof(float), "reward d(loss)");
     sv->vals = ap_malloc((size_t)(3 * cap) * sizeof(float), "reward, loss and d(loss) tensors");
-    int ok = sv->dl && sv->vals && (r->kind != AP_REWARD_HPS || (sv->text && sv->ids));
+    int ok = sv->dl && sv->vals && (!texts || (sv->text && sv->ids));
     if (ok && r->n_parts) {
         sv->part = ap_calloc((size_t)r->n_parts, sizeof *sv->part, "reward mixture saved parts");
         sv->part_vals = ap_malloc((size_t)(r->n_parts * 3 * cap) * sizeof(float),
@@ -252,6 +283,15 @@ int ap_reward_forward(ap_ctx *ctx, ap_tape *tape, const ap_reward *r, ap_reward_
         ap_tensor tt = ap_t2(sv->text, B, r->hps.embed_dim);
         AP_TRY(ap_hps_encode_text(ctx, &r->hps, &tt, sv->ids, B, N));
         AP_TRY(ap_hps_forward(ctx, tape, &r->hps, &sv->hps, &tr, &tl, image, &tt));
+    } else if (r->kind == AP_REWARD_PICKSCORE) {
+        int64_t N = r->ps.text.t.max_pos;
+        for (int64_t b = 0; b < B; b++) {
+            if (ap_tokenize(r->tok, prompts[b], sv->ids + b * N, (int)N))
+                return ap_err_prefix("reward pickscore: prompt \"%s\": ", prompts[b]);
+        }
+        ap_tensor tt = ap_t2(sv->text, B, r->ps.embed_dim);
+        AP_TRY(ap_pickscore_encode_text(ctx, &r->ps, &tt, sv->ids, B, N));
+        AP_TRY(ap_pickscore_forward(ctx, tape, &r->ps, &sv->ps, &tr, &tl, image, &tt));
     } else { /* demo: reward = colourfulness, loss = -reward */
         AP_TRY(ap_colourfulness_forward(ctx, &tr, image));
         AP_TRY(ap_scale_forward(ctx, &tl, &tr, -1.0f));
@@ -277,6 +317,8 @@ int ap_reward_backward(ap_ctx *ctx, ap_tape *tape, const ap_reward *r, ap_reward
         return ap_aesthetic_backward(ctx, tape, &r->aes, &sv->aes, dimage, &td);
     if (r->kind == AP_REWARD_HPS)
         return ap_hps_backward(ctx, tape, &r->hps, &sv->hps, dimage, &td);
+    if (r->kind == AP_REWARD_PICKSCORE)
+        return ap_pickscore_backward(ctx, tape, &r->ps, &sv->ps, dimage, &td);
     /* loss = -colourfulness: d(colourfulness) = -dl */
     AP_TRY(ap_scale_forward(ctx, &td, &td, -1.0f));
     return ap_colourfulness_backward(ctx, dimage, &td, &sv->image);

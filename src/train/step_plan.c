@@ -19,6 +19,7 @@
 #include "models/aesthetic.h"
 #include "models/clip_text.h"
 #include "models/hps.h"
+#include "models/pickscore.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "pipeline/tiny.h"
@@ -29,6 +30,7 @@ typedef struct {
     ap_clip_text text;
     ap_aesthetic aes;
     ap_hps hps;
+    ap_pickscore ps;
 } models;
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
@@ -81,6 +83,11 @@ static int build(models *m, const ap_train_config *c, const char *dir) {
         AP_TRY(ap_params_alloc_unbacked(&m->aes.clip.params, "CLIP vision (unbacked)"));
         AP_TRY(ap_aesthetic_mlp_load(&m->aes, c->aesthetic_mlp));
     }
+    if (uses(c, AP_REWARD_PICKSCORE)) {
+        AP_TRY(ap_pickscore_declare(&m->ps, c->pickscore_model));
+        AP_TRY(ap_params_alloc_unbacked(&m->ps.vis.params, "PickScore vision (unbacked)"));
+        AP_TRY(ap_params_alloc_unbacked(&m->ps.text.params, "PickScore text (unbacked)"));
+    }
     if (uses(c, AP_REWARD_HPS)) {
         AP_TRY(ap_json_parse_file(&j, c->hps_config));
         rc = ap_hps_config(&m->hps, j, c->hps_config);
@@ -98,6 +105,7 @@ static void release(models *m) {
     ap_clip_text_free(&m->text);
     ap_aesthetic_free(&m->aes);
     ap_hps_free(&m->hps);
+    ap_pickscore_free(&m->ps);
 }
 
 static int measure(ap_step_plan *p, models *m, const ap_train_config *c, int cap, int threads) {
@@ -125,11 +133,20 @@ static int measure(ap_step_plan *p, models *m, const ap_train_config *c, int cap
             if (part.scratch_bytes > p->reward.scratch_bytes) p->reward.scratch_bytes = part.scratch_bytes;
         }
     }
+    if (!rc && uses(c, AP_REWARD_PICKSCORE)) {
+        rc = ap_pickscore_plan_measure(&ctx, &m->ps, cap, res, res, m->ps.text.t.max_pos, &part);
+        if (!rc) {
+            p->reward.tape_bytes += part.tape_bytes;
+            if (part.tmp_bytes > p->reward.tmp_bytes) p->reward.tmp_bytes = part.tmp_bytes;
+            if (part.scratch_bytes > p->reward.scratch_bytes) p->reward.scratch_bytes = part.scratch_bytes;
+        }
+    }
     if (!rc && c->reward == AP_REWARD_MIX && c->n_parts > 1)
         p->reward.tmp_bytes += (size_t)cap * 3 * (size_t)res * (size_t)res * sizeof(float);
     ap_ctx_free(&ctx);
     p->weights_bytes = (m->unet.params.total + m->vae.params.total + m->text.params.total +
-                        m->aes.clip.params.total + m->aes.mlp_params.total + m->hps.params.total) *
+                        m->aes.clip.params.total + m->aes.mlp_params.total + m->hps.params.total +
+                        m->ps.vis.params.total + m->ps.text.params.total) *
                        sizeof(float);
     p->lora_bytes = m->unet.lora.total * sizeof(float);
     return rc;

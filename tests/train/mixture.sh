@@ -6,7 +6,9 @@
 # and the weighted sum in rewards (per sample |sum - (2 demo + 0.5 aesthetic)|
 # <= 1e-5 (1 + |sum|): float32 columns, the sum itself rounded once from
 # double); the evaluation prints each part's mean; an evaluate-only run
-# writes the same columns to eval.h5. Skips (77) without h5dump or fixtures.
+# writes the same columns to eval.h5; PickScore alone (--dry-run plan) and in
+# a mixture {pickscore: 0.01, demo: 1.0} (trains, logs reward_pickscore).
+# Skips (77) without h5dump or fixtures.
 #   mixture.sh BIN LORA_DIFF CONFIG
 BIN=$1 DIFF=$2 CFG=$3
 . "$(dirname "$0")/common.sh"
@@ -78,4 +80,29 @@ ckpt=$(last_lora "$(dirname "$log")")
 "$BIN" "$tmp/mix.yaml" --set only_eval=true --set run_name=evalmix --set "resume_from=$ckpt" > "$tmp/eval.log" 2>&1; rc=$?
 [ $rc -eq 0 ] && ok "evaluate-only with the mixture: exit 0" || { bad "evaluate-only: exit $rc"; tail -3 "$tmp/eval.log"; }
 [ -f "$tmp/logs/evalmix/eval.h5" ] && check_sum "$tmp/logs/evalmix/eval.h5" eval || bad "no evalmix/eval.h5"
+# PickScore as a reward and as a part: the tiny CLIPModel of tools/fixtures/pickscore.py
+# with the tiny HF tokenizer it was made for
+if [ -f "$fx/pickscore/model.safetensors" ]; then
+  sed -e 's|^reward_fn: .*|reward_fn: {pickscore: 0.01, demo: 1.0}|' \
+      -e "s|^reward:|reward:\\n  pickscore_model: $fx/pickscore\\n  pickscore_tokenizer: $fx/sd_tiny/tokenizer|" \
+      -e 's|^logdir: .*|logdir: '"$tmp"'/logs_ps|' "$tmp/mix.yaml" | sed 's/\\n/\n/g' > "$tmp/ps.yaml"
+  "$BIN" "$tmp/ps.yaml" --set reward_fn=pickscore --dry-run > "$tmp/psdry.out" 2>&1; rc=$?
+  [ $rc -eq 0 ] && grep -q "reward tape .*(pickscore)" "$tmp/psdry.out" &&
+    ok "reward_fn: pickscore: --dry-run measures its plan ($(grep 'reward tape' "$tmp/psdry.out" | tr -s ' '))" ||
+    { bad "pickscore --dry-run: exit $rc"; tail -3 "$tmp/psdry.out"; }
+  "$BIN" "$tmp/ps.yaml" > "$tmp/ps.log" 2>&1; rc=$?
+  [ $rc -eq 0 ] && ok "training with {pickscore: 0.01, demo: 1.0}: exit 0" || { bad "pickscore mixture: exit $rc"; tail -3 "$tmp/ps.log"; }
+  plog=$(ls "$tmp"/logs_ps/*/log.h5 2>/dev/null | head -1)
+  if [ -n "$plog" ]; then
+    paste <(col "$plog" /eval/rewards) <(col "$plog" /eval/reward_pickscore) <(col "$plog" /eval/reward_demo) |
+      awk '{e = $1 - (0.01 * $2 + $3); if (e < 0) e = -e; if (e > 1e-5 * (1 + ($1 < 0 ? -$1 : $1))) b++; n++}
+           END {exit !(n >= 2 && b == 0)}' &&
+      ok "/eval: rewards = 0.01 pickscore + demo; pickscore $(col "$plog" /eval/reward_pickscore_mean | tail -1)" ||
+      bad "/eval: the pickscore mixture's sum is off"
+  else
+    bad "no log.h5 of the pickscore mixture"
+  fi
+else
+  echo "  (no tests/fixtures/pickscore: the PickScore runs are skipped)"
+fi
 finish
