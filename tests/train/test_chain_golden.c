@@ -8,8 +8,8 @@
  * the aesthetic and HPS rewards on two, and two of them again planned for 3
  * and run as two accumulating micro-batches of 1. Also finite differences of
  * the chain's objective (signed per-sample dloss) w.r.t. LoRA coordinates for
- * each reward, independent of PyTorch, and a mixture {demo, aesthetic}
- * against its parts run separately. */
+ * each reward (PickScore too), independent of PyTorch, and a mixture
+ * {demo, aesthetic} against its parts run separately. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -368,6 +368,19 @@ int main(void) {
     if (aes) finite_differences(&e, aes, "aesthetic", 1e-2, 1e-2);
     if (hps) finite_differences(&e, hps, "hps", 1e-2, 1e-2);
     if (aes) mixture(&e, clip, mlp);
+    {   /* PickScore (not in the original: no PyTorch chain golden) through the
+         * reward interface: its tiny CLIPModel reads the sd_tiny tokenizer's
+         * ids (tools/fixtures/pickscore.py); finite differences as above */
+        ap_reward *ps = NULL;
+        char pdir[4200], tdir[4200];
+        snprintf(pdir, sizeof pdir, "%s/pickscore", fx);
+        snprintf(tdir, sizeof tdir, "%s/sd_tiny/tokenizer", fx);
+        rc = ap_reward_open_pickscore(&ps, pdir, tdir);
+        if (tu_check(rc == 0, "pickscore reward (tiny CLIPModel + sd_tiny tokenizer)%s%s",
+                     rc ? ": " : "", rc ? ap_errmsg() : ""))
+            finite_differences(&e, ps, "pickscore", 1e-2, 1e-2);
+        ap_reward_free(ps);
+    }
     ap_reward_free(demo);
     ap_reward_free(aes);
     ap_reward_free(hps);
