@@ -218,7 +218,9 @@ int ap_cmd_train(int argc, char **argv) {
                 printf("# measured plan: not available: %s\n", ap_errmsg());
             } else if (d.rank == 0) {
                 ap_step_plan_print(stdout, &sp, cfg.reward == AP_REWARD_AESTHETIC ? "aesthetic"
-                                                : cfg.reward == AP_REWARD_HPS ? "hps" : "demo: none");
+                                                : cfg.reward == AP_REWARD_HPS ? "hps"
+                                                : cfg.reward == AP_REWARD_MIX ? "mixture"
+                                                : cfg.reward == AP_REWARD_PICKSCORE ? "pickscore" : "demo: none");
             }
         }
         free(caps);

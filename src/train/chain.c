@@ -196,6 +196,9 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     ctx->tmp = &ch->reward_tmp;
     AP_TRY(ap_reward_forward(ctx, rt, ch->reward, &ch->reward_sv, io->reward, io->loss, &ti,
                              io->prompts));
+    for (int i = 0; io->parts && i < ap_reward_parts(ch->reward); i++)
+        memcpy(io->parts + (size_t)i * b, ap_reward_part_values(&ch->reward_sv, i),
+               (size_t)b * sizeof(float));
     int64_t bad = ap_first_nonfinite(io->loss, b); /* host scalars, already read back */
     if (bad >= 0)
         return ap_fail("chain: non-finite loss %g for sample %lld (%s reward)",

@@ -73,6 +73,8 @@ typedef struct ap_chain_io {
     const float *dloss;             /* (b) d(objective)/d(loss_b), e.g. loss_coeff / N; NULL: no backward */
     float *loss;                    /* (b) out */
     float *reward;                  /* (b) out */
+    float *parts;                   /* (n_parts, b) out: a reward mixture's part rewards
+                                     * (ap_reward_parts); may be NULL */
     float *images;                  /* (b, 3, H, W) out, may be NULL */
 } ap_chain_io;
 

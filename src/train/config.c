@@ -68,7 +68,7 @@ static const key KEYS[] = {
     {"prompt_fn", K_STR, NOSTORE, 0, 0, "simple_animals", 0, "training prompts: a name (<prompts_dir>/<name>.txt) or a .txt path"},
     {"eval_prompt_fn", K_STR, NOSTORE, 0, 0, "\"\"", 0, "evaluation prompts (\"\": prompt_fn)"},
     {"prompts_dir", K_PATH, NOSTORE, 0, 0, "assets", 0, "folder of named prompt files (AlignProp's assets/)"},
-    {"reward_fn", K_ENUM, NOSTORE, 0, 0, "aesthetic", "aesthetic|hps|demo|aesthetic_score", "reward"},
+    {"reward_fn", K_ENUM, NOSTORE, 0, 0, "aesthetic", "aesthetic|hps|demo|aesthetic_score|pickscore", "reward, or a weighted mixture {aesthetic: 1.0, hps: 2.0} (train on the weighted sum; each part logged and evaluated)"},
     {"per_prompt_stat_tracking", K_ANY, NOSTORE, 0, 0, "{}", 0, "accepted, unused (a DDPO option)"},
     {"aesthetic_target", K_DOUBLE, F(aesthetic_target), 0, -BIG, BIG, "10", 0, "aesthetic loss |r - target|"},
     {"grad_scale", K_DOUBLE, F(grad_scale), 0, -BIG, BIG, "1", 0, "loss multiplier"},
@@ -98,9 +98,12 @@ static const key KEYS[] = {
     {"pretrained.revision", K_STR, S(revision), 0, 0, "main", 0, "accepted, unused (no hub)"},
     {"reward.aesthetic_clip", K_PATH, S(aesthetic_clip), 0, 0, "\"\"", 0, "openai/clip-vit-large-patch14 directory"},
     {"reward.aesthetic_mlp", K_PATH, S(aesthetic_mlp), 0, 0, "\"\"", 0, "sac+logos+ava1-l14-linearMSE.pth"},
-    {"reward.hps_checkpoint", K_PATH, S(hps_checkpoint), 0, 0, "\"\"", 0, "HPS_v2_compressed.pt"},
+    {"reward.hps_checkpoint", K_PATH, S(hps_checkpoint), 0, 0, "\"\"", 0, "HPS_v2_compressed.pt (v2.0) or HPS_v2.1_compressed.pt (v2.1)"},
+    {"reward.hps_version", K_ENUM, S(hps_version), 0, 0, "v2.0", "v2.0|v2.1", "which HPS reward.hps_checkpoint holds (same architecture, other weights; recorded in the run's config)"},
     {"reward.hps_config", K_PATH, S(hps_config), 0, 0, "\"\"", 0, "open_clip ViT-H-14.json"},
     {"reward.hps_tokenizer", K_PATH, S(hps_tokenizer), 0, 0, "\"\"", 0, "bpe_simple_vocab_16e6.txt.gz"},
+    {"reward.pickscore_model", K_PATH, S(pickscore_model), 0, 0, "\"\"", 0, "yuvalkirstain/PickScore_v1 directory (transformers CLIPModel)"},
+    {"reward.pickscore_tokenizer", K_PATH, S(pickscore_tokenizer), 0, 0, "\"\"", 0, "directory with vocab.json and merges.txt (laion/CLIP-ViT-H-14-laion2B-s32B-b79K's)"},
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
@@ -177,6 +180,11 @@ static int unknown_key(const char *where, const char *name) {
 
 static const char *node_text(yaml_node_t *n) { return (const char *)n->data.scalar.value; }
 
+/* keys whose value may be a mapping: reward_fn's is a reward mixture */
+static int takes_mapping(int k) {
+    return KEYS[k].type == K_HOSTS || KEYS[k].type == K_ANY || !strcmp(KEYS[k].name, "reward_fn");
+}
+
 /* Store node v as the value of key index k. */
 static int store(reader *r, int k, yaml_document_t *doc, yaml_node_t *v, const char *where, int origin) {
     slot *s = &r->s[k];
@@ -235,7 +243,7 @@ static int walk(reader *r, yaml_document_t *doc, yaml_node_t *map, const char *p
         }
         if (k < 0) return unknown_key(where, name);
         snprintf(where, sizeof where, "%s:%lu", r->file, (unsigned long)vn->start_mark.line + 1);
-        if (vn->type == YAML_MAPPING_NODE && KEYS[k].type != K_HOSTS && KEYS[k].type != K_ANY)
+        if (vn->type == YAML_MAPPING_NODE && !takes_mapping(k))
             return ap_fail("%s: %s: expected a single value, found a mapping", where, name);
         if (vn->type == YAML_SEQUENCE_NODE && KEYS[k].type != K_PAIR)
             return ap_fail("%s: %s: expected a single value, found a list", where, name);
@@ -324,7 +332,7 @@ static int apply_set(reader *r, const char *kv) {
         s->item[0] = strdup("");
         return AP_OK;
     }
-    if (root->type == YAML_MAPPING_NODE && KEYS[k].type != K_HOSTS && KEYS[k].type != K_ANY)
+    if (root->type == YAML_MAPPING_NODE && !takes_mapping(k))
         rc = ap_fail("--set %s: expected a single value, found a mapping", name);
     else if (root->type == YAML_SEQUENCE_NODE && KEYS[k].type != K_PAIR)
         rc = ap_fail("--set %s: expected a single value, found a list", name);
@@ -456,6 +464,39 @@ static int conv_enum(const reader *r, int k, char *out, size_t cap) {
     return bad_value(r, k, t, "%s", alt);
 }
 
+/* reward_fn as a mapping {name: weight}: a mixture of distinct rewards
+ * (aesthetic, hps, demo) with finite non-zero weights, in the mapping's order. */
+static int conv_mix(const reader *r, int k, ap_train_config *c) {
+    const slot *s = &r->s[k];
+    static const char *const names[4] = {"aesthetic", "hps", "demo", "pickscore"};
+    static const ap_reward_kind kinds[4] = {AP_REWARD_AESTHETIC, AP_REWARD_HPS, AP_REWARD_DEMO,
+                                            AP_REWARD_PICKSCORE};
+    if (s->n < 1 || s->n > AP_REWARD_MAX_PARTS)
+        return ap_fail("%s: reward_fn: expected a mapping of 1 to %d rewards {aesthetic|hps|demo|pickscore: "
+                       "weight}, found %d entries", s->where, AP_REWARD_MAX_PARTS, s->n);
+    c->n_parts = 0;
+    for (int i = 0; i < s->n; i++) {
+        int j = 0;
+        while (j < 4 && strcmp(s->mkey[i], names[j])) j++;
+        if (j == 4)
+            return ap_fail("%s: reward_fn: %s: expected a reward of a mixture (aesthetic, hps, "
+                           "demo or pickscore), found \"%s\"", s->where, s->mkey[i], s->mkey[i]);
+        for (int q = 0; q < i; q++)
+            if (!strcmp(s->mkey[q], s->mkey[i]))
+                return ap_fail("%s: reward_fn: %s: expected each reward once, found it twice",
+                               s->where, s->mkey[i]);
+        char *end = NULL;
+        errno = 0;
+        double w = strtod(s->item[i], &end);
+        if (!*s->item[i] || *end || !isfinite(w) || w == 0 || errno == ERANGE)
+            return ap_fail("%s: reward_fn: %s: expected a finite non-zero weight, found \"%s\"",
+                           s->where, s->mkey[i], s->item[i]);
+        c->part_kind[c->n_parts] = kinds[j];
+        c->part_weight[c->n_parts++] = w;
+    }
+    return AP_OK;
+}
+
 /* Relative paths resolve against the config file's directory (file values)
  * or the current directory (--set and defaults). */
 static int resolve_path(const reader *r, int k, char *p, size_t cap) {
@@ -550,7 +591,10 @@ static int convert(conv *cv) {
         }
         case K_ENUM:
             if (field) AP_TRY(conv_enum(r, k, field, K->cap));
-            else if (!strcmp(n, "reward_fn")) AP_TRY(conv_enum(r, k, cv->reward_fn, sizeof cv->reward_fn));
+            else if (!strcmp(n, "reward_fn") && r->s[k].set && r->s[k].kind == 2) {
+                AP_TRY(conv_mix(r, k, c));
+                snprintf(cv->reward_fn, sizeof cv->reward_fn, "mixture");
+            } else if (!strcmp(n, "reward_fn")) AP_TRY(conv_enum(r, k, cv->reward_fn, sizeof cv->reward_fn));
             else AP_TRY(conv_enum(r, k, cv->trunc_mode, sizeof cv->trunc_mode));
             break;
         case K_PAIR: AP_TRY(conv_pair(r, k, (int *)field)); break;
@@ -581,8 +625,19 @@ static int check(conv *cv) {
     int k;
     c->mode = cv->soup ? AP_RUN_EVALUATE_SOUP : cv->only_eval ? AP_RUN_EVALUATE : AP_RUN_TRAIN;
     c->reward = !strcmp(cv->reward_fn, "hps") ? AP_REWARD_HPS
-              : !strcmp(cv->reward_fn, "demo") ? AP_REWARD_DEMO : AP_REWARD_AESTHETIC;
+              : !strcmp(cv->reward_fn, "demo") ? AP_REWARD_DEMO
+              : !strcmp(cv->reward_fn, "mixture") ? AP_REWARD_MIX
+              : !strcmp(cv->reward_fn, "pickscore") ? AP_REWARD_PICKSCORE : AP_REWARD_AESTHETIC;
     c->trunc_mode = !strcmp(cv->trunc_mode, "per_trajectory") ? AP_TRUNC_PER_TRAJECTORY : AP_TRUNC_PER_STEP;
+    { /* the released files carry their version in their names (HPSv2's hps_version_map) */
+        const char *base = strrchr(c->hps_checkpoint, '/');
+        base = base ? base + 1 : c->hps_checkpoint;
+        const char *named = !strcmp(base, "HPS_v2_compressed.pt") ? "v2.0"
+                          : !strcmp(base, "HPS_v2.1_compressed.pt") ? "v2.1" : NULL;
+        if (named && strcmp(named, c->hps_version))
+            return bad_value(r, key_index("reward.hps_version"), c->hps_version,
+                             "%s (reward.hps_checkpoint is %s; or name the file's version)", named, base);
+    }
     if (!cv->use_lora)
         return bad_value(r, key_index("use_lora"), "false", "true (this port trains LoRA adapters only)");
     if (cv->use_8bit)
@@ -711,6 +766,22 @@ static void emit_value(sbuf *b, const conv *cv, int k) {
                  : !strcmp(n, "eval_prompt_fn") ? cv->eval_prompt_fn : cv->prompts_dir);
         break;
     case K_ENUM:
+        if (!field && !strcmp(n, "reward_fn") && c->reward == AP_REWARD_MIX) {
+            sb_printf(b, "{");
+            for (int i = 0; i < c->n_parts; i++) {
+                ap_reward_kind kd = c->part_kind[i];
+                char t[64];
+                for (int prec = 6; prec <= 17; prec++) { /* reads back as the same double */
+                    snprintf(t, sizeof t, "%.*g", prec, c->part_weight[i]);
+                    if (strtod(t, NULL) == c->part_weight[i]) break;
+                }
+                sb_printf(b, "%s\"%s\": %s", i ? ", " : "", kd == AP_REWARD_AESTHETIC ? "aesthetic"
+                          : kd == AP_REWARD_HPS ? "hps" : kd == AP_REWARD_PICKSCORE ? "pickscore"
+                          : "demo", t);
+            }
+            sb_printf(b, "}");
+            break;
+        }
         sb_quote(b, field ? field : !strcmp(n, "reward_fn") ? cv->reward_fn : cv->trunc_mode);
         break;
     case K_PAIR: sb_printf(b, "[%d, %d]", ((const int *)field)[0], ((const int *)field)[1]); break;
@@ -831,13 +902,27 @@ int ap_config_check_files(const ap_train_config *c) {
     }
     AP_TRY(need_file("prompt_fn", c->prompt_file));
     AP_TRY(need_file("eval_prompt_fn", c->eval_prompt_file));
-    if (c->reward == AP_REWARD_AESTHETIC) {
-        AP_TRY(need_dir("reward.aesthetic_clip", c->aesthetic_clip, "an openai/clip-vit-large-patch14 directory"));
-        AP_TRY(need_file("reward.aesthetic_mlp", c->aesthetic_mlp));
-    } else if (c->reward == AP_REWARD_HPS) {
-        AP_TRY(need_file("reward.hps_checkpoint", c->hps_checkpoint));
-        AP_TRY(need_file("reward.hps_config", c->hps_config));
-        AP_TRY(need_file("reward.hps_tokenizer", c->hps_tokenizer));
+    int n = c->reward == AP_REWARD_MIX ? c->n_parts : 1;
+    for (int i = 0; i < n; i++) {
+        ap_reward_kind kd = c->reward == AP_REWARD_MIX ? c->part_kind[i] : c->reward;
+        if (kd == AP_REWARD_AESTHETIC) {
+            AP_TRY(need_dir("reward.aesthetic_clip", c->aesthetic_clip, "an openai/clip-vit-large-patch14 directory"));
+            AP_TRY(need_file("reward.aesthetic_mlp", c->aesthetic_mlp));
+        } else if (kd == AP_REWARD_HPS) {
+            AP_TRY(need_file("reward.hps_checkpoint", c->hps_checkpoint));
+            AP_TRY(need_file("reward.hps_config", c->hps_config));
+            AP_TRY(need_file("reward.hps_tokenizer", c->hps_tokenizer));
+        } else if (kd == AP_REWARD_PICKSCORE) {
+            char p[AP_CFG_PATH + 16];
+            AP_TRY(need_dir("reward.pickscore_model", c->pickscore_model,
+                            "a transformers CLIPModel directory (yuvalkirstain/PickScore_v1)"));
+            AP_TRY(need_dir("reward.pickscore_tokenizer", c->pickscore_tokenizer,
+                            "a directory with vocab.json and merges.txt"));
+            snprintf(p, sizeof p, "%s/vocab.json", c->pickscore_tokenizer);
+            AP_TRY(need_file("reward.pickscore_tokenizer", p));
+            snprintf(p, sizeof p, "%s/merges.txt", c->pickscore_tokenizer);
+            AP_TRY(need_file("reward.pickscore_tokenizer", p));
+        }
     }
     if (c->mode != AP_RUN_TRAIN && c->resume_from[0] && !ap_path_exists(c->resume_from))
         return ap_fail("resume_from: %s: no such checkpoint or LoRA file", c->resume_from);

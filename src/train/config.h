@@ -23,7 +23,13 @@
 #define AP_CFG_PATH 4096
 #define AP_CFG_MAX_HOSTS 64
 
-typedef enum { AP_REWARD_AESTHETIC = 0, AP_REWARD_HPS = 1, AP_REWARD_DEMO = 2 } ap_reward_kind;
+/* MIX: a weighted sum of up to AP_REWARD_MAX_PARTS of the others (reward_fn
+ * as a mapping {aesthetic: 1.0, hps: 2.0}) */
+typedef enum {
+    AP_REWARD_AESTHETIC = 0, AP_REWARD_HPS = 1, AP_REWARD_DEMO = 2, AP_REWARD_MIX = 3,
+    AP_REWARD_PICKSCORE = 4
+} ap_reward_kind;
+#define AP_REWARD_MAX_PARTS 4
 /* train: the AlignProp loop; evaluate: only_eval; evaluate_soup: soup_inference. */
 typedef enum { AP_RUN_TRAIN = 0, AP_RUN_EVALUATE = 1, AP_RUN_EVALUATE_SOUP = 2 } ap_run_mode;
 /* How random truncation draws K (docs/ddim.md §8): per_step = main.py at 7f4503f
@@ -66,14 +72,20 @@ typedef struct ap_train_config {
     /* prompts and reward */
     char prompt_file[AP_CFG_PATH];     /* prompt_fn as a file: one prompt per line */
     char eval_prompt_file[AP_CFG_PATH];/* eval_prompt_fn as a file ("" -> prompt_file) */
-    ap_reward_kind reward;             /* reward_fn: "aesthetic" | "hps" | "demo" */
+    ap_reward_kind reward;             /* reward_fn: "aesthetic" | "hps" | "demo" | a mapping (MIX) */
+    int n_parts;                       /* MIX: components, in the mapping's order */
+    ap_reward_kind part_kind[AP_REWARD_MAX_PARTS];
+    double part_weight[AP_REWARD_MAX_PARTS];
     double aesthetic_target;           /* aesthetic_target (10) */
     double grad_scale;                 /* grad_scale (1) */
     char aesthetic_clip[AP_CFG_PATH];  /* reward.aesthetic_clip: openai/clip-vit-large-patch14 dir */
     char aesthetic_mlp[AP_CFG_PATH];   /* reward.aesthetic_mlp: sac+logos+ava1-l14-linearMSE.pth */
-    char hps_checkpoint[AP_CFG_PATH];  /* reward.hps_checkpoint: HPS_v2_compressed.pt */
+    char hps_checkpoint[AP_CFG_PATH];  /* reward.hps_checkpoint: HPS_v2_compressed.pt or HPS_v2.1_compressed.pt */
+    char hps_version[8];               /* reward.hps_version: "v2.0" | "v2.1" (which HPS the checkpoint is) */
     char hps_config[AP_CFG_PATH];      /* reward.hps_config: open_clip ViT-H-14.json */
     char hps_tokenizer[AP_CFG_PATH];   /* reward.hps_tokenizer: bpe_simple_vocab_16e6.txt.gz */
+    char pickscore_model[AP_CFG_PATH]; /* reward.pickscore_model: yuvalkirstain/PickScore_v1 dir */
+    char pickscore_tokenizer[AP_CFG_PATH]; /* reward.pickscore_tokenizer: dir with vocab.json, merges.txt */
 
     /* sampling */
     char model[AP_CFG_PATH];           /* pretrained.model: diffusers dir, CompVis file, or "tiny:SEED" */

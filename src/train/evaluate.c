@@ -30,10 +30,13 @@ int ap_job_evaluate(ap_job *j, int64_t step, int64_t epoch, const char *dir, dou
     float *noise = ap_malloc((size_t)(j->cap * n) * sizeof(float), "evaluation latents");
     /* (cap, 3, H, W) host copy of a micro-batch's images (ap_chain_io.images) */
     float *out = ap_malloc((size_t)j->cap * (size_t)img * sizeof(float), "evaluation micro-batch images");
-    float loss[256], rew[256];
+    float loss[256], rew[256], part[AP_REWARD_MAX_PARTS * 256];
     const char *pr[256];
     int idx[256];
-    int rc = (!images || !rewards || !noise || !out) ? AP_ERR : AP_OK;
+    /* a reward mixture: each part's reward of each image, (np, E) */
+    const int np = ap_reward_parts(j->reward);
+    float *parts = np ? ap_calloc((size_t)(np * E), sizeof(float), "evaluation reward parts") : NULL;
+    int rc = (!images || !rewards || !noise || !out || (np && !parts)) ? AP_ERR : AP_OK;
     const int64_t key_a = c->same_evaluation ? 0 : step + 1;
     /* image k on rank k mod world, in micro-batches of this rank's capacity */
     for (int k0 = d->rank; k0 < E && !rc;) {
@@ -46,11 +49,13 @@ int ap_job_evaluate(ap_job *j, int64_t step, int64_t epoch, const char *dir, dou
         }
         rc = ap_job_encode(j, pr, b, j->cond);
         ap_chain_io io = {.b = b, .noise = noise, .cond = j->cond, .uncond = j->uncond,
-                          .prompts = pr, .loss = loss, .reward = rew, .images = out};
+                          .prompts = pr, .loss = loss, .reward = rew, .images = out,
+                          .parts = np ? part : NULL};
         if (!rc) rc = ap_chain_run(&j->chain, &j->ctx, &io);
         for (int i = 0; i < b && !rc; i++) {
             memcpy(images + (size_t)idx[i] * img, out + (size_t)i * img, (size_t)img * sizeof(float));
             rewards[idx[i]] = rew[i];
+            for (int q = 0; q < np; q++) parts[(size_t)q * E + idx[i]] = part[q * b + i];
         }
         k0 = idx[b - 1] + d->world;
     }
@@ -59,6 +64,7 @@ int ap_job_evaluate(ap_job *j, int64_t step, int64_t epoch, const char *dir, dou
     if (ap_dist_any(d, rc != 0, &any) || any) goto out;
     rc = ap_dist_allreduce_sum(d, images, (int64_t)E * img);
     if (!rc) rc = ap_dist_allreduce_sum(d, rewards, E);
+    if (!rc && np) rc = ap_dist_allreduce_sum(d, parts, (int64_t)np * E);
     if (rc) goto out;
     double mean = 0, var = 0;
     for (int k = 0; k < E; k++) mean += rewards[k];
@@ -75,21 +81,30 @@ int ap_job_evaluate(ap_job *j, int64_t step, int64_t epoch, const char *dir, dou
         }
         if (!rc) rc = ap_vis_write(dir, images, E, H, W, names);
         ap_eval_row row = {.step = step, .epoch = epoch, .reward_mean = mean,
-                           .reward_std = sd, .rewards = rewards, .prompts = names};
+                           .reward_std = sd, .rewards = rewards, .prompts = names,
+                           .part_rewards = parts};
         if (!rc && j->log) rc = ap_h5log_eval(j->log, &row);
         if (!rc) rc = ap_tblog_eval(j, &row, images, H, W); /* tblog.h */
         free(names);
-        if (!rc)
-            fprintf(stderr, "%seval at step %lld: %s reward %.4f +- %.4f over %d images -> %s\n",
+        if (!rc) {
+            char pm[256] = "";
+            for (int q = 0, o = 0; q < np && o < (int)sizeof pm; q++) { /* each part's mean */
+                double m = 0;
+                for (int k = 0; k < E; k++) m += parts[(size_t)q * E + k];
+                o += snprintf(pm + o, sizeof pm - (size_t)o, "%s%s %.4f%s", q ? ", " : " (",
+                              ap_reward_part_name(j->reward, q), m / E, q == np - 1 ? ")" : "");
+            }
+            fprintf(stderr, "%seval at step %lld: %s reward %.4f +- %.4f%s over %d images -> %s\n",
                     isatty(2) ? "\n" : "", (long long)step, ap_reward_name(j->reward), mean, sd,
-                    E, dir);
+                    pm, E, dir);
+        }
         else
             fprintf(stderr, "\nalignprop-mpi: evaluation: %s\n", ap_errmsg());
     }
     int bad = 0;
     if (ap_dist_any(d, rc != 0, &bad) || bad) rc = rc ? rc : ap_fail("evaluation failed on rank 0");
 out:
-    free(images), free(rewards), free(noise), free(out);
+    free(images), free(rewards), free(noise), free(out), free(parts);
     return rc ? AP_ERR : AP_OK;
 }
 
@@ -146,9 +161,12 @@ int ap_job_evaluate_only(ap_job *j) {
     if (j->dist->rank == 0) {
         char lp[4200];
         snprintf(lp, sizeof lp, "%s/eval.h5", j->run_dir);
+        const char *pn[AP_REWARD_MAX_PARTS];
+        for (int q = 0; q < ap_reward_parts(j->reward); q++) pn[q] = ap_reward_part_name(j->reward, q);
         ap_runinfo ri; /* the log's self-description */
         ap_runinfo_fill(&ri, j);
-        rc = ap_h5log_open_meta(&j->log, lp, 1, E < 1 ? 1 : E, -1, &ri.meta);
+        rc = ap_h5log_open_meta(&j->log, lp, 1, E < 1 ? 1 : E, -1, ap_reward_parts(j->reward), pn,
+                                &ri.meta);
         if (rc) fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
     }
     int any = 0;

@@ -30,7 +30,8 @@
 
 #include "core/err.h"
 
-enum { STR_LEN = 255, MAX_COLS = 15 };
+enum { STR_LEN = 255, MAX_COLS = 15, EVAL_COLS = 6,
+       ALL_COLS = MAX_COLS + 2 * AP_H5LOG_MAX_PARTS }; /* + a reward mixture's parts */
 
 /* ---- why HDF5 failed ------------------------------------------------------- */
 
@@ -95,15 +96,19 @@ static const coldef k_train[MAX_COLS] = {
  * wrote (train: reward_std_global, skipped). */
 static int k_first_new(const void *t);
 
-static const coldef k_eval[6] = {{"step", C_I64, 0},        {"epoch", C_I64, 0},
+static const coldef k_eval[EVAL_COLS] = {{"step", C_I64, 0},        {"epoch", C_I64, 0},
                                  {"reward_mean", C_F64, 0}, {"reward_std", C_F64, 0},
                                  {"rewards", C_F32, 1},     {"prompts", C_STR, 1}};
 
 typedef struct {
-    const coldef *def;
+    const coldef *def;  /* cols: k_train or k_eval, then the parts' columns */
     int n;         /* columns */
     int width;     /* N or E */
-    hid_t ds[MAX_COLS];
+    int train;     /* the /train table */
+    int first_new; /* columns from here on may be missing from an older log */
+    coldef cols[ALL_COLS];
+    char part_col[2 * AP_H5LOG_MAX_PARTS][48]; /* reward_<name>, reward_<name>_mean */
+    hid_t ds[ALL_COLS];
     hid_t complete;  /* /<group>/complete_rows: (1) int64, written after every row */
     hsize_t rows;
     const char *group;
@@ -111,13 +116,14 @@ typedef struct {
 
 static int k_first_new(const void *tv) {
     const table *t = tv;
-    return t->def == k_train ? 13 : t->n;
+    return t->first_new;
 }
 
 struct ap_h5log {
     char path[4096];
     hid_t f, str_t;
     table train, eval;
+    int n_parts;  /* a reward mixture's parts: columns after the base ones */
     char *strbuf; /* max(N, E) * STR_LEN */
 };
 
@@ -224,7 +230,7 @@ static int reopen_table(ap_h5log *l, table *t, int64_t resume_step) {
             return ap_fail("%s: dataset %s: the log has %llu values per row, this run %d "
                            "(a different %s)",
                            l->path, name, (unsigned long long)dims[1], t->width,
-                           t->def == k_train ? "global batch N" : "evaluation image count E");
+                           t->train ? "global batch N" : "evaluation image count E");
         if (dims[0] < rows) rows = dims[0];
     }
     if (rows == (hsize_t)-1) rows = 0;
@@ -256,7 +262,7 @@ static int reopen_table(ap_h5log *l, table *t, int64_t resume_step) {
         if (fs >= 0) H5Sclose(fs);
         /* train rows up to the resume step; eval rows before it (the resumed
          * run evaluates at resume_step again) */
-        const int strict = t->def != k_train;
+        const int strict = !t->train;
         while (!bad && keep < rows && (strict ? steps[keep] < resume_step : steps[keep] <= resume_step))
             keep++;
         free(steps);
@@ -349,6 +355,23 @@ static hid_t open_existing(const char *path, int lock) {
     return f;
 }
 
+/* t's columns: base[0..nb), then reward_<name> (wide, f32) and
+ * reward_<name>_mean (f64) for each part. */
+static int set_columns(table *t, const coldef *base, int nb, int n_parts, const char *const *parts) {
+    memcpy(t->cols, base, (size_t)nb * sizeof *base);
+    t->def = t->cols, t->n = nb, t->first_new = t->train ? 13 : nb;
+    for (int i = 0; i < n_parts; i++) {
+        char *w = t->part_col[2 * i], *m = t->part_col[2 * i + 1];
+        if (!parts[i] || !*parts[i] || strlen(parts[i]) > 32)
+            return ap_fail("log: reward part %d: expected a name of 1..32 bytes", i);
+        snprintf(w, sizeof t->part_col[0], "reward_%s", parts[i]);
+        snprintf(m, sizeof t->part_col[0], "reward_%s_mean", parts[i]);
+        t->cols[t->n++] = (coldef){w, C_F32, 1};
+        t->cols[t->n++] = (coldef){m, C_F64, 0};
+    }
+    return AP_OK;
+}
+
 /* ---- self-description (docs/logging.md §5) -------------------------------- */
 
 typedef struct {
@@ -400,20 +423,36 @@ static int str_attr(hid_t o, const char *name, const char *v) {
     return bad ? AP_ERR : AP_OK;
 }
 
-/* description and units of every dataset of t lacking them. */
+static const coldoc *find_doc(const coldoc *d, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(d[i].name, name)) return &d[i];
+    return NULL;
+}
+
+/* description and units of every dataset of t lacking them (a reward
+ * mixture's part columns reward_<name>, reward_<name>_mean included). */
 static int describe_table(ap_h5log *l, table *t) {
-    const coldoc *docs = t->def == k_train ? k_docs_train : k_docs_eval;
-    const int nd = t->def == k_train ? (int)(sizeof k_docs_train / sizeof *k_docs_train)
-                                     : (int)(sizeof k_docs_eval / sizeof *k_docs_eval);
-    for (int i = 0; i < nd; i++) {
-        char name[64];
-        snprintf(name, sizeof name, "/%s/%s", t->group, docs[i].name);
+    const coldoc *docs = t->train ? k_docs_train : k_docs_eval;
+    const int nd = t->train ? (int)(sizeof k_docs_train / sizeof *k_docs_train)
+                            : (int)(sizeof k_docs_eval / sizeof *k_docs_eval);
+    for (int c = 0; c <= t->n; c++) {
+        const char *col = c < t->n ? t->def[c].name : "complete_rows";
+        const coldoc *d = find_doc(docs, nd, col);
+        char name[96], desc[160];
+        if (!d) { /* a part column */
+            size_t k = strlen(col);
+            int mean = k > 5 && !strcmp(col + k - 5, "_mean");
+            snprintf(desc, sizeof desc, "%s of the reward mixture's part %.*s%s", mean ?
+                     "mean over the batch" : "each sample's value", (int)(k - 7 - (mean ? 5 : 0)),
+                     col + 7, t->train ? "" : " (evaluation images)");
+        }
+        snprintf(name, sizeof name, "/%s/%s", t->group, col);
         if (H5Lexists(l->f, name, H5P_DEFAULT) <= 0) continue; /* E = 0: no wide columns */
         hid_t ds = H5Dopen2(l->f, name, H5P_DEFAULT);
         int bad = ds < 0;
         if (!bad && H5Aexists(ds, "description") <= 0)
-            bad = str_attr(ds, "description", docs[i].description) ||
-                  str_attr(ds, "units", docs[i].units);
+            bad = str_attr(ds, "description", d ? d->description : desc) ||
+                  str_attr(ds, "units", d ? d->units : "reward (of that part)");
         if (ds >= 0) H5Dclose(ds);
         if (bad)
             return ap_fail("%s: cannot describe %s (attributes description, units): %s", l->path,
@@ -452,20 +491,33 @@ static int write_meta(ap_h5log *l, const ap_h5log_meta *m) {
 }
 
 int ap_h5log_open(ap_h5log **out, const char *path, int N, int E, int64_t resume_step) {
-    return ap_h5log_open_meta(out, path, N, E, resume_step, NULL);
+    return ap_h5log_open_meta(out, path, N, E, resume_step, 0, NULL, NULL);
+}
+
+int ap_h5log_open_parts(ap_h5log **out, const char *path, int N, int E, int64_t resume_step,
+                        int n_parts, const char *const *parts) {
+    return ap_h5log_open_meta(out, path, N, E, resume_step, n_parts, parts, NULL);
 }
 
 int ap_h5log_open_meta(ap_h5log **out, const char *path, int N, int E, int64_t resume_step,
-                       const ap_h5log_meta *meta) {
+                       int n_parts, const char *const *parts, const ap_h5log_meta *meta) {
     *out = NULL;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (N < 1 || E < 0)
         return ap_fail("%s: log widths: expected N >= 1 and E >= 0, found N %d, E %d", path, N, E);
+    if (n_parts < 0 || n_parts > AP_H5LOG_MAX_PARTS)
+        return ap_fail("%s: %d reward parts: expected 0..%d", path, n_parts, AP_H5LOG_MAX_PARTS);
     ap_h5log *l = ap_calloc(1, sizeof *l, "HDF5 log");
     if (!l) return AP_ERR;
     snprintf(l->path, sizeof l->path, "%s", path);
-    l->train = (table){.def = k_train, .n = MAX_COLS, .width = N, .group = "train"};
-    l->eval = (table){.def = k_eval, .n = 6, .width = E, .group = "eval"};
+    l->train = (table){.width = N, .group = "train", .train = 1};
+    l->eval = (table){.width = E, .group = "eval"};
+    l->n_parts = n_parts;
+    if (set_columns(&l->train, k_train, MAX_COLS, n_parts, parts) ||
+        set_columns(&l->eval, k_eval, EVAL_COLS, n_parts, parts)) {
+        free(l);
+        return ap_err_prefix("%s: ", path);
+    }
     l->strbuf = ap_malloc((size_t)(N > E ? N : E) * STR_LEN, "log prompt row");
     l->str_t = H5Tcopy(H5T_C_S1);
     if (!l->strbuf || l->str_t < 0 || H5Tset_size(l->str_t, STR_LEN) < 0 ||
@@ -590,18 +642,37 @@ static int append_row(ap_h5log *l, table *t, const void *const *vals) {
     return AP_ERR;
 }
 
+/* The parts' columns of a row: values (n_parts, width) and their means. */
+static int part_vals(const ap_h5log *l, const table *t, const float *v, double *means,
+                     const void **vals) {
+    if (!l->n_parts) return AP_OK;
+    if (!v) return ap_fail("%s: /%s: no reward part values given for this row", l->path, t->group);
+    for (int i = 0; i < l->n_parts; i++) {
+        const float *p = v + (size_t)i * (size_t)t->width;
+        double m = 0;
+        for (int k = 0; k < t->width; k++) m += p[k];
+        means[i] = t->width ? m / t->width : 0;
+        vals[t->n - 2 * l->n_parts + 2 * i] = p, vals[t->n - 2 * l->n_parts + 2 * i + 1] = &means[i];
+    }
+    return AP_OK;
+}
+
 int ap_h5log_train(ap_h5log *l, const ap_train_row *r) {
-    const void *vals[MAX_COLS] = {
+    double means[AP_H5LOG_MAX_PARTS];
+    const void *vals[ALL_COLS] = {
         &r->step,       &r->epoch,         &r->loss,         &r->reward_mean, &r->reward_std,
         &r->grad_norm,  &r->lr,            &r->step_time,    &r->samples_per_s,
         &r->attached_mean, r->rewards,
         r->prompts ? pack_prompts(l, r->prompts, l->train.width) : NULL, r->attached,
         &r->reward_std_global, &r->skipped};
+    AP_TRY(part_vals(l, &l->train, r->part_rewards, means, vals));
     return append_row(l, &l->train, vals);
 }
 
 int ap_h5log_eval(ap_h5log *l, const ap_eval_row *r) {
-    const void *vals[6] = {&r->step, &r->epoch, &r->reward_mean, &r->reward_std, r->rewards,
-                           r->prompts ? pack_prompts(l, r->prompts, l->eval.width) : NULL};
+    double means[AP_H5LOG_MAX_PARTS];
+    const void *vals[ALL_COLS] = {&r->step, &r->epoch, &r->reward_mean, &r->reward_std, r->rewards,
+                                  r->prompts ? pack_prompts(l, r->prompts, l->eval.width) : NULL};
+    AP_TRY(part_vals(l, &l->eval, r->part_rewards, means, vals));
     return append_row(l, &l->eval, vals);
 }

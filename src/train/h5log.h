@@ -17,6 +17,9 @@
  *   /eval/step, /eval/epoch, /eval/reward_mean, /eval/reward_std  one row per evaluation
  *   /eval/rewards     (rows, E) float32, /eval/prompts (rows, E) strings
  *   /train/complete_rows, /eval/complete_rows   (1) int64: whole rows written
+ *   with a reward mixture (ap_h5log_open_parts), per part <name> in both groups:
+ *   reward_<name> (rows, N or E) float32 the part's own reward per sample,
+ *   reward_<name>_mean float64 its mean (reward_mean is the weighted sum's)
  * N = the global batch, E = the evaluation's image count (fixed per run).
  * A row is written column by column with step last and complete_rows after
  * it, each flushed: a SWMR reader that takes the row count from step (or
@@ -32,6 +35,8 @@
 
 #include <stdint.h>
 
+#define AP_H5LOG_MAX_PARTS 4 /* = AP_REWARD_MAX_PARTS (train/config.h) */
+
 typedef struct ap_h5log ap_h5log;
 
 typedef struct ap_train_row {
@@ -44,6 +49,7 @@ typedef struct ap_train_row {
     const float *rewards;         /* (N) */
     const char *const *prompts;   /* (N) */
     const int32_t *attached;      /* (N) */
+    const float *part_rewards;    /* (n_parts, N) a mixture's parts (NULL without parts) */
 } ap_train_row;
 
 typedef struct ap_eval_row {
@@ -51,6 +57,7 @@ typedef struct ap_eval_row {
     double reward_mean, reward_std;
     const float *rewards;         /* (E) */
     const char *const *prompts;   /* (E) */
+    const float *part_rewards;    /* (n_parts, E) a mixture's parts (NULL without parts) */
 } ap_eval_row;
 
 /* Create path (N, E as above), or, when resume_step >= 0 and the file exists,
@@ -59,6 +66,11 @@ typedef struct ap_eval_row {
  * again), so a resumed run's log equals an
  * uninterrupted one's). Then start SWMR writing. */
 int ap_h5log_open(ap_h5log **out, const char *path, int N, int E, int64_t resume_step);
+/* Same, with the columns of a reward mixture's parts named parts[0..n_parts)
+ * ("aesthetic", "hps", "demo"; at most AP_H5LOG_MAX_PARTS). A resumed log
+ * that lacks them gets them with zeros for the earlier rows. */
+int ap_h5log_open_parts(ap_h5log **out, const char *path, int N, int E, int64_t resume_step,
+                        int n_parts, const char *const *parts);
 /* What a log says about the run that wrote it (attributes of the root
  * group, docs/logging.md §5): strings (NULL: not written) and the ranks'
  * capacities. */
@@ -73,11 +85,11 @@ typedef struct ap_h5log_meta {
     const int *capacities;        /* (ranks) per_gpu_capacity of each rank */
     int global_batch;             /* N */
 } ap_h5log_meta;
-/* ap_h5log_open, then the root attributes of meta (meta NULL: none; a
+/* ap_h5log_open_parts, then the root attributes of meta (meta NULL: none; a
  * resumed log's are replaced: they describe the latest run). Every dataset
  * carries `description` and `units` attributes either way. */
 int ap_h5log_open_meta(ap_h5log **out, const char *path, int N, int E, int64_t resume_step,
-                       const ap_h5log_meta *meta);
+                       int n_parts, const char *const *parts, const ap_h5log_meta *meta);
 int ap_h5log_train(ap_h5log *l, const ap_train_row *row); /* append + flush */
 int ap_h5log_eval(ap_h5log *l, const ap_eval_row *row);   /* append + flush */
 void ap_h5log_close(ap_h5log *l);

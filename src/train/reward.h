@@ -4,11 +4,22 @@
  *   aesthetic  AlignProp's aesthetic_loss_fn: CLIP ViT-L/14 + MLP,
  *              loss_b = |r_b - aesthetic_target| (models/aesthetic.h)
  *   hps        AlignProp's hps_loss_fn: loss_b = 1 - HPSv2 score (models/hps.h)
+ *   pickscore  PickScore (models/pickscore.h; not in the original):
+ *              loss_b = -exp(logit_scale) cos(image_b, prompt_b)
  *   demo       colourfulness (Hasler & Suesstrunk 2003) of the image in
  *              [0, 1] (x/2 + 0.5, not clamped), needs no weights:
  *                rg = R - G,  yb = (R + G)/2 - B       per pixel
  *                C  = sqrt(var(rg) + var(yb)) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2)
  *              (biased variances over the image), reward_b = C, loss_b = -C.
+ *
+ *   mixture    reward_fn: {aesthetic: 1.0, hps: 2.0} (not in the original):
+ *              owns one reward per entry and trains on
+ *                loss_b   = sum_i w_i loss_i,b
+ *                reward_b = sum_i w_i reward_i,b
+ *              (sums in double); each part's reward and loss are kept in
+ *              the saved struct for logging (ap_reward_parts). Backward:
+ *              dimage = sum_i d(loss_i)/d(image) . w_i dloss, part 0 written,
+ *              the others accumulated (one image-sized temporary).
  *
  * The reported reward is the model's score (aesthetic r, HPS score, C); the
  * loss is what training minimises. grad_scale multiplies the loss (the
@@ -23,6 +34,7 @@
 #include "core/tape.h"
 #include "models/aesthetic.h"
 #include "models/hps.h"
+#include "models/pickscore.h"
 #include "core/tensor.h"
 #include "train/config.h"
 
@@ -34,8 +46,21 @@ int ap_reward_open(ap_reward **out, const ap_train_config *c);
 int ap_reward_open_kind(ap_reward **out, ap_reward_kind kind, const char *clip_dir,
                         const char *mlp, const char *hps_config, const char *hps_ckpt,
                         const char *hps_bpe, double aesthetic_target, double grad_scale);
+/* PickScore from a transformers CLIPModel directory and a tokenizer
+ * directory (vocab.json, merges.txt). */
+int ap_reward_open_pickscore(ap_reward **out, const char *model_dir, const char *tokenizer_dir);
+/* A mixture of n (1..AP_REWARD_MAX_PARTS) opened rewards of distinct
+ * kinds, none a mixture, with finite weights: takes ownership of parts[]
+ * (freed with the mixture, and on failure). */
+int ap_reward_open_mixture(ap_reward **out, int n, ap_reward *const *parts, const double *weights);
 void ap_reward_free(ap_reward *r);
+/* "aesthetic", "hps v2.1", "demo", "pickscore", or the mixture's "1*aesthetic + 2*hps v2.0" */
 const char *ap_reward_name(const ap_reward *r);
+/* Components of a mixture (0 for a single reward); the name of part i
+ * ("aesthetic", "hps", "demo", "pickscore": a logging column name) and its weight. */
+int ap_reward_parts(const ap_reward *r);
+const char *ap_reward_part_name(const ap_reward *r, int i);
+double ap_reward_part_weight(const ap_reward *r, int i);
 
 /* What one forward keeps for its backward (core/tape.h) plus its host and
  * tensor buffers for up to cap images: caller-owned, made for one reward. */
@@ -45,10 +70,14 @@ typedef struct ap_reward_saved {
     ap_tensor image;        /* the forward's image (caller-owned) */
     ap_aesthetic_saved aes; /* aesthetic */
     ap_hps_saved hps;       /* hps */
-    float *text;            /* (cap, E) hps: text features of the prompts */
-    int32_t *ids;           /* (cap, N) hps: token ids */
+    ap_pickscore_saved ps;  /* pickscore */
+    float *text;            /* (cap, E) hps, pickscore: text features of the prompts */
+    int32_t *ids;           /* (cap, N) hps, pickscore: token ids */
     float *dl;              /* (cap) host: scaled d(loss) */
     float *vals;            /* (3, cap) tensor side: reward, loss, d(loss) */
+    int n_parts;            /* mixture: its parts' saved structs */
+    struct ap_reward_saved *part;  /* (n_parts) */
+    float *part_vals;       /* (n_parts, 3, cap) host: each part's reward, loss, w_i d(loss) */
 } ap_reward_saved;
 
 int ap_reward_saved_init(ap_reward_saved *sv, const ap_reward *r, int64_t cap);
@@ -65,6 +94,8 @@ int ap_reward_plan_measure(ap_ctx *ctx, const ap_reward *r, int64_t B, int64_t H
 int ap_reward_forward(ap_ctx *ctx, ap_tape *tape, const ap_reward *r, ap_reward_saved *sv,
                       float *reward, float *loss, const ap_tensor *image,
                       const char *const *prompts);
+/* Part i's rewards (B) of the last forward into sv (a mixture's; NULL otherwise). */
+const float *ap_reward_part_values(const ap_reward_saved *sv, int i);
 /* dimage (=) from dloss (B), after a forward with this tape. */
 int ap_reward_backward(ap_ctx *ctx, ap_tape *tape, const ap_reward *r, ap_reward_saved *sv,
                        const ap_tensor *dimage, const float *dloss);

@@ -51,16 +51,33 @@ static void describe_gpus(char *out, size_t cap, const char *backend) {
 static const char *reward_meaning(ap_reward_kind k) {
     switch (k) {
     case AP_REWARD_AESTHETIC:
-        return "LAION aesthetic predictor score (CLIP ViT-L/14 + MLP, a 1..10 rating): larger = "
-               "more aesthetic; loss = grad_scale x |score - aesthetic_target|";
+        return "aesthetic: LAION aesthetic predictor score (CLIP ViT-L/14 + MLP, a 1..10 rating): "
+               "larger = more aesthetic; loss = grad_scale x |score - aesthetic_target|";
     case AP_REWARD_HPS:
-        return "HPSv2 score (image-prompt similarity, about 0.2..0.35): larger = preferred by "
-               "people for the prompt; loss = grad_scale x (1 - score)";
+        return "hps: HPSv2 score (image-prompt similarity, about 0.2..0.35): larger = preferred "
+               "by people for the prompt; loss = grad_scale x (1 - score)";
+    case AP_REWARD_PICKSCORE:
+        return "pickscore: PickScore (exp(logit_scale) x image-prompt cosine, about 15..25): "
+               "larger = preferred by people for the prompt; loss = -score";
     case AP_REWARD_DEMO:
-        return "colourfulness (Hasler & Suesstrunk 2003) of the image in [0, 1]: larger = more "
-               "colourful; loss = -colourfulness";
+        return "demo: colourfulness (Hasler & Suesstrunk 2003) of the image in [0, 1]: larger = "
+               "more colourful; loss = -colourfulness";
+    case AP_REWARD_MIX: break;
     }
     return "unknown";
+}
+
+/* One kind's meaning, or a mixture's: the weighted sum, then each part's. */
+static void describe_reward(char *out, size_t cap, const ap_train_config *c) {
+    if (c->reward != AP_REWARD_MIX) {
+        snprintf(out, cap, "%s", reward_meaning(c->reward));
+        return;
+    }
+    size_t k = (size_t)snprintf(out, cap, "a mixture: reward = sum of w_i x reward_i, loss = sum "
+                                          "of w_i x loss_i; larger = better by the weighted parts:");
+    for (int i = 0; i < c->n_parts && k < cap; i++)
+        k += (size_t)snprintf(out + k, cap - k, " [w = %g] %s;", c->part_weight[i],
+                              reward_meaning(c->part_kind[i]));
 }
 
 void ap_runinfo_fill(ap_runinfo *ri, const ap_job *j) {
@@ -72,10 +89,11 @@ void ap_runinfo_fill(ap_runinfo *ri, const ap_job *j) {
     snprintf(ri->cpu, sizeof ri->cpu, "%s, %ld logical CPUs online", model,
              sysconf(_SC_NPROCESSORS_ONLN));
     describe_gpus(ri->gpu, sizeof ri->gpu, c->backend);
+    describe_reward(ri->reward, sizeof ri->reward, c);
     ri->meta = (ap_h5log_meta){
         .program_version = AP_PROGRAM_VERSION, .git_commit = AP_GIT_COMMIT,
         .config = c->text ? c->text : "", .reward = ap_reward_name(j->reward),
-        .reward_meaning = reward_meaning(c->reward), .hostname = ri->host, .cpu = ri->cpu,
+        .reward_meaning = ri->reward, .hostname = ri->host, .cpu = ri->cpu,
         .gpu = ri->gpu, .backend = c->backend, .ranks = j->plan.world,
         .capacities = j->plan.capacity, .global_batch = j->plan.global_batch};
 }

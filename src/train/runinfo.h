@@ -13,6 +13,7 @@ typedef struct ap_runinfo {
     char host[256];
     char cpu[320];
     char gpu[1024];
+    char reward[1536];  /* what a larger reward means */
     ap_h5log_meta meta; /* points into this struct and the job */
 } ap_runinfo;
 

@@ -19,6 +19,7 @@
 #include "models/aesthetic.h"
 #include "models/clip_text.h"
 #include "models/hps.h"
+#include "models/pickscore.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "pipeline/tiny.h"
@@ -29,6 +30,7 @@ typedef struct {
     ap_clip_text text;
     ap_aesthetic aes;
     ap_hps hps;
+    ap_pickscore ps;
 } models;
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
@@ -39,6 +41,14 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 static int json_file(ap_json **j, const char *dir, const char *file, char *path, size_t n) {
     snprintf(path, n, "%s/%s", dir, file);
     return ap_json_parse_file(j, path);
+}
+
+/* Whether the config's reward is kind, or a mixture holding it. */
+static int uses(const ap_train_config *c, ap_reward_kind kind) {
+    if (c->reward != AP_REWARD_MIX) return c->reward == kind;
+    for (int i = 0; i < c->n_parts; i++)
+        if (c->part_kind[i] == kind) return 1;
+    return 0;
 }
 
 /* The models of dir (a diffusers directory) and of the reward, declared
@@ -63,7 +73,7 @@ static int build(models *m, const ap_train_config *c, const char *dir) {
     AP_TRY(rc);
     AP_TRY(ap_clip_text_declare(&m->text));
     AP_TRY(ap_params_alloc_unbacked(&m->text.params, "text encoder (unbacked)"));
-    if (c->reward == AP_REWARD_AESTHETIC) {
+    if (uses(c, AP_REWARD_AESTHETIC)) {
         m->aes.target = AP_AESTHETIC_TARGET;
         AP_TRY(json_file(&j, c->aesthetic_clip, "config.json", path, sizeof path));
         rc = ap_clip_vision_config(&m->aes.clip, j, path);
@@ -72,7 +82,13 @@ static int build(models *m, const ap_train_config *c, const char *dir) {
         AP_TRY(ap_clip_vision_declare(&m->aes.clip));
         AP_TRY(ap_params_alloc_unbacked(&m->aes.clip.params, "CLIP vision (unbacked)"));
         AP_TRY(ap_aesthetic_mlp_load(&m->aes, c->aesthetic_mlp));
-    } else if (c->reward == AP_REWARD_HPS) {
+    }
+    if (uses(c, AP_REWARD_PICKSCORE)) {
+        AP_TRY(ap_pickscore_declare(&m->ps, c->pickscore_model));
+        AP_TRY(ap_params_alloc_unbacked(&m->ps.vis.params, "PickScore vision (unbacked)"));
+        AP_TRY(ap_params_alloc_unbacked(&m->ps.text.params, "PickScore text (unbacked)"));
+    }
+    if (uses(c, AP_REWARD_HPS)) {
         AP_TRY(ap_json_parse_file(&j, c->hps_config));
         rc = ap_hps_config(&m->hps, j, c->hps_config);
         ap_json_free(j);
@@ -89,6 +105,7 @@ static void release(models *m) {
     ap_clip_text_free(&m->text);
     ap_aesthetic_free(&m->aes);
     ap_hps_free(&m->hps);
+    ap_pickscore_free(&m->ps);
 }
 
 static int measure(ap_step_plan *p, models *m, const ap_train_config *c, int cap, int threads) {
@@ -102,13 +119,34 @@ static int measure(ap_step_plan *p, models *m, const ap_train_config *c, int cap
     if (!rc) rc = ap_unet_plan_measure(&ctx, &m->unet, 2, h, w, L, &p->unet);
     if (!rc) rc = ap_vae_plan_measure(&ctx, &m->vae, cap, h, w, &p->vae);
     if (!rc) rc = ap_text_tower_plan_measure(&ctx, &m->text.t, cap, L, &p->text);
-    if (!rc && c->reward == AP_REWARD_AESTHETIC)
-        rc = ap_aesthetic_plan_measure(&ctx, &m->aes, cap, res, res, &p->reward);
-    if (!rc && c->reward == AP_REWARD_HPS)
-        rc = ap_hps_plan_measure(&ctx, &m->hps, cap, res, res, m->hps.text.max_pos, &p->reward);
+    /* a mixture keeps every part's tape and runs them one after the other,
+     * plus one image-sized d(image) for the parts after the first (reward.c) */
+    ap_plan part = {0};
+    if (!rc && uses(c, AP_REWARD_AESTHETIC))
+        rc = ap_aesthetic_plan_measure(&ctx, &m->aes, cap, res, res, &part);
+    if (!rc) p->reward = part;
+    if (!rc && uses(c, AP_REWARD_HPS)) {
+        rc = ap_hps_plan_measure(&ctx, &m->hps, cap, res, res, m->hps.text.max_pos, &part);
+        if (!rc) {
+            p->reward.tape_bytes += part.tape_bytes;
+            if (part.tmp_bytes > p->reward.tmp_bytes) p->reward.tmp_bytes = part.tmp_bytes;
+            if (part.scratch_bytes > p->reward.scratch_bytes) p->reward.scratch_bytes = part.scratch_bytes;
+        }
+    }
+    if (!rc && uses(c, AP_REWARD_PICKSCORE)) {
+        rc = ap_pickscore_plan_measure(&ctx, &m->ps, cap, res, res, m->ps.text.t.max_pos, &part);
+        if (!rc) {
+            p->reward.tape_bytes += part.tape_bytes;
+            if (part.tmp_bytes > p->reward.tmp_bytes) p->reward.tmp_bytes = part.tmp_bytes;
+            if (part.scratch_bytes > p->reward.scratch_bytes) p->reward.scratch_bytes = part.scratch_bytes;
+        }
+    }
+    if (!rc && c->reward == AP_REWARD_MIX && c->n_parts > 1)
+        p->reward.tmp_bytes += (size_t)cap * 3 * (size_t)res * (size_t)res * sizeof(float);
     ap_ctx_free(&ctx);
     p->weights_bytes = (m->unet.params.total + m->vae.params.total + m->text.params.total +
-                        m->aes.clip.params.total + m->aes.mlp_params.total + m->hps.params.total) *
+                        m->aes.clip.params.total + m->aes.mlp_params.total + m->hps.params.total +
+                        m->ps.vis.params.total + m->ps.text.params.total) *
                        sizeof(float);
     p->lora_bytes = m->unet.lora.total * sizeof(float);
     return rc;

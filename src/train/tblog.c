@@ -93,6 +93,20 @@ float *ap_tblog_train_images(ap_job *j, int lo, int b) {
 
 /* ---- scalars and images ------------------------------------------------------ */
 
+/* A reward mixture's parts: "<prefix>_<name>" = the part's mean over the n
+ * values of each (summed in double, as log.h5's reward_<name>_mean). */
+static int part_scalars(ap_job *j, const char *prefix, int64_t step, const float *parts, int n) {
+    int rc = AP_OK;
+    for (int q = 0; parts && q < ap_reward_parts(j->reward) && !rc; q++) {
+        double m = 0;
+        for (int k = 0; k < n; k++) m += parts[(size_t)q * (size_t)n + (size_t)k];
+        char tag[64];
+        snprintf(tag, sizeof tag, "%s_%s", prefix, ap_reward_part_name(j->reward, q));
+        rc = ap_tfevents_scalar(j->tb, tag, step, (float)(n ? m / n : 0));
+    }
+    return rc;
+}
+
 /* n images (n, 3, H, W) as "<prefix>/<k:03>" (captioned "<prompt:.25> |
  * <reward:.2f>" as main.py captions its wandb images) and "<prefix>/grid". */
 static int tb_images(ap_tfevents *w, const char *prefix, int64_t step, const float *images, int n,
@@ -142,6 +156,7 @@ int ap_tblog_train(ap_job *j, const ap_train_row *r) {
             {"skipped", (double)r->skipped}};
         for (size_t i = 0; i < sizeof s / sizeof s[0] && !rc; i++)
             rc = ap_tfevents_scalar(j->tb, s[i].tag, r->step, (float)s[i].v);
+        if (!rc) rc = part_scalars(j, "rewards", r->step, r->part_rewards, N);
     }
     const int V = j->n_train_vis;
     if (!rc && j->train_vis && r->step % j->cfg->vis_freq == 0) {
@@ -162,6 +177,7 @@ int ap_tblog_eval(ap_job *j, const ap_eval_row *r, const float *images, int H, i
     if (E < 1) E = 1;
     int rc = ap_tfevents_scalar(j->tb, "eval_rewards", r->step, (float)r->reward_mean);
     if (!rc) rc = ap_tfevents_scalar(j->tb, "eval_rewards_std", r->step, (float)r->reward_std);
+    if (!rc) rc = part_scalars(j, "eval_rewards", r->step, r->part_rewards, E);
     if (!rc) rc = tb_images(j->tb, "eval_images", r->step, images, E, H, W, r->prompts, r->rewards);
     if (rc) ap_err_prefix("TensorBoard log: ");
     return rc;

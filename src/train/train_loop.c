@@ -91,6 +91,7 @@ static int save(ap_job *j, int64_t epoch_done) {
 typedef struct step_stats {
     float *rewards;    /* (N) */
     float *attached;   /* (N) */
+    float *parts;      /* (n_parts, N) a reward mixture's part rewards, or NULL */
     double sums[4];    /* loss sum, samples, sum of micro-batch reward stds, micro-batches
                         * of >= 2 samples */
 } step_stats;
@@ -107,8 +108,9 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
     const int64_t n = j->chain.C * j->chain.h * j->chain.w;
     float *noise = ap_malloc((size_t)(j->cap * n) * sizeof(float), "initial latents");
     unsigned char *att = ap_malloc((size_t)j->cap * (size_t)S, "attached steps");
-    float dloss[256], loss[256], rew[256];
+    float dloss[256], loss[256], rew[256], part[AP_REWARD_MAX_PARTS * 256];
     const char *pr[256];
+    const int np = ap_reward_parts(j->reward);
     int rc = (!noise || !att) ? AP_ERR : AP_OK;
     if (j->cap > 256) rc = ap_fail("per_gpu_capacity %d: at most 256 supported", j->cap);
     for (int g = 0; g < p->micro_batches && !rc; g++) {
@@ -128,7 +130,8 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
         if (!rc) rc = ap_job_encode(j, pr, b, j->cond);
         ap_chain_io io = {.b = b, .noise = noise, .cond = j->cond, .uncond = j->uncond,
                           .prompts = pr, .attached = att, .dloss = dloss, .loss = loss,
-                          .reward = rew, .images = ap_tblog_train_images(j, lo, b)};
+                          .reward = rew, .parts = np ? part : NULL,
+                          .images = ap_tblog_train_images(j, lo, b)};
         ap_unet_zero_lora_grads(&j->sd.unet);
         if (!rc) rc = ap_chain_run(&j->chain, &j->ctx, &io);
         const size_t nl = j->sd.unet.lora.total;
@@ -136,6 +139,7 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
         double mb = 0, mv = 0;
         for (int i = 0; i < b && !rc; i++) {
             st->rewards[lo + i] = rew[i];
+            for (int q = 0; q < np; q++) st->parts[(size_t)q * N + lo + i] = part[q * b + i];
             st->sums[0] += loss[i];
             st->sums[1] += 1;
             mb += rew[i];
@@ -181,9 +185,12 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
     if (d->rank == 0) {
         char lp[4200];
         snprintf(lp, sizeof lp, "%s/log.h5", j->run_dir);
+        const char *pn[AP_REWARD_MAX_PARTS];
+        for (int q = 0; q < ap_reward_parts(j->reward); q++) pn[q] = ap_reward_part_name(j->reward, q);
         ap_runinfo ri; /* the log's self-description */
         ap_runinfo_fill(&ri, j);
-        rc = ap_h5log_open_meta(&j->log, lp, N, E, found ? j->step : -1, &ri.meta);
+        rc = ap_h5log_open_meta(&j->log, lp, N, E, found ? j->step : -1, ap_reward_parts(j->reward),
+                                pn, &ri.meta);
         if (!rc) rc = ap_tblog_open(j, found ? j->step : -1); /* TensorBoard, visualize_train */
         if (rc) fprintf(stderr, "alignprop-mpi: %s\n", ap_errmsg());
     }
@@ -197,7 +204,9 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
     step_stats st;
     st.rewards = ap_malloc((size_t)N * sizeof(float), "rewards");
     st.attached = ap_malloc((size_t)N * sizeof(float), "attached counts");
-    if (!st.rewards || !st.attached) return AP_EXIT_FAIL;
+    const int np = ap_reward_parts(j->reward);
+    st.parts = np ? ap_malloc((size_t)(np * N) * sizeof(float), "reward parts") : NULL;
+    if (!st.rewards || !st.attached || (np && !st.parts)) return AP_EXIT_FAIL;
     const int tty = isatty(2);
     const double t_start = now_s();
     const int64_t first_step = j->step;
@@ -216,12 +225,14 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
         memset(j->gacc, 0, (size_t)nl * sizeof(float));
         memset(st.rewards, 0, (size_t)N * sizeof(float));
         memset(st.attached, 0, (size_t)N * sizeof(float));
+        if (np) memset(st.parts, 0, (size_t)(np * N) * sizeof(float));
         memset(st.sums, 0, sizeof st.sums);
         if (run_step(j, j->step, &st)) goto fail;
         /* one all-reduce of the gradients; the statistics ride along */
         if (ap_dist_allreduce_sum(d, j->gacc, nl)) goto fail;
         if (ap_dist_allreduce_sum(d, st.rewards, N)) goto fail;
         if (ap_dist_allreduce_sum(d, st.attached, N)) goto fail;
+        if (np && ap_dist_allreduce_sum(d, st.parts, (int64_t)np * N)) goto fail;
         if (ap_dist_allreduce_sum_d(d, st.sums, 4)) goto fail;
         if (debug_nonfinite(j->step + 1)) j->gacc[0] = NAN;
         double gnorm = ap_clip_grad_norm(j->gacc, nl, c->max_grad_norm);
@@ -272,7 +283,8 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
                                 .reward_std_global = sd, .skipped = skipped, .grad_norm = gnorm,
                                 .lr = c->learning_rate, .step_time = dt,
                                 .samples_per_s = N / dt, .attached_mean = att,
-                                .rewards = st.rewards, .prompts = pr, .attached = ai};
+                                .rewards = st.rewards, .prompts = pr, .attached = ai,
+                                .part_rewards = st.parts};
             int lrc = ap_h5log_train(j->log, &row);
             if (!lrc) lrc = ap_tblog_train(j, &row); /* TensorBoard, visualize_train */
             free(pr), free(ai);
@@ -322,10 +334,10 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
         ap_dist_print0(d, "done: %lld steps in %.1fs; checkpoints in %s/checkpoints, log %s/log.h5\n",
                        (long long)(j->step - first_step), now_s() - t_start, j->run_dir, j->run_dir);
     }
-    free(st.rewards), free(st.attached);
+    free(st.rewards), free(st.attached), free(st.parts);
     return code;
 fail:
     fprintf(stderr, "\nalignprop-mpi: rank %d: %s\n", d->rank, ap_errmsg());
-    free(st.rewards), free(st.attached);
+    free(st.rewards), free(st.attached), free(st.parts);
     return AP_EXIT_FAIL;
 }

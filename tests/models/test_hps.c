@@ -3,7 +3,8 @@
  * HPS_v2_compressed.pt layout): normalised text features, image features,
  * AlignProp's hps_loss_fn score / loss and d(sum c_b loss_b)/d(image) against
  * autograd; the ViT-H-14 declaration against the real-size manifest (686
- * tensors, 986,109,441 parameters) without allocating; config and loader
+ * tensors, 986,109,441 parameters) without allocating; the same for the
+ * HPSv2.1 storage form (fp16, HPS_v2.1_compressed.pt); config and loader
  * errors. */
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "io/json.h"
+#include "io/pth.h"
 #include "io/safetensors.h"
 #include "manifest.h"
 #include "models/hps.h"
@@ -163,6 +165,91 @@ static void tiny(ap_ctx *ctx, ap_st_file *f, const char *dir) {
     ap_hps_free(&m);
 }
 
+/* HPSv2.1 (tools/fixtures/hps_v21.py): the v2.0 architecture and key set,
+ * stored like HPS_v2.1_compressed.pt: {'state_dict': fp16 tensors} in a zip
+ * whose top folder is "HPS_v2.1_compressed". The file must really hold
+ * HalfStorage; the widened weights must sum to open_clip's (exact values,
+ * the golden is stored as float32: rel 2e-7, 3 ulp); features, score, loss and the
+ * image gradient against open_clip after load_state_dict into fp32, with the
+ * v2.0 tolerances (same fp32 arithmetic on other weights). */
+static void v21(ap_ctx *ctx, ap_st_file *f, const char *dir) {
+    char cfg[1024], ckpt[1024];
+    snprintf(cfg, sizeof cfg, "%s/hps/open_clip_tiny.json", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/hps_v21/HPS_v2.1_compressed.pt", dir);
+    ap_pth_file *pf = NULL;
+    int rc = ap_pth_open(&pf, ckpt);
+    if (!tu_check(rc == 0, "open %s%s%s", ckpt, rc ? ": " : "", rc ? ap_errmsg() : "")) return;
+    int n16 = 0, n = ap_pth_count(pf);
+    for (int i = 0; i < n; i++) {
+        int dt = -1;
+        ap_pth_info(pf, ap_pth_name(pf, i), &dt, NULL, NULL);
+        n16 += dt == AP_DT_F16;
+    }
+    tu_check(n > 0 && n16 == n && ap_pth_find(pf, "state_dict.logit_scale") >= 0,
+             "v2.1 storage form: %d of %d tensors fp16, under state_dict.", n16, n);
+    ap_pth_close(pf);
+    ap_hps m;
+    rc = ap_hps_load(&m, cfg, ckpt);
+    if (!tu_check(rc == 0, "load HPSv2.1 layout (%s)%s%s", ckpt, rc ? ": " : "",
+                  rc ? ap_errmsg() : ""))
+        return;
+    ap_tensor wsum, idsf, tref, image, fref, sref, lref, dloss, gref;
+    tu_fixture(f, "hps21.weight_sum", &wsum);
+    tu_fixture(f, "hps21.ids", &idsf);
+    tu_fixture(f, "hps21.text_features", &tref);
+    tu_fixture(f, "hps21.image", &image);
+    tu_fixture(f, "hps21.image_embeds", &fref);
+    tu_fixture(f, "hps21.score", &sref);
+    tu_fixture(f, "hps21.loss", &lref);
+    tu_fixture(f, "hps21.dloss", &dloss);
+    tu_fixture(f, "hps21.grad_image", &gref);
+    double sum = 0;
+    int all_f32 = 1;
+    for (int i = 0; i < m.params.count; i++) {
+        const ap_tensor *t = &m.params.items[i].t;
+        all_f32 &= t->dtype == AP_F32;
+        if (t->dtype == AP_F32)
+            for (int64_t e = 0; e < ap_numel(t); e++) sum += t->data[e];
+    }
+    tu_check(all_f32 && fabs(sum - wsum.data[0]) <= 2e-7 * fabs((double)wsum.data[0]),
+             "fp16 weights widened: sum %.9g vs open_clip %.9g (float32 golden, rel 2e-7)", sum, (double)wsum.data[0]);
+    int64_t B = idsf.shape[0], N = idsf.shape[1], E = m.embed_dim;
+    int64_t H = image.shape[2], W = image.shape[3];
+    int32_t *ids = malloc((size_t)(B * N) * sizeof *ids);
+    for (int64_t i = 0; i < B * N; i++) ids[i] = (int32_t)idsf.data[i];
+    ap_arena tape, tmp;
+    ap_plan plan;
+    ap_hps_plan_measure(ctx, &m, B, H, W, N, &plan);
+    ap_arena_init(&tape, plan.tape_bytes, "hps tape");
+    ap_arena_init(&tmp, plan.tmp_bytes, "hps tmp");
+    ap_tensor txt = ap_t2(tu_alloc(B * E), B, E);
+    ctx->tmp = &tmp;
+    rc = ap_hps_encode_text(ctx, &m, &txt, ids, B, N);
+    if (tu_check(rc == 0, "v2.1 text features%s%s", rc ? ": " : "", rc ? ap_errmsg() : ""))
+        tu_compare("v2.1 normalised text features vs open_clip", txt.data, tref.data, B * E,
+                   F_ATOL, F_RTOL);
+    ap_hps_saved sv;
+    ap_tensor sc = ap_t1(tu_alloc(B), B), lo = ap_t1(tu_alloc(B), B), dimage = image;
+    dimage.data = tu_alloc(ap_numel(&image));
+    ap_tape tp = ap_tape_on(&tape);
+    rc = ap_hps_forward(ctx, &tp, &m, &sv, &sc, &lo, &image, &txt);
+    if (tu_check(rc == 0, "v2.1 forward%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) {
+        tu_compare("v2.1 encode_image vs open_clip", sv.f.data, fref.data, B * E, F_ATOL, F_RTOL);
+        tu_compare("v2.1 score", sc.data, sref.data, B, F_ATOL, F_RTOL);
+        tu_compare("v2.1 loss = 1 - score", lo.data, lref.data, B, F_ATOL, F_RTOL);
+        rc = ap_hps_backward(ctx, &tp, &m, &sv, &dimage, &dloss);
+        if (tu_check(rc == 0, "v2.1 backward%s%s", rc ? ": " : "", rc ? ap_errmsg() : ""))
+            tu_compare("v2.1 d(sum c*loss)/d(image) vs autograd", dimage.data, gref.data,
+                       ap_numel(&image), G_ATOL, G_RTOL);
+    }
+    ctx->tmp = NULL;
+    ap_arena_free(&tape), ap_arena_free(&tmp);
+    free(ids), free(txt.data), free(sc.data), free(lo.data), free(dimage.data), free(wsum.data);
+    free(idsf.data), free(tref.data), free(image.data), free(fref.data), free(sref.data);
+    free(lref.data), free(dloss.data), free(gref.data);
+    ap_hps_free(&m);
+}
+
 static void manifest(void) {
     const char *dir = tu_fixtures_dir();
     char path[1024];
@@ -216,6 +303,11 @@ int main(void) {
     if (f) {
         tiny(&ctx, f, dir);
         ap_st_close(f);
+    }
+    ap_st_file *f21 = tu_fixture_open("hps_v21");
+    if (f21) {
+        v21(&ctx, f21, dir);
+        ap_st_close(f21);
     }
     manifest();
     errors(dir);

@@ -14,8 +14,8 @@ sets=(--set steps=2 "--set=truncated_backprop_minmax=[0,2]" --set num_epochs=3
       --set train.total_samples_per_epoch=4 --set train.total_batch_size=4
       --set visualize_eval=false --set run_name=r --per-gpu-capacity 2)
 run() { local name=$1; shift; "$BIN" "$CFG" "${sets[@]}" --set logdir="$tmp/$name" "$@" > "$tmp/$name.log" 2>&1; }
-# values of a log dataset, one per line (h5dump)
-col() { h5dump -y -w 0 -d "/train/$2" "$1" | sed -n '/DATA {/,/}/p' | tr -d '\n' |
+# values of a log dataset, one per line (h5dump; -A 0: not its attributes)
+col() { h5dump -y -w 0 -A 0 -d "/train/$2" "$1" | sed -n '/DATA {/,/}/p' | tr -d '\n' |
         sed 's/.*DATA {//; s/}.*//' | tr ',' '\n' | tr -d ' '; }
 
 AP_DEBUG_NONFINITE_AT=2 run skip; rc=$?

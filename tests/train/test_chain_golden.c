@@ -8,7 +8,8 @@
  * the aesthetic and HPS rewards on two, and two of them again planned for 3
  * and run as two accumulating micro-batches of 1. Also finite differences of
  * the chain's objective (signed per-sample dloss) w.r.t. LoRA coordinates for
- * each reward, independent of PyTorch. */
+ * each reward (PickScore too), independent of PyTorch, and a mixture
+ * {demo, aesthetic} against its parts run separately. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,6 +199,107 @@ static void finite_differences(env *e, ap_reward *rw, const char *rname, double 
     ap_chain_free(&ch);
 }
 
+/* A reward mixture {demo: WD, aesthetic: WA} through the whole chain against
+ * the two rewards run separately on the same inputs with dloss scaled by
+ * their weights (LoRA gradients accumulating over both runs): the images are
+ * the same computation, so each part's reward and loss equal the separate
+ * runs' bit for bit, and the mixture's loss and reward equal the weighted sums
+ * (double, rounded once) bit for bit. The LoRA gradients differ only in
+ * rounding: the mixture back-propagates d(image) = d_demo + d_aesthetic
+ * through one VAE and UNet backward where the separate runs go through two
+ * (fp32 sums in another order; measured worst 1.1e-5 of the tensor's
+ * max|grad|; a wrong weight or a dropped part shows as O(1)): tolerance per
+ * tensor 1e-4 * max|grad|. */
+#define WD 0.7
+#define WA 2.0
+static void mixture(env *e, const char *clip, const char *mlp) {
+    ap_reward *parts[2] = {NULL, NULL}, *mix = NULL, *demo = NULL, *aes = NULL;
+    int rc = ap_reward_open_kind(&parts[0], AP_REWARD_DEMO, NULL, NULL, NULL, NULL, NULL, 10, 1);
+    if (!rc) rc = ap_reward_open_kind(&parts[1], AP_REWARD_AESTHETIC, clip, mlp, NULL, NULL, NULL, 10, 1);
+    if (!rc) rc = ap_reward_open_mixture(&mix, 2, parts, (double[]){WD, WA});
+    if (!rc) rc = ap_reward_open_kind(&demo, AP_REWARD_DEMO, NULL, NULL, NULL, NULL, NULL, 10, 1);
+    if (!rc) rc = ap_reward_open_kind(&aes, AP_REWARD_AESTHETIC, clip, mlp, NULL, NULL, NULL, 10, 1);
+    if (!tu_check(rc == 0, "mixture {demo: %g, aesthetic: %g}: open%s%s", WD, WA, rc ? ": " : "",
+                  rc ? ap_errmsg() : "")) {
+        if (!mix) ap_reward_free(parts[0]), ap_reward_free(parts[1]);
+        ap_reward_free(mix), ap_reward_free(demo), ap_reward_free(aes);
+        return;
+    }
+    tu_check(ap_reward_parts(mix) == 2 && !strcmp(ap_reward_part_name(mix, 0), "demo") &&
+                 !strcmp(ap_reward_part_name(mix, 1), "aesthetic") &&
+                 !strcmp(ap_reward_name(mix), "0.7*demo + 2*aesthetic"),
+             "mixture: 2 parts, named demo and aesthetic, \"%s\"", ap_reward_name(mix));
+    const ap_text_tower *tt = &e->sd.text.t;
+    unsigned char att[B * S];
+    memset(att, 1, sizeof att);
+    const char *prompts[B] = {"a photo of a cat", "a dog"};
+    float dloss[B] = {0.004f, -0.011f}, dl_d[B], dl_a[B];
+    for (int k = 0; k < B; k++) dl_d[k] = (float)(WD * dloss[k]), dl_a[k] = (float)(WA * dloss[k]);
+    float loss[3][B], reward[3][B], part[2][B];
+    ap_reward *rw[3] = {mix, demo, aes};
+    const float *dl[3] = {dloss, dl_d, dl_a};
+    ap_unet *u = &e->sd.unet;
+    float *gmix = tu_alloc((int64_t)u->lora.total);
+    for (int c = 0; c < 3 && !rc; c++) {
+        ap_chain ch;
+        rc = ap_chain_init(&ch, &e->ctx, u, &e->sd.vae, rw[c], &e->sd.sched, S, 7.5f, B, HW, HW,
+                           tt->max_pos, tt->C);
+        if (rc) break;
+        ap_chain_io io = {.b = B, .noise = e->noise, .cond = e->cond, .uncond = e->uncond,
+                          .prompts = prompts, .attached = att, .dloss = dl[c], .loss = loss[c],
+                          .reward = reward[c]};
+        if (c != 2) ap_unet_zero_lora_grads(u); /* demo and aesthetic accumulate */
+        rc = ap_chain_run(&ch, &e->ctx, &io);
+        if (!rc && c == 0) {
+            memcpy(gmix, u->lora_grad, u->lora.total * sizeof(float));
+            for (int i = 0; i < 2; i++)
+                memcpy(part[i], ap_reward_part_values(&ch.reward_sv, i), sizeof part[i]);
+        }
+        ap_chain_free(&ch);
+    }
+    if (tu_check(rc == 0, "mixture and its parts through the chain%s%s", rc ? ": " : "",
+                 rc ? ap_errmsg() : "")) {
+        int same = 1;
+        for (int k = 0; k < B; k++) {
+            same &= part[0][k] == reward[1][k] && part[1][k] == reward[2][k];
+            same &= loss[0][k] == (float)(WD * loss[1][k] + WA * loss[2][k]);
+            same &= reward[0][k] == (float)(WD * reward[1][k] + WA * reward[2][k]);
+        }
+        tu_check(same, "mixture: part rewards = the separate runs', loss and reward = weighted sums "
+                 "(bit for bit): loss %.7g %.7g, demo %.7g %.7g, aesthetic %.7g %.7g",
+                 (double)loss[0][0], (double)loss[0][1], (double)part[0][0], (double)part[0][1],
+                 (double)part[1][0], (double)part[1][1]);
+        double worst = 0, gmax = 0;
+        const char *wname = "";
+        for (int i = 0; i < u->lora.count; i++) {
+            const ap_param *p = &u->lora.items[i];
+            const float *a = gmix + p->offset, *b = u->lora_grad + p->offset;
+            double m = 0, d = 0;
+            for (int64_t k = 0; k < ap_numel(&p->t); k++) {
+                if (fabs(b[k]) > m) m = fabs(b[k]);
+                if (fabs((double)a[k] - b[k]) > d || isnan(a[k])) d = fabs((double)a[k] - b[k]);
+            }
+            if (m > gmax) gmax = m;
+            double r = d / (m > 0 ? m : 1e-30);
+            if (r > worst || isnan(r)) worst = r, wname = p->name;
+        }
+        tu_check(worst <= 1e-4 && gmax > 0, "mixture: LoRA gradients vs %g * demo's + %g * aesthetic's: "
+                 "worst tensor max|err| / max|grad| %.3g (%s; tol 1e-4), largest |grad| %.3g",
+                 WD, WA, worst, wname, gmax);
+    }
+    free(gmix);
+    ap_reward_free(mix), ap_reward_free(demo), ap_reward_free(aes);
+    /* the same reward twice, a non-finite weight: refused (the parts freed) */
+    ap_reward *d[2] = {NULL, NULL};
+    ap_reward_open_kind(&d[0], AP_REWARD_DEMO, NULL, NULL, NULL, NULL, NULL, 10, 1);
+    ap_reward_open_kind(&d[1], AP_REWARD_DEMO, NULL, NULL, NULL, NULL, NULL, 10, 1);
+    tu_expect_error("mixture of demo twice", ap_reward_open_mixture(&mix, 2, d, (double[]){1, 1}),
+                    "demo twice", NULL);
+    ap_reward_open_kind(&d[0], AP_REWARD_DEMO, NULL, NULL, NULL, NULL, NULL, 10, 1);
+    tu_expect_error("mixture weight NaN", ap_reward_open_mixture(&mix, 1, d, (double[]){NAN}),
+                    "demo", "finite", NULL);
+}
+
 int main(void) {
     printf("test_chain_golden: reward backprop through DDIM + CFG + VAE + reward vs PyTorch autograd\n");
     const char *fx = tu_fixtures_dir();
@@ -265,6 +367,20 @@ int main(void) {
     if (demo) finite_differences(&e, demo, "demo", 1e-2, 1e-2);
     if (aes) finite_differences(&e, aes, "aesthetic", 1e-2, 1e-2);
     if (hps) finite_differences(&e, hps, "hps", 1e-2, 1e-2);
+    if (aes) mixture(&e, clip, mlp);
+    {   /* PickScore (not in the original: no PyTorch chain golden) through the
+         * reward interface: its tiny CLIPModel reads the sd_tiny tokenizer's
+         * ids (tools/fixtures/pickscore.py); finite differences as above */
+        ap_reward *ps = NULL;
+        char pdir[4200], tdir[4200];
+        snprintf(pdir, sizeof pdir, "%s/pickscore", fx);
+        snprintf(tdir, sizeof tdir, "%s/sd_tiny/tokenizer", fx);
+        rc = ap_reward_open_pickscore(&ps, pdir, tdir);
+        if (tu_check(rc == 0, "pickscore reward (tiny CLIPModel + sd_tiny tokenizer)%s%s",
+                     rc ? ": " : "", rc ? ap_errmsg() : ""))
+            finite_differences(&e, ps, "pickscore", 1e-2, 1e-2);
+        ap_reward_free(ps);
+    }
     ap_reward_free(demo);
     ap_reward_free(aes);
     ap_reward_free(hps);

@@ -4,7 +4,8 @@
  * equal; prompts are cut to 255 bytes at a UTF-8 boundary; a resume with
  * another batch width is refused; a log a reader holds (HDF5 file lock)
  * resumes; a write that fails (file size limit, as a full disk) names the
- * errno and leaves no half row visible (step and complete_rows). */
+ * errno and leaves no half row visible (step and complete_rows); a reward
+ * mixture's part columns. */
 #include <hdf5.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -221,6 +222,56 @@ static void test_write_resume(void) {
                     "cannot open the log", NULL);
 }
 
+/* A reward mixture's columns: a log written without them, resumed with
+ * parts {demo, aesthetic}: the columns appear with zeros for the kept rows,
+ * then hold each part's values and their means (exact: float32 values,
+ * means of 3 in double); a row without part values is refused. */
+static void test_parts(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/parts.h5", g_dir);
+    printf("reward mixture columns (reward_<part>, reward_<part>_mean):\n");
+    ap_h5log *l = NULL;
+    int rc = ap_h5log_open(&l, path, N, E, -1);
+    for (int s = 1; s <= 2 && !rc; s++) rc = write_train(l, s, 0);
+    ap_h5log_close(l);
+    const char *names[2] = {"demo", "aesthetic"};
+    if (!rc) rc = ap_h5log_open_parts(&l, path, N, E, 1, 2, names);
+    tu_check(rc == 0, "a log without parts resumed at step 1 with parts demo, aesthetic (%s)",
+             rc ? ap_errmsg() : "ok");
+    if (rc) return;
+    float rewards[N] = {1, 2, 3}, parts[2 * N] = {0.5f, 0.25f, -1.0f, 3.0f, 4.0f, 8.0f};
+    float erew[E] = {1, 2}, eparts[2 * E] = {0.125f, 0.375f, -2.0f, 6.0f};
+    const char *prompts[N] = {"a", "b", "c"}, *eprompts[E] = {"x", "y"};
+    int32_t att[N] = {1, 1, 1};
+    ap_train_row r = {.step = 2, .rewards = rewards, .prompts = prompts, .attached = att,
+                      .part_rewards = parts};
+    ap_eval_row er = {.step = 2, .rewards = erew, .prompts = eprompts, .part_rewards = eparts};
+    rc = ap_h5log_train(l, &r) || ap_h5log_eval(l, &er);
+    tu_check(rc == 0, "append a train and an eval row with part values (%s)", rc ? ap_errmsg() : "ok");
+    r.step = 3, r.part_rewards = NULL;
+    tu_expect_error("a row without part values", ap_h5log_train(l, &r), "/train",
+                    "no reward part values", NULL);
+    ap_h5log_close(l);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+    if (!tu_check(f >= 0, "open %s for reading", path)) return;
+    hsize_t rows = 0, w = 0, rm = 0, ea = 0, ew = 0, em = 0;
+    float *d = read_all(f, "/train/reward_demo", H5T_NATIVE_FLOAT, 4, &rows, &w);
+    double *dm = read_all(f, "/train/reward_aesthetic_mean", H5T_NATIVE_DOUBLE, 8, &rm, NULL);
+    float *e = read_all(f, "/eval/reward_aesthetic", H5T_NATIVE_FLOAT, 4, &ea, &ew);
+    double *emn = read_all(f, "/eval/reward_demo_mean", H5T_NATIVE_DOUBLE, 8, &em, NULL);
+    int ok = d && dm && e && emn && rows == 2 && w == N && rm == 2 && ea == 1 && ew == E && em == 1;
+    int bad = 0;
+    for (int k = 0; ok && k < N; k++) bad += d[k] != 0 || d[N + k] != parts[k];
+    if (ok) bad += dm[0] != 0 || dm[1] != (4.0 + 8.0 + 3.0) / 3;
+    for (int k = 0; ok && k < E; k++) bad += e[k] != eparts[E + k];
+    if (ok) bad += emn[0] != (0.125 + 0.375) / 2;
+    tu_check(ok && bad == 0, "train: reward_demo %llu rows (zeros, then the values), "
+             "reward_aesthetic_mean; eval: reward_aesthetic, reward_demo_mean (%d mismatches)",
+             (unsigned long long)rows, bad);
+    free(d), free(dm), free(e), free(emn);
+    H5Fclose(f);
+}
+
 static void test_prompt_cut(void) {
     printf("prompts longer than 255 bytes:\n");
     char path[512];
@@ -373,6 +424,7 @@ int main(int argc, char **argv) {
                "tools/install-deps installs hdf5-tools)\n");
     test_write_resume();
     test_prompt_cut();
+    test_parts();
     test_killed_writer();
     test_reader_holds_lock();
     test_write_fails();
