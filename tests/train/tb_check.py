@@ -12,6 +12,8 @@ reads a directory) with EventFileLoader; then:
     lr, samples_per_s, step_time, attached_steps = attached_mean, epoch,
     skipped), rewards_min / rewards_max the min / max of /train/rewards, and
     the steps are exactly /train/step; eval_rewards(_std) likewise /eval/;
+    a reward mixture's rewards_<part> / eval_rewards_<part> equal
+    float32(reward_<part>_mean);
   * each image's PNG bytes equal the PNG file of the same image on disk
     (eval_vis/step_S/, train_vis/step_S/, grid.png included); captions are
     "<prompt:.25> | <reward:.2f>";
@@ -93,6 +95,16 @@ def main():
         bad = [s for i, s in enumerate(steps)
                if float(ev.get((tag, s), (0, np.nan))[1]) != float(np.float32(fn(tr["rewards"][i])))]
         check(not bad, f"{tag} == {fn.__name__} of /train/rewards, exactly (steps differing: {bad[:5]})")
+    # a reward mixture's parts: rewards_<part> == /train/reward_<part>_mean
+    parts = [k[len("reward_"):-len("_mean")] for k in tr if k.startswith("reward_") and k.endswith("_mean")
+             and k != "reward_mean"]
+    for p in parts:
+        for tag, tab, st in ((f"rewards_{p}", tr, steps), (f"eval_rewards_{p}", evl, [int(s) for s in evl["step"]])):
+            col = tab[f"reward_{p}_mean"]
+            bad = [s for i, s in enumerate(st) if (tag, s) not in ev
+                   or float(ev[(tag, s)][1]) != float(np.float32(col[i]))]
+            check(not bad and len(st) > 0, f"{tag} == float32(reward_{p}_mean) at {len(st)} steps, "
+                  f"exactly (differing: {bad[:5]})")
     esteps = [int(s) for s in evl["step"]]
     for tag, col in (("eval_rewards", "reward_mean"), ("eval_rewards_std", "reward_std")):
         tb_steps = sorted(s for (t, s) in ev if t == tag)
