@@ -33,6 +33,9 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "sample")) return ap_cmd_sample(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "report")) return ap_cmd_report(argc - 1, argv + 1);
+    /* LoRA layouts and inspection (docs/lora.md) */
+    if (argc >= 2 && !strcmp(argv[1], "lora")) return ap_cmd_lora(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "inspect")) return ap_cmd_inspect(argc - 1, argv + 1);
     if (argc < 2) {
         usage(stderr);
         return 2;
