@@ -23,6 +23,8 @@ static void usage(FILE *f) {
             "                optionally with LoRA, or the tiny in-process model)\n"
             "  report        write a run's self-contained HTML report (charts, evaluation\n"
             "                images, config) from its directory, also while it runs\n"
+            "  lora convert  rewrite a LoRA in the diffusers-attn-procs, peft or kohya layout\n"
+            "  inspect       describe a model, weights file, LoRA, checkpoint or run log\n"
             "\n"
             "options:\n"
             "  --help        show this help and exit\n"

@@ -73,7 +73,8 @@ static int fold(ap_lora_set *s, const ap_params *alpha) {
         if (!ends(d->name, ".down.weight")) continue;
         sibling(d->name, ".down.weight", ".up.weight", other, sizeof other);
         const ap_param *u = ap_params_find(&s->p, other);
-        if (!u) return ap_fail("%s: %s has no up matrix %s (in the %s layout's names)", s->file, d->name, other, ap_lora_layout_name(s->layout));
+        if (!u) return ap_fail("%s (%s layout, shown in save_attn_procs names): %s has no up matrix %s",
+                              s->file, ap_lora_layout_name(s->layout), d->name, other);
         int64_t r = d->t.shape[0];
         if (u->t.shape[1] != r)
             return ap_fail("%s: %s is (%lld, %lld) but %s is (%lld, %lld); expected up (out, %lld)",
