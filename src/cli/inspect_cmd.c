@@ -21,52 +21,53 @@
 /* ---- the writer --------------------------------------------------------- */
 
 static int g_json, g_depth, g_first[32], g_arr[32];
+static FILE *g_out; /* a memory stream: printed whole once the description succeeded */
 
 static void jstr(const char *s) {
-    putchar('"');
+    fputc('"', g_out);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
+        if (c == '"' || c == '\\') fprintf(g_out, "\\%c", c);
+        else if (c < 0x20) fprintf(g_out, "\\u%04x", c);
+        else fputc(c, g_out);
     }
-    putchar('"');
+    fputc('"', g_out);
 }
 
 /* Start a member: key (NULL inside an array). */
 static void key_(const char *key) {
     if (g_json) {
-        if (!g_first[g_depth]) putchar(',');
+        if (!g_first[g_depth]) fputc(',', g_out);
         g_first[g_depth] = 0;
-        if (key && !g_arr[g_depth]) jstr(key), putchar(':');
+        if (key && !g_arr[g_depth]) jstr(key), fputc(':', g_out);
     } else {
-        printf("%*s%s%s", 2 * (g_depth - 1), "", key ? key : "-", key ? ": " : " ");
+        fprintf(g_out, "%*s%s%s", 2 * (g_depth - 1), "", key ? key : "-", key ? ": " : " ");
     }
 }
 static void out_str(const char *key, const char *v) {
     key_(key);
     if (g_json) jstr(v ? v : "");
-    else printf("%s\n", v ? v : "");
+    else fprintf(g_out, "%s\n", v ? v : "");
 }
 static void out_int(const char *key, long long v) {
     key_(key);
-    printf(g_json ? "%lld" : "%lld\n", v);
+    fprintf(g_out, g_json ? "%lld" : "%lld\n", v);
 }
 static void out_num(const char *key, double v) {
     key_(key);
-    if (g_json) isfinite(v) ? printf("%.9g", v) : printf("null");
-    else printf("%.6g\n", v);
+    if (g_json) isfinite(v) ? fprintf(g_out, "%.9g", v) : fprintf(g_out, "null");
+    else fprintf(g_out, "%.6g\n", v);
 }
 static void open_(const char *key, int arr) {
-    if (g_json) key_(key), putchar(arr ? '[' : '{');
-    else printf("%*s%s:\n", 2 * (g_depth - 1), "", key ? key : "-");
+    if (g_json) key_(key), fputc(arr ? '[' : '{', g_out);
+    else fprintf(g_out, "%*s%s:\n", 2 * (g_depth - 1), "", key ? key : "-");
     g_depth++;
     g_first[g_depth] = 1, g_arr[g_depth] = arr;
 }
 static void out_obj(const char *key) { open_(key, 0); }
 static void out_arr(const char *key) { open_(key, 1); }
 static void out_end(void) {
-    if (g_json) putchar(g_arr[g_depth] ? ']' : '}');
+    if (g_json) fputc(g_arr[g_depth] ? ']' : '}', g_out);
     g_depth--;
 }
 
@@ -461,10 +462,17 @@ int ap_cmd_inspect(int argc, char **argv) {
         fprintf(stderr, "alignprop-mpi inspect: %s: no such file or directory\n", p);
         return 2;
     }
+    char *buf = NULL;
+    size_t len = 0;
+    g_out = open_memstream(&buf, &len);
+    if (!g_out) return fprintf(stderr, "alignprop-mpi inspect: out of memory\n"), 1;
     g_depth = 1, g_first[1] = 1, g_arr[1] = 0;
-    if (g_json) putchar('{');
+    if (g_json) fputc('{', g_out);
     int rc = ap_is_dir(p) ? describe_dir(p) : has_suffix(p, ".h5") ? describe_h5(p) : describe_weights(p, 0);
-    if (g_json) printf("}\n");
+    if (g_json) fprintf(g_out, "}\n");
+    fclose(g_out);
+    if (!rc || !g_json) fwrite(buf, 1, len, stdout); /* JSON: all or nothing */
+    free(buf);
     if (rc) {
         fflush(stdout);
         fprintf(stderr, "alignprop-mpi inspect: %s\n", ap_errmsg());
