@@ -218,7 +218,8 @@ static void h5_attr(hid_t f, const char *name, int human_skip) {
     H5Aclose(a);
 }
 
-/* A 1-D dataset read as double (rows > 0 limits it). *n its length. */
+/* A 1-D dataset read as double, at most rows values (rows < 0: all; log.h5
+ * counts whole rows in complete_rows). *n its length. */
 static double *h5_col(hid_t f, const char *path, long long rows, long long *n) {
     *n = 0;
     if (H5Lexists(f, path, H5P_DEFAULT) <= 0) return NULL;
@@ -227,7 +228,7 @@ static double *h5_col(hid_t f, const char *path, long long rows, long long *n) {
     H5Sget_simple_extent_dims(sp, dims, NULL);
     double *v = calloc(dims[0] + 1, sizeof *v);
     if (v && H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0)
-        *n = rows > 0 && rows < (long long)dims[0] ? rows : (long long)dims[0];
+        *n = rows >= 0 && rows < (long long)dims[0] ? rows : (long long)dims[0];
     H5Sclose(sp), H5Dclose(d);
     return v;
 }
@@ -284,7 +285,7 @@ static void describe_log(hid_t f, const char *file) {
         char p[64];
         long long rows = -1, n;
         snprintf(p, sizeof p, "/%s/complete_rows", grp);
-        double *cr = h5_col(f, p, 0, &n);
+        double *cr = h5_col(f, p, -1, &n);
         if (cr && n > 0) rows = (long long)cr[0];
         free(cr);
         snprintf(p, sizeof p, "/%s/step", grp);

@@ -33,8 +33,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "lora_eps: %s\n", ap_errmsg());
         return 1;
     }
-    ap_unet_plan p;
-    ap_arena tmp;
+    ap_unet_plan p = {0};
+    ap_arena tmp = {0};
     float *e = malloc((size_t)ap_numel(&x) * sizeof(float) * 2);
     ap_tensor eps = ap_t4(e, x.shape[0], m.cfg.out_channels, x.shape[2], x.shape[3]);
     int rc = !e || ap_unet_plan_measure(&ctx, &m, x.shape[0], x.shape[2], x.shape[3], cx.shape[1], &p) ||
@@ -44,5 +44,10 @@ int main(int argc, char **argv) {
     if (!rc) rc = ap_st_write(argv[4], &out, 1, NULL);
     if (rc) fprintf(stderr, "lora_eps: %s\n", ap_errmsg());
     else printf("lora_eps: %s: rank %d, eps %lld values -> %s\n", argv[2], rank, (long long)ap_numel(&eps), argv[4]);
+    if (p.tmp_bytes) ap_arena_free(&tmp);
+    free(e), free(x.data), free(t.data), free(cx.data);
+    ap_st_close(f);
+    ap_unet_free(&m);
+    ap_ctx_free(&ctx);
     return rc ? 1 : 0;
 }
