@@ -3,11 +3,13 @@
 # `alignprop-mpi inspect` on what a run writes: a short demo training run,
 # then its checkpoint's LoRA converted to peft and kohya must give the same
 # evaluation reward as the checkpoint itself through resume_from, the same
-# soup, and the same images through `sample --lora` (bit for bit: the values
-# are the same floats); the checkpoint's own peft/ export is peft; inspect
+# soup, the same images through `sample --lora` and the same LoRA after a
+# training step started from it (bit for bit: the values are the same
+# floats); the checkpoint's own peft/ export is peft; inspect
 # describes the run, the checkpoint, the log and each LoRA (--json parses).
 #   lora_layouts.sh BIN LORA_DIFF CONFIG
 BIN=$1 DIFF=$2 CFG=$3
+FIX=${AP_FIXTURES_DIR:-$(dirname "$0")/../fixtures}
 . "$(dirname "$0")/common.sh"
 echo "lora_layouts: LoRA layouts through resume_from, soups, sample --lora; inspect"
 sets=(--set steps=4 "--set=truncated_backprop_minmax=[0,4]" --set num_epochs=1 --set train.total_samples_per_epoch=2
@@ -58,6 +60,16 @@ done
 ev soupref --set soup_inference=true --set resume_from="$ck" --set resume_from_2="$ck/pytorch_lora_weights.safetensors" --set mixing_coef_1=0.3
 ev soupmix --set soup_inference=true --set resume_from="$tmp/kohya.safetensors" --set resume_from_2="$ck/peft" --set mixing_coef_1=0.3
 same soupmix soupref && ok "soup of a kohya and a peft file == the same soup of the originals" || bad "soup $(cat "$tmp/soupmix.mean") vs $(cat "$tmp/soupref.mean")"
+# training started from a LoRA file (step 0, fresh optimizer): kohya == attn-procs
+for l in kohya diffusers-attn-procs; do
+  "$BIN" "$CFG" "${sets[@]}" --set run_name="from_$l" --set resume_from="$tmp/$l.safetensors" > "$tmp/from_$l.log" 2>&1 &&
+    grep -q "starting from the LoRA of resume_from" "$tmp/from_$l.log" && ok "training from resume_from the $l file" ||
+    { bad "training from resume_from the $l file"; tail -3 "$tmp/from_$l.log"; }
+done
+"$DIFF" "$(last_lora "$tmp/from_kohya")" "$(last_lora "$tmp/from_diffusers-attn-procs")" 0 > "$tmp/d.log" 2>&1 &&
+  ok "a step from the kohya file == a step from the attn-procs file (lora_diff, atol 0)" || { bad "trained from kohya differs"; cat "$tmp/d.log"; }
+v=$(json "$FIX/sd_tiny/lora/pytorch_lora_weights.bin" "d['format'].startswith('torch') and d['lora']['layout']=='diffusers-attn-procs' and d['lora']['rank']") &&
+  ok "inspect AlignProp's torch .bin: diffusers-attn-procs, rank $v" || bad "inspect .bin: $v"
 for l in ckpt kohya peft; do
   src=$ck; [ $l = ckpt ] || src="$tmp/$l.safetensors"
   "$BIN" sample --model "$tmp/train/tiny-model" --lora "$src" --prompt "a cat" --steps 2 --height 64 --width 64 --out "$tmp/s_$l" > "$tmp/s.log" 2>&1 || { bad "sample --lora $l"; tail -3 "$tmp/s.log"; }
