@@ -62,6 +62,19 @@ static int ends(const char *s, const char *suf) {
     return n >= m && !strcmp(s + n - m, suf);
 }
 
+/* The key in the file's layout of a save_attn_procs name (alphas as
+ * "<...>_lora.alpha"), for messages; the name itself when it does not map. */
+static const char *file_key(const ap_lora_set *s, const char *name, char *out, size_t cap) {
+    char down[600];
+    ap_lora_key k;
+    int alpha = ends(name, ".alpha");
+    if (alpha) sibling(name, ".alpha", ".down.weight", down, sizeof down);
+    else snprintf(down, sizeof down, "%s", name);
+    if (ap_lora_key_parse(AP_LORA_ATTN_PROCS, down, &k)) return name;
+    if (alpha) k.part = AP_LORA_ALPHA;
+    return ap_lora_key_format(s->layout, &k, out, cap) ? name : out;
+}
+
 /* Check pairs and ranks, fold alphas into the ups. */
 static int fold(ap_lora_set *s, const ap_params *alpha) {
     char other[600];
@@ -69,27 +82,35 @@ static int fold(ap_lora_set *s, const ap_params *alpha) {
     for (int i = 0; i < s->p.count; i++) {
         const ap_param *d = &s->p.items[i];
         if (d->t.ndim != 2)
-            return ap_fail("%s: LoRA matrix %s has %d dims; expected 2", s->file, d->name, d->t.ndim);
+            return ap_fail("%s: LoRA matrix %s has %d dims; expected 2", s->file,
+                           file_key(s, d->name, other, sizeof other), d->t.ndim);
         if (!ends(d->name, ".down.weight")) continue;
         sibling(d->name, ".down.weight", ".up.weight", other, sizeof other);
         const ap_param *u = ap_params_find(&s->p, other);
-        if (!u) return ap_fail("%s (%s layout, shown in save_attn_procs names): %s has no up matrix %s",
-                              s->file, ap_lora_layout_name(s->layout), d->name, other);
+        char k1[600], k2[600];
+        if (!u) return ap_fail("%s (%s layout): %s has no up matrix %s", s->file,
+                              ap_lora_layout_name(s->layout), file_key(s, d->name, k1, sizeof k1),
+                              file_key(s, other, k2, sizeof k2));
         int64_t r = d->t.shape[0];
         if (u->t.shape[1] != r)
             return ap_fail("%s: %s is (%lld, %lld) but %s is (%lld, %lld); expected up (out, %lld)",
-                           s->file, d->name, (long long)r, (long long)d->t.shape[1], u->name,
+                           s->file, file_key(s, d->name, k1, sizeof k1), (long long)r,
+                           (long long)d->t.shape[1], file_key(s, u->name, k2, sizeof k2),
                            (long long)u->t.shape[0], (long long)u->t.shape[1], (long long)r);
         if (s->rank && s->rank != r)
             return ap_fail("%s: %s has rank %lld, earlier adapters rank %d; expected one rank for "
-                           "the whole LoRA", s->file, d->name, (long long)r, s->rank);
+                           "the whole LoRA", s->file, file_key(s, d->name, k1, sizeof k1),
+                           (long long)r, s->rank);
         s->rank = (int)r;
     }
     for (int i = 0; i < s->p.count; i++) {
         const ap_param *u = &s->p.items[i];
         if (!ends(u->name, ".up.weight")) continue;
         sibling(u->name, ".up.weight", ".down.weight", other, sizeof other);
-        if (!ap_params_find(&s->p, other)) return ap_fail("%s: %s has no down matrix %s", s->file, u->name, other);
+        char k1[600], k2[600];
+        if (!ap_params_find(&s->p, other))
+            return ap_fail("%s: %s has no down matrix %s", s->file, file_key(s, u->name, k1, sizeof k1),
+                           file_key(s, other, k2, sizeof k2));
     }
     if (!s->p.count) return ap_fail("%s: no LoRA matrices found", s->file);
     for (int i = 0; i < alpha->count; i++) {
@@ -99,6 +120,11 @@ static int fold(ap_lora_set *s, const ap_params *alpha) {
         const ap_param *u = ap_params_find(&s->p, other);
         if (!u) return ap_fail("%s: alpha %s belongs to no adapter of the file (no %s)", s->file, a->name, other);
         float av = alpha->flat[a->offset], scale = av / (float)s->rank;
+        /* 0 means alpha = rank to sd-scripts but scale 0 to diffusers: refused */
+        if (!(av > 0.0f))
+            return ap_fail("%s: %s is %g; expected a number > 0 (tools disagree on what "
+                           "alpha 0 means: sd-scripts reads it as the rank, diffusers as scale 0)",
+                           s->file, file_key(s, a->name, other, sizeof other), (double)av);
         float *x = s->p.flat + u->offset;
         for (int64_t k = 0; k < ap_numel(&u->t); k++) x[k] *= scale;
         s->alphas++;

@@ -113,6 +113,10 @@ static void alpha_and_errors(void) {
                  u ? s.p.flat[u->offset] : -1.0, d ? s.p.flat[d->offset] : -1.0);
         ap_lora_set_free(&s);
     }
+    const float zero[3] = {3.0f, 5.0f, 0.0f};
+    snprintf(p, sizeof p, "%s/alpha0.safetensors", g_dir);
+    write_file(p, 3, names, nds, shapes, zero);
+    tu_expect_error("kohya alpha 0 refused", ap_lora_read(&s, p), "alpha0.safetensors", "attn1_to_q.alpha is 0", "> 0", NULL);
     /* a kohya file with a text-encoder adapter */
     const char *te[2] = {"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", nd};
     snprintf(p, sizeof p, "%s/te.safetensors", g_dir);
@@ -133,7 +137,7 @@ static void alpha_and_errors(void) {
     const char *lone[1] = {nd};
     snprintf(p, sizeof p, "%s/lone.safetensors", g_dir);
     write_file(p, 1, lone, nds, shapes, NULL);
-    tu_expect_error("down without up refused", ap_lora_read(&s, p), "lone.safetensors", "has no up matrix", "to_q_lora.up.weight", NULL);
+    tu_expect_error("down without up refused", ap_lora_read(&s, p), "lone.safetensors", "has no up matrix", nu, NULL);
     /* two ranks */
     const char *two[4] = {nd, nu, "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_k.lora_down.weight",
                           "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_k.lora_up.weight"};
