@@ -124,8 +124,9 @@ static int describe_weights(const char *file, int brief) {
     int rc = AP_OK;
     if (is_lora) {
         ap_lora_set s;
-        rc = ap_lora_read(&s, file);
-        if (!rc) {
+        if (ap_lora_read(&s, file)) {
+            out_str("lora_error", ap_errmsg()); /* described all the same */
+        } else {
             out_obj("lora");
             out_str("layout", ap_lora_layout_name(s.layout));
             out_int("rank", s.rank);
