@@ -35,15 +35,20 @@ int main(int argc, char **argv) {
     }
     ap_unet_plan p = {0};
     ap_arena tmp = {0};
+    ap_unet_saved sv = {0};
     float *e = malloc((size_t)ap_numel(&x) * sizeof(float) * 2);
     ap_tensor eps = ap_t4(e, x.shape[0], m.cfg.out_channels, x.shape[2], x.shape[3]);
     int rc = !e || ap_unet_plan_measure(&ctx, &m, x.shape[0], x.shape[2], x.shape[3], cx.shape[1], &p) ||
-             ap_arena_init(&tmp, p.tmp_bytes, "tmp") ||
-             ap_unet_forward(&ctx, &m, NULL, &tmp, &eps, &x, &t, &cx);
+             ap_arena_init(&tmp, p.tmp_bytes, "tmp") || ap_ctx_reserve(&ctx, p.scratch_bytes) ||
+             ap_unet_saved_init(&sv, &m);
+    ctx.tmp = &tmp;
+    if (!rc) rc = ap_unet_forward(&ctx, NULL, &m, &sv, &eps, &x, &t, &cx);
+    ctx.tmp = NULL;
     ap_st_entry out = {"eps", &eps};
     if (!rc) rc = ap_st_write(argv[4], &out, 1, NULL);
     if (rc) fprintf(stderr, "lora_eps: %s\n", ap_errmsg());
     else printf("lora_eps: %s: rank %d, eps %lld values -> %s\n", argv[2], rank, (long long)ap_numel(&eps), argv[4]);
+    ap_unet_saved_free(&sv);
     if (p.tmp_bytes) ap_arena_free(&tmp);
     free(e), free(x.data), free(t.data), free(cx.data);
     ap_st_close(f);
