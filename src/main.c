@@ -23,6 +23,8 @@ static void usage(FILE *f) {
             "                optionally with LoRA, or the tiny in-process model)\n"
             "  report        write a run's self-contained HTML report (charts, evaluation\n"
             "                images, config) from its directory, also while it runs\n"
+            "  lora convert  rewrite a LoRA in the diffusers-attn-procs, peft or kohya layout\n"
+            "  inspect       describe a model, weights file, LoRA, checkpoint or run log\n"
             "\n"
             "options:\n"
             "  --help        show this help and exit\n"
@@ -33,6 +35,9 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "sample")) return ap_cmd_sample(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "report")) return ap_cmd_report(argc - 1, argv + 1);
+    /* LoRA layouts and inspection (docs/lora.md) */
+    if (argc >= 2 && !strcmp(argv[1], "lora")) return ap_cmd_lora(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "inspect")) return ap_cmd_inspect(argc - 1, argv + 1);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -12,6 +12,7 @@
 #include "core/err.h"
 #include "core/path.h"
 #include "core/rng.h"
+#include "io/lora_file.h"
 
 typedef struct {
     char pre[64];
@@ -314,39 +315,11 @@ int ap_unet_load_weights(ap_unet *m, const char *dir) {
 int ap_unet_load_lora(ap_unet *m, const char *path) {
     if (m->lora_rank <= 0)
         return ap_fail("unet: load LoRA %s: the model was built without LoRA (rank 0)", path);
-    char file[4096];
-    static const char *const names[] = {"pytorch_lora_weights.safetensors",
-                                        "pytorch_lora_weights.bin", NULL};
-    if (ap_is_dir(path)) AP_TRY(find_file(file, sizeof file, path, names, "LoRA weights"));
-    else snprintf(file, sizeof file, "%s", path);
-    ap_wsrc *w = NULL;
-    AP_TRY(ap_wsrc_open(&w, file));
-    const char *prefix = "";
-    for (int i = 0; i < ap_wsrc_count(w); i++)
-        if (starts(ap_wsrc_name(w, i), "unet.")) prefix = "unet.";
-    /* Every key of the file must be one of this model's LoRA slots: keys of
-     * another model (other layer names or depths) would otherwise be dropped
-     * with only a warning and the LoRA applied in part. */
-    int unmatched = 0, rc = AP_OK;
-    char list[1024] = "";
-    size_t plen = strlen(prefix), used = 0;
-    for (int i = 0; i < ap_wsrc_count(w); i++) {
-        const char *name = ap_wsrc_name(w, i);
-        if (strncmp(name, prefix, plen) == 0 && ap_params_find(&m->lora, name + plen)) continue;
-        if (unmatched++ < 4 && used < sizeof list - 1)
-            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s",
-                                     unmatched > 1 ? ", " : "", name);
-        if (used >= sizeof list) used = sizeof list - 1;
-    }
-    if (unmatched)
-        rc = ap_fail("%s: %d of %d LoRA keys match no attention layer of this UNet (%s%s); "
-                     "expected AlignProp save_attn_procs keys of a LoRA made for this model "
-                     "(e.g. down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor."
-                     "to_q_lora.down.weight)",
-                     file, unmatched, ap_wsrc_count(w), list, unmatched > 4 ? ", ..." : "");
-    if (!rc) rc = ap_params_fill(&m->lora, w, prefix, NULL);
-    if (rc) ap_err_prefix("LoRA of rank %d (AlignProp save_attn_procs names): ", m->lora_rank);
-    ap_wsrc_close(w);
+    /* any of the three layouts, alpha folded (io/lora_file.h, docs/lora.md §7) */
+    ap_lora_set s;
+    AP_TRY(ap_lora_read(&s, path));
+    int rc = ap_lora_fill(&m->lora, &s);
+    ap_lora_set_free(&s);
     return rc;
 }
 

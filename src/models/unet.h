@@ -126,8 +126,9 @@ void ap_unet_free(ap_unet *m);
 /* Fill the base weights from a diffusers unet/ directory
  * (diffusion_pytorch_model.safetensors, else diffusion_pytorch_model.bin). */
 int ap_unet_load_weights(ap_unet *m, const char *unet_dir);
-/* Fill the LoRA matrices from a save_attn_procs file or a directory holding
- * pytorch_lora_weights.safetensors / .bin; keys may carry a "unet." prefix. */
+/* Fill the LoRA matrices from a file or a directory holding
+ * pytorch_lora_weights.safetensors / .bin, in the save_attn_procs, peft or
+ * kohya layout (io/lora_file.h; kohya's alpha folded in). */
 int ap_unet_load_lora(ap_unet *m, const char *path);
 /* AlignProp's initialisation in shape: A ~ N(0, (1/r)^2) per element, B = 0,
  * from our own seeded generator (splitmix64 + Box-Muller). It cannot reproduce

@@ -10,38 +10,14 @@
 #include "core/err.h"
 #include "core/path.h"
 #include "core/rng.h"
+#include "io/lora_file.h"
 #include "io/weights.h"
 #include "ops/rows.h"
 #include "pipeline/sampler.h"
 #include "sd_internal.h"
 
-/* Rank of a LoRA file: rows of any "...to_k_lora.down.weight" (AlignProp's
- * save_attn_procs names, optionally "unet."-prefixed). */
-int ap_sd_lora_rank(const char *path, int *rank) {
-    char file[4096];
-    if (ap_is_dir(path)) {
-        snprintf(file, sizeof file, "%s/pytorch_lora_weights.safetensors", path);
-        if (!ap_path_exists(file)) snprintf(file, sizeof file, "%s/pytorch_lora_weights.bin", path);
-    } else {
-        snprintf(file, sizeof file, "%s", path);
-    }
-    ap_wsrc *w = NULL;
-    AP_TRY(ap_wsrc_open(&w, file));
-    int rc = ap_fail("%s: no LoRA matrix (*.to_k_lora.down.weight) found", file);
-    for (int i = 0; i < ap_wsrc_count(w); i++) {
-        const char *name = ap_wsrc_name(w, i);
-        size_t n = strlen(name), m = strlen("to_k_lora.down.weight");
-        if (n < m || strcmp(name + n - m, "to_k_lora.down.weight") != 0) continue;
-        ap_tensor t;
-        rc = ap_wsrc_shape(w, name, &t);
-        if (!rc && (t.ndim != 2 || t.shape[0] < 1))
-            rc = ap_fail("%s: %s: expected shape (rank, in), found %d dims", file, name, t.ndim);
-        if (!rc) *rank = (int)t.shape[0];
-        break;
-    }
-    ap_wsrc_close(w);
-    return rc;
-}
+/* Rank of a LoRA file of any layout (io/lora_file.h). */
+int ap_sd_lora_rank(const char *path, int *rank) { return ap_lora_rank(path, rank); }
 
 int ap_sd_open(ap_sd *sd, const char *dir, const char *lora) {
     return ap_sd_open_rank(sd, dir, lora, 0);

@@ -21,6 +21,7 @@
 #include "core/err.h"
 #include "core/killpoint.h"
 #include "io/atomic.h"
+#include "io/lora_file.h"
 #include "io/st_write.h"
 #include "train/h5log.h"
 
@@ -239,6 +240,11 @@ int ap_ckpt_write(const char *run_dir, const ap_params *lora, const float *m, co
     int rc = write_state(file, shown, lora, m, v, meta);
     snprintf(file, sizeof file, "%s/pytorch_lora_weights.safetensors", a.tmp);
     if (!rc) rc = write_export(file, lora);
+    /* the same LoRA in current diffusers' peft names (docs/lora.md §7) */
+    snprintf(file, sizeof file, "%s/peft", a.tmp);
+    if (!rc && mkdir(file, 0777) != 0) rc = ap_fail("%s: cannot create: %s", file, strerror(errno));
+    snprintf(file, sizeof file, "%s/peft/pytorch_lora_weights.safetensors", a.tmp);
+    if (!rc) rc = ap_lora_write(lora, AP_LORA_PEFT, file);
     if (!rc) ap_killpoint("checkpoint");
     if (rc) {
         ap_atomic_abort(&a);

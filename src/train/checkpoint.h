@@ -6,6 +6,8 @@
  *   state.h5                           HDF5: everything to resume exactly
  *   pytorch_lora_weights.safetensors   the LoRA under diffusers save_attn_procs
  *                                      names (sample --lora and diffusers load it)
+ *   peft/pytorch_lora_weights.safetensors  the same LoRA under current diffusers'
+ *                                      peft names (load_lora_weights; docs/lora.md §7)
  * state.h5 layout:
  *   /lora/<save_attn_procs name>       float32 LoRA tensors (their shapes)
  *   /adam/m, /adam/v                   float32 (n) flat, lora order

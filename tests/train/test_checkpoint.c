@@ -17,6 +17,7 @@
 
 #include <hdf5.h>
 
+#include "io/lora_file.h"
 #include "io/weights.h"
 #include "testutil.h"
 #include "train/checkpoint.h"
@@ -377,8 +378,22 @@ static void test_kill9(void) {
                         !memcmp(p.flat, want.flat, p.total * 4);
                 ap_wsrc_close(w);
             }
+            /* the peft export (docs/lora.md §7) holds the same values */
+            snprintf(st, sizeof st, "%s/peft", path);
+            ap_lora_set ls;
+            if (ok_st && ap_lora_read(&ls, st) == 0) {
+                ok_st = ls.layout == AP_LORA_PEFT && ls.p.count == p.count;
+                for (int k = 0; ok_st && k < p.count; k++) {
+                    const ap_param *q = ap_params_find(&ls.p, p.items[k].name);
+                    ok_st = q && !memcmp(ls.p.flat + q->offset, p.flat + p.items[k].offset,
+                                         (size_t)ap_numel(&q->t) * 4);
+                }
+                ap_lora_set_free(&ls);
+            } else {
+                ok_st = 0;
+            }
             int entries = count_prefix(path, "", NULL) - 2; /* . and .. */
-            if (!same || !ok_st || entries != 2) {
+            if (!same || !ok_st || entries != 3) { /* state.h5, the export, peft/ */
                 if (bad++ < 5)
                     printf("       %s: read %s, values %s, export %s, %d entries\n", path,
                            rc ? ap_errmsg() : "ok", same ? "exact" : "DIFFER",
