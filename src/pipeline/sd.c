@@ -67,6 +67,10 @@ void ap_sd_close(ap_sd *sd) {
     memset(sd, 0, sizeof *sd);
 }
 
+int ap_sd_default_size(const ap_sd *sd) {
+    return sd->unet.cfg.sample_size * (1 << (sd->vae.cfg.n_blocks - 1));
+}
+
 int ap_sd_latent_size(const ap_sd *sd, int height, int width, int *h, int *w) {
     int f = 1 << (sd->vae.cfg.n_blocks - 1);
     int u = 1 << (sd->unet.cfg.levels - 1);
