@@ -278,8 +278,14 @@ extern "C" int ap_cu_nlc_to_nchw_backward(ap_ctx *ctx, const ap_tensor *din,
 __global__ void ddim_fwd_kernel(float *xp_, const float *xs, const float *es, const float *nz,
                                 ap_ddim_scalars c, int64_t n) {
     AP_GRID_LOOP(k, n) {
-        float e = es[k];
-        float x0 = __fdiv_rn(__fsub_rn(xs[k], __fmul_rn(c.sqrt_beta_t, e)), c.sqrt_alpha_t);
+        float e = es[k], x0;
+        if (c.vpred) { /* e holds v (docs/ddim.md §4) */
+            float v = e, xk = xs[k];
+            x0 = __fsub_rn(__fmul_rn(c.sqrt_alpha_t, xk), __fmul_rn(c.sqrt_beta_t, v));
+            e = __fadd_rn(__fmul_rn(c.sqrt_alpha_t, v), __fmul_rn(c.sqrt_beta_t, xk));
+        } else {
+            x0 = __fdiv_rn(__fsub_rn(xs[k], __fmul_rn(c.sqrt_beta_t, e)), c.sqrt_alpha_t);
+        }
         const float r = c.clip_range;
         if (c.clip) x0 = x0 < -r ? -r : x0 > r ? r : x0;
         float xp = __fadd_rn(__fmul_rn(c.sqrt_alpha_prev, x0), __fmul_rn(c.sqrt_dir, e));
@@ -294,8 +300,19 @@ __global__ void ddim_bwd_kernel(float *ox, float *oe, const float *gs, const flo
         float g = gs[k];
         float gx0 = __fmul_rn(g, c.sqrt_alpha_prev);
         if (c.clip) {
-            float x0 = __fdiv_rn(__fsub_rn(xs[k], __fmul_rn(c.sqrt_beta_t, es[k])), c.sqrt_alpha_t);
+            float x0 = c.vpred ? __fsub_rn(__fmul_rn(c.sqrt_alpha_t, xs[k]),
+                                           __fmul_rn(c.sqrt_beta_t, es[k]))
+                               : __fdiv_rn(__fsub_rn(xs[k], __fmul_rn(c.sqrt_beta_t, es[k])),
+                                           c.sqrt_alpha_t);
             if (!(x0 >= -c.clip_range && x0 <= c.clip_range)) gx0 = 0.0f;
+        }
+        if (c.vpred) {
+            float ge = __fmul_rn(g, c.sqrt_dir);
+            float gv = __fsub_rn(__fmul_rn(ge, c.sqrt_alpha_t), __fmul_rn(gx0, c.sqrt_beta_t));
+            float gx = __fadd_rn(__fmul_rn(gx0, c.sqrt_alpha_t), __fmul_rn(ge, c.sqrt_beta_t));
+            if (oe) oe[k] = gv;
+            if (ox) ox[k] = gx;
+            continue;
         }
         float q = __fdiv_rn(gx0, c.sqrt_alpha_t);
         if (oe) oe[k] = __fsub_rn(__fmul_rn(g, c.sqrt_dir), __fmul_rn(q, c.sqrt_beta_t));

@@ -52,7 +52,8 @@ static void usage(FILE *f) {
             "  --seed N          noise seed (default 0; image k uses seed + k, whatever --batch,\n"
             "                    --threads or the number of MPI ranks)\n"
             "  --height N, --width N   image size, 8..8192, multiples of the model factor (SD: 64)\n"
-            "                    (default 512, tiny model 64)\n"
+            "                    (default: the model's, unet sample_size x VAE factor as in\n"
+            "                    diffusers: SD v1.5 512, SD 2.1 768; tiny model 64)\n"
             "  --batch N         prompts per batch, 1..256 (default 1)\n"
             "  --threads N       CPU threads, 0..1024 (0 or default: $AP_NUM_THREADS, $OMP_NUM_THREADS or all cores)\n"
             "  --precision P     fp32 (default), bf16 or fp16: the dtype the frozen UNet and VAE\n"
@@ -332,8 +333,8 @@ int ap_cmd_sample(int argc, char **argv) {
         if (rank == 0) usage(stdout);
         goto done;
     }
-    if (!height) height = tiny >= 0 ? 64 : 512;
-    if (!width) width = tiny >= 0 ? 64 : 512;
+    if (!height && tiny >= 0) height = 64; /* else the model's size, once it is loaded */
+    if (!width && tiny >= 0) width = 64;
 
     /* ---- phase 2: the tiny model (written by rank 0) */
     char tiny_dir[4200];
@@ -365,6 +366,8 @@ int ap_cmd_sample(int argc, char **argv) {
     } else {
         sd_open = 1;
         int lh, lw;
+        if (!height) height = ap_sd_default_size(&sd);
+        if (!width) width = ap_sd_default_size(&sd);
         ap_ddim probe;
         if (ap_sd_latent_size(&sd, (int)height, (int)width, &lh, &lw)) {
             ap_err_prefix("--height %lld, --width %lld: ", height, width);

@@ -14,8 +14,14 @@ int ap_cpu_ddim_update_forward(ap_ctx *ctx, const ap_tensor *x_prev, const ap_te
     const int64_t n = ap_numel(x);
     const float r = c->clip_range;
     for (int64_t k = 0; k < n; k++) {
-        float e = es[k];
-        float x0 = (xs[k] - c->sqrt_beta_t * e) / c->sqrt_alpha_t;
+        float e = es[k], x0;
+        if (c->vpred) { /* e holds v; diffusers' op order (docs/ddim.md §4) */
+            float v = e, xk = xs[k];
+            x0 = c->sqrt_alpha_t * xk - c->sqrt_beta_t * v;
+            e = c->sqrt_alpha_t * v + c->sqrt_beta_t * xk;
+        } else {
+            x0 = (xs[k] - c->sqrt_beta_t * e) / c->sqrt_alpha_t;
+        }
         if (c->clip) x0 = x0 < -r ? -r : x0 > r ? r : x0; /* NaN passes, as torch */
         float xp = c->sqrt_alpha_prev * x0 + c->sqrt_dir * e;
         if (nz) xp = xp + c->sigma * nz[k];
@@ -36,8 +42,18 @@ int ap_cpu_ddim_update_backward(ap_ctx *ctx, const ap_tensor *dx, const ap_tenso
         float g = g_[k];
         float gx0 = g * c->sqrt_alpha_prev;
         if (c->clip) {
-            float x0 = (xs[k] - c->sqrt_beta_t * es[k]) / c->sqrt_alpha_t;
+            float x0 = c->vpred ? c->sqrt_alpha_t * xs[k] - c->sqrt_beta_t * es[k]
+                                : (xs[k] - c->sqrt_beta_t * es[k]) / c->sqrt_alpha_t;
             if (!(x0 >= -r && x0 <= r)) gx0 = 0.0f; /* clamp passes grad on [-r, r] */
+        }
+        if (c->vpred) {
+            /* x feeds x0 and e, v feeds both too: two-term sums (order-free) */
+            float ge = g * c->sqrt_dir;
+            float gv = ge * c->sqrt_alpha_t - gx0 * c->sqrt_beta_t;
+            float gx = gx0 * c->sqrt_alpha_t + ge * c->sqrt_beta_t;
+            if (oe) oe[k] = gv;
+            if (ox) ox[k] = gx;
+            continue;
         }
         float q = gx0 / c->sqrt_alpha_t;
         if (oe) oe[k] = g * c->sqrt_dir - q * c->sqrt_beta_t;

@@ -53,6 +53,8 @@ typedef struct ap_unet_config {
     float freq_shift;
     int linear_proj;                      /* use_linear_projection */
     int time_embed_dim;                   /* time_embedding_dim or 4 * block_out[0] */
+    int sample_size;                      /* latent size the model was trained at (64 when
+                                           * absent); only the default image size */
 } ap_unet_config;
 
 /* Read a diffusers unet/config.json (missing keys take diffusers 0.17.1's

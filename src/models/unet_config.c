@@ -212,6 +212,9 @@ static int parse(ap_unet_config *c, const cfg_src *s) {
     AP_TRY(get_bool(s, "flip_sin_to_cos", 1, &c->flip_sin_to_cos));
     AP_TRY(get_bool(s, "use_linear_projection", 0, &c->linear_proj));
     AP_TRY(get_int(s, "time_embedding_dim", 4 * c->block_out[0], &c->time_embed_dim));
+    /* StableDiffusionPipeline's default image size is sample_size * the VAE
+     * factor (SD v1.5 64 -> 512, SD 2.1 96 -> 768); 64 when absent */
+    AP_TRY(get_int(s, "sample_size", 64, &c->sample_size));
     for (int i = 0; i < c->levels; i++) {
         if (c->block_out[i] % c->groups)
             return ap_fail("%s: key norm_num_groups: %d does not divide block_out_channels[%d] "

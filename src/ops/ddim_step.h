@@ -26,19 +26,26 @@ typedef struct ap_ddim_scalars {
     float sigma;           /* eta * variance ** 0.5; used only with noise */
     int clip;              /* 1: clamp x0 to [-clip_range, clip_range] */
     float clip_range;
+    int vpred;             /* 1: the model output is v (prediction_type "v_prediction") */
 } ap_ddim_scalars;
 
-/* x_prev = sqrt_alpha_prev * x0 + sqrt_dir * eps [+ sigma * noise], with
- * x0 = (x - sqrt_beta_t * eps) / sqrt_alpha_t [clamped when clip].
+/* x_prev = sqrt_alpha_prev * x0 + sqrt_dir * e [+ sigma * noise], where
+ * for epsilon prediction (eps is the model output):
+ *   x0 = (x - sqrt_beta_t * eps) / sqrt_alpha_t [clamped when clip], e = eps
+ * and for v prediction (vpred; eps holds the model output v):
+ *   x0 = sqrt_alpha_t * x - sqrt_beta_t * v [clamped when clip],
+ *   e = sqrt_alpha_t * v + sqrt_beta_t * x           (docs/ddim.md §4)
  * x_prev, x, eps, noise: the same shape, e.g. (B, C, H, W); noise optional
  * (NULL: no noise term). x_prev may alias x or eps. */
 int ap_ddim_update_forward(ap_ctx *ctx, const ap_tensor *x_prev, const ap_tensor *x,
                            const ap_tensor *eps, const ap_tensor *noise,
                            const ap_ddim_scalars *c);
 
-/* Given dx_prev: dx = (dx_prev * sqrt_alpha_prev [0 where clamped]) /
- * sqrt_alpha_t, deps = dx_prev * sqrt_dir - dx * sqrt_beta_t (each optional,
- * =). With clip, x and eps (the forward's inputs) give the clamp mask and
+/* Given dx_prev, with g0 = dx_prev * sqrt_alpha_prev [0 where clamped] and
+ * ge = dx_prev * sqrt_dir: epsilon prediction: dx = g0 / sqrt_alpha_t,
+ * deps = ge - dx * sqrt_beta_t; v prediction: dx = g0 * sqrt_alpha_t +
+ * ge * sqrt_beta_t, deps (= dv) = ge * sqrt_alpha_t - g0 * sqrt_beta_t (each
+ * optional, =). With clip, x and eps (the forward's inputs) give the clamp mask and
  * are required; otherwise they may be NULL. All the same shape. dx or deps
  * may alias dx_prev (each element is read before it is written), not each
  * other. No gradient reaches the noise. */

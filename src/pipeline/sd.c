@@ -34,6 +34,8 @@ int ap_sd_open_rank(ap_sd *sd, const char *dir, const char *lora, int lora_rank)
     snprintf(a, sizeof a, "%s/tokenizer/vocab.json", dir);
     snprintf(b, sizeof b, "%s/tokenizer/merges.txt", dir);
     rc = ap_tokenizer_load_hf(&sd->tok, a, b);
+    snprintf(a, sizeof a, "%s/tokenizer", dir);
+    if (!rc) rc = ap_tokenizer_hf_pad_from_dir(sd->tok, a); /* SD 2.x pads with "!" */
     snprintf(a, sizeof a, "%s/text_encoder", dir);
     if (!rc) rc = ap_clip_text_load(&sd->text, a);
     snprintf(a, sizeof a, "%s/unet", dir);
@@ -63,6 +65,10 @@ void ap_sd_close(ap_sd *sd) {
     ap_unet_free(&sd->unet);
     ap_vae_free(&sd->vae);
     memset(sd, 0, sizeof *sd);
+}
+
+int ap_sd_default_size(const ap_sd *sd) {
+    return sd->unet.cfg.sample_size * (1 << (sd->vae.cfg.n_blocks - 1));
 }
 
 int ap_sd_latent_size(const ap_sd *sd, int height, int width, int *h, int *w) {

@@ -69,6 +69,10 @@ void ap_sd_close(ap_sd *sd);
  * (indexes the file: a quick check that it parses). */
 int ap_sd_lora_rank(const char *path, int *rank);
 
+/* StableDiffusionPipeline's default image size (height = width): the UNet's
+ * sample_size times the VAE factor (SD v1.5: 512, SD 2.1: 768). */
+int ap_sd_default_size(const ap_sd *sd);
+
 /* Latent size for an image size; fails naming the factor when not divisible. */
 int ap_sd_latent_size(const ap_sd *sd, int height, int width, int *h, int *w);
 

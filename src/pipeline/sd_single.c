@@ -134,7 +134,8 @@ static int load_tokenizer(ap_sd *sd, const char *dir) {
         return ap_fail("tokenizer folder %s: expected vocab.json and merges.txt, found %s",
                        dir, !ap_is_file(v) && !ap_is_file(m) ? "neither" : ap_is_file(v) ? "no merges.txt"
                                                                            : "no vocab.json");
-    return ap_tokenizer_load_hf(&sd->tok, v, m);
+    AP_TRY(ap_tokenizer_load_hf(&sd->tok, v, m));
+    return ap_tokenizer_hf_pad_from_dir(sd->tok, dir); /* SD 2.x pads with "!" */
 }
 
 int ap_sd_open_single(ap_sd *sd, const char *ckpt, const char *tokenizer_dir,

@@ -74,9 +74,10 @@ int ap_ddim_config_check(const ap_ddim_config *c) {
     if (c->trained_betas)
         return ap_fail("%s: trained_betas: expected null, found a list (not implemented here)",
                        w);
-    if (strcmp(c->prediction_type, "epsilon") != 0)
-        return ap_fail("%s: prediction_type: expected \"epsilon\", found \"%s\" (\"sample\" "
-                       "and \"v_prediction\" are not implemented here)",
+    if (strcmp(c->prediction_type, "epsilon") != 0 &&
+        strcmp(c->prediction_type, "v_prediction") != 0)
+        return ap_fail("%s: prediction_type: expected \"epsilon\" or \"v_prediction\", found "
+                       "\"%s\" (\"sample\" is not implemented here)",
                        w, c->prediction_type);
     if (c->thresholding)
         return ap_fail("%s: thresholding: expected false, found true (not implemented here)", w);
@@ -254,6 +255,7 @@ int ap_ddim_init(ap_ddim *s, const ap_ddim_config *c, int steps) {
     s->clip_sample = c->clip_sample;
     s->clip_sample_range = (float)c->clip_sample_range;
     s->eta = (float)c->eta;
+    s->vpred = strcmp(c->prediction_type, "v_prediction") == 0;
     if (c->beta_schedule[0] == 's') {
         /* Python: beta_start ** 0.5 is C pow() in double; torch casts to float */
         torch_linspace_f32(s->betas, N, (float)pow(c->beta_start, 0.5),
@@ -309,7 +311,8 @@ static int scalars(const ap_ddim *s, int i, ap_ddim_scalars *k) {
                            .sqrt_dir = c.sqrt_dir,
                            .sigma = c.sigma,
                            .clip = s->clip_sample,
-                           .clip_range = s->clip_sample_range};
+                           .clip_range = s->clip_sample_range,
+                           .vpred = s->vpred};
     return 0;
 }
 

@@ -34,7 +34,7 @@ typedef struct ap_ddim_config {
     double clip_sample_range;
     int set_alpha_to_one;                /* final "previous" alpha: 1, or alphas_cumprod[0] */
     int steps_offset;
-    char prediction_type[AP_DDIM_NAME];  /* "epsilon" only */
+    char prediction_type[AP_DDIM_NAME];  /* "epsilon" | "v_prediction" */
     int thresholding;                    /* must be 0 */
     char timestep_spacing[AP_DDIM_NAME]; /* "leading" | "trailing" */
     int rescale_betas_zero_snr;          /* must be 0 */
@@ -66,6 +66,7 @@ typedef struct ap_ddim {
     int clip_sample;
     float clip_sample_range;
     float eta;
+    int vpred;                            /* 1: the model predicts v (SD 2.x 768) */
     int timesteps[AP_DDIM_MAX_TRAIN];     /* (steps), loop order: noisiest first */
     float betas[AP_DDIM_MAX_TRAIN];       /* (num_train_timesteps) */
     float alphas_cumprod[AP_DDIM_MAX_TRAIN]; /* (num_train_timesteps) */
@@ -86,7 +87,8 @@ typedef struct ap_ddim_coef {
     float sqrt_alpha_prev; /* alpha_prev ** 0.5 */
     float sigma;           /* eta * variance ** 0.5 (0 when eta = 0) */
     float sqrt_dir;        /* (1 - alpha_prev - sigma**2) ** 0.5 */
-    /* Without clipping, x_prev = c_x * x + c_eps * eps (+ sigma * noise):
+    /* Epsilon prediction without clipping, x_prev = c_x * x + c_eps * eps
+     * (+ sigma * noise):
      * c_x = sqrt_alpha_prev / sqrt_alpha_t,
      * c_eps = sqrt_dir - c_x * sqrt_beta_t (rounded once from double). The
      * step functions do not use them (they follow diffusers' op order). */
@@ -97,6 +99,9 @@ int ap_ddim_coeffs(const ap_ddim *s, int i, ap_ddim_coef *c);
 /* One step at index i: x_prev = scheduler.step(eps, timesteps[i], x).prev_sample,
  *   x0 = (x - sqrt_beta_t * eps) / sqrt_alpha_t   [clamped when clip_sample]
  *   x_prev = sqrt_alpha_prev * x0 + sqrt_dir * eps [+ sigma * noise when eta > 0]
+ * eps is the model output: with prediction_type "v_prediction" it is v and
+ * x0 = sqrt_alpha_t x - sqrt_beta_t v, the eps above sqrt_alpha_t v +
+ * sqrt_beta_t x (docs/ddim.md §4).
  * through ap_ddim_update_forward (ops/ddim_step.h) with step i's scalars.
  * x, eps, noise, x_prev: the same shape, e.g. (B, 4, 64, 64). x_prev may
  * alias x or eps. noise is read only when eta > 0 (diffusers'
@@ -106,7 +111,8 @@ int ap_ddim_step(ap_ctx *ctx, const ap_ddim *s, int i, const ap_tensor *x_prev,
 
 /* Backward of ap_ddim_step given dx_prev = dL/dx_prev:
  *   dx = dL/dx, deps = dL/deps (each may be NULL: not wanted; overwritten).
- * Without clipping these are dx = c_x * dx_prev, deps = c_eps * dx_prev up to
+ * For v prediction, deps is dL/dv and both follow ops/ddim_step.h. For
+ * epsilon prediction without clipping these are dx = c_x * dx_prev, deps = c_eps * dx_prev up to
  * rounding; computed as autograd does: dx = (dx_prev * sqrt_alpha_prev) /
  * sqrt_alpha_t, deps = dx_prev * sqrt_dir - dx * sqrt_beta_t. With
  * clip_sample, x and eps (the step's inputs) give the clamp mask; otherwise

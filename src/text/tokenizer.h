@@ -4,7 +4,8 @@
  *    as SD v1.5 uses it: tokenizer(text, padding="max_length", max_length=77,
  *    truncation=True). Files: the tokenizer folder's vocab.json + merges.txt.
  *    ids = [<|startoftext|>] + first (L-2) content ids + [<|endoftext|>],
- *    padded with <|endoftext|> (49407) to L.
+ *    padded with <|endoftext|> (49407) to L, or with the folder's pad_token
+ *    (ap_tokenizer_hf_pad_from_dir: SD 2.x pads with "!", id 0).
  *  - open_clip: SimpleTokenizer + tokenize() of open_clip (as vendored by
  *    HPSv2). File: bpe_simple_vocab_16e6.txt.gz. ids = [sot] + content +
  *    [eot]; longer than L: first L kept, the last overwritten with eot;
@@ -27,6 +28,11 @@ typedef struct ap_tokenizer ap_tokenizer;
  * first 48,894 merges are used, as CLIPTokenizer does). Errors name the file
  * and the place. */
 int ap_tokenizer_load_hf(ap_tokenizer **out, const char *vocab_json, const char *merges_txt);
+/* Set an HF tokenizer's padding id from the folder dir as
+ * CLIPTokenizer.from_pretrained resolves pad_token: special_tokens_map.json,
+ * else tokenizer_config.json, else <|endoftext|>. Errors name the file and
+ * the key; a pad_token missing from the vocabulary is an error. */
+int ap_tokenizer_hf_pad_from_dir(ap_tokenizer *t, const char *dir);
 
 /* Load the open_clip flavour from bpe_simple_vocab_16e6.txt.gz (or a
  * shorter file of the same format): header line, then merges; the vocabulary

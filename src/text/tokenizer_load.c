@@ -293,3 +293,46 @@ int ap_tokenizer_load_openclip(ap_tokenizer **out, const char *bpe_gz) {
     *out = t;
     return 0;
 }
+
+/* pad_token of a tokenizer folder as CLIPTokenizer.from_pretrained resolves
+ * it (transformers 4.30.2): special_tokens_map.json overrides
+ * tokenizer_config.json, which overrides the class default <|endoftext|>.
+ * SD 2.x's folder says "!" (id 0); SD v1.5's "<|endoftext|>" (docs/clip.md §6).
+ * A value is a string or an AddedToken object {"content": ...}. */
+static int pad_from_file(const char *path, char *tok, size_t n, int *found) {
+    ap_json *j = NULL;
+    AP_TRY(ap_json_parse_file(&j, path));
+    const ap_json *v = j->type == AP_JSON_OBJ ? ap_json_get(j, "pad_token") : NULL;
+    if (v && v->type == AP_JSON_OBJ) v = ap_json_get(v, "content");
+    int rc = AP_OK;
+    if (v && v->type == AP_JSON_STR) {
+        if (strlen(v->str) >= n)
+            rc = ap_fail("%s: key pad_token: expected a token of under %zu bytes, found \"%.40s...\"",
+                         path, n, v->str);
+        else snprintf(tok, n, "%s", v->str), *found = 1;
+    } else if (v && v->type != AP_JSON_NULL) {
+        rc = ap_fail("%s: key pad_token: expected a string or {\"content\": string}, found %s",
+                     path, ap_json_type_name(v->type));
+    }
+    ap_json_free(j);
+    return rc;
+}
+
+int ap_tokenizer_hf_pad_from_dir(ap_tokenizer *t, const char *dir) {
+    static const char *const files[2] = {"special_tokens_map.json", "tokenizer_config.json"};
+    char tok[256] = "<|endoftext|>", path[4096];
+    int found = 0;
+    for (int k = 0; k < 2 && !found; k++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[k]);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        fclose(f);
+        AP_TRY(pad_from_file(path, tok, sizeof tok, &found));
+    }
+    int32_t s = ap_bpe_find(t, tok, strlen(tok));
+    if (s < 0 || t->syms[s].id < 0)
+        return ap_fail("%s: pad_token \"%s\" (from %s) is not in vocab.json", dir, tok,
+                       found ? path : "CLIPTokenizer's default");
+    t->pad_id = t->syms[s].id;
+    return AP_OK;
+}

@@ -13,7 +13,9 @@
  * is one sample's whatever the micro-batch) and back-propagated with
  * deps_u = (1 - g) c_eps dx_{i+1}, deps_c = g c_eps dx_{i+1}: LoRA grads +=
  * (both calls), dx_i += J_u^T deps_u + J_c^T deps_c. A detached step passes
- * the gradient along the latent only (docs/ddim.md §7). Memory beyond the S + 1
+ * the gradient along the latent only (docs/ddim.md §7). With v-prediction
+ * (SD 2.x 768) eps is the model output v and c_x, c_eps are the v step's
+ * (ddim.md §4, §7); nothing else changes. Memory beyond the S + 1
  * latents does not grow with the number of attached steps.
  */
 #ifndef AP_TRAIN_CHAIN_H

@@ -582,12 +582,13 @@ static int mm_forward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
     MATMUL_(label_, ta, tb, M, N, K, beta, items, alpha, 1, .dev_atol = 1e-2,             \
             .dev_rtol = 1e-2, __VA_ARGS__)
 
-/* ---- ddim_update: p = {B, C, H, W, step, noise, clip, inplace} ------------ */
+/* ---- ddim_update: p = {B, C, H, W, step, noise, clip, inplace, vpred} ----- */
 /* Scalars of step `step` of SD v1.5's 50-step schedule (ap_ddim_config_sd15,
  * ap_ddim_coeffs); with noise, eta 1 (sigma from the step's variance, as
  * diffusers); clip: clamp x0 to +-1 (x in +-2 so that many elements clamp).
  * inplace 1: x_prev aliases x (forward), dx aliases dx_prev (backward);
- * inplace 2: x_prev aliases eps, deps aliases dx_prev. */
+ * inplace 2: x_prev aliases eps, deps aliases dx_prev. vpred 1: eps holds
+ * the model's v (prediction_type v_prediction, docs/ddim.md §4). */
 
 static ap_ddim_scalars ddim_scalars(const hx_case *c) {
     static ap_ddim sched;
@@ -602,6 +603,7 @@ static ap_ddim_scalars ddim_scalars(const hx_case *c) {
     if (ap_ddim_coeffs(&sched, c->p[4], &k) != AP_OK) abort();
     ap_ddim_scalars sc = {k.sqrt_alpha_t, k.sqrt_beta_t, k.sqrt_alpha_prev, k.sqrt_dir,
                           k.sigma, c->p[6], 1.0f};
+    sc.vpred = c->p[8];
     if (c->p[5]) {
         float var = (1.0f - k.alpha_prev) / (1.0f - k.alpha_t) * (1.0f - k.alpha_t / k.alpha_prev);
         sc.sigma = sqrtf(var);
@@ -648,6 +650,13 @@ static int ddim_backward(hx_state *s, ap_ctx *ctx, const hx_case *c) {
  * a kink within reach at some point is unlikely), tolerance 1e-3. */
 #define DDIM(label_, B, C, H, W, step, noise, clip, inpl, ...)                             \
     {.op = "ddim_update", .label = label_, .p = {B, C, H, W, step, noise, clip, inpl},    \
+     .setup = ddim_setup, .forward = ddim_forward, .backward = ddim_backward,             \
+     .atol = 1e-6, .rtol = 1e-6, .gatol = 1e-6, .grtol = 1e-6, .fd_eps = 1e-3,            \
+     .fd_tol = 1e-3, __VA_ARGS__}
+
+/* The same with v prediction. */
+#define DDIM_V(label_, B, C, H, W, step, noise, clip, inpl, ...)                           \
+    {.op = "ddim_update", .label = label_, .p = {B, C, H, W, step, noise, clip, inpl, 1},  \
      .setup = ddim_setup, .forward = ddim_forward, .backward = ddim_backward,             \
      .atol = 1e-6, .rtol = 1e-6, .gatol = 1e-6, .grtol = 1e-6, .fd_eps = 1e-3,            \
      .fd_tol = 1e-3, __VA_ARGS__}
@@ -1118,6 +1127,11 @@ static const hx_case cases[] = {
     DDIM("edge (1,1,1,1) noise", 1, 1, 1, 1, 30, 1, 0, 0),
     DDIM("edge odd (1,3,5,7) noise clip", 1, 3, 5, 7, 20, 1, 1, 0),
     DDIM("SD latent (2,4,64,64) clip noise", 2, 4, 64, 64, 25, 1, 1, 0, .full = 1),
+    DDIM_V("v-pred SD latent (1,4,16,16) step 25", 1, 4, 16, 16, 25, 0, 0, 0),
+    DDIM_V("v-pred noise eta 1 (1,4,16,16) step 10", 1, 4, 16, 16, 10, 1, 0, 0),
+    DDIM_V("v-pred clip x0 (2,4,8,8) step 40", 2, 4, 8, 8, 40, 0, 1, 0),
+    DDIM_V("v-pred in-place x (1,4,8,8) step 0", 1, 4, 8, 8, 0, 0, 0, 1, .inplace = 1),
+    DDIM_V("v-pred in-place eps clip (1,3,5,7) step 49", 1, 3, 5, 7, 49, 0, 1, 2, .inplace = 1),
 
     /* guidance: AlignProp's 7.5 on SD latents; in-place either way. */
     GUIDANCE("SD (1,4,16,16) g7.5", 1, 4, 16, 16, 7.5f, 0),

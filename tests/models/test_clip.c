@@ -114,6 +114,23 @@ static void manifests(void) {
         ap_clip_text_free(&m);
         ap_json_free(cfg);
     }
+    /* SD 2.1 text encoder (OpenCLIP ViT-H text, 23 layers, gelu): 372
+     * parameter tensors, 340,387,840 parameters (docs/clip.md §2) */
+    snprintf(path, sizeof path, "%s/manifests/sd21_text_encoder_config.json", dir);
+    if (tu_check(ap_json_parse_file(&cfg, path) == 0, "read %s", path)) {
+        ap_clip_text m;
+        memset(&m, 0, sizeof m);
+        int rc = ap_clip_text_config(&m, cfg, path);
+        rc = rc ? rc : ap_clip_text_declare(&m);
+        if (tu_check(rc == 0, "declare SD 2.1 text encoder%s%s", rc ? ": " : "", rc ? ap_errmsg() : ""))
+            tu_manifest_check("sd21 text encoder", &m.params, "sd21_text_encoder.txt", NULL,
+                              340387840LL);
+        tu_check(m.t.C == 1024 && m.t.F == 4096 && m.t.layers == 23 && m.t.heads == 16 &&
+                     m.t.act == AP_ACT_GELU,
+                 "SD 2.1 text encoder dims (1024, 4096, 23 layers, 16 heads, gelu)");
+        ap_clip_text_free(&m);
+        ap_json_free(cfg);
+    }
     /* openai/clip-vit-large-patch14: vision tower 303,179,776 + projection 786,432 */
     snprintf(path, sizeof path, "%s/manifests/clip_vit_l14_config.json", dir);
     if (tu_check(ap_json_parse_file(&cfg, path) == 0, "read %s", path)) {

@@ -8,7 +8,9 @@
  * 2. Manifests: the SD v1.5 config builds exactly the 686 tensors of
  *    sd15_unet.txt (names, shapes, order; 859,520,964 parameters) and, with
  *    rank 4, the 256 LoRA tensors of sd15_unet_lora_r4.txt (797,184), without
- *    allocating anything.
+ *    allocating anything; the same for SD 2.1 (sd21_unet.txt: per-block
+ *    heads, linear projections; 865,910,724 parameters; LoRA 829,952), with
+ *    a dry-run plan at 768x768.
  * 3. LoRA: a "unet."-prefixed safetensors copy loads the .bin's values; our
  *    initialisation has A std 1/r, B = 0, and leaves eps bit-identical to the
  *    model without LoRA.
@@ -201,6 +203,38 @@ static void manifests(void) {
                    "scratch %.1f MB\n", (long long)B, p.tape_bytes / 1e6, p.tmp_bytes / 1e6,
                    p.scratch_bytes / 1e6);
     }
+    ap_ctx_free(&ctx);
+    ap_unet_free(&m);
+}
+
+/* Stable Diffusion 2.1 (docs/unet.md §12): per-block head counts, linear
+ * projections, cross_attention_dim 1024, at real size without weights. */
+static void manifests_sd21(void) {
+    printf(" SD 2.1 manifests\n");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/manifests/sd21_unet_config.json", tu_fixtures_dir());
+    ap_unet_config c;
+    ap_unet m;
+    int rc = ap_unet_config_read(&c, path);
+    if (!tu_check(rc == 0, "read %s%s%s", path, rc ? ": " : "", rc ? ap_errmsg() : "")) return;
+    tu_check(c.linear_proj == 1 && c.cross_dim == 1024 && c.heads[0] == 5 && c.heads[1] == 10 &&
+                 c.heads[2] == 20 && c.heads[3] == 20,
+             "SD 2.1 config: use_linear_projection, cross_attention_dim 1024, heads [5, 10, 20, 20]");
+    rc = ap_unet_build(&m, &c, 4);
+    if (!tu_check(rc == 0, "build SD 2.1 with LoRA rank 4 (no allocation)%s%s", rc ? ": " : "",
+                  rc ? ap_errmsg() : ""))
+        return;
+    manifest(&m.params, "sd21_unet.txt", 865910724);
+    manifest(&m.lora, "sd21_unet_lora_r4.txt", 829952);
+    ap_ctx ctx;
+    rc = ap_ctx_init(&ctx, 2);
+    if (!rc) rc = ap_unet_alloc_unbacked(&m);
+    ap_unet_plan p;
+    if (!rc) rc = ap_unet_plan_measure(&ctx, &m, 2, 96, 96, 77, &p);
+    if (tu_check(rc == 0, "measure SD 2.1 at 768x768 (96x96 latents) with unbacked weights, B 2 "
+                          "(%s)", rc ? ap_errmsg() : "ok"))
+        printf("  measured plan for B=2, 96x96, L=77, 2 threads: tape %.1f MB, tmp %.1f MB, "
+               "scratch %.1f MB\n", p.tape_bytes / 1e6, p.tmp_bytes / 1e6, p.scratch_bytes / 1e6);
     ap_ctx_free(&ctx);
     ap_unet_free(&m);
 }
@@ -485,6 +519,7 @@ int main(void) {
     golden_case(&ctx, "unet_tiny");
     golden_case(&ctx, "unet_tiny_linear");
     manifests();
+    manifests_sd21();
     lora_io(&ctx);
     tape_ownership(&ctx);
     bad_inputs();

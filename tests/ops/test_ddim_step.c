@@ -1,7 +1,7 @@
 /* test_ddim_step.c: the DDIM update and guidance ops (ops/ddim_step.h):
  * backward against central differences of the forward (plain, with noise,
- * with the clamp), in-place forms equal to out-of-place bit for bit, and
- * argument errors. Bit-exactness against diffusers and autograd is
+ * with the clamp; epsilon and v prediction), in-place forms equal to
+ * out-of-place bit for bit, and argument errors. Bit-exactness against diffusers and autograd is
  * tests/sched/test_ddim.c's (through sched/ddim.h). */
 #include <math.h>
 #include <stdio.h>
@@ -41,8 +41,10 @@ static void gradcheck(ap_ctx *ctx, const char *what, int guidance, const ap_ddim
     tu_fill_uniform(proj, N, 34, -1, 1);
     if (k && k->clip) /* keep x0 away from the clamp's kinks */
         for (int i = 0; i < N; i++) {
-            float x0 = (a[i] - k->sqrt_beta_t * b[i]) / k->sqrt_alpha_t;
-            if (fabsf(fabsf(x0) - k->clip_range) < 0.2f) a[i] += 0.5f * k->sqrt_alpha_t;
+            float x0 = k->vpred ? k->sqrt_alpha_t * a[i] - k->sqrt_beta_t * b[i]
+                                : (a[i] - k->sqrt_beta_t * b[i]) / k->sqrt_alpha_t;
+            if (fabsf(fabsf(x0) - k->clip_range) < 0.2f)
+                a[i] += k->vpred ? 0.5f / k->sqrt_alpha_t : 0.5f * k->sqrt_alpha_t;
         }
     step_case c = {ctx, guidance, ap_t1(a, N), ap_t1(b, N), ap_t1(noisy ? nz : NULL, N),
                    ap_t1(out, N), k, proj};
@@ -51,8 +53,12 @@ static void gradcheck(ap_ctx *ctx, const char *what, int guidance, const ap_ddim
                       : ap_ddim_update_backward(ctx, &tda, &tdb, &tp, &c.a, &c.b, k);
     tu_check(rc == 0, "%s backward runs%s%s", what, rc ? ": " : "", rc ? ap_errmsg() : "");
     if (k && k->clip) {
-        int z = 0;
-        for (int i = 0; i < N; i++) z += da[i] == 0;
+        int z = 0; /* clamped points (v prediction: dx keeps its e path there) */
+        for (int i = 0; i < N; i++) {
+            float x0 = k->vpred ? k->sqrt_alpha_t * a[i] - k->sqrt_beta_t * b[i]
+                                : (a[i] - k->sqrt_beta_t * b[i]) / k->sqrt_alpha_t;
+            z += !(x0 >= -k->clip_range && x0 <= k->clip_range);
+        }
         tu_check(z > 0 && z < N, "%s: %d of %d points clamped (both sides tested)", what, z, N);
     }
     /* Linear (piecewise with the clamp, points away from the kinks): central
@@ -65,7 +71,7 @@ static void gradcheck(ap_ctx *ctx, const char *what, int guidance, const ap_ddim
     tu_gradcheck(name, loss, &c, b, N, db, 1e-2, 1e-3, N);
 }
 
-static void in_place(ap_ctx *ctx) {
+static void in_place(ap_ctx *ctx, const ap_ddim_scalars *k, const char *what) {
     float x[N], e[N], y[N], x2[N], g[N], dx[N], de[N], g2[N], de2[N];
     tu_fill_normal(x, N, 41, 1);
     tu_fill_normal(e, N, 42, 1);
@@ -75,14 +81,16 @@ static void in_place(ap_ctx *ctx) {
     ap_tensor tx = ap_t1(x, N), te = ap_t1(e, N), ty = ap_t1(y, N), tx2 = ap_t1(x2, N);
     ap_tensor tg = ap_t1(g, N), tdx = ap_t1(dx, N), tde = ap_t1(de, N), tg2 = ap_t1(g2, N),
               tde2 = ap_t1(de2, N);
-    int rc = ap_ddim_update_forward(ctx, &ty, &tx, &te, NULL, &k_plain);
-    rc |= ap_ddim_update_forward(ctx, &tx2, &tx2, &te, NULL, &k_plain);
+    int rc = ap_ddim_update_forward(ctx, &ty, &tx, &te, NULL, k);
+    rc |= ap_ddim_update_forward(ctx, &tx2, &tx2, &te, NULL, k);
     tu_check(rc == 0 && !memcmp(x2, y, sizeof y),
-             "update in place (x_prev aliases x) equals out of place bit for bit");
-    rc = ap_ddim_update_backward(ctx, &tdx, &tde, &tg, NULL, NULL, &k_plain);
-    rc |= ap_ddim_update_backward(ctx, &tg2, &tde2, &tg2, NULL, NULL, &k_plain);
+             "%s: update in place (x_prev aliases x) equals out of place bit for bit", what);
+    rc = ap_ddim_update_backward(ctx, &tdx, &tde, &tg, NULL, NULL, k);
+    rc |= ap_ddim_update_backward(ctx, &tg2, &tde2, &tg2, NULL, NULL, k);
     tu_check(rc == 0 && !memcmp(g2, dx, sizeof dx) && !memcmp(de2, de, sizeof de),
-             "update backward in place (dx aliases dx_prev) equals out of place bit for bit");
+             "%s: update backward in place (dx aliases dx_prev) equals out of place bit for bit",
+             what);
+    if (k->vpred) return; /* guidance does not depend on the prediction type */
     memcpy(x2, x, sizeof x);
     rc = ap_guidance_forward(ctx, &ty, &tx, &te, 7.5f);
     rc |= ap_guidance_forward(ctx, &tx2, &tx2, &te, 7.5f);
@@ -125,8 +133,16 @@ int main(void) {
     ap_ddim_scalars kc = k_plain;
     kc.clip = 1, kc.clip_range = 0.8f;
     gradcheck(&ctx, "update with clamp 0.8", 0, &kc, 0);
+    ap_ddim_scalars kv = k_plain;
+    kv.vpred = 1;
+    gradcheck(&ctx, "v-prediction update", 0, &kv, 0);
+    gradcheck(&ctx, "v-prediction update with noise", 0, &kv, 1);
+    kv.clip = 1, kv.clip_range = 0.8f;
+    gradcheck(&ctx, "v-prediction update with clamp 0.8", 0, &kv, 0);
+    kv.clip = 0;
     gradcheck(&ctx, "guidance 7.5", 1, NULL, 0);
-    in_place(&ctx);
+    in_place(&ctx, &k_plain, "epsilon");
+    in_place(&ctx, &kv, "v-prediction");
     errors(&ctx);
     ap_ctx_free(&ctx);
     return tu_exit();

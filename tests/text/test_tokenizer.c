@@ -349,6 +349,71 @@ static void test_context_lengths(const ap_tokenizer *hf, const ap_tokenizer *oc)
                  "(HF pad = end id, open_clip pad = 0)");
 }
 
+static void put_file(const char *dir, const char *name, const char *text) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) abort();
+    fputs(text, f);
+    fclose(f);
+}
+
+/* pad_token as CLIPTokenizer.from_pretrained (4.30.2) resolves it:
+ * special_tokens_map.json over tokenizer_config.json over <|endoftext|>
+ * (SD 2.x pads with "!" = 0; docs/clip.md §6). The padding of "" shows it. */
+static void test_pad_token(void) {
+    char dir[] = "/tmp/ap_tok_pad_XXXXXX", v[1100], m[1100], path[1100];
+    if (!tu_check(mkdtemp(dir) != NULL, "temporary tokenizer folder")) return;
+    put_file(dir, "vocab.json", "{\"!\": 0, \"x\": 7, \"<|startoftext|>\": 8, \"<|endoftext|>\": 9}");
+    put_file(dir, "merges.txt", "#version: 0.2\n");
+    snprintf(v, sizeof v, "%s/vocab.json", dir);
+    snprintf(m, sizeof m, "%s/merges.txt", dir);
+    static const struct { const char *map, *config; int pad; const char *what; } cases[] = {
+        {NULL, NULL, 9, "no special-token files: <|endoftext|>"},
+        {NULL, "{\"pad_token\": \"!\"}", 0, "tokenizer_config.json \"!\" (SD 2.x)"},
+        {"{\"pad_token\": {\"content\": \"x\", \"lstrip\": false}}", "{\"pad_token\": \"!\"}", 7,
+         "special_tokens_map.json AddedToken \"x\" over tokenizer_config.json"},
+        {"{\"bos_token\": \"<|startoftext|>\"}", "{\"pad_token\": \"!\"}", 0,
+         "special_tokens_map.json without pad_token: tokenizer_config.json's"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(path, sizeof path, "%s/special_tokens_map.json", dir);
+        unlink(path);
+        snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+        unlink(path);
+        if (cases[i].map) put_file(dir, "special_tokens_map.json", cases[i].map);
+        if (cases[i].config) put_file(dir, "tokenizer_config.json", cases[i].config);
+        ap_tokenizer *t = NULL;
+        int32_t ids[4] = {-1, -1, -1, -1};
+        int rc = ap_tokenizer_load_hf(&t, v, m);
+        if (!rc) rc = ap_tokenizer_hf_pad_from_dir(t, dir);
+        if (!rc) rc = ap_tokenize(t, "", ids, 4);
+        tu_check(rc == 0 && ids[0] == 8 && ids[1] == 9 && ids[2] == cases[i].pad &&
+                     ids[3] == cases[i].pad,
+                 "pad_token: %s -> \"\" is [8, 9, %d, %d] (found [%d, %d, %d, %d])%s%s",
+                 cases[i].what, cases[i].pad, cases[i].pad, ids[0], ids[1], ids[2], ids[3],
+                 rc ? ": " : "", rc ? ap_errmsg() : "");
+        ap_tokenizer_free(t);
+    }
+    ap_tokenizer *t = NULL;
+    if (ap_tokenizer_load_hf(&t, v, m) == 0) {
+        put_file(dir, "special_tokens_map.json", "{\"pad_token\": \"<pad>\"}");
+        tu_expect_error("pad_token not in the vocabulary", ap_tokenizer_hf_pad_from_dir(t, dir),
+                        "special_tokens_map.json", "<pad>", "not in vocab.json", NULL);
+        put_file(dir, "special_tokens_map.json", "{\"pad_token\": 5}");
+        tu_expect_error("pad_token a number", ap_tokenizer_hf_pad_from_dir(t, dir),
+                        "special_tokens_map.json", "pad_token", "a string", "number", NULL);
+        ap_tokenizer_free(t);
+    }
+    static const char *const files[] = {"special_tokens_map.json", "tokenizer_config.json",
+                                        "vocab.json", "merges.txt"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 static void test_errors(const char *fx, const ap_tokenizer *hf) {
     ap_tokenizer *t = NULL;
     int32_t ids[L];
@@ -591,6 +656,7 @@ int main(void) {
     test_full_vocab(&c, fx, shared);
     test_context_lengths(hf, oc);
     test_errors(fx, hf);
+    test_pad_token();
     test_clean_text(fx);
     test_fuzz(hf, oc);
     ap_tokenizer_free(hf);

@@ -30,6 +30,7 @@ check hps_v21 "$general|$train|$hps|truncated_backprop_rand: true|trunc_backprop
 check pickscore "$general|$train|${hps/reward_fn: \"hps\"/reward_fn: \"pickscore\"}|truncated_backprop_rand: true|trunc_backprop_timestep: 40"
 # a mixture on the hps preset's values (no original to match: the mapping read back)
 check aesthetic_hps "$general|$train|${hps/reward_fn: \"hps\"/reward_fn: {\"aesthetic\": 1, \"hps\": 2\}}|truncated_backprop_rand: true|trunc_backprop_timestep: 40"
+check sd21 "$general|${train/  per_gpu_capacity: 4/  per_gpu_capacity: 2}|$aes|truncated_backprop_rand: true|trunc_backprop_timestep: 40|resolution: 768"
 check evaluate "$general|only_eval: true|reward_fn: \"aesthetic\"|prompt_fn: \"eval_simple_animals\"|max_vis_images: 10|  per_gpu_capacity: 4"
 check evaluate_soup "$general|only_eval: true|soup_inference: true|reward_fn: \"aesthetic\"|prompt_fn: \"simple_animals\"|max_vis_images: 10|mixing_coef_1: 0|  per_gpu_capacity: 4"
 finish
