@@ -79,9 +79,10 @@ int ap_pickscore_load(ap_pickscore *m, const char *dir) {
     if (!rc) rc = load_text(m, dir, cpath, wpath);
     if (!rc) {
         m->embed_dim = m->vis.v.proj_dim;
-        m->scale = expf(m->logit_scale.data[0]);
+        const float ls = m->logit_scale.data[0]; /* host: the weight as just read from the file */
+        m->scale = expf(ls);
         if (!isfinite(m->scale))
-            rc = ap_fail("%s: logit_scale %g: exp() is not finite", wpath, (double)m->logit_scale.data[0]);
+            rc = ap_fail("%s: logit_scale %g: exp() is not finite", wpath, (double)ls);
     }
     if (rc) ap_pickscore_free(m);
     return rc;

@@ -602,8 +602,7 @@ static ap_ddim_scalars ddim_scalars(const hx_case *c) {
     ap_ddim_coef k;
     if (ap_ddim_coeffs(&sched, c->p[4], &k) != AP_OK) abort();
     ap_ddim_scalars sc = {k.sqrt_alpha_t, k.sqrt_beta_t, k.sqrt_alpha_prev, k.sqrt_dir,
-                          k.sigma, c->p[6], 1.0f};
-    sc.vpred = c->p[8];
+                          k.sigma, c->p[6], 1.0f, (int)c->p[8]};
     if (c->p[5]) {
         float var = (1.0f - k.alpha_prev) / (1.0f - k.alpha_t) * (1.0f - k.alpha_t / k.alpha_prev);
         sc.sigma = sqrtf(var);
