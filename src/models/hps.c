@@ -196,71 +196,18 @@ out:
 int ap_hps_forward(ap_ctx *ctx, ap_tape *tape, const ap_hps *m, ap_hps_saved *sv,
                    const ap_tensor *score, const ap_tensor *loss, const ap_tensor *image,
                    const ap_tensor *text) {
-    const char *op = "hps_forward";
-    AP_TRY(ap_expect(op, "image", image, 4, (int64_t[]){-1, 3, -1, -1}));
-    int64_t B = image->shape[0], S = m->visual.image_size, E = m->embed_dim;
-    AP_TRY(ap_expect2(op, "text", text, B, E));
-    if (score) AP_TRY(ap_expect1(op, "score", score, B));
-    if (loss) AP_TRY(ap_expect1(op, "loss", loss, B));
-    ap_arena *tmp = ap_ctx_tmp(ctx, op);
-    if (!tmp) return AP_ERR;
-    if (tape && !sv) return ap_fail("%s: a tape needs a saved struct (sv)", op);
-    ap_arena *keep = tape ? tape->mem : tmp;
-    size_t tmark = tmp->used;
-    ap_hps_saved local, *s = tape ? sv : &local;
-    memset(s, 0, sizeof *s);
-    ap_tape_record(&s->rec, tape, m);
-    s->image = *image;
-    int rc = AP_ERR;
-    float *p = ap_arena_floats(keep, (size_t)(B * 3 * S * S), "HPS preprocessed pixels"),
-          *f = ap_arena_floats(keep, (size_t)(3 * B * E + B), "HPS image features");
-    if (!p || !f) goto out;
-    s->p = ap_t4(p, B, 3, S, S);
-    s->f = ap_t2(f, B, E), s->n = ap_t2(f + B * E, B, E), s->t = ap_t2(f + 2 * B * E, B, E);
-    s->norm = ap_t1(f + 3 * B * E, B);
-    if (ap_copy(ctx, &s->t, text)) goto out;
-    if (ap_clip_preprocess_forward(ctx, &s->p, image)) goto out;
-    if (ap_vit_forward(ctx, tape, &m->visual, tape ? &s->vit : NULL, &s->f, &s->p)) goto out;
-    if (ap_l2norm_forward(ctx, &s->n, &s->norm, &s->f, HPS_NORM_EPS)) goto out;
     /* score = n . t per image; loss = 1 - score (computed in loss when no
      * score is wanted) */
     const ap_tensor *sc = score ? score : loss;
-    if (sc && ap_row_dot_forward(ctx, sc, &s->n, &s->t)) goto out;
-    if (loss && ap_affine_forward(ctx, loss, sc, -1.0f, 1.0f)) goto out;
-    rc = AP_OK;
-out:
-    tmp->used = tmark;
-    return rc;
+    if (!sc) return ap_fail("hps_forward: expected a score or a loss tensor, found neither");
+    if (score && loss) AP_TRY(ap_expect_same("hps_forward", "score", score, "loss", loss));
+    AP_TRY(ap_clip_score_forward(ctx, tape, &m->visual, sv, sc, image, text, 1.0f, "hps"));
+    return loss ? ap_affine_forward(ctx, loss, sc, -1.0f, 1.0f) : AP_OK;
 }
 
 int ap_hps_backward(ap_ctx *ctx, ap_tape *tape, const ap_hps *m, const ap_hps_saved *s,
                     const ap_tensor *dimage, const ap_tensor *dloss) {
-    const char *op = "hps_backward";
-    AP_TRY(ap_tape_check(op, &s->rec, tape, m));
-    ap_arena *tmp = ap_ctx_tmp(ctx, op);
-    if (!tmp) return AP_ERR;
-    AP_TRY(ap_expect_same(op, "image", &s->image, "dimage", dimage));
-    int64_t B = s->image.shape[0], S = m->visual.image_size, E = m->embed_dim;
-    AP_TRY(ap_expect1(op, "dloss", dloss, B));
-    size_t mark = tmp->used;
-    int rc = AP_ERR;
-    float *dn = ap_arena_floats(tmp, (size_t)(2 * B * E), "HPS d(features)"),
-          *dp = ap_arena_floats(tmp, (size_t)(B * 3 * S * S), "HPS d(pixels)"),
-          *ds = ap_arena_floats(tmp, (size_t)B, "HPS d(score)");
-    if (!dn || !dp || !ds) goto out;
-    ap_tensor tdn = ap_t2(dn, B, E), tdf = ap_t2(dn + B * E, B, E), tdp = ap_t4(dp, B, 3, S, S),
-              tds = ap_t1(ds, B);
-    /* loss = 1 - n.t: d(score) = -dloss, dn = d(score) * t */
-    if (ap_scale_backward(ctx, &tds, dloss, -1.0f) ||
-        ap_row_dot_backward(ctx, &tdn, NULL, &tds, &s->n, &s->t))
-        goto out;
-    if (ap_l2norm_backward(ctx, &tdf, &tdn, &s->n, &s->norm, HPS_NORM_EPS)) goto out;
-    if (ap_vit_backward(ctx, tape, &m->visual, &s->vit, &tdp, &tdf)) goto out;
-    if (ap_clip_preprocess_backward(ctx, dimage, &tdp, &s->image)) goto out;
-    rc = AP_OK;
-out:
-    tmp->used = mark;
-    return rc;
+    return ap_clip_score_backward(ctx, tape, &m->visual, s, dimage, dloss, -1.0f, "hps");
 }
 
 typedef struct {

@@ -26,6 +26,7 @@
 #include "io/json.h"
 #include "io/weights.h"
 #include "models/clip_text.h"
+#include "models/clip_score.h"
 #include "models/clip_vision.h"
 
 typedef struct ap_hps {
@@ -37,14 +38,8 @@ typedef struct ap_hps {
     ap_params params;      /* open_clip names, state-dict order */
 } ap_hps;
 
-typedef struct ap_hps_saved {
-    ap_tape_rec rec;       /* the forward's stamp (core/tape.h) */
-    ap_tensor image;       /* (B, 3, H, W) caller-owned */
-    ap_tensor p;           /* (B, 3, S, S) */
-    ap_vit_saved vit;
-    ap_tensor f, norm, n;  /* (B, E), (B), (B, E) */
-    ap_tensor t;           /* (B, E) the text features given to forward (copied) */
-} ap_hps_saved;
+/* What a forward keeps for its backward (models/clip_score.h). */
+typedef ap_clip_score_saved ap_hps_saved;
 
 /* Dimensions from an open_clip model config object; rejects the options this
  * port does not implement (timm / HF towers, layer scale, attentional or

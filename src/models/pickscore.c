@@ -134,72 +134,21 @@ out:
 int ap_pickscore_forward(ap_ctx *ctx, ap_tape *tape, const ap_pickscore *m,
                          ap_pickscore_saved *sv, const ap_tensor *score, const ap_tensor *loss,
                          const ap_tensor *image, const ap_tensor *text) {
-    const char *op = "pickscore_forward";
-    AP_TRY(ap_expect(op, "image", image, 4, (int64_t[]){-1, 3, -1, -1}));
-    int64_t B = image->shape[0], S = m->vis.v.image_size, P = m->embed_dim;
-    AP_TRY(ap_expect2(op, "text", text, B, P));
-    if (score) AP_TRY(ap_expect1(op, "score", score, B));
-    if (loss) AP_TRY(ap_expect1(op, "loss", loss, B));
-    ap_arena *tmp = ap_ctx_tmp(ctx, op);
-    if (!tmp) return AP_ERR;
-    if (tape && !sv) return ap_fail("%s: a tape needs a saved struct (sv)", op);
-    ap_arena *keep = tape ? tape->mem : tmp;
-    size_t tmark = tmp->used;
-    ap_pickscore_saved local, *s = tape ? sv : &local;
-    memset(s, 0, sizeof *s);
-    ap_tape_record(&s->rec, tape, m);
-    s->image = *image;
-    int rc = AP_ERR;
-    float *p = ap_arena_floats(keep, (size_t)(B * 3 * S * S), "PickScore preprocessed pixels"),
-          *f = ap_arena_floats(keep, (size_t)(3 * B * P + B), "PickScore image features");
-    if (!p || !f) goto out;
-    s->p = ap_t4(p, B, 3, S, S);
-    s->f = ap_t2(f, B, P), s->n = ap_t2(f + B * P, B, P), s->t = ap_t2(f + 2 * B * P, B, P);
-    s->norm = ap_t1(f + 3 * B * P, B);
-    if (ap_copy(ctx, &s->t, text)) goto out;
-    if (ap_clip_preprocess_forward(ctx, &s->p, image)) goto out;
-    if (ap_vit_forward(ctx, tape, &m->vis.v, tape ? &s->vit : NULL, &s->f, &s->p)) goto out;
-    if (ap_l2norm_forward(ctx, &s->n, &s->norm, &s->f, PS_NORM_EPS)) goto out;
     /* score = scale * n . t; loss = -score (in loss when no score is wanted) */
     const ap_tensor *sc = score ? score : loss;
-    if (sc && (ap_row_dot_forward(ctx, sc, &s->n, &s->t) || ap_scale_forward(ctx, sc, sc, m->scale)))
-        goto out;
-    if (loss && ap_scale_forward(ctx, loss, sc, -1.0f)) goto out;
-    rc = AP_OK;
-out:
-    tmp->used = tmark;
-    return rc;
+    if (!sc) return ap_fail("pickscore_forward: expected a score or a loss tensor, found neither");
+    if (score && loss) AP_TRY(ap_expect_same("pickscore_forward", "score", score, "loss", loss));
+    AP_TRY(ap_clip_score_forward(ctx, tape, &m->vis.v, sv, sc, image, text, m->scale,
+                                 "pickscore"));
+    return loss ? ap_scale_forward(ctx, loss, sc, -1.0f) : AP_OK;
 }
 
 int ap_pickscore_backward(ap_ctx *ctx, ap_tape *tape, const ap_pickscore *m,
                           const ap_pickscore_saved *s, const ap_tensor *dimage,
                           const ap_tensor *dloss) {
-    const char *op = "pickscore_backward";
-    AP_TRY(ap_tape_check(op, &s->rec, tape, m));
-    ap_arena *tmp = ap_ctx_tmp(ctx, op);
-    if (!tmp) return AP_ERR;
-    AP_TRY(ap_expect_same(op, "image", &s->image, "dimage", dimage));
-    int64_t B = s->image.shape[0], S = m->vis.v.image_size, P = m->embed_dim;
-    AP_TRY(ap_expect1(op, "dloss", dloss, B));
-    size_t mark = tmp->used;
-    int rc = AP_ERR;
-    float *dn = ap_arena_floats(tmp, (size_t)(2 * B * P), "PickScore d(features)"),
-          *dp = ap_arena_floats(tmp, (size_t)(B * 3 * S * S), "PickScore d(pixels)"),
-          *ds = ap_arena_floats(tmp, (size_t)B, "PickScore d(dot)");
-    if (!dn || !dp || !ds) goto out;
-    ap_tensor tdn = ap_t2(dn, B, P), tdf = ap_t2(dn + B * P, B, P), tdp = ap_t4(dp, B, 3, S, S),
-              tds = ap_t1(ds, B);
-    /* loss = -scale n.t: d(n.t) = -scale dloss, dn = d(n.t) t */
-    if (ap_scale_backward(ctx, &tds, dloss, -m->scale) ||
-        ap_row_dot_backward(ctx, &tdn, NULL, &tds, &s->n, &s->t))
-        goto out;
-    if (ap_l2norm_backward(ctx, &tdf, &tdn, &s->n, &s->norm, PS_NORM_EPS)) goto out;
-    if (ap_vit_backward(ctx, tape, &m->vis.v, &s->vit, &tdp, &tdf)) goto out;
-    if (ap_clip_preprocess_backward(ctx, dimage, &tdp, &s->image)) goto out;
-    rc = AP_OK;
-out:
-    tmp->used = mark;
-    return rc;
+    /* loss = -scale n.t */
+    return ap_clip_score_backward(ctx, tape, &m->vis.v, s, dimage, dloss, -m->scale,
+                                  "pickscore");
 }
 
 typedef struct {

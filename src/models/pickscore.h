@@ -26,6 +26,7 @@
 #include "core/tape.h"
 #include "core/tensor.h"
 #include "models/clip_text.h"
+#include "models/clip_score.h"
 #include "models/clip_vision.h"
 
 typedef struct ap_pickscore {
@@ -37,14 +38,8 @@ typedef struct ap_pickscore {
     int embed_dim;         /* P */
 } ap_pickscore;
 
-typedef struct ap_pickscore_saved {
-    ap_tape_rec rec;       /* the forward's stamp (core/tape.h) */
-    ap_tensor image;       /* (B, 3, H, W) caller-owned */
-    ap_tensor p;           /* (B, 3, S, S) */
-    ap_vit_saved vit;
-    ap_tensor f, norm, n;  /* (B, P), (B), (B, P) */
-    ap_tensor t;           /* (B, P) the text features given to forward (copied) */
-} ap_pickscore_saved;
+/* What a forward keeps for its backward (models/clip_score.h). */
+typedef ap_clip_score_saved ap_pickscore_saved;
 
 /* Dimensions from dir/config.json and every tensor declared (both params
  * lists), nothing allocated (a dry run's plan: ap_params_alloc_unbacked). */
