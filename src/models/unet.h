@@ -141,6 +141,15 @@ void ap_unet_zero_lora_grads(ap_unet *m);
 /* Config + build + alloc + weights from a unet/ directory (config.json inside). */
 int ap_unet_open(ap_unet *m, const char *unet_dir, int lora_rank);
 
+/* view = m without its LoRA (the base model), sharing every weight of m:
+ * a copy of the struct whose transformers' attention projections have no
+ * LoRA (lora pointers NULL), lora_rank 0 and no LoRA gradients. m must
+ * outlive the view; the view is used like any UNet (forward, plans) and
+ * freed with ap_unet_base_view_free, never ap_unet_free
+ * (models/unet_base.c, docs/draft.md §2). */
+int ap_unet_base_view(ap_unet *view, const ap_unet *m);
+void ap_unet_base_view_free(ap_unet *view);
+
 typedef ap_plan ap_unet_plan;
 
 /* The workspaces of an inference forward, a forward with tape and its

@@ -15,6 +15,7 @@
 #include "core/finite.h"
 #include "core/killpoint.h"
 #include "ops/ddim_step.h"
+#include "ops/elementwise.h"
 #include "ops/rows.h"
 #include "pipeline/sampler.h"
 
@@ -113,7 +114,26 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, const ap_unet *unet, const ap_vae *
     return AP_OK;
 }
 
+int ap_chain_set_base(ap_chain *ch) {
+    if (ch->has_base) return AP_OK;
+    if (ch->sched.vpred)
+        return ap_fail("chain: kl_coeff: the regulariser toward the base model compares noise "
+                       "predictions; this model predicts v (prediction_type v_prediction): "
+                       "expected kl_coeff 0 (docs/draft.md §2)");
+    const size_t n = lat_n(ch);
+    size_t tot = 0;
+    ch->kb2 = falloc(2 * n, "base-model predictions", &tot);
+    ch->kl1 = falloc(1, "KL term", &tot);
+    if (!ch->kb2 || !ch->kl1) return AP_ERR;
+    AP_TRY(ap_unet_base_view(&ch->base, ch->unet));
+    ch->has_base = 1;
+    ch->planned_bytes += tot;
+    return AP_OK;
+}
+
 void ap_chain_free(ap_chain *ch) {
+    if (ch->has_base) ap_unet_base_view_free(&ch->base);
+    free(ch->kb2), free(ch->kl1);
     free(ch->lat), free(ch->eps_store), free(ch->x2), free(ch->eps2), free(ch->d2), free(ch->dx2);
     free(ch->ctx2), free(ch->cond), free(ch->uncond), free(ch->ts2), free(ch->dx), free(ch->deps);
     free(ch->image), free(ch->dimage);
@@ -146,6 +166,14 @@ static int on_step(void *user, int done, int total) {
 
 static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io);
 
+/* kb_u = CFG of the base model (no LoRA, no tape) on the sampler's inputs;
+ * kb2 (2, C, h, w) receives [eps_u; eps_c] first. */
+static int base_prediction(ap_chain *ch, ap_ctx *ctx, const ap_sampler *sm, const ap_tensor *kb2,
+                           const ap_tensor *kbu, const ap_tensor *kbc) {
+    AP_TRY(ap_unet_forward(ctx, NULL, &ch->base, &ch->unet_sv, kb2, &sm->x2, &sm->t2, &sm->ctx2));
+    return ap_guidance_forward(ctx, kbu, kbu, kbc, ch->guidance);
+}
+
 int ap_chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     ap_arena *prev = ctx->tmp; /* each phase sets its own temporaries */
     int rc = chain_run(ch, ctx, io);
@@ -158,6 +186,9 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     if (b < 1 || b > ch->cap)
         return ap_fail("chain: micro-batch of %d samples: expected 1..%d (the planned capacity)",
                        b, ch->cap);
+    if (io->dkl && (!ch->has_base || !io->dloss || !io->kl))
+        return ap_fail("chain: dkl (the regulariser toward the base model) needs "
+                       "ap_chain_set_base, dloss and kl");
     const int64_t C = ch->C, h = ch->h, w = ch->w;
     const ap_sampler sm = sampler(ch);
     /* latents x_0 .. x_S (S + 1, b, C, h, w); the combined eps of every step
@@ -223,6 +254,13 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
             }
     ap_tensor td2 = ap_t4(ch->d2, 2, C, h, w), tdx2 = ap_t4(ch->dx2, 2, C, h, w);
     ap_tensor d2u = ap_rows(&td2, 0, 1), d2c = ap_rows(&td2, 1, 1);
+    /* the regulariser: base predictions (kb_u, kb_c), |difference|^2 (kl1) */
+    const int64_t n = C * h * w;
+    ap_tensor kb2 = ap_t4(ch->kb2, 2, C, h, w), kl1 = ap_t1(ch->kl1, 1);
+    ap_tensor kbu = ap_rows(&kb2, 0, 1), kbc = ap_rows(&kb2, 1, 1);
+    ap_tensor kdiff = ap_reshape(&kbc, 2, (int64_t[]){1, n});
+    for (int k = 0; io->dkl && k < b; k++) io->kl[k] = 0;
+    const ap_sampler *smp = &sm;
     for (int i = S - 1; i >= first; i--) {
         ap_tensor xi = ap_row(&lat, i), ei = ch->eps_store ? ap_row(&eps_keep, i) : (ap_tensor){0};
         /* dx <- c_x dx (the latent path), deps = c_eps dx */
@@ -235,12 +273,29 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
         for (int k = 0; k < b; k++) {
             if (!io->attached[(size_t)k * S + i]) continue;
             AP_TRY(ap_sampler_inputs(ctx, &sm, &xi, &uncond, &cond, k, ch->sched.timesteps[i]));
+            if (io->dkl) /* the base model's combined prediction, no tape: kb_u */
+                AP_TRY(base_prediction(ch, ctx, smp, &kb2, &kbu, &kbc));
             ap_tape_reset(&ch->unet_tape);
             AP_TRY(ap_unet_forward(ctx, &ch->unet_tape, ch->unet, &ch->unet_sv, &sm.eps2, &sm.x2,
                                    &sm.t2, &sm.ctx2));
             /* deps_u = (1 - g) deps, deps_c = g deps */
             ap_tensor dk = ap_rows(&tdeps, k, 1), xk = ap_rows(&tdx, k, 1);
             AP_TRY(ap_copy(ctx, &d2u, &dk));
+            if (io->dkl) {
+                /* d = CFG(eps) - CFG(eps_base) in kb_c; KL_k += |d|^2 / (A_k n);
+                 * deps += dkl_k 2 d / (A_k n) (docs/draft.md §2) */
+                ap_tensor eu = ap_rows(&sm.eps2, 0, 1), ec = ap_rows(&sm.eps2, 1, 1);
+                AP_TRY(ap_guidance_forward(ctx, &kbc, &eu, &ec, ch->guidance));
+                AP_TRY(ap_axpy(ctx, &kbc, -1.0f, &kbu));
+                AP_TRY(ap_row_dot_forward(ctx, &kl1, &kdiff, &kdiff));
+                float sq;
+                AP_TRY(ap_tensor_read(ctx, &sq, &kl1));
+                int na = 0; /* A_k: the attached steps of sample k */
+                for (int j = 0; j < S; j++) na += io->attached[(size_t)k * S + j] != 0;
+                const double norm = (double)na * (double)n;
+                io->kl[k] += (float)((double)sq / norm);
+                AP_TRY(ap_axpy(ctx, &d2u, (float)(2.0 * io->dkl[k] / norm), &kbc));
+            }
             AP_TRY(ap_guidance_backward(ctx, &d2u, &d2c, &d2u, ch->guidance));
             AP_TRY(ap_unet_backward(ctx, &ch->unet_tape, ch->unet, &ch->unet_sv, &tdx2, &td2));
             /* x_k fed both CFG rows: dx_k += dx_u + dx_c */

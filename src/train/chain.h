@@ -17,6 +17,14 @@
  * (SD 2.x 768) eps is the model output v and c_x, c_eps are the v step's
  * (ddim.md §4, §7); nothing else changes. Memory beyond the S + 1
  * latents does not grow with the number of attached steps.
+ *
+ * Regulariser toward the base model (DRaFT+, docs/draft.md §2; on after
+ * ap_chain_set_base, per sample when io->dkl): at every attached step i of
+ * sample k the recompute also runs the UNet without LoRA (ch->base, no
+ * tape) on the same inputs; with d = CFG(eps) - CFG(eps_base),
+ *   KL_k = sum_{attached i} |d_i|^2 / (A_k C h w)      (A_k: attached steps of k)
+ * and dKL_k/deps = 2 d / (A_k C h w) is added to the step's deps scaled by
+ * io->dkl[k]; the base prediction is a constant (no gradient through it).
  */
 #ifndef AP_TRAIN_CHAIN_H
 #define AP_TRAIN_CHAIN_H
@@ -46,6 +54,10 @@ typedef struct ap_chain {
     ap_arena reward_mem, reward_tmp;    /* the reward's own (alive with the VAE's tape) */
     ap_tape unet_tape, vae_tape, reward_tape; /* one tape per model (core/tape.h) */
     ap_unet_saved unet_sv;
+    ap_unet base;             /* the UNet without LoRA (ap_chain_set_base), or zeroed */
+    int has_base;
+    float *kb2;               /* (2, C, h, w) base predictions, then the KL difference */
+    float *kl1;               /* (1) |difference|^2 */
     ap_vae_saved vae_sv;
     ap_reward_saved reward_sv;
     float *lat;               /* (S + 1, cap, C, h, w) latents */
@@ -64,6 +76,10 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, const ap_unet *unet, const ap_vae *
                   const ap_ddim_config *sched, int steps, float guidance, int cap,
                   int64_t H, int64_t W, int64_t L, int64_t D);
 void ap_chain_free(ap_chain *ch);
+/* Enable the regulariser toward the base model (io->dkl): a view of the
+ * UNet without LoRA (models/unet.h: ap_unet_base_view) and one sample's
+ * buffers for its predictions. Epsilon-prediction models only. */
+int ap_chain_set_base(ap_chain *ch);
 
 typedef struct ap_chain_io {
     int b;                          /* samples in this micro-batch (<= cap) */
@@ -78,6 +94,9 @@ typedef struct ap_chain_io {
     float *parts;                   /* (n_parts, b) out: a reward mixture's part rewards
                                      * (ap_reward_parts); may be NULL */
     float *images;                  /* (b, 3, H, W) out, may be NULL */
+    const float *dkl;               /* (b) d(objective)/d(KL_b), e.g. kl_coeff / N; NULL: no
+                                     * regulariser (needs ap_chain_set_base and dloss) */
+    float *kl;                      /* (b) out with dkl: KL_b (docs/draft.md §2) */
 } ap_chain_io;
 
 /* Forward and (when dloss) backward of one micro-batch. */
