@@ -82,6 +82,7 @@ static const key KEYS[] = {
     {"truncated_backprop_minmax", K_PAIR, F(truncated_backprop_minmax), 0, 0, 1000, "[35, 45]", 0, "random K bounds, inclusive"},
     {"trunc_backprop_timestep", K_INT, F(trunc_backprop_timestep), 0, 0, 1000, "100", 0, "fixed truncation: steps i >= this attached"},
     {"truncated_backprop_mode", K_ENUM, NOSTORE, 0, 0, "per_step", "per_step|per_trajectory", "random K per step (main.py) or per sample (paper)"},
+    {"kl_coeff", K_DOUBLE, F(kl_coeff), 0, 0, BIG, "0", 0, "DRaFT+ regulariser: + kl_coeff x mean over samples of the mean squared difference between the LoRA and base models' guided noise predictions at the attached steps (0: off; docs/draft.md §2)"},
     {"train.loss_coeff", K_DOUBLE, F(loss_coeff), 0, -BIG, BIG, "1.0", 0, "loss multiplier"},
     {"train.learning_rate", K_DOUBLE, F(learning_rate), 0, 1e-300, 1e3, "3e-4", 0, "AdamW learning rate"},
     {"train.adam_beta1", K_DOUBLE, F(adam_beta1), 0, 0, 0.999999999, "0.9", 0, "AdamW beta1, in [0, 1)"},

@@ -381,7 +381,8 @@ typedef struct {
 static const coldoc k_docs_train[] = {
     {"step", "optimizer steps done after this row's step (1-based; TensorBoard's step)", "step"},
     {"epoch", "epoch of the step (0-based)", "epoch"},
-    {"loss", "train.loss_coeff x the mean per-sample loss of the step's global batch (minimised)",
+    {"loss", "train.loss_coeff x the mean per-sample loss of the step's global batch, plus "
+             "kl_coeff x the mean KL term when kl_coeff > 0 (minimised)",
      "loss (a function of the reward: the root attribute reward_meaning)"},
     {"reward_mean", "mean reward over the step's global batch (TensorBoard: rewards)", "reward"},
     {"reward_std", "mean over micro-batches of the unbiased reward std, as AlignProp logs "

@@ -92,8 +92,8 @@ typedef struct step_stats {
     float *rewards;    /* (N) */
     float *attached;   /* (N) */
     float *parts;      /* (n_parts, N) a reward mixture's part rewards, or NULL */
-    double sums[4];    /* loss sum, samples, sum of micro-batch reward stds, micro-batches
-                        * of >= 2 samples */
+    double sums[5];    /* loss sum, samples, sum of micro-batch reward stds, micro-batches
+                        * of >= 2 samples, KL sum (kl_coeff > 0) */
 } step_stats;
 
 /* The micro-batches of this rank for optimizer step `step`. Each
@@ -109,6 +109,8 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
     float *noise = ap_malloc((size_t)(j->cap * n) * sizeof(float), "initial latents");
     unsigned char *att = ap_malloc((size_t)j->cap * (size_t)S, "attached steps");
     float dloss[256], loss[256], rew[256], part[AP_REWARD_MAX_PARTS * 256];
+    float dkl[256], kl[256]; /* the regulariser toward the base model (docs/draft.md §2) */
+    const int reg = j->cfg->kl_coeff > 0;
     const char *pr[256];
     const int np = ap_reward_parts(j->reward);
     int rc = (!noise || !att) ? AP_ERR : AP_OK;
@@ -126,12 +128,14 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
             if (na < 0) rc = AP_ERR;
             st->attached[lo + i] = (float)na;
             dloss[i] = (float)(j->cfg->loss_coeff / N);
+            dkl[i] = (float)(j->cfg->kl_coeff / N);
         }
         if (!rc) rc = ap_job_encode(j, pr, b, j->cond);
         ap_chain_io io = {.b = b, .noise = noise, .cond = j->cond, .uncond = j->uncond,
                           .prompts = pr, .attached = att, .dloss = dloss, .loss = loss,
                           .reward = rew, .parts = np ? part : NULL,
-                          .images = ap_tblog_train_images(j, lo, b)};
+                          .images = ap_tblog_train_images(j, lo, b),
+                          .dkl = reg ? dkl : NULL, .kl = reg ? kl : NULL};
         ap_unet_zero_lora_grads(&j->sd.unet);
         if (!rc) rc = ap_chain_run(&j->chain, &j->ctx, &io);
         const size_t nl = j->sd.unet.lora.total;
@@ -141,6 +145,7 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
             st->rewards[lo + i] = rew[i];
             for (int q = 0; q < np; q++) st->parts[(size_t)q * N + lo + i] = part[q * b + i];
             st->sums[0] += loss[i];
+            if (reg) st->sums[4] += kl[i];
             st->sums[1] += 1;
             mb += rew[i];
         }
@@ -233,20 +238,22 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
         if (ap_dist_allreduce_sum(d, st.rewards, N)) goto fail;
         if (ap_dist_allreduce_sum(d, st.attached, N)) goto fail;
         if (np && ap_dist_allreduce_sum(d, st.parts, (int64_t)np * N)) goto fail;
-        if (ap_dist_allreduce_sum_d(d, st.sums, 4)) goto fail;
+        if (ap_dist_allreduce_sum_d(d, st.sums, 5)) goto fail;
+        /* the minimised objective (docs/draft.md §2 for the KL term) */
+        const double loss = c->loss_coeff * st.sums[0] / N + c->kl_coeff * st.sums[4] / N;
         if (debug_nonfinite(j->step + 1)) j->gacc[0] = NAN;
         double gnorm = ap_clip_grad_norm(j->gacc, nl, c->max_grad_norm);
         /* a non-finite loss or gradient: no update (as fp16's GradScaler
          * skips the optimizer step), the samples are used up; every rank
          * sees the same reduced values, so all skip together */
-        const int skipped = !isfinite(gnorm) || !isfinite(st.sums[0]);
+        const int skipped = !isfinite(gnorm) || !isfinite(loss);
         if (skipped) {
             nonfinite_run++;
             ap_dist_print0(d, "%swarning: step %lld: %s is not finite (loss %g, |grad| %g): step "
                            "skipped, no update (%d in a row; max_nonfinite_steps %d)\n",
                            tty ? "\n" : "", (long long)j->step + 1,
-                           isfinite(st.sums[0]) ? "the LoRA gradient" : "the loss",
-                           c->loss_coeff * st.sums[0] / N, gnorm, nonfinite_run,
+                           isfinite(loss) ? "the LoRA gradient" : "the loss",
+                           loss, gnorm, nonfinite_run,
                            c->max_nonfinite_steps);
         } else {
             nonfinite_run = 0;
@@ -264,7 +271,6 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
         for (int k = 0; k < N; k++) var += (st.rewards[k] - mean) * (st.rewards[k] - mean);
         double sd = N > 1 ? sqrt(var / (N - 1)) : 0.0; /* torch .std(): unbiased */
         double sd_mb = st.sums[3] > 0 ? st.sums[2] / st.sums[3] : NAN;
-        double loss = c->loss_coeff * st.sums[0] / N;
         if (d->rank == 0) {
             const int64_t epoch = (j->step - 1) / spe, base = ((j->step - 1) % spe) * N;
             const char **pr = malloc(sizeof *pr * (size_t)N);
@@ -292,10 +298,12 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
             double el = now_s() - t_start, eta = el / (double)(j->step - first_step) * (double)(total - j->step);
             char e1[32], e2[32];
             hms(e1, sizeof e1, el), hms(e2, sizeof e2, eta);
-            fprintf(stderr, "%sepoch %lld/%d step %lld/%lld  loss %.5g  reward %.4f +- %.4f  "
+            char klm[48] = ""; /* the mean KL term with kl_coeff (docs/draft.md §2) */
+            if (c->kl_coeff > 0) snprintf(klm, sizeof klm, "  kl %.4g", st.sums[4] / N);
+            fprintf(stderr, "%sepoch %lld/%d step %lld/%lld  loss %.5g%s  reward %.4f +- %.4f  "
                     "|grad| %.3g  attached %.1f  %.2f samples/s  elapsed %s  ETA %s%s",
                     tty ? "\r" : "", (long long)epoch + 1, c->num_epochs, (long long)j->step,
-                    (long long)total, loss, mean, sd, gnorm, att, N / dt, e1, e2,
+                    (long long)total, loss, klm, mean, sd, gnorm, att, N / dt, e1, e2,
                     tty ? "   " : "\n");
         }
         if (nonfinite_run >= c->max_nonfinite_steps) {
