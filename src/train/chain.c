@@ -19,6 +19,8 @@
 #include "ops/rows.h"
 #include "pipeline/sampler.h"
 
+#define AP_CHAIN_LV_MAX_B 256 /* per_gpu_capacity's bound (config.c) */
+
 static size_t lat_n(const ap_chain *ch) { return (size_t)(ch->C * ch->h * ch->w); }
 
 static float *falloc(size_t n, const char *what, size_t *total) {
@@ -131,9 +133,28 @@ int ap_chain_set_base(ap_chain *ch) {
     return AP_OK;
 }
 
+int ap_chain_set_lv(ap_chain *ch) {
+    if (ch->has_lv) return AP_OK;
+    const size_t n = lat_n(ch), c = (size_t)ch->cap;
+    size_t tot = 0;
+    ch->lv_x = falloc(c * n, "DRaFT-LV re-noised latents", &tot);
+    ch->lv_eps = falloc(c * n, "DRaFT-LV noise predictions", &tot);
+    ch->lv_xo = falloc(c * n, "DRaFT-LV denoised latents", &tot);
+    ch->lv_e = falloc(c * n, "DRaFT-LV noise draw", &tot);
+    ch->lv_loss = ap_malloc(c * sizeof(float), "DRaFT-LV losses");
+    ch->lv_reward = ap_malloc(c * sizeof(float), "DRaFT-LV rewards");
+    if (!ch->lv_x || !ch->lv_eps || !ch->lv_xo || !ch->lv_e || !ch->lv_loss || !ch->lv_reward)
+        return AP_ERR;
+    ch->has_lv = 1;
+    ch->planned_bytes += tot;
+    return AP_OK;
+}
+
 void ap_chain_free(ap_chain *ch) {
     if (ch->has_base) ap_unet_base_view_free(&ch->base);
     free(ch->kb2), free(ch->kl1);
+    free(ch->lv_x), free(ch->lv_eps), free(ch->lv_xo), free(ch->lv_e);
+    free(ch->lv_loss), free(ch->lv_reward);
     free(ch->lat), free(ch->eps_store), free(ch->x2), free(ch->eps2), free(ch->d2), free(ch->dx2);
     free(ch->ctx2), free(ch->cond), free(ch->uncond), free(ch->ts2), free(ch->dx), free(ch->deps);
     free(ch->image), free(ch->dimage);
@@ -166,6 +187,76 @@ static int on_step(void *user, int done, int total) {
 
 static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io);
 
+/* DRaFT-LV's gradient (chain.h, docs/draft.md §1): for each draw j,
+ * x' = sqrt(a_t) x_S + sqrt(1 - a_t) e_j, the last step from x' (no tape),
+ * VAE and reward with tapes, then back to eps and one taped UNet recompute
+ * per sample; x' gets no gradient (x_S is a constant). */
+static int lv_backward(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io, const ap_sampler *sm,
+                       const ap_tensor *xS, const ap_tensor *uncond, const ap_tensor *cond) {
+    const int b = io->b, S = ch->sched.steps, i = S - 1, t = ch->sched.timesteps[i];
+    const int64_t C = ch->C, h = ch->h, w = ch->w;
+    const float at = ch->sched.alphas_cumprod[t];
+    const float sa = sqrtf(at), sb = sqrtf(1.0f - at); /* alphas_cumprod[t] ** 0.5, (1 - .) ** 0.5 */
+    ap_tensor tx = ap_t4(ch->lv_x, b, C, h, w), te = ap_t4(ch->lv_eps, b, C, h, w);
+    ap_tensor txo = ap_t4(ch->lv_xo, b, C, h, w), tn = ap_t4(ch->lv_e, b, C, h, w);
+    ap_tensor ti = ap_t4(ch->image, b, 3, ch->H, ch->W), tdi = ap_t4(ch->dimage, b, 3, ch->H, ch->W);
+    ap_tensor tdx = ap_t4(ch->dx, b, C, h, w), tdeps = ap_t4(ch->deps, b, C, h, w);
+    ap_tensor td2 = ap_t4(ch->d2, 2, C, h, w);
+    ap_tensor d2u = ap_rows(&td2, 0, 1), d2c = ap_rows(&td2, 1, 1);
+    ap_tensor eu = ap_rows(&sm->eps2, 0, 1), ec = ap_rows(&sm->eps2, 1, 1);
+    float dl[AP_CHAIN_LV_MAX_B];
+    if (b > AP_CHAIN_LV_MAX_B)
+        return ap_fail("chain: DRaFT-LV with %d samples per micro-batch: expected <= %d", b,
+                       AP_CHAIN_LV_MAX_B);
+    for (int k = 0; k < b; k++) dl[k] = io->dloss[k] / (float)io->lv_n; /* the mean over draws */
+    for (int j = 0; j < io->lv_n; j++) {
+        /* x' = sqrt(a_t) x_S + sqrt(1 - a_t) e_j */
+        AP_TRY(ap_tensor_write(ctx, &tn, io->lv_noise + (size_t)j * (size_t)b * (size_t)(C * h * w)));
+        AP_TRY(ap_scale_forward(ctx, &tx, xS, sa));
+        AP_TRY(ap_axpy(ctx, &tx, sb, &tn));
+        /* the last step from x', one sample at a time (no tape) */
+        ctx->tmp = &ch->unet_tmp;
+        for (int k = 0; k < b; k++) {
+            ap_tensor ek = ap_rows(&te, k, 1), xk = ap_rows(&tx, k, 1), ok = ap_rows(&txo, k, 1);
+            AP_TRY(ap_sampler_inputs(ctx, sm, &tx, uncond, cond, k, t));
+            AP_TRY(ap_unet_forward(ctx, NULL, ch->unet, &ch->unet_sv, &sm->eps2, &sm->x2, &sm->t2,
+                                   &sm->ctx2));
+            AP_TRY(ap_guidance_forward(ctx, &ek, &eu, &ec, ch->guidance));
+            AP_TRY(ap_ddim_step(ctx, &ch->sched, i, &ok, &xk, &ek, NULL));
+        }
+        /* decode and reward with tapes, back to x^ */
+        ap_tape_reset(&ch->vae_tape);
+        ctx->tmp = &ch->vae_tmp;
+        AP_TRY(ap_vae_forward(ctx, &ch->vae_tape, ch->vae, &ch->vae_sv, &ti, &txo));
+        AP_TRY(ap_check_finite_tensor(ctx, &ti, "chain: DRaFT-LV's decoded images"));
+        ap_tape_reset(&ch->reward_tape);
+        ctx->tmp = &ch->reward_tmp;
+        AP_TRY(ap_reward_forward(ctx, &ch->reward_tape, ch->reward, &ch->reward_sv, ch->lv_reward,
+                                 ch->lv_loss, &ti, io->prompts));
+        int64_t bad = ap_first_nonfinite(ch->lv_loss, b); /* host scalars */
+        if (bad >= 0)
+            return ap_fail("chain: DRaFT-LV draw %d: non-finite loss %g for sample %lld", j,
+                           (double)ch->lv_loss[bad], (long long)bad);
+        AP_TRY(ap_reward_backward(ctx, &ch->reward_tape, ch->reward, &ch->reward_sv, &tdi, dl));
+        ctx->tmp = &ch->vae_tmp;
+        AP_TRY(ap_vae_backward(ctx, &ch->vae_tape, ch->vae, &ch->vae_sv, &tdx, &tdi));
+        /* deps = c_eps dx^ (x' is a constant: its gradient is not wanted) */
+        ctx->tmp = &ch->unet_tmp;
+        AP_TRY(ap_ddim_step_backward(ctx, &ch->sched, i, NULL, &tdeps, &tdx, &tx, &te));
+        for (int k = 0; k < b; k++) {
+            AP_TRY(ap_sampler_inputs(ctx, sm, &tx, uncond, cond, k, t));
+            ap_tape_reset(&ch->unet_tape);
+            AP_TRY(ap_unet_forward(ctx, &ch->unet_tape, ch->unet, &ch->unet_sv, &sm->eps2, &sm->x2,
+                                   &sm->t2, &sm->ctx2));
+            ap_tensor dk = ap_rows(&tdeps, k, 1);
+            AP_TRY(ap_copy(ctx, &d2u, &dk));
+            AP_TRY(ap_guidance_backward(ctx, &d2u, &d2c, &d2u, ch->guidance));
+            AP_TRY(ap_unet_backward(ctx, &ch->unet_tape, ch->unet, &ch->unet_sv, NULL, &td2));
+        }
+    }
+    return AP_OK;
+}
+
 /* kb_u = CFG of the base model (no LoRA, no tape) on the sampler's inputs;
  * kb2 (2, C, h, w) receives [eps_u; eps_c] first. */
 static int base_prediction(ap_chain *ch, ap_ctx *ctx, const ap_sampler *sm, const ap_tensor *kb2,
@@ -189,6 +280,10 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     if (io->dkl && (!ch->has_base || !io->dloss || !io->kl))
         return ap_fail("chain: dkl (the regulariser toward the base model) needs "
                        "ap_chain_set_base, dloss and kl");
+    if (io->lv_n < 0 || (io->lv_n > 0 && (!ch->has_lv || !io->lv_noise || io->dkl)))
+        return ap_fail("chain: DRaFT-LV with %d draws: expected >= 0, after ap_chain_set_lv, "
+                       "with lv_noise and without dkl", io->lv_n);
+    const int lv = io->dloss && io->lv_n > 0;
     const int64_t C = ch->C, h = ch->h, w = ch->w;
     const ap_sampler sm = sampler(ch);
     /* latents x_0 .. x_S (S + 1, b, C, h, w); the combined eps of every step
@@ -217,7 +312,9 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     }
     ap_tensor xS = ap_row(&lat, S);
     ap_tensor ti = ap_t4(ch->image, b, 3, ch->H, ch->W);
-    ap_tape *vt = io->dloss ? &ch->vae_tape : NULL, *rt = io->dloss ? &ch->reward_tape : NULL;
+    /* DRaFT-LV differentiates its draws' decodes, not x_S's */
+    ap_tape *vt = io->dloss && !lv ? &ch->vae_tape : NULL;
+    ap_tape *rt = io->dloss && !lv ? &ch->reward_tape : NULL;
     ap_tape_reset(&ch->vae_tape);
     ctx->tmp = &ch->vae_tmp;
     AP_TRY(ap_vae_forward(ctx, vt, ch->vae, &ch->vae_sv, &ti, &xS));
@@ -235,6 +332,7 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
         return ap_fail("chain: non-finite loss %g for sample %lld (%s reward)",
                        (double)io->loss[bad], (long long)bad, ap_reward_name(ch->reward));
     if (!io->dloss) return AP_OK;
+    if (lv) return lv_backward(ch, ctx, io, &sm, &xS, &uncond, &cond);
 
     /* backward: reward -> image -> VAE -> x_S */
     ap_tensor tdi = ap_t4(ch->dimage, b, 3, ch->H, ch->W), tdx = ap_t4(ch->dx, b, C, h, w);

@@ -25,6 +25,15 @@
  *   KL_k = sum_{attached i} |d_i|^2 / (A_k C h w)      (A_k: attached steps of k)
  * and dKL_k/deps = 2 d / (A_k C h w) is added to the step's deps scaled by
  * io->dkl[k]; the base prediction is a constant (no gradient through it).
+ *
+ * DRaFT-LV (docs/draft.md §1; after ap_chain_set_lv, when io->lv_n > 0):
+ * the forward samples x_S as above (its reward and loss are io's); the
+ * gradient is instead the mean over n draws j of the gradient of
+ *   x'_j = sqrt(a_t) sg(x_S) + sqrt(1 - a_t) e_j     (t = timesteps[S-1], e_j = io->lv_noise[j])
+ *   x^_j = DDIM step S-1 (x'_j, CFG(UNet(x'_j)));  loss_b(VAE(x^_j))
+ * each through its last-step UNet call only (dloss / n per draw; io->attached
+ * is not read). Memory: one sample's UNet tape as above, the VAE's and the
+ * reward's for one draw at a time.
  */
 #ifndef AP_TRAIN_CHAIN_H
 #define AP_TRAIN_CHAIN_H
@@ -58,6 +67,9 @@ typedef struct ap_chain {
     int has_base;
     float *kb2;               /* (2, C, h, w) base predictions, then the KL difference */
     float *kl1;               /* (1) |difference|^2 */
+    int has_lv;               /* ap_chain_set_lv */
+    float *lv_x, *lv_eps, *lv_xo, *lv_e;   /* (cap, C, h, w) x', its CFG eps, x^, e_j */
+    float *lv_loss, *lv_reward;            /* (cap) host: one draw's losses and rewards */
     ap_vae_saved vae_sv;
     ap_reward_saved reward_sv;
     float *lat;               /* (S + 1, cap, C, h, w) latents */
@@ -80,6 +92,8 @@ void ap_chain_free(ap_chain *ch);
  * UNet without LoRA (models/unet.h: ap_unet_base_view) and one sample's
  * buffers for its predictions. Epsilon-prediction models only. */
 int ap_chain_set_base(ap_chain *ch);
+/* Enable DRaFT-LV (io->lv_n): buffers for one draw of the micro-batch. */
+int ap_chain_set_lv(ap_chain *ch);
 
 typedef struct ap_chain_io {
     int b;                          /* samples in this micro-batch (<= cap) */
@@ -97,6 +111,8 @@ typedef struct ap_chain_io {
     const float *dkl;               /* (b) d(objective)/d(KL_b), e.g. kl_coeff / N; NULL: no
                                      * regulariser (needs ap_chain_set_base and dloss) */
     float *kl;                      /* (b) out with dkl: KL_b (docs/draft.md §2) */
+    int lv_n;                       /* DRaFT-LV draws (docs/draft.md §1); 0: off */
+    const float *lv_noise;          /* (lv_n, b, C, h, w) e_j, with lv_n */
 } ap_chain_io;
 
 /* Forward and (when dloss) backward of one micro-batch. */
