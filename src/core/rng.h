@@ -25,7 +25,8 @@ static inline double ap_unit53(uint64_t r) { return (double)(r >> 11) * 0x1.0p-5
  * randomness never depends on which rank or micro-batch draws it. */
 enum {
     AP_KEY_NOISE = 1, AP_KEY_PROMPT = 2, AP_KEY_TRUNC = 3, AP_KEY_LORA = 4,
-    AP_KEY_EVAL_NOISE = 5, AP_KEY_EVAL_PROMPT = 6
+    AP_KEY_EVAL_NOISE = 5, AP_KEY_EVAL_PROMPT = 6,
+    AP_KEY_LV_NOISE = 7 /* DRaFT-LV's draws: (epoch, sample index * 64 + draw) */
 };
 static inline uint64_t ap_key(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b) {
     uint64_t s = seed ^ 0x5851F42D4C957F2Dull;

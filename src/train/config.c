@@ -82,6 +82,7 @@ static const key KEYS[] = {
     {"truncated_backprop_minmax", K_PAIR, F(truncated_backprop_minmax), 0, 0, 1000, "[35, 45]", 0, "random K bounds, inclusive"},
     {"trunc_backprop_timestep", K_INT, F(trunc_backprop_timestep), 0, 0, 1000, "100", 0, "fixed truncation: steps i >= this attached"},
     {"truncated_backprop_mode", K_ENUM, NOSTORE, 0, 0, "per_step", "per_step|per_trajectory", "random K per step (main.py) or per sample (paper)"},
+    {"draft_lv_n", K_INT, F(draft_lv_n), 0, 0, 64, "0", 0, "DRaFT-LV: with K = 1, the gradient is the mean over N re-noised copies of the last step (0: off; docs/draft.md §1)"},
     {"kl_coeff", K_DOUBLE, F(kl_coeff), 0, 0, BIG, "0", 0, "DRaFT+ regulariser: + kl_coeff x mean over samples of the mean squared difference between the LoRA and base models' guided noise predictions at the attached steps (0: off; docs/draft.md §2)"},
     {"train.loss_coeff", K_DOUBLE, F(loss_coeff), 0, -BIG, BIG, "1.0", 0, "loss multiplier"},
     {"train.learning_rate", K_DOUBLE, F(learning_rate), 0, 1e-300, 1e3, "3e-4", 0, "AdamW learning rate"},
@@ -676,6 +677,18 @@ static int check(conv *cv) {
         k = key_index("trunc_backprop_timestep");
         return bad_value(r, k, scalar(r, k, NULL), "0..steps (%d) when truncated_backprop is on and "
                          "truncated_backprop_rand is off (steps i >= it are attached)", c->steps);
+    }
+    if (c->draft_lv_n > 0 && (!c->truncated_backprop || c->truncated_backprop_rand ||
+                              c->trunc_backprop_timestep != c->steps - 1)) {
+        k = key_index("draft_lv_n");
+        return bad_value(r, k, scalar(r, k, NULL), "0 unless backprop is truncated to the last step "
+                         "(K = 1: truncated_backprop true, truncated_backprop_rand false, "
+                         "trunc_backprop_timestep = steps - 1 = %d; docs/draft.md §1)", c->steps - 1);
+    }
+    if (c->draft_lv_n > 0 && c->kl_coeff > 0) {
+        k = key_index("draft_lv_n");
+        return bad_value(r, k, scalar(r, k, NULL), "0 when kl_coeff > 0 (the two are not combined; "
+                         "docs/draft.md)");
     }
     if (c->total_samples_per_epoch % c->total_batch_size) {
         k = key_index("train.total_samples_per_epoch");

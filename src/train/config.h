@@ -110,6 +110,7 @@ typedef struct ap_train_config {
     double adam_epsilon;               /* train.adam_epsilon */
     double max_grad_norm;              /* train.max_grad_norm (> 0; clipping always on) */
     double loss_coeff;                 /* train.loss_coeff */
+    int draft_lv_n;                    /* draft_lv_n: DRaFT-LV draws (0: off) */
     double kl_coeff;                   /* kl_coeff: regulariser toward the base model (>= 0, 0: off) */
     int total_samples_per_epoch;       /* train.total_samples_per_epoch */
     int total_batch_size;              /* train.total_batch_size: samples per optimizer step */

@@ -77,6 +77,7 @@ int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, i
                          cfg->steps, (float)cfg->guidance_scale, cap, res, res, t->max_pos, t->C));
     j->chain.sched.eta = (float)cfg->eta;
     if (cfg->kl_coeff > 0) AP_TRY(ap_chain_set_base(&j->chain)); /* docs/draft.md §2 */
+    if (cfg->draft_lv_n > 0) AP_TRY(ap_chain_set_lv(&j->chain)); /* docs/draft.md §1 */
     AP_TRY(ap_adamw_init(&j->opt, (int64_t)j->sd.unet.lora.total));
     j->gacc = ap_malloc(j->sd.unet.lora.total * sizeof(float), "step gradient");
     if (!j->gacc) return AP_ERR;

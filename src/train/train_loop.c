@@ -110,10 +110,13 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
     unsigned char *att = ap_malloc((size_t)j->cap * (size_t)S, "attached steps");
     float dloss[256], loss[256], rew[256], part[AP_REWARD_MAX_PARTS * 256];
     float dkl[256], kl[256]; /* the regulariser toward the base model (docs/draft.md §2) */
-    const int reg = j->cfg->kl_coeff > 0;
+    const int reg = j->cfg->kl_coeff > 0, nlv = j->cfg->draft_lv_n;
+    /* DRaFT-LV's draws (nlv, b, C, h, w), keyed by (epoch, sample, draw) */
+    float *lvn = nlv ? ap_malloc((size_t)nlv * (size_t)(j->cap * n) * sizeof(float),
+                                 "DRaFT-LV noise draws") : NULL;
     const char *pr[256];
     const int np = ap_reward_parts(j->reward);
-    int rc = (!noise || !att) ? AP_ERR : AP_OK;
+    int rc = (!noise || !att || (nlv && !lvn)) ? AP_ERR : AP_OK;
     if (j->cap > 256) rc = ap_fail("per_gpu_capacity %d: at most 256 supported", j->cap);
     for (int g = 0; g < p->micro_batches && !rc; g++) {
         int lo = p->first[r] + g * j->cap, hi = p->first[r] + p->share[r];
@@ -129,13 +132,16 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
             st->attached[lo + i] = (float)na;
             dloss[i] = (float)(j->cfg->loss_coeff / N);
             dkl[i] = (float)(j->cfg->kl_coeff / N);
+            for (int q = 0; q < nlv; q++)
+                ap_job_noise(j, AP_KEY_LV_NOISE, epoch, k * 64 + q, lvn + ((size_t)q * b + i) * n);
         }
         if (!rc) rc = ap_job_encode(j, pr, b, j->cond);
         ap_chain_io io = {.b = b, .noise = noise, .cond = j->cond, .uncond = j->uncond,
                           .prompts = pr, .attached = att, .dloss = dloss, .loss = loss,
                           .reward = rew, .parts = np ? part : NULL,
                           .images = ap_tblog_train_images(j, lo, b),
-                          .dkl = reg ? dkl : NULL, .kl = reg ? kl : NULL};
+                          .dkl = reg ? dkl : NULL, .kl = reg ? kl : NULL,
+                          .lv_n = nlv, .lv_noise = lvn};
         ap_unet_zero_lora_grads(&j->sd.unet);
         if (!rc) rc = ap_chain_run(&j->chain, &j->ctx, &io);
         const size_t nl = j->sd.unet.lora.total;
@@ -155,7 +161,7 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
         for (int i = 0; i < b && !rc; i++) mv += (rew[i] - mb / b) * (rew[i] - mb / b);
         if (!rc && b > 1) st->sums[2] += sqrt(mv / (b - 1)), st->sums[3] += 1;
     }
-    free(noise), free(att);
+    free(noise), free(att), free(lvn);
     return rc;
 }
 
