@@ -19,8 +19,6 @@
 #include "ops/rows.h"
 #include "pipeline/sampler.h"
 
-#define AP_CHAIN_LV_MAX_B 256 /* per_gpu_capacity's bound (config.c) */
-
 static size_t lat_n(const ap_chain *ch) { return (size_t)(ch->C * ch->h * ch->w); }
 
 static float *falloc(size_t n, const char *what, size_t *total) {
@@ -143,7 +141,9 @@ int ap_chain_set_lv(ap_chain *ch) {
     ch->lv_e = falloc(c * n, "DRaFT-LV noise draw", &tot);
     ch->lv_loss = ap_malloc(c * sizeof(float), "DRaFT-LV losses");
     ch->lv_reward = ap_malloc(c * sizeof(float), "DRaFT-LV rewards");
-    if (!ch->lv_x || !ch->lv_eps || !ch->lv_xo || !ch->lv_e || !ch->lv_loss || !ch->lv_reward)
+    ch->lv_dloss = ap_malloc(c * sizeof(float), "DRaFT-LV loss gradients");
+    if (!ch->lv_x || !ch->lv_eps || !ch->lv_xo || !ch->lv_e || !ch->lv_loss || !ch->lv_reward ||
+        !ch->lv_dloss)
         return AP_ERR;
     ch->has_lv = 1;
     ch->planned_bytes += tot;
@@ -154,7 +154,7 @@ void ap_chain_free(ap_chain *ch) {
     if (ch->has_base) ap_unet_base_view_free(&ch->base);
     free(ch->kb2), free(ch->kl1);
     free(ch->lv_x), free(ch->lv_eps), free(ch->lv_xo), free(ch->lv_e);
-    free(ch->lv_loss), free(ch->lv_reward);
+    free(ch->lv_loss), free(ch->lv_reward), free(ch->lv_dloss);
     free(ch->lat), free(ch->eps_store), free(ch->x2), free(ch->eps2), free(ch->d2), free(ch->dx2);
     free(ch->ctx2), free(ch->cond), free(ch->uncond), free(ch->ts2), free(ch->dx), free(ch->deps);
     free(ch->image), free(ch->dimage);
@@ -204,10 +204,7 @@ static int lv_backward(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io, const ap_samp
     ap_tensor td2 = ap_t4(ch->d2, 2, C, h, w);
     ap_tensor d2u = ap_rows(&td2, 0, 1), d2c = ap_rows(&td2, 1, 1);
     ap_tensor eu = ap_rows(&sm->eps2, 0, 1), ec = ap_rows(&sm->eps2, 1, 1);
-    float dl[AP_CHAIN_LV_MAX_B];
-    if (b > AP_CHAIN_LV_MAX_B)
-        return ap_fail("chain: DRaFT-LV with %d samples per micro-batch: expected <= %d", b,
-                       AP_CHAIN_LV_MAX_B);
+    float *dl = ch->lv_dloss;
     for (int k = 0; k < b; k++) dl[k] = io->dloss[k] / (float)io->lv_n; /* the mean over draws */
     for (int j = 0; j < io->lv_n; j++) {
         /* x' = sqrt(a_t) x_S + sqrt(1 - a_t) e_j */
@@ -358,7 +355,6 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     ap_tensor kbu = ap_rows(&kb2, 0, 1), kbc = ap_rows(&kb2, 1, 1);
     ap_tensor kdiff = ap_reshape(&kbc, 2, (int64_t[]){1, n});
     for (int k = 0; io->dkl && k < b; k++) io->kl[k] = 0;
-    const ap_sampler *smp = &sm;
     for (int i = S - 1; i >= first; i--) {
         ap_tensor xi = ap_row(&lat, i), ei = ch->eps_store ? ap_row(&eps_keep, i) : (ap_tensor){0};
         /* dx <- c_x dx (the latent path), deps = c_eps dx */
@@ -372,7 +368,7 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
             if (!io->attached[(size_t)k * S + i]) continue;
             AP_TRY(ap_sampler_inputs(ctx, &sm, &xi, &uncond, &cond, k, ch->sched.timesteps[i]));
             if (io->dkl) /* the base model's combined prediction, no tape: kb_u */
-                AP_TRY(base_prediction(ch, ctx, smp, &kb2, &kbu, &kbc));
+                AP_TRY(base_prediction(ch, ctx, &sm, &kb2, &kbu, &kbc));
             ap_tape_reset(&ch->unet_tape);
             AP_TRY(ap_unet_forward(ctx, &ch->unet_tape, ch->unet, &ch->unet_sv, &sm.eps2, &sm.x2,
                                    &sm.t2, &sm.ctx2));

@@ -69,7 +69,7 @@ typedef struct ap_chain {
     float *kl1;               /* (1) |difference|^2 */
     int has_lv;               /* ap_chain_set_lv */
     float *lv_x, *lv_eps, *lv_xo, *lv_e;   /* (cap, C, h, w) x', its CFG eps, x^, e_j */
-    float *lv_loss, *lv_reward;            /* (cap) host: one draw's losses and rewards */
+    float *lv_loss, *lv_reward, *lv_dloss; /* (cap) host: one draw's losses, rewards, dloss / n */
     ap_vae_saved vae_sv;
     ap_reward_saved reward_sv;
     float *lat;               /* (S + 1, cap, C, h, w) latents */
