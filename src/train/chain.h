@@ -40,6 +40,10 @@ typedef struct ap_chain {
     int64_t H, W;             /* image size */
     /* workspaces (planned once by ap_chain_init from dry runs); the chain
      * must not move after it (the tapes point at its arenas) */
+    const struct ap_backend *be;        /* the backend whose memory holds every buffer below */
+    ap_device device;
+    void *stream;
+    ap_arena bufs;                      /* one block: the tensors below, carved */
     ap_arena phase;                     /* one block: the UNet's workspaces or the VAE's */
     ap_arena unet_mem, unet_tmp;        /* views of phase: UNet tape and temporaries */
     ap_arena vae_mem, vae_tmp;          /* views of phase: VAE tape and temporaries */
@@ -48,6 +52,7 @@ typedef struct ap_chain {
     ap_unet_saved unet_sv;
     ap_vae_saved vae_sv;
     ap_reward_saved reward_sv;
+    /* tensor data on the context's device (carved from bufs) */
     float *lat;               /* (S + 1, cap, C, h, w) latents */
     float *eps_store;         /* (S, cap, C, h, w) combined eps, only with clip_sample */
     float *cond, *uncond;                   /* (cap, L, D), (1, L, D): io's embeddings */
@@ -55,7 +60,8 @@ typedef struct ap_chain {
     float *d2, *dx2;                        /* UNet gradients (2, ...): one sample */
     float *dx, *deps, *image, *dimage;      /* (cap, ...) */
     float *loss_b;                          /* (cap) */
-    size_t planned_bytes;     /* everything above, for the report */
+    size_t planned_bytes;     /* everything above (bufs, phase, reward arenas): the
+                               * bytes ap_chain_init takes with ap_arena_init_on */
 } ap_chain;
 
 /* Plan for micro-batches up to cap samples of image size H x W. */
