@@ -214,6 +214,8 @@ void ap_arena_on_stats(long *blocks, size_t *bytes) {
 
 int ap_arena_init_on(ap_ctx *ctx, ap_arena *a, size_t bytes, const char *what) {
     bytes = ap_align64(bytes);
+    /* a dry run touches no tensor: an unbacked measuring arena, not counted */
+    if (ctx->dry_run) return ap_arena_init_measure(a, what);
     if (ctx->device == AP_CPU || !ctx->be || !ctx->be->alloc) {
         AP_TRY(ap_arena_init(a, bytes, what));
     } else {

@@ -126,7 +126,8 @@ void ap_unbacked_free(void *p, size_t bytes);
 int ap_arena_init(ap_arena *a, size_t bytes, const char *what);
 /* An arena whose block lives where ctx's ops run: on the CPU backend
  * ap_arena_init's guarded mapping, elsewhere one allocation of the
- * backend's alloc (device memory on CUDA, no guard page). Free with
+ * backend's alloc (device memory on CUDA, no guard page); on a dry-run
+ * context a measuring arena (never backed, not counted). Free with
  * ap_arena_free_on and the same context. Every block made here is counted
  * (ap_arena_on_stats), so tests can check that a step's planned memory all
  * comes from here and that a step allocates nothing (docs/backend.md §4). */

@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "io/lora_file.h"
 #include "io/weights.h"
+#include "ops/memory.h"
 #include "ops/rows.h"
 #include "pipeline/sampler.h"
 #include "sd_internal.h"
@@ -69,6 +70,18 @@ void ap_sd_close(ap_sd *sd) {
 
 int ap_sd_default_size(const ap_sd *sd) {
     return sd->unet.cfg.sample_size * (1 << (sd->vae.cfg.n_blocks - 1));
+}
+
+int ap_sd_place(ap_ctx *ctx, ap_sd *sd) {
+    AP_TRY(ap_params_place(ctx, &sd->text.params));
+    AP_TRY(ap_unet_place(ctx, &sd->unet));
+    return ap_params_place(ctx, &sd->vae.params);
+}
+
+void ap_sd_unplace(ap_ctx *ctx, ap_sd *sd) {
+    ap_params_unplace(ctx, &sd->text.params);
+    ap_unet_unplace(ctx, &sd->unet);
+    ap_params_unplace(ctx, &sd->vae.params);
 }
 
 int ap_sd_latent_size(const ap_sd *sd, int height, int width, int *h, int *w) {

@@ -119,7 +119,7 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, const ap_unet *unet, const ap_vae *
     if (!rc) rc = ap_arena_init_on(ctx, &ch->reward_mem, rt, "reward tape");
     if (!rc) rc = ap_arena_init_on(ctx, &ch->reward_tmp, rm, "reward temporaries");
     if (!rc) rc = ap_unet_saved_init(&ch->unet_sv, unet);
-    if (!rc) rc = ap_reward_saved_init(&ch->reward_sv, reward, cap);
+    if (!rc) rc = ap_reward_saved_init(ctx, &ch->reward_sv, reward, cap);
     if (rc) {
         ap_chain_free(ch);
         return AP_ERR;
@@ -127,7 +127,7 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, const ap_unet *unet, const ap_vae *
     ch->unet_tape = ap_tape_on(&ch->unet_mem);
     ch->vae_tape = ap_tape_on(&ch->vae_mem);
     ch->reward_tape = ap_tape_on(&ch->reward_mem);
-    ch->planned_bytes = ch->bufs.cap + phase + rt + rm;
+    ch->planned_bytes = ch->bufs.cap + phase + rt + rm + ap_reward_saved_bytes(&ch->reward_sv);
     return AP_OK;
 }
 
@@ -135,7 +135,7 @@ void ap_chain_free(ap_chain *ch) {
     /* the backend that made the blocks frees them */
     ap_ctx owner = {.be = ch->be, .device = ch->device, .stream = ch->stream};
     ap_unet_saved_free(&ch->unet_sv);
-    ap_reward_saved_free(&ch->reward_sv);
+    ap_reward_saved_free(&owner, &ch->reward_sv);
     ap_arena_free_on(&owner, &ch->bufs);
     ap_arena_free_on(&owner, &ch->reward_mem);
     ap_arena_free_on(&owner, &ch->reward_tmp);

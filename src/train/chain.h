@@ -60,7 +60,8 @@ typedef struct ap_chain {
     float *d2, *dx2;                        /* UNet gradients (2, ...): one sample */
     float *dx, *deps, *image, *dimage;      /* (cap, ...) */
     float *loss_b;                          /* (cap) */
-    size_t planned_bytes;     /* everything above (bufs, phase, reward arenas): the
+    size_t planned_bytes;     /* everything above (bufs, phase, reward arenas and the
+                               * reward's saved tensors): the
                                * bytes ap_chain_init takes with ap_arena_init_on */
 } ap_chain;
 

@@ -3,8 +3,9 @@
  *
  * On the tiny saved pipeline of test_chain_golden with the demo reward:
  * ap_chain_init takes exactly planned_bytes through ap_arena_init_on (the
- * arenas that are device memory on CUDA, guarded mappings on the CPU) in 4
- * blocks (buffers, UNet/VAE phase, reward tape, reward temporaries), and
+ * arenas that are device memory on CUDA, guarded mappings on the CPU) in 5
+ * blocks (buffers, UNet/VAE phase, reward tape, reward temporaries, the
+ * reward's saved tensors), and
  * three full steps (forward, backward through every attached step) then
  * allocate nothing: no further block, and the context's scratch neither
  * grows nor moves. The same counters hold on CUDA, where the chain's host
@@ -55,8 +56,8 @@ int main(void) {
                        tt->max_pos, tt->C);
     if (!tu_check(rc == 0, "chain init%s%s", rc ? ": " : "", rc ? ap_errmsg() : "")) return tu_exit();
     ap_arena_on_stats(&blocks1, &bytes1);
-    tu_check(bytes1 - bytes0 == ch.planned_bytes && blocks1 - blocks0 == 4,
-             "ap_chain_init: %ld blocks, %zu bytes through ap_arena_init_on; planned_bytes %zu in 4 "
+    tu_check(bytes1 - bytes0 == ch.planned_bytes && blocks1 - blocks0 == 5,
+             "ap_chain_init: %ld blocks, %zu bytes through ap_arena_init_on; planned_bytes %zu in 5 "
              "blocks (exact)", blocks1 - blocks0, bytes1 - bytes0, ch.planned_bytes);
     tu_check(ch.device == ctx.device && ch.bufs.cap > 0,
              "chain buffers (%zu bytes) on the context's device (%s)", ch.bufs.cap, ctx.be->name);
