@@ -19,14 +19,15 @@ set -u
 # Modules: where the cluster provides the toolchain as environment modules,
 # load what the build used (names differ per site), e.g.:
 #   module load gcc/12 openmpi/4.1 hdf5/1.10 openblas libyaml
-#   module load cuda/12.2            # GPU scripts, once the CUDA backend runs
+#   module load cuda/12.2            # GPU scripts (docs/cuda.md §6: wired, never run on a GPU yet)
 # the repository: $AP_ROOT, else the submit directory, else the job's working directory
 root=${AP_ROOT:-${SLURM_SUBMIT_DIR:-.}}
 [ -f "$root/jobs/lib.sh" ] || root=$PWD
 cd "$root" || exit 1
 . jobs/lib.sh
 # the GPU backend: ap_job_run's --dry-run refuses the job (exit 2, not
-# requeued) where this build has no CUDA backend; AP_BACKEND=cpu overrides
+# requeued) where this build has no CUDA backend, a node no GPU or fewer GPUs
+# than ranks (docs/cuda.md §6); AP_BACKEND=cpu overrides
 export AP_BACKEND=${AP_BACKEND:-cuda}
 config=${1:-configs/aesthetic.yaml}
 [ $# -gt 0 ] && shift

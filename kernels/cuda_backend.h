@@ -40,6 +40,10 @@ void ap_cuda_ctx_free(ap_ctx *ctx);
 int ap_cuda_arena_init(ap_ctx *ctx, ap_arena *a, size_t bytes, const char *what);
 void ap_cuda_arena_free(ap_ctx *ctx, ap_arena *a);
 
+/* Registers this backend with src/ops/select.h, so `backend: cuda` and
+ * sample --backend cuda select it (kernels/cuda_select.cu); once, at start. */
+void ap_cuda_provide(void);
+
 /* cudaMalloc calls made by this process through the backend (alloc,
  * arenas, scratch): tests check it does not grow inside a loop. */
 long ap_cuda_malloc_count(void);

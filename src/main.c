@@ -5,6 +5,10 @@
 #include "cli/commands.h"
 #include "core/err.h"
 #include "core/isa.h"
+#include "ops/select.h"
+#ifdef AP_HAVE_CUDA
+#include "cuda_backend.h" /* kernels/: ap_cuda_provide */
+#endif
 
 #ifndef AP_VERSION
 #define AP_VERSION "unknown"
@@ -33,6 +37,9 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+#ifdef AP_HAVE_CUDA
+    ap_cuda_provide(); /* `backend: cuda`, sample --backend cuda (docs/cuda.md §6) */
+#endif
     if (argc >= 2 && !strcmp(argv[1], "sample")) return ap_cmd_sample(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "report")) return ap_cmd_report(argc - 1, argv + 1);
     /* LoRA layouts and inspection (docs/lora.md) */
@@ -50,6 +57,8 @@ int main(int argc, char **argv) {
         }
         printf("alignprop-mpi %s\n", AP_VERSION);
         printf("%s\n", ap_cpu_describe(cpu, sizeof cpu));
+        ap_backend_describe(cpu, sizeof cpu);
+        printf("%s\n", cpu);
         return 0;
     }
     if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {

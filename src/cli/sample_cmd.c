@@ -14,6 +14,7 @@
 
 #include "cli/commands.h"
 #include "core/err.h"
+#include "ops/select.h"
 #include "io/atomic.h"
 #include "core/path.h"
 #include "io/png.h"
@@ -59,6 +60,8 @@ static void usage(FILE *f) {
             "  --precision P     fp32 (default), bf16 or fp16: the dtype the frozen UNet and VAE\n"
             "                    weights are stored in (widened to fp32 as they are used: about\n"
             "                    half the weight memory; the images differ slightly from fp32's)\n"
+            "  --backend B       cpu (default) or cuda: one GPU per MPI rank, the node-local\n"
+            "                    rank's (refused naming why when the build or machine has none)\n"
             "  --help            this help\n"
             "\n"
             "Under mpirun, image k is sampled on rank k mod the number of ranks.\n"
@@ -249,11 +252,13 @@ int ap_cmd_sample(int argc, char **argv) {
         {"width", required_argument, 0, 'W'},   {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
         {"tokenizer", required_argument, 0, 'k'}, {"config-dir", required_argument, 0, 'C'},
-        {"precision", required_argument, 0, 'r'}, {0, 0, 0, 0}};
+        {"precision", required_argument, 0, 'r'}, {"backend", required_argument, 0, 'B'},
+        {0, 0, 0, 0}};
     const char *model = NULL, *lora = NULL, *out = "samples", *tok = NULL, *cfg_dir = NULL;
     long long tiny = -1, steps = 50, seed = 0, height = 0, width = 0, batch = 1, threads = 0;
     double guidance = 7.5;
     ap_dtype precision = AP_F32;
+    const char *backend = "cpu";
     char **prompts = NULL;
     float *images = NULL;
     const char **bp = NULL;
@@ -301,6 +306,11 @@ int ap_cmd_sample(int argc, char **argv) {
             rc = ap_weights_precision_parse(optarg, &precision);
             if (rc) ap_err_prefix("--");
             break;
+        case 'B':
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda"))
+                rc = ap_fail("--backend: expected cpu or cuda, found \"%s\"", optarg);
+            backend = optarg;
+            break;
         case 'h': help = 1; break;
         case ':': rc = ap_fail("%s: expected a value after it", argv[optind - 1]); break;
         default: rc = ap_fail("unknown option \"%s\"", argv[optind - 1]); break;
@@ -326,6 +336,7 @@ int ap_cmd_sample(int argc, char **argv) {
     int usage_err = rc != 0;
     if (!rc && !help && (check_paths(model, single, tok, cfg_dir, lora) || check_out_dir(out)))
         rc = AP_ERR;
+    if (!rc && !help && ap_backend_check(backend)) rc = AP_ERR; /* before any work */
     if (rc) rc = 2;
     rc = sync_phase(&ds, rc, usage_err ? " (see --help)" : "");
     if (rc) goto done;
@@ -349,19 +360,22 @@ int ap_cmd_sample(int argc, char **argv) {
     }
 
     /* ---- phase 3: load; image size and steps against the model */
-    if (ap_ctx_init(&ctx, (int)threads)) {
+    if (ap_backend_ctx_init(&ctx, backend, (int)threads, 0)) {
         fprintf(stderr, "alignprop-mpi sample: %s\n", ap_errmsg());
         rc = 2;
         goto done;
     }
     ctx_open = 1;
-    ap_ctx_pin_threads(&ctx);
+    if (ctx.device == AP_CPU) ap_ctx_pin_threads(&ctx);
     double t0 = now_s();
     if (rank == 0)
         fprintf(stderr, "loading %s%s%s (%d threads%s)\n", model, lora ? " with LoRA " : "",
                 lora ? lora : "", ctx.n_threads, world > 1 ? " per rank" : "");
     ap_weights_set_frozen_dtype(precision); /* after phase 2: tiny.c writes f32 weights */
     if (single ? ap_sd_open_single(&sd, model, tok, cfg_dir, lora) : ap_sd_open(&sd, model, lora)) {
+        rc = 1;
+    } else if (ap_sd_place(&ctx, &sd)) { /* every weight on the device (docs/cuda.md §6) */
+        sd_open = 1;
         rc = 1;
     } else {
         sd_open = 1;
@@ -436,8 +450,8 @@ done:
     free(bp), free(seeds), free(idx);
     free(images);
     ap_prompts_free(prompts, n);
-    if (sd_open) ap_sd_close(&sd);
-    if (ctx_open) ap_ctx_free(&ctx);
+    if (sd_open) ap_sd_unplace(&ctx, &sd), ap_sd_close(&sd);
+    if (ctx_open) ap_backend_ctx_free(&ctx);
     if (ds.on) ap_dist_finalize(&ds.d);
     return rc;
 }

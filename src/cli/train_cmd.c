@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "core/err.h"
+#include "ops/select.h"
 #include "io/atomic.h"
 #include "train/config.h"
 #include "train/dist.h"
@@ -193,11 +194,8 @@ int ap_cmd_train(int argc, char **argv) {
     }
     /* before --dry-run: a dry run refuses what the run refuses (a GPU job
      * script checked with --dry-run must not start without its backend) */
-    if (strcmp(cfg.backend, "cpu") != 0) {
-        if (d.rank == 0)
-            fprintf(stderr, "alignprop-mpi: %s: backend: \"%s\" is not available in this build: "
-                    "expected \"cpu\" (the CUDA backend is not implemented yet)\n", cfg.path,
-                    cfg.backend);
+    if (ap_backend_check(cfg.backend)) {
+        fprintf(stderr, "alignprop-mpi: rank %d: %s: %s\n", d.rank, cfg.path, ap_errmsg());
         code = AP_EXIT_USAGE;
         goto done;
     }

@@ -197,6 +197,50 @@ int ap_arena_init(ap_arena *a, size_t bytes, const char *what) {
     return AP_OK;
 }
 
+static long g_on_blocks;
+static size_t g_on_bytes;
+
+void ap_arena_on_stats(long *blocks, size_t *bytes) {
+    long n;
+    size_t b;
+#pragma omp critical(ap_arena_on)
+    {
+        n = g_on_blocks;
+        b = g_on_bytes;
+    }
+    if (blocks) *blocks = n;
+    if (bytes) *bytes = b;
+}
+
+int ap_arena_init_on(ap_ctx *ctx, ap_arena *a, size_t bytes, const char *what) {
+    bytes = ap_align64(bytes);
+    /* a dry run touches no tensor: an unbacked measuring arena, not counted */
+    if (ctx->dry_run) return ap_arena_init_measure(a, what);
+    if (ctx->device == AP_CPU || !ctx->be || !ctx->be->alloc) {
+        AP_TRY(ap_arena_init(a, bytes, what));
+    } else {
+        memset(a, 0, sizeof *a);
+        a->what = what;
+        if (bytes) {
+            if (!(a->dev = ctx->be->alloc(ctx, bytes, what))) return AP_ERR;
+            a->base = a->dev;
+            a->cap = bytes;
+        }
+    }
+#pragma omp critical(ap_arena_on)
+    {
+        g_on_blocks++;
+        g_on_bytes += bytes;
+    }
+    return AP_OK;
+}
+
+void ap_arena_free_on(ap_ctx *ctx, ap_arena *a) {
+    if (a->dev && ctx->be && ctx->be->free) ctx->be->free(ctx, a->dev);
+    a->dev = NULL;
+    ap_arena_free(a);
+}
+
 ap_arena ap_arena_view(const ap_arena *a, size_t off, size_t bytes, const char *what) {
     ap_arena v;
     memset(&v, 0, sizeof v);

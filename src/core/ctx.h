@@ -42,6 +42,7 @@ typedef struct ap_arena {
     const char *what; /* what the arena holds, for error messages */
     void *map;        /* the mapping (base..cap, then the guard page) */
     size_t map_bytes;
+    void *dev;        /* the block of an arena from a non-CPU backend's alloc */
 } ap_arena;
 
 typedef struct ap_ctx {
@@ -123,6 +124,18 @@ void ap_unbacked_free(void *p, size_t bytes);
  * inaccessible guard page: a write past the plan faults instead of
  * corrupting memory. */
 int ap_arena_init(ap_arena *a, size_t bytes, const char *what);
+/* An arena whose block lives where ctx's ops run: on the CPU backend
+ * ap_arena_init's guarded mapping, elsewhere one allocation of the
+ * backend's alloc (device memory on CUDA, no guard page); on a dry-run
+ * context a measuring arena (never backed, not counted). Free with
+ * ap_arena_free_on and the same context. Every block made here is counted
+ * (ap_arena_on_stats), so tests can check that a step's planned memory all
+ * comes from here and that a step allocates nothing (docs/backend.md §4). */
+int ap_arena_init_on(ap_ctx *ctx, ap_arena *a, size_t bytes, const char *what);
+void ap_arena_free_on(ap_ctx *ctx, ap_arena *a);
+/* blocks made by ap_arena_init_on in this process and their bytes (64-byte
+ * aligned), either pointer may be NULL */
+void ap_arena_on_stats(long *blocks, size_t *bytes);
 /* An arena over bytes of a's block at offset off (both 64-byte multiples
  * within a's capacity), owning nothing: workspaces of phases that never
  * live at the same time share one block. NULL base when it does not fit. */

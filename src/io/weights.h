@@ -35,6 +35,8 @@ typedef struct ap_params {
     size_t total; /* floats */
     float *flat;  /* one allocation for every slot, after ap_params_alloc */
     int unbacked; /* flat from ap_params_alloc_unbacked */
+    void *dev;    /* a copy of flat on a device, where the slots point after
+                   * ops/memory.h's ap_params_place (NULL on the CPU) */
 } ap_params;
 
 /* Storage of frozen weights (mixed_precision): the dtype models keep their

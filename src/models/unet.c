@@ -13,6 +13,8 @@
 #include "core/path.h"
 #include "core/rng.h"
 #include "io/lora_file.h"
+#include "ops/memory.h"
+#include "ops/rows.h"
 
 typedef struct {
     char pre[64];
@@ -231,6 +233,23 @@ static const char *const unet_keep_f32[] = {NULL}; /* every weight matrix: froze
 
 void ap_unet_store_frozen(ap_unet *m) { ap_params_store_frozen(&m->params, unet_keep_f32); }
 
+/* Point each LoRA's gradient tensors into the flat gradient block at base
+ * on device dev. Each transformer declared 16 slots: lora[i].down,
+ * lora[i].up for i = 0..7. */
+static void bind_grads(ap_unet *m, float *base, ap_device dev) {
+    int k = 0;
+    for (int t = 0; t < m->n_tf; t++)
+        for (int i = 0; i < 8; i++, k += 2) {
+            ap_lora *l = &m->tf[t].lora[i];
+            l->ddown = m->lora.items[k].t;
+            l->ddown.data = base + m->lora.items[k].offset;
+            l->ddown.device = dev;
+            l->dup = m->lora.items[k + 1].t;
+            l->dup.data = base + m->lora.items[k + 1].offset;
+            l->dup.device = dev;
+        }
+}
+
 /* Allocate weights and LoRA (unbacked: address space only, for dry runs),
  * the LoRA gradient buffer, and point each LoRA's gradients into it. */
 static int alloc(ap_unet *m, int unbacked) {
@@ -242,16 +261,7 @@ static int alloc(ap_unet *m, int unbacked) {
                     : ap_params_alloc(&m->lora, "UNet LoRA"));
     m->lora_grad = ap_calloc(m->lora.total ? m->lora.total : 1, sizeof(float), "UNet LoRA grads");
     if (!m->lora_grad) return AP_ERR;
-    /* each transformer declared 16 slots: lora[i].down, lora[i].up for i = 0..7 */
-    int k = 0;
-    for (int t = 0; t < m->n_tf; t++)
-        for (int i = 0; i < 8; i++, k += 2) {
-            ap_lora *l = &m->tf[t].lora[i];
-            l->ddown = m->lora.items[k].t;
-            l->ddown.data = m->lora_grad + m->lora.items[k].offset;
-            l->dup = m->lora.items[k + 1].t;
-            l->dup.data = m->lora_grad + m->lora.items[k + 1].offset;
-        }
+    bind_grads(m, m->lora_grad, AP_CPU);
     return AP_OK;
 }
 
@@ -348,7 +358,46 @@ int ap_unet_init_lora(ap_unet *m, uint64_t seed) {
 }
 
 void ap_unet_zero_lora_grads(ap_unet *m) {
-    if (m->lora_grad) memset(m->lora_grad, 0, m->lora.total * sizeof(float));
+    if (m->lora_grad) memset(m->lora_grad, 0, m->lora.total * sizeof(float)); /* host: */
+}
+
+/* the gradient block as one tensor, where the backward accumulates */
+static ap_tensor grad_block(const ap_unet *m) {
+    ap_tensor t = ap_t1(m->lora_grad_dev ? m->lora_grad_dev : m->lora_grad, (int64_t)m->lora.total);
+    t.device = m->lora_grad_dev ? m->lora.items[0].t.device : AP_CPU;
+    return t;
+}
+
+int ap_unet_place(ap_ctx *ctx, ap_unet *m) {
+    AP_TRY(ap_params_place(ctx, &m->params));
+    if (ctx->device == AP_CPU || !m->lora_rank || m->lora_grad_dev || m->lora.unbacked) return AP_OK;
+    AP_TRY(ap_params_place(ctx, &m->lora));
+    if (!(m->lora_grad_dev = ap_dev_alloc(ctx, m->lora.total * sizeof(float), "UNet LoRA grads")))
+        return AP_ERR;
+    bind_grads(m, m->lora_grad_dev, ctx->device);
+    return ap_unet_zero_lora_grads_on(ctx, m);
+}
+
+void ap_unet_unplace(ap_ctx *ctx, ap_unet *m) {
+    ap_params_unplace(ctx, &m->params);
+    ap_params_unplace(ctx, &m->lora);
+    if (m->lora_grad_dev) {
+        ap_dev_free(ctx, m->lora_grad_dev);
+        m->lora_grad_dev = NULL;
+        bind_grads(m, m->lora_grad, AP_CPU);
+    }
+}
+
+int ap_unet_zero_lora_grads_on(ap_ctx *ctx, ap_unet *m) {
+    if (!m->lora_grad || !m->lora.total) return AP_OK;
+    ap_tensor g = grad_block(m);
+    return ap_fill(ctx, &g, 0.0f);
+}
+
+int ap_unet_lora_grads_read(ap_ctx *ctx, const ap_unet *m, float *host) {
+    if (!m->lora_grad || !m->lora.total) return AP_OK;
+    ap_tensor g = grad_block(m);
+    return ap_tensor_read(ctx, host, &g);
 }
 
 int ap_unet_open(ap_unet *m, const char *dir, int lora_rank) {

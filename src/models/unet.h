@@ -81,7 +81,9 @@ typedef struct ap_unet {
     int lora_rank;                        /* 0: no LoRA */
     ap_params params;                     /* frozen weights, state_dict order */
     ap_params lora;                       /* LoRA A/B, save_attn_procs order */
-    float *lora_grad;                     /* lora.total floats, parallel to lora.flat */
+    float *lora_grad;                     /* lora.total floats, parallel to lora.flat (host) */
+    float *lora_grad_dev;                 /* the gradients on a device after ap_unet_place
+                                           * (what the backward accumulates into); NULL on the CPU */
 
     ap_tensor conv_in_w, conv_in_b;       /* (C0, in, 3, 3), (C0) */
     ap_tensor te1_w, te1_b;               /* (T, C0), (T) time_embedding.linear_1 */
@@ -137,6 +139,17 @@ int ap_unet_load_lora(ap_unet *m, const char *path);
  * PyTorch's RNG stream, so only the distribution matches, not the values. */
 int ap_unet_init_lora(ap_unet *m, uint64_t seed);
 void ap_unet_zero_lora_grads(ap_unet *m);
+
+/* Frozen weights, LoRA and LoRA gradients on ctx's device (docs/cuda.md §6,
+ * ops/memory.h ap_params_place); on the CPU nothing changes. lora.flat and
+ * lora_grad stay the host copies: upload LoRA after changing lora.flat
+ * (ap_params_upload), read the gradients with ap_unet_lora_grads_read. */
+int ap_unet_place(ap_ctx *ctx, ap_unet *m);
+void ap_unet_unplace(ap_ctx *ctx, ap_unet *m);
+/* The LoRA gradients the backward accumulates into, wherever they are: zeroed
+ * / copied to host (lora.total floats). */
+int ap_unet_zero_lora_grads_on(ap_ctx *ctx, ap_unet *m);
+int ap_unet_lora_grads_read(ap_ctx *ctx, const ap_unet *m, float *host);
 
 /* Config + build + alloc + weights from a unet/ directory (config.json inside). */
 int ap_unet_open(ap_unet *m, const char *unet_dir, int lora_rank);

@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "io/lora_file.h"
 #include "io/weights.h"
+#include "ops/memory.h"
 #include "ops/rows.h"
 #include "pipeline/sampler.h"
 #include "sd_internal.h"
@@ -71,6 +72,18 @@ int ap_sd_default_size(const ap_sd *sd) {
     return sd->unet.cfg.sample_size * (1 << (sd->vae.cfg.n_blocks - 1));
 }
 
+int ap_sd_place(ap_ctx *ctx, ap_sd *sd) {
+    AP_TRY(ap_params_place(ctx, &sd->text.params));
+    AP_TRY(ap_unet_place(ctx, &sd->unet));
+    return ap_params_place(ctx, &sd->vae.params);
+}
+
+void ap_sd_unplace(ap_ctx *ctx, ap_sd *sd) {
+    ap_params_unplace(ctx, &sd->text.params);
+    ap_unet_unplace(ctx, &sd->unet);
+    ap_params_unplace(ctx, &sd->vae.params);
+}
+
 int ap_sd_latent_size(const ap_sd *sd, int height, int width, int *h, int *w) {
     int f = 1 << (sd->vae.cfg.n_blocks - 1);
     int u = 1 << (sd->unet.cfg.levels - 1);
@@ -82,7 +95,13 @@ int ap_sd_latent_size(const ap_sd *sd, int height, int width, int *h, int *w) {
     return AP_OK;
 }
 
-/* out (n, L, C): prompts encoded; slot n.. (when uncond) the empty prompt. */
+/* a tensor of the pipeline on ctx's device */
+static ap_tensor on(const ap_ctx *ctx, ap_tensor t) {
+    t.device = ctx->device;
+    return t;
+}
+
+/* out (n, L, C) on ctx's device: prompts encoded. */
 static int encode(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n, float *out) {
     const ap_text_tower *t = &sd->text.t;
     int L = t->max_pos;
@@ -96,14 +115,14 @@ static int encode(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n, flo
     ap_arena tmp = {0};
     ap_plan p;
     if (!rc) rc = ap_text_tower_plan_measure(ctx, t, n, L, &p);
-    if (!rc) rc = ap_arena_init(&tmp, p.tmp_bytes, "text encoder temporaries");
+    if (!rc) rc = ap_arena_init_on(ctx, &tmp, p.tmp_bytes, "text encoder temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, p.scratch_bytes);
-    ap_tensor o = ap_t3(out, n, L, t->C);
+    ap_tensor o = on(ctx, ap_t3(out, n, L, t->C));
     ap_arena *prev = ctx->tmp;
     ctx->tmp = &tmp;
     if (!rc) rc = ap_text_tower_forward(ctx, t, &o, ids, n, L);
     ctx->tmp = prev;
-    ap_arena_free(&tmp);
+    ap_arena_free_on(ctx, &tmp);
     free(ids);
     return rc;
 }
@@ -136,51 +155,64 @@ int ap_sd_sample(ap_ctx *ctx, ap_sd *sd, const char *const *prompts, int n,
     const int64_t lat = (int64_t)Cl * h * w, B2 = 2 * (int64_t)n;
     /* one UNet call per step for all n prompts: rows [uncond x n; cond], as
      * StableDiffusionPipeline concatenates them (pipeline/sampler.h) */
-    float *uncond = ap_malloc((size_t)(L * C) * sizeof(float), "empty-prompt embedding");
-    float *cond = ap_malloc((size_t)(n * L * C) * sizeof(float), "text embeddings");
-    float *ctxt = ap_malloc((size_t)(B2 * L * C) * sizeof(float), "UNet context");
-    float *x = ap_malloc((size_t)(n * lat) * sizeof(float), "latents");
-    float *x2 = ap_malloc((size_t)(B2 * lat) * sizeof(float), "UNet input");
-    float *eps = ap_malloc((size_t)(B2 * lat) * sizeof(float), "noise predictions");
-    float *ts = ap_malloc((size_t)B2 * sizeof(float), "timesteps");
+    const int64_t img = (int64_t)sd->vae.cfg.out_channels * o->height * o->width;
+    /* the tensors on ctx's device, one block (no host malloc for tensor
+     * data: the same code runs on CUDA, docs/cuda.md §6); the initial noise
+     * is drawn on the host and written once */
+    ap_arena bufs = {0};
+    float *uncond = NULL, *cond = NULL, *ctxt = NULL, *x = NULL, *x2 = NULL, *eps = NULL,
+          *ts = NULL, *dimg = NULL;
+    const struct { float **slot; int64_t n; const char *what; } b[] = {
+        {&uncond, L * C, "empty-prompt embedding"}, {&cond, n * L * C, "text embeddings"},
+        {&ctxt, B2 * L * C, "UNet context"}, {&x, n * lat, "latents"},
+        {&x2, B2 * lat, "UNet input"}, {&eps, B2 * lat, "noise predictions"},
+        {&ts, B2, "timesteps"}, {&dimg, n * img, "images"}};
+    size_t bytes = 0;
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) bytes += ap_align64((size_t)b[i].n * sizeof(float));
     float *noise = o->init_noise ? NULL : ap_malloc((size_t)(n * lat) * sizeof(float), "initial noise");
     ap_arena tmp = {0};
     ap_unet_saved usv = {0};
     ap_vae_saved vsv;
-    int rc = (!uncond || !cond || !ctxt || !x || !x2 || !eps || !ts || (!o->init_noise && !noise))
-                 ? AP_ERR : AP_OK;
+    int rc = (!o->init_noise && !noise) ? AP_ERR : AP_OK;
+    if (!rc) rc = ap_arena_init_on(ctx, &bufs, bytes, "sample buffers");
+    for (size_t i = 0; i < sizeof b / sizeof b[0] && !rc; i++)
+        if (!(*b[i].slot = ap_arena_floats(&bufs, (size_t)b[i].n, b[i].what))) rc = AP_ERR;
     const char *empty[1] = {""};
     if (!rc) rc = encode(ctx, sd, empty, 1, uncond);
     if (!rc) rc = encode(ctx, sd, prompts, n, cond);
     ap_unet_plan plan;
     if (!rc) rc = ap_unet_plan_measure(ctx, &sd->unet, B2, h, w, L, &plan);
-    if (!rc) rc = ap_arena_init(&tmp, plan.tmp_bytes, "UNet temporaries");
+    if (!rc) rc = ap_arena_init_on(ctx, &tmp, plan.tmp_bytes, "UNet temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, plan.scratch_bytes);
     if (!rc) rc = ap_unet_saved_init(&usv, &sd->unet);
-    ap_tensor tl = ap_t4(x, n, Cl, h, w), tlat = ap_tn(x, 5, (int64_t[]){1, n, Cl, h, w});
+    ap_tensor tl = on(ctx, ap_t4(x, n, Cl, h, w));
+    ap_tensor tlat = on(ctx, ap_tn(x, 5, (int64_t[]){1, n, Cl, h, w}));
     if (!rc && !o->init_noise) /* image k: its own stream, whatever the batch, rank or thread count */
         for (int k = 0; k < n; k++) ap_gaussian_fill(noise + k * lat, lat, o->seeds ? o->seeds[k] : o->seed + (uint64_t)k);
     if (!rc) rc = ap_tensor_write(ctx, &tl, o->init_noise ? o->init_noise : noise);
     ap_sampler sm = {.unet = &sd->unet, .sv = &usv, .tmp = &tmp, .sched = &sched, .guidance = o->guidance,
-                     .group = n, .x2 = ap_t4(x2, B2, Cl, h, w), .eps2 = ap_t4(eps, B2, Cl, h, w),
-                     .ctx2 = ap_t3(ctxt, B2, L, C), .t2 = ap_t1(ts, B2)};
-    ap_tensor tu = ap_t3(uncond, 1, L, C), tc = ap_t3(cond, n, L, C);
+                     .group = n, .x2 = on(ctx, ap_t4(x2, B2, Cl, h, w)),
+                     .eps2 = on(ctx, ap_t4(eps, B2, Cl, h, w)),
+                     .ctx2 = on(ctx, ap_t3(ctxt, B2, L, C)), .t2 = on(ctx, ap_t1(ts, B2))};
+    ap_tensor tu = on(ctx, ap_t3(uncond, 1, L, C)), tc = on(ctx, ap_t3(cond, n, L, C));
     progress_cb cb = {progress, user};
     if (!rc) rc = ap_sampler_run(ctx, &sm, &tlat, NULL, &tu, &tc, "sample", on_step, &cb);
-    ap_arena_free(&tmp);
+    ap_arena_free_on(ctx, &tmp);
     ap_unet_saved_free(&usv);
     if (!rc && o->final_latents) rc = ap_tensor_read(ctx, o->final_latents, &tl);
     ap_plan vp;
     if (!rc) rc = ap_vae_plan_measure(ctx, &sd->vae, n, h, w, &vp);
-    if (!rc) rc = ap_arena_init(&tmp, vp.tmp_bytes, "VAE decoder temporaries");
+    if (!rc) rc = ap_arena_init_on(ctx, &tmp, vp.tmp_bytes, "VAE decoder temporaries");
     if (!rc) rc = ap_ctx_reserve(ctx, vp.scratch_bytes);
-    ap_tensor ti = ap_t4(images, n, sd->vae.cfg.out_channels, o->height, o->width);
+    ap_tensor ti = on(ctx, ap_t4(dimg, n, sd->vae.cfg.out_channels, o->height, o->width));
     ap_arena *prev = ctx->tmp;
     ctx->tmp = &tmp;
     if (!rc) rc = ap_vae_forward(ctx, NULL, &sd->vae, &vsv, &ti, &tl);
     ctx->tmp = prev;
-    ap_arena_free(&tmp);
+    ap_arena_free_on(ctx, &tmp);
     if (!rc) rc = ap_check_finite_tensor(ctx, &ti, "sample: VAE decode: images");
-    free(uncond), free(cond), free(ctxt), free(x), free(x2), free(eps), free(ts), free(noise);
+    if (!rc) rc = ap_tensor_read(ctx, images, &ti);
+    ap_arena_free_on(ctx, &bufs);
+    free(noise);
     return rc;
 }

@@ -64,6 +64,11 @@ int ap_sd_open_rank(ap_sd *sd, const char *dir, const char *lora, int lora_rank)
 int ap_sd_open_single(ap_sd *sd, const char *ckpt, const char *tokenizer_dir,
                       const char *config_dir, const char *lora);
 void ap_sd_close(ap_sd *sd);
+/* Every weight of the pipeline (text encoder, UNet with LoRA and its
+ * gradients, VAE) on ctx's device after loading (docs/cuda.md §6); on the
+ * CPU nothing changes. Unplace with the same context before ap_sd_close. */
+int ap_sd_place(ap_ctx *ctx, ap_sd *sd);
+void ap_sd_unplace(ap_ctx *ctx, ap_sd *sd);
 
 /* Rank of a LoRA file or directory, read off its to_k_lora.down matrices
  * (indexes the file: a quick check that it parses). */

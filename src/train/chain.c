@@ -21,9 +21,29 @@
 
 static size_t lat_n(const ap_chain *ch) { return (size_t)(ch->C * ch->h * ch->w); }
 
-static float *falloc(size_t n, const char *what, size_t *total) {
-    *total += n * sizeof(float);
-    return ap_malloc(n * sizeof(float), what);
+/* The chain's own tensors (latents, UNet call buffers, gradients, images),
+ * carved from one block of the context's device memory (ap_arena_init_on):
+ * nothing here is a host malloc, so the same code runs on the CPU and CUDA
+ * backends (docs/cuda.md §6). */
+typedef struct {
+    float **slot;
+    size_t n;
+    const char *what;
+} chain_buf;
+
+static int chain_buffers(ap_ctx *ctx, ap_arena *a, const char *what, const chain_buf *b, int nb) {
+    size_t bytes = 0;
+    for (int i = 0; i < nb; i++) bytes += ap_align64(b[i].n * sizeof(float));
+    AP_TRY(ap_arena_init_on(ctx, a, bytes, what));
+    for (int i = 0; i < nb; i++)
+        if (b[i].n && !(*b[i].slot = ap_arena_floats(a, b[i].n, b[i].what))) return AP_ERR;
+    return AP_OK;
+}
+
+/* a tensor of the chain on the chain's device */
+static ap_tensor on(const ap_chain *ch, ap_tensor t) {
+    t.device = ch->device;
+    return t;
 }
 
 int ap_chain_init(ap_chain *ch, ap_ctx *ctx, const ap_unet *unet, const ap_vae *vae,
@@ -50,27 +70,26 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, const ap_unet *unet, const ap_vae *
     AP_TRY(ap_ddim_init(&ch->sched, sched, steps));
     const int S = ch->sched.steps;
     const size_t n = lat_n(ch), c = (size_t)cap;
-    size_t tot = 0;
-    int rc = AP_OK;
-    ch->lat = falloc((size_t)(S + 1) * c * n, "chain latents (steps + 1)", &tot);
-    if (ch->sched.clip_sample) ch->eps_store = falloc((size_t)S * c * n, "chain eps per step", &tot);
-    ch->x2 = falloc(2 * n, "UNet input", &tot);
-    ch->eps2 = falloc(2 * n, "UNet output", &tot);
-    ch->d2 = falloc(2 * n, "UNet output gradient", &tot);
-    ch->dx2 = falloc(2 * n, "UNet input gradient", &tot);
-    ch->ctx2 = falloc(2 * (size_t)(L * D), "UNet context", &tot);
-    ch->cond = falloc(c * (size_t)(L * D), "prompt embeddings", &tot);
-    ch->uncond = falloc((size_t)(L * D), "empty-prompt embedding", &tot);
-    ch->ts2 = falloc(2, "timesteps", &tot);
-    ch->dx = falloc(c * n, "latent gradient", &tot);
-    ch->deps = falloc(c * n, "eps gradient", &tot);
-    ch->image = falloc(c * 3 * (size_t)(H * W), "images", &tot);
-    ch->dimage = falloc(c * 3 * (size_t)(H * W), "image gradient", &tot);
-    ch->loss_b = falloc(c, "losses", &tot);
-    if (!ch->lat || (ch->sched.clip_sample && !ch->eps_store) || !ch->x2 || !ch->eps2 || !ch->d2 ||
-        !ch->dx2 || !ch->ctx2 || !ch->cond || !ch->uncond || !ch->ts2 || !ch->dx || !ch->deps || !ch->image || !ch->dimage ||
-        !ch->loss_b)
-        rc = AP_ERR;
+    ch->be = ctx->be, ch->device = ctx->device, ch->stream = ctx->stream;
+    const chain_buf bufs[] = {
+        {&ch->lat, (size_t)(S + 1) * c * n, "chain latents (steps + 1)"},
+        {&ch->eps_store, ch->sched.clip_sample ? (size_t)S * c * n : 0, "chain eps per step"},
+        {&ch->x2, 2 * n, "UNet input"},
+        {&ch->eps2, 2 * n, "UNet output"},
+        {&ch->d2, 2 * n, "UNet output gradient"},
+        {&ch->dx2, 2 * n, "UNet input gradient"},
+        {&ch->ctx2, 2 * (size_t)(L * D), "UNet context"},
+        {&ch->cond, c * (size_t)(L * D), "prompt embeddings"},
+        {&ch->uncond, (size_t)(L * D), "empty-prompt embedding"},
+        {&ch->ts2, 2, "timesteps"},
+        {&ch->dx, c * n, "latent gradient"},
+        {&ch->deps, c * n, "eps gradient"},
+        {&ch->image, c * 3 * (size_t)(H * W), "images"},
+        {&ch->dimage, c * 3 * (size_t)(H * W), "image gradient"},
+        {&ch->loss_b, c, "losses"},
+    };
+    int rc = chain_buffers(ctx, &ch->bufs, "chain buffers (latents, UNet calls, gradients, images)",
+                           bufs, (int)(sizeof bufs / sizeof bufs[0]));
     /* every UNet call is one sample's two CFG rows (forward and recompute) */
     ap_unet_plan up;
     if (!rc) rc = ap_unet_plan_measure(ctx, unet, 2, ch->h, ch->w, L, &up);
@@ -88,7 +107,7 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, const ap_unet *unet, const ap_vae *
     const size_t ut = ap_align64(up.tape_bytes), um = ap_align64(up.tmp_bytes);
     const size_t vt = ap_align64(vp.tape_bytes), vm = ap_align64(vp.tmp_bytes);
     const size_t phase = ut + um > vt + vm ? ut + um : vt + vm;
-    if (!rc) rc = ap_arena_init(&ch->phase, phase, "UNet / VAE workspaces (one phase at a time)");
+    if (!rc) rc = ap_arena_init_on(ctx, &ch->phase, phase, "UNet / VAE workspaces (one phase at a time)");
     if (!rc) {
         ch->unet_mem = ap_arena_view(&ch->phase, 0, ut, "UNet tape (one sample, one step)");
         ch->unet_tmp = ap_arena_view(&ch->phase, ut, um, "UNet temporaries");
@@ -99,10 +118,10 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, const ap_unet *unet, const ap_vae *
             rc = ap_fail("chain: the phase block of %zu bytes does not hold its workspaces", phase);
     }
     const size_t rt = ap_align64(rp.tape_bytes), rm = ap_align64(rp.tmp_bytes);
-    if (!rc) rc = ap_arena_init(&ch->reward_mem, rt, "reward tape");
-    if (!rc) rc = ap_arena_init(&ch->reward_tmp, rm, "reward temporaries");
+    if (!rc) rc = ap_arena_init_on(ctx, &ch->reward_mem, rt, "reward tape");
+    if (!rc) rc = ap_arena_init_on(ctx, &ch->reward_tmp, rm, "reward temporaries");
     if (!rc) rc = ap_unet_saved_init(&ch->unet_sv, unet);
-    if (!rc) rc = ap_reward_saved_init(&ch->reward_sv, reward, cap);
+    if (!rc) rc = ap_reward_saved_init(ctx, &ch->reward_sv, reward, cap);
     if (rc) {
         ap_chain_free(ch);
         return AP_ERR;
@@ -110,60 +129,58 @@ int ap_chain_init(ap_chain *ch, ap_ctx *ctx, const ap_unet *unet, const ap_vae *
     ch->unet_tape = ap_tape_on(&ch->unet_mem);
     ch->vae_tape = ap_tape_on(&ch->vae_mem);
     ch->reward_tape = ap_tape_on(&ch->reward_mem);
-    ch->planned_bytes = tot + phase + rt + rm;
+    ch->planned_bytes = ch->bufs.cap + phase + rt + rm + ap_reward_saved_bytes(&ch->reward_sv);
     return AP_OK;
 }
 
-int ap_chain_set_base(ap_chain *ch) {
+int ap_chain_set_base(ap_chain *ch, ap_ctx *ctx) {
     if (ch->has_base) return AP_OK;
     if (ch->sched.vpred)
         return ap_fail("chain: kl_coeff: the regulariser toward the base model compares noise "
                        "predictions; this model predicts v (prediction_type v_prediction): "
                        "expected kl_coeff 0 (docs/draft.md §2)");
     const size_t n = lat_n(ch);
-    size_t tot = 0;
-    ch->kb2 = falloc(2 * n, "base-model predictions", &tot);
-    ch->kl1 = falloc(1, "KL term", &tot);
-    if (!ch->kb2 || !ch->kl1) return AP_ERR;
+    const chain_buf bufs[] = {{&ch->kb2, 2 * n, "base-model predictions"}, {&ch->kl1, 1, "KL term"}};
+    AP_TRY(chain_buffers(ctx, &ch->base_bufs, "chain: the regulariser's buffers", bufs, 2));
     AP_TRY(ap_unet_base_view(&ch->base, ch->unet));
     ch->has_base = 1;
-    ch->planned_bytes += tot;
+    ch->planned_bytes += ch->base_bufs.cap;
     return AP_OK;
 }
 
-int ap_chain_set_lv(ap_chain *ch) {
+int ap_chain_set_lv(ap_chain *ch, ap_ctx *ctx) {
     if (ch->has_lv) return AP_OK;
     const size_t n = lat_n(ch), c = (size_t)ch->cap;
-    size_t tot = 0;
-    ch->lv_x = falloc(c * n, "DRaFT-LV re-noised latents", &tot);
-    ch->lv_eps = falloc(c * n, "DRaFT-LV noise predictions", &tot);
-    ch->lv_xo = falloc(c * n, "DRaFT-LV denoised latents", &tot);
-    ch->lv_e = falloc(c * n, "DRaFT-LV noise draw", &tot);
+    const chain_buf bufs[] = {
+        {&ch->lv_x, c * n, "DRaFT-LV re-noised latents"},
+        {&ch->lv_eps, c * n, "DRaFT-LV noise predictions"},
+        {&ch->lv_xo, c * n, "DRaFT-LV denoised latents"},
+        {&ch->lv_e, c * n, "DRaFT-LV noise draw"},
+    };
+    AP_TRY(chain_buffers(ctx, &ch->lv_bufs, "chain: DRaFT-LV's buffers", bufs, 4));
+    /* host arrays, as io's losses and rewards */
     ch->lv_loss = ap_malloc(c * sizeof(float), "DRaFT-LV losses");
     ch->lv_reward = ap_malloc(c * sizeof(float), "DRaFT-LV rewards");
     ch->lv_dloss = ap_malloc(c * sizeof(float), "DRaFT-LV loss gradients");
-    if (!ch->lv_x || !ch->lv_eps || !ch->lv_xo || !ch->lv_e || !ch->lv_loss || !ch->lv_reward ||
-        !ch->lv_dloss)
-        return AP_ERR;
+    if (!ch->lv_loss || !ch->lv_reward || !ch->lv_dloss) return AP_ERR;
     ch->has_lv = 1;
-    ch->planned_bytes += tot;
+    ch->planned_bytes += ch->lv_bufs.cap;
     return AP_OK;
 }
 
 void ap_chain_free(ap_chain *ch) {
+    /* the backend that made the blocks frees them */
+    ap_ctx owner = {.be = ch->be, .device = ch->device, .stream = ch->stream};
     if (ch->has_base) ap_unet_base_view_free(&ch->base);
-    free(ch->kb2), free(ch->kl1);
-    free(ch->lv_x), free(ch->lv_eps), free(ch->lv_xo), free(ch->lv_e);
+    ap_arena_free_on(&owner, &ch->base_bufs);
+    ap_arena_free_on(&owner, &ch->lv_bufs);
     free(ch->lv_loss), free(ch->lv_reward), free(ch->lv_dloss);
-    free(ch->lat), free(ch->eps_store), free(ch->x2), free(ch->eps2), free(ch->d2), free(ch->dx2);
-    free(ch->ctx2), free(ch->cond), free(ch->uncond), free(ch->ts2), free(ch->dx), free(ch->deps);
-    free(ch->image), free(ch->dimage);
-    free(ch->loss_b);
     ap_unet_saved_free(&ch->unet_sv);
-    ap_reward_saved_free(&ch->reward_sv);
-    ap_arena_free(&ch->reward_mem);
-    ap_arena_free(&ch->reward_tmp);
-    ap_arena_free(&ch->phase); /* the UNet's and VAE's arenas are views of it */
+    ap_reward_saved_free(&owner, &ch->reward_sv);
+    ap_arena_free_on(&owner, &ch->bufs);
+    ap_arena_free_on(&owner, &ch->reward_mem);
+    ap_arena_free_on(&owner, &ch->reward_tmp);
+    ap_arena_free_on(&owner, &ch->phase); /* the UNet's and VAE's arenas are views of it */
     memset(ch, 0, sizeof *ch);
 }
 
@@ -173,8 +190,10 @@ static ap_sampler sampler(ap_chain *ch) {
     return (ap_sampler){.unet = ch->unet, .sv = &ch->unet_sv, .tmp = &ch->unet_tmp,
                         .sched = &ch->sched,
                         .guidance = ch->guidance, .group = 1,
-                        .x2 = ap_t4(ch->x2, 2, C, h, w), .eps2 = ap_t4(ch->eps2, 2, C, h, w),
-                        .ctx2 = ap_t3(ch->ctx2, 2, ch->L, ch->D), .t2 = ap_t1(ch->ts2, 2)};
+                        .x2 = on(ch, ap_t4(ch->x2, 2, C, h, w)),
+                        .eps2 = on(ch, ap_t4(ch->eps2, 2, C, h, w)),
+                        .ctx2 = on(ch, ap_t3(ch->ctx2, 2, ch->L, ch->D)),
+                        .t2 = on(ch, ap_t1(ch->ts2, 2))};
 }
 
 /* After sampling step done - 1: the "sample" kill point half-way through a
@@ -197,11 +216,12 @@ static int lv_backward(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io, const ap_samp
     const int64_t C = ch->C, h = ch->h, w = ch->w;
     const float at = ch->sched.alphas_cumprod[t];
     const float sa = sqrtf(at), sb = sqrtf(1.0f - at); /* alphas_cumprod[t] ** 0.5, (1 - .) ** 0.5 */
-    ap_tensor tx = ap_t4(ch->lv_x, b, C, h, w), te = ap_t4(ch->lv_eps, b, C, h, w);
-    ap_tensor txo = ap_t4(ch->lv_xo, b, C, h, w), tn = ap_t4(ch->lv_e, b, C, h, w);
-    ap_tensor ti = ap_t4(ch->image, b, 3, ch->H, ch->W), tdi = ap_t4(ch->dimage, b, 3, ch->H, ch->W);
-    ap_tensor tdx = ap_t4(ch->dx, b, C, h, w), tdeps = ap_t4(ch->deps, b, C, h, w);
-    ap_tensor td2 = ap_t4(ch->d2, 2, C, h, w);
+    ap_tensor tx = on(ch, ap_t4(ch->lv_x, b, C, h, w)), te = on(ch, ap_t4(ch->lv_eps, b, C, h, w));
+    ap_tensor txo = on(ch, ap_t4(ch->lv_xo, b, C, h, w)), tn = on(ch, ap_t4(ch->lv_e, b, C, h, w));
+    ap_tensor ti = on(ch, ap_t4(ch->image, b, 3, ch->H, ch->W));
+    ap_tensor tdi = on(ch, ap_t4(ch->dimage, b, 3, ch->H, ch->W));
+    ap_tensor tdx = on(ch, ap_t4(ch->dx, b, C, h, w)), tdeps = on(ch, ap_t4(ch->deps, b, C, h, w));
+    ap_tensor td2 = on(ch, ap_t4(ch->d2, 2, C, h, w));
     ap_tensor d2u = ap_rows(&td2, 0, 1), d2c = ap_rows(&td2, 1, 1);
     ap_tensor eu = ap_rows(&sm->eps2, 0, 1), ec = ap_rows(&sm->eps2, 1, 1);
     float *dl = ch->lv_dloss;
@@ -285,11 +305,12 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     const ap_sampler sm = sampler(ch);
     /* latents x_0 .. x_S (S + 1, b, C, h, w); the combined eps of every step
      * when the step's backward needs it (clip_sample) */
-    ap_tensor lat = ap_tn(ch->lat, 5, (int64_t[]){S + 1, b, C, h, w});
-    ap_tensor eps_keep = ap_tn(ch->eps_store, 5, (int64_t[]){S, b, C, h, w});
+    ap_tensor lat = on(ch, ap_tn(ch->lat, 5, (int64_t[]){S + 1, b, C, h, w}));
+    ap_tensor eps_keep = on(ch, ap_tn(ch->eps_store, 5, (int64_t[]){S, b, C, h, w}));
     /* io's noise and prompt embeddings are host arrays: written into the
      * chain's tensors once */
-    ap_tensor uncond = ap_t3(ch->uncond, 1, ch->L, ch->D), cond = ap_t3(ch->cond, b, ch->L, ch->D);
+    ap_tensor uncond = on(ch, ap_t3(ch->uncond, 1, ch->L, ch->D));
+    ap_tensor cond = on(ch, ap_t3(ch->cond, b, ch->L, ch->D));
     AP_TRY(ap_tensor_write(ctx, &uncond, io->uncond));
     AP_TRY(ap_tensor_write(ctx, &cond, io->cond));
 
@@ -308,7 +329,7 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
                    : AP_ERR;
     }
     ap_tensor xS = ap_row(&lat, S);
-    ap_tensor ti = ap_t4(ch->image, b, 3, ch->H, ch->W);
+    ap_tensor ti = on(ch, ap_t4(ch->image, b, 3, ch->H, ch->W));
     /* DRaFT-LV differentiates its draws' decodes, not x_S's */
     ap_tape *vt = io->dloss && !lv ? &ch->vae_tape : NULL;
     ap_tape *rt = io->dloss && !lv ? &ch->reward_tape : NULL;
@@ -332,8 +353,9 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
     if (lv) return lv_backward(ch, ctx, io, &sm, &xS, &uncond, &cond);
 
     /* backward: reward -> image -> VAE -> x_S */
-    ap_tensor tdi = ap_t4(ch->dimage, b, 3, ch->H, ch->W), tdx = ap_t4(ch->dx, b, C, h, w);
-    ap_tensor tdeps = ap_t4(ch->deps, b, C, h, w);
+    ap_tensor tdi = on(ch, ap_t4(ch->dimage, b, 3, ch->H, ch->W));
+    ap_tensor tdx = on(ch, ap_t4(ch->dx, b, C, h, w));
+    ap_tensor tdeps = on(ch, ap_t4(ch->deps, b, C, h, w));
     AP_TRY(ap_reward_backward(ctx, rt, ch->reward, &ch->reward_sv, &tdi, io->dloss));
     ctx->tmp = &ch->vae_tmp;
     AP_TRY(ap_vae_backward(ctx, vt, ch->vae, &ch->vae_sv, &tdx, &tdi));
@@ -347,11 +369,11 @@ static int chain_run(ap_chain *ch, ap_ctx *ctx, ap_chain_io *io) {
                 first = i;
                 break;
             }
-    ap_tensor td2 = ap_t4(ch->d2, 2, C, h, w), tdx2 = ap_t4(ch->dx2, 2, C, h, w);
+    ap_tensor td2 = on(ch, ap_t4(ch->d2, 2, C, h, w)), tdx2 = on(ch, ap_t4(ch->dx2, 2, C, h, w));
     ap_tensor d2u = ap_rows(&td2, 0, 1), d2c = ap_rows(&td2, 1, 1);
     /* the regulariser: base predictions (kb_u, kb_c), |difference|^2 (kl1) */
     const int64_t n = C * h * w;
-    ap_tensor kb2 = ap_t4(ch->kb2, 2, C, h, w), kl1 = ap_t1(ch->kl1, 1);
+    ap_tensor kb2 = on(ch, ap_t4(ch->kb2, 2, C, h, w)), kl1 = on(ch, ap_t1(ch->kl1, 1));
     ap_tensor kbu = ap_rows(&kb2, 0, 1), kbc = ap_rows(&kb2, 1, 1);
     ap_tensor kdiff = ap_reshape(&kbc, 2, (int64_t[]){1, n});
     for (int k = 0; io->dkl && k < b; k++) io->kl[k] = 0;

@@ -57,6 +57,10 @@ typedef struct ap_chain {
     int64_t H, W;             /* image size */
     /* workspaces (planned once by ap_chain_init from dry runs); the chain
      * must not move after it (the tapes point at its arenas) */
+    const struct ap_backend *be;        /* the backend whose memory holds every buffer below */
+    ap_device device;
+    void *stream;
+    ap_arena bufs;                      /* one block: the tensors below, carved */
     ap_arena phase;                     /* one block: the UNet's workspaces or the VAE's */
     ap_arena unet_mem, unet_tmp;        /* views of phase: UNet tape and temporaries */
     ap_arena vae_mem, vae_tmp;          /* views of phase: VAE tape and temporaries */
@@ -65,6 +69,7 @@ typedef struct ap_chain {
     ap_unet_saved unet_sv;
     ap_unet base;             /* the UNet without LoRA (ap_chain_set_base), or zeroed */
     int has_base;
+    ap_arena base_bufs, lv_bufs;  /* blocks on the chain's device: the two buffer sets below */
     float *kb2;               /* (2, C, h, w) base predictions, then the KL difference */
     float *kl1;               /* (1) |difference|^2 */
     int has_lv;               /* ap_chain_set_lv */
@@ -72,6 +77,7 @@ typedef struct ap_chain {
     float *lv_loss, *lv_reward, *lv_dloss; /* (cap) host: one draw's losses, rewards, dloss / n */
     ap_vae_saved vae_sv;
     ap_reward_saved reward_sv;
+    /* tensor data on the context's device (carved from bufs) */
     float *lat;               /* (S + 1, cap, C, h, w) latents */
     float *eps_store;         /* (S, cap, C, h, w) combined eps, only with clip_sample */
     float *cond, *uncond;                   /* (cap, L, D), (1, L, D): io's embeddings */
@@ -79,7 +85,9 @@ typedef struct ap_chain {
     float *d2, *dx2;                        /* UNet gradients (2, ...): one sample */
     float *dx, *deps, *image, *dimage;      /* (cap, ...) */
     float *loss_b;                          /* (cap) */
-    size_t planned_bytes;     /* everything above, for the report */
+    size_t planned_bytes;     /* everything above (bufs, phase, reward arenas and the
+                               * reward's saved tensors): the
+                               * bytes ap_chain_init takes with ap_arena_init_on */
 } ap_chain;
 
 /* Plan for micro-batches up to cap samples of image size H x W. */
@@ -91,9 +99,9 @@ void ap_chain_free(ap_chain *ch);
 /* Enable the regulariser toward the base model (io->dkl): a view of the
  * UNet without LoRA (models/unet.h: ap_unet_base_view) and one sample's
  * buffers for its predictions. Epsilon-prediction models only. */
-int ap_chain_set_base(ap_chain *ch);
+int ap_chain_set_base(ap_chain *ch, ap_ctx *ctx);
 /* Enable DRaFT-LV (io->lv_n): buffers for one draw of the micro-batch. */
-int ap_chain_set_lv(ap_chain *ch);
+int ap_chain_set_lv(ap_chain *ch, ap_ctx *ctx);
 
 typedef struct ap_chain_io {
     int b;                          /* samples in this micro-batch (<= cap) */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "ops/memory.h"
 #include "core/path.h"
 #include "core/rng.h"
 #include "train/checkpoint.h"
@@ -153,6 +154,7 @@ int ap_job_evaluate_only(ap_job *j) {
         memset(lora->flat, 0, lora->total * sizeof(float));
         ap_dist_print0(j->dist, "evaluating the base model (no LoRA: resume_from is empty)\n");
     }
+    if (!rc) rc = ap_params_upload(&j->ctx, lora); /* where the ops read it (docs/cuda.md §6) */
     if (rc) {
         fprintf(stderr, "alignprop-mpi: rank %d: %s\n", j->dist->rank, ap_errmsg());
         return AP_EXIT_FAIL;

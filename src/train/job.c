@@ -11,6 +11,8 @@
 #include "core/err.h"
 #include "core/path.h"
 #include "core/rng.h"
+#include "ops/rows.h"
+#include "ops/select.h"
 #include "io/weights.h"
 #include "pipeline/tiny.h"
 #include "text/prompts.h"
@@ -54,8 +56,10 @@ static int open_models(ap_job *j) {
 int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, int threads) {
     memset(j, 0, sizeof *j);
     j->cfg = cfg, j->dist = dist, j->cap = cap;
-    AP_TRY(ap_ctx_init(&j->ctx, threads));
-    ap_ctx_pin_threads(&j->ctx);
+    /* the config's backend, checked at start (train_cmd.c); on CUDA the
+     * device of this rank's node-local rank (docs/cuda.md §2) */
+    AP_TRY(ap_backend_ctx_init(&j->ctx, cfg->backend, threads, cfg->allow_tf32));
+    if (j->ctx.device == AP_CPU) ap_ctx_pin_threads(&j->ctx);
     AP_TRY(ap_run_dir_path(cfg, j->run_dir, sizeof j->run_dir));
     if (dist->rank == 0) AP_TRY(ap_mkdirs(j->run_dir));
     ap_dist_barrier(dist);
@@ -70,23 +74,30 @@ int ap_job_open(ap_job *j, const ap_train_config *cfg, ap_dist *dist, int cap, i
     AP_TRY(ap_prompts_read_lines(cfg->eval_prompt_file[0] ? cfg->eval_prompt_file : cfg->prompt_file,
                                  &j->eval_prompts, &j->n_eval_prompts));
     AP_TRY(open_models(j));
+    /* every weight where the ops run (a no-op on the CPU; docs/cuda.md §6) */
+    AP_TRY(ap_sd_place(&j->ctx, &j->sd));
     AP_TRY(ap_reward_open(&j->reward, cfg));
+    AP_TRY(ap_reward_place(&j->ctx, j->reward));
     const ap_text_tower *t = &j->sd.text.t;
     int res = cfg->resolution;
     AP_TRY(ap_chain_init(&j->chain, &j->ctx, &j->sd.unet, &j->sd.vae, j->reward, &j->sd.sched,
                          cfg->steps, (float)cfg->guidance_scale, cap, res, res, t->max_pos, t->C));
     j->chain.sched.eta = (float)cfg->eta;
-    if (cfg->kl_coeff > 0) AP_TRY(ap_chain_set_base(&j->chain)); /* docs/draft.md §2 */
-    if (cfg->draft_lv_n > 0) AP_TRY(ap_chain_set_lv(&j->chain)); /* docs/draft.md §1 */
+    if (cfg->kl_coeff > 0) AP_TRY(ap_chain_set_base(&j->chain, &j->ctx)); /* docs/draft.md §2 */
+    if (cfg->draft_lv_n > 0) AP_TRY(ap_chain_set_lv(&j->chain, &j->ctx)); /* docs/draft.md §1 */
     AP_TRY(ap_adamw_init(&j->opt, (int64_t)j->sd.unet.lora.total));
     j->gacc = ap_malloc(j->sd.unet.lora.total * sizeof(float), "step gradient");
-    if (!j->gacc) return AP_ERR;
+    j->gstage = ap_malloc(j->sd.unet.lora.total * sizeof(float), "micro-batch gradient (host staging)");
+    if (!j->gacc || !j->gstage) return AP_ERR;
     j->uncond = ap_malloc((size_t)(t->max_pos * t->C) * sizeof(float), "empty-prompt embedding");
     j->cond = ap_malloc((size_t)cap * (size_t)(t->max_pos * t->C) * sizeof(float), "prompt embeddings");
     if (!j->uncond || !j->cond) return AP_ERR;
     ap_plan tp;
     AP_TRY(ap_text_tower_plan_measure(&j->ctx, t, cap, t->max_pos, &tp));
-    AP_TRY(ap_arena_init(&j->text_tmp, tp.tmp_bytes, "text encoder temporaries"));
+    /* the encoder's output (device) first, then its temporaries */
+    const size_t out_bytes = ap_align64((size_t)cap * (size_t)(t->max_pos * t->C) * sizeof(float));
+    AP_TRY(ap_arena_init_on(&j->ctx, &j->text_tmp, out_bytes + tp.tmp_bytes,
+                            "text encoder output and temporaries"));
     AP_TRY(ap_ctx_reserve(&j->ctx, tp.scratch_bytes));
     const char *empty[1] = {""};
     AP_TRY(ap_job_encode(j, empty, 1, j->uncond));
@@ -97,15 +108,17 @@ void ap_job_close(ap_job *j) {
     if (j->log) ap_h5log_close(j->log);
     ap_tblog_close(j);
     ap_chain_free(&j->chain);
+    ap_reward_unplace(&j->ctx, j->reward);
     ap_reward_free(j->reward);
+    ap_sd_unplace(&j->ctx, &j->sd);
     ap_sd_close(&j->sd);
     ap_adamw_free(&j->opt);
     ap_batch_plan_free(&j->plan);
     ap_prompts_free(j->prompts, j->n_prompts);
     ap_prompts_free(j->eval_prompts, j->n_eval_prompts);
-    free(j->uncond), free(j->cond), free(j->gacc);
-    ap_arena_free(&j->text_tmp);
-    ap_ctx_free(&j->ctx);
+    free(j->uncond), free(j->cond), free(j->gacc), free(j->gstage);
+    ap_arena_free_on(&j->ctx, &j->text_tmp);
+    ap_backend_ctx_free(&j->ctx); /* a zeroed context (open failed early) frees nothing */
     memset(j, 0, sizeof *j);
 }
 
@@ -123,12 +136,18 @@ int ap_job_encode(ap_job *j, const char *const *prompts, int n, float *out) {
         rc = ap_tokenize(j->sd.tok, prompts[i], idp + (size_t)i * L, L);
         if (rc) ap_err_prefix("prompt \"%s\": ", prompts[i]);
     }
-    ap_tensor o = ap_t3(out, n, L, t->C);
+    /* encoded on the context's device, read back to the host array out
+     * (the chain writes it into its own tensors) */
     ap_arena_reset(&j->text_tmp);
+    ap_tensor o = ap_t3(NULL, n, L, t->C);
+    o.device = j->ctx.device;
+    if (!rc && !(o.data = ap_arena_floats(&j->text_tmp, (size_t)ap_numel(&o), "text encoder output")))
+        rc = AP_ERR;
     ap_arena *prev = j->ctx.tmp;
     j->ctx.tmp = &j->text_tmp;
     if (!rc) rc = ap_text_tower_forward(&j->ctx, t, &o, idp, n, L);
     j->ctx.tmp = prev;
+    if (!rc) rc = ap_tensor_read(&j->ctx, out, &o);
     if (idp != ids) free(idp);
     return rc;
 }

@@ -39,6 +39,7 @@ typedef struct ap_job {
     ap_chain chain;
     ap_adamw opt;
     float *gacc;                  /* (lora) the step's gradient: micro-batches summed */
+    float *gstage;                /* (lora) one micro-batch's gradient, read to the host */
     char **prompts;               /* training prompts */
     int n_prompts;
     char **eval_prompts;          /* the evaluation prompt file's lines */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "ops/memory.h"
 #include "models/aesthetic.h"
 #include "models/hps.h"
 #include "ops/elementwise.h"
@@ -169,42 +170,79 @@ void ap_reward_free(ap_reward *r) {
     free(r);
 }
 
-int ap_reward_saved_init(ap_reward_saved *sv, const ap_reward *r, int64_t cap) {
+/* every parameter block of a reward (not of its parts) */
+static int blocks(ap_reward *r, ap_params **b) {
+    int n = 0;
+    if (r->kind == AP_REWARD_AESTHETIC) b[n++] = &r->aes.clip.params, b[n++] = &r->aes.mlp_params;
+    if (r->kind == AP_REWARD_HPS) b[n++] = &r->hps.params;
+    if (r->kind == AP_REWARD_PICKSCORE) b[n++] = &r->ps.vis.params, b[n++] = &r->ps.text.params;
+    return n;
+}
+
+int ap_reward_place(ap_ctx *ctx, ap_reward *r) {
+    for (int i = 0; i < r->n_parts; i++) AP_TRY(ap_reward_place(ctx, r->part[i]));
+    ap_params *b[2];
+    const int n = blocks(r, b);
+    for (int i = 0; i < n; i++) AP_TRY(ap_params_place(ctx, b[i]));
+    return AP_OK;
+}
+
+void ap_reward_unplace(ap_ctx *ctx, ap_reward *r) {
+    if (!r) return;
+    for (int i = 0; i < r->n_parts; i++) ap_reward_unplace(ctx, r->part[i]);
+    ap_params *b[2];
+    const int n = blocks(r, b);
+    for (int i = 0; i < n; i++) ap_params_unplace(ctx, b[i]);
+}
+
+int ap_reward_saved_init(ap_ctx *ctx, ap_reward_saved *sv, const ap_reward *r, int64_t cap) {
     memset(sv, 0, sizeof *sv);
     if (cap < 1) return ap_fail("reward: %lld images: expected at least 1", (long long)cap);
     sv->cap = cap;
     const int texts = r->kind == AP_REWARD_HPS || r->kind == AP_REWARD_PICKSCORE;
+    int64_t N = 0, E = 0;
     if (texts) {
-        int64_t N = r->kind == AP_REWARD_HPS ? r->hps.text.max_pos : r->ps.text.t.max_pos;
-        int64_t E = r->kind == AP_REWARD_HPS ? r->hps.embed_dim : r->ps.embed_dim;
-        sv->text = ap_malloc((size_t)(cap * E) * sizeof(float), "reward text features");
+        N = r->kind == AP_REWARD_HPS ? r->hps.text.max_pos : r->ps.text.t.max_pos;
+        E = r->kind == AP_REWARD_HPS ? r->hps.embed_dim : r->ps.embed_dim;
         sv->ids = ap_malloc((size_t)(cap * N) * sizeof(int32_t), "reward token ids");
     }
     sv->dl = ap_malloc((size_t)cap * sizeof(float), "reward d(loss)");
-    sv->vals = ap_malloc((size_t)(3 * cap) * sizeof(float), "reward, loss and d(loss) tensors");
-    int ok = sv->dl && sv->vals && (!texts || (sv->text && sv->ids));
+    /* tensors where ctx's ops run (docs/cuda.md §6) */
+    const size_t tb = ap_align64((size_t)(cap * E) * sizeof(float));
+    int ok = ap_arena_init_on(ctx, &sv->mem, tb + ap_align64((size_t)(3 * cap) * sizeof(float)),
+                              "reward tensors (text features, reward, loss, d(loss))") == AP_OK;
+    if (ok && texts) ok = (sv->text = ap_arena_floats(&sv->mem, (size_t)(cap * E), "reward text features")) != NULL;
+    if (ok) ok = (sv->vals = ap_arena_floats(&sv->mem, (size_t)(3 * cap), "reward, loss and d(loss)")) != NULL;
+    ok = ok && sv->dl && (!texts || sv->ids);
     if (ok && r->n_parts) {
         sv->part = ap_calloc((size_t)r->n_parts, sizeof *sv->part, "reward mixture saved parts");
         sv->part_vals = ap_malloc((size_t)(r->n_parts * 3 * cap) * sizeof(float),
                                   "reward mixture part values");
         ok = sv->part && sv->part_vals;
         for (int i = 0; i < r->n_parts && ok; i++) {
-            ok = ap_reward_saved_init(&sv->part[i], r->part[i], cap) == AP_OK;
+            ok = ap_reward_saved_init(ctx, &sv->part[i], r->part[i], cap) == AP_OK;
             if (ok) sv->n_parts = i + 1;
         }
     }
     if (!ok) {
-        ap_reward_saved_free(sv);
+        ap_reward_saved_free(ctx, sv);
         return AP_ERR;
     }
     return AP_OK;
 }
 
-void ap_reward_saved_free(ap_reward_saved *sv) {
-    for (int i = 0; i < sv->n_parts; i++) ap_reward_saved_free(&sv->part[i]);
+void ap_reward_saved_free(ap_ctx *ctx, ap_reward_saved *sv) {
+    for (int i = 0; i < sv->n_parts; i++) ap_reward_saved_free(ctx, &sv->part[i]);
     free(sv->part), free(sv->part_vals);
-    free(sv->text), free(sv->ids), free(sv->dl), free(sv->vals);
+    free(sv->ids), free(sv->dl);
+    ap_arena_free_on(ctx, &sv->mem); /* text, vals */
     memset(sv, 0, sizeof *sv);
+}
+
+size_t ap_reward_saved_bytes(const ap_reward_saved *sv) {
+    size_t b = sv->mem.cap;
+    for (int i = 0; i < sv->n_parts; i++) b += ap_reward_saved_bytes(&sv->part[i]);
+    return b;
 }
 
 const float *ap_reward_part_values(const ap_reward_saved *sv, int i) {
@@ -267,6 +305,7 @@ int ap_reward_forward(ap_ctx *ctx, ap_tape *tape, const ap_reward *r, ap_reward_
     sv->image = *image;
     /* the models write (B) tensors; the values come to the host at the end */
     ap_tensor tr = ap_t1(sv->vals, B), tl = ap_t1(sv->vals + B, B);
+    tr.device = tl.device = ctx->device;
     if (r->kind == AP_REWARD_MIX) {
         AP_TRY(mix_forward(ctx, tape, r, sv, reward, loss, image, prompts));
         ap_tape_record(&sv->rec, tape, r);
@@ -281,6 +320,7 @@ int ap_reward_forward(ap_ctx *ctx, ap_tape *tape, const ap_reward *r, ap_reward_
                 return ap_err_prefix("reward hps: prompt \"%s\": ", prompts[b]);
         }
         ap_tensor tt = ap_t2(sv->text, B, r->hps.embed_dim);
+        tt.device = ctx->device;
         AP_TRY(ap_hps_encode_text(ctx, &r->hps, &tt, sv->ids, B, N));
         AP_TRY(ap_hps_forward(ctx, tape, &r->hps, &sv->hps, &tr, &tl, image, &tt));
     } else if (r->kind == AP_REWARD_PICKSCORE) {
@@ -290,6 +330,7 @@ int ap_reward_forward(ap_ctx *ctx, ap_tape *tape, const ap_reward *r, ap_reward_
                 return ap_err_prefix("reward pickscore: prompt \"%s\": ", prompts[b]);
         }
         ap_tensor tt = ap_t2(sv->text, B, r->ps.embed_dim);
+        tt.device = ctx->device;
         AP_TRY(ap_pickscore_encode_text(ctx, &r->ps, &tt, sv->ids, B, N));
         AP_TRY(ap_pickscore_forward(ctx, tape, &r->ps, &sv->ps, &tr, &tl, image, &tt));
     } else { /* demo: reward = colourfulness, loss = -reward */
@@ -312,6 +353,7 @@ int ap_reward_backward(ap_ctx *ctx, ap_tape *tape, const ap_reward *r, ap_reward
     float *dl = sv->dl;
     for (int64_t b = 0; b < B; b++) dl[b] = (float)(dloss[b] * r->grad_scale);
     ap_tensor td = ap_t1(sv->vals + 2 * sv->cap, B);
+    td.device = ctx->device;
     AP_TRY(ap_tensor_write(ctx, &td, dl));
     if (r->kind == AP_REWARD_AESTHETIC)
         return ap_aesthetic_backward(ctx, tape, &r->aes, &sv->aes, dimage, &td);
@@ -340,7 +382,7 @@ static int reward_step(ap_ctx *dry, ap_arena *a, void *user) {
     const char **prompts = ap_calloc((size_t)B, sizeof *prompts, "dry-run prompts");
     ap_reward_saved sv;
     int rc = img.data && dimg.data && host && prompts ? AP_OK : AP_ERR;
-    if (!rc) rc = ap_reward_saved_init(&sv, k->r, B);
+    if (!rc) rc = ap_reward_saved_init(dry, &sv, k->r, B);
     if (rc) {
         free(host), free(prompts);
         return AP_ERR;
@@ -351,7 +393,7 @@ static int reward_step(ap_ctx *dry, ap_arena *a, void *user) {
     rc = ap_reward_forward(dry, NULL, k->r, &sv, host, host + B, &img, prompts);
     if (!rc) rc = ap_reward_forward(dry, &tape, k->r, &sv, host, host + B, &img, prompts);
     if (!rc) rc = ap_reward_backward(dry, &tape, k->r, &sv, &dimg, host + 2 * B);
-    ap_reward_saved_free(&sv);
+    ap_reward_saved_free(dry, &sv);
     free(host), free(prompts);
     return rc;
 }

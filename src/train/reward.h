@@ -42,6 +42,11 @@ typedef struct ap_reward ap_reward;
 
 /* Load the reward model the config names (no weights for demo). */
 int ap_reward_open(ap_reward **out, const ap_train_config *c);
+/* The reward models' weights (a mixture's parts too) on ctx's device after
+ * loading (ops/memory.h ap_params_place, docs/cuda.md §6); nothing changes on
+ * the CPU. Unplace with the same context before ap_reward_free. */
+int ap_reward_place(ap_ctx *ctx, ap_reward *r);
+void ap_reward_unplace(ap_ctx *ctx, ap_reward *r);
 /* Same, explicitly (tests): paths as in the config, unused ones NULL. */
 int ap_reward_open_kind(ap_reward **out, ap_reward_kind kind, const char *clip_dir,
                         const char *mlp, const char *hps_config, const char *hps_ckpt,
@@ -71,6 +76,8 @@ typedef struct ap_reward_saved {
     ap_aesthetic_saved aes; /* aesthetic */
     ap_hps_saved hps;       /* hps */
     ap_pickscore_saved ps;  /* pickscore */
+    ap_arena mem;           /* the tensor buffers below (text, vals), on the device
+                             * of the context given to ap_reward_saved_init */
     float *text;            /* (cap, E) hps, pickscore: text features of the prompts */
     int32_t *ids;           /* (cap, N) hps, pickscore: token ids */
     float *dl;              /* (cap) host: scaled d(loss) */
@@ -80,8 +87,12 @@ typedef struct ap_reward_saved {
     float *part_vals;       /* (n_parts, 3, cap) host: each part's reward, loss, w_i d(loss) */
 } ap_reward_saved;
 
-int ap_reward_saved_init(ap_reward_saved *sv, const ap_reward *r, int64_t cap);
-void ap_reward_saved_free(ap_reward_saved *sv);
+/* Tensor buffers come from ctx's backend (ap_arena_init_on: one block per
+ * reward, one per mixture part); free with the same context. */
+int ap_reward_saved_init(ap_ctx *ctx, ap_reward_saved *sv, const ap_reward *r, int64_t cap);
+void ap_reward_saved_free(ap_ctx *ctx, ap_reward_saved *sv);
+/* bytes of sv's tensor blocks, its parts' included (a plan's total) */
+size_t ap_reward_saved_bytes(const ap_reward_saved *sv);
 
 /* The tape, ctx->tmp and scratch of a forward without tape, one with tape
  * and its backward for images (B, 3, H, W), measured by a dry run of that

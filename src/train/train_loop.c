@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "ops/backend.h"
+#include "ops/memory.h"
 #include "core/killpoint.h"
 #include "core/rng.h"
 #include "train/checkpoint.h"
@@ -142,10 +144,13 @@ static int run_step(ap_job *j, int64_t step, step_stats *st) {
                           .images = ap_tblog_train_images(j, lo, b),
                           .dkl = reg ? dkl : NULL, .kl = reg ? kl : NULL,
                           .lv_n = nlv, .lv_noise = lvn};
-        ap_unet_zero_lora_grads(&j->sd.unet);
+        if (!rc) rc = ap_unet_zero_lora_grads_on(&j->ctx, &j->sd.unet);
         if (!rc) rc = ap_chain_run(&j->chain, &j->ctx, &io);
+        /* host staging (docs/cuda.md §6): the micro-batch's LoRA gradients,
+         * wherever the backward left them, into the host sum */
+        if (!rc) rc = ap_unet_lora_grads_read(&j->ctx, &j->sd.unet, j->gstage);
         const size_t nl = j->sd.unet.lora.total;
-        for (size_t e = 0; e < nl && !rc; e++) j->gacc[e] += j->sd.unet.lora_grad[e];
+        for (size_t e = 0; e < nl && !rc; e++) j->gacc[e] += j->gstage[e];
         double mb = 0, mv = 0;
         for (int i = 0; i < b && !rc; i++) {
             st->rewards[lo + i] = rew[i];
@@ -212,6 +217,17 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
                    d->world, N, j->plan.micro_batches, j->cap, (long long)spe, c->num_epochs,
                    j->chain.planned_bytes / 1e6);
 
+    /* the LoRA the loop starts from (fresh, resumed or loaded) where the
+     * ops read it; the gradients take the host staging path */
+    if (ap_params_upload(&j->ctx, &j->sd.unet.lora)) {
+        fprintf(stderr, "alignprop-mpi: rank %d: uploading the LoRA: %s\n", d->rank, ap_errmsg());
+        return AP_EXIT_FAIL;
+    }
+    ap_dist_print0(d, "gradients: %s backend; LoRA gradients summed on the host, MPI allreduce of "
+                   "host buffers, norm and AdamW on the host%s\n", j->ctx.be->name,
+                   j->ctx.device == AP_CPU ? "" : " (host staging: device -> host copy per "
+                   "micro-batch, LoRA uploaded after each update)");
+
     step_stats st;
     st.rewards = ap_malloc((size_t)N * sizeof(float), "rewards");
     st.attached = ap_malloc((size_t)N * sizeof(float), "attached counts");
@@ -264,6 +280,7 @@ int ap_job_train(ap_job *j, const char *resume, int restart) {
         } else {
             nonfinite_run = 0;
             ap_adamw_step(&j->opt, &hp, j->sd.unet.lora.flat, j->gacc);
+            if (ap_params_upload(&j->ctx, &j->sd.unet.lora)) goto fail;
         }
         j->step++;
         if (j->step % c->checksum_every == 0 &&

@@ -68,6 +68,14 @@ echo "bad_input: alignprop-mpi sample on bad input ($exe)"
 case_ no-model              2 "--model"          --prompt x --out "$O"
 case_ model-and-tiny        2 "--tiny"           --model "$M" --tiny 0 --prompt x --out "$O"
 case_ no-prompt             2 "--prompt"         --model "$M" --out "$O"
+case_ backend-unknown       2 "--backend: expected cpu or cuda" "${ok[@]}" --prompt x --backend gpu
+# --backend cuda where it cannot run: refused before loading, naming the build
+# or the driver's reason (a CUDA machine's runs are not this test's)
+if "$exe" --version | grep -q "cuda: not in this build"; then
+case_ backend-cuda-not-built 2 'backend: "cuda" is not available in this build' "${ok[@]}" --prompt x --backend cuda
+elif "$exe" --version | grep -q "cuda: built, no device here"; then
+case_ backend-cuda-no-device 2 'backend: "cuda" is not available: no CUDA device (' "${ok[@]}" --prompt x --backend cuda
+fi
 case_ steps-word            2 "--steps"          "${ok[@]}" --prompt x --steps abc
 case_ steps-zero            2 "--steps"          "${ok[@]}" --prompt x --steps 0
 case_ steps-too-many        2 "--steps"          "${ok[@]}" --prompt x --steps 1001

@@ -37,7 +37,7 @@ static int chain_open(env *e, ap_chain *ch, const char *what) {
     const ap_text_tower *tt = &e->sd.text.t;
     int rc = ap_chain_init(ch, &e->ctx, &e->sd.unet, &e->sd.vae, e->rw, &e->sd.sched, S, 7.5f, B,
                            HW, HW, tt->max_pos, tt->C);
-    if (!rc) rc = ap_chain_set_base(ch);
+    if (!rc) rc = ap_chain_set_base(ch, &e->ctx);
     return tu_check(rc == 0, "%s: chain init + base view%s%s", what, rc ? ": " : "",
                     rc ? ap_errmsg() : "");
 }

@@ -56,7 +56,7 @@ static int run_n(env *e, int n, float *got) {
     ap_chain ch;
     int rc = ap_chain_init(&ch, &e->ctx, u, &e->sd.vae, e->rw, &e->sd.sched, S, 7.5f, B, HW, HW,
                            tt->max_pos, tt->C);
-    if (!rc) rc = ap_chain_set_lv(&ch);
+    if (!rc) rc = ap_chain_set_lv(&ch, &e->ctx);
     if (!tu_check(rc == 0, "n = %d: chain init + DRaFT-LV buffers%s%s", n, rc ? ": " : "",
                   rc ? ap_errmsg() : ""))
         return AP_ERR;
