@@ -66,7 +66,7 @@ static void put(pbuf *p, const void *d, size_t n) {
         }
         p->b = b, p->cap = nc;
     }
-    memcpy(p->b + p->len, d, n);
+    if (n) memcpy(p->b + p->len, d, n); /* an empty message has no buffer */
     p->len += n;
 }
 

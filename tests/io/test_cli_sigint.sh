@@ -16,8 +16,9 @@ for round in 1 2 3 4; do
   "$exe" sample --tiny 0 --prompts "$dir/prompts.txt" --steps 1 --height 128 --width 128 \
     --threads 1 --out "$out" > /dev/null 2>&1 &
   pid=$!
-  # wait for the first images, then a round-dependent extra delay
-  for w in $(seq 1 300); do
+  # wait for the first images (up to 2 minutes: ASan builds on a loaded
+  # 2-core machine took over 15 s), then a round-dependent extra delay
+  for w in $(seq 1 2400); do
     n=$(ls "$out" 2>/dev/null | grep -c '\.png$')
     [ "$n" -ge 2 ] && break
     sleep 0.05
